@@ -1,0 +1,298 @@
+//! Image -> keypoints (method.md section 4): maps of the K selected tokens, bilinear
+//! upsampling to the input size, optional test-time augmentation, peak extraction.
+
+use crate::error::{Error, Result};
+use crate::frame::{to_model_input, CropMode, Fit, FrameRef};
+use crate::keypoints::{argmax_peak, weighted_peak, MapPeak};
+use crate::model::{Context, Model};
+use crate::ops::resample::{resize, Interp};
+use crate::ops::rng::Rng;
+use crate::ops::warp::{warp, Affine, SamplePlan};
+use crate::tokens::Tokens;
+use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
+/// How a keypoint is read off its map.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum PeakMode {
+    /// Arg-max pixel centre (the reference).
+    #[default]
+    Argmax,
+    /// Mass-weighted mean of the pixels within `radius` px of the arg-max.
+    Weighted { radius: f32 },
+}
+
+/// Detection settings. `None` fields take the tokens file's metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectOptions {
+    pub input_size: Option<usize>,
+    pub map_res: Option<usize>,
+    pub num_layers: Option<usize>,
+    pub timestep: Option<usize>,
+    /// Test-time augmentation passes; 1 = a single unwarped pass.
+    pub augmentations: usize,
+    /// Seed of the noise and of the augmentation warps.
+    pub seed: u64,
+    /// Add seeded DDIM noise at the timestep (the reference) or none (deterministic per image).
+    pub noise: bool,
+    pub peak: PeakMode,
+    pub crop: CropMode,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        Self {
+            input_size: None,
+            map_res: None,
+            num_layers: None,
+            timestep: None,
+            augmentations: 1,
+            seed: 0,
+            noise: true,
+            peak: PeakMode::Argmax,
+            crop: CropMode::Letterbox,
+        }
+    }
+}
+
+/// One keypoint. `x`, `y` are normalised to the image or frame ([0, 1], origin top-left);
+/// `score` is the peak value of the keypoint's averaged attention map (a probability
+/// mass per pixel at the input resolution: higher = more confident).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Keypoint {
+    pub id: usize,
+    pub x: f32,
+    pub y: f32,
+    pub score: f32,
+}
+
+/// Keypoints of one frame plus the frame geometry they refer to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detection {
+    pub width: usize,
+    pub height: usize,
+    pub keypoints: Vec<Keypoint>,
+}
+
+impl Detection {
+    /// Keypoint `i` in frame pixels.
+    pub fn pixel(&self, i: usize) -> (f32, f32) {
+        let k = &self.keypoints[i];
+        (k.x * self.width as f32, k.y * self.height as f32)
+    }
+}
+
+/// A model bound to one token set, with the tokens' keys/values precomputed.
+pub struct Detector {
+    model: Arc<Model>,
+    ctx: Context,
+    select: Tensor,
+    k: usize,
+    size: usize,
+    map_res: usize,
+    num_layers: usize,
+    timestep: usize,
+    opts: DetectOptions,
+    rng: Rng,
+}
+
+impl Detector {
+    pub fn new(model: Arc<Model>, tokens: &Tokens, opts: DetectOptions) -> Result<Self> {
+        if tokens.context_dim != model.context_dim() {
+            return Err(Error::Invalid(format!(
+                "tokens have width {} but the model at {} expects cross_attention_dim {}",
+                tokens.context_dim,
+                model.dir.display(),
+                model.context_dim()
+            )));
+        }
+        if opts.augmentations == 0 {
+            return Err(Error::Invalid("augmentations must be at least 1".into()));
+        }
+        let size = opts.input_size.unwrap_or(tokens.input_size);
+        model.check_input_size(size)?;
+        let map_res = opts.map_res.unwrap_or(tokens.map_res);
+        let num_layers = opts.num_layers.unwrap_or(tokens.num_layers);
+        let timestep = opts.timestep.unwrap_or(tokens.timestep);
+        if map_res == 0 || num_layers == 0 || timestep >= 1000 {
+            return Err(Error::Invalid(format!(
+                "invalid map_res {map_res}, num_layers {num_layers} or timestep {timestep}"
+            )));
+        }
+        let dev = &model.device;
+        let emb = Tensor::from_slice(&tokens.embeddings, (tokens.num_tokens, tokens.context_dim), dev)?;
+        let ctx = model.prepare_context(&emb)?;
+        let idx: Vec<u32> = tokens.indices.iter().map(|&i| i as u32).collect();
+        let select = Tensor::from_vec(idx, tokens.indices.len(), dev)?;
+        Ok(Self {
+            k: tokens.indices.len(),
+            ctx,
+            select,
+            size,
+            map_res,
+            num_layers,
+            timestep,
+            rng: Rng::new(opts.seed),
+            opts,
+            model,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Side of the square model input.
+    pub fn input_size(&self) -> usize {
+        self.size
+    }
+
+    pub fn num_keypoints(&self) -> usize {
+        self.k
+    }
+
+    pub fn options(&self) -> &DetectOptions {
+        &self.opts
+    }
+
+    fn device(&self) -> &Device {
+        &self.model.device
+    }
+
+    /// Selected tokens' maps [B, K, R, R] for images [B, 3, S, S] in [0, 1].
+    pub fn maps(&mut self, images: &Tensor) -> Result<Tensor> {
+        let z = self.model.encode(images)?;
+        let noise = if self.opts.noise {
+            let mut v = vec![0f32; z.elem_count()];
+            self.rng.fill_normal(&mut v);
+            Some(Tensor::from_vec(v, z.shape(), self.device())?)
+        } else {
+            None
+        };
+        self.model.maps_from_latent(
+            &z,
+            noise.as_ref(),
+            self.timestep,
+            &self.ctx,
+            self.num_layers,
+            self.map_res,
+            Some(&self.select),
+        )
+    }
+
+    /// Averaged keypoint maps [K, S, S] of one image [3, S, S]: one pass, or one pass per
+    /// augmentation warp with the maps warped back and averaged.
+    pub fn keypoint_maps(&mut self, image: &Tensor) -> Result<Tensor> {
+        Ok(self.keypoint_maps_full(image)?.0)
+    }
+
+    /// As `keypoint_maps`, also returning the map-resolution maps [K, R, R] of an
+    /// unaugmented pass (None with augmentation).
+    pub fn keypoint_maps_full(&mut self, image: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        if self.opts.augmentations <= 1 {
+            let m = self.maps(&image.unsqueeze(0)?)?.squeeze(0)?;
+            let up = resize(&m, self.size, self.size, Interp::Bilinear)?;
+            return Ok((up, Some(m)));
+        }
+        let warps: Vec<Affine> = (0..self.opts.augmentations).map(|_| Affine::random(&mut self.rng)).collect();
+        Ok((self.keypoint_maps_with(image, &warps)?, None))
+    }
+
+    /// Test-time augmentation with the given warps (each warp is one pass).
+    pub fn keypoint_maps_with(&mut self, image: &Tensor, warps: &[Affine]) -> Result<Tensor> {
+        let s = self.size;
+        let plans: Vec<SamplePlan> = warps.iter().map(|a| SamplePlan::new(a, s, s, s, s)).collect();
+        let warped = plans.iter().map(|p| warp(image, p)).collect::<candle_core::Result<Vec<_>>>()?;
+        let maps = self.maps(&Tensor::stack(&warped, 0)?)?;
+        let maps = resize(&maps, s, s, Interp::Bilinear)?;
+        let ones = Tensor::ones((1, s, s), DType::F32, self.device())?;
+        let mut sum: Option<Tensor> = None;
+        let mut count: Option<Tensor> = None;
+        for (i, a) in warps.iter().enumerate() {
+            let back = SamplePlan::new(&a.inverse(), s, s, s, s);
+            let m = warp(&maps.get(i)?, &back)?;
+            let c = warp(&ones, &back)?;
+            sum = Some(match sum {
+                Some(x) => (x + m)?,
+                None => m,
+            });
+            count = Some(match count {
+                Some(x) => (x + c)?,
+                None => c,
+            });
+        }
+        let (sum, count) = (sum.expect("warps"), count.expect("warps"));
+        // sum / count where count > 0, else 0.
+        let valid = count.gt(0.0)?;
+        let safe = valid.where_cond(&count, &count.ones_like()?)?;
+        let avg = sum.broadcast_div(&safe)?;
+        Ok(valid.broadcast_as(avg.shape())?.where_cond(&avg, &avg.zeros_like()?)?)
+    }
+
+    /// Peaks of maps [K, H, W], normalised to the maps' square.
+    pub fn peaks(&self, maps: &Tensor) -> Result<Vec<MapPeak>> {
+        let (_, h, w) = maps.dims3()?;
+        let v = maps.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(v
+            .chunks_exact(h * w)
+            .map(|m| match self.opts.peak {
+                PeakMode::Argmax => argmax_peak(m, h, w),
+                PeakMode::Weighted { radius } => weighted_peak(m, h, w, radius),
+            })
+            .collect())
+    }
+
+    /// Keypoints of a square model-input image [3, S, S] in [0, 1], normalised to it.
+    pub fn detect_input(&mut self, image: &Tensor) -> Result<Vec<Keypoint>> {
+        let maps = self.keypoint_maps(image)?;
+        self.keypoints_of(&maps)
+    }
+
+    fn keypoints_of(&self, maps: &Tensor) -> Result<Vec<Keypoint>> {
+        Ok(self
+            .peaks(maps)?
+            .into_iter()
+            .enumerate()
+            .map(|(id, p)| Keypoint {
+                id,
+                x: p.x,
+                y: p.y,
+                score: p.score,
+            })
+            .collect())
+    }
+
+    /// Keypoints of any frame; coordinates are mapped back through the crop/letterbox.
+    pub fn detect_frame(&mut self, frame: &FrameRef) -> Result<Detection> {
+        Ok(self.detect_frame_full(frame)?.0)
+    }
+
+    /// As `detect_frame`, also returning the maps (see `keypoint_maps_full`).
+    pub fn detect_frame_full(&mut self, frame: &FrameRef) -> Result<(Detection, Tensor, Option<Tensor>)> {
+        let (input, fit) = to_model_input(frame, self.size, self.opts.crop);
+        let image = Tensor::from_vec(input, (3, self.size, self.size), self.device())?;
+        let (maps, low) = self.keypoint_maps_full(&image)?;
+        let kps = self.keypoints_of(&maps)?;
+        Ok((map_back(kps, &fit), maps, low))
+    }
+}
+
+/// Model-square keypoints -> frame-normalised keypoints.
+pub fn map_back(kps: Vec<Keypoint>, fit: &Fit) -> Detection {
+    let keypoints = kps
+        .into_iter()
+        .map(|k| {
+            let (x, y) = fit.to_frame(k.x, k.y);
+            Keypoint {
+                x: x / fit.width as f32,
+                y: y / fit.height as f32,
+                ..k
+            }
+        })
+        .collect();
+    Detection {
+        width: fit.width,
+        height: fit.height,
+        keypoints,
+    }
+}

@@ -1,0 +1,19 @@
+//! StableKeypoints core: unsupervised keypoints from Stable Diffusion cross-attention maps
+//! (Hedlin et al., CVPR 2024), with candle.
+//!
+//! GStreamer-free; the plugin crate and the CLI are glue over this library.
+
+pub mod detect;
+pub mod error;
+pub mod frame;
+pub mod keypoints;
+pub mod model;
+pub mod ops;
+pub mod tokens;
+pub mod util;
+
+pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};
+pub use error::{Error, Result};
+pub use frame::{CropMode, FrameRef, PixelFormat};
+pub use model::Model;
+pub use tokens::Tokens;

@@ -1,0 +1,118 @@
+//! Cross-attention map recorder (method.md section 2).
+//!
+//! The reference upsamples each observed layer's query input bicubically to R x R and runs
+//! `to_q` there. Both steps are linear, so the logits are computed at the layer's own
+//! side `s` and upsampled instead (same function up to float rounding, ~(R/s)^2 fewer
+//! `to_q` FLOPs); only the softmax over the N tokens runs at R x R.
+
+use super::unet::Attention;
+use crate::ops::resample::bicubic_matrix;
+use candle_core::{DType, Module, Result, Tensor};
+use std::collections::HashMap;
+
+/// Which maps to keep and how many layers to average.
+#[derive(Debug)]
+pub struct MapRecorder {
+    max_side: usize,
+    num_layers: usize,
+    map_res: usize,
+    /// Token indices to keep (softmax still runs over all N); `None` keeps all.
+    select: Option<Tensor>,
+    sum: Option<Tensor>,
+    sides: Vec<usize>,
+    interp: HashMap<usize, Tensor>,
+}
+
+impl MapRecorder {
+    /// Records the first `num_layers` up-path cross-attentions with side <= `max_side`.
+    pub fn new(max_side: usize, num_layers: usize, map_res: usize, select: Option<Tensor>) -> Self {
+        Self {
+            max_side,
+            num_layers,
+            map_res,
+            select,
+            sum: None,
+            sides: Vec::new(),
+            interp: HashMap::new(),
+        }
+    }
+
+    pub fn max_side(&self) -> usize {
+        self.max_side
+    }
+
+    pub fn recorded(&self) -> usize {
+        self.sides.len()
+    }
+
+    /// Spatial sides of the recorded layers, in execution order.
+    pub fn sides(&self) -> &[usize] {
+        &self.sides
+    }
+
+    pub fn complete(&self) -> bool {
+        self.sides.len() >= self.num_layers
+    }
+
+    pub(crate) fn wants(&self, side: usize) -> bool {
+        side <= self.max_side && !self.complete()
+    }
+
+    /// Adds one layer's maps; `x` is the query input of `attn` [B, s*s, C], `k` its
+    /// heads-split keys [1, h, N, d]. Returns true once all layers are recorded.
+    pub(crate) fn record(&mut self, attn: &Attention, x: &Tensor, k: &Tensor, side: usize) -> Result<bool> {
+        let (b, l, c) = x.dims3()?;
+        if l != side * side {
+            candle_core::bail!("attention input has {l} positions, expected {side}x{side}");
+        }
+        let r = self.map_res;
+        let m = match self.interp.get(&side) {
+            Some(m) => m.clone(),
+            None => {
+                let m = Tensor::from_vec(bicubic_matrix(side, r), (r, side), x.device())?;
+                self.interp.insert(side, m.clone());
+                m
+            }
+        };
+        let heads = attn.heads;
+        let q = attn.split_heads(&attn.to_q.forward(x)?)?.to_dtype(DType::F32)?;
+        let k = k.to_dtype(DType::F32)?;
+        let n = k.dim(2)?;
+        let scale = attn.scale(c);
+        let mut layer: Option<Tensor> = None;
+        // One head at a time bounds memory to B*R*R*N floats.
+        for h in 0..heads {
+            let qh = q.narrow(1, h, 1)?.squeeze(1)?; // [B, s*s, d]
+            let kh = k.narrow(1, h, 1)?.squeeze(1)?.t()?.contiguous()?; // [1, d, N]
+            let logits = (qh.broadcast_matmul(&kh)? * scale)?; // [B, s*s, N]
+            // Bicubic upsampling of the logits as two matrix products, N kept last.
+            let up = m.broadcast_matmul(&logits.reshape((b, side, side * n))?)?; // [B, R, s*N]
+            let up = m.broadcast_matmul(&up.reshape((b * r, side, n))?)?; // [B*R, R, N]
+            let probs = super::nn::softmax_last_dim(&up.reshape((b, r, r, n))?)?;
+            let probs = match &self.select {
+                Some(idx) => probs.index_select(idx, 3)?,
+                None => probs,
+            };
+            layer = Some(match layer {
+                Some(acc) => (acc + probs)?,
+                None => probs,
+            });
+        }
+        let layer = (layer.expect("at least one head") / heads as f64)?;
+        self.sum = Some(match self.sum.take() {
+            Some(acc) => (acc + layer)?,
+            None => layer,
+        });
+        self.sides.push(side);
+        Ok(self.complete())
+    }
+
+    /// Mean over the recorded layers, [B, K or N, R, R].
+    pub fn finish(self) -> Result<Tensor> {
+        let n = self.sides.len();
+        match self.sum {
+            Some(s) => (s / n as f64)?.permute((0, 3, 1, 2))?.contiguous(),
+            None => candle_core::bail!("no attention layer was recorded"),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Miniature SD-family models with deterministic random weights, in the diffusers layout:
+//! the embedded default for demos and tests (no weights can be downloaded here).
+//!
+//! The tensor set is whatever the loaders ask for, so a generated model always loads; the
+//! VAE decoder is omitted because keypoints never use it.
+
+use super::config::{UNetConfig, VaeConfig};
+use super::{UNet, VaeEncoder};
+use crate::error::{Error, Result};
+use crate::ops::rng::Rng;
+use crate::tokens::Tokens;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Architectures `init-model` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TinyArch {
+    /// SD 1.x layout: conv projections, one head count for every block.
+    TinySd1,
+    /// SD 2.x layout: linear projections, per-block head counts.
+    TinySd2,
+}
+
+impl std::str::FromStr for TinyArch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tiny-sd1" => Ok(TinyArch::TinySd1),
+            "tiny-sd2" => Ok(TinyArch::TinySd2),
+            _ => Err(Error::Invalid(format!("unknown architecture {s:?} (tiny-sd1, tiny-sd2)"))),
+        }
+    }
+}
+
+/// The demo input side for the tiny models (latent 16x16, recorded layers at 4 and 8).
+pub const TINY_INPUT_SIZE: usize = 128;
+
+pub fn unet_config_json(arch: TinyArch) -> Value {
+    let (heads, ctx, linear): (Value, usize, bool) = match arch {
+        TinyArch::TinySd1 => (json!(2), 32, false),
+        TinyArch::TinySd2 => (json!([2, 2, 4, 4]), 48, true),
+    };
+    json!({
+        "_class_name": "UNet2DConditionModel",
+        "_diffusers_version": "0.42.1",
+        "act_fn": "silu",
+        "attention_head_dim": heads,
+        "block_out_channels": [32, 32, 64, 64],
+        "cross_attention_dim": ctx,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "downsample_padding": 1,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0,
+        "in_channels": 4,
+        "layers_per_block": 1,
+        "mid_block_scale_factor": 1,
+        "norm_eps": 1e-05,
+        "norm_num_groups": 8,
+        "out_channels": 4,
+        "sample_size": 16,
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "upcast_attention": linear,
+        "use_linear_projection": linear
+    })
+}
+
+pub fn vae_config_json() -> Value {
+    json!({
+        "_class_name": "AutoencoderKL",
+        "_diffusers_version": "0.42.1",
+        "act_fn": "silu",
+        "block_out_channels": [16, 16, 32, 32],
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "sample_size": 128,
+        "scaling_factor": 0.18215
+    })
+}
+
+/// A VarBuilder backend that invents every requested tensor from (seed, name) and keeps it.
+#[derive(Clone)]
+struct Generator {
+    seed: u64,
+    made: Arc<Mutex<BTreeMap<String, Tensor>>>,
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+impl candle_nn::var_builder::SimpleBackend for Generator {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mut made = self.made.lock().expect("generator lock");
+        if let Some(t) = made.get(name) {
+            return t.to_dtype(dtype)?.to_device(dev);
+        }
+        let mut rng = Rng::new(self.seed ^ fnv1a(name));
+        let n = s.elem_count();
+        let dims = s.dims();
+        let mut v = vec![0f32; n];
+        rng.fill_normal(&mut v);
+        let is_norm = name.contains("norm") && dims.len() == 1;
+        if name.ends_with("weight") && is_norm {
+            v.iter_mut().for_each(|x| *x = 1.0 + 0.1 * *x);
+        } else if name.ends_with("weight") {
+            // Unit-variance activations through every layer: std 1/sqrt(fan_in).
+            let fan_in: usize = dims[1..].iter().product::<usize>().max(1);
+            let std = 1.0 / (fan_in as f32).sqrt();
+            v.iter_mut().for_each(|x| *x *= std);
+        } else {
+            v.iter_mut().for_each(|x| *x *= 0.1);
+        }
+        let t = Tensor::from_vec(v, s, &Device::Cpu)?;
+        made.insert(name.to_string(), t.clone());
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        match self.made.lock().expect("generator lock").get(name) {
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+            None => candle_core::bail!("cannot find tensor {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.made.lock().expect("generator lock").contains_key(name)
+    }
+}
+
+fn generate(seed: u64, build: impl FnOnce(VarBuilder) -> candle_core::Result<()>) -> Result<BTreeMap<String, Tensor>> {
+    let g = Generator {
+        seed,
+        made: Arc::new(Mutex::new(BTreeMap::new())),
+    };
+    build(VarBuilder::from_backend(Box::new(g.clone()), DType::F32, Device::Cpu))?;
+    let made = std::mem::take(&mut *g.made.lock().expect("generator lock"));
+    Ok(made)
+}
+
+fn write_model_part(dir: &Path, config: &Value, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let cfg = serde_json::to_string_pretty(config).expect("json");
+    crate::util::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+    let path = dir.join("diffusion_pytorch_model.safetensors");
+    let tmp = dir.join(".diffusion_pytorch_model.safetensors.tmp");
+    let tensors: std::collections::HashMap<&str, Tensor> = tensors.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| Error::weights(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+/// Writes `out/unet`, `out/vae` and a matching random `out/tokens.safetensors`
+/// (`num_tokens` tokens, the first `num_keypoints` of a seeded permutation selected).
+pub fn init_model(out: &Path, arch: TinyArch, seed: u64, num_tokens: usize, num_keypoints: usize) -> Result<()> {
+    if num_keypoints == 0 || num_keypoints > num_tokens {
+        return Err(Error::Invalid(format!(
+            "need 1 <= keypoints ({num_keypoints}) <= tokens ({num_tokens})"
+        )));
+    }
+    let unet_json = unet_config_json(arch);
+    let vae_json = vae_config_json();
+    let here = Path::new("<generated>");
+    let ucfg = UNetConfig::from_map(here, unet_json.as_object().expect("object"))?;
+    let vcfg = VaeConfig::from_map(here, vae_json.as_object().expect("object"))?;
+    let unet = generate(seed, |vb| UNet::new(vb, &ucfg).map(|_| ()))?;
+    let vae = generate(seed.wrapping_add(1), |vb| VaeEncoder::new(vb, &vcfg).map(|_| ()))?;
+    write_model_part(&out.join("unet"), &unet_json, &unet)?;
+    write_model_part(&out.join("vae"), &vae_json, &vae)?;
+
+    let mut rng = Rng::new(seed.wrapping_add(2));
+    let ctx = ucfg.cross_attention_dim;
+    let mut emb = vec![0f32; num_tokens * ctx];
+    rng.fill_normal(&mut emb);
+    let mut perm: Vec<usize> = (0..num_tokens).collect();
+    for i in (1..num_tokens).rev() {
+        perm.swap(i, rng.below(i + 1));
+    }
+    let mut tokens = Tokens::new(emb, num_tokens, ctx, perm[..num_keypoints].to_vec())?;
+    tokens.input_size = TINY_INPUT_SIZE;
+    tokens.map_res = 64;
+    tokens.extra.insert("generator".into(), format!("init-model {arch:?} seed {seed}"));
+    tokens.save(&out.join("tokens.safetensors"))
+}

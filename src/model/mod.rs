@@ -1,0 +1,164 @@
+//! The Stable Diffusion pieces StableKeypoints needs: VAE encoder and UNet with the
+//! attention recorder, loaded from a diffusers directory.
+
+pub mod blocks;
+pub mod capture;
+pub mod config;
+pub mod init;
+pub mod nn;
+pub mod unet;
+pub mod vae;
+
+use crate::error::{Error, Result};
+use crate::ops::schedule::DdimSchedule;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use std::path::{Path, PathBuf};
+
+pub use capture::MapRecorder;
+pub use config::{UNetConfig, VaeConfig};
+pub use unet::{Context, UNet};
+pub use vae::VaeEncoder;
+
+/// Finds `dir/sub/diffusion_pytorch_model[.fp16].safetensors`.
+pub fn weights_file(dir: &Path, sub: &str) -> Result<PathBuf> {
+    let d = dir.join(sub);
+    if !d.is_dir() {
+        let what = if dir.is_dir() {
+            format!("no `{sub}/` directory (expected a diffusers model directory)")
+        } else {
+            "model directory does not exist".to_string()
+        };
+        return Err(Error::Io {
+            path: if dir.is_dir() { d } else { dir.to_path_buf() },
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, what),
+        });
+    }
+    for name in ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"] {
+        let p = d.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let msg = if d.join("diffusion_pytorch_model.bin").exists() {
+        "only PyTorch .bin weights found; convert them to safetensors (diffusers `save_pretrained(safe_serialization=True)`)"
+    } else {
+        "no diffusion_pytorch_model[.fp16].safetensors"
+    };
+    Err(Error::Io {
+        path: d,
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, msg),
+    })
+}
+
+/// Memory-maps one safetensors file; tensors are converted to `dtype` when read.
+fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    // SAFETY: the file is mapped read-only; the weights directory must not be modified
+    // while a model is loading (same contract as candle and diffusers).
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(|e| Error::weights(path, e))
+}
+
+/// A loaded Stable Diffusion backbone (VAE encoder + UNet).
+#[derive(Debug)]
+pub struct Model {
+    pub dir: PathBuf,
+    pub unet: UNet,
+    pub vae: VaeEncoder,
+    pub unet_config: UNetConfig,
+    pub vae_config: VaeConfig,
+    pub schedule: DdimSchedule,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Model {
+    /// Loads a diffusers directory (`unet/` and `vae/`). `dtype` is the compute dtype;
+    /// f16/bf16/f32 files are converted to it.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
+        let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
+        let unet_file = weights_file(dir, "unet")?;
+        let vae_file = weights_file(dir, "vae")?;
+        let unet = UNet::new(var_builder(&unet_file, dtype, device)?, &unet_config).map_err(|e| Error::weights(&unet_file, e))?;
+        let vae = VaeEncoder::new(var_builder(&vae_file, dtype, device)?, &vae_config).map_err(|e| Error::weights(&vae_file, e))?;
+        if vae_config.latent_channels != unet_config.in_channels {
+            return Err(Error::config(
+                &dir.join("unet").join("config.json"),
+                format!(
+                    "in_channels = {} but the VAE has latent_channels = {}",
+                    unet_config.in_channels, vae_config.latent_channels
+                ),
+            ));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            unet,
+            vae,
+            unet_config,
+            vae_config,
+            schedule: DdimSchedule::stable_diffusion(),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn context_dim(&self) -> usize {
+        self.unet_config.cross_attention_dim
+    }
+
+    /// The input side must be a multiple of this.
+    pub fn size_multiple(&self) -> usize {
+        self.vae_config.downscale() * self.unet_config.downscale()
+    }
+
+    /// Checks that `size` is usable as the square input side.
+    pub fn check_input_size(&self, size: usize) -> Result<()> {
+        let m = self.size_multiple();
+        if size == 0 || size % m != 0 {
+            return Err(Error::Invalid(format!(
+                "input size {size} must be a positive multiple of {m} for this model"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keys/values of `embeddings` [N, context_dim] for every cross-attention layer.
+    pub fn prepare_context(&self, embeddings: &Tensor) -> Result<Context> {
+        let (_, c) = embeddings.dims2()?;
+        if c != self.context_dim() {
+            return Err(Error::Invalid(format!(
+                "token embeddings have width {c} but the model's cross_attention_dim is {}",
+                self.context_dim()
+            )));
+        }
+        Ok(self.unet.prepare_context(&embeddings.to_dtype(self.dtype)?)?)
+    }
+
+    /// Scaled VAE latent mean of images in [0, 1], [B, 3, S, S].
+    pub fn encode(&self, images01: &Tensor) -> Result<Tensor> {
+        Ok(self.vae.encode(&images01.to_dtype(self.dtype)?)?)
+    }
+
+    /// Averaged attention maps [B, K or N, R, R] for latents `z` at timestep `t`:
+    /// `z_t = sqrt(abar_t) z + sqrt(1 - abar_t) noise` (`noise` None = zero noise).
+    pub fn maps_from_latent(
+        &self,
+        z: &Tensor,
+        noise: Option<&Tensor>,
+        t: usize,
+        ctx: &Context,
+        num_layers: usize,
+        map_res: usize,
+        select: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (a, s) = self.schedule.noise_coefficients(t);
+        let zt = match noise {
+            Some(n) => ((z * a)? + (n.to_dtype(z.dtype())? * s)?)?,
+            None => (z * a)?,
+        };
+        let side = z.dim(2)?;
+        let mut rec = MapRecorder::new(side / 2, num_layers, map_res, select.cloned());
+        self.unet.record(&zt, t as f64, ctx, &mut rec)?;
+        Ok(rec.finish()?)
+    }
+}

@@ -1,0 +1,103 @@
+//! Layers shared by the VAE and the UNet, loaded with diffusers' key names.
+//!
+//! Fused candle kernels (softmax, layer norm) have no backward pass; when a tensor takes
+//! part in a gradient computation the composite forms are used instead.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// 2-D convolution with bias (PyTorch `nn.Conv2d`).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    pub fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> Result<Self> {
+        let weight = vb.get((cout, cin, k, k), "weight")?;
+        let bias = Some(vb.get(cout, "bias")?);
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `nn.Linear`, optionally without bias.
+pub fn linear(vb: VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<candle_nn::Linear> {
+    let w = vb.get((cout, cin), "weight")?;
+    let b = if bias { Some(vb.get(cout, "bias")?) } else { None };
+    Ok(candle_nn::Linear::new(w, b))
+}
+
+/// A 1x1 projection stored as conv `[c_out, c_in, 1, 1]` (SD 1.x) or linear `[c_out, c_in]`
+/// (SD 2.x `use_linear_projection`); both are applied as a matrix product.
+pub fn projection(vb: VarBuilder, cin: usize, cout: usize, stored_as_linear: bool) -> Result<candle_nn::Linear> {
+    let w = if stored_as_linear {
+        vb.get((cout, cin), "weight")?
+    } else {
+        vb.get((cout, cin, 1, 1), "weight")?.reshape((cout, cin))?
+    };
+    Ok(candle_nn::Linear::new(w, Some(vb.get(cout, "bias")?)))
+}
+
+pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<candle_nn::GroupNorm> {
+    candle_nn::GroupNorm::new(vb.get(channels, "weight")?, vb.get(channels, "bias")?, channels, groups, eps)
+}
+
+/// LayerNorm over the last dimension with affine parameters.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.track_op() && x.is_contiguous() {
+            return candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32);
+        }
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let x = x.broadcast_sub(&mean)?;
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let x = x.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
+        x.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Softmax over the last dimension; differentiable when the input is tracked.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !x.track_op() && x.is_contiguous() {
+        candle_nn::ops::softmax_last_dim(x)
+    } else {
+        candle_nn::ops::softmax(x, D::Minus1)
+    }
+}

@@ -1,0 +1,443 @@
+//! diffusers `UNet2DConditionModel` (SD 1.x / 2.x family), run only as far as the attention
+//! recorder needs. Key names follow diffusers so its safetensors load unchanged.
+
+use super::blocks::{Downsample, ResnetBlock, Upsample};
+use super::capture::MapRecorder;
+use super::config::{DownBlockType, UNetConfig, UpBlockType};
+use super::nn::{group_norm, linear, projection, softmax_last_dim, Conv2d, LayerNorm};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// Query rows per attention chunk are capped so that one score matrix stays under this
+/// many elements (SD's 64x64 self-attention would otherwise need ~0.5 GB per image).
+const MAX_SCORE_ELEMS: usize = 1 << 25;
+
+/// Multi-head attention with diffusers' `Attention` keys (`to_q`, `to_k`, `to_v`, `to_out.0`).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub(crate) to_q: candle_nn::Linear,
+    to_k: candle_nn::Linear,
+    to_v: candle_nn::Linear,
+    to_out: candle_nn::Linear,
+    pub(crate) heads: usize,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, query_dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            to_q: linear(vb.pp("to_q"), query_dim, query_dim, false)?,
+            to_k: linear(vb.pp("to_k"), context_dim, query_dim, false)?,
+            to_v: linear(vb.pp("to_v"), context_dim, query_dim, false)?,
+            to_out: linear(vb.pp("to_out").pp(0), query_dim, query_dim, true)?,
+            heads,
+        })
+    }
+
+    /// [B, L, C] -> [B, heads, L, C/heads]
+    pub(crate) fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, c) = x.dims3()?;
+        x.reshape((b, l, self.heads, c / self.heads))?.transpose(1, 2)?.contiguous()
+    }
+
+    pub(crate) fn scale(&self, channels: usize) -> f64 {
+        1.0 / ((channels / self.heads) as f64).sqrt()
+    }
+
+    /// Keys and values for a context [B or 1, N, Cctx], split into heads.
+    pub(crate) fn kv(&self, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.split_heads(&self.to_k.forward(context)?)?,
+            self.split_heads(&self.to_v.forward(context)?)?,
+        ))
+    }
+
+    /// Attention of `x` [B, L, C] over precomputed heads-split keys/values.
+    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (b, l, c) = x.dims3()?;
+        let q = self.split_heads(&self.to_q.forward(x)?)?;
+        let kt = k.transpose(2, 3)?.contiguous()?;
+        let scale = self.scale(c);
+        let n = k.dim(2)?;
+        let rows = (MAX_SCORE_ELEMS / (b * self.heads * n).max(1)).clamp(1, l);
+        let mut outs = Vec::new();
+        let mut start = 0;
+        while start < l {
+            let len = rows.min(l - start);
+            let qc = if len == l { q.clone() } else { q.narrow(2, start, len)? };
+            let s = (qc.broadcast_matmul(&kt)? * scale)?;
+            outs.push(softmax_last_dim(&s)?.broadcast_matmul(v)?);
+            start += len;
+        }
+        let o = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 2)? };
+        let o = o.transpose(1, 2)?.reshape((b, l, c))?;
+        self.to_out.forward(&o)
+    }
+}
+
+/// GEGLU feed-forward (`ff.net.0.proj`, `ff.net.2`).
+#[derive(Debug, Clone)]
+struct FeedForward {
+    proj: candle_nn::Linear,
+    out: candle_nn::Linear,
+}
+
+impl FeedForward {
+    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+        let inner = 4 * dim;
+        Ok(Self {
+            proj: linear(vb.pp("net").pp(0).pp("proj"), dim, 2 * inner, true)?,
+            out: linear(vb.pp("net").pp(2), inner, dim, true)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.proj.forward(x)?;
+        let half = h.dim(D::Minus1)? / 2;
+        let a = h.narrow(D::Minus1, 0, half)?;
+        let gate = h.narrow(D::Minus1, half, half)?.gelu_erf()?;
+        self.out.forward(&(a * gate)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+    /// Index of `attn2` among all cross-attentions, in execution order.
+    cross_id: usize,
+}
+
+/// diffusers `Transformer2DModel` (continuous input).
+#[derive(Debug, Clone)]
+struct Transformer2D {
+    norm: candle_nn::GroupNorm,
+    proj_in: candle_nn::Linear,
+    blocks: Vec<TransformerBlock>,
+    proj_out: candle_nn::Linear,
+}
+
+/// Where the UNet is inside its forward pass, for the recorder's rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    Down,
+    Mid,
+    Up,
+}
+
+/// Precomputed keys/values of the token embeddings for every cross-attention layer.
+/// They depend only on the tokens, so the element computes them once per token set.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) kv: Vec<(Tensor, Tensor)>,
+}
+
+struct Run<'a> {
+    ctx: &'a Context,
+    rec: &'a mut MapRecorder,
+}
+
+impl Transformer2D {
+    fn new(vb: VarBuilder, c: usize, heads: usize, layers: usize, cfg: &UNetConfig, next_id: &mut usize) -> Result<Self> {
+        let linear_proj = cfg.use_linear_projection;
+        let blocks = (0..layers)
+            .map(|i| {
+                let vb = vb.pp("transformer_blocks").pp(i);
+                let id = *next_id;
+                *next_id += 1;
+                Ok(TransformerBlock {
+                    norm1: LayerNorm::new(vb.pp("norm1"), c, 1e-5)?,
+                    attn1: Attention::new(vb.pp("attn1"), c, c, heads)?,
+                    norm2: LayerNorm::new(vb.pp("norm2"), c, 1e-5)?,
+                    attn2: Attention::new(vb.pp("attn2"), c, cfg.cross_attention_dim, heads)?,
+                    norm3: LayerNorm::new(vb.pp("norm3"), c, 1e-5)?,
+                    ff: FeedForward::new(vb.pp("ff"), c)?,
+                    cross_id: id,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            norm: group_norm(vb.pp("norm"), cfg.norm_num_groups, c, 1e-6)?,
+            proj_in: projection(vb.pp("proj_in"), c, c, linear_proj)?,
+            blocks,
+            proj_out: projection(vb.pp("proj_out"), c, c, linear_proj)?,
+        })
+    }
+
+    /// Returns `None` when the recorder has all it needs (early exit).
+    fn forward(&self, x: &Tensor, where_: Path, run: &mut Run) -> Result<Option<Tensor>> {
+        let (b, c, h, w) = x.dims4()?;
+        let t = self.norm.forward(x)?.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?;
+        let mut t = self.proj_in.forward(&t)?;
+        for blk in &self.blocks {
+            let n1 = blk.norm1.forward(&t)?;
+            let (k, v) = blk.attn1.kv(&n1)?;
+            t = (blk.attn1.attend(&n1, &k, &v)? + t)?;
+            let n2 = blk.norm2.forward(&t)?;
+            if where_ == Path::Up && run.rec.wants(h) {
+                let (k, _) = &run.ctx.kv[blk.cross_id];
+                if run.rec.record(&blk.attn2, &n2, k, h)? {
+                    return Ok(None);
+                }
+            }
+            let (k, v) = &run.ctx.kv[blk.cross_id];
+            t = (blk.attn2.attend(&n2, k, v)? + t)?;
+            t = (blk.ff.forward(&blk.norm3.forward(&t)?)? + t)?;
+        }
+        let t = self.proj_out.forward(&t)?;
+        let t = t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?;
+        Ok(Some((t + x)?))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DownBlock {
+    resnets: Vec<ResnetBlock>,
+    attentions: Vec<Transformer2D>,
+    downsample: Option<Downsample>,
+}
+
+#[derive(Debug, Clone)]
+struct UpBlock {
+    resnets: Vec<ResnetBlock>,
+    attentions: Vec<Transformer2D>,
+    upsample: Option<Upsample>,
+}
+
+/// The conditional UNet.
+#[derive(Debug, Clone)]
+pub struct UNet {
+    cfg: UNetConfig,
+    conv_in: Conv2d,
+    time_1: candle_nn::Linear,
+    time_2: candle_nn::Linear,
+    down: Vec<DownBlock>,
+    mid: (ResnetBlock, Transformer2D, ResnetBlock),
+    up: Vec<UpBlock>,
+    cross_attn: Vec<Attention>,
+}
+
+macro_rules! early_exit {
+    ($e:expr) => {
+        match $e {
+            Some(x) => x,
+            None => return Ok(()),
+        }
+    };
+}
+
+impl UNet {
+    pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
+        let ch = &cfg.block_out_channels;
+        let n = ch.len();
+        let temb = 4 * ch[0];
+        let g = cfg.norm_num_groups;
+        let eps = cfg.norm_eps;
+        let mut next_id = 0;
+        let conv_in = Conv2d::new(vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, 1)?;
+        let tvb = vb.pp("time_embedding");
+        let time_1 = linear(tvb.pp("linear_1"), ch[0], temb, true)?;
+        let time_2 = linear(tvb.pp("linear_2"), temb, temb, true)?;
+
+        let mut down = Vec::new();
+        let mut cin = ch[0];
+        for i in 0..n {
+            let vb = vb.pp("down_blocks").pp(i);
+            let cout = ch[i];
+            let layers = cfg.layers_per_block[i];
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..layers {
+                let rin = if j == 0 { cin } else { cout };
+                resnets.push(ResnetBlock::new(vb.pp("resnets").pp(j), rin, cout, Some(temb), g, eps)?);
+                if cfg.down_block_types[i] == DownBlockType::CrossAttn {
+                    attentions.push(Transformer2D::new(
+                        vb.pp("attentions").pp(j),
+                        cout,
+                        cfg.num_attention_heads[i],
+                        cfg.transformer_layers_per_block[i],
+                        cfg,
+                        &mut next_id,
+                    )?);
+                }
+            }
+            let downsample = if i + 1 < n {
+                Some(Downsample::new(vb.pp("downsamplers").pp(0), cout, cfg.downsample_padding)?)
+            } else {
+                None
+            };
+            down.push(DownBlock {
+                resnets,
+                attentions,
+                downsample,
+            });
+            cin = cout;
+        }
+
+        let c = ch[n - 1];
+        let mvb = vb.pp("mid_block");
+        let mid = (
+            ResnetBlock::new(mvb.pp("resnets").pp(0), c, c, Some(temb), g, eps)?,
+            Transformer2D::new(
+                mvb.pp("attentions").pp(0),
+                c,
+                cfg.num_attention_heads[n - 1],
+                cfg.transformer_layers_per_block[n - 1],
+                cfg,
+                &mut next_id,
+            )?,
+            ResnetBlock::new(mvb.pp("resnets").pp(1), c, c, Some(temb), g, eps)?,
+        );
+
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up = Vec::new();
+        let mut prev_out = rev[0];
+        for i in 0..n {
+            let vb = vb.pp("up_blocks").pp(i);
+            let out = rev[i];
+            let input = rev[(i + 1).min(n - 1)];
+            let layers = cfg.layers_per_block[n - 1 - i] + 1;
+            let mut resnets = Vec::new();
+            let mut attentions = Vec::new();
+            for j in 0..layers {
+                let skip = if j == layers - 1 { input } else { out };
+                let rin = if j == 0 { prev_out } else { out };
+                resnets.push(ResnetBlock::new(vb.pp("resnets").pp(j), rin + skip, out, Some(temb), g, eps)?);
+                if cfg.up_block_types[i] == UpBlockType::CrossAttn {
+                    attentions.push(Transformer2D::new(
+                        vb.pp("attentions").pp(j),
+                        out,
+                        cfg.up_heads(i),
+                        cfg.transformer_layers_per_block[n - 1 - i],
+                        cfg,
+                        &mut next_id,
+                    )?);
+                }
+            }
+            let upsample = if i + 1 < n {
+                Some(Upsample::new(vb.pp("upsamplers").pp(0), out)?)
+            } else {
+                None
+            };
+            up.push(UpBlock {
+                resnets,
+                attentions,
+                upsample,
+            });
+            prev_out = out;
+        }
+        // Weights after conv_out are never needed for maps; still require them so a
+        // truncated checkpoint is caught at load time.
+        let _ = group_norm(vb.pp("conv_norm_out"), g, ch[0], eps)?;
+        let _ = Conv2d::new(vb.pp("conv_out"), ch[0], cfg.out_channels, 3, 1, 1)?;
+
+        let mut cross_attn = Vec::new();
+        let all = down
+            .iter()
+            .flat_map(|d| d.attentions.iter())
+            .chain(std::iter::once(&mid.1))
+            .chain(up.iter().flat_map(|u| u.attentions.iter()));
+        for t in all {
+            for b in &t.blocks {
+                debug_assert_eq!(b.cross_id, cross_attn.len());
+                cross_attn.push(b.attn2.clone());
+            }
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            conv_in,
+            time_1,
+            time_2,
+            down,
+            mid,
+            up,
+            cross_attn,
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
+    }
+
+    /// Keys/values of `embeddings` [N, Cctx] for every cross-attention layer.
+    pub fn prepare_context(&self, embeddings: &Tensor) -> Result<Context> {
+        let e = embeddings.unsqueeze(0)?;
+        let kv = self.cross_attn.iter().map(|a| a.kv(&e)).collect::<Result<Vec<_>>>()?;
+        Ok(Context { kv })
+    }
+
+    /// Sinusoidal timestep embedding (diffusers `Timesteps` + `TimestepEmbedding`), SiLU applied.
+    fn time_embedding(&self, t: f64, batch: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let dim = self.cfg.block_out_channels[0];
+        let half = dim / 2;
+        let mut v = vec![0f32; dim];
+        for i in 0..half {
+            // diffusers computes the frequencies in float32.
+            let exponent = -(10000f32.ln()) * i as f32 / (half as f32 - self.cfg.freq_shift as f32);
+            let arg = t as f32 * exponent.exp();
+            let (s, c) = (arg.sin(), arg.cos());
+            if self.cfg.flip_sin_to_cos {
+                v[i] = c;
+                v[half + i] = s;
+            } else {
+                v[i] = s;
+                v[half + i] = c;
+            }
+        }
+        let e = Tensor::from_vec(v, (1, dim), dev)?.to_dtype(dtype)?;
+        let e = self.time_2.forward(&self.time_1.forward(&e)?.silu()?)?;
+        e.silu()?.repeat((batch, 1))
+    }
+
+    /// Runs the UNet on `latent` [B, C, h, w] at timestep `t` until `rec` is complete.
+    pub fn record(&self, latent: &Tensor, t: f64, ctx: &Context, rec: &mut MapRecorder) -> Result<()> {
+        let b = latent.dim(0)?;
+        let temb = self.time_embedding(t, b, latent.dtype(), latent.device())?;
+        let temb = Some(&temb);
+        let mut run = Run { ctx, rec };
+        let mut x = self.conv_in.forward(latent)?;
+        let mut skips = vec![x.clone()];
+        for blk in &self.down {
+            for (j, r) in blk.resnets.iter().enumerate() {
+                x = r.forward(&x, temb)?;
+                if let Some(a) = blk.attentions.get(j) {
+                    x = early_exit!(a.forward(&x, Path::Down, &mut run)?);
+                }
+                skips.push(x.clone());
+            }
+            if let Some(d) = &blk.downsample {
+                x = d.forward(&x)?;
+                skips.push(x.clone());
+            }
+        }
+        x = self.mid.0.forward(&x, temb)?;
+        x = early_exit!(self.mid.1.forward(&x, Path::Mid, &mut run)?);
+        x = self.mid.2.forward(&x, temb)?;
+        for blk in &self.up {
+            for (j, r) in blk.resnets.iter().enumerate() {
+                let skip = skips.pop().expect("skip connections match the block layout");
+                x = r.forward(&Tensor::cat(&[&x, &skip], 1)?, temb)?;
+                if let Some(a) = blk.attentions.get(j) {
+                    x = early_exit!(a.forward(&x, Path::Up, &mut run)?);
+                }
+            }
+            if let Some(u) = &blk.upsample {
+                let (h, w) = match skips.last() {
+                    Some(s) => (s.dim(2)?, s.dim(3)?),
+                    None => (2 * x.dim(2)?, 2 * x.dim(3)?),
+                };
+                x = u.forward(&x, (h, w))?;
+            }
+        }
+        if !run.rec.complete() && run.rec.recorded() == 0 {
+            candle_core::bail!(
+                "no up-path cross-attention layer has a side <= {} at this input size",
+                run.rec.max_side()
+            );
+        }
+        Ok(())
+    }
+}

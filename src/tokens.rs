@@ -1,0 +1,231 @@
+//! The learned-tokens file: safetensors with `embeddings` (f32 [N, context_dim]) and
+//! `indices` (i64 [K]), plus string metadata (`input_size`, `map_res`, `num_layers`,
+//! `timestep`, and whatever training records).
+
+use crate::error::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Reference defaults (method.md).
+pub const DEFAULT_INPUT_SIZE: usize = 512;
+pub const DEFAULT_MAP_RES: usize = 128;
+pub const DEFAULT_NUM_LAYERS: usize = 4;
+pub const DEFAULT_TIMESTEP: usize = 1;
+
+/// Learned token embeddings and the indices of the K selected keypoint tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tokens {
+    /// Row-major [N, context_dim].
+    pub embeddings: Vec<f32>,
+    pub num_tokens: usize,
+    pub context_dim: usize,
+    /// The K keypoint tokens, in keypoint-id order.
+    pub indices: Vec<usize>,
+    pub input_size: usize,
+    pub map_res: usize,
+    pub num_layers: usize,
+    pub timestep: usize,
+    /// Other metadata (training hyper-parameters, model hash, ...), kept verbatim.
+    pub extra: BTreeMap<String, String>,
+}
+
+const KNOWN: [&str; 4] = ["input_size", "map_res", "num_layers", "timestep"];
+
+impl Tokens {
+    /// Builds a token set, checking that it is usable.
+    pub fn new(embeddings: Vec<f32>, num_tokens: usize, context_dim: usize, indices: Vec<usize>) -> Result<Self> {
+        let t = Self {
+            embeddings,
+            num_tokens,
+            context_dim,
+            indices,
+            input_size: DEFAULT_INPUT_SIZE,
+            map_res: DEFAULT_MAP_RES,
+            num_layers: DEFAULT_NUM_LAYERS,
+            timestep: DEFAULT_TIMESTEP,
+            extra: BTreeMap::new(),
+        };
+        t.validate().map_err(Error::Invalid)?;
+        Ok(t)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.num_tokens == 0 || self.context_dim == 0 {
+            return Err(format!("`embeddings` is empty ([{}, {}])", self.num_tokens, self.context_dim));
+        }
+        if self.embeddings.len() != self.num_tokens * self.context_dim {
+            return Err("`embeddings` has the wrong number of values".into());
+        }
+        if let Some(i) = self.embeddings.iter().position(|v| !v.is_finite()) {
+            return Err(format!("`embeddings` holds a non-finite value at flat index {i}"));
+        }
+        if self.indices.is_empty() {
+            return Err("`indices` is empty: no keypoint tokens selected".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for &i in &self.indices {
+            if i >= self.num_tokens {
+                return Err(format!("`indices` holds {i}, out of range for {} tokens", self.num_tokens));
+            }
+            if !seen.insert(i) {
+                return Err(format!("`indices` holds token {i} twice"));
+            }
+        }
+        for (name, v) in [("input_size", self.input_size), ("map_res", self.map_res), ("num_layers", self.num_layers)] {
+            if v == 0 {
+                return Err(format!("metadata `{name}` must be positive"));
+            }
+        }
+        if self.timestep >= 1000 {
+            return Err(format!("metadata `timestep` = {} is outside 0..1000", self.timestep));
+        }
+        Ok(())
+    }
+
+    /// Number of keypoints K.
+    pub fn num_keypoints(&self) -> usize {
+        self.indices.len()
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses a tokens file held in memory; `path` only names it in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let bad = |m: String| Error::tokens(path, m);
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let emb = st
+            .tensor("embeddings")
+            .map_err(|_| bad("missing tensor `embeddings`".into()))?;
+        let shape = emb.shape();
+        if shape.len() != 2 {
+            return Err(bad(format!("`embeddings` must be [N, context_dim], got shape {shape:?}")));
+        }
+        let embeddings = to_f32(&emb).ok_or_else(|| bad(format!("`embeddings` has unsupported dtype {:?}", emb.dtype())))?;
+        let idx = st.tensor("indices").map_err(|_| bad("missing tensor `indices`".into()))?;
+        if idx.shape().len() != 1 {
+            return Err(bad(format!("`indices` must be [K], got shape {:?}", idx.shape())));
+        }
+        let indices = to_indices(&idx).ok_or_else(|| bad(format!("`indices` must hold non-negative integers (dtype {:?})", idx.dtype())))?;
+        let mut t = Tokens {
+            embeddings,
+            num_tokens: shape[0],
+            context_dim: shape[1],
+            indices,
+            input_size: DEFAULT_INPUT_SIZE,
+            map_res: DEFAULT_MAP_RES,
+            num_layers: DEFAULT_NUM_LAYERS,
+            timestep: DEFAULT_TIMESTEP,
+            extra: BTreeMap::new(),
+        };
+        if let Some(m) = meta.metadata() {
+            for (k, v) in m {
+                let slot = match k.as_str() {
+                    "input_size" => &mut t.input_size,
+                    "map_res" => &mut t.map_res,
+                    "num_layers" => &mut t.num_layers,
+                    "timestep" => &mut t.timestep,
+                    _ => {
+                        t.extra.insert(k.clone(), v.clone());
+                        continue;
+                    }
+                };
+                *slot = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("metadata `{k}` = {v:?} is not a non-negative integer")))?;
+            }
+        }
+        t.validate().map_err(bad)?;
+        Ok(t)
+    }
+
+    /// Writes the file atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.validate().map_err(|m| Error::tokens(path, m))?;
+        let emb: Vec<u8> = self.embeddings.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let idx: Vec<u8> = self.indices.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
+        let views = vec![
+            ("embeddings", TensorView::new(Dtype::F32, vec![self.num_tokens, self.context_dim], &emb).expect("sizes match")),
+            ("indices", TensorView::new(Dtype::I64, vec![self.indices.len()], &idx).expect("sizes match")),
+        ];
+        let mut meta: std::collections::HashMap<String, String> =
+            self.extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, v) in KNOWN.iter().zip([self.input_size, self.map_res, self.num_layers, self.timestep]) {
+            meta.insert(k.to_string(), v.to_string());
+        }
+        let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::tokens(path, e.to_string()))?;
+        crate::util::write_atomic(path, &bytes)
+    }
+}
+
+fn to_f32(t: &TensorView) -> Option<Vec<f32>> {
+    let d = t.data();
+    Some(match t.dtype() {
+        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+fn to_indices(t: &TensorView) -> Option<Vec<usize>> {
+    let d = t.data();
+    let v: Vec<i64> = match t.dtype() {
+        Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+        Dtype::U32 => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+        _ => return None,
+    };
+    v.into_iter().map(|x| usize::try_from(x).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Tokens {
+        let mut t = Tokens::new((0..12).map(|i| i as f32 * 0.5).collect(), 4, 3, vec![2, 0]).unwrap();
+        t.map_res = 64;
+        t.extra.insert("steps".into(), "500".into());
+        t
+    }
+
+    #[test]
+    fn round_trip_keeps_everything() {
+        let dir = std::env::temp_dir().join(format!("skp-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.safetensors");
+        let t = sample();
+        t.save(&p).unwrap();
+        assert_eq!(Tokens::load(&p).unwrap(), t);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let p = Path::new("x.safetensors");
+        let e = Tokens::from_bytes(p, b"garbage").unwrap_err().to_string();
+        assert!(e.contains("x.safetensors") && e.contains("not a safetensors"), "{e}");
+        let t = sample();
+        let mut bad = t.clone();
+        bad.indices = vec![7];
+        assert!(bad.validate().unwrap_err().contains("out of range"));
+        bad.indices = vec![1, 1];
+        assert!(bad.validate().unwrap_err().contains("twice"));
+        bad.indices = vec![];
+        assert!(bad.validate().unwrap_err().contains("empty"));
+        assert!(Tokens::new(vec![], 0, 3, vec![0]).is_err());
+    }
+}

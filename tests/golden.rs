@@ -1,0 +1,166 @@
+//! Parity with the diffusers reference (tests/reference/make_goldens.py): tiny SD1-style and
+//! SD2-style models saved by diffusers' `save_pretrained`, maps computed by the script's own
+//! implementation of method.md on top of diffusers' attention processors.
+
+use candle_core::{DType, Device, Tensor};
+use stablekeypoints::model::MapRecorder;
+use stablekeypoints::ops::warp::Affine;
+use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+struct Case {
+    model: Arc<Model>,
+    tokens: Tokens,
+    golden: HashMap<String, Tensor>,
+}
+
+fn load(name: &str) -> Case {
+    let dir = data(name);
+    let model = Arc::new(Model::load(&dir, &Device::Cpu, DType::F32).unwrap());
+    let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
+    let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    Case { model, tokens, golden }
+}
+
+fn g<'a>(c: &'a Case, k: &str) -> &'a Tensor {
+    c.golden.get(k).unwrap_or_else(|| panic!("golden tensor {k} missing"))
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// Relative L2 error of the mean-subtracted tensors.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let (a, b) = (flat(a), flat(b));
+    let ma = a.iter().sum::<f32>() / a.len() as f32;
+    let mb = b.iter().sum::<f32>() / b.len() as f32;
+    let num: f32 = a.iter().zip(&b).map(|(x, y)| ((x - ma) - (y - mb)).powi(2)).sum();
+    let den: f32 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+fn context(c: &Case) -> stablekeypoints::model::Context {
+    let e = Tensor::from_slice(&c.tokens.embeddings, (c.tokens.num_tokens, c.tokens.context_dim), &Device::Cpu).unwrap();
+    c.model.prepare_context(&e).unwrap()
+}
+
+fn check_model(name: &str) {
+    let c = load(name);
+    let image = g(&c, "image");
+    let size = image.dim(1).unwrap();
+    let map_res = flat(g(&c, "map_res"))[0] as usize;
+
+    // VAE: latent mean x scaling factor.
+    let z = c.model.encode(&image.unsqueeze(0).unwrap()).unwrap();
+    let e = rel_err(&z, g(&c, "latent"));
+    assert!(e < 1e-4, "{name}: latent rel err {e}");
+
+    // UNet + recorder, all N tokens, from the golden latent so errors do not compound.
+    let ctx = context(&c);
+    let zg = g(&c, "latent");
+    let side = zg.dim(2).unwrap();
+    for (key, noise) in [("maps_zero", None), ("maps_noise", Some(g(&c, "noise")))] {
+        let (a, s) = c.model.schedule.noise_coefficients(1);
+        let zt = match noise {
+            Some(n) => ((zg * a).unwrap() + (n * s).unwrap()).unwrap(),
+            None => (zg * a).unwrap(),
+        };
+        let mut rec = MapRecorder::new(side / 2, 4, map_res, None);
+        c.model.unet.record(&zt, 1.0, &ctx, &mut rec).unwrap();
+        let sides: Vec<i64> = g(&c, "layer_sides").to_vec1().unwrap();
+        assert_eq!(rec.sides().iter().map(|&s| s as i64).collect::<Vec<_>>(), sides, "{name}: recorded layers");
+        let maps = rec.finish().unwrap().squeeze(0).unwrap();
+        let e = rel_err(&maps, g(&c, key));
+        assert!(e < 1e-3, "{name}: {key} rel err {e}");
+        // Softmax over all N tokens: every pixel sums to 1.
+        let s = flat(&maps.sum(0).unwrap());
+        assert!(s.iter().all(|v| (v - 1.0).abs() < 1e-4), "{name}: maps do not sum to 1");
+    }
+
+    // Same through the public path with zero noise (encoder included).
+    let m = c
+        .model
+        .maps_from_latent(&z, None, 1, &ctx, 4, map_res, None)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let e = rel_err(&m, g(&c, "maps_zero"));
+    assert!(e < 1e-3, "{name}: end-to-end maps rel err {e}");
+
+    // Keypoints: argmax (+0.5) of the bilinearly upsampled selected maps.
+    let opts = DetectOptions {
+        noise: false,
+        ..Default::default()
+    };
+    let mut det = Detector::new(c.model.clone(), &c.tokens, opts).unwrap();
+    assert_eq!(det.input_size(), size);
+    let maps = det.keypoint_maps(image).unwrap();
+    let kps = det.detect_input(image).unwrap();
+    check_keypoints(name, "plain", &maps, &kps, g(&c, "keypoints_zero"), g(&c, "scores_zero"));
+
+    // Test-time augmentation with the golden's fixed warps.
+    let thetas: Vec<Vec<Vec<f32>>> = g(&c, "tta_thetas").to_vec3().unwrap();
+    let warps: Vec<Affine> = thetas
+        .iter()
+        .map(|t| Affine {
+            theta: [[t[0][0], t[0][1], t[0][2]], [t[1][0], t[1][1], t[1][2]]],
+        })
+        .collect();
+    let tta = det.keypoint_maps_with(image, &warps).unwrap();
+    let e = rel_err(&tta, g(&c, "tta_maps"));
+    assert!(e < 1e-3, "{name}: TTA maps rel err {e}");
+    let peaks = det.peaks(&tta).unwrap();
+    let kps: Vec<_> = peaks
+        .iter()
+        .enumerate()
+        .map(|(id, p)| stablekeypoints::Keypoint {
+            id,
+            x: p.x,
+            y: p.y,
+            score: p.score,
+        })
+        .collect();
+    check_keypoints(name, "tta", &tta, &kps, g(&c, "tta_keypoints"), g(&c, "tta_scores"));
+}
+
+/// Keypoints equal the golden's, up to ties: where our peak differs, the golden's peak
+/// pixel must be (numerically) as high on our map.
+fn check_keypoints(name: &str, what: &str, maps: &Tensor, kps: &[stablekeypoints::Keypoint], want: &Tensor, scores: &Tensor) {
+    let want: Vec<Vec<f32>> = want.to_vec2().unwrap();
+    let scores = flat(scores);
+    let (_, h, w) = maps.dims3().unwrap();
+    let maps: Vec<Vec<Vec<f32>>> = maps.to_vec3().unwrap();
+    assert_eq!(kps.len(), want.len());
+    for (i, k) in kps.iter().enumerate() {
+        assert!((k.score - scores[i]).abs() <= 1e-4 * scores[i].abs().max(1e-3), "{name} {what}: score {i}: {} vs {}", k.score, scores[i]);
+        if (k.x - want[i][0]).abs() < 1e-6 && (k.y - want[i][1]).abs() < 1e-6 {
+            continue;
+        }
+        let col = (want[i][0] * w as f32 - 0.5).round() as usize;
+        let row = (want[i][1] * h as f32 - 0.5).round() as usize;
+        let there = maps[i][row][col];
+        assert!(
+            (k.score - there).abs() <= 1e-5 * k.score.abs(),
+            "{name} {what}: keypoint {i} at ({}, {}) but golden ({}, {}) has value {there} vs peak {}",
+            k.x, k.y, want[i][0], want[i][1], k.score
+        );
+    }
+}
+
+#[test]
+fn tiny_sd1_matches_diffusers() {
+    check_model("tiny-sd1");
+}
+
+#[test]
+fn tiny_sd2_fp16_variant_matches_diffusers() {
+    check_model("tiny-sd2");
+}

@@ -1,0 +1,676 @@
+#!/usr/bin/env python3
+"""Golden-file generator for the Rust StableKeypoints tests.
+
+Run from the repository root:
+
+    python tests/reference/make_goldens.py
+
+It writes (deterministically, CPU, float32, 2 torch threads):
+
+  tests/data/ops_golden.safetensors        resampling / warping / DDIM / Gaussian references
+  tests/data/tiny-sd1/{unet,vae}/           tiny random SD1-style models (fp32 files)
+  tests/data/tiny-sd2/{unet,vae}/           tiny random SD2-style models (fp16 variant files)
+  tests/data/tiny-sdX/tokens.safetensors    embeddings E [64, context_dim] + K=8 token indices
+  tests/data/tiny-sdX/image.png             128x128 synthetic RGB picture (== golden `image`)
+  tests/data/tiny-sdX/image_wide.png        160x120 synthetic RGB picture (no golden)
+  tests/data/tiny-sdX/golden.safetensors    maps / keypoints computed as in shared/method.md
+  tests/reference/keys-*.txt                key lists (name, dtype, shape) of the saved files
+
+The StableKeypoints computation (method.md sections 1, 2, 4) is re-implemented here on top of
+diffusers: a recording attention processor is installed on the up-path cross-attention layers;
+it records the upsampled-query softmax maps and then calls the layer's original processor so the
+forward pass itself is unchanged.
+"""
+
+import json
+import math
+import os
+import struct
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import diffusers
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+torch.set_num_threads(2)
+torch.set_default_dtype(torch.float32)
+torch.use_deterministic_algorithms(True)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(ROOT, "tests", "data")
+REF = os.path.join(ROOT, "tests", "reference")
+
+# Settings of the tiny goldens.
+S = 128          # input size
+R = 64           # map_res (feature_upsample_res)
+T = 1            # timestep
+N_TOK = 64       # number of tokens
+K = 8            # selected tokens
+NUM_LAYERS = 4   # recorded layers
+VAE_SCALE = 0.18215
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def affine_theta(a_deg, s, tx, ty):
+    """theta = [[cos*s, sin*s, tx], [-sin*s, cos*s, ty]] (float64 maths, float32 result)."""
+    a = math.radians(a_deg)
+    th = [[math.cos(a) * s, math.sin(a) * s, tx], [-math.sin(a) * s, math.cos(a) * s, ty]]
+    return torch.tensor(th, dtype=torch.float64).to(torch.float32)
+
+
+def inverse_theta(theta):
+    """Invert [[theta],[0,0,1]] (in float64, from the float32 theta) and keep the top 2 rows."""
+    m = torch.eye(3, dtype=torch.float64)
+    m[:2] = theta.to(torch.float64)
+    return torch.linalg.inv(m)[:2].to(torch.float32)
+
+
+def warp(x, theta):
+    """affine_grid + grid_sample, bilinear, zeros padding, align_corners=False. x: [B,C,H,W]."""
+    grid = F.affine_grid(theta[None].expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def make_scheduler():
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+
+
+def gaussian_peak1(res, row, col, sigma):
+    """Unnormalised Gaussian (peak 1) on a res x res grid, pixel centres at +0.5, centred on the
+    centre of pixel (row, col): exp(-((y-cy)^2 + (x-cx)^2) / (2 sigma^2))."""
+    c = torch.arange(res, dtype=torch.float64) + 0.5
+    cy, cx = row + 0.5, col + 0.5
+    d2 = (c[:, None] - cy) ** 2 + (c[None, :] - cx) ** 2
+    return torch.exp(-d2 / (2.0 * sigma * sigma)).to(torch.float32)
+
+
+def file_size(path):
+    return os.path.getsize(path)
+
+
+def describe(name, t):
+    if t.dtype in (torch.int64, torch.int32):
+        return f"  {name:28s} {str(t.dtype):14s} {list(t.shape)} values {t.flatten()[:8].tolist()}"
+    tf = t.double()
+    return (f"  {name:28s} {str(t.dtype):14s} {list(t.shape)} "
+            f"min {tf.min().item():+.5g} max {tf.max().item():+.5g} mean {tf.mean().item():+.5g}")
+
+
+_ST_DTYPES = {torch.float64: ("F64", 8), torch.float32: ("F32", 4), torch.float16: ("F16", 2),
+              torch.int64: ("I64", 8), torch.int32: ("I32", 4)}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Byte-deterministic safetensors writer (the library's own writer emits the metadata map in
+    hash order, so its files differ from run to run). Same layout rules as the library: header
+    JSON padded with spaces to a multiple of 8, tensors ordered by (dtype size desc, name)."""
+    order = sorted(tensors, key=lambda k: (-_ST_DTYPES[tensors[k].dtype][1], k))
+    header, blobs, off = {}, [], 0
+    if metadata:
+        header["__metadata__"] = {k: str(metadata[k]) for k in sorted(metadata)}
+    for k in order:
+        t = tensors[k]
+        b = t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes()
+        header[k] = {"dtype": _ST_DTYPES[t.dtype][0], "shape": list(t.shape),
+                     "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    # round-trip check with the reference reader
+    back = load_file(path)
+    assert back.keys() == tensors.keys()
+    for k in tensors:
+        assert back[k].dtype == tensors[k].dtype and torch.equal(back[k], tensors[k]), k
+    if metadata:
+        with safe_open(path, framework="pt") as f:
+            assert f.metadata() == {k: str(v) for k, v in metadata.items()}
+
+
+def save_st(path, tensors, metadata=None):
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    write_safetensors(path, tensors, metadata)
+    print(f"wrote {os.path.relpath(path, ROOT)} ({file_size(path)} bytes)")
+    for k in sorted(tensors):
+        print(describe(k, tensors[k]))
+
+
+def key_lines(path):
+    lines = []
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+        if meta:
+            lines.append("# metadata: " + json.dumps(dict(sorted(meta.items()))))
+        for k in sorted(f.keys()):
+            sl = f.get_slice(k)
+            lines.append(f"{k}\t{sl.get_dtype()}\t{list(sl.get_shape())}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# A) ops goldens
+
+
+def make_ops_goldens():
+    g = torch.Generator().manual_seed(1234)
+    out = {}
+
+    x = torch.randn(2, 3, 5, 5, generator=g)
+    out["bicubic_in"] = x
+    for n in (13, 16, 3):
+        out[f"bicubic_out_{n}"] = F.interpolate(x, size=(n, n), mode="bicubic", align_corners=False)
+
+    x = torch.randn(1, 2, 4, 6, generator=g)
+    out["bicubic_rect_in"] = x
+    out["bicubic_rect_out"] = F.interpolate(x, size=(9, 11), mode="bicubic", align_corners=False)
+
+    x = torch.randn(1, 2, 4, 6, generator=g)
+    out["bilinear_in"] = x
+    out["bilinear_out"] = F.interpolate(x, size=(11, 9), mode="bilinear", align_corners=False)
+    x = torch.randn(1, 3, 8, 8, generator=g)
+    out["bilinear_sq_in"] = x
+    out["bilinear_sq_out"] = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+
+    x = torch.randn(1, 3, 12, 10, generator=g)
+    out["warp_in"] = x
+    params = [(10, 0.9, 0.1, -0.2), (-15, 0.8, -0.25, 0.25), (0, 1.0, 0.0, 0.0)]
+    for i, p in enumerate(params):
+        th = affine_theta(*p)
+        inv = inverse_theta(th)
+        w = warp(x, th)
+        out[f"warp_theta_{i}"] = th[None]
+        out[f"warp_inv_theta_{i}"] = inv[None]
+        out[f"warp_out_{i}"] = w
+        out[f"warp_back_{i}"] = warp(w, inv)
+
+    sched = make_scheduler()
+    out["alphas_cumprod"] = sched.alphas_cumprod.to(torch.float64)
+    # The same schedule computed entirely in float64 (diffusers computes it in float32).
+    betas64 = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    out["alphas_cumprod_f64"] = torch.cumprod(1.0 - betas64, dim=0)
+    sched.set_timesteps(50)
+    out["ddim_timesteps"] = sched.timesteps.to(torch.int64)
+    assert out["ddim_timesteps"][0].item() == 981 and out["ddim_timesteps"][-1].item() == 1
+
+    out["gauss_sigma2_R16_at_5_9"] = gaussian_peak1(16, 5, 9, 2.0)
+    assert out["gauss_sigma2_R16_at_5_9"][5, 9].item() == 1.0
+
+    save_st(os.path.join(DATA, "ops_golden.safetensors"), out)
+
+
+# --------------------------------------------------------------------------------------------
+# B) tiny models
+
+
+UNET_COMMON = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 32, 64, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    norm_num_groups=8,
+)
+
+VAE_CFG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(16, 16, 32, 32),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=128,
+)
+
+MODELS = {
+    "tiny-sd1": dict(
+        unet=dict(UNET_COMMON, cross_attention_dim=32, attention_head_dim=2),
+        fp16=False,
+        seed=1000,
+    ),
+    "tiny-sd2": dict(
+        unet=dict(
+            UNET_COMMON,
+            cross_attention_dim=48,
+            attention_head_dim=(2, 2, 4, 4),
+            use_linear_projection=True,
+            upcast_attention=True,
+        ),
+        fp16=True,
+        seed=2000,
+    ),
+}
+
+
+@torch.no_grad()
+def reinit(model, seed):
+    """Deterministically re-initialise EVERY parameter (no zero-init layers left)."""
+    g = torch.Generator().manual_seed(seed)
+    done = set()
+    for _, mod in model.named_modules():
+        if isinstance(mod, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+            if mod.weight is not None:
+                mod.weight.copy_(1.0 + 0.1 * torch.randn(mod.weight.shape, generator=g))
+                done.add(id(mod.weight))
+            if mod.bias is not None:
+                mod.bias.copy_(0.1 * torch.randn(mod.bias.shape, generator=g))
+                done.add(id(mod.bias))
+        elif isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+            w = mod.weight
+            fan_in = w[0].numel()
+            w.copy_(torch.randn(w.shape, generator=g) / math.sqrt(fan_in))
+            done.add(id(w))
+            if mod.bias is not None:
+                mod.bias.copy_(0.05 * torch.randn(mod.bias.shape, generator=g))
+                done.add(id(mod.bias))
+    missed = [n for n, p in model.named_parameters() if id(p) not in done]
+    assert not missed, f"parameters not re-initialised: {missed}"
+    for n, p in model.named_parameters():
+        assert p.abs().max().item() > 0, n
+
+
+def build_and_save_models(name, spec):
+    d = os.path.join(DATA, name)
+    unet = UNet2DConditionModel(**spec["unet"])
+    reinit(unet, spec["seed"])
+    vae = AutoencoderKL(**VAE_CFG)
+    reinit(vae, spec["seed"] + 1)
+    unet.eval()
+    vae.eval()
+
+    udir, vdir = os.path.join(d, "unet"), os.path.join(d, "vae")
+    if spec["fp16"]:
+        unet = unet.half()
+        vae = vae.half()
+        unet.save_pretrained(udir, variant="fp16", safe_serialization=True)
+        vae.save_pretrained(vdir, variant="fp16", safe_serialization=True)
+        unet_l = UNet2DConditionModel.from_pretrained(udir, variant="fp16", torch_dtype=torch.float16)
+        vae_l = AutoencoderKL.from_pretrained(vdir, variant="fp16", torch_dtype=torch.float16)
+        unet_l, vae_l = unet_l.float(), vae_l.float()
+        ref_u, ref_v = unet.float(), vae.float()
+        fname = "diffusion_pytorch_model.fp16.safetensors"
+    else:
+        unet.save_pretrained(udir, safe_serialization=True)
+        vae.save_pretrained(vdir, safe_serialization=True)
+        unet_l = UNet2DConditionModel.from_pretrained(udir, torch_dtype=torch.float32)
+        vae_l = AutoencoderKL.from_pretrained(vdir, torch_dtype=torch.float32)
+        ref_u, ref_v = unet, vae
+        fname = "diffusion_pytorch_model.safetensors"
+    # reloaded weights must equal what we built (fp16-rounded for sd2)
+    for a, b in ((unet_l, ref_u), (vae_l, ref_v)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert sa[k].dtype == torch.float32, k
+            assert torch.equal(sa[k], sb[k]), k
+    unet_l.eval()
+    vae_l.eval()
+
+    files = {"unet": os.path.join(udir, fname), "vae": os.path.join(vdir, fname)}
+    for k, p in files.items():
+        assert os.path.exists(p), p
+        print(f"wrote {os.path.relpath(p, ROOT)} ({file_size(p)} bytes)")
+    return unet_l, vae_l, files
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic pictures
+
+
+def synthetic_picture(w, h, variant):
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    u, v = (xx + 0.5) / w, (yy + 0.5) / h
+    img = np.zeros((h, w, 3), dtype=np.float64)
+    # smooth background gradient
+    img[..., 0] = 0.15 + 0.55 * u
+    img[..., 1] = 0.25 + 0.45 * v
+    img[..., 2] = 0.6 - 0.3 * u * v + 0.1 * np.sin(6.0 * u + 2.0 * variant)
+
+    def disc(cx, cy, r, col, soft=1.5):
+        d = np.sqrt((xx + 0.5 - cx * w) ** 2 + (yy + 0.5 - cy * h) ** 2)
+        a = np.clip((r * min(w, h) - d) / soft + 0.5, 0.0, 1.0)[..., None]
+        img[:] = img * (1 - a) + np.array(col) * a
+
+    def rect(x0, y0, x1, y1, col):
+        m = ((u >= x0) & (u < x1) & (v >= y0) & (v < y1))[..., None]
+        img[:] = np.where(m, np.array(col), img)
+
+    if variant == 0:
+        rect(0.08, 0.62, 0.38, 0.9, (0.95, 0.85, 0.1))
+        disc(0.3, 0.3, 0.16, (0.9, 0.1, 0.15))
+        disc(0.72, 0.62, 0.2, (0.1, 0.35, 0.9))
+        rect(0.6, 0.08, 0.92, 0.22, (0.05, 0.75, 0.2))
+        disc(0.52, 0.82, 0.07, (0.98, 0.98, 0.98))
+    else:
+        disc(0.25, 0.6, 0.22, (0.2, 0.8, 0.3))
+        rect(0.5, 0.15, 0.85, 0.5, (0.85, 0.2, 0.7))
+        disc(0.75, 0.78, 0.12, (1.0, 0.55, 0.0))
+        rect(0.1, 0.1, 0.3, 0.25, (0.05, 0.05, 0.3))
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_png(path, arr):
+    Image.fromarray(arr, mode="RGB").save(path)
+    back = np.asarray(Image.open(path).convert("RGB"))
+    assert np.array_equal(back, arr)
+    print(f"wrote {os.path.relpath(path, ROOT)} ({file_size(path)} bytes, {arr.shape[1]}x{arr.shape[0]})")
+
+
+def png_to_tensor(arr):
+    # float32 division, exactly like u8 as f32 / 255.0
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32) / 255.0
+
+
+# --------------------------------------------------------------------------------------------
+# C) StableKeypoints maps
+
+
+class Recorder:
+    def __init__(self, latent_side, res, num_layers):
+        self.max_side = latent_side // 2
+        self.res = res
+        self.num_layers = num_layers
+        self.reset()
+
+    def reset(self):
+        self.maps = []       # per recorded layer: [N, R, R]
+        self.sides = []
+        self.names = []
+        self.inputs = []     # per recorded layer: [1, c, s, s]
+        self.all_calls = []  # (name, side) of every up-path attn2 call, in execution order
+
+
+class RecordingProcessor:
+    """Wraps the layer's original processor; records the method.md section 2 maps."""
+
+    def __init__(self, recorder, name, inner):
+        self.rec = recorder
+        self.name = name
+        self.inner = inner
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, *args, **kwargs):
+        rec = self.rec
+        b, n, c = hidden_states.shape
+        s = math.isqrt(n)
+        assert s * s == n
+        rec.all_calls.append((self.name, s))
+        if len(rec.maps) < rec.num_layers and s <= rec.max_side:
+            assert b == 1 and encoder_hidden_states is not None
+            x = hidden_states.reshape(b, s, s, c).permute(0, 3, 1, 2)  # [1, c, s, s]
+            x_up = F.interpolate(x, size=(rec.res, rec.res), mode="bicubic", align_corners=False)
+            x_up = x_up.permute(0, 2, 3, 1).reshape(b, rec.res * rec.res, c)
+            q = attn.to_q(x_up)
+            k = attn.to_k(encoder_hidden_states)
+            h = attn.heads
+            d = q.shape[-1] // h
+            q = q.view(b, -1, h, d).transpose(1, 2)            # [1, h, RR, d]
+            k = k.view(b, -1, h, d).transpose(1, 2)            # [1, h, N, d]
+            logits = (q @ k.transpose(-1, -2)) * attn.scale    # [1, h, RR, N]
+            assert abs(attn.scale - d ** -0.5) < 1e-12
+            a = logits.softmax(dim=-1)
+            m = a.mean(dim=(0, 1))                             # [RR, N]
+            ntok = m.shape[-1]
+            rec.maps.append(m.transpose(0, 1).reshape(ntok, rec.res, rec.res))
+            rec.sides.append(s)
+            rec.names.append(self.name)
+            rec.inputs.append(x.clone())
+            rec.logit_std = getattr(rec, "logit_std", []) + [logits.std().item()]
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
+                          *args, **kwargs)
+
+
+def install_recorder(unet, recorder):
+    n = 0
+    for name, mod in unet.named_modules():
+        if name.startswith("up_blocks.") and name.endswith(".attn2"):
+            mod.set_processor(RecordingProcessor(recorder, name, mod.processor))
+            n += 1
+    assert n > 0
+
+
+class SKP:
+    def __init__(self, unet, vae, emb, alpha_bar):
+        self.unet, self.vae, self.emb = unet, vae, emb
+        self.alpha_bar = alpha_bar
+        self.rec = Recorder(latent_side=S // 8, res=R, num_layers=NUM_LAYERS)
+        install_recorder(unet, self.rec)
+
+    @torch.no_grad()
+    def latent(self, img):
+        return self.vae.encode((2.0 * img - 1.0)[None]).latent_dist.mean * VAE_SCALE
+
+    @torch.no_grad()
+    def maps_from_latent(self, noisy):
+        self.rec.reset()
+        self.unet(noisy, torch.tensor([T], dtype=torch.int64), encoder_hidden_states=self.emb[None])
+        assert len(self.rec.maps) == NUM_LAYERS, self.rec.all_calls
+        return torch.stack(self.rec.maps).mean(dim=0)  # [N, R, R]
+
+    def noisy(self, lat, noise):
+        a = self.alpha_bar
+        if noise is None:
+            return math.sqrt(a) * lat
+        return math.sqrt(a) * lat + math.sqrt(1.0 - a) * noise
+
+    def maps(self, img, noise=None):
+        return self.maps_from_latent(self.noisy(self.latent(img), noise))
+
+
+def argmax_keypoints(up):
+    """up: [K, H, W] -> (xy [K,2], peak [K], gap [K] = peak - 2nd largest value)."""
+    k, h, w = up.shape
+    flat = up.reshape(k, -1)
+    idx = flat.argmax(dim=1)
+    rows, cols = idx // w, idx % w
+    xy = torch.stack([(cols.double() + 0.5) / w, (rows.double() + 0.5) / h], dim=1).to(torch.float32)
+    peak = flat.gather(1, idx[:, None])[:, 0]
+    top2 = flat.topk(2, dim=1).values
+    return xy, peak, top2[:, 0] - top2[:, 1], rows, cols
+
+
+def argmax_ambiguity_px(up, rows, cols, rel=1e-4):
+    """For each map: the largest distance (pixels) from the argmax to any pixel whose value is
+    within rel*peak of the peak, i.e. how far the argmax may move under tiny float noise."""
+    k, h, w = up.shape
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    out = []
+    for i in range(k):
+        peak = up[i, rows[i], cols[i]]
+        m = up[i] >= peak - rel * peak
+        d = torch.sqrt(((yy - rows[i]) ** 2 + (xx - cols[i]) ** 2).double())[m]
+        out.append(d.max().item())
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def upsample_bilinear(maps, size):
+    return F.interpolate(maps[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+def make_model_goldens(name, spec):
+    print(f"\n=== {name} ===")
+    d = os.path.join(DATA, name)
+    os.makedirs(d, exist_ok=True)
+    unet, vae, files = build_and_save_models(name, spec)
+    ctx = spec["unet"]["cross_attention_dim"]
+
+    # tokens
+    g = torch.Generator().manual_seed(spec["seed"] + 2)
+    emb = torch.randn(N_TOK, ctx, generator=g)
+    indices = torch.randperm(N_TOK, generator=g)[:K].to(torch.int64)
+    assert len(set(indices.tolist())) == K
+    tok_meta = {"input_size": str(S), "map_res": str(R), "num_layers": str(NUM_LAYERS),
+                "timestep": str(T)}
+    save_st(os.path.join(d, "tokens.safetensors"), {"embeddings": emb, "indices": indices},
+            metadata=tok_meta)
+
+    # pictures
+    arr = synthetic_picture(S, S, 0 if name == "tiny-sd1" else 1)
+    write_png(os.path.join(d, "image.png"), arr)
+    write_png(os.path.join(d, "image_wide.png"), synthetic_picture(160, 120, 1 if name == "tiny-sd1" else 0))
+    image = png_to_tensor(arr)
+
+    sched = make_scheduler()
+    alpha_bar = sched.alphas_cumprod[T].item()  # float32 value, as a Python float (exact)
+    print(f"  alpha_bar[{T}] = {alpha_bar!r} (diffusers, float32-computed)")
+
+    skp = SKP(unet, vae, emb, alpha_bar)
+    lat = skp.latent(image)
+    assert list(lat.shape) == [1, 4, S // 8, S // 8]
+    noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(spec["seed"] + 3))
+    noisy = skp.noisy(lat, noise)
+
+    maps_noise = skp.maps_from_latent(noisy)
+    maps_zero = skp.maps_from_latent(skp.noisy(lat, None))
+    sides = list(skp.rec.sides)
+    names = list(skp.rec.names)
+    layer_inputs = list(skp.rec.inputs)
+    # per-layer maps (zero-noise pass) of the first 2 selected tokens: [4, 2, R, R]
+    layer_maps_sel = torch.stack([m[indices[:2]] for m in skp.rec.maps])
+    print("  up-path attn2 calls:", skp.rec.all_calls)
+    print("  recorded:", list(zip(names, sides)))
+    print("  logit std per recorded layer:", ["%.3f" % v for v in skp.rec.logit_std])
+    assert sides == [4, 4, 8, 8], sides
+    assert names == [
+        "up_blocks.1.attentions.0.transformer_blocks.0.attn2",
+        "up_blocks.1.attentions.1.transformer_blocks.0.attn2",
+        "up_blocks.2.attentions.0.transformer_blocks.0.attn2",
+        "up_blocks.2.attentions.1.transformer_blocks.0.attn2",
+    ], names
+
+    for m in (maps_noise, maps_zero):
+        assert list(m.shape) == [N_TOK, R, R]
+        tot = m.sum(dim=0)
+        assert torch.allclose(tot, torch.ones_like(tot), atol=1e-5), (tot.min(), tot.max())
+        # not uniform: clearly varies across tokens and pixels
+        assert m.max().item() > 3.0 / N_TOK, m.max()
+        per_tok_range = m.amax(dim=(1, 2)) - m.amin(dim=(1, 2))
+        assert per_tok_range.median().item() > 0.2 / N_TOK, per_tok_range.median()
+    assert (maps_noise - maps_zero).abs().max().item() > 1e-6
+
+    # keypoints (zero noise), method.md section 4 without TTA
+    up = upsample_bilinear(maps_zero[indices], S)
+    kp_zero, sc_zero, gap_zero, rows, cols = argmax_keypoints(up)
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 1, "keypoints all identical"
+    print("  keypoints_zero (x,y):", [tuple(round(v, 4) for v in p) for p in kp_zero.tolist()])
+    amb_zero = argmax_ambiguity_px(up, rows, cols)
+    print("  argmax gap (peak - 2nd value):", ["%.2e" % v for v in gap_zero.tolist()])
+    print("  argmax ambiguity radius (px @128, rel 1e-4):", ["%.1f" % v for v in amb_zero.tolist()])
+
+    # TTA with fixed affine warps (zero noise)
+    tta_params = [(12, 0.85, 0.1, -0.15), (-8, 0.95, -0.2, 0.05), (3, 0.8, 0.05, 0.2)]
+    thetas = torch.stack([affine_theta(*p) for p in tta_params])
+    inv_thetas = torch.stack([inverse_theta(th) for th in thetas])
+    acc = torch.zeros(K, S, S)
+    cnt = torch.zeros(1, S, S)
+    ones = torch.ones(1, 1, S, S)
+    for th, inv in zip(thetas, inv_thetas):
+        warped = warp(image[None], th)[0]
+        mw = skp.maps(warped, None)
+        upw = upsample_bilinear(mw[indices], S)
+        acc += warp(upw[None], inv)[0]
+        cnt += warp(ones, inv)[0]
+    tta = torch.where(cnt > 0, acc / torch.where(cnt > 0, cnt, torch.ones_like(cnt)), torch.zeros_like(acc))
+    kp_tta, sc_tta, gap_tta, trows, tcols = argmax_keypoints(tta)
+    assert len(set(zip(trows.tolist(), tcols.tolist()))) > 1, "tta keypoints all identical"
+    print("  tta_keypoints (x,y):", [tuple(round(v, 4) for v in p) for p in kp_tta.tolist()])
+    amb_tta = argmax_ambiguity_px(tta, trows, tcols)
+    print("  tta argmax gap:", ["%.2e" % v for v in gap_tta.tolist()])
+    print("  tta argmax ambiguity radius (px @128, rel 1e-4):", ["%.1f" % v for v in amb_tta.tolist()])
+
+    golden = {
+        "image": image,
+        "latent": lat,
+        "noise": noise,
+        "noisy_latent": noisy,
+        "maps_noise": maps_noise,
+        "maps_zero": maps_zero,
+        "layer_sides": torch.tensor(sides, dtype=torch.int64),
+        "keypoints_zero": kp_zero,
+        "scores_zero": sc_zero,
+        "tta_thetas": thetas,
+        "tta_inv_thetas": inv_thetas,
+        "tta_maps": tta,
+        "tta_count": cnt[0],
+        "tta_keypoints": kp_tta,
+        "tta_scores": sc_tta,
+        "indices": indices,
+        "input_size": torch.tensor([S], dtype=torch.int64),
+        "map_res": torch.tensor([R], dtype=torch.int64),
+        "timestep": torch.tensor([T], dtype=torch.int64),
+        "alpha_bar": torch.tensor([alpha_bar], dtype=torch.float64),
+        # debugging aids for the Rust side (zero-noise pass)
+        "layer_maps_zero_sel2": layer_maps_sel,
+        "keypoints_zero_ambiguity_px": amb_zero,
+        "tta_ambiguity_px": amb_tta,
+    }
+    for i, x in enumerate(layer_inputs):
+        golden[f"layer_input_zero_{i}"] = x
+    save_st(os.path.join(d, "golden.safetensors"), golden,
+            metadata={"input_size": str(S), "map_res": str(R), "num_layers": str(NUM_LAYERS),
+                      "timestep": str(T), "layers": ",".join(names)})
+
+    # key lists
+    lines = [f"# {name}: generated by tests/reference/make_goldens.py",
+             f"# torch {torch.__version__}, diffusers {diffusers.__version__}"]
+    for label, p in [("unet", files["unet"]), ("vae", files["vae"]),
+                     ("tokens", os.path.join(d, "tokens.safetensors")),
+                     ("golden", os.path.join(d, "golden.safetensors"))]:
+        lines.append(f"\n## {label}: {os.path.relpath(p, ROOT)}")
+        lines += key_lines(p)
+    kp = os.path.join(REF, f"keys-{name}.txt")
+    with open(kp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {os.path.relpath(kp, ROOT)}")
+
+
+def main():
+    print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, numpy {np.__version__}, "
+          f"python {sys.version.split()[0]}")
+    os.makedirs(DATA, exist_ok=True)
+    make_ops_goldens()
+    for name, spec in MODELS.items():
+        make_model_goldens(name, spec)
+
+    total = 0
+    print("\nfiles under tests/data:")
+    for dp, _, fns in os.walk(DATA):
+        for fn in sorted(fns):
+            p = os.path.join(dp, fn)
+            total += file_size(p)
+            print(f"  {os.path.relpath(p, ROOT):60s} {file_size(p):9d}")
+    print(f"total {total} bytes ({total / 2**20:.2f} MiB)")
+    assert total < 20 * 2 ** 20
+
+
+if __name__ == "__main__":
+    main()
