@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::frame::{to_model_input, CropMode, Fit, FrameRef};
 use crate::keypoints::{argmax_peak, weighted_peak, MapPeak};
-use crate::model::{Context, Model};
+use crate::model::{Context, MapSpec, Model};
 use crate::ops::resample::{resize, Interp};
 use crate::ops::rng::Rng;
 use crate::ops::warp::{warp, Affine, SamplePlan};
@@ -89,9 +89,7 @@ pub struct Detector {
     select: Tensor,
     k: usize,
     size: usize,
-    map_res: usize,
-    num_layers: usize,
-    timestep: usize,
+    spec: MapSpec,
     opts: DetectOptions,
     rng: Rng,
 }
@@ -120,7 +118,11 @@ impl Detector {
             )));
         }
         let dev = &model.device;
-        let emb = Tensor::from_slice(&tokens.embeddings, (tokens.num_tokens, tokens.context_dim), dev)?;
+        let emb = Tensor::from_slice(
+            &tokens.embeddings,
+            (tokens.num_tokens, tokens.context_dim),
+            dev,
+        )?;
         let ctx = model.prepare_context(&emb)?;
         let idx: Vec<u32> = tokens.indices.iter().map(|&i| i as u32).collect();
         let select = Tensor::from_vec(idx, tokens.indices.len(), dev)?;
@@ -129,9 +131,11 @@ impl Detector {
             ctx,
             select,
             size,
-            map_res,
-            num_layers,
-            timestep,
+            spec: MapSpec {
+                timestep,
+                num_layers,
+                map_res,
+            },
             rng: Rng::new(opts.seed),
             opts,
             model,
@@ -172,10 +176,8 @@ impl Detector {
         self.model.maps_from_latent(
             &z,
             noise.as_ref(),
-            self.timestep,
             &self.ctx,
-            self.num_layers,
-            self.map_res,
+            &self.spec,
             Some(&self.select),
         )
     }
@@ -194,15 +196,23 @@ impl Detector {
             let up = resize(&m, self.size, self.size, Interp::Bilinear)?;
             return Ok((up, Some(m)));
         }
-        let warps: Vec<Affine> = (0..self.opts.augmentations).map(|_| Affine::random(&mut self.rng)).collect();
+        let warps: Vec<Affine> = (0..self.opts.augmentations)
+            .map(|_| Affine::random(&mut self.rng))
+            .collect();
         Ok((self.keypoint_maps_with(image, &warps)?, None))
     }
 
     /// Test-time augmentation with the given warps (each warp is one pass).
     pub fn keypoint_maps_with(&mut self, image: &Tensor, warps: &[Affine]) -> Result<Tensor> {
         let s = self.size;
-        let plans: Vec<SamplePlan> = warps.iter().map(|a| SamplePlan::new(a, s, s, s, s)).collect();
-        let warped = plans.iter().map(|p| warp(image, p)).collect::<candle_core::Result<Vec<_>>>()?;
+        let plans: Vec<SamplePlan> = warps
+            .iter()
+            .map(|a| SamplePlan::new(a, s, s, s, s))
+            .collect();
+        let warped = plans
+            .iter()
+            .map(|p| warp(image, p))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let maps = self.maps(&Tensor::stack(&warped, 0)?)?;
         let maps = resize(&maps, s, s, Interp::Bilinear)?;
         let ones = Tensor::ones((1, s, s), DType::F32, self.device())?;
@@ -226,15 +236,16 @@ impl Detector {
         let valid = count.gt(0.0)?;
         let safe = valid.where_cond(&count, &count.ones_like()?)?;
         let avg = sum.broadcast_div(&safe)?;
-        Ok(valid.broadcast_as(avg.shape())?.where_cond(&avg, &avg.zeros_like()?)?)
+        Ok(valid
+            .broadcast_as(avg.shape())?
+            .where_cond(&avg, &avg.zeros_like()?)?)
     }
 
     /// Peaks of maps [K, H, W], normalised to the maps' square.
     pub fn peaks(&self, maps: &Tensor) -> Result<Vec<MapPeak>> {
         let (_, h, w) = maps.dims3()?;
         let v = maps.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(v
-            .chunks_exact(h * w)
+        Ok(v.chunks_exact(h * w)
             .map(|m| match self.opts.peak {
                 PeakMode::Argmax => argmax_peak(m, h, w),
                 PeakMode::Weighted { radius } => weighted_peak(m, h, w, radius),
@@ -268,7 +279,10 @@ impl Detector {
     }
 
     /// As `detect_frame`, also returning the maps (see `keypoint_maps_full`).
-    pub fn detect_frame_full(&mut self, frame: &FrameRef) -> Result<(Detection, Tensor, Option<Tensor>)> {
+    pub fn detect_frame_full(
+        &mut self,
+        frame: &FrameRef,
+    ) -> Result<(Detection, Tensor, Option<Tensor>)> {
         let (input, fit) = to_model_input(frame, self.size, self.opts.crop);
         let image = Tensor::from_vec(input, (3, self.size, self.size), self.device())?;
         let (maps, low) = self.keypoint_maps_full(&image)?;

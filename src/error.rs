@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub enum Error {
     /// A file or directory could not be read or written.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A diffusers `config.json` is malformed, contradictory or unsupported.
     Config { path: PathBuf, msg: String },
     /// A weights file is unreadable, or a tensor is missing or mis-shaped.
@@ -38,9 +41,11 @@ impl Error {
         }
     }
     pub(crate) fn weights(path: &Path, msg: impl fmt::Display) -> Self {
+        // candle prefixes some messages with the path we print anyway.
+        let msg = one_line(&msg.to_string()).replace(&format!("path: {:?} ", path), "");
         Error::Weights {
             path: path.to_path_buf(),
-            msg: one_line(&msg.to_string()),
+            msg,
         }
     }
     pub(crate) fn tokens(path: &Path, msg: impl Into<String>) -> Self {
@@ -62,7 +67,9 @@ impl fmt::Display for Error {
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Config { path, msg } => write!(f, "{}: invalid config: {msg}", path.display()),
             Error::Weights { path, msg } => write!(f, "{}: {msg}", path.display()),
-            Error::Tokens { path, msg } => write!(f, "{}: invalid tokens file: {msg}", path.display()),
+            Error::Tokens { path, msg } => {
+                write!(f, "{}: invalid tokens file: {msg}", path.display())
+            }
             Error::Image { path, msg } => write!(f, "{}: cannot read image: {msg}", path.display()),
             Error::Invalid(msg) => f.write_str(msg),
             Error::Tensor(e) => write!(f, "tensor error: {}", one_line(&e.to_string())),

@@ -67,14 +67,27 @@ pub struct FrameRef<'a> {
 
 impl<'a> FrameRef<'a> {
     /// A packed RGB-family frame.
-    pub fn packed(format: PixelFormat, width: usize, height: usize, data: &'a [u8], stride: usize) -> Result<Self> {
+    pub fn packed(
+        format: PixelFormat,
+        width: usize,
+        height: usize,
+        data: &'a [u8],
+        stride: usize,
+    ) -> Result<Self> {
         Self::new(format, width, height, [(data, stride), (&[], 0), (&[], 0)])
     }
 
     /// Any format; validates that the planes are large enough for the size and strides.
-    pub fn new(format: PixelFormat, width: usize, height: usize, planes: [(&'a [u8], usize); 3]) -> Result<Self> {
+    pub fn new(
+        format: PixelFormat,
+        width: usize,
+        height: usize,
+        planes: [(&'a [u8], usize); 3],
+    ) -> Result<Self> {
         if width == 0 || height == 0 {
-            return Err(Error::Invalid(format!("frame size {width}x{height} is empty")));
+            return Err(Error::Invalid(format!(
+                "frame size {width}x{height} is empty"
+            )));
         }
         let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
         let need: [(usize, usize); 3] = match format {
@@ -107,7 +120,11 @@ impl<'a> FrameRef<'a> {
         if let Some((bpp, off)) = self.format.packed() {
             let (d, s) = self.planes[0];
             let p = y * s + x * bpp;
-            return [d[p + off[0]] as f32 / 255.0, d[p + off[1]] as f32 / 255.0, d[p + off[2]] as f32 / 255.0];
+            return [
+                d[p + off[0]] as f32 / 255.0,
+                d[p + off[1]] as f32 / 255.0,
+                d[p + off[2]] as f32 / 255.0,
+            ];
         }
         let (yd, ys) = self.planes[0];
         let luma = yd[y * ys + x] as f32;
@@ -115,7 +132,10 @@ impl<'a> FrameRef<'a> {
             PixelFormat::I420 => {
                 let (ud, us) = self.planes[1];
                 let (vd, vs) = self.planes[2];
-                (ud[(y / 2) * us + x / 2] as f32, vd[(y / 2) * vs + x / 2] as f32)
+                (
+                    ud[(y / 2) * us + x / 2] as f32,
+                    vd[(y / 2) * vs + x / 2] as f32,
+                )
             }
             _ => {
                 let (uv, s) = self.planes[1];
@@ -161,7 +181,9 @@ impl std::str::FromStr for CropMode {
         match s {
             "letterbox" | "pad" => Ok(CropMode::Letterbox),
             "center-crop" | "crop" => Ok(CropMode::CenterCrop),
-            _ => Err(Error::Invalid(format!("unknown crop mode {s:?} (letterbox, center-crop)"))),
+            _ => Err(Error::Invalid(format!(
+                "unknown crop mode {s:?} (letterbox, center-crop)"
+            ))),
         }
     }
 }
@@ -257,7 +279,10 @@ fn bilinear(frame: &FrameRef, x: f64, y: f64) -> [f32; 3] {
     let x = x.clamp(0.0, (frame.width - 1) as f64);
     let y = y.clamp(0.0, (frame.height - 1) as f64);
     let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(frame.width - 1), (y0 + 1).min(frame.height - 1));
+    let (x1, y1) = (
+        (x0 + 1).min(frame.width - 1),
+        (y0 + 1).min(frame.height - 1),
+    );
     let (ax, ay) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
     let p00 = frame.rgb(x0, y0);
     let p01 = frame.rgb(x1, y0);
@@ -286,7 +311,10 @@ mod tests {
         for y in 0..h {
             for x in 0..w {
                 for c in 0..3 {
-                    assert!((t[c * 16 + y * 4 + x] - data[(y * w + x) * 3 + c] as f32 / 255.0).abs() < 1e-6);
+                    assert!(
+                        (t[c * 16 + y * 4 + x] - data[(y * w + x) * 3 + c] as f32 / 255.0).abs()
+                            < 1e-6
+                    );
                 }
             }
         }
@@ -298,7 +326,10 @@ mod tests {
             let fit = Fit::new(320, 180, 128, mode);
             let (nx, ny) = fit.to_model(100.0, 50.0);
             let (x, y) = fit.to_frame(nx, ny);
-            assert!((x - 100.0).abs() < 1e-3 && (y - 50.0).abs() < 1e-3, "{mode:?}");
+            assert!(
+                (x - 100.0).abs() < 1e-3 && (y - 50.0).abs() < 1e-3,
+                "{mode:?}"
+            );
         }
         // Letterbox: 320x180 -> scale 0.4, 72 px of content height centred: bars of 28 px.
         let fit = Fit::new(320, 180, 128, CropMode::Letterbox);
@@ -319,20 +350,23 @@ mod tests {
 
     #[test]
     fn yuv_formats_agree_with_rgb() {
-        // Mid grey with a known chroma: limited-range BT.601 Y=126,U=128,V=128 -> 0.5.
+        // Neutral chroma, limited range: grey level (Y - 16) / 219.
         let (w, h) = (4, 2);
         let y = vec![126u8; w * h];
-        let u = vec![128u8; 2 * 1];
-        let v = vec![128u8; 2 * 1];
+        let u = vec![128u8; 2];
+        let v = vec![128u8; 2];
         let f = FrameRef::new(PixelFormat::I420, w, h, [(&y, w), (&u, 2), (&v, 2)]).unwrap();
         let c = f.rgb(3, 1);
-        assert!(c.iter().all(|&x| (x - 0.5).abs() < 1e-6), "{c:?}");
+        assert!(c.iter().all(|&x| (x - 110.0 / 219.0).abs() < 1e-6), "{c:?}");
         let uv = vec![128u8; 4];
         let f = FrameRef::new(PixelFormat::Nv12, w, h, [(&y, w), (&uv, 4), (&[], 0)]).unwrap();
         assert_eq!(f.rgb(2, 0), c);
         // Pure red in BT.601 limited range: Y=81, U=90, V=240.
         let r = yuv_to_rgb(81.0, 90.0, 240.0, YuvMatrix::Bt601, false);
-        assert!((r[0] - 1.0).abs() < 0.01 && r[1] < 0.01 && r[2] < 0.02, "{r:?}");
+        assert!(
+            (r[0] - 1.0).abs() < 0.01 && r[1] < 0.01 && r[2] < 0.02,
+            "{r:?}"
+        );
     }
 
     #[test]

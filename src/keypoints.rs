@@ -54,7 +54,7 @@ pub fn argmax_peak(map: &[f32], h: usize, w: usize) -> MapPeak {
 /// returned. The score is the peak value.
 pub fn weighted_peak(map: &[f32], h: usize, w: usize, radius_px: f32) -> MapPeak {
     let peak = argmax_peak(map, h, w);
-    if !(radius_px >= 0.0) {
+    if radius_px.is_nan() || radius_px < 0.0 {
         return peak;
     }
     let i = argmax_index(map);
@@ -76,7 +76,7 @@ pub fn weighted_peak(map: &[f32], h: usize, w: usize, radius_px: f32) -> MapPeak
             sy += m * (row as f64 + 0.5);
         }
     }
-    if !(mass > 0.0 && mass.is_finite()) {
+    if mass <= 0.0 || !mass.is_finite() {
         return peak;
     }
     MapPeak {
@@ -234,7 +234,14 @@ mod tests {
         assert!(t.iter().zip(&want).any(|(a, b)| (a - b).abs() > 0.1));
         // Rectangular grid: the peak of a pixel-centred target is that pixel.
         let r = gaussian_target(3, 7, 6.5, 0.5, 1.0);
-        assert_eq!(argmax_peak(&r, 3, 7), MapPeak { x: 6.5 / 7.0, y: 0.5 / 3.0, score: 1.0 });
+        assert_eq!(
+            argmax_peak(&r, 3, 7),
+            MapPeak {
+                x: 6.5 / 7.0,
+                y: 0.5 / 3.0,
+                score: 1.0
+            }
+        );
     }
 
     #[test]
@@ -247,7 +254,11 @@ mod tests {
         for (k, m) in maps.iter().enumerate() {
             let flat = m.concat();
             let p = argmax_peak(&flat, 128, 128);
-            assert_eq!((p.x, p.y, p.score), (kp[k][0], kp[k][1], scores[k]), "map {k}");
+            assert_eq!(
+                (p.x, p.y, p.score),
+                (kp[k][0], kp[k][1], scores[k]),
+                "map {k}"
+            );
         }
     }
 }

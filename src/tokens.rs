@@ -34,7 +34,12 @@ const KNOWN: [&str; 4] = ["input_size", "map_res", "num_layers", "timestep"];
 
 impl Tokens {
     /// Builds a token set, checking that it is usable.
-    pub fn new(embeddings: Vec<f32>, num_tokens: usize, context_dim: usize, indices: Vec<usize>) -> Result<Self> {
+    pub fn new(
+        embeddings: Vec<f32>,
+        num_tokens: usize,
+        context_dim: usize,
+        indices: Vec<usize>,
+    ) -> Result<Self> {
         let t = Self {
             embeddings,
             num_tokens,
@@ -52,13 +57,18 @@ impl Tokens {
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.num_tokens == 0 || self.context_dim == 0 {
-            return Err(format!("`embeddings` is empty ([{}, {}])", self.num_tokens, self.context_dim));
+            return Err(format!(
+                "`embeddings` is empty ([{}, {}])",
+                self.num_tokens, self.context_dim
+            ));
         }
         if self.embeddings.len() != self.num_tokens * self.context_dim {
             return Err("`embeddings` has the wrong number of values".into());
         }
         if let Some(i) = self.embeddings.iter().position(|v| !v.is_finite()) {
-            return Err(format!("`embeddings` holds a non-finite value at flat index {i}"));
+            return Err(format!(
+                "`embeddings` holds a non-finite value at flat index {i}"
+            ));
         }
         if self.indices.is_empty() {
             return Err("`indices` is empty: no keypoint tokens selected".into());
@@ -66,19 +76,29 @@ impl Tokens {
         let mut seen = std::collections::HashSet::new();
         for &i in &self.indices {
             if i >= self.num_tokens {
-                return Err(format!("`indices` holds {i}, out of range for {} tokens", self.num_tokens));
+                return Err(format!(
+                    "`indices` holds {i}, out of range for {} tokens",
+                    self.num_tokens
+                ));
             }
             if !seen.insert(i) {
                 return Err(format!("`indices` holds token {i} twice"));
             }
         }
-        for (name, v) in [("input_size", self.input_size), ("map_res", self.map_res), ("num_layers", self.num_layers)] {
+        for (name, v) in [
+            ("input_size", self.input_size),
+            ("map_res", self.map_res),
+            ("num_layers", self.num_layers),
+        ] {
             if v == 0 {
                 return Err(format!("metadata `{name}` must be positive"));
             }
         }
         if self.timestep >= 1000 {
-            return Err(format!("metadata `timestep` = {} is outside 0..1000", self.timestep));
+            return Err(format!(
+                "metadata `timestep` = {} is outside 0..1000",
+                self.timestep
+            ));
         }
         Ok(())
     }
@@ -96,21 +116,40 @@ impl Tokens {
     /// Parses a tokens file held in memory; `path` only names it in errors.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let bad = |m: String| Error::tokens(path, m);
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let (_, meta) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let emb = st
             .tensor("embeddings")
             .map_err(|_| bad("missing tensor `embeddings`".into()))?;
         let shape = emb.shape();
         if shape.len() != 2 {
-            return Err(bad(format!("`embeddings` must be [N, context_dim], got shape {shape:?}")));
+            return Err(bad(format!(
+                "`embeddings` must be [N, context_dim], got shape {shape:?}"
+            )));
         }
-        let embeddings = to_f32(&emb).ok_or_else(|| bad(format!("`embeddings` has unsupported dtype {:?}", emb.dtype())))?;
-        let idx = st.tensor("indices").map_err(|_| bad("missing tensor `indices`".into()))?;
+        let embeddings = to_f32(&emb).ok_or_else(|| {
+            bad(format!(
+                "`embeddings` has unsupported dtype {:?}",
+                emb.dtype()
+            ))
+        })?;
+        let idx = st
+            .tensor("indices")
+            .map_err(|_| bad("missing tensor `indices`".into()))?;
         if idx.shape().len() != 1 {
-            return Err(bad(format!("`indices` must be [K], got shape {:?}", idx.shape())));
+            return Err(bad(format!(
+                "`indices` must be [K], got shape {:?}",
+                idx.shape()
+            )));
         }
-        let indices = to_indices(&idx).ok_or_else(|| bad(format!("`indices` must hold non-negative integers (dtype {:?})", idx.dtype())))?;
+        let indices = to_indices(&idx).ok_or_else(|| {
+            bad(format!(
+                "`indices` must hold non-negative integers (dtype {:?})",
+                idx.dtype()
+            ))
+        })?;
         let mut t = Tokens {
             embeddings,
             num_tokens: shape[0],
@@ -134,10 +173,11 @@ impl Tokens {
                         continue;
                     }
                 };
-                *slot = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(format!("metadata `{k}` = {v:?} is not a non-negative integer")))?;
+                *slot = v.trim().parse().map_err(|_| {
+                    bad(format!(
+                        "metadata `{k}` = {v:?} is not a non-negative integer"
+                    ))
+                })?;
             }
         }
         t.validate().map_err(bad)?;
@@ -147,18 +187,42 @@ impl Tokens {
     /// Writes the file atomically (temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         self.validate().map_err(|m| Error::tokens(path, m))?;
-        let emb: Vec<u8> = self.embeddings.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let idx: Vec<u8> = self.indices.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
+        let emb: Vec<u8> = self
+            .embeddings
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let idx: Vec<u8> = self
+            .indices
+            .iter()
+            .flat_map(|&v| (v as i64).to_le_bytes())
+            .collect();
         let views = vec![
-            ("embeddings", TensorView::new(Dtype::F32, vec![self.num_tokens, self.context_dim], &emb).expect("sizes match")),
-            ("indices", TensorView::new(Dtype::I64, vec![self.indices.len()], &idx).expect("sizes match")),
+            (
+                "embeddings",
+                TensorView::new(Dtype::F32, vec![self.num_tokens, self.context_dim], &emb)
+                    .expect("sizes match"),
+            ),
+            (
+                "indices",
+                TensorView::new(Dtype::I64, vec![self.indices.len()], &idx).expect("sizes match"),
+            ),
         ];
-        let mut meta: std::collections::HashMap<String, String> =
-            self.extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for (k, v) in KNOWN.iter().zip([self.input_size, self.map_res, self.num_layers, self.timestep]) {
+        let mut meta: std::collections::HashMap<String, String> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in KNOWN.iter().zip([
+            self.input_size,
+            self.map_res,
+            self.num_layers,
+            self.timestep,
+        ]) {
             meta.insert(k.to_string(), v.to_string());
         }
-        let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::tokens(path, e.to_string()))?;
+        let bytes = safetensors::tensor::serialize(views, Some(meta))
+            .map_err(|e| Error::tokens(path, e.to_string()))?;
         crate::util::write_atomic(path, &bytes)
     }
 }
@@ -166,8 +230,14 @@ impl Tokens {
 fn to_f32(t: &TensorView) -> Option<Vec<f32>> {
     let d = t.data();
     Some(match t.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         Dtype::F16 => d
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -183,9 +253,18 @@ fn to_f32(t: &TensorView) -> Option<Vec<f32>> {
 fn to_indices(t: &TensorView) -> Option<Vec<usize>> {
     let d = t.data();
     let v: Vec<i64> = match t.dtype() {
-        Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-        Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-        Dtype::U32 => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+        Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+            .collect(),
+        Dtype::U32 => d
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+            .collect(),
         _ => return None,
     };
     v.into_iter().map(|x| usize::try_from(x).ok()).collect()
@@ -196,7 +275,8 @@ mod tests {
     use super::*;
 
     fn sample() -> Tokens {
-        let mut t = Tokens::new((0..12).map(|i| i as f32 * 0.5).collect(), 4, 3, vec![2, 0]).unwrap();
+        let mut t =
+            Tokens::new((0..12).map(|i| i as f32 * 0.5).collect(), 4, 3, vec![2, 0]).unwrap();
         t.map_res = 64;
         t.extra.insert("steps".into(), "500".into());
         t
@@ -217,7 +297,10 @@ mod tests {
     fn bad_files_name_the_problem() {
         let p = Path::new("x.safetensors");
         let e = Tokens::from_bytes(p, b"garbage").unwrap_err().to_string();
-        assert!(e.contains("x.safetensors") && e.contains("not a safetensors"), "{e}");
+        assert!(
+            e.contains("x.safetensors") && e.contains("not a safetensors"),
+            "{e}"
+        );
         let t = sample();
         let mut bad = t.clone();
         bad.indices = vec![7];

@@ -3,7 +3,7 @@
 //! implementation of method.md on top of diffusers' attention processors.
 
 use candle_core::{DType, Device, Tensor};
-use stablekeypoints::model::MapRecorder;
+use stablekeypoints::model::{MapRecorder, MapSpec};
 use stablekeypoints::ops::warp::Affine;
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::collections::HashMap;
@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 struct Case {
@@ -24,16 +26,28 @@ fn load(name: &str) -> Case {
     let dir = data(name);
     let model = Arc::new(Model::load(&dir, &Device::Cpu, DType::F32).unwrap());
     let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
-    let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
-    Case { model, tokens, golden }
+    let golden =
+        candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    Case {
+        model,
+        tokens,
+        golden,
+    }
 }
 
 fn g<'a>(c: &'a Case, k: &str) -> &'a Tensor {
-    c.golden.get(k).unwrap_or_else(|| panic!("golden tensor {k} missing"))
+    c.golden
+        .get(k)
+        .unwrap_or_else(|| panic!("golden tensor {k} missing"))
 }
 
 fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// Relative L2 error of the mean-subtracted tensors.
@@ -42,13 +56,22 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     let (a, b) = (flat(a), flat(b));
     let ma = a.iter().sum::<f32>() / a.len() as f32;
     let mb = b.iter().sum::<f32>() / b.len() as f32;
-    let num: f32 = a.iter().zip(&b).map(|(x, y)| ((x - ma) - (y - mb)).powi(2)).sum();
+    let num: f32 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| ((x - ma) - (y - mb)).powi(2))
+        .sum();
     let den: f32 = b.iter().map(|y| (y - mb).powi(2)).sum();
     (num / den).sqrt()
 }
 
 fn context(c: &Case) -> stablekeypoints::model::Context {
-    let e = Tensor::from_slice(&c.tokens.embeddings, (c.tokens.num_tokens, c.tokens.context_dim), &Device::Cpu).unwrap();
+    let e = Tensor::from_slice(
+        &c.tokens.embeddings,
+        (c.tokens.num_tokens, c.tokens.context_dim),
+        &Device::Cpu,
+    )
+    .unwrap();
     c.model.prepare_context(&e).unwrap()
 }
 
@@ -76,19 +99,36 @@ fn check_model(name: &str) {
         let mut rec = MapRecorder::new(side / 2, 4, map_res, None);
         c.model.unet.record(&zt, 1.0, &ctx, &mut rec).unwrap();
         let sides: Vec<i64> = g(&c, "layer_sides").to_vec1().unwrap();
-        assert_eq!(rec.sides().iter().map(|&s| s as i64).collect::<Vec<_>>(), sides, "{name}: recorded layers");
+        assert_eq!(
+            rec.sides().iter().map(|&s| s as i64).collect::<Vec<_>>(),
+            sides,
+            "{name}: recorded layers"
+        );
         let maps = rec.finish().unwrap().squeeze(0).unwrap();
         let e = rel_err(&maps, g(&c, key));
         assert!(e < 1e-3, "{name}: {key} rel err {e}");
         // Softmax over all N tokens: every pixel sums to 1.
         let s = flat(&maps.sum(0).unwrap());
-        assert!(s.iter().all(|v| (v - 1.0).abs() < 1e-4), "{name}: maps do not sum to 1");
+        assert!(
+            s.iter().all(|v| (v - 1.0).abs() < 1e-4),
+            "{name}: maps do not sum to 1"
+        );
     }
 
     // Same through the public path with zero noise (encoder included).
     let m = c
         .model
-        .maps_from_latent(&z, None, 1, &ctx, 4, map_res, None)
+        .maps_from_latent(
+            &z,
+            None,
+            &ctx,
+            &MapSpec {
+                timestep: 1,
+                num_layers: 4,
+                map_res,
+            },
+            None,
+        )
         .unwrap()
         .squeeze(0)
         .unwrap();
@@ -104,7 +144,14 @@ fn check_model(name: &str) {
     assert_eq!(det.input_size(), size);
     let maps = det.keypoint_maps(image).unwrap();
     let kps = det.detect_input(image).unwrap();
-    check_keypoints(name, "plain", &maps, &kps, g(&c, "keypoints_zero"), g(&c, "scores_zero"));
+    check_keypoints(
+        name,
+        "plain",
+        &maps,
+        &kps,
+        g(&c, "keypoints_zero"),
+        g(&c, "scores_zero"),
+    );
 
     // Test-time augmentation with the golden's fixed warps.
     let thetas: Vec<Vec<Vec<f32>>> = g(&c, "tta_thetas").to_vec3().unwrap();
@@ -128,19 +175,38 @@ fn check_model(name: &str) {
             score: p.score,
         })
         .collect();
-    check_keypoints(name, "tta", &tta, &kps, g(&c, "tta_keypoints"), g(&c, "tta_scores"));
+    check_keypoints(
+        name,
+        "tta",
+        &tta,
+        &kps,
+        g(&c, "tta_keypoints"),
+        g(&c, "tta_scores"),
+    );
 }
 
 /// Keypoints equal the golden's, up to ties: where our peak differs, the golden's peak
 /// pixel must be (numerically) as high on our map.
-fn check_keypoints(name: &str, what: &str, maps: &Tensor, kps: &[stablekeypoints::Keypoint], want: &Tensor, scores: &Tensor) {
+fn check_keypoints(
+    name: &str,
+    what: &str,
+    maps: &Tensor,
+    kps: &[stablekeypoints::Keypoint],
+    want: &Tensor,
+    scores: &Tensor,
+) {
     let want: Vec<Vec<f32>> = want.to_vec2().unwrap();
     let scores = flat(scores);
     let (_, h, w) = maps.dims3().unwrap();
     let maps: Vec<Vec<Vec<f32>>> = maps.to_vec3().unwrap();
     assert_eq!(kps.len(), want.len());
     for (i, k) in kps.iter().enumerate() {
-        assert!((k.score - scores[i]).abs() <= 1e-4 * scores[i].abs().max(1e-3), "{name} {what}: score {i}: {} vs {}", k.score, scores[i]);
+        assert!(
+            (k.score - scores[i]).abs() <= 1e-4 * scores[i].abs().max(1e-3),
+            "{name} {what}: score {i}: {} vs {}",
+            k.score,
+            scores[i]
+        );
         if (k.x - want[i][0]).abs() < 1e-6 && (k.y - want[i][1]).abs() < 1e-6 {
             continue;
         }

@@ -1,7 +1,9 @@
 //! `stablekeypoints` command line: glue over the core library.
 
 use stablekeypoints::model::init::{init_model, TinyArch};
-use stablekeypoints::{CropMode, DetectOptions, Detector, Error, FrameRef, Model, PeakMode, PixelFormat, Tokens};
+use stablekeypoints::{
+    CropMode, DetectOptions, Detector, Error, FrameRef, Model, PeakMode, PixelFormat, Tokens,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ const USAGE: &str = "\
 stablekeypoints: unsupervised keypoints from Stable Diffusion attention maps
 
 USAGE:
-  stablekeypoints init-model --out DIR [--arch tiny-sd1|tiny-sd2] [--seed S]
+  stablekeypoints init-model --out DIR [--arch tiny-sd1|tiny-sd2|sd15|sd21] [--seed S]
                              [--tokens N] [--keypoints K]
   stablekeypoints detect --model DIR --tokens FILE [--size S] [--map-res R]
                          [--augmentations N] [--seed S] [--no-noise] [--crop letterbox|center-crop]
@@ -54,11 +56,15 @@ impl Args {
                 } else if valued.contains(&name.as_str()) {
                     let v = match inline {
                         Some(v) => v,
-                        None => it.next().ok_or_else(|| Error::Invalid(format!("--{name} needs a value")))?,
+                        None => it
+                            .next()
+                            .ok_or_else(|| Error::Invalid(format!("--{name} needs a value")))?,
                     };
                     flags.push((name, Some(v)));
                 } else {
-                    return Err(Error::Invalid(format!("unknown option --{name}\n\n{USAGE}")));
+                    return Err(Error::Invalid(format!(
+                        "unknown option --{name}\n\n{USAGE}"
+                    )));
                 }
             } else {
                 positional.push(a);
@@ -72,16 +78,24 @@ impl Args {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.flags.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
     }
 
     fn required(&self, name: &str) -> Result<&str, Error> {
-        self.get(name).ok_or_else(|| Error::Invalid(format!("missing --{name}\n\n{USAGE}")))
+        self.get(name)
+            .ok_or_else(|| Error::Invalid(format!("missing --{name}\n\n{USAGE}")))
     }
 
     fn parse_opt<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, Error> {
         self.get(name)
-            .map(|v| v.parse().map_err(|_| Error::Invalid(format!("--{name}: cannot parse {v:?}"))))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Error::Invalid(format!("--{name}: cannot parse {v:?}")))
+            })
             .transpose()
     }
 }
@@ -93,13 +107,30 @@ fn run(mut args: Vec<String>) -> Result<(), Error> {
     }
     let cmd = args.remove(0);
     match cmd.as_str() {
-        "init-model" => cmd_init_model(Args::parse(args, &[], &["out", "arch", "seed", "tokens", "keypoints"])?),
+        "init-model" => cmd_init_model(Args::parse(
+            args,
+            &[],
+            &["out", "arch", "seed", "tokens", "keypoints"],
+        )?),
         "detect" => cmd_detect(Args::parse(
             args,
             &["no-noise", "json"],
-            &["model", "tokens", "size", "map-res", "augmentations", "seed", "crop", "peak", "device", "dump-maps"],
+            &[
+                "model",
+                "tokens",
+                "size",
+                "map-res",
+                "augmentations",
+                "seed",
+                "crop",
+                "peak",
+                "device",
+                "dump-maps",
+            ],
         )?),
-        other => Err(Error::Invalid(format!("unknown command {other:?}\n\n{USAGE}"))),
+        other => Err(Error::Invalid(format!(
+            "unknown command {other:?}\n\n{USAGE}"
+        ))),
     }
 }
 
@@ -107,7 +138,10 @@ fn cmd_init_model(a: Args) -> Result<(), Error> {
     let out = PathBuf::from(a.required("out")?);
     let arch: TinyArch = a.get("arch").unwrap_or("tiny-sd1").parse()?;
     let seed = a.parse_opt("seed")?.unwrap_or(0);
-    let n = a.parse_opt("tokens")?.unwrap_or(100);
+    let big = matches!(arch, TinyArch::Sd15 | TinyArch::Sd21);
+    let n = a
+        .parse_opt("tokens")?
+        .unwrap_or(if big { 500 } else { 100 });
     let k = a.parse_opt("keypoints")?.unwrap_or(10);
     init_model(&out, arch, seed, n, k)?;
     println!("wrote {arch:?} model and tokens to {}", out.display());
@@ -122,14 +156,18 @@ pub fn device_from_str(s: &str) -> Result<(candle_core::Device, candle_core::DTy
     }
     if let Some(rest) = s.strip_prefix("cuda") {
         let ord = match rest.strip_prefix(':') {
-            Some(n) => n.parse().map_err(|_| Error::Invalid(format!("bad device {s:?}")))?,
+            Some(n) => n
+                .parse()
+                .map_err(|_| Error::Invalid(format!("bad device {s:?}")))?,
             None if rest.is_empty() => 0,
             None => return Err(Error::Invalid(format!("bad device {s:?}"))),
         };
         let dev = Device::new_cuda(ord).map_err(|e| Error::Invalid(format!("device {s}: {e}")))?;
         return Ok((dev, DType::F16));
     }
-    Err(Error::Invalid(format!("unknown device {s:?} (cpu, cuda:N)")))
+    Err(Error::Invalid(format!(
+        "unknown device {s:?} (cpu, cuda:N)"
+    )))
 }
 
 fn read_image(path: &Path) -> Result<image::RgbImage, Error> {
@@ -163,11 +201,19 @@ fn cmd_detect(a: Args) -> Result<(), Error> {
         augmentations: a.parse_opt("augmentations")?.unwrap_or(1),
         seed: a.parse_opt("seed")?.unwrap_or(0),
         noise: !a.has("no-noise"),
-        crop: a.get("crop").map(str::parse::<CropMode>).transpose()?.unwrap_or_default(),
+        crop: a
+            .get("crop")
+            .map(str::parse::<CropMode>)
+            .transpose()?
+            .unwrap_or_default(),
         peak: match a.get("peak").unwrap_or("argmax") {
             "argmax" => PeakMode::Argmax,
             "weighted" => PeakMode::Weighted { radius: 5.0 },
-            o => return Err(Error::Invalid(format!("--peak: unknown mode {o:?} (argmax, weighted)"))),
+            o => {
+                return Err(Error::Invalid(format!(
+                    "--peak: unknown mode {o:?} (argmax, weighted)"
+                )))
+            }
         },
         ..Default::default()
     };
@@ -226,12 +272,24 @@ fn cmd_detect(a: Args) -> Result<(), Error> {
 }
 
 /// `maps` [K, R, R] (single pass) when available, and the input-size maps as `maps_full`.
-fn dump_maps(path: &Path, full: &candle_core::Tensor, low: Option<&candle_core::Tensor>) -> Result<(), Error> {
+fn dump_maps(
+    path: &Path,
+    full: &candle_core::Tensor,
+    low: Option<&candle_core::Tensor>,
+) -> Result<(), Error> {
     let mut m = std::collections::HashMap::new();
     if let Some(l) = low {
-        m.insert("maps".to_string(), l.to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?);
+        m.insert(
+            "maps".to_string(),
+            l.to_dtype(candle_core::DType::F32)?
+                .to_device(&candle_core::Device::Cpu)?,
+        );
     }
-    m.insert("maps_full".to_string(), full.to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?);
+    m.insert(
+        "maps_full".to_string(),
+        full.to_dtype(candle_core::DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?,
+    );
     candle_core::safetensors::save(&m, path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),

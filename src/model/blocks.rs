@@ -16,11 +16,20 @@ pub struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    pub fn new(vb: VarBuilder, cin: usize, cout: usize, temb: Option<usize>, groups: usize, eps: f64) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
         Ok(Self {
             norm1: group_norm(vb.pp("norm1"), groups, cin, eps)?,
             conv1: Conv2d::new(vb.pp("conv1"), cin, cout, 3, 1, 1)?,
-            time_emb_proj: temb.map(|t| linear(vb.pp("time_emb_proj"), t, cout, true)).transpose()?,
+            time_emb_proj: temb
+                .map(|t| linear(vb.pp("time_emb_proj"), t, cout, true))
+                .transpose()?,
             norm2: group_norm(vb.pp("norm2"), groups, cout, eps)?,
             conv2: Conv2d::new(vb.pp("conv2"), cout, cout, 3, 1, 1)?,
             shortcut: if cin != cout {

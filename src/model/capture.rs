@@ -60,7 +60,13 @@ impl MapRecorder {
 
     /// Adds one layer's maps; `x` is the query input of `attn` [B, s*s, C], `k` its
     /// heads-split keys [1, h, N, d]. Returns true once all layers are recorded.
-    pub(crate) fn record(&mut self, attn: &Attention, x: &Tensor, k: &Tensor, side: usize) -> Result<bool> {
+    pub(crate) fn record(
+        &mut self,
+        attn: &Attention,
+        x: &Tensor,
+        k: &Tensor,
+        side: usize,
+    ) -> Result<bool> {
         let (b, l, c) = x.dims3()?;
         if l != side * side {
             candle_core::bail!("attention input has {l} positions, expected {side}x{side}");
@@ -75,7 +81,9 @@ impl MapRecorder {
             }
         };
         let heads = attn.heads;
-        let q = attn.split_heads(&attn.to_q.forward(x)?)?.to_dtype(DType::F32)?;
+        let q = attn
+            .split_heads(&attn.to_q.forward(x)?)?
+            .to_dtype(DType::F32)?;
         let k = k.to_dtype(DType::F32)?;
         let n = k.dim(2)?;
         let scale = attn.scale(c);
@@ -85,7 +93,7 @@ impl MapRecorder {
             let qh = q.narrow(1, h, 1)?.squeeze(1)?; // [B, s*s, d]
             let kh = k.narrow(1, h, 1)?.squeeze(1)?.t()?.contiguous()?; // [1, d, N]
             let logits = (qh.broadcast_matmul(&kh)? * scale)?; // [B, s*s, N]
-            // Bicubic upsampling of the logits as two matrix products, N kept last.
+                                                               // Bicubic upsampling of the logits as two matrix products, N kept last.
             let up = m.broadcast_matmul(&logits.reshape((b, side, side * n))?)?; // [B, R, s*N]
             let up = m.broadcast_matmul(&up.reshape((b * r, side, n))?)?; // [B*R, R, N]
             let probs = super::nn::softmax_last_dim(&up.reshape((b, r, r, n))?)?;

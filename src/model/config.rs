@@ -92,7 +92,8 @@ impl<'a> Fields<'a> {
     fn usize(&self, key: &'static str, default: Option<usize>) -> Result<usize> {
         match self.get(key) {
             None => default.ok_or_else(|| self.err(key, "missing")),
-            Some(v) => as_usize(v).ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}"))),
+            Some(v) => as_usize(v)
+                .ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}"))),
         }
     }
 
@@ -125,19 +126,30 @@ impl<'a> Fields<'a> {
     }
 
     /// A number broadcast to `n` entries, or a list of exactly `n`.
-    fn per_block(&self, key: &'static str, n: usize, default: Option<usize>) -> Result<Option<Vec<usize>>> {
+    fn per_block(
+        &self,
+        key: &'static str,
+        n: usize,
+        default: Option<usize>,
+    ) -> Result<Option<Vec<usize>>> {
         match self.get(key) {
             None => Ok(default.map(|d| vec![d; n])),
             Some(Value::Array(a)) => {
                 let v: Option<Vec<usize>> = a.iter().map(as_usize).collect();
-                let v = v.ok_or_else(|| self.err(key, "expected a list of non-negative integers"))?;
+                let v =
+                    v.ok_or_else(|| self.err(key, "expected a list of non-negative integers"))?;
                 if v.len() != n {
-                    return Err(self.err(key, format!("has {} entries but there are {n} blocks", v.len())));
+                    return Err(self.err(
+                        key,
+                        format!("has {} entries but there are {n} blocks", v.len()),
+                    ));
                 }
                 Ok(Some(v))
             }
             Some(v) => {
-                let x = as_usize(v).ok_or_else(|| self.err(key, format!("expected an integer or a list, got {v}")))?;
+                let x = as_usize(v).ok_or_else(|| {
+                    self.err(key, format!("expected an integer or a list, got {v}"))
+                })?;
                 Ok(Some(vec![x; n]))
             }
         }
@@ -147,7 +159,10 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_str().ok_or_else(|| self.err(key, "expected a list of strings")))
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| self.err(key, "expected a list of strings"))
+                })
                 .collect(),
             Some(v) => Err(self.err(key, format!("expected a list of strings, got {v}"))),
             None => Err(self.err(key, "missing")),
@@ -158,9 +173,16 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             Some(Value::Array(a)) if !a.is_empty() => a
                 .iter()
-                .map(|v| as_usize(v).filter(|&x| x > 0).ok_or_else(|| self.err(key, "expected positive integers")))
+                .map(|v| {
+                    as_usize(v)
+                        .filter(|&x| x > 0)
+                        .ok_or_else(|| self.err(key, "expected positive integers"))
+                })
                 .collect(),
-            Some(v) => Err(self.err(key, format!("expected a non-empty list of integers, got {v}"))),
+            Some(v) => Err(self.err(
+                key,
+                format!("expected a non-empty list of integers, got {v}"),
+            )),
             None => Err(self.err(key, "missing")),
         }
     }
@@ -188,7 +210,9 @@ impl<'a> Fields<'a> {
 fn as_usize(v: &Value) -> Option<usize> {
     v.as_u64().map(|x| x as usize).or_else(|| {
         // Some exporters write integers as floats (e.g. 8.0).
-        v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as usize)
+        v.as_f64()
+            .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+            .map(|f| f as usize)
     })
 }
 
@@ -202,7 +226,10 @@ impl UNetConfig {
         let f = Fields::new(path, map);
         if let Some(class) = f.str("_class_name")? {
             if class != "UNet2DConditionModel" {
-                return Err(f.err("_class_name", format!("expected UNet2DConditionModel, got {class}")));
+                return Err(f.err(
+                    "_class_name",
+                    format!("expected UNet2DConditionModel, got {class}"),
+                ));
             }
         }
         let block_out_channels = f.usize_list("block_out_channels")?;
@@ -213,7 +240,10 @@ impl UNetConfig {
             .map(|s| match s {
                 "CrossAttnDownBlock2D" => Ok(DownBlockType::CrossAttn),
                 "DownBlock2D" => Ok(DownBlockType::Plain),
-                other => Err(f.err("down_block_types", format!("unsupported block type {other}"))),
+                other => Err(f.err(
+                    "down_block_types",
+                    format!("unsupported block type {other}"),
+                )),
             })
             .collect::<Result<Vec<_>>>()?;
         let up_block_types = f
@@ -235,16 +265,27 @@ impl UNetConfig {
                 ),
             ));
         }
-        let layers_per_block = f.per_block("layers_per_block", n, Some(2))?.unwrap_or_default();
-        let transformer_layers_per_block = f.per_block("transformer_layers_per_block", n, Some(1))?.unwrap_or_default();
+        let layers_per_block = f
+            .per_block("layers_per_block", n, Some(2))?
+            .unwrap_or_default();
+        let transformer_layers_per_block = f
+            .per_block("transformer_layers_per_block", n, Some(1))?
+            .unwrap_or_default();
         // diffusers' naming quirk: `attention_head_dim` holds the number of heads unless
         // `num_attention_heads` is set.
-        let head_dim = f.per_block("attention_head_dim", n, Some(8))?.unwrap_or_default();
-        let num_attention_heads = f.per_block("num_attention_heads", n, None)?.unwrap_or(head_dim);
+        let head_dim = f
+            .per_block("attention_head_dim", n, Some(8))?
+            .unwrap_or_default();
+        let num_attention_heads = f
+            .per_block("num_attention_heads", n, None)?
+            .unwrap_or(head_dim);
         let cross_attention_dim = match f.get("cross_attention_dim") {
             None => 1280,
             Some(v) => as_usize(v).ok_or_else(|| {
-                f.err("cross_attention_dim", format!("expected one integer (per-block lists are not supported), got {v}"))
+                f.err(
+                    "cross_attention_dim",
+                    format!("expected one integer (per-block lists are not supported), got {v}"),
+                )
             })?,
         };
         let cfg = UNetConfig {
@@ -266,7 +307,12 @@ impl UNetConfig {
             sample_size: f.usize("sample_size", Some(64))?,
         };
         // Fields read for validation only.
-        for (key, want) in [("act_fn", "silu"), ("resnet_time_scale_shift", "default"), ("time_embedding_type", "positional"), ("attention_type", "default")] {
+        for (key, want) in [
+            ("act_fn", "silu"),
+            ("resnet_time_scale_shift", "default"),
+            ("time_embedding_type", "positional"),
+            ("attention_type", "default"),
+        ] {
             if let Some(v) = f.str(key)? {
                 if v != want {
                     return Err(f.err(key, format!("unsupported value {v:?} (only {want:?})")));
@@ -300,20 +346,24 @@ impl UNetConfig {
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             if c % g != 0 {
-                return bad(format!("block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {g}"));
+                return bad(format!(
+                    "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {g}"
+                ));
             }
             let h = self.num_attention_heads[i];
             if h == 0 || c % h != 0 {
-                return bad(format!("block_out_channels[{i}] = {c} is not divisible by its {h} attention heads"));
+                return bad(format!(
+                    "block_out_channels[{i}] = {c} is not divisible by its {h} attention heads"
+                ));
             }
         }
-        if self.layers_per_block.iter().any(|&l| l == 0) {
+        if self.layers_per_block.contains(&0) {
             return bad("layers_per_block must be positive".into());
         }
-        if self.transformer_layers_per_block.iter().any(|&l| l == 0) {
+        if self.transformer_layers_per_block.contains(&0) {
             return bad("transformer_layers_per_block must be positive".into());
         }
-        if self.block_out_channels[0] % 2 != 0 {
+        if !self.block_out_channels[0].is_multiple_of(2) {
             return bad("block_out_channels[0] must be even (timestep embedding)".into());
         }
         Ok(())
@@ -340,7 +390,10 @@ impl VaeConfig {
         let f = Fields::new(path, map);
         if let Some(class) = f.str("_class_name")? {
             if class != "AutoencoderKL" {
-                return Err(f.err("_class_name", format!("expected AutoencoderKL, got {class}")));
+                return Err(f.err(
+                    "_class_name",
+                    format!("expected AutoencoderKL, got {class}"),
+                ));
             }
         }
         let block_out_channels = f.usize_list("block_out_channels")?;
@@ -380,18 +433,27 @@ impl VaeConfig {
         };
         f.reject_unknown(&[])?;
         if cfg.in_channels != 3 {
-            return Err(f.err("in_channels", format!("expected 3 (RGB), got {}", cfg.in_channels)));
+            return Err(f.err(
+                "in_channels",
+                format!("expected 3 (RGB), got {}", cfg.in_channels),
+            ));
         }
         for (i, &c) in cfg.block_out_channels.iter().enumerate() {
             if cfg.norm_num_groups == 0 || c % cfg.norm_num_groups != 0 {
                 return Err(Error::config(
                     path,
-                    format!("block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}", cfg.norm_num_groups),
+                    format!(
+                        "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}",
+                        cfg.norm_num_groups
+                    ),
                 ));
             }
         }
         if cfg.layers_per_block == 0 || cfg.latent_channels == 0 {
-            return Err(Error::config(path, "layers_per_block and latent_channels must be positive"));
+            return Err(Error::config(
+                path,
+                "layers_per_block and latent_channels must be positive",
+            ));
         }
         Ok(cfg)
     }
@@ -437,21 +499,45 @@ mod tests {
         assert_eq!(c.up_heads(3), 5);
         assert!(c.use_linear_projection);
         // num_attention_heads wins over attention_head_dim.
-        let c = UNetConfig::from_map(Path::new("u.json"), &unet_json(r#","num_attention_heads":[4,4,4,4]"#)).unwrap();
+        let c = UNetConfig::from_map(
+            Path::new("u.json"),
+            &unet_json(r#","num_attention_heads":[4,4,4,4]"#),
+        )
+        .unwrap();
         assert_eq!(c.num_attention_heads, vec![4; 4]);
     }
 
     #[test]
     fn contradictions_and_unknown_fields_are_named() {
-        let e = UNetConfig::from_map(Path::new("x/u.json"), &unet_json(r#","norm_num_groups":7"#)).unwrap_err();
-        assert!(e.to_string().contains("x/u.json") && e.to_string().contains("norm_num_groups"), "{e}");
-        let e = UNetConfig::from_map(Path::new("u.json"), &unet_json(r#","attention_head_dim":[8,8]"#)).unwrap_err();
+        let e = UNetConfig::from_map(Path::new("x/u.json"), &unet_json(r#","norm_num_groups":7"#))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("x/u.json") && e.to_string().contains("norm_num_groups"),
+            "{e}"
+        );
+        let e = UNetConfig::from_map(
+            Path::new("u.json"),
+            &unet_json(r#","attention_head_dim":[8,8]"#),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("attention_head_dim"), "{e}");
-        let e = UNetConfig::from_map(Path::new("u.json"), &unet_json(r#","addition_embed_type":"text_time""#)).unwrap_err();
+        let e = UNetConfig::from_map(
+            Path::new("u.json"),
+            &unet_json(r#","addition_embed_type":"text_time""#),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("addition_embed_type"), "{e}");
         // Neutral unknown fields pass.
-        UNetConfig::from_map(Path::new("u.json"), &unet_json(r#","class_embed_type":null,"dual_cross_attention":false"#)).unwrap();
-        let e = UNetConfig::from_map(Path::new("u.json"), &unet_json(r#","down_block_types":["CrossAttnDownBlock2D"]"#)).unwrap_err();
+        UNetConfig::from_map(
+            Path::new("u.json"),
+            &unet_json(r#","class_embed_type":null,"dual_cross_attention":false"#),
+        )
+        .unwrap();
+        let e = UNetConfig::from_map(
+            Path::new("u.json"),
+            &unet_json(r#","down_block_types":["CrossAttnDownBlock2D"]"#),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("down_block_types has 1"), "{e}");
     }
 }

@@ -19,10 +19,14 @@ use std::sync::{Arc, Mutex};
 /// Architectures `init-model` can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TinyArch {
-    /// SD 1.x layout: conv projections, one head count for every block.
+    /// Miniature SD 1.x layout: conv projections, one head count for every block.
     TinySd1,
-    /// SD 2.x layout: linear projections, per-block head counts.
+    /// Miniature SD 2.x layout: linear projections, per-block head counts.
     TinySd2,
+    /// Full-size Stable Diffusion 1.5 architecture (random weights, ~3.4 GB in f32).
+    Sd15,
+    /// Full-size Stable Diffusion 2.1 architecture (random weights).
+    Sd21,
 }
 
 impl std::str::FromStr for TinyArch {
@@ -31,8 +35,26 @@ impl std::str::FromStr for TinyArch {
         match s {
             "tiny-sd1" => Ok(TinyArch::TinySd1),
             "tiny-sd2" => Ok(TinyArch::TinySd2),
-            _ => Err(Error::Invalid(format!("unknown architecture {s:?} (tiny-sd1, tiny-sd2)"))),
+            "sd15" => Ok(TinyArch::Sd15),
+            "sd21" => Ok(TinyArch::Sd21),
+            _ => Err(Error::Invalid(format!(
+                "unknown architecture {s:?} (tiny-sd1, tiny-sd2, sd15, sd21)"
+            ))),
         }
+    }
+}
+
+impl TinyArch {
+    /// Default square input side for the architecture.
+    pub fn input_size(self) -> usize {
+        match self {
+            TinyArch::TinySd1 | TinyArch::TinySd2 => TINY_INPUT_SIZE,
+            TinyArch::Sd15 | TinyArch::Sd21 => 512,
+        }
+    }
+
+    fn is_full_size(self) -> bool {
+        matches!(self, TinyArch::Sd15 | TinyArch::Sd21)
     }
 }
 
@@ -43,7 +65,34 @@ pub fn unet_config_json(arch: TinyArch) -> Value {
     let (heads, ctx, linear): (Value, usize, bool) = match arch {
         TinyArch::TinySd1 => (json!(2), 32, false),
         TinyArch::TinySd2 => (json!([2, 2, 4, 4]), 48, true),
+        TinyArch::Sd15 => (json!(8), 768, false),
+        TinyArch::Sd21 => (json!([5, 10, 20, 20]), 1024, true),
     };
+    if arch.is_full_size() {
+        // As in the published SD 1.5 / 2.1 `unet/config.json`.
+        return json!({
+            "_class_name": "UNet2DConditionModel",
+            "act_fn": "silu",
+            "attention_head_dim": heads,
+            "block_out_channels": [320, 640, 1280, 1280],
+            "center_input_sample": false,
+            "cross_attention_dim": ctx,
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            "downsample_padding": 1,
+            "flip_sin_to_cos": true,
+            "freq_shift": 0,
+            "in_channels": 4,
+            "layers_per_block": 2,
+            "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05,
+            "norm_num_groups": 32,
+            "out_channels": 4,
+            "sample_size": if arch == TinyArch::Sd15 { 64 } else { 96 },
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            "upcast_attention": linear,
+            "use_linear_projection": linear
+        });
+    }
     json!({
         "_class_name": "UNet2DConditionModel",
         "_diffusers_version": "0.42.1",
@@ -68,7 +117,23 @@ pub fn unet_config_json(arch: TinyArch) -> Value {
     })
 }
 
-pub fn vae_config_json() -> Value {
+pub fn vae_config_json(arch: TinyArch) -> Value {
+    if arch.is_full_size() {
+        return json!({
+            "_class_name": "AutoencoderKL",
+            "act_fn": "silu",
+            "block_out_channels": [128, 256, 512, 512],
+            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": 4,
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "sample_size": arch.input_size(),
+            "scaling_factor": 0.18215
+        });
+    }
     json!({
         "_class_name": "AutoencoderKL",
         "_diffusers_version": "0.42.1",
@@ -94,11 +159,20 @@ struct Generator {
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 impl candle_nn::var_builder::SimpleBackend for Generator {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let mut made = self.made.lock().expect("generator lock");
         if let Some(t) = made.get(name) {
             return t.to_dtype(dtype)?.to_device(dev);
@@ -136,12 +210,19 @@ impl candle_nn::var_builder::SimpleBackend for Generator {
     }
 }
 
-fn generate(seed: u64, build: impl FnOnce(VarBuilder) -> candle_core::Result<()>) -> Result<BTreeMap<String, Tensor>> {
+fn generate(
+    seed: u64,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<()>,
+) -> Result<BTreeMap<String, Tensor>> {
     let g = Generator {
         seed,
         made: Arc::new(Mutex::new(BTreeMap::new())),
     };
-    build(VarBuilder::from_backend(Box::new(g.clone()), DType::F32, Device::Cpu))?;
+    build(VarBuilder::from_backend(
+        Box::new(g.clone()),
+        DType::F32,
+        Device::Cpu,
+    ))?;
     let made = std::mem::take(&mut *g.made.lock().expect("generator lock"));
     Ok(made)
 }
@@ -152,26 +233,41 @@ fn write_model_part(dir: &Path, config: &Value, tensors: &BTreeMap<String, Tenso
     crate::util::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     let path = dir.join("diffusion_pytorch_model.safetensors");
     let tmp = dir.join(".diffusion_pytorch_model.safetensors.tmp");
-    let tensors: std::collections::HashMap<&str, Tensor> = tensors.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let tensors: std::collections::HashMap<&str, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     candle_core::safetensors::save(&tensors, &tmp).map_err(|e| Error::weights(&tmp, e))?;
+    // The safetensors writer creates owner-only files; models are meant to be shared.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
 /// Writes `out/unet`, `out/vae` and a matching random `out/tokens.safetensors`
 /// (`num_tokens` tokens, the first `num_keypoints` of a seeded permutation selected).
-pub fn init_model(out: &Path, arch: TinyArch, seed: u64, num_tokens: usize, num_keypoints: usize) -> Result<()> {
+pub fn init_model(
+    out: &Path,
+    arch: TinyArch,
+    seed: u64,
+    num_tokens: usize,
+    num_keypoints: usize,
+) -> Result<()> {
     if num_keypoints == 0 || num_keypoints > num_tokens {
         return Err(Error::Invalid(format!(
             "need 1 <= keypoints ({num_keypoints}) <= tokens ({num_tokens})"
         )));
     }
     let unet_json = unet_config_json(arch);
-    let vae_json = vae_config_json();
+    let vae_json = vae_config_json(arch);
     let here = Path::new("<generated>");
     let ucfg = UNetConfig::from_map(here, unet_json.as_object().expect("object"))?;
     let vcfg = VaeConfig::from_map(here, vae_json.as_object().expect("object"))?;
     let unet = generate(seed, |vb| UNet::new(vb, &ucfg).map(|_| ()))?;
-    let vae = generate(seed.wrapping_add(1), |vb| VaeEncoder::new(vb, &vcfg).map(|_| ()))?;
+    let vae = generate(seed.wrapping_add(1), |vb| {
+        VaeEncoder::new(vb, &vcfg).map(|_| ())
+    })?;
     write_model_part(&out.join("unet"), &unet_json, &unet)?;
     write_model_part(&out.join("vae"), &vae_json, &vae)?;
 
@@ -184,8 +280,11 @@ pub fn init_model(out: &Path, arch: TinyArch, seed: u64, num_tokens: usize, num_
         perm.swap(i, rng.below(i + 1));
     }
     let mut tokens = Tokens::new(emb, num_tokens, ctx, perm[..num_keypoints].to_vec())?;
-    tokens.input_size = TINY_INPUT_SIZE;
-    tokens.map_res = 64;
-    tokens.extra.insert("generator".into(), format!("init-model {arch:?} seed {seed}"));
+    tokens.input_size = arch.input_size();
+    tokens.map_res = if arch.is_full_size() { 128 } else { 64 };
+    tokens.extra.insert(
+        "generator".into(),
+        format!("init-model {arch:?} seed {seed}"),
+    );
     tokens.save(&out.join("tokens.safetensors"))
 }

@@ -34,7 +34,10 @@ pub fn weights_file(dir: &Path, sub: &str) -> Result<PathBuf> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, what),
         });
     }
-    for name in ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"] {
+    for name in [
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+    ] {
         let p = d.join(name);
         if p.is_file() {
             return Ok(p);
@@ -55,7 +58,16 @@ pub fn weights_file(dir: &Path, sub: &str) -> Result<PathBuf> {
 fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
     // SAFETY: the file is mapped read-only; the weights directory must not be modified
     // while a model is loading (same contract as candle and diffusers).
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(|e| Error::weights(path, e))
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
+        .map_err(|e| Error::weights(path, e))
+}
+
+/// What to record: DDIM timestep, number of observed layers, map resolution R.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub timestep: usize,
+    pub num_layers: usize,
+    pub map_res: usize,
 }
 
 /// A loaded Stable Diffusion backbone (VAE encoder + UNet).
@@ -75,12 +87,14 @@ impl Model {
     /// Loads a diffusers directory (`unet/` and `vae/`). `dtype` is the compute dtype;
     /// f16/bf16/f32 files are converted to it.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
-        let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
         let unet_file = weights_file(dir, "unet")?;
         let vae_file = weights_file(dir, "vae")?;
-        let unet = UNet::new(var_builder(&unet_file, dtype, device)?, &unet_config).map_err(|e| Error::weights(&unet_file, e))?;
-        let vae = VaeEncoder::new(var_builder(&vae_file, dtype, device)?, &vae_config).map_err(|e| Error::weights(&vae_file, e))?;
+        let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
+        let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
+        let unet = UNet::new(var_builder(&unet_file, dtype, device)?, &unet_config)
+            .map_err(|e| Error::weights(&unet_file, e))?;
+        let vae = VaeEncoder::new(var_builder(&vae_file, dtype, device)?, &vae_config)
+            .map_err(|e| Error::weights(&vae_file, e))?;
         if vae_config.latent_channels != unet_config.in_channels {
             return Err(Error::config(
                 &dir.join("unet").join("config.json"),
@@ -114,7 +128,7 @@ impl Model {
     /// Checks that `size` is usable as the square input side.
     pub fn check_input_size(&self, size: usize) -> Result<()> {
         let m = self.size_multiple();
-        if size == 0 || size % m != 0 {
+        if size == 0 || !size.is_multiple_of(m) {
             return Err(Error::Invalid(format!(
                 "input size {size} must be a positive multiple of {m} for this model"
             )));
@@ -131,7 +145,9 @@ impl Model {
                 self.context_dim()
             )));
         }
-        Ok(self.unet.prepare_context(&embeddings.to_dtype(self.dtype)?)?)
+        Ok(self
+            .unet
+            .prepare_context(&embeddings.to_dtype(self.dtype)?)?)
     }
 
     /// Scaled VAE latent mean of images in [0, 1], [B, 3, S, S].
@@ -139,18 +155,21 @@ impl Model {
         Ok(self.vae.encode(&images01.to_dtype(self.dtype)?)?)
     }
 
-    /// Averaged attention maps [B, K or N, R, R] for latents `z` at timestep `t`:
+    /// Averaged attention maps [B, K or N, R, R] for latents `z`:
     /// `z_t = sqrt(abar_t) z + sqrt(1 - abar_t) noise` (`noise` None = zero noise).
     pub fn maps_from_latent(
         &self,
         z: &Tensor,
         noise: Option<&Tensor>,
-        t: usize,
         ctx: &Context,
-        num_layers: usize,
-        map_res: usize,
+        spec: &MapSpec,
         select: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let MapSpec {
+            timestep: t,
+            num_layers,
+            map_res,
+        } = *spec;
         let (a, s) = self.schedule.noise_coefficients(t);
         let zt = match noise {
             Some(n) => ((z * a)? + (n.to_dtype(z.dtype())? * s)?)?,

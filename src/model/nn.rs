@@ -16,7 +16,14 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
         let weight = vb.get((cout, cin, k, k), "weight")?;
         let bias = Some(vb.get(cout, "bias")?);
         Ok(Self {
@@ -41,13 +48,22 @@ impl Module for Conv2d {
 /// `nn.Linear`, optionally without bias.
 pub fn linear(vb: VarBuilder, cin: usize, cout: usize, bias: bool) -> Result<candle_nn::Linear> {
     let w = vb.get((cout, cin), "weight")?;
-    let b = if bias { Some(vb.get(cout, "bias")?) } else { None };
+    let b = if bias {
+        Some(vb.get(cout, "bias")?)
+    } else {
+        None
+    };
     Ok(candle_nn::Linear::new(w, b))
 }
 
 /// A 1x1 projection stored as conv `[c_out, c_in, 1, 1]` (SD 1.x) or linear `[c_out, c_in]`
 /// (SD 2.x `use_linear_projection`); both are applied as a matrix product.
-pub fn projection(vb: VarBuilder, cin: usize, cout: usize, stored_as_linear: bool) -> Result<candle_nn::Linear> {
+pub fn projection(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    stored_as_linear: bool,
+) -> Result<candle_nn::Linear> {
     let w = if stored_as_linear {
         vb.get((cout, cin), "weight")?
     } else {
@@ -56,8 +72,19 @@ pub fn projection(vb: VarBuilder, cin: usize, cout: usize, stored_as_linear: boo
     Ok(candle_nn::Linear::new(w, Some(vb.get(cout, "bias")?)))
 }
 
-pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<candle_nn::GroupNorm> {
-    candle_nn::GroupNorm::new(vb.get(channels, "weight")?, vb.get(channels, "bias")?, channels, groups, eps)
+pub fn group_norm(
+    vb: VarBuilder,
+    groups: usize,
+    channels: usize,
+    eps: f64,
+) -> Result<candle_nn::GroupNorm> {
+    candle_nn::GroupNorm::new(
+        vb.get(channels, "weight")?,
+        vb.get(channels, "bias")?,
+        channels,
+        groups,
+        eps,
+    )
 }
 
 /// LayerNorm over the last dimension with affine parameters.
@@ -88,7 +115,9 @@ impl Module for LayerNorm {
         let mean = x.mean_keepdim(D::Minus1)?;
         let x = x.broadcast_sub(&mean)?;
         let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let x = x.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
+        let x = x
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?;
         x.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
 }

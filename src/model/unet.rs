@@ -36,7 +36,9 @@ impl Attention {
     /// [B, L, C] -> [B, heads, L, C/heads]
     pub(crate) fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, c) = x.dims3()?;
-        x.reshape((b, l, self.heads, c / self.heads))?.transpose(1, 2)?.contiguous()
+        x.reshape((b, l, self.heads, c / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
     pub(crate) fn scale(&self, channels: usize) -> f64 {
@@ -63,12 +65,20 @@ impl Attention {
         let mut start = 0;
         while start < l {
             let len = rows.min(l - start);
-            let qc = if len == l { q.clone() } else { q.narrow(2, start, len)? };
+            let qc = if len == l {
+                q.clone()
+            } else {
+                q.narrow(2, start, len)?
+            };
             let s = (qc.broadcast_matmul(&kt)? * scale)?;
             outs.push(softmax_last_dim(&s)?.broadcast_matmul(v)?);
             start += len;
         }
-        let o = if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, 2)? };
+        let o = if outs.len() == 1 {
+            outs.pop().unwrap()
+        } else {
+            Tensor::cat(&outs, 2)?
+        };
         let o = o.transpose(1, 2)?.reshape((b, l, c))?;
         self.to_out.forward(&o)
     }
@@ -141,7 +151,14 @@ struct Run<'a> {
 }
 
 impl Transformer2D {
-    fn new(vb: VarBuilder, c: usize, heads: usize, layers: usize, cfg: &UNetConfig, next_id: &mut usize) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        c: usize,
+        heads: usize,
+        layers: usize,
+        cfg: &UNetConfig,
+        next_id: &mut usize,
+    ) -> Result<Self> {
         let linear_proj = cfg.use_linear_projection;
         let blocks = (0..layers)
             .map(|i| {
@@ -170,7 +187,11 @@ impl Transformer2D {
     /// Returns `None` when the recorder has all it needs (early exit).
     fn forward(&self, x: &Tensor, where_: Path, run: &mut Run) -> Result<Option<Tensor>> {
         let (b, c, h, w) = x.dims4()?;
-        let t = self.norm.forward(x)?.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?;
+        let t = self
+            .norm
+            .forward(x)?
+            .permute((0, 2, 3, 1))?
+            .reshape((b, h * w, c))?;
         let mut t = self.proj_in.forward(&t)?;
         for blk in &self.blocks {
             let n1 = blk.norm1.forward(&t)?;
@@ -244,15 +265,21 @@ impl UNet {
 
         let mut down = Vec::new();
         let mut cin = ch[0];
-        for i in 0..n {
+        for (i, &cout) in ch.iter().enumerate() {
             let vb = vb.pp("down_blocks").pp(i);
-            let cout = ch[i];
             let layers = cfg.layers_per_block[i];
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
             for j in 0..layers {
                 let rin = if j == 0 { cin } else { cout };
-                resnets.push(ResnetBlock::new(vb.pp("resnets").pp(j), rin, cout, Some(temb), g, eps)?);
+                resnets.push(ResnetBlock::new(
+                    vb.pp("resnets").pp(j),
+                    rin,
+                    cout,
+                    Some(temb),
+                    g,
+                    eps,
+                )?);
                 if cfg.down_block_types[i] == DownBlockType::CrossAttn {
                     attentions.push(Transformer2D::new(
                         vb.pp("attentions").pp(j),
@@ -265,7 +292,11 @@ impl UNet {
                 }
             }
             let downsample = if i + 1 < n {
-                Some(Downsample::new(vb.pp("downsamplers").pp(0), cout, cfg.downsample_padding)?)
+                Some(Downsample::new(
+                    vb.pp("downsamplers").pp(0),
+                    cout,
+                    cfg.downsample_padding,
+                )?)
             } else {
                 None
             };
@@ -305,7 +336,14 @@ impl UNet {
             for j in 0..layers {
                 let skip = if j == layers - 1 { input } else { out };
                 let rin = if j == 0 { prev_out } else { out };
-                resnets.push(ResnetBlock::new(vb.pp("resnets").pp(j), rin + skip, out, Some(temb), g, eps)?);
+                resnets.push(ResnetBlock::new(
+                    vb.pp("resnets").pp(j),
+                    rin + skip,
+                    out,
+                    Some(temb),
+                    g,
+                    eps,
+                )?);
                 if cfg.up_block_types[i] == UpBlockType::CrossAttn {
                     attentions.push(Transformer2D::new(
                         vb.pp("attentions").pp(j),
@@ -365,7 +403,11 @@ impl UNet {
     /// Keys/values of `embeddings` [N, Cctx] for every cross-attention layer.
     pub fn prepare_context(&self, embeddings: &Tensor) -> Result<Context> {
         let e = embeddings.unsqueeze(0)?;
-        let kv = self.cross_attn.iter().map(|a| a.kv(&e)).collect::<Result<Vec<_>>>()?;
+        let kv = self
+            .cross_attn
+            .iter()
+            .map(|a| a.kv(&e))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Context { kv })
     }
 
@@ -393,7 +435,13 @@ impl UNet {
     }
 
     /// Runs the UNet on `latent` [B, C, h, w] at timestep `t` until `rec` is complete.
-    pub fn record(&self, latent: &Tensor, t: f64, ctx: &Context, rec: &mut MapRecorder) -> Result<()> {
+    pub fn record(
+        &self,
+        latent: &Tensor,
+        t: f64,
+        ctx: &Context,
+        rec: &mut MapRecorder,
+    ) -> Result<()> {
         let b = latent.dim(0)?;
         let temb = self.time_embedding(t, b, latent.dtype(), latent.device())?;
         let temb = Some(&temb);
@@ -418,7 +466,9 @@ impl UNet {
         x = self.mid.2.forward(&x, temb)?;
         for blk in &self.up {
             for (j, r) in blk.resnets.iter().enumerate() {
-                let skip = skips.pop().expect("skip connections match the block layout");
+                let skip = skips
+                    .pop()
+                    .expect("skip connections match the block layout");
                 x = r.forward(&Tensor::cat(&[&x, &skip], 1)?, temb)?;
                 if let Some(a) = blk.attentions.get(j) {
                     x = early_exit!(a.forward(&x, Path::Up, &mut run)?);

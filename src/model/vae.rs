@@ -50,7 +50,12 @@ impl VaeAttention {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let t = self.norm.forward(x)?.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
+        let t = self
+            .norm
+            .forward(x)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let q = self.q.forward(&t)?;
         let k = self.k.forward(&t)?;
         let v = self.v.forward(&t)?;
@@ -87,7 +92,16 @@ impl VaeEncoder {
         for (i, &cout) in chans.iter().enumerate() {
             let vb = enc.pp("down_blocks").pp(i);
             let resnets = (0..cfg.layers_per_block)
-                .map(|j| ResnetBlock::new(vb.pp("resnets").pp(j), if j == 0 { cin } else { cout }, cout, None, g, EPS))
+                .map(|j| {
+                    ResnetBlock::new(
+                        vb.pp("resnets").pp(j),
+                        if j == 0 { cin } else { cout },
+                        cout,
+                        None,
+                        g,
+                        EPS,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let ds = if i + 1 < chans.len() {
                 Some(Downsample::new(vb.pp("downsamplers").pp(0), cout, 0)?)
@@ -148,4 +162,3 @@ impl VaeEncoder {
         x.narrow(1, 0, self.latent_channels)? * self.scaling_factor
     }
 }
-

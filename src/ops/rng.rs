@@ -273,11 +273,17 @@ mod tests {
         for _ in 0..10_000 {
             let x = r.uniform() + 1e-300;
             let (a, b) = (portable_ln(x), x.ln());
-            assert!((a - b).abs() <= 4.0 * f64::EPSILON * b.abs().max(1.0), "{x}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 4.0 * f64::EPSILON * b.abs().max(1.0),
+                "{x}: {a} vs {b}"
+            );
         }
         for x in [1.0, 2.0, 0.5, 1e-310, 1e300, std::f64::consts::E, 1.5, 0.75] {
             let (a, b) = (portable_ln(x), x.ln());
-            assert!((a - b).abs() <= 4.0 * f64::EPSILON * b.abs().max(1.0), "{x}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 4.0 * f64::EPSILON * b.abs().max(1.0),
+                "{x}: {a} vs {b}"
+            );
         }
         assert_eq!(portable_ln(1.0), 0.0);
     }

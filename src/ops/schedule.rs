@@ -87,7 +87,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn goldens() -> HashMap<String, Tensor> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ops_golden.safetensors");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/ops_golden.safetensors"
+        );
         candle_core::safetensors::load(path, &Device::Cpu).unwrap()
     }
 
