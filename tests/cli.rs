@@ -10,7 +10,9 @@ fn bin() -> Command {
 }
 
 fn data(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(p)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(p)
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -29,7 +31,11 @@ fn assert_clean_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure, stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "error is not one line: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is not one line: {err}"
+    );
     for n in needles {
         assert!(err.contains(n), "error {err:?} does not mention {n:?}");
     }
@@ -50,7 +56,12 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn detect(model: &Path, tokens: &Path, extra: &[&str], images: &[&Path]) -> Output {
     let mut c = bin();
-    c.arg("detect").arg("--model").arg(model).arg("--tokens").arg(tokens).args(extra);
+    c.arg("detect")
+        .arg("--model")
+        .arg(model)
+        .arg("--tokens")
+        .arg(tokens)
+        .args(extra);
     for i in images {
         c.arg(i);
     }
@@ -60,15 +71,36 @@ fn detect(model: &Path, tokens: &Path, extra: &[&str], images: &[&Path]) -> Outp
 #[test]
 fn init_model_then_detect_end_to_end() {
     let d = tmpdir("e2e");
-    let out = run(bin().args(["init-model", "--out"]).arg(d.join("m")).args(["--seed", "3"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(bin()
+        .args(["init-model", "--out"])
+        .arg(d.join("m"))
+        .args(["--seed", "3"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = d.join("m");
-    for f in ["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "tokens.safetensors"] {
+    for f in [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "tokens.safetensors",
+    ] {
         assert!(m.join(f).is_file(), "{f} missing");
     }
     let wide = data("tiny-sd1/image_wide.png");
-    let out = detect(&m, &m.join("tokens.safetensors"), &["--json", "--augmentations", "2"], &[&wide, &wide]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = detect(
+        &m,
+        &m.join("tokens.safetensors"),
+        &["--json", "--augmentations", "2"],
+        &[&wide, &wide],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<_> = text.lines().collect();
     assert_eq!(lines.len(), 2, "one record per image: {text}");
@@ -78,15 +110,36 @@ fn init_model_then_detect_end_to_end() {
     let kps = v["keypoints"].as_array().unwrap();
     assert_eq!(kps.len(), 10);
     for k in kps {
-        let (x, y, nx, ny) = (k["x"].as_f64().unwrap(), k["y"].as_f64().unwrap(), k["nx"].as_f64().unwrap(), k["ny"].as_f64().unwrap());
-        assert!((0.0..=160.0).contains(&x) && (0.0..=120.0).contains(&y), "{k}");
-        assert!((x - nx * 160.0).abs() < 1e-3 && (y - ny * 120.0).abs() < 1e-3, "{k}");
+        let (x, y, nx, ny) = (
+            k["x"].as_f64().unwrap(),
+            k["y"].as_f64().unwrap(),
+            k["nx"].as_f64().unwrap(),
+            k["ny"].as_f64().unwrap(),
+        );
+        assert!(
+            (0.0..=160.0).contains(&x) && (0.0..=120.0).contains(&y),
+            "{k}"
+        );
+        assert!(
+            (x - nx * 160.0).abs() < 1e-3 && (y - ny * 120.0).abs() < 1e-3,
+            "{k}"
+        );
     }
     // Seeded: the same command gives the same output; different seed, a different model.
-    let again = detect(&m, &m.join("tokens.safetensors"), &["--json", "--augmentations", "2"], &[&wide, &wide]);
+    let again = detect(
+        &m,
+        &m.join("tokens.safetensors"),
+        &["--json", "--augmentations", "2"],
+        &[&wide, &wide],
+    );
     assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
     let other = tmpdir("e2e-other");
-    assert!(run(bin().args(["init-model", "--out"]).arg(&other).args(["--seed", "4"])).status.success());
+    assert!(run(bin()
+        .args(["init-model", "--out"])
+        .arg(&other)
+        .args(["--seed", "4"]))
+    .status
+    .success());
     let a = std::fs::read(m.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
     let b = std::fs::read(other.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
     assert_ne!(a, b);
@@ -102,11 +155,21 @@ fn detect_output_and_dumped_maps_match_diffusers_golden() {
     let out = detect(
         &model,
         &model.join("tokens.safetensors"),
-        &["--json", "--no-noise", "--dump-maps", dump.to_str().unwrap()],
+        &[
+            "--json",
+            "--no-noise",
+            "--dump-maps",
+            dump.to_str().unwrap(),
+        ],
         &[&model.join("image.png")],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let golden = candle_core::safetensors::load(model.join("golden.safetensors"), &Device::Cpu).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden =
+        candle_core::safetensors::load(model.join("golden.safetensors"), &Device::Cpu).unwrap();
     let idx: Vec<i64> = golden["indices"].to_vec1().unwrap();
     let dumped = candle_core::safetensors::load(&dump, &Device::Cpu).unwrap();
     let maps = &dumped["maps"];
@@ -114,28 +177,54 @@ fn detect_output_and_dumped_maps_match_diffusers_golden() {
     for (i, &t) in idx.iter().enumerate() {
         let want = golden["maps_zero"].i(t as usize).unwrap();
         let got = maps.i(i).unwrap();
-        let diff: f32 = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         let scale: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        assert!(diff <= 1e-4 * scale, "map {i}: max diff {diff} (scale {scale})");
+        assert!(
+            diff <= 1e-4 * scale,
+            "map {i}: max diff {diff} (scale {scale})"
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want: Vec<Vec<f32>> = golden["keypoints_zero"].to_vec2().unwrap();
     let kps = v["keypoints"].as_array().unwrap();
     for (k, w) in kps.iter().zip(&want) {
         // Flat peaks can tie within float noise; 2 px at 128 is the golden's own ambiguity.
-        let (nx, ny) = (k["nx"].as_f64().unwrap() as f32, k["ny"].as_f64().unwrap() as f32);
-        assert!((nx - w[0]).abs() <= 2.0 / 128.0 && (ny - w[1]).abs() <= 2.0 / 128.0, "{k} vs {w:?}");
+        let (nx, ny) = (
+            k["nx"].as_f64().unwrap() as f32,
+            k["ny"].as_f64().unwrap() as f32,
+        );
+        assert!(
+            (nx - w[0]).abs() <= 2.0 / 128.0 && (ny - w[1]).abs() <= 2.0 / 128.0,
+            "{k} vs {w:?}"
+        );
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
 fn missing_model_dir_is_a_one_line_error() {
-    let out = detect(Path::new("/nonexistent/model"), &data("tiny-sd1/tokens.safetensors"), &[], &[&data("tiny-sd1/image.png")]);
+    let out = detect(
+        Path::new("/nonexistent/model"),
+        &data("tiny-sd1/tokens.safetensors"),
+        &[],
+        &[&data("tiny-sd1/image.png")],
+    );
     assert_clean_error(&out, &["/nonexistent/model"]);
     // A directory without unet/.
     let d = tmpdir("nounet");
-    let out = detect(&d, &data("tiny-sd1/tokens.safetensors"), &[], &[&data("tiny-sd1/image.png")]);
+    let out = detect(
+        &d,
+        &data("tiny-sd1/tokens.safetensors"),
+        &[],
+        &[&data("tiny-sd1/image.png")],
+    );
     assert_clean_error(&out, &["unet"]);
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -148,7 +237,12 @@ fn truncated_weights_name_the_file() {
     let w = d.join("unet/diffusion_pytorch_model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
-    let out = detect(&d, &data("tiny-sd1/tokens.safetensors"), &[], &[&data("tiny-sd1/image.png")]);
+    let out = detect(
+        &d,
+        &data("tiny-sd1/tokens.safetensors"),
+        &[],
+        &[&data("tiny-sd1/image.png")],
+    );
     assert_clean_error(&out, &["unet/diffusion_pytorch_model.safetensors"]);
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -160,9 +254,16 @@ fn mis_shaped_tensor_names_key_and_shapes() {
     copy_dir(&data("tiny-sd1/vae"), &d.join("vae"));
     // The config now asks for a wider context than the weights have.
     let cfg = d.join("unet/config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"cross_attention_dim\": 32", "\"cross_attention_dim\": 40");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"cross_attention_dim\": 32", "\"cross_attention_dim\": 40");
     std::fs::write(&cfg, text).unwrap();
-    let out = detect(&d, &data("tiny-sd1/tokens.safetensors"), &[], &[&data("tiny-sd1/image.png")]);
+    let out = detect(
+        &d,
+        &data("tiny-sd1/tokens.safetensors"),
+        &[],
+        &[&data("tiny-sd1/image.png")],
+    );
     assert_clean_error(&out, &["attn2.to_k.weight", "[32, 40]", "[32, 32]"]);
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -170,7 +271,12 @@ fn mis_shaped_tensor_names_key_and_shapes() {
 #[test]
 fn tokens_of_the_wrong_width_are_rejected() {
     // tiny-sd2's tokens are 48 wide; tiny-sd1 expects 32.
-    let out = detect(&data("tiny-sd1"), &data("tiny-sd2/tokens.safetensors"), &[], &[&data("tiny-sd1/image.png")]);
+    let out = detect(
+        &data("tiny-sd1"),
+        &data("tiny-sd2/tokens.safetensors"),
+        &[],
+        &[&data("tiny-sd1/image.png")],
+    );
     assert_clean_error(&out, &["tiny-sd2/tokens.safetensors", "48", "32"]);
 }
 
@@ -179,18 +285,61 @@ fn unreadable_image_is_named() {
     let d = tmpdir("img");
     let bad = d.join("broken.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    let out = detect(&data("tiny-sd1"), &data("tiny-sd1/tokens.safetensors"), &[], &[&bad]);
+    let out = detect(
+        &data("tiny-sd1"),
+        &data("tiny-sd1/tokens.safetensors"),
+        &[],
+        &[&bad],
+    );
     assert_clean_error(&out, &["broken.png"]);
-    let out = detect(&data("tiny-sd1"), &data("tiny-sd1/tokens.safetensors"), &[], &[&d.join("missing.jpg")]);
+    let out = detect(
+        &data("tiny-sd1"),
+        &data("tiny-sd1/tokens.safetensors"),
+        &[],
+        &[&d.join("missing.jpg")],
+    );
     assert_clean_error(&out, &["missing.jpg"]);
     std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
 fn bad_arguments_are_one_line_errors() {
-    let out = detect(&data("tiny-sd1"), &data("tiny-sd1/tokens.safetensors"), &["--size", "100"], &[&data("tiny-sd1/image.png")]);
+    let out = detect(
+        &data("tiny-sd1"),
+        &data("tiny-sd1/tokens.safetensors"),
+        &["--size", "100"],
+        &[&data("tiny-sd1/image.png")],
+    );
     assert_clean_error(&out, &["100"]);
     let out = run(bin().args(["detect", "--model"]));
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let d = tmpdir("missing-key");
+    copy_dir(&data("tiny-sd1/vae"), &d.join("vae"));
+    std::fs::create_dir_all(d.join("unet")).unwrap();
+    std::fs::copy(
+        data("tiny-sd1/unet/config.json"),
+        d.join("unet/config.json"),
+    )
+    .unwrap();
+    let mut t = candle_core::safetensors::load(
+        data("tiny-sd1/unet/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let key = "up_blocks.2.attentions.0.transformer_blocks.0.attn2.to_q.weight";
+    assert!(t.remove(key).is_some());
+    candle_core::safetensors::save(&t, d.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let out = detect(
+        &d,
+        &data("tiny-sd1/tokens.safetensors"),
+        &[],
+        &[&data("tiny-sd1/image.png")],
+    );
+    assert_clean_error(&out, &["unet/diffusion_pytorch_model.safetensors", key]);
+    std::fs::remove_dir_all(&d).unwrap();
 }

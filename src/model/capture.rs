@@ -21,6 +21,8 @@ pub struct MapRecorder {
     sum: Option<Tensor>,
     sides: Vec<usize>,
     interp: HashMap<usize, Tensor>,
+    elapsed: std::time::Duration,
+    timed: bool,
 }
 
 impl MapRecorder {
@@ -34,6 +36,8 @@ impl MapRecorder {
             sum: None,
             sides: Vec::new(),
             interp: HashMap::new(),
+            elapsed: std::time::Duration::ZERO,
+            timed: false,
         }
     }
 
@@ -48,6 +52,17 @@ impl MapRecorder {
     /// Spatial sides of the recorded layers, in execution order.
     pub fn sides(&self) -> &[usize] {
         &self.sides
+    }
+
+    /// Measure the time spent in map computation (synchronises the device per layer).
+    pub fn with_timing(mut self) -> Self {
+        self.timed = true;
+        self
+    }
+
+    /// Time spent computing maps (zero unless `with_timing`).
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.elapsed
     }
 
     pub fn complete(&self) -> bool {
@@ -67,6 +82,7 @@ impl MapRecorder {
         k: &Tensor,
         side: usize,
     ) -> Result<bool> {
+        let start = std::time::Instant::now();
         let (b, l, c) = x.dims3()?;
         if l != side * side {
             candle_core::bail!("attention input has {l} positions, expected {side}x{side}");
@@ -112,6 +128,10 @@ impl MapRecorder {
             None => layer,
         });
         self.sides.push(side);
+        if self.timed {
+            x.device().synchronize()?;
+            self.elapsed += start.elapsed();
+        }
         Ok(self.complete())
     }
 

@@ -1,0 +1,156 @@
+//! `bench`: per-stage timings of one frame.
+
+use crate::args::{device_from_str, Args};
+use stablekeypoints::{CropMode, Error, FrameRef, Model, PixelFormat, Tokens};
+use std::path::{Path, PathBuf};
+
+/// Peak resident set size of this process in MiB (Linux), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median_ms(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Per-stage timings of one frame (median of `--runs` after a warm-up run).
+pub fn cmd_bench(a: Args) -> Result<(), Error> {
+    use candle_core::Tensor;
+    use stablekeypoints::frame::to_model_input;
+    use stablekeypoints::model::{MapRecorder, MapSpec};
+    use stablekeypoints::ops::resample::{resize, Interp};
+    use std::time::Instant;
+
+    let model_dir = PathBuf::from(a.required("model")?);
+    let (device, dtype) = device_from_str(a.get("device").unwrap_or("cpu"))?;
+    let runs: usize = a.parse_opt("runs")?.unwrap_or(3).max(1);
+    let t0 = Instant::now();
+    let model = Model::load(&model_dir, &device, dtype)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let tokens = match a.get("tokens") {
+        Some(p) => Tokens::load(Path::new(p))?,
+        None => {
+            let mut rng = stablekeypoints::ops::rng::Rng::new(0);
+            let c = model.context_dim();
+            let mut e = vec![0f32; 500 * c];
+            rng.fill_normal(&mut e);
+            let mut t = Tokens::new(e, 500, c, (0..10).collect())?;
+            t.input_size = model.unet_config.sample_size * model.vae_config.downscale();
+            t
+        }
+    };
+    let size = a.parse_opt("size")?.unwrap_or(tokens.input_size);
+    let map_res = a.parse_opt("map-res")?.unwrap_or(tokens.map_res);
+    model.check_input_size(size)?;
+    let spec = MapSpec {
+        timestep: tokens.timestep,
+        num_layers: tokens.num_layers,
+        map_res,
+    };
+    let emb = Tensor::from_slice(
+        &tokens.embeddings,
+        (tokens.num_tokens, tokens.context_dim),
+        &device,
+    )?;
+    let t0 = Instant::now();
+    let ctx = model.prepare_context(&emb)?;
+    let ctx_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let idx: Vec<u32> = tokens.indices.iter().map(|&i| i as u32).collect();
+    let select = Tensor::from_vec(idx, tokens.indices.len(), &device)?;
+    // A 16:9 synthetic frame so that preprocessing resamples as it would on video.
+    let (w, h) = (size * 16 / 9, size);
+    let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31) % 251) as u8).collect();
+    let frame = FrameRef::packed(PixelFormat::Rgb, w, h, &pixels, w * 3)?;
+
+    let names = [
+        "preprocess",
+        "vae_encode",
+        "unet_to_exit",
+        "map_recording",
+        "extraction",
+        "total",
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let (a_coef, s_coef) = model.schedule.noise_coefficients(spec.timestep);
+    for run in 0..=runs {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let start = Instant::now();
+        let (input, _) = to_model_input(&frame, size, CropMode::Letterbox);
+        let image = Tensor::from_vec(input, (1, 3, size, size), &device)?;
+        device.synchronize()?;
+        let pre = ms(start);
+        let t = Instant::now();
+        let z = model.encode(&image)?;
+        device.synchronize()?;
+        let vae = ms(t);
+        let t = Instant::now();
+        let noise = Tensor::randn(0f32, 1f32, z.shape(), &device)?.to_dtype(z.dtype())?;
+        let zt = ((&z * a_coef)? + (noise * s_coef)?)?;
+        let side = z.dim(2)?;
+        let mut rec = MapRecorder::new(
+            side / 2,
+            spec.num_layers,
+            spec.map_res,
+            Some(select.clone()),
+        )
+        .with_timing();
+        model
+            .unet
+            .record(&zt, spec.timestep as f64, &ctx, &mut rec)?;
+        let capture = rec.elapsed().as_secs_f64() * 1e3;
+        let maps = rec.finish()?;
+        device.synchronize()?;
+        let unet = ms(t);
+        let t = Instant::now();
+        let up = resize(&maps.squeeze(0)?, size, size, Interp::Bilinear)?;
+        let v = up
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let peaks: Vec<_> = v
+            .chunks_exact(size * size)
+            .map(|m| stablekeypoints::keypoints::argmax_peak(m, size, size))
+            .collect();
+        let extract = ms(t);
+        let total = ms(start);
+        std::hint::black_box(peaks);
+        if run > 0 {
+            for (i, x) in [pre, vae, unet - capture, capture, extract, total]
+                .into_iter()
+                .enumerate()
+            {
+                times[i].push(x);
+            }
+        }
+    }
+    println!(
+        "model {} (blocks {:?}, context {}), input {size}x{size}, map_res {map_res}, N={} K={}, device {:?}, dtype {:?}",
+        model_dir.display(),
+        model.unet_config.block_out_channels,
+        model.context_dim(),
+        tokens.num_tokens,
+        tokens.num_keypoints(),
+        device,
+        dtype
+    );
+    println!("load {load_ms:.0} ms, token K/V precompute {ctx_ms:.1} ms, runs {runs} (+1 warm-up)");
+    let total = median_ms(&mut times[names.len() - 1].clone());
+    for (name, v) in names.iter().zip(times.iter_mut()) {
+        let m = median_ms(v);
+        println!("{name:>14}: {m:10.1} ms  ({:5.1}%)", 100.0 * m / total);
+    }
+    println!("{:>14}: {:10.2}", "frames/s", 1e3 / total);
+    if let Some(r) = peak_rss_mib() {
+        println!("{:>14}: {r:10.0} MiB", "peak RSS");
+    }
+    Ok(())
+}

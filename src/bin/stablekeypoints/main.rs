@@ -1,0 +1,93 @@
+//! `stablekeypoints` command line: glue over the core library.
+
+mod args;
+mod bench;
+mod detect;
+
+use args::Args;
+use stablekeypoints::model::init::{init_model, TinyArch};
+use stablekeypoints::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const USAGE: &str = "\
+stablekeypoints: unsupervised keypoints from Stable Diffusion attention maps
+
+USAGE:
+  stablekeypoints init-model --out DIR [--arch tiny-sd1|tiny-sd2|sd15|sd21] [--seed S]
+                             [--tokens N] [--keypoints K]
+  stablekeypoints detect --model DIR --tokens FILE [--size S] [--map-res R]
+                         [--augmentations N] [--seed S] [--no-noise] [--crop letterbox|center-crop]
+                         [--peak argmax|weighted] [--device cpu|cuda:N]
+                         [--dump-maps OUT.safetensors] [--json] IMAGE...
+  stablekeypoints bench --model DIR [--tokens FILE] [--size S] [--map-res R] [--runs N]
+                        [--device cpu|cuda:N]
+
+detect prints one record per image; x, y are pixels of the original image, nx, ny the
+same normalised to [0, 1]. --dump-maps writes the first image's maps.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Minimal flag parser: `--flag value`, `--switch`, positionals.
+fn run(mut args: Vec<String>) -> Result<(), Error> {
+    if args.is_empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let cmd = args.remove(0);
+    match cmd.as_str() {
+        "init-model" => cmd_init_model(Args::parse(
+            args,
+            &[],
+            &["out", "arch", "seed", "tokens", "keypoints"],
+        )?),
+        "detect" => detect::cmd_detect(Args::parse(
+            args,
+            &["no-noise", "json"],
+            &[
+                "model",
+                "tokens",
+                "size",
+                "map-res",
+                "augmentations",
+                "seed",
+                "crop",
+                "peak",
+                "device",
+                "dump-maps",
+            ],
+        )?),
+        "bench" => bench::cmd_bench(Args::parse(
+            args,
+            &[],
+            &["model", "tokens", "size", "map-res", "runs", "device"],
+        )?),
+        other => Err(Error::Invalid(format!(
+            "unknown command {other:?}\n\n{USAGE}"
+        ))),
+    }
+}
+
+fn cmd_init_model(a: Args) -> Result<(), Error> {
+    let out = PathBuf::from(a.required("out")?);
+    let arch: TinyArch = a.get("arch").unwrap_or("tiny-sd1").parse()?;
+    let seed = a.parse_opt("seed")?.unwrap_or(0);
+    let big = matches!(arch, TinyArch::Sd15 | TinyArch::Sd21);
+    let n = a
+        .parse_opt("tokens")?
+        .unwrap_or(if big { 500 } else { 100 });
+    let k = a.parse_opt("keypoints")?.unwrap_or(10);
+    init_model(&out, arch, seed, n, k)?;
+    println!("wrote {arch:?} model and tokens to {}", out.display());
+    Ok(())
+}
