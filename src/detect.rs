@@ -12,6 +12,9 @@ use crate::tokens::Tokens;
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
+/// Largest number of augmentation passes run as one batch.
+const MAX_TTA_BATCH: usize = 4;
+
 /// How a keypoint is read off its map.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum PeakMode {
@@ -213,8 +216,12 @@ impl Detector {
             .iter()
             .map(|p| warp(image, p))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let maps = self.maps(&Tensor::stack(&warped, 0)?)?;
-        let maps = resize(&maps, s, s, Interp::Bilinear)?;
+        // Passes run in batches; a cap keeps SD-size activations within memory.
+        let mut chunks = Vec::new();
+        for c in warped.chunks(MAX_TTA_BATCH) {
+            chunks.push(self.maps(&Tensor::stack(c, 0)?)?);
+        }
+        let maps = resize(&Tensor::cat(&chunks, 0)?, s, s, Interp::Bilinear)?;
         let ones = Tensor::ones((1, s, s), DType::F32, self.device())?;
         let mut sum: Option<Tensor> = None;
         let mut count: Option<Tensor> = None;
