@@ -35,8 +35,38 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// Winograd pays off once there are enough 4x4 output tiles to amortise the weight
+    /// transform (measured with `stablekeypoints bench --conv`).
+    fn use_winograd(&self, x: &Tensor) -> bool {
+        let (_, _, h, w) = match x.dims4() {
+            Ok(d) => d,
+            Err(_) => return false,
+        };
+        let k = self.weight.dims();
+        x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.bias.is_some()
+            && k[2] == 3
+            && k[3] == 3
+            && self.stride == 1
+            && self.padding <= 1
+            && h * w >= 48 * 48
+            && k[0] * k[1] >= 64 * 64
+            && !x.track_op()
+            && !self.weight.track_op()
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.use_winograd(x) {
+            let op = crate::ops::conv::Winograd3x3 {
+                padding: self.padding,
+            };
+            let b = self.bias.as_ref().expect("checked in use_winograd");
+            return x.contiguous()?.apply_op3_no_bwd(&self.weight, b, &op);
+        }
         let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),

@@ -22,8 +22,48 @@ fn median_ms(v: &mut [f64]) -> f64 {
     }
 }
 
+/// 3x3 convolution throughput of candle's kernel and of our Winograd path on the shapes
+/// that dominate SD's VAE and UNet.
+fn bench_conv(runs: usize) -> Result<(), Error> {
+    use candle_core::{Device, Tensor};
+    use stablekeypoints::ops::conv::Winograd3x3;
+    use std::time::Instant;
+    println!("3x3 convolution, stride 1, padding 1, f32, CPU (median of {runs})");
+    for (c, s) in [(128usize, 512usize), (256, 256), (512, 128), (320, 64), (640, 32)] {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1f32, (1, c, s, s), &dev)?;
+        let w = (Tensor::randn(0f32, 1f32, (c, c, 3, 3), &dev)? / (9.0 * c as f64).sqrt())?;
+        let b = Tensor::zeros(c, candle_core::DType::F32, &dev)?;
+        let flops = 2.0 * (c * c * 9 * s * s) as f64;
+        let mut direct = Vec::new();
+        let mut wino = Vec::new();
+        let mut err = 0f32;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let y0 = x.conv2d(&w, 1, 1, 1, 1)?;
+            direct.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let y1 = x.apply_op3_no_bwd(&w, &b, &Winograd3x3 { padding: 1 })?;
+            wino.push(t.elapsed().as_secs_f64() * 1e3);
+            let d = (&y1 - &y0)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+            err = d / y0.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
+        }
+        let (d, wv) = (median_ms(&mut direct), median_ms(&mut wino));
+        println!(
+            "  {c:>4} ch @ {s:>3}x{s:<3}  candle {d:8.1} ms {:6.1} GFLOP/s   winograd {wv:8.1} ms {:6.1} GFLOP/s (direct-equivalent)  x{:.2}  rel err {err:.1e}",
+            flops / d / 1e6,
+            flops / wv / 1e6,
+            d / wv
+        );
+    }
+    Ok(())
+}
+
 /// Per-stage timings of one frame (median of `--runs` after a warm-up run).
 pub fn cmd_bench(a: Args) -> Result<(), Error> {
+    if a.has("conv") {
+        return bench_conv(a.parse_opt("runs")?.unwrap_or(3).max(1));
+    }
     use candle_core::Tensor;
     use stablekeypoints::frame::to_model_input;
     use stablekeypoints::model::{MapRecorder, MapSpec};
