@@ -7,10 +7,10 @@ use candle_nn::VarBuilder;
 /// diffusers `ResnetBlock2D` with the default time-embedding mode (added after conv1).
 #[derive(Debug, Clone)]
 pub struct ResnetBlock {
-    norm1: candle_nn::GroupNorm,
+    norm1: super::nn::GroupNorm,
     conv1: Conv2d,
     time_emb_proj: Option<candle_nn::Linear>,
-    norm2: candle_nn::GroupNorm,
+    norm2: super::nn::GroupNorm,
     conv2: Conv2d,
     shortcut: Option<Conv2d>,
 }
@@ -42,12 +42,12 @@ impl ResnetBlock {
 
     /// `temb` is the already SiLU-activated time embedding, [B, temb_channels].
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time_emb_proj, temb) {
             (Some(p), Some(t)) => h.broadcast_add(&p.forward(t)?.unsqueeze(2)?.unsqueeze(3)?)?,
             _ => h,
         };
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),

@@ -102,19 +102,64 @@ pub fn projection(
     Ok(candle_nn::Linear::new(w, Some(vb.get(cout, "bias")?)))
 }
 
-pub fn group_norm(
-    vb: VarBuilder,
-    groups: usize,
-    channels: usize,
-    eps: f64,
-) -> Result<candle_nn::GroupNorm> {
-    candle_nn::GroupNorm::new(
-        vb.get(channels, "weight")?,
-        vb.get(channels, "bias")?,
-        channels,
+pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
+    Ok(GroupNorm {
+        weight: vb.get(channels, "weight")?,
+        bias: vb.get(channels, "bias")?,
         groups,
         eps,
-    )
+    })
+}
+
+/// GroupNorm with affine parameters; `forward_silu` fuses the SiLU that follows it in
+/// ResNet blocks.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() && !self.weight.track_op() {
+            let op = crate::ops::norm::GroupNormOp {
+                groups: self.groups,
+                eps: self.eps,
+                silu,
+            };
+            return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op);
+        }
+        let dims = x.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let dtype = x.dtype();
+        let xg = x.reshape((b, self.groups, ()))?.to_dtype(DType::F32)?;
+        let mean = xg.mean_keepdim(2)?;
+        let xc = xg.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(2)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?.reshape(dims.as_slice())?;
+        let mut shape = vec![1; dims.len()];
+        shape[1] = c;
+        let y = xn
+            .broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
+            .broadcast_add(&self.bias.reshape(shape.as_slice())?)?;
+        if silu {
+            y.silu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
 }
 
 /// LayerNorm over the last dimension with affine parameters.

@@ -124,7 +124,7 @@ struct TransformerBlock {
 /// diffusers `Transformer2DModel` (continuous input).
 #[derive(Debug, Clone)]
 struct Transformer2D {
-    norm: candle_nn::GroupNorm,
+    norm: super::nn::GroupNorm,
     proj_in: candle_nn::Linear,
     blocks: Vec<TransformerBlock>,
     proj_out: candle_nn::Linear,

@@ -11,7 +11,7 @@ const EPS: f64 = 1e-6;
 /// Single-head self-attention of the VAE mid block, with its own group norm and residual.
 #[derive(Debug, Clone)]
 struct VaeAttention {
-    norm: candle_nn::GroupNorm,
+    norm: super::nn::GroupNorm,
     q: candle_nn::Linear,
     k: candle_nn::Linear,
     v: candle_nn::Linear,
@@ -73,7 +73,7 @@ pub struct VaeEncoder {
     conv_in: Conv2d,
     down: Vec<(Vec<ResnetBlock>, Option<Downsample>)>,
     mid: (ResnetBlock, Option<VaeAttention>, ResnetBlock),
-    norm_out: candle_nn::GroupNorm,
+    norm_out: super::nn::GroupNorm,
     conv_out: Conv2d,
     quant_conv: Option<Conv2d>,
     latent_channels: usize,
@@ -155,7 +155,7 @@ impl VaeEncoder {
             x = a.forward(&x)?;
         }
         x = self.mid.2.forward(&x, None)?;
-        x = self.conv_out.forward(&self.norm_out.forward(&x)?.silu()?)?;
+        x = self.conv_out.forward(&self.norm_out.forward_silu(&x)?)?;
         if let Some(q) = &self.quant_conv {
             x = q.forward(&x)?;
         }

@@ -1,6 +1,7 @@
 //! Numeric building blocks with PyTorch semantics (resampling, affine warps, noise schedule, RNG).
 
 pub mod conv;
+pub mod norm;
 pub mod resample;
 pub mod rng;
 pub mod schedule;
