@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn matches_candle_group_norm_and_silu() {
         let dev = Device::Cpu;
-        let x = (Tensor::randn(0f32, 1f32, (2, 8, 5, 7), &dev).unwrap() * 3.0 + 1.5).unwrap();
+        let x = Tensor::randn(0f32, 1f32, (2, 8, 5, 7), &dev).unwrap().affine(3.0, 1.5).unwrap();
         let w = Tensor::randn(1f32, 0.2, 8, &dev).unwrap();
         let b = Tensor::randn(0f32, 0.2, 8, &dev).unwrap();
         let reference = candle_nn::GroupNorm::new(w.clone(), b.clone(), 8, 4, 1e-5).unwrap();
