@@ -6,6 +6,7 @@
 //! `to_q` FLOPs); only the softmax over the N tokens runs at R x R.
 
 use super::unet::Attention;
+use crate::ops::attnmap::{sparse_taps, UpsampledSoftmaxSelect};
 use crate::ops::resample::bicubic_matrix;
 use candle_core::{DType, Module, Result, Tensor};
 use std::collections::HashMap;
@@ -109,6 +110,14 @@ impl MapRecorder {
             let qh = q.narrow(1, h, 1)?.squeeze(1)?; // [B, s*s, d]
             let kh = k.narrow(1, h, 1)?.squeeze(1)?.t()?.contiguous()?; // [1, d, N]
             let logits = (qh.broadcast_matmul(&kh)? * scale)?; // [B, s*s, N]
+            if let Some(op) = self.fused_op(&logits, side)? {
+                let probs = logits.reshape((b, side, side, n))?.apply_op1_no_bwd(&op)?;
+                layer = Some(match layer {
+                    Some(acc) => (acc + probs)?,
+                    None => probs,
+                });
+                continue;
+            }
                                                                // Bicubic upsampling of the logits as two matrix products, N kept last.
             let up = m.broadcast_matmul(&logits.reshape((b, side, side * n))?)?; // [B, R, s*N]
             let up = m.broadcast_matmul(&up.reshape((b * r, side, n))?)?; // [B*R, R, N]
@@ -133,6 +142,21 @@ impl MapRecorder {
             self.elapsed += start.elapsed();
         }
         Ok(self.complete())
+    }
+
+    /// The fused CPU kernel applies for inference with a token selection.
+    fn fused_op(&self, logits: &Tensor, side: usize) -> Result<Option<UpsampledSoftmaxSelect>> {
+        let select = match &self.select {
+            Some(s) if logits.device().is_cpu() && logits.dtype() == DType::F32 && !logits.track_op() => s,
+            _ => return Ok(None),
+        };
+        let r = self.map_res;
+        Ok(Some(UpsampledSoftmaxSelect {
+            side,
+            out: r,
+            taps: sparse_taps(&bicubic_matrix(side, r), r, side),
+            select: select.to_vec1::<u32>()?.into_iter().map(|i| i as usize).collect(),
+        }))
     }
 
     /// Mean over the recorded layers, [B, K or N, R, R].
