@@ -8,11 +8,11 @@ pub mod init;
 pub mod nn;
 pub mod unet;
 pub mod vae;
+pub mod weights;
 
 use crate::error::{Error, Result};
 use crate::ops::schedule::DdimSchedule;
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use std::path::{Path, PathBuf};
 
 pub use capture::MapRecorder;
@@ -54,14 +54,6 @@ pub fn weights_file(dir: &Path, sub: &str) -> Result<PathBuf> {
     })
 }
 
-/// Memory-maps one safetensors file; tensors are converted to `dtype` when read.
-fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-    // SAFETY: the file is mapped read-only; the weights directory must not be modified
-    // while a model is loading (same contract as candle and diffusers).
-    unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }
-        .map_err(|e| Error::weights(path, e))
-}
-
 /// What to record: DDIM timestep, number of observed layers, map resolution R.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSpec {
@@ -91,9 +83,9 @@ impl Model {
         let vae_file = weights_file(dir, "vae")?;
         let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
         let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
-        let unet = UNet::new(var_builder(&unet_file, dtype, device)?, &unet_config)
+        let unet = UNet::new(weights::var_builder(&unet_file, dtype, device)?, &unet_config)
             .map_err(|e| Error::weights(&unet_file, e))?;
-        let vae = VaeEncoder::new(var_builder(&vae_file, dtype, device)?, &vae_config)
+        let vae = VaeEncoder::new(weights::var_builder(&vae_file, dtype, device)?, &vae_config)
             .map_err(|e| Error::weights(&vae_file, e))?;
         if vae_config.latent_channels != unet_config.in_channels {
             return Err(Error::config(

@@ -1,0 +1,82 @@
+//! Weights straight from a memory-mapped safetensors file.
+//!
+//! Each tensor is converted to the compute dtype on request and its pages are then released
+//! (`MADV_DONTNEED`; they are file-backed and read-only), so loading needs the model's memory
+//! once instead of once for the mapping plus once for the tensors.
+
+use crate::error::{Error, Result};
+use candle_core::safetensors::Load;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+use memmap2::{Mmap, UncheckedAdvice};
+use safetensors::tensor::{Metadata, SafeTensors, TensorView};
+use std::path::Path;
+
+struct MmapWeights {
+    mmap: Mmap,
+    meta: Metadata,
+    data_start: usize,
+}
+
+impl MmapWeights {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: mapped read-only; the file must not be modified while the model loads
+        // (the same contract as candle's and diffusers' loaders).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        // Full validation (header, offsets, sizes) catches truncated files up front.
+        SafeTensors::deserialize(&mmap).map_err(|e| Error::weights(path, format!("not a valid safetensors file: {e}")))?;
+        let (n, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::weights(path, e))?;
+        Ok(Self {
+            mmap,
+            meta,
+            data_start: 8 + n,
+        })
+    }
+
+    fn view(&self, name: &str) -> candle_core::Result<(TensorView<'_>, usize, usize)> {
+        let info = self
+            .meta
+            .info(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?;
+        let (a, b) = info.data_offsets;
+        let (a, b) = (self.data_start + a, self.data_start + b);
+        let view = TensorView::new(info.dtype, info.shape.clone(), &self.mmap[a..b]).map_err(candle_core::Error::wrap)?;
+        Ok((view, a, b - a))
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for MmapWeights {
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: t.shape().clone(),
+            });
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let (view, offset, len) = self.view(name)?;
+        let t = view.load(dev)?.to_dtype(dtype)?;
+        // The tensor now owns a copy; drop the mapped pages so they do not count twice.
+        // SAFETY: read-only file mapping; released pages are re-read from the file if touched.
+        unsafe {
+            let _ = self.mmap.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len);
+        }
+        Ok(t)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.meta.info(name).is_some()
+    }
+}
+
+/// A VarBuilder over one memory-mapped safetensors file.
+pub fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+    let w = MmapWeights::open(path)?;
+    Ok(VarBuilder::from_backend(Box::new(w), dtype, device.clone()))
+}
