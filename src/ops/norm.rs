@@ -44,7 +44,7 @@ impl CustomOp3 for GroupNormOp {
         }
         let c = dims[1];
         let g = self.groups;
-        if g == 0 || c % g != 0 || w.len() != c || b.len() != c {
+        if g == 0 || !c.is_multiple_of(g) || w.len() != c || b.len() != c {
             candle_core::bail!("group norm: {c} channels, {g} groups, {} weights", w.len());
         }
         let spatial: usize = dims[2..].iter().product();
