@@ -118,7 +118,7 @@ impl MapRecorder {
                 });
                 continue;
             }
-                                                               // Bicubic upsampling of the logits as two matrix products, N kept last.
+            // Bicubic upsampling of the logits as two matrix products, N kept last.
             let up = m.broadcast_matmul(&logits.reshape((b, side, side * n))?)?; // [B, R, s*N]
             let up = m.broadcast_matmul(&up.reshape((b * r, side, n))?)?; // [B*R, R, N]
             let probs = super::nn::softmax_last_dim(&up.reshape((b, r, r, n))?)?;
@@ -147,7 +147,13 @@ impl MapRecorder {
     /// The fused CPU kernel applies for inference with a token selection.
     fn fused_op(&self, logits: &Tensor, side: usize) -> Result<Option<UpsampledSoftmaxSelect>> {
         let select = match &self.select {
-            Some(s) if logits.device().is_cpu() && logits.dtype() == DType::F32 && !logits.track_op() => s,
+            Some(s)
+                if logits.device().is_cpu()
+                    && logits.dtype() == DType::F32
+                    && !logits.track_op() =>
+            {
+                s
+            }
             _ => return Ok(None),
         };
         let r = self.map_res;
@@ -155,7 +161,11 @@ impl MapRecorder {
             side,
             out: r,
             taps: sparse_taps(&bicubic_matrix(side, r), r, side),
-            select: select.to_vec1::<u32>()?.into_iter().map(|i| i as usize).collect(),
+            select: select
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|i| i as usize)
+                .collect(),
         }))
     }
 

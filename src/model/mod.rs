@@ -83,8 +83,11 @@ impl Model {
         let vae_file = weights_file(dir, "vae")?;
         let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
         let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
-        let unet = UNet::new(weights::var_builder(&unet_file, dtype, device)?, &unet_config)
-            .map_err(|e| Error::weights(&unet_file, e))?;
+        let unet = UNet::new(
+            weights::var_builder(&unet_file, dtype, device)?,
+            &unet_config,
+        )
+        .map_err(|e| Error::weights(&unet_file, e))?;
         let vae = VaeEncoder::new(weights::var_builder(&vae_file, dtype, device)?, &vae_config)
             .map_err(|e| Error::weights(&vae_file, e))?;
         if vae_config.latent_channels != unet_config.in_channels {

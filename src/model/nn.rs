@@ -123,13 +123,19 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     fn apply(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() && !self.weight.track_op() {
+        if x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && !x.track_op()
+            && !self.weight.track_op()
+        {
             let op = crate::ops::norm::GroupNormOp {
                 groups: self.groups,
                 eps: self.eps,
                 silu,
             };
-            return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op);
+            return x
+                .contiguous()?
+                .apply_op3_no_bwd(&self.weight, &self.bias, &op);
         }
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
@@ -138,7 +144,10 @@ impl GroupNorm {
         let mean = xg.mean_keepdim(2)?;
         let xc = xg.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(2)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?.reshape(dims.as_slice())?;
+        let xn = xc
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?
+            .reshape(dims.as_slice())?;
         let mut shape = vec![1; dims.len()];
         shape[1] = c;
         let y = xn

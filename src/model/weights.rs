@@ -25,7 +25,8 @@ impl MmapWeights {
         // (the same contract as candle's and diffusers' loaders).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         // Full validation (header, offsets, sizes) catches truncated files up front.
-        SafeTensors::deserialize(&mmap).map_err(|e| Error::weights(path, format!("not a valid safetensors file: {e}")))?;
+        SafeTensors::deserialize(&mmap)
+            .map_err(|e| Error::weights(path, format!("not a valid safetensors file: {e}")))?;
         let (n, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::weights(path, e))?;
         Ok(Self {
             mmap,
@@ -38,16 +39,26 @@ impl MmapWeights {
         let info = self
             .meta
             .info(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?;
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
         let (a, b) = info.data_offsets;
         let (a, b) = (self.data_start + a, self.data_start + b);
-        let view = TensorView::new(info.dtype, info.shape.clone(), &self.mmap[a..b]).map_err(candle_core::Error::wrap)?;
+        let view = TensorView::new(info.dtype, info.shape.clone(), &self.mmap[a..b])
+            .map_err(candle_core::Error::wrap)?;
         Ok((view, a, b - a))
     }
 }
 
 impl candle_nn::var_builder::SimpleBackend for MmapWeights {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let t = self.get_unchecked(name, dtype, dev)?;
         if t.shape() != &s {
             return Err(candle_core::Error::UnexpectedShape {
@@ -65,7 +76,9 @@ impl candle_nn::var_builder::SimpleBackend for MmapWeights {
         // The tensor now owns a copy; drop the mapped pages so they do not count twice.
         // SAFETY: read-only file mapping; released pages are re-read from the file if touched.
         unsafe {
-            let _ = self.mmap.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len);
+            let _ = self
+                .mmap
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, len);
         }
         Ok(t)
     }

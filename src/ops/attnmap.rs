@@ -61,40 +61,45 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
         let (b, sh, sw, n) = l.shape().dims4()?;
         let (side, r, k) = (self.side, self.out, self.select.len());
         if sh != side || sw != side || self.taps.len() != r {
-            candle_core::bail!("attention maps: logits {:?} do not match side {side}", l.shape());
+            candle_core::bail!(
+                "attention maps: logits {:?} do not match side {side}",
+                l.shape()
+            );
         }
         if let Some(&bad) = self.select.iter().find(|&&i| i >= n) {
             candle_core::bail!("attention maps: token {bad} out of range for {n} tokens");
         }
         let mut out = vec![0f32; b * r * r * k];
         // One task per (image, output row).
-        out.par_chunks_mut(r * k).enumerate().for_each(|(task, orow)| {
-            let (img, i) = (task / r, task % r);
-            let base = &x[img * side * side * n..(img + 1) * side * side * n];
-            // Row-interpolated logits for this output row: [side (columns), N].
-            let mut rowbuf = vec![0f32; side * n];
-            for &(p, wy) in &self.taps[i] {
-                let src = &base[p * side * n..(p + 1) * side * n];
-                for (d, &v) in rowbuf.iter_mut().zip(src) {
-                    *d += wy * v;
-                }
-            }
-            let mut logits = vec![0f32; n];
-            for (j, o) in orow.chunks_mut(k).enumerate() {
-                logits.iter_mut().for_each(|v| *v = 0.0);
-                for &(q, wx) in &self.taps[j] {
-                    for (d, &v) in logits.iter_mut().zip(&rowbuf[q * n..(q + 1) * n]) {
-                        *d += wx * v;
+        out.par_chunks_mut(r * k)
+            .enumerate()
+            .for_each(|(task, orow)| {
+                let (img, i) = (task / r, task % r);
+                let base = &x[img * side * side * n..(img + 1) * side * side * n];
+                // Row-interpolated logits for this output row: [side (columns), N].
+                let mut rowbuf = vec![0f32; side * n];
+                for &(p, wy) in &self.taps[i] {
+                    let src = &base[p * side * n..(p + 1) * side * n];
+                    for (d, &v) in rowbuf.iter_mut().zip(src) {
+                        *d += wy * v;
                     }
                 }
-                let m = logits.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                let sum: f32 = logits.iter().map(|&v| exp_nonpos(v - m)).sum();
-                let inv = 1.0 / sum;
-                for (dst, &t) in o.iter_mut().zip(&self.select) {
-                    *dst = exp_nonpos(logits[t] - m) * inv;
+                let mut logits = vec![0f32; n];
+                for (j, o) in orow.chunks_mut(k).enumerate() {
+                    logits.iter_mut().for_each(|v| *v = 0.0);
+                    for &(q, wx) in &self.taps[j] {
+                        for (d, &v) in logits.iter_mut().zip(&rowbuf[q * n..(q + 1) * n]) {
+                            *d += wx * v;
+                        }
+                    }
+                    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                    let sum: f32 = logits.iter().map(|&v| exp_nonpos(v - m)).sum();
+                    let inv = 1.0 / sum;
+                    for (dst, &t) in o.iter_mut().zip(&self.select) {
+                        *dst = exp_nonpos(logits[t] - m) * inv;
+                    }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(out), Shape::from((b, r, r, k))))
     }
 }
@@ -124,11 +129,20 @@ mod tests {
         let logits = Tensor::randn(0f32, 2f32, (b, s, s, n), &dev).unwrap();
         let dense = bicubic_matrix(s, r);
         let m = Tensor::from_vec(dense.clone(), (r, s), &dev).unwrap();
-        let up = m.broadcast_matmul(&logits.reshape((b, s, s * n)).unwrap()).unwrap();
-        let up = m.broadcast_matmul(&up.reshape((b * r, s, n)).unwrap()).unwrap();
+        let up = m
+            .broadcast_matmul(&logits.reshape((b, s, s * n)).unwrap())
+            .unwrap();
+        let up = m
+            .broadcast_matmul(&up.reshape((b * r, s, n)).unwrap())
+            .unwrap();
         let probs = candle_nn::ops::softmax_last_dim(&up.reshape((b, r, r, n)).unwrap()).unwrap();
         let select = vec![5usize, 0, 36];
-        let idx = Tensor::from_vec(select.iter().map(|&i| i as u32).collect::<Vec<_>>(), 3, &dev).unwrap();
+        let idx = Tensor::from_vec(
+            select.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            3,
+            &dev,
+        )
+        .unwrap();
         let want = probs.index_select(&idx, 3).unwrap();
         let op = UpsampledSoftmaxSelect {
             side: s,
@@ -137,7 +151,14 @@ mod tests {
             select,
         };
         let got = logits.apply_op1_no_bwd(&op).unwrap();
-        let err: f32 = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let err: f32 = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         let scale: f32 = want.max_all().unwrap().to_scalar().unwrap();
         assert!(err <= 1e-5 * scale, "max err {err} (scale {scale})");
     }

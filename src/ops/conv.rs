@@ -91,7 +91,8 @@ fn transform_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
                 }
                 for i in 0..T {
                     for j in 0..T {
-                        r[(i * T + j) * cin + ci] = gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2];
+                        r[(i * T + j) * cin + ci] =
+                            gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2];
                     }
                 }
             }
@@ -138,7 +139,12 @@ pub fn conv3x3_winograd(
     let optr = OutPtr(out.as_mut_ptr());
     let blocks = tiles.div_ceil(TILE_BLOCK);
     (0..blocks).into_par_iter().for_each_init(
-        || (vec![0f32; T * T * cin * TILE_BLOCK], vec![0f32; T * T * cout * TILE_BLOCK]),
+        || {
+            (
+                vec![0f32; T * T * cin * TILE_BLOCK],
+                vec![0f32; T * T * cout * TILE_BLOCK],
+            )
+        },
         |(v, mbuf), b| {
             let t0 = b * TILE_BLOCK;
             let nt = TILE_BLOCK.min(tiles - t0);
@@ -148,7 +154,10 @@ pub fn conv3x3_winograd(
                     let tile = t0 + t;
                     let img = tile / (th * tw);
                     let (ty, tx) = ((tile % (th * tw)) / tw, tile % tw);
-                    let (y0, x0) = ((ty * M) as isize - pad as isize, (tx * M) as isize - pad as isize);
+                    let (y0, x0) = (
+                        (ty * M) as isize - pad as isize,
+                        (tx * M) as isize - pad as isize,
+                    );
                     let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
                     let mut d = [[0f32; T]; T];
                     for (i, row) in d.iter_mut().enumerate() {
@@ -266,8 +275,18 @@ impl CustomOp3 for Winograd3x3 {
         };
         let (n, cin, h, w) = l1.shape().dims4()?;
         let (cout, wcin, kh, kw) = l2.shape().dims4()?;
-        if wcin != cin || kh != 3 || kw != 3 || self.padding > 1 || h + 2 * self.padding < 3 || w + 2 * self.padding < 3 {
-            candle_core::bail!("winograd conv: unsupported shapes {:?} * {:?}", l1.shape(), l2.shape());
+        if wcin != cin
+            || kh != 3
+            || kw != 3
+            || self.padding > 1
+            || h + 2 * self.padding < 3
+            || w + 2 * self.padding < 3
+        {
+            candle_core::bail!(
+                "winograd conv: unsupported shapes {:?} * {:?}",
+                l1.shape(),
+                l2.shape()
+            );
         }
         let x = match (s1, l1.contiguous_offsets()) {
             (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
@@ -295,7 +314,10 @@ mod tests {
 
     fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, pad: usize) {
         let x = rand(n * cin * h * w, 1);
-        let wt: Vec<f32> = rand(cout * cin * 9, 2).iter().map(|v| v / (cin as f32 * 9.0).sqrt()).collect();
+        let wt: Vec<f32> = rand(cout * cin * 9, 2)
+            .iter()
+            .map(|v| v / (cin as f32 * 9.0).sqrt())
+            .collect();
         let b = rand(cout, 3);
         let dev = Device::Cpu;
         let xt = Tensor::from_vec(x, (n, cin, h, w), &dev).unwrap();
@@ -306,11 +328,32 @@ mod tests {
             .unwrap()
             .broadcast_add(&bt.reshape((1, cout, 1, 1)).unwrap())
             .unwrap();
-        let got = xt.apply_op3_no_bwd(&wt, &bt, &Winograd3x3 { padding: pad }).unwrap();
+        let got = xt
+            .apply_op3_no_bwd(&wt, &bt, &Winograd3x3 { padding: pad })
+            .unwrap();
         assert_eq!(got.dims(), want.dims());
-        let diff = (&got - &want).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
-        let norm = want.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
-        assert!(diff / norm < 1e-5, "rel err {} for {n}x{cin}x{h}x{w} -> {cout}, pad {pad}", diff / norm);
+        let diff = (&got - &want)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
+        let norm = want
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
+        assert!(
+            diff / norm < 1e-5,
+            "rel err {} for {n}x{cin}x{h}x{w} -> {cout}, pad {pad}",
+            diff / norm
+        );
     }
 
     #[test]
@@ -331,8 +374,16 @@ mod tests {
         let out = conv3x3_winograd(&x, (1, 1, h, w), &k, 1, None, 1);
         for y in 0..h {
             for xx in 0..w {
-                let want = if y == 0 || xx == 0 { 0.0 } else { x[(y - 1) * w + xx - 1] };
-                assert!((out[y * w + xx] - want).abs() < 1e-3, "({y},{xx}): {} vs {want}", out[y * w + xx]);
+                let want = if y == 0 || xx == 0 {
+                    0.0
+                } else {
+                    x[(y - 1) * w + xx - 1]
+                };
+                assert!(
+                    (out[y * w + xx] - want).abs() < 1e-3,
+                    "({y},{xx}): {} vs {want}",
+                    out[y * w + xx]
+                );
             }
         }
     }

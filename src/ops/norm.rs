@@ -87,19 +87,41 @@ mod tests {
     #[test]
     fn matches_candle_group_norm_and_silu() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1f32, (2, 8, 5, 7), &dev).unwrap().affine(3.0, 1.5).unwrap();
+        let x = Tensor::randn(0f32, 1f32, (2, 8, 5, 7), &dev)
+            .unwrap()
+            .affine(3.0, 1.5)
+            .unwrap();
         let w = Tensor::randn(1f32, 0.2, 8, &dev).unwrap();
         let b = Tensor::randn(0f32, 0.2, 8, &dev).unwrap();
         let reference = candle_nn::GroupNorm::new(w.clone(), b.clone(), 8, 4, 1e-5).unwrap();
         let want = reference.forward(&x).unwrap();
         for silu in [false, true] {
-            let op = GroupNormOp { groups: 4, eps: 1e-5, silu };
+            let op = GroupNormOp {
+                groups: 4,
+                eps: 1e-5,
+                silu,
+            };
             let got = x.apply_op3_no_bwd(&w, &b, &op).unwrap();
-            let want = if silu { want.silu().unwrap() } else { want.clone() };
-            let err: f32 = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            let want = if silu {
+                want.silu().unwrap()
+            } else {
+                want.clone()
+            };
+            let err: f32 = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
             assert!(err < 1e-5, "silu={silu}: max err {err}");
         }
-        let bad = GroupNormOp { groups: 3, eps: 1e-5, silu: false };
+        let bad = GroupNormOp {
+            groups: 3,
+            eps: 1e-5,
+            silu: false,
+        };
         assert!(x.apply_op3_no_bwd(&w, &b, &bad).is_err());
     }
 }

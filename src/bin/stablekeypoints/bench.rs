@@ -29,7 +29,13 @@ fn bench_conv(runs: usize) -> Result<(), Error> {
     use stablekeypoints::ops::conv::Winograd3x3;
     use std::time::Instant;
     println!("3x3 convolution, stride 1, padding 1, f32, CPU (median of {runs})");
-    for (c, s) in [(128usize, 512usize), (256, 256), (512, 128), (320, 64), (640, 32)] {
+    for (c, s) in [
+        (128usize, 512usize),
+        (256, 256),
+        (512, 128),
+        (320, 64),
+        (640, 32),
+    ] {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1f32, (1, c, s, s), &dev)?;
         let w = (Tensor::randn(0f32, 1f32, (c, c, 3, 3), &dev)? / (9.0 * c as f64).sqrt())?;
