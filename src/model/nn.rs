@@ -208,9 +208,14 @@ impl Module for LayerNorm {
 
 /// Softmax over the last dimension; differentiable when the input is tracked.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !x.track_op() && x.is_contiguous() {
-        candle_nn::ops::softmax_last_dim(x)
-    } else {
-        candle_nn::ops::softmax(x, D::Minus1)
+    if x.track_op() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        return crate::ops::softmax::softmax_last_dim_with_grad(x);
     }
+    if x.track_op() || !x.is_contiguous() {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.apply_op1_no_bwd(&crate::ops::attnmap::FastSoftmax);
+    }
+    candle_nn::ops::softmax_last_dim(x)
 }

@@ -24,7 +24,7 @@ pub fn sparse_taps(dense: &[f32], out: usize, inp: usize) -> Vec<Vec<(usize, f32
 
 /// exp(x) for x <= 0 with ~2 ulp error; branch-free so the loops vectorise.
 #[inline(always)]
-fn exp_nonpos(x: f32) -> f32 {
+pub(crate) fn exp_nonpos(x: f32) -> f32 {
     let x = x.max(-87.0);
     // x = n ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2).
     let n = (x * std::f32::consts::LOG2_E + 12582912.0) - 12582912.0;
@@ -104,6 +104,39 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
     }
 }
 
+/// Row softmax over the last dimension (CPU, f32) using `exp_nonpos`; rows in parallel.
+pub struct FastSoftmax;
+
+impl CustomOp1 for FastSoftmax {
+    fn name(&self) -> &'static str {
+        "fast-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("softmax: input must be contiguous f32"),
+        };
+        let n = *l.shape().dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; x.len()];
+        if n > 0 {
+            out.par_chunks_mut(n)
+                .zip(x.par_chunks(n))
+                .for_each(|(o, xs)| {
+                    let m = xs.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                    let mut sum = 0f32;
+                    for (d, &v) in o.iter_mut().zip(xs) {
+                        *d = exp_nonpos(v - m);
+                        sum += *d;
+                    }
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|d| *d *= inv);
+                });
+        }
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +153,22 @@ mod tests {
         }
         assert!(worst < 5e-7, "worst relative error {worst}");
         assert_eq!(exp_nonpos(-1000.0), exp_nonpos(-87.0));
+    }
+
+    #[test]
+    fn fast_softmax_matches_candle() {
+        let x = Tensor::randn(0f32, 4f32, (3, 5, 77), &Device::Cpu).unwrap();
+        let want = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let got = x.apply_op1_no_bwd(&FastSoftmax).unwrap();
+        let err: f32 = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(err < 1e-6, "max err {err}");
     }
 
     #[test]
