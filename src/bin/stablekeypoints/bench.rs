@@ -79,6 +79,7 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
     let model_dir = PathBuf::from(a.required("model")?);
     let (device, dtype) = device_from_str(a.get("device").unwrap_or("cpu"))?;
     let runs: usize = a.parse_opt("runs")?.unwrap_or(3).max(1);
+    let batch: usize = a.parse_opt("batch")?.unwrap_or(1).max(1);
     let t0 = Instant::now();
     let model = Model::load(&model_dir, &device, dtype)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -131,7 +132,7 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let start = Instant::now();
         let (input, _) = to_model_input(&frame, size, CropMode::Letterbox);
-        let image = Tensor::from_vec(input, (1, 3, size, size), &device)?;
+        let image = Tensor::from_vec(input, (1, 3, size, size), &device)?.repeat((batch, 1, 1, 1))?;
         device.synchronize()?;
         let pre = ms(start);
         let t = Instant::now();
@@ -157,7 +158,7 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         device.synchronize()?;
         let unet = ms(t);
         let t = Instant::now();
-        let up = resize(&maps.squeeze(0)?, size, size, Interp::Bilinear)?;
+        let up = resize(&maps.flatten_to(1)?, size, size, Interp::Bilinear)?;
         let v = up
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
@@ -194,7 +195,7 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         let m = median_ms(v);
         println!("{name:>14}: {m:10.1} ms  ({:5.1}%)", 100.0 * m / total);
     }
-    println!("{:>14}: {:10.2}", "frames/s", 1e3 / total);
+    println!("{:>14}: {:10.2}  (batch {batch})", "frames/s", batch as f64 * 1e3 / total);
     if let Some(r) = peak_rss_mib() {
         println!("{:>14}: {r:10.0} MiB", "peak RSS");
     }
