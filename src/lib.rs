@@ -10,6 +10,7 @@ pub mod keypoints;
 pub mod model;
 pub mod ops;
 pub mod tokens;
+pub mod track;
 pub mod util;
 
 pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};

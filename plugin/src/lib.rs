@@ -1,0 +1,34 @@
+//! GStreamer plugin `stablekeypoints`: the `stablekeypoints` element detects StableKeypoints
+//! (unsupervised keypoints read from Stable Diffusion cross-attention maps) on video frames,
+//! attaches them as metadata, and optionally draws them, posts bus messages and writes JSON
+//! lines. The model code lives in the GStreamer-free `stablekeypoints` crate.
+
+use gst::glib;
+
+#[cfg(feature = "analytics")]
+pub mod analytics;
+pub mod meta;
+mod overlay;
+mod stablekeypoints;
+
+pub use stablekeypoints::{
+    CropModeProp, GapPolicyProp, SmoothingProp, StableKeypoints, MESSAGE_NAME,
+};
+
+pub use overlay::palette_rgb;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    stablekeypoints::register(plugin)
+}
+
+gst::plugin_define!(
+    stablekeypoints,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

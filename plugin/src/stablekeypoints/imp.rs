@@ -1,0 +1,1364 @@
+//! The `stablekeypoints` element: frames -> core detector -> metadata, overlay, bus
+//! messages and JSON lines. The model code is in the `stablekeypoints` crate.
+//!
+//! Buffers go through our own `submit_input_buffer`/`generate_output` instead of
+//! `transform_frame_ip` so that late frames are kept (QoS skips inference, never frames) and
+//! `gap-policy=interpolate` can hold frames until the next inference.
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_transform::GenerateOutputSuccess;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::subclass::prelude::*;
+
+use stablekeypoints::frame::YuvMatrix;
+use stablekeypoints::track::{interpolate, GapPolicy, KeypointSmoother, OneEuroParams, Schedule};
+use stablekeypoints::{
+    CropMode, DetectOptions, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens,
+};
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta};
+use crate::overlay::{Canvas, Dot, Layout, Yuv};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "stablekeypoints",
+        gst::DebugColorFlags::empty(),
+        Some("StableKeypoints keypoint detector"),
+    )
+});
+
+const DEFAULT_DEVICE: &str = "cpu";
+const DEFAULT_INPUT_SIZE: u32 = 0;
+const DEFAULT_AUGMENTATIONS: u32 = 1;
+const DEFAULT_SEED: u64 = 0;
+const DEFAULT_NOISE: bool = true;
+const DEFAULT_INFERENCE_INTERVAL: u32 = 1;
+const DEFAULT_KEYPOINT_THRESHOLD: f64 = 0.0;
+const DEFAULT_MIN_CUTOFF: f64 = 1.0;
+const DEFAULT_BETA: f64 = 0.0;
+const DEFAULT_D_CUTOFF: f64 = 1.0;
+const DEFAULT_DRAW: bool = false;
+const DEFAULT_DRAW_IDS: bool = false;
+const DEFAULT_RADIUS: u32 = 4;
+const DEFAULT_POST_MESSAGES: bool = false;
+
+/// Name of the bus message structure and of its keypoint entries.
+pub const MESSAGE_NAME: &str = "stablekeypoints";
+const MESSAGE_KEYPOINT: &str = "keypoint";
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStableKeypointsCropMode")]
+pub enum CropModeProp {
+    #[enum_value(
+        name = "Letterbox: scale the whole frame into the square, pad with black",
+        nick = "letterbox"
+    )]
+    Letterbox = 0,
+    #[enum_value(
+        name = "Center crop: scale the short side to the square, cut the centre",
+        nick = "center-crop"
+    )]
+    CenterCrop = 1,
+}
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStableKeypointsGapPolicy")]
+pub enum GapPolicyProp {
+    #[enum_value(
+        name = "None: frames without inference carry no keypoints",
+        nick = "none"
+    )]
+    None = 0,
+    #[enum_value(
+        name = "Hold last: repeat the last inferred keypoints",
+        nick = "hold-last"
+    )]
+    HoldLast = 1,
+    #[enum_value(
+        name = "Interpolate: hold frames until the next inference and interpolate (adds latency)",
+        nick = "interpolate"
+    )]
+    Interpolate = 2,
+}
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStableKeypointsSmoothing")]
+pub enum SmoothingProp {
+    #[enum_value(name = "None", nick = "none")]
+    None = 0,
+    #[enum_value(name = "One-Euro filter on each coordinate", nick = "one-euro")]
+    OneEuro = 1,
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    model: Option<PathBuf>,
+    tokens: Option<PathBuf>,
+    device: String,
+    input_size: u32,
+    crop_mode: CropModeProp,
+    augmentations: u32,
+    seed: u64,
+    noise: bool,
+    inference_interval: u32,
+    gap_policy: GapPolicyProp,
+    keypoint_threshold: f64,
+    smoothing: SmoothingProp,
+    min_cutoff: f64,
+    beta: f64,
+    d_cutoff: f64,
+    draw: bool,
+    draw_ids: bool,
+    radius: u32,
+    post_messages: bool,
+    json_location: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: None,
+            tokens: None,
+            device: DEFAULT_DEVICE.into(),
+            input_size: DEFAULT_INPUT_SIZE,
+            crop_mode: CropModeProp::Letterbox,
+            augmentations: DEFAULT_AUGMENTATIONS,
+            seed: DEFAULT_SEED,
+            noise: DEFAULT_NOISE,
+            inference_interval: DEFAULT_INFERENCE_INTERVAL,
+            gap_policy: GapPolicyProp::HoldLast,
+            keypoint_threshold: DEFAULT_KEYPOINT_THRESHOLD,
+            smoothing: SmoothingProp::None,
+            min_cutoff: DEFAULT_MIN_CUTOFF,
+            beta: DEFAULT_BETA,
+            d_cutoff: DEFAULT_D_CUTOFF,
+            draw: DEFAULT_DRAW,
+            draw_ids: DEFAULT_DRAW_IDS,
+            radius: DEFAULT_RADIUS,
+            post_messages: DEFAULT_POST_MESSAGES,
+            json_location: None,
+        }
+    }
+}
+
+impl Settings {
+    fn gap_policy(&self) -> GapPolicy {
+        match self.gap_policy {
+            GapPolicyProp::None => GapPolicy::None,
+            GapPolicyProp::HoldLast => GapPolicy::HoldLast,
+            GapPolicyProp::Interpolate => GapPolicy::Interpolate,
+        }
+    }
+
+    fn one_euro(&self) -> Option<OneEuroParams> {
+        (self.smoothing == SmoothingProp::OneEuro).then_some(OneEuroParams {
+            min_cutoff: self.min_cutoff,
+            beta: self.beta,
+            d_cutoff: self.d_cutoff,
+        })
+    }
+}
+
+/// Counters behind the read-only `stats` property.
+#[derive(Clone, Debug, Default)]
+struct Stats {
+    processed: u64,
+    inferred: u64,
+    skipped_late: u64,
+    inference_total: Duration,
+    last_inference: Duration,
+    warmup: Duration,
+}
+
+impl Stats {
+    fn mean_inference(&self) -> Duration {
+        if self.inferred == 0 {
+            self.warmup
+        } else {
+            self.inference_total / self.inferred as u32
+        }
+    }
+}
+
+/// A frame waiting for the keypoints of a later inference.
+struct Held {
+    buffer: gst::Buffer,
+    index: u64,
+}
+
+/// A frame ready for metadata, overlay and export.
+struct Out {
+    buffer: gst::Buffer,
+    index: u64,
+    keypoints: Option<Vec<Keypoint>>,
+    inferred: bool,
+}
+
+struct State {
+    /// Taken out while an inference runs so that no lock is held meanwhile.
+    detector: Option<Detector>,
+    num_keypoints: usize,
+    model_name: String,
+    info: Option<gst_video::VideoInfo>,
+    schedule: Schedule,
+    /// Last inferred keypoints (frame-normalised, unsmoothed).
+    last: Option<Vec<Keypoint>>,
+    held: VecDeque<Held>,
+    ready: VecDeque<gst::Buffer>,
+    queued: Option<(gst::Buffer, bool)>,
+    smoother: KeypointSmoother,
+    next_index: u64,
+}
+
+struct JsonWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl JsonWriter {
+    /// One `write` per record so that a crash never leaves half a line.
+    fn write_line(&mut self, value: &serde_json::Value) -> std::io::Result<()> {
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        self.file.write_all(&line)
+    }
+}
+
+#[derive(Default)]
+pub struct StableKeypoints {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    stats: Mutex<Stats>,
+    json: Mutex<Option<JsonWriter>>,
+    /// Running time before which frames are late (from QoS events).
+    earliest: Mutex<Option<gst::ClockTime>>,
+    reported_latency: Mutex<gst::ClockTime>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not turn into a panic in the streaming thread.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Models already loaded by some element instance, shared by path, device and dtype.
+type ModelCache = Vec<((PathBuf, String), Weak<Model>)>;
+static MODELS: LazyLock<Mutex<ModelCache>> = LazyLock::new(Default::default);
+
+fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), String> {
+    use candle_core::{DType, Device};
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("cpu") {
+        return Ok((Device::Cpu, DType::F32));
+    }
+    let ord = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| format!("bad device {s:?} (expected cpu or cuda:N)"))?,
+        None => return Err(format!("unknown device {s:?} (expected cpu or cuda:N)")),
+    };
+    let dev =
+        Device::new_cuda(ord).map_err(|e| format!("device {s}: {}", first_line(&e.to_string())))?;
+    Ok((dev, DType::F16))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
+    let key = (
+        dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+        device.trim().to_string(),
+    );
+    let mut cache = lock(&MODELS);
+    cache.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(m) = cache
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(m);
+    }
+    let (dev, dtype) = parse_device(device)?;
+    let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
+    cache.push((key, Arc::downgrade(&model)));
+    Ok(model)
+}
+
+fn pixel_format(f: gst_video::VideoFormat) -> Option<(PixelFormat, Layout)> {
+    use gst_video::VideoFormat as V;
+    let packed = |bpp, rgb, alpha| Layout::Packed { bpp, rgb, alpha };
+    Some(match f {
+        V::Rgb => (PixelFormat::Rgb, packed(3, [0, 1, 2], None)),
+        V::Bgr => (PixelFormat::Bgr, packed(3, [2, 1, 0], None)),
+        V::Rgba => (PixelFormat::Rgba, packed(4, [0, 1, 2], Some(3))),
+        V::Bgra => (PixelFormat::Bgra, packed(4, [2, 1, 0], Some(3))),
+        V::Rgbx => (PixelFormat::Rgbx, packed(4, [0, 1, 2], None)),
+        V::Bgrx => (PixelFormat::Bgrx, packed(4, [2, 1, 0], None)),
+        V::Argb => (PixelFormat::Argb, packed(4, [1, 2, 3], Some(0))),
+        V::Abgr => (PixelFormat::Abgr, packed(4, [3, 2, 1], Some(0))),
+        V::Xrgb => (PixelFormat::Xrgb, packed(4, [1, 2, 3], None)),
+        V::Xbgr => (PixelFormat::Xbgr, packed(4, [3, 2, 1], None)),
+        V::I420 => (PixelFormat::I420, Layout::I420),
+        V::Nv12 => (PixelFormat::Nv12, Layout::Nv12),
+        _ => return None,
+    })
+}
+
+/// Formats of the pad templates.
+pub(crate) const FORMATS: [gst_video::VideoFormat; 12] = {
+    use gst_video::VideoFormat as V;
+    [
+        V::I420,
+        V::Nv12,
+        V::Rgb,
+        V::Bgr,
+        V::Rgba,
+        V::Bgra,
+        V::Rgbx,
+        V::Bgrx,
+        V::Argb,
+        V::Abgr,
+        V::Xrgb,
+        V::Xbgr,
+    ]
+};
+
+fn yuv_of(info: &gst_video::VideoInfo) -> Yuv {
+    let c = info.colorimetry();
+    Yuv {
+        matrix: if c.matrix() == gst_video::VideoColorMatrix::Bt709 {
+            YuvMatrix::Bt709
+        } else {
+            YuvMatrix::Bt601
+        },
+        full_range: c.range() == gst_video::VideoColorRange::Range0_255,
+    }
+}
+
+/// The frame as the core sees it.
+fn frame_ref<'a>(
+    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
+    info: &gst_video::VideoInfo,
+) -> Result<FrameRef<'a>, String> {
+    let (format, _) = pixel_format(info.format())
+        .ok_or_else(|| format!("unsupported format {}", info.format()))?;
+    let planes = frame.planes_data();
+    let strides = frame.plane_stride();
+    let stride = |i: usize| strides.get(i).map_or(0, |&s| s.max(0) as usize);
+    let mut f = FrameRef::new(
+        format,
+        info.width() as usize,
+        info.height() as usize,
+        [
+            (planes[0], stride(0)),
+            (planes[1], stride(1)),
+            (planes[2], stride(2)),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let yuv = yuv_of(info);
+    f.matrix = yuv.matrix;
+    f.full_range = yuv.full_range;
+    Ok(f)
+}
+
+fn clock_ns(t: Option<gst::ClockTime>) -> serde_json::Value {
+    t.map_or(serde_json::Value::Null, |t| t.nseconds().into())
+}
+
+fn finite(v: f32) -> serde_json::Value {
+    if v.is_finite() {
+        (v as f64).into()
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+impl StableKeypoints {
+    fn started(&self) -> bool {
+        lock(&self.state).is_some()
+    }
+
+    /// Lateness of `buf` against the last QoS event, as GstBaseTransform judges it.
+    fn is_late(&self, buf: &gst::BufferRef) -> bool {
+        if !self.obj().is_qos() {
+            return false;
+        }
+        let Some(earliest) = *lock(&self.earliest) else {
+            return false;
+        };
+        let segment = self.obj().segment();
+        let Some(seg) = segment.downcast_ref::<gst::ClockTime>() else {
+            return false;
+        };
+        seg.to_running_time(buf.pts())
+            .is_some_and(|rt| rt <= earliest)
+    }
+
+    /// Runs the detector on one frame without holding any lock.
+    fn infer(
+        &self,
+        buffer: &gst::BufferRef,
+        info: &gst_video::VideoInfo,
+    ) -> Result<Vec<Keypoint>, gst::FlowError> {
+        let mut detector = {
+            let mut st = lock(&self.state);
+            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            state.detector.take().ok_or(gst::FlowError::Flushing)?
+        };
+        let started = Instant::now();
+        let result = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+            .map_err(|e| format!("cannot map the frame: {e}"))
+            .and_then(|frame| {
+                let f = frame_ref(&frame, info)?;
+                detector.detect_frame(&f).map_err(|e| e.to_string())
+            });
+        let elapsed = started.elapsed();
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.detector = Some(detector);
+        }
+        match result {
+            Ok(d) => {
+                let mut stats = lock(&self.stats);
+                stats.inferred += 1;
+                stats.inference_total += elapsed;
+                stats.last_inference = elapsed;
+                drop(stats);
+                gst::trace!(CAT, imp = self, "inference took {:?}", elapsed);
+                self.maybe_update_latency();
+                Ok(d.keypoints)
+            }
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Keypoint inference failed: {}", e)
+                );
+                Err(gst::FlowError::Error)
+            }
+        }
+    }
+
+    /// Latency this element adds: the per-frame inference time, plus the look-ahead of
+    /// `gap-policy=interpolate`.
+    fn own_latency(&self) -> gst::ClockTime {
+        let s = lock(&self.settings).clone();
+        let stats = lock(&self.stats).clone();
+        let per_frame = stats.warmup.max(stats.mean_inference());
+        let mut latency = gst::ClockTime::from_nseconds(per_frame.as_nanos() as u64);
+        if s.gap_policy == GapPolicyProp::Interpolate && s.inference_interval > 1 {
+            let fps = lock(&self.state)
+                .as_ref()
+                .and_then(|st| st.info.as_ref().map(|i| i.fps()));
+            if let Some(fps) = fps.filter(|f| f.numer() > 0 && f.denom() > 0) {
+                let frame = gst::ClockTime::SECOND
+                    .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+                    .unwrap_or(gst::ClockTime::ZERO);
+                latency += frame * (s.inference_interval as u64 - 1);
+            }
+        }
+        latency
+    }
+
+    /// Asks the pipeline to redistribute latency when inference became much slower.
+    fn maybe_update_latency(&self) {
+        let now = self.own_latency();
+        let mut reported = lock(&self.reported_latency);
+        if *reported > gst::ClockTime::ZERO && now > *reported + *reported / 4 {
+            *reported = now;
+            drop(reported);
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+    }
+
+    /// Decides what happens to one input frame; returns the frames that are now complete.
+    fn process(
+        &self,
+        buffer: gst::Buffer,
+        late: bool,
+        s: &Settings,
+    ) -> Result<Vec<Out>, gst::FlowError> {
+        let (info, index, due) = {
+            let mut st = lock(&self.state);
+            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            let index = state.next_index;
+            state.next_index += 1;
+            (
+                state.info.clone(),
+                index,
+                state.schedule.due(s.inference_interval as u64),
+            )
+        };
+        let Some(info) = info else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("No caps set before the first buffer")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        lock(&self.stats).processed += 1;
+
+        if due && !late {
+            let keypoints = self.infer(&buffer, &info)?;
+            let mut st = lock(&self.state);
+            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            state.schedule.inferred();
+            let previous = state.last.replace(keypoints.clone());
+            let held: Vec<Held> = state.held.drain(..).collect();
+            let n = held.len();
+            let mut outs: Vec<Out> = held
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| Out {
+                    keypoints: Some(match &previous {
+                        Some(p) => interpolate(p, &keypoints, (i + 1) as f32 / (n + 1) as f32),
+                        None => keypoints.clone(),
+                    }),
+                    buffer: h.buffer,
+                    index: h.index,
+                    inferred: true,
+                })
+                .collect();
+            outs.push(Out {
+                buffer,
+                index,
+                keypoints: Some(keypoints),
+                inferred: false,
+            });
+            return Ok(outs);
+        }
+
+        let mut st = lock(&self.state);
+        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+        state.schedule.skipped();
+        if due {
+            lock(&self.stats).skipped_late += 1;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "frame {} is late: skipping inference",
+                index
+            );
+        }
+        match s.gap_policy() {
+            GapPolicy::Interpolate if !late && state.last.is_some() => {
+                state.held.push_back(Held { buffer, index });
+                Ok(Vec::new())
+            }
+            GapPolicy::None if !late => Ok(vec![Out {
+                buffer,
+                index,
+                keypoints: None,
+                inferred: false,
+            }]),
+            _ => {
+                let mut outs = Self::release_held(state);
+                outs.push(Out {
+                    buffer,
+                    index,
+                    keypoints: state.last.clone(),
+                    inferred: true,
+                });
+                Ok(outs)
+            }
+        }
+    }
+
+    /// Held frames with the last keypoints (no later inference is coming for them).
+    fn release_held(state: &mut State) -> Vec<Out> {
+        let last = state.last.clone();
+        state
+            .held
+            .drain(..)
+            .map(|h| Out {
+                buffer: h.buffer,
+                index: h.index,
+                keypoints: last.clone(),
+                inferred: true,
+            })
+            .collect()
+    }
+
+    /// Smoothing, metadata, overlay, bus message and JSON record of one finished frame.
+    fn finish(&self, out: Out, s: &Settings) -> Result<gst::Buffer, gst::FlowError> {
+        let Out {
+            mut buffer,
+            index,
+            keypoints,
+            inferred,
+        } = out;
+        let Some(mut keypoints) = keypoints else {
+            return Ok(buffer);
+        };
+        let (info, num_keypoints, model) = {
+            let mut st = lock(&self.state);
+            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
+            if let Some(p) = s.one_euro() {
+                let t = buffer.pts().map_or_else(
+                    || {
+                        let fps = info.fps();
+                        let rate = if fps.numer() > 0 && fps.denom() > 0 {
+                            fps.numer() as f64 / fps.denom() as f64
+                        } else {
+                            30.0
+                        };
+                        index as f64 / rate
+                    },
+                    |t| t.nseconds() as f64 / 1e9,
+                );
+                state.smoother.smooth(&mut keypoints, t, &p);
+            }
+            (info, state.num_keypoints, state.model_name.clone())
+        };
+        let (w, h) = (info.width(), info.height());
+        let threshold = s.keypoint_threshold as f32;
+        let frame = FrameKeypoints {
+            semantic_tag: semantic_tag(num_keypoints),
+            model,
+            source_width: w,
+            source_height: h,
+            inferred,
+            keypoints: keypoints
+                .iter()
+                .map(|k| KeypointMeta {
+                    id: k.id as u32,
+                    x: k.x.clamp(0.0, 1.0),
+                    y: k.y.clamp(0.0, 1.0),
+                    confidence: k.score,
+                    visible: k.score >= threshold,
+                })
+                .collect(),
+            rect: (0, 0, 0, 0),
+        };
+
+        {
+            let buf = buffer.make_mut();
+            if s.draw {
+                self.draw(buf, &info, &frame, s)?;
+            }
+            frame.attach(buf);
+            #[cfg(feature = "analytics")]
+            if let Err(e) = crate::analytics::attach(&frame, buf) {
+                gst::warning!(CAT, imp = self, "cannot add analytics keypoints: {}", e);
+            }
+        }
+
+        let pts = buffer.pts();
+        let duration = buffer.duration();
+        let segment = self.obj().segment();
+        let seg = segment.downcast_ref::<gst::ClockTime>();
+        let stream_time = seg.and_then(|seg| seg.to_stream_time(pts));
+        let running_time = seg.and_then(|seg| seg.to_running_time(pts));
+
+        if s.post_messages {
+            let list = gst::List::new(frame.keypoints.iter().map(|k| {
+                let (x, y) = k.pixel(w, h);
+                gst::Structure::builder(MESSAGE_KEYPOINT)
+                    .field("id", k.id)
+                    .field("x", x)
+                    .field("y", y)
+                    .field("nx", k.x)
+                    .field("ny", k.y)
+                    .field("confidence", k.confidence)
+                    .field("visible", k.visible)
+                    .build()
+                    .to_send_value()
+            }));
+            let none = u64::MAX; // GST_CLOCK_TIME_NONE, as facedetect posts it
+            let st = gst::Structure::builder(MESSAGE_NAME)
+                .field("timestamp", pts.map_or(none, |t| t.nseconds()))
+                .field("stream-time", stream_time.map_or(none, |t| t.nseconds()))
+                .field("running-time", running_time.map_or(none, |t| t.nseconds()))
+                .field("duration", duration.map_or(none, |t| t.nseconds()))
+                .field("frame", index)
+                .field("width", w as i32)
+                .field("height", h as i32)
+                .field("inferred", inferred)
+                .field("keypoints", list)
+                .build();
+            let _ = self
+                .obj()
+                .post_message(gst::message::Element::builder(st).src(&*self.obj()).build());
+        }
+
+        let mut json = lock(&self.json);
+        if let Some(writer) = json.as_mut() {
+            let kps: Vec<serde_json::Value> = frame
+                .keypoints
+                .iter()
+                .map(|k| {
+                    let (x, y) = k.pixel(w, h);
+                    serde_json::json!({
+                        "id": k.id, "x": finite(x), "y": finite(y), "nx": finite(k.x), "ny": finite(k.y),
+                        "confidence": finite(k.confidence), "visible": k.visible,
+                    })
+                })
+                .collect();
+            let record = serde_json::json!({
+                "frame": index,
+                "pts": clock_ns(pts),
+                "stream_time": clock_ns(stream_time),
+                "running_time": clock_ns(running_time),
+                "duration": clock_ns(duration),
+                "width": w,
+                "height": h,
+                "inferred": inferred,
+                "keypoints": kps,
+            });
+            if let Err(e) = writer.write_line(&record) {
+                let path = writer.path.display().to_string();
+                drop(json);
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("Cannot write keypoints to {}: {}", path, e)
+                );
+                return Err(gst::FlowError::Error);
+            }
+        }
+        Ok(buffer)
+    }
+
+    fn draw(
+        &self,
+        buf: &mut gst::BufferRef,
+        info: &gst_video::VideoInfo,
+        frame: &FrameKeypoints,
+        s: &Settings,
+    ) -> Result<(), gst::FlowError> {
+        let Some((_, layout)) = pixel_format(info.format()) else {
+            return Ok(());
+        };
+        let mut vf =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info).map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ("Cannot map the frame for drawing: {}", e)
+                );
+                gst::FlowError::Error
+            })?;
+        let strides: Vec<usize> = vf
+            .plane_stride()
+            .iter()
+            .map(|&v| v.max(0) as usize)
+            .collect();
+        let stride = |i: usize| strides.get(i).copied().unwrap_or(0);
+        let [p0, p1, p2, _] = vf.planes_data_mut();
+        let mut canvas = Canvas {
+            layout,
+            width: info.width() as usize,
+            height: info.height() as usize,
+            planes: [(p0, stride(0)), (p1, stride(1)), (p2, stride(2))],
+            yuv: yuv_of(info),
+        };
+        let dots: Vec<Dot> = frame
+            .keypoints
+            .iter()
+            .filter(|k| k.visible)
+            .map(|k| {
+                let (x, y) = k.pixel(info.width(), info.height());
+                Dot {
+                    id: k.id as usize,
+                    x,
+                    y,
+                }
+            })
+            .collect();
+        canvas.draw(&dots, s.radius as f32, s.draw_ids);
+        Ok(())
+    }
+
+    /// Pushes held frames downstream with the last keypoints (before a serialized event).
+    fn drain_held(&self) {
+        let outs = match lock(&self.state).as_mut() {
+            Some(state) => Self::release_held(state),
+            None => return,
+        };
+        if outs.is_empty() {
+            return;
+        }
+        let s = lock(&self.settings).clone();
+        for out in outs {
+            match self.finish(out, &s) {
+                Ok(buf) => {
+                    if let Err(e) = self.obj().src_pad().push(buf) {
+                        gst::debug!(CAT, imp = self, "pushing a held frame: {:?}", e);
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn flush_json(&self) {
+        if let Some(w) = lock(&self.json).as_mut() {
+            if let Err(e) = w.file.flush().and_then(|_| w.file.sync_data()) {
+                gst::warning!(CAT, imp = self, "flushing {}: {}", w.path.display(), e);
+            }
+        }
+    }
+
+    fn stats_structure(&self) -> gst::Structure {
+        let st = lock(&self.stats).clone();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        gst::Structure::builder("stablekeypoints-stats")
+            .field("frames-processed", st.processed)
+            .field("frames-inferred", st.inferred)
+            .field("frames-skipped", st.skipped_late)
+            .field("mean-inference-ms", ms(st.mean_inference()))
+            .field("last-inference-ms", ms(st.last_inference))
+            .field("warmup-ms", ms(st.warmup))
+            .build()
+    }
+
+    fn open(
+        &self,
+        s: &Settings,
+    ) -> Result<(State, Duration, Option<JsonWriter>), gst::ErrorMessage> {
+        let model_dir = s.model.clone().ok_or_else(|| {
+            gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("The `model` property is not set (a diffusers directory with unet/ and vae/)")
+            )
+        })?;
+        if !model_dir.is_dir() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("Model directory {} does not exist", model_dir.display())
+            ));
+        }
+        // Cheap layout checks first, so a wrong directory is reported as such.
+        for sub in ["unet", "vae"] {
+            stablekeypoints::model::weights_file(&model_dir, sub).map_err(|e| {
+                gst::error_msg!(
+                    gst::ResourceError::NotFound,
+                    ("Cannot load model {}: {}", model_dir.display(), e)
+                )
+            })?;
+        }
+        let tokens_path = s
+            .tokens
+            .clone()
+            .unwrap_or_else(|| model_dir.join("tokens.safetensors"));
+        // The core's errors name the file at fault.
+        let tokens = Tokens::load(&tokens_path).map_err(|e| {
+            gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot load tokens: {}", e))
+        })?;
+        let model = load_model(&model_dir, &s.device).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenRead,
+                ("Cannot load model {}: {}", model_dir.display(), e)
+            )
+        })?;
+        let opts = DetectOptions {
+            input_size: (s.input_size > 0).then_some(s.input_size as usize),
+            augmentations: s.augmentations.max(1) as usize,
+            seed: s.seed,
+            noise: s.noise,
+            crop: match s.crop_mode {
+                CropModeProp::Letterbox => CropMode::Letterbox,
+                CropModeProp::CenterCrop => CropMode::CenterCrop,
+            },
+            ..Default::default()
+        };
+        let bad = |e: stablekeypoints::Error| {
+            gst::error_msg!(
+                gst::LibraryError::Settings,
+                (
+                    "Model {} with tokens {}: {}",
+                    model_dir.display(),
+                    tokens_path.display(),
+                    e
+                )
+            )
+        };
+        let detector = Detector::new(model.clone(), &tokens, opts.clone()).map_err(bad)?;
+        // Time one frame on a separate detector (its noise stream stays untouched) so the
+        // latency query has an answer before the first buffer.
+        let size = detector.input_size();
+        let grey = vec![128u8; size * size * 3];
+        let started = Instant::now();
+        let frame = FrameRef::packed(PixelFormat::Rgb, size, size, &grey, size * 3).map_err(bad)?;
+        Detector::new(model, &tokens, opts)
+            .and_then(|mut d| d.detect_frame(&frame))
+            .map_err(bad)?;
+        let warmup = started.elapsed();
+
+        let json = match &s.json_location {
+            Some(path) => Some(JsonWriter {
+                file: File::create(path).map_err(|e| {
+                    gst::error_msg!(
+                        gst::ResourceError::OpenWrite,
+                        ("Cannot create {}: {}", path.display(), e)
+                    )
+                })?,
+                path: path.clone(),
+            }),
+            None => None,
+        };
+        let state = State {
+            num_keypoints: detector.num_keypoints(),
+            detector: Some(detector),
+            model_name: model_dir.display().to_string(),
+            info: None,
+            schedule: Schedule::default(),
+            last: None,
+            held: VecDeque::new(),
+            ready: VecDeque::new(),
+            queued: None,
+            smoother: KeypointSmoother::default(),
+            next_index: 0,
+        };
+        Ok((state, warmup, json))
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for StableKeypoints {
+    const NAME: &'static str = "GstStableKeypoints";
+    type Type = super::StableKeypoints;
+    type ParentType = gst_video::VideoFilter;
+}
+
+impl ObjectImpl for StableKeypoints {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Stable Diffusion model directory in diffusers layout (unet/ and vae/)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("tokens")
+                    .nick("Tokens")
+                    .blurb("Learned tokens file (safetensors); default: <model>/tokens.safetensors")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("Compute device: cpu, or cuda:N when built with the cuda feature")
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("input-size")
+                    .nick("Input size")
+                    .blurb("Side of the square model input in pixels (0 = from the tokens file)")
+                    .maximum(4096)
+                    .default_value(DEFAULT_INPUT_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("crop-mode", CropModeProp::Letterbox)
+                    .nick("Crop mode")
+                    .blurb("How a non-square frame becomes the square model input")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("augmentations")
+                    .nick("Augmentations")
+                    .blurb("Test-time augmentation passes per inference (1 = none)")
+                    .minimum(1)
+                    .maximum(64)
+                    .default_value(DEFAULT_AUGMENTATIONS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("seed")
+                    .nick("Seed")
+                    .blurb("Seed of the diffusion noise and of the augmentation warps")
+                    .default_value(DEFAULT_SEED)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("noise")
+                    .nick("Noise")
+                    .blurb("Add seeded diffusion noise at the timestep (as the paper); off = deterministic per frame")
+                    .default_value(DEFAULT_NOISE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("inference-interval")
+                    .nick("Inference interval")
+                    .blurb("Run inference on every N-th frame (1 = every frame); see gap-policy")
+                    .minimum(1)
+                    .default_value(DEFAULT_INFERENCE_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("gap-policy", GapPolicyProp::HoldLast)
+                    .nick("Gap policy")
+                    .blurb("Keypoints of frames without inference")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("keypoint-threshold")
+                    .nick("Keypoint threshold")
+                    .blurb("Keypoints with a lower confidence are kept but marked not visible")
+                    .minimum(0.0)
+                    .default_value(DEFAULT_KEYPOINT_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("smoothing", SmoothingProp::None)
+                    .nick("Smoothing")
+                    .blurb("Temporal smoothing of keypoint positions")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("min-cutoff")
+                    .nick("Min cut-off")
+                    .blurb("One-Euro minimum cut-off frequency in Hz (lower = smoother, more lag)")
+                    .minimum(1e-6)
+                    .default_value(DEFAULT_MIN_CUTOFF)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("beta")
+                    .nick("Beta")
+                    .blurb("One-Euro speed coefficient (higher = less lag on fast motion)")
+                    .minimum(0.0)
+                    .default_value(DEFAULT_BETA)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("d-cutoff")
+                    .nick("Derivative cut-off")
+                    .blurb("One-Euro cut-off frequency of the speed estimate in Hz")
+                    .minimum(1e-6)
+                    .default_value(DEFAULT_D_CUTOFF)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("draw")
+                    .nick("Draw")
+                    .blurb("Draw the visible keypoints into the frames")
+                    .default_value(DEFAULT_DRAW)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("draw-ids")
+                    .nick("Draw ids")
+                    .blurb("Draw each keypoint's id beside it (with draw=true)")
+                    .default_value(DEFAULT_DRAW_IDS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("radius")
+                    .nick("Radius")
+                    .blurb("Radius of the drawn keypoints in pixels")
+                    .maximum(1024)
+                    .default_value(DEFAULT_RADIUS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("post-messages")
+                    .nick("Post messages")
+                    .blurb("Post a `stablekeypoints` element message per frame on the bus")
+                    .default_value(DEFAULT_POST_MESSAGES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("json-location")
+                    .nick("JSON location")
+                    .blurb("Write one JSON record per frame to this file (JSON lines)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("frames-processed, frames-inferred, frames-skipped (late), mean/last-inference-ms, warmup-ms")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let name = pspec.name();
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY) && self.started() {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "`{}` can only be changed in the NULL or READY state",
+                name
+            );
+            return;
+        }
+        let path = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        };
+        let mut s = lock(&self.settings);
+        match name {
+            "model" => s.model = path(value),
+            "tokens" => s.tokens = path(value),
+            "device" => {
+                s.device = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
+            }
+            "input-size" => s.input_size = value.get().expect("type checked upstream"),
+            "crop-mode" => s.crop_mode = value.get().expect("type checked upstream"),
+            "augmentations" => s.augmentations = value.get().expect("type checked upstream"),
+            "seed" => s.seed = value.get().expect("type checked upstream"),
+            "noise" => s.noise = value.get().expect("type checked upstream"),
+            "inference-interval" => {
+                s.inference_interval = value.get().expect("type checked upstream")
+            }
+            "gap-policy" => s.gap_policy = value.get().expect("type checked upstream"),
+            "keypoint-threshold" => {
+                s.keypoint_threshold = value.get().expect("type checked upstream")
+            }
+            "smoothing" => s.smoothing = value.get().expect("type checked upstream"),
+            "min-cutoff" => s.min_cutoff = value.get().expect("type checked upstream"),
+            "beta" => s.beta = value.get().expect("type checked upstream"),
+            "d-cutoff" => s.d_cutoff = value.get().expect("type checked upstream"),
+            "draw" => s.draw = value.get().expect("type checked upstream"),
+            "draw-ids" => s.draw_ids = value.get().expect("type checked upstream"),
+            "radius" => s.radius = value.get().expect("type checked upstream"),
+            "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
+            "json-location" => s.json_location = path(value),
+            _ => unimplemented!(),
+        }
+        gst::debug!(CAT, imp = self, "set `{}`", name);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats_structure().to_value();
+        }
+        let s = lock(&self.settings);
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).to_value();
+        match pspec.name() {
+            "model" => path(&s.model),
+            "tokens" => path(&s.tokens),
+            "device" => s.device.to_value(),
+            "input-size" => s.input_size.to_value(),
+            "crop-mode" => s.crop_mode.to_value(),
+            "augmentations" => s.augmentations.to_value(),
+            "seed" => s.seed.to_value(),
+            "noise" => s.noise.to_value(),
+            "inference-interval" => s.inference_interval.to_value(),
+            "gap-policy" => s.gap_policy.to_value(),
+            "keypoint-threshold" => s.keypoint_threshold.to_value(),
+            "smoothing" => s.smoothing.to_value(),
+            "min-cutoff" => s.min_cutoff.to_value(),
+            "beta" => s.beta.to_value(),
+            "d-cutoff" => s.d_cutoff.to_value(),
+            "draw" => s.draw.to_value(),
+            "draw-ids" => s.draw_ids.to_value(),
+            "radius" => s.radius.to_value(),
+            "post-messages" => s.post_messages.to_value(),
+            "json-location" => path(&s.json_location),
+            _ => unimplemented!(),
+        }
+    }
+}
+
+impl GstObjectImpl for StableKeypoints {}
+
+impl ElementImpl for StableKeypoints {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "StableKeypoints detector",
+                "Filter/Analyzer/Video",
+                "Detects unsupervised keypoints (StableKeypoints, Stable Diffusion attention) and \
+                 attaches them as region-of-interest metadata; optional overlay, bus messages and JSON lines",
+                "stablekeypoints developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(FORMATS)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for StableKeypoints {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let s = lock(&self.settings).clone();
+        let (state, warmup, json) = self.open(&s)?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "loaded {} ({} keypoints, input {}), one frame takes {:?}",
+            state.model_name,
+            state.num_keypoints,
+            state.detector.as_ref().map_or(0, |d| d.input_size()),
+            warmup
+        );
+        *lock(&self.stats) = Stats {
+            warmup,
+            ..Default::default()
+        };
+        *lock(&self.json) = json;
+        *lock(&self.earliest) = None;
+        *lock(&self.state) = Some(state);
+        *lock(&self.reported_latency) = gst::ClockTime::ZERO;
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = None;
+        self.flush_json();
+        *lock(&self.json) = None;
+        Ok(())
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        let is_latency = matches!(query.view(), gst::QueryView::Latency(_));
+        if direction != gst::PadDirection::Src || !is_latency {
+            return BaseTransformImplExt::parent_query(self, direction, query);
+        }
+        if !BaseTransformImplExt::parent_query(self, direction, query) {
+            return false;
+        }
+        let ours = self.own_latency();
+        *lock(&self.reported_latency) = ours;
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let (live, min, max) = q.result();
+            gst::debug!(CAT, imp = self, "adding {} of latency", ours);
+            q.set(live, min + ours, max.map(|m| m + ours));
+        }
+        true
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Qos(q) = event.view() {
+            let (_, _, diff, timestamp) = q.get();
+            *lock(&self.earliest) = timestamp.map(|ts| {
+                if diff >= 0 {
+                    ts + gst::ClockTime::from_nseconds(diff as u64)
+                } else {
+                    ts.saturating_sub(gst::ClockTime::from_nseconds(diff.unsigned_abs()))
+                }
+            });
+        }
+        self.parent_src_event(event)
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::FlushStop(_) => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.held.clear();
+                    state.ready.clear();
+                    state.queued = None;
+                    state.smoother.reset();
+                }
+                *lock(&self.earliest) = None;
+            }
+            gst::EventView::Eos(_) => {
+                self.drain_held();
+                self.flush_json();
+            }
+            _ if event.is_serialized() => self.drain_held(),
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn submit_input_buffer(
+        &self,
+        _is_discont: bool,
+        inbuf: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let late = self.is_late(&inbuf);
+        let mut st = lock(&self.state);
+        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+        state.queued = Some((inbuf, late));
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
+        let queued = {
+            let mut st = lock(&self.state);
+            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            if let Some(buf) = state.ready.pop_front() {
+                return Ok(GenerateOutputSuccess::Buffer(buf));
+            }
+            state.queued.take()
+        };
+        let Some((buffer, late)) = queued else {
+            return Ok(GenerateOutputSuccess::NoOutput);
+        };
+        // Settings are copied once per frame; property changes apply from the next frame.
+        let s = lock(&self.settings).clone();
+        let mut done = VecDeque::new();
+        for out in self.process(buffer, late, &s)? {
+            done.push_back(self.finish(out, &s)?);
+        }
+        let first = done.pop_front();
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.ready.extend(done);
+        }
+        Ok(first.map_or(
+            GenerateOutputSuccess::NoOutput,
+            GenerateOutputSuccess::Buffer,
+        ))
+    }
+}
+
+impl VideoFilterImpl for StableKeypoints {
+    fn set_info(
+        &self,
+        incaps: &gst::Caps,
+        in_info: &gst_video::VideoInfo,
+        outcaps: &gst::Caps,
+        out_info: &gst_video::VideoInfo,
+    ) -> Result<(), gst::LoggableError> {
+        if pixel_format(in_info.format()).is_none() {
+            return Err(gst::loggable_error!(
+                CAT,
+                "unsupported format {}",
+                in_info.format()
+            ));
+        }
+        let mut st = lock(&self.state);
+        let state = st
+            .as_mut()
+            .ok_or_else(|| gst::loggable_error!(CAT, "caps set before start"))?;
+        gst::debug!(CAT, imp = self, "configured for {:?}", incaps);
+        state.info = Some(in_info.clone());
+        drop(st);
+        self.parent_set_info(incaps, in_info, outcaps, out_info)
+    }
+}

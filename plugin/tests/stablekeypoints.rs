@@ -1,0 +1,745 @@
+//! Element tests on a tiny generated model: Harness for buffer-exact checks, real pipelines
+//! (including the literal `filesrc ! decodebin ! stablekeypoints ! fakesink`) for the rest.
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+use gststablekeypoints::meta::{FrameKeypoints, ROI_TYPE};
+use stablekeypoints::frame::YuvMatrix;
+use stablekeypoints::model::init::{init_model, TinyArch};
+use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Model, PixelFormat, Tokens};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+
+const NUM_KEYPOINTS: usize = 6;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gststablekeypoints::plugin_register_static().expect("register plugin");
+    });
+}
+
+/// Scratch directory of this test process (under cargo's target/tmp).
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("plugin-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// The tiny model directory (with tokens.safetensors), generated once.
+fn model_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = scratch().join("model");
+        init_model(&d, TinyArch::TinySd1, 7, 24, NUM_KEYPOINTS).expect("init tiny model");
+        d
+    })
+}
+
+fn tokens_path() -> PathBuf {
+    model_dir().join("tokens.safetensors")
+}
+
+fn props() -> String {
+    format!(
+        "model={} tokens={}",
+        model_dir().display(),
+        tokens_path().display()
+    )
+}
+
+/// A fresh core detector with the element's default options.
+fn core_detector(crop: CropMode) -> Detector {
+    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
+    let model = MODEL.get_or_init(|| {
+        Arc::new(
+            Model::load(
+                model_dir(),
+                &candle_core::Device::Cpu,
+                candle_core::DType::F32,
+            )
+            .unwrap(),
+        )
+    });
+    let tokens = Tokens::load(&tokens_path()).unwrap();
+    Detector::new(
+        model.clone(),
+        &tokens,
+        DetectOptions {
+            crop,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn video_info(format: gst_video::VideoFormat, w: u32, h: u32) -> gst_video::VideoInfo {
+    gst_video::VideoInfo::builder(format, w, h)
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .unwrap()
+}
+
+/// A frame buffer with random content and timestamps of frame `i` at 25 fps.
+fn frame_buffer(info: &gst_video::VideoInfo, i: u64) -> gst::Buffer {
+    let mut buf = gst::Buffer::from_mut_slice(noise_bytes(info.size(), i + 1));
+    {
+        let b = buf.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(40 * i));
+        b.set_duration(gst::ClockTime::from_mseconds(40));
+    }
+    buf
+}
+
+fn core_format(f: gst_video::VideoFormat) -> PixelFormat {
+    match f {
+        gst_video::VideoFormat::Rgb => PixelFormat::Rgb,
+        gst_video::VideoFormat::Bgrx => PixelFormat::Bgrx,
+        gst_video::VideoFormat::Rgba => PixelFormat::Rgba,
+        gst_video::VideoFormat::I420 => PixelFormat::I420,
+        gst_video::VideoFormat::Nv12 => PixelFormat::Nv12,
+        other => panic!("no core format for {other:?}"),
+    }
+}
+
+/// Runs the core detector on a mapped buffer exactly as the element sees it.
+fn core_detect(
+    det: &mut Detector,
+    buf: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> stablekeypoints::Detection {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
+    let p = frame.planes_data();
+    let s = frame.plane_stride();
+    let st = |i: usize| s.get(i).map_or(0, |&v| v as usize);
+    let mut f = FrameRef::new(
+        core_format(info.format()),
+        info.width() as usize,
+        info.height() as usize,
+        [(p[0], st(0)), (p[1], st(1)), (p[2], st(2))],
+    )
+    .unwrap();
+    let c = info.colorimetry();
+    f.matrix = if c.matrix() == gst_video::VideoColorMatrix::Bt709 {
+        YuvMatrix::Bt709
+    } else {
+        YuvMatrix::Bt601
+    };
+    f.full_range = c.range() == gst_video::VideoColorRange::Range0_255;
+    det.detect_frame(&f).unwrap()
+}
+
+fn read_meta(buf: &gst::BufferRef) -> FrameKeypoints {
+    FrameKeypoints::from_buffer(buf)
+        .expect("buffer carries keypoint metadata")
+        .expect("metadata is well formed")
+}
+
+fn assert_matches_core(meta: &FrameKeypoints, det: &stablekeypoints::Detection) {
+    assert_eq!(meta.keypoints.len(), det.keypoints.len());
+    for (m, k) in meta.keypoints.iter().zip(&det.keypoints) {
+        assert_eq!(m.id as usize, k.id);
+        assert!(
+            (m.x - k.x).abs() < 1e-6 && (m.y - k.y).abs() < 1e-6,
+            "{m:?} vs {k:?}"
+        );
+        assert!(
+            (m.confidence - k.score).abs() <= 1e-6 * k.score.abs().max(1.0),
+            "{m:?} vs {k:?}"
+        );
+    }
+}
+
+fn harness(
+    extra: &str,
+    format: gst_video::VideoFormat,
+    w: u32,
+    h: u32,
+) -> (gst_check::Harness, gst_video::VideoInfo) {
+    init();
+    let element = gst::ElementFactory::make("stablekeypoints")
+        .property("model", model_dir().to_str().unwrap())
+        .property("tokens", tokens_path().to_str().unwrap())
+        .build()
+        .unwrap();
+    for kv in extra.split_whitespace() {
+        let (k, v) = kv.split_once('=').unwrap();
+        element.set_property_from_str(k, v);
+    }
+    let mut hn = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
+    let info = video_info(format, w, h);
+    hn.set_src_caps(info.to_caps().unwrap());
+    (hn, info)
+}
+
+/// Runs a gst-launch style pipeline to EOS, returning its bus messages or the error text.
+fn run_pipeline(
+    desc: &str,
+    probe_sink: Option<&str>,
+) -> Result<(Vec<gst::Message>, Vec<gst::Buffer>), String> {
+    init();
+    let pipeline = gst::parse::launch(desc).map_err(|e| e.to_string())?;
+    let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+    let buffers = Arc::new(Mutex::new(Vec::new()));
+    if let Some(name) = probe_sink {
+        let sink = pipeline.by_name(name).expect("named sink");
+        let pad = sink.static_pad("sink").unwrap();
+        let store = buffers.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(b) = info.buffer() {
+                store.lock().unwrap().push(b.copy());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let bus = pipeline.bus().unwrap();
+    let res = pipeline.set_state(gst::State::Playing);
+    let mut msgs = Vec::new();
+    // A failed state change still posts its error message: read it either way.
+    let mut outcome = res
+        .map(|_| ())
+        .map_err(|_| "state change failed".to_string());
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => {
+                msgs.push(msg);
+                break;
+            }
+            gst::MessageView::Error(e) => {
+                outcome = Err(format!("{}\n{:?}", e.error(), e.debug()));
+                break;
+            }
+            _ => msgs.push(msg),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    outcome?;
+    if !msgs
+        .iter()
+        .any(|m| matches!(m.view(), gst::MessageView::Eos(_)))
+    {
+        return Err("no EOS within 120 s".into());
+    }
+    let bufs = std::mem::take(&mut *buffers.lock().unwrap());
+    Ok((msgs, bufs))
+}
+
+/// An encoded clip (MJPEG in AVI: only -base and -good plugins) of `n` frames.
+fn encoded_clip(name: &str, w: u32, h: u32, n: u32) -> PathBuf {
+    let path = scratch().join(name);
+    run_pipeline(
+        &format!(
+            "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,width={w},height={h},framerate=10/1 \
+             ! jpegenc ! avimux ! filesink location={}",
+            path.display()
+        ),
+        None,
+    )
+    .expect("encode test clip");
+    path
+}
+
+#[test]
+fn gst_inspect_lists_the_element_and_its_properties() {
+    // The cdylib is built with the rlib this test links, next to the test binary's deps.
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let name = "libgststablekeypoints.so";
+    let so = [deps.join(name), deps.parent().unwrap().join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found next to {}", exe.display()));
+    // Only our plugin in the path: the deps folder holds unrelated shared objects.
+    let dir = scratch().join("plugin-path");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&so, &link).unwrap();
+    let out = std::process::Command::new("gst-inspect-1.0")
+        .arg("stablekeypoints")
+        .env("GST_PLUGIN_PATH", &dir)
+        .env("GST_REGISTRY", scratch().join("registry.bin"))
+        .output()
+        .expect("run gst-inspect-1.0 (gstreamer1.0-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "gst-inspect failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Filter/Analyzer/Video"), "{text}");
+    // Property lines read `  name   : blurb`.
+    let listed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+        .collect();
+    for p in [
+        "model",
+        "tokens",
+        "device",
+        "input-size",
+        "crop-mode",
+        "augmentations",
+        "seed",
+        "noise",
+        "inference-interval",
+        "gap-policy",
+        "keypoint-threshold",
+        "smoothing",
+        "min-cutoff",
+        "beta",
+        "d-cutoff",
+        "draw",
+        "draw-ids",
+        "radius",
+        "post-messages",
+        "json-location",
+        "stats",
+    ] {
+        assert!(listed.contains(&p), "property {p} missing:\n{text}");
+    }
+    for f in ["I420", "NV12", "RGB", "BGRx"] {
+        assert!(text.contains(f), "{f} missing from the caps");
+    }
+}
+
+#[test]
+fn decodebin_pipeline_runs_to_eos_with_metadata_matching_the_core() {
+    let (w, h, n) = (160u32, 96u32, 6usize);
+    let clip = encoded_clip("clip.avi", w, h, n as u32);
+    let mut per_mode = Vec::new();
+    for (mode, crop) in [
+        ("letterbox", CropMode::Letterbox),
+        ("center-crop", CropMode::CenterCrop),
+    ] {
+        let desc = format!(
+            "filesrc location={} ! decodebin ! stablekeypoints {} crop-mode={mode} ! fakesink name=sink",
+            clip.display(),
+            props()
+        );
+        let (_, bufs) = run_pipeline(&desc, Some("sink")).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(bufs.len(), n, "{mode}: every frame reaches the sink");
+        // The decoder's caps, to run the core on the very same bytes.
+        let caps = gst::parse::launch(&format!(
+            "filesrc location={} ! decodebin ! fakesink name=sink",
+            clip.display()
+        ))
+        .ok()
+        .and_then(|p| {
+            let p = p.downcast::<gst::Pipeline>().ok()?;
+            p.set_state(gst::State::Paused).ok()?;
+            let _ = p.state(gst::ClockTime::from_seconds(30));
+            let caps = p.by_name("sink")?.static_pad("sink")?.current_caps();
+            p.set_state(gst::State::Null).ok()?;
+            caps
+        })
+        .expect("decoded caps");
+        let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+        let mut det = core_detector(crop);
+        let mut first = None;
+        for (i, b) in bufs.iter().enumerate() {
+            let meta = read_meta(b);
+            assert_eq!((meta.source_width, meta.source_height), (w, h));
+            assert_eq!(meta.keypoints.len(), NUM_KEYPOINTS);
+            assert_eq!(
+                meta.semantic_tag,
+                format!("stablekeypoints-{NUM_KEYPOINTS}-kp")
+            );
+            assert!(!meta.inferred);
+            for k in &meta.keypoints {
+                assert!(
+                    (0.0..=1.0).contains(&k.x) && (0.0..=1.0).contains(&k.y),
+                    "{mode}: {k:?}"
+                );
+            }
+            let (rx, ry, rw, rh) = meta.rect;
+            assert!(
+                rw > 0 && rh > 0 && rx + rw <= w && ry + rh <= h,
+                "{mode}: rect {:?}",
+                meta.rect
+            );
+            assert_matches_core(&meta, &core_detect(&mut det, b, &info));
+            if i == 0 {
+                first = Some(meta.keypoints.clone());
+            }
+        }
+        per_mode.push(first.unwrap());
+    }
+    assert_ne!(per_mode[0], per_mode[1], "crop-mode has no effect");
+}
+
+#[test]
+fn harness_metadata_equals_core_detection_rgb_i420_nv12() {
+    use gst_video::VideoFormat as F;
+    for (format, w, h) in [
+        (F::Rgb, 96, 64),
+        (F::I420, 70, 90),
+        (F::Nv12, 64, 48),
+        (F::Bgrx, 80, 80),
+    ] {
+        let (mut hn, info) = harness("", format, w, h);
+        let mut det = core_detector(CropMode::Letterbox);
+        for i in 0..3 {
+            let input = frame_buffer(&info, i);
+            let expected = core_detect(&mut det, &input, &info);
+            hn.push(input).unwrap();
+            let out = hn.pull().unwrap();
+            let meta = read_meta(&out);
+            assert_eq!((meta.source_width, meta.source_height), (w, h));
+            assert_matches_core(&meta, &expected);
+        }
+    }
+}
+
+/// Pixels (x, y) whose bytes differ between two frames, per plane with its subsampling.
+fn changed_pixels(
+    a: &gst::BufferRef,
+    b: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Vec<(usize, f32, f32)> {
+    let fa = gst_video::VideoFrameRef::from_buffer_ref_readable(a, info).unwrap();
+    let fb = gst_video::VideoFrameRef::from_buffer_ref_readable(b, info).unwrap();
+    let mut out = Vec::new();
+    for plane in 0..fa.n_planes() {
+        let stride = fa.plane_stride()[plane as usize] as usize;
+        let (pa, pb) = (fa.plane_data(plane).unwrap(), fb.plane_data(plane).unwrap());
+        let (sub, bpp) = match (info.format(), plane) {
+            (gst_video::VideoFormat::I420, 0) | (gst_video::VideoFormat::Nv12, 0) => (1, 1),
+            (gst_video::VideoFormat::I420, _) => (2, 1),
+            (gst_video::VideoFormat::Nv12, _) => (2, 2),
+            _ => (1, info.format_info().pixel_stride()[0] as usize),
+        };
+        let rows = fa.plane_height(plane) as usize;
+        let cols = (info.width() as usize).div_ceil(sub);
+        for y in 0..rows {
+            for x in 0..cols {
+                let p = y * stride + x * bpp;
+                if pa[p..p + bpp] != pb[p..p + bpp] {
+                    // Centre of the (sub-sampled) sample in frame pixels.
+                    out.push((
+                        plane as usize,
+                        ((x * sub) as f32 + sub as f32 / 2.0),
+                        (y * sub) as f32 + sub as f32 / 2.0,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn draw_changes_pixels_only_near_keypoints() {
+    use gst_video::VideoFormat as F;
+    let radius = 3.0f32;
+    for format in [F::Rgb, F::I420, F::Nv12, F::Rgba] {
+        let (mut hn, info) = harness("draw=true radius=3", format, 90, 60);
+        let input = frame_buffer(&info, 0);
+        let reference = input.copy_deep().unwrap();
+        hn.push(input).unwrap();
+        let out = hn.pull().unwrap();
+        let meta = read_meta(&out);
+        let pts: Vec<(f32, f32)> = meta.keypoints.iter().map(|k| k.pixel(90, 60)).collect();
+        let changed = changed_pixels(&reference, &out, &info);
+        assert!(!changed.is_empty(), "{format:?}: nothing drawn");
+        for (plane, x, y) in &changed {
+            // Chroma samples cover 2x2 pixels: allow their half-diagonal.
+            let slack = if *plane == 0 { 1.0 } else { 2.5 };
+            let near = pts
+                .iter()
+                .any(|(px, py)| ((x - px).powi(2) + (y - py).powi(2)).sqrt() <= radius + slack);
+            assert!(
+                near,
+                "{format:?}: plane {plane} changed at ({x}, {y}), far from {pts:?}"
+            );
+        }
+        // Every keypoint got its dot: the first plane changed within the radius.
+        for (px, py) in &pts {
+            assert!(
+                changed.iter().any(|(p, x, y)| *p == 0
+                    && (x - px).abs() <= radius + 1.0
+                    && (y - py).abs() <= radius + 1.0),
+                "{format:?}: no dot at ({px}, {py})"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_draw_output_bytes_equal_input_bytes() {
+    use gst_video::VideoFormat as F;
+    for format in [F::Rgb, F::I420, F::Nv12, F::Bgrx] {
+        let (mut hn, info) = harness("", format, 50, 30);
+        for i in 0..2 {
+            let input = frame_buffer(&info, i);
+            let reference = input.copy_deep().unwrap();
+            hn.push(input).unwrap();
+            let out = hn.pull().unwrap();
+            assert!(FrameKeypoints::from_buffer(&out).is_some());
+            let (a, b) = (
+                reference.map_readable().unwrap(),
+                out.map_readable().unwrap(),
+            );
+            assert!(
+                a.as_slice() == b.as_slice(),
+                "{format:?}: bytes changed with draw=false"
+            );
+            assert_eq!(out.pts(), reference.pts());
+        }
+    }
+}
+
+#[test]
+fn messages_and_json_lines_one_per_frame() {
+    let n = 5;
+    let json = scratch().join("keypoints.jsonl");
+    let desc = format!(
+        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
+         ! stablekeypoints {} post-messages=true json-location={} ! fakesink name=sink",
+        props(),
+        json.display()
+    );
+    let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
+    let ours: Vec<&gst::StructureRef> = msgs
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ours.len(), n, "one message per frame");
+    let mut last_ts = None;
+    for (s, b) in ours.iter().zip(&bufs) {
+        let ts = s.get::<u64>("timestamp").unwrap();
+        assert_eq!(Some(ts), b.pts().map(|t| t.nseconds()));
+        assert!(last_ts.is_none_or(|l| ts > l), "timestamps increase");
+        last_ts = Some(ts);
+        for f in ["stream-time", "running-time", "duration"] {
+            assert!(s.get::<u64>(f).unwrap() != u64::MAX, "{f} set");
+        }
+        let list = s.get::<gst::List>("keypoints").unwrap();
+        assert_eq!(list.len(), NUM_KEYPOINTS);
+        let meta = read_meta(b);
+        for (v, k) in list.iter().zip(&meta.keypoints) {
+            let kp = v.get::<gst::Structure>().unwrap();
+            assert_eq!(kp.get::<u32>("id").unwrap(), k.id);
+            assert_eq!(kp.get::<f32>("nx").unwrap(), k.x);
+            assert!((kp.get::<f32>("x").unwrap() - k.x * 64.0).abs() < 1e-3);
+        }
+    }
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.ends_with('\n'));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), n, "one JSON line per frame");
+    let mut last_pts = -1i64;
+    for (rec, b) in lines.iter().zip(&bufs) {
+        let pts = rec["pts"].as_i64().unwrap();
+        assert!(pts > last_pts, "pts increase");
+        last_pts = pts;
+        assert!(rec["stream_time"].is_u64());
+        assert_eq!(
+            (rec["width"].as_u64(), rec["height"].as_u64()),
+            (Some(64), Some(48))
+        );
+        assert_eq!(rec["inferred"], false);
+        let kps = rec["keypoints"].as_array().unwrap();
+        let meta = read_meta(b);
+        assert_eq!(kps.len(), NUM_KEYPOINTS);
+        for (j, k) in kps.iter().zip(&meta.keypoints) {
+            assert_eq!(j["id"].as_u64(), Some(k.id as u64));
+            assert!((j["nx"].as_f64().unwrap() - k.x as f64).abs() < 1e-6);
+            assert!((j["x"].as_f64().unwrap() - k.x as f64 * 64.0).abs() < 1e-3);
+            assert!((j["y"].as_f64().unwrap() - k.y as f64 * 48.0).abs() < 1e-3);
+            assert!(j["confidence"].is_f64() && j["visible"].is_boolean());
+        }
+    }
+}
+
+#[test]
+fn missing_model_or_tokens_fails_the_state_change_naming_the_path() {
+    init();
+    for (what, prop) in [
+        ("model", "model=/nonexistent/skp-model".to_string()),
+        (
+            "tokens",
+            format!(
+                "model={} tokens=/nonexistent/skp-tokens.safetensors",
+                model_dir().display()
+            ),
+        ),
+    ] {
+        let desc = format!("videotestsrc num-buffers=2 ! stablekeypoints {prop} ! fakesink");
+        let err = run_pipeline(&desc, None).expect_err("pipeline must fail");
+        let path = if what == "model" {
+            "/nonexistent/skp-model"
+        } else {
+            "/nonexistent/skp-tokens.safetensors"
+        };
+        // The message itself (first line), not only the debug details, names the path.
+        let message = err.lines().next().unwrap_or_default();
+        assert!(
+            message.contains(path),
+            "{what}: error does not name {path}: {err}"
+        );
+    }
+    // No model at all: a clear message too.
+    let err = run_pipeline(
+        "videotestsrc num-buffers=1 ! stablekeypoints ! fakesink",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.lines().next().unwrap_or_default().contains("`model`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inference_interval_with_gap_policies() {
+    use gst_video::VideoFormat as F;
+    let frames = |extra: &str, n: u64| {
+        let (mut hn, info) = harness(extra, F::Rgb, 48, 48);
+        let mut outs = Vec::new();
+        for i in 0..n {
+            hn.push(frame_buffer(&info, i)).unwrap();
+            while let Some(b) = hn.try_pull() {
+                outs.push(b);
+            }
+        }
+        hn.push_event(gst::event::Eos::new());
+        while let Some(b) = hn.try_pull() {
+            outs.push(b);
+        }
+        outs
+    };
+    // hold-last: frames 1, 2 repeat frame 0, marked inferred; frame 3 is inferred anew.
+    let outs = frames("inference-interval=3 gap-policy=hold-last", 4);
+    assert_eq!(outs.len(), 4);
+    let m: Vec<FrameKeypoints> = outs.iter().map(|b| read_meta(b)).collect();
+    assert_eq!(
+        m.iter().map(|f| f.inferred).collect::<Vec<_>>(),
+        [false, true, true, false]
+    );
+    assert_eq!(m[1].keypoints, m[0].keypoints);
+    assert_eq!(m[2].keypoints, m[0].keypoints);
+    // none: no metadata on frames without inference.
+    let outs = frames("inference-interval=3 gap-policy=none", 4);
+    let has: Vec<bool> = outs
+        .iter()
+        .map(|b| FrameKeypoints::from_buffer(b).is_some())
+        .collect();
+    assert_eq!(has, [true, false, false, true]);
+    // interpolate: frames 1, 2 lie on the line from frame 0 to frame 3, in order; the
+    // frame held at EOS (4) gets frame 3's keypoints.
+    let outs = frames("inference-interval=3 gap-policy=interpolate", 5);
+    assert_eq!(outs.len(), 5);
+    let pts: Vec<_> = outs.iter().map(|b| b.pts().unwrap()).collect();
+    assert!(pts.windows(2).all(|w| w[0] < w[1]), "order kept: {pts:?}");
+    let m: Vec<FrameKeypoints> = outs.iter().map(|b| read_meta(b)).collect();
+    for (i, t) in [(1, 1.0 / 3.0), (2, 2.0 / 3.0)] {
+        assert!(m[i].inferred);
+        for j in 0..NUM_KEYPOINTS {
+            let (a, b, k) = (m[0].keypoints[j], m[3].keypoints[j], m[i].keypoints[j]);
+            assert!(
+                (k.x - (a.x + (b.x - a.x) * t)).abs() < 1e-5,
+                "frame {i} kp {j}"
+            );
+            assert!(
+                (k.y - (a.y + (b.y - a.y) * t)).abs() < 1e-5,
+                "frame {i} kp {j}"
+            );
+        }
+    }
+    assert!(m[4].inferred);
+    assert_eq!(m[4].keypoints, m[3].keypoints);
+}
+
+#[test]
+fn late_frames_skip_inference_and_reuse_keypoints() {
+    use gst_video::VideoFormat as F;
+    let (mut hn, info) = harness("", F::Rgb, 48, 48);
+    hn.push(frame_buffer(&info, 0)).unwrap();
+    let first = read_meta(&hn.pull().unwrap());
+    // Downstream says everything before 1 s (running time) is late.
+    assert!(hn.push_upstream_event(gst::event::Qos::new(
+        gst::QOSType::Throttle,
+        0.5,
+        500_000_000,
+        gst::ClockTime::from_mseconds(500),
+    )));
+    hn.push(frame_buffer(&info, 1)).unwrap();
+    let late = read_meta(&hn.pull().unwrap());
+    assert!(late.inferred);
+    assert_eq!(late.keypoints, first.keypoints);
+    let element = hn.element().unwrap();
+    let stats = element.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("frames-processed").unwrap(), 2);
+    assert_eq!(stats.get::<u64>("frames-skipped").unwrap(), 1);
+    assert_eq!(stats.get::<u64>("frames-inferred").unwrap(), 1);
+    assert!(stats.get::<f64>("mean-inference-ms").unwrap() > 0.0);
+    // A frame past the late horizon is inferred again.
+    let mut b = frame_buffer(&info, 30);
+    b.get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_seconds(2));
+    hn.push(b).unwrap();
+    assert!(!read_meta(&hn.pull().unwrap()).inferred);
+}
+
+#[test]
+fn latency_query_includes_the_inference_time() {
+    use gst_video::VideoFormat as F;
+    let (mut hn, info) = harness("", F::Rgb, 32, 32);
+    hn.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+    hn.push(frame_buffer(&info, 0)).unwrap();
+    let _ = hn.pull().unwrap();
+    let latency = hn.query_latency().expect("latency answered");
+    let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+    let per_frame = stats
+        .get::<f64>("mean-inference-ms")
+        .unwrap()
+        .max(stats.get::<f64>("warmup-ms").unwrap());
+    let ours = latency.nseconds() as f64 / 1e6 - 10.0;
+    assert!(
+        ours > 0.0 && (ours - per_frame).abs() < 1e-3,
+        "latency {latency} vs {per_frame} ms"
+    );
+}
+
+#[test]
+fn model_properties_are_fixed_while_running() {
+    use gst_video::VideoFormat as F;
+    let (hn, _) = harness("", F::Rgb, 32, 32);
+    let element = hn.element().unwrap();
+    let before = element.property::<Option<String>>("model");
+    element.set_property("model", "/elsewhere");
+    assert_eq!(element.property::<Option<String>>("model"), before);
+    // Post-processing knobs change in PLAYING.
+    element.set_property("draw", true);
+    assert!(element.property::<bool>("draw"));
+    let _ = ROI_TYPE;
+}
