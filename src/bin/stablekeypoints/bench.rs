@@ -132,7 +132,8 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         let start = Instant::now();
         let (input, _) = to_model_input(&frame, size, CropMode::Letterbox);
-        let image = Tensor::from_vec(input, (1, 3, size, size), &device)?.repeat((batch, 1, 1, 1))?;
+        let image =
+            Tensor::from_vec(input, (1, 3, size, size), &device)?.repeat((batch, 1, 1, 1))?;
         device.synchronize()?;
         let pre = ms(start);
         let t = Instant::now();
@@ -195,7 +196,11 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         let m = median_ms(v);
         println!("{name:>14}: {m:10.1} ms  ({:5.1}%)", 100.0 * m / total);
     }
-    println!("{:>14}: {:10.2}  (batch {batch})", "frames/s", batch as f64 * 1e3 / total);
+    println!(
+        "{:>14}: {:10.2}  (batch {batch})",
+        "frames/s",
+        batch as f64 * 1e3 / total
+    );
     if let Some(r) = peak_rss_mib() {
         println!("{:>14}: {r:10.0} MiB", "peak RSS");
     }
