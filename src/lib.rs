@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod tokens;
 pub mod track;
+pub mod train;
 pub mod util;
 
 pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};

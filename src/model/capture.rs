@@ -111,7 +111,12 @@ impl MapRecorder {
             let kh = k.narrow(1, h, 1)?.squeeze(1)?.t()?.contiguous()?; // [1, d, N]
             let logits = (qh.broadcast_matmul(&kh)? * scale)?; // [B, s*s, N]
             if let Some(op) = self.fused_op(&logits, side)? {
-                let probs = logits.reshape((b, side, side, n))?.apply_op1_no_bwd(&op)?;
+                let l4 = logits.reshape((b, side, side, n))?;
+                let probs = if l4.track_op() {
+                    l4.apply_op1(crate::ops::softmax::UpsampledSoftmaxSelectGrad(op))?
+                } else {
+                    l4.apply_op1_no_bwd(&op)?
+                };
                 layer = Some(match layer {
                     Some(acc) => (acc + probs)?,
                     None => probs,
@@ -144,16 +149,11 @@ impl MapRecorder {
         Ok(self.complete())
     }
 
-    /// The fused CPU kernel applies for inference with a token selection.
+    /// The fused CPU kernel applies with a token selection (tracked logits get its
+    /// backward, `ops::softmax::UpsampledSoftmaxSelectGrad`).
     fn fused_op(&self, logits: &Tensor, side: usize) -> Result<Option<UpsampledSoftmaxSelect>> {
         let select = match &self.select {
-            Some(s)
-                if logits.device().is_cpu()
-                    && logits.dtype() == DType::F32
-                    && !logits.track_op() =>
-            {
-                s
-            }
+            Some(s) if logits.device().is_cpu() && logits.dtype() == DType::F32 => s,
             _ => return Ok(None),
         };
         let r = self.map_res;

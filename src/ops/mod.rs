@@ -6,4 +6,5 @@ pub mod norm;
 pub mod resample;
 pub mod rng;
 pub mod schedule;
+pub mod softmax;
 pub mod warp;

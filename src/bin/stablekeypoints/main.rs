@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod detect;
+mod train;
 
 use args::Args;
 use stablekeypoints::model::init::{init_model, TinyArch};
@@ -21,10 +22,18 @@ USAGE:
                          [--peak argmax|weighted] [--device cpu|cuda:N]
                          [--dump-maps OUT.safetensors] [--json] IMAGE...
   stablekeypoints bench --model DIR [--tokens FILE] [--size S] [--map-res R] [--runs N]
-                        [--device cpu|cuda:N]
+                        [--batch B] [--device cpu|cuda:N]
+  stablekeypoints bench --conv [--runs N]
+  stablekeypoints train --model DIR --input PATH --out TOKENS.safetensors [--steps 500]
+                        [--batch-size 4] [--lr 5e-3] [--num-tokens 500] [--num-keypoints 10]
+                        [--num-candidates 25] [--num-indices 100] [--size S] [--map-res 128]
+                        [--seed S] [--checkpoint-every 50] [--resume] [--flip] [--max-frames N]
+                        [--crop letterbox|center-crop] [--device cpu|cuda:N]
 
 detect prints one record per image; x, y are pixels of the original image, nx, ny the
 same normalised to [0, 1]. --dump-maps writes the first image's maps.
+train learns tokens from the png/jpg images under PATH (recursively; --max-frames N keeps N
+spread over the sorted list) and checkpoints to TOKENS.ckpt.safetensors next to the output.
 ";
 
 fn main() -> ExitCode {
@@ -69,8 +78,33 @@ fn run(mut args: Vec<String>) -> Result<(), Error> {
         )?),
         "bench" => bench::cmd_bench(Args::parse(
             args,
-            &[],
-            &["model", "tokens", "size", "map-res", "runs", "device"],
+            &["conv"],
+            &[
+                "model", "tokens", "size", "map-res", "runs", "batch", "device",
+            ],
+        )?),
+        "train" => train::cmd_train(Args::parse(
+            args,
+            &["resume", "flip"],
+            &[
+                "model",
+                "input",
+                "out",
+                "steps",
+                "batch-size",
+                "lr",
+                "num-tokens",
+                "num-keypoints",
+                "num-candidates",
+                "num-indices",
+                "size",
+                "map-res",
+                "seed",
+                "checkpoint-every",
+                "max-frames",
+                "crop",
+                "device",
+            ],
         )?),
         other => Err(Error::Invalid(format!(
             "unknown command {other:?}\n\n{USAGE}"
