@@ -252,6 +252,12 @@ impl Detector {
     pub fn peaks(&self, maps: &Tensor) -> Result<Vec<MapPeak>> {
         let (_, h, w) = maps.dims3()?;
         let v = maps.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "the model at {} produced non-finite attention maps (broken weights or input)",
+                self.model.dir.display()
+            )));
+        }
         Ok(v.chunks_exact(h * w)
             .map(|m| match self.opts.peak {
                 PeakMode::Argmax => argmax_peak(m, h, w),

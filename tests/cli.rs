@@ -343,3 +343,33 @@ fn missing_tensor_is_named() {
     assert_clean_error(&out, &["unet/diffusion_pytorch_model.safetensors", key]);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn non_finite_weights_are_an_error_not_garbage_keypoints() {
+    let d = tmpdir("nan");
+    copy_dir(&data("tiny-sd1/vae"), &d.join("vae"));
+    std::fs::create_dir_all(d.join("unet")).unwrap();
+    std::fs::copy(
+        data("tiny-sd1/unet/config.json"),
+        d.join("unet/config.json"),
+    )
+    .unwrap();
+    let mut t = candle_core::safetensors::load(
+        data("tiny-sd1/unet/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let key = "up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q.weight";
+    let nan = (t[key].ones_like().unwrap() * f64::NAN).unwrap();
+    t.insert(key.to_string(), nan);
+    candle_core::safetensors::save(&t, d.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let out = detect(
+        &d,
+        &data("tiny-sd1/tokens.safetensors"),
+        &["--json"],
+        &[&data("tiny-sd1/image.png")],
+    );
+    assert_clean_error(&out, &["non-finite"]);
+    assert!(out.stdout.is_empty(), "no keypoints printed");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -25,7 +25,9 @@ pub fn sparse_taps(dense: &[f32], out: usize, inp: usize) -> Vec<Vec<(usize, f32
 /// exp(x) for x <= 0 with ~2 ulp error; branch-free so the loops vectorise.
 #[inline(always)]
 pub(crate) fn exp_nonpos(x: f32) -> f32 {
-    let x = x.max(-87.0);
+    // A compare-select rather than f32::max so that NaN propagates instead of clamping.
+    #[allow(clippy::manual_clamp)]
+    let x = if x < -87.0 { -87.0 } else { x };
     // x = n ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2).
     let n = (x * std::f32::consts::LOG2_E + 12582912.0) - 12582912.0;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
@@ -153,6 +155,7 @@ mod tests {
         }
         assert!(worst < 5e-7, "worst relative error {worst}");
         assert_eq!(exp_nonpos(-1000.0), exp_nonpos(-87.0));
+        assert!(exp_nonpos(f32::NAN).is_nan());
     }
 
     #[test]
