@@ -5,6 +5,7 @@
 
 pub mod detect;
 pub mod error;
+pub mod eval;
 pub mod frame;
 pub mod keypoints;
 pub mod model;

@@ -3,7 +3,10 @@
 mod args;
 mod bench;
 mod detect;
+mod eval;
+mod process;
 mod train;
+mod video;
 
 use args::Args;
 use stablekeypoints::model::init::{init_model, TinyArch};
@@ -29,11 +32,28 @@ USAGE:
                         [--num-candidates 25] [--num-indices 100] [--size S] [--map-res 128]
                         [--seed S] [--checkpoint-every 50] [--resume] [--flip] [--max-frames N]
                         [--crop letterbox|center-crop] [--device cpu|cuda:N]
+  stablekeypoints eval --model DIR --tokens FILE --train LABELS.csv --test LABELS.csv
+                       --metric taichi|inter-ocular|visible|pck|orientation-invariant
+                       [--eyes 0,1] [--pck-px 6] [--flip-pairs L:R,...] [--augmentations N]
+                       [--seed S] [--no-noise] [--size S] [--map-res R]
+                       [--crop letterbox|center-crop] [--peak argmax|weighted]
+                       [--device cpu|cuda:N] [--json] [--save-regressor OUT.json]
+                       [--names FILE] [--skeleton FILE]
+  stablekeypoints process --model DIR --input VIDEO --out-dir DIR [--tokens FILE]
+                          [train flags] [--augmentations N] [--no-noise] [--draw-ids]
 
 detect prints one record per image; x, y are pixels of the original image, nx, ny the
 same normalised to [0, 1]. --dump-maps writes the first image's maps.
 train learns tokens from the png/jpg images under PATH (recursively; --max-frames N keeps N
-spread over the sorted list) and checkpoints to TOKENS.ckpt.safetensors next to the output.
+spread over the sorted list) or from a video file (decoded with gst-launch-1.0; --max-frames,
+default 300, frames sampled uniformly over the whole video) and checkpoints to
+TOKENS.ckpt.safetensors next to the output.
+eval fits the linear keypoints -> landmarks regressor on --train and reports --metric on
+--test; LABELS.csv lines are: image path (relative to the CSV), then x,y per landmark in
+pixels (empty or negative = not visible).
+process trains on VIDEO unless --tokens is given (DIR/tokens.safetensors), then runs every
+frame through the stablekeypoints GStreamer element (plugin next to this executable, or
+$SKP_PLUGIN_PATH) into DIR/keypoints.jsonl and DIR/annotated.mp4.
 ";
 
 fn main() -> ExitCode {
@@ -106,6 +126,43 @@ fn run(mut args: Vec<String>) -> Result<(), Error> {
                 "device",
             ],
         )?),
+        "eval" => eval::cmd_eval(Args::parse(
+            args,
+            &["no-noise", "json"],
+            &[
+                "model",
+                "tokens",
+                "train",
+                "test",
+                "metric",
+                "eyes",
+                "pck-px",
+                "flip-pairs",
+                "augmentations",
+                "seed",
+                "size",
+                "map-res",
+                "crop",
+                "peak",
+                "device",
+                "save-regressor",
+                "names",
+                "skeleton",
+            ],
+        )?),
+        "process" => {
+            let mut valued = vec!["model", "input", "out-dir", "tokens", "augmentations"];
+            valued.extend(
+                process::TRAIN_FLAGS
+                    .iter()
+                    .filter(|f| !["resume", "flip"].contains(f)),
+            );
+            process::cmd_process(Args::parse(
+                args,
+                &["resume", "flip", "no-noise", "draw-ids"],
+                &valued,
+            )?)
+        }
         other => Err(Error::Invalid(format!(
             "unknown command {other:?}\n\n{USAGE}"
         ))),

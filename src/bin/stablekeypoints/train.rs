@@ -1,7 +1,9 @@
-//! `train`: learn keypoint tokens from a folder of images (glue over `stablekeypoints::train`).
+//! `train`: learn keypoint tokens from a folder of images or a video file (glue over
+//! `stablekeypoints::train`; videos are decoded by `crate::video`).
 
 use crate::args::{device_from_str, Args, USAGE};
 use crate::detect::read_image;
+use crate::video::{self, VideoFrames};
 use candle_core::DType;
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-fn is_image(p: &Path) -> bool {
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -144,7 +146,14 @@ pub fn cmd_train(a: Args) -> Result<(), Error> {
         .map(str::parse::<CropMode>)
         .transpose()?
         .unwrap_or_default();
-    let data = ImageFiles::new(&input, a.parse_opt("max-frames")?, crop)?;
+    let max_frames = a.parse_opt("max-frames")?;
+    // Image files are listed (and checked) before the model loads; a video is decoded once
+    // the model input size is known.
+    let images = if video::is_video(&input, is_image) {
+        None
+    } else {
+        Some(ImageFiles::new(&input, max_frames, crop)?)
+    };
     // Gradients through f16 activations underflow: training computes in f32 everywhere.
     let (device, _) = device_from_str(a.get("device").unwrap_or("cpu"))?;
     let model = Model::load(&model_dir, &device, DType::F32)?;
@@ -171,7 +180,24 @@ pub fn cmd_train(a: Args) -> Result<(), Error> {
         checkpoint_every: a.parse_opt("checkpoint-every")?.unwrap_or(50),
         resume: a.has("resume"),
     };
-    let mut trainer = Trainer::new(&model, &data, cfg.clone())?;
+    let frames;
+    let data: &dyn TrainData = match &images {
+        Some(d) => d,
+        None => {
+            eprintln!("decoding {} with {}", input.display(), video::GST_LAUNCH);
+            frames = VideoFrames::new(&input, max_frames, cfg.input_size, crop)?;
+            eprintln!(
+                "sampled {} of {} frames ({}x{}) uniformly over the video: {}",
+                frames.len(),
+                frames.info.frames,
+                frames.info.width,
+                frames.info.height,
+                video::index_list(&frames.indices)
+            );
+            &frames
+        }
+    };
+    let mut trainer = Trainer::new(&model, data, cfg.clone())?;
     eprintln!(
         "training {} tokens on {} images ({}x{}, maps {}x{}) for {} steps of {} images; checkpoint {}",
         cfg.num_tokens,

@@ -1,0 +1,252 @@
+//! Landmark label files.
+//!
+//! A label file is CSV (comma-separated, UTF-8), one image per line:
+//!
+//! ```text
+//! image,x0,y0,x1,y1,...          <- optional header (every coordinate column non-numeric)
+//! frames/0001.png,120.5,88,,     <- landmark 1 not visible
+//! frames/0002.png,118,90,-1,-1   <- negative = not visible too
+//! ```
+//!
+//! - column 1: the image path, relative to the folder holding the CSV file (absolute paths
+//!   are kept); fields may be double-quoted (`"a,b.png"`, `""` for a quote inside);
+//! - then x, y of every landmark in pixels of that image (origin top-left; x to the right,
+//!   y down; pixel centres at +0.5 as in the reference);
+//! - a landmark whose x or y is empty or negative is not visible;
+//! - every line has the same number of columns, 1 + 2 x landmarks; blank lines and lines
+//!   starting with `#` are skipped.
+//!
+//! Errors name the file, the line and the column.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// One labelled image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelRow {
+    /// Image path, resolved against the CSV file's folder.
+    pub image: PathBuf,
+    /// 1-based line number in the CSV file.
+    pub line: usize,
+    /// Landmarks in pixels; None = not visible.
+    pub points: Vec<Option<[f64; 2]>>,
+}
+
+/// A parsed label file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelSet {
+    pub path: PathBuf,
+    /// Header fields when the file has a header line.
+    pub header: Option<Vec<String>>,
+    pub num_landmarks: usize,
+    pub rows: Vec<LabelRow>,
+}
+
+impl LabelSet {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` as the contents of the CSV file at `path` (used for messages and as
+    /// the base of relative image paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let err = |line: usize, col: Option<usize>, msg: String| -> Error {
+            let at = match col {
+                Some(c) => format!("{}:{line}: column {c}: {msg}", path.display()),
+                None => format!("{}:{line}: {msg}", path.display()),
+            };
+            Error::Invalid(at)
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut header: Option<Vec<String>> = None;
+        let mut columns: Option<usize> = None;
+        let mut rows = Vec::new();
+        let mut first = true;
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let raw = raw.trim_end_matches('\r');
+            if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
+                continue;
+            }
+            let fields = split_fields(raw).map_err(|(c, m)| err(line, Some(c), m))?;
+            let is_first = std::mem::replace(&mut first, false);
+            if fields.len() < 3 || fields.len() % 2 == 0 {
+                return Err(err(
+                    line,
+                    None,
+                    format!(
+                        "{} columns; expected the image path then x,y per landmark \
+                         (an odd number, at least 3)",
+                        fields.len()
+                    ),
+                ));
+            }
+            if let Some(n) = columns {
+                if fields.len() != n {
+                    return Err(err(
+                        line,
+                        None,
+                        format!(
+                            "{} columns, but earlier lines have {n} (image + {} landmarks)",
+                            fields.len(),
+                            (n - 1) / 2
+                        ),
+                    ));
+                }
+            }
+            columns = Some(fields.len());
+            // A header: the first line, every coordinate column a non-number.
+            if is_first
+                && fields[1..]
+                    .iter()
+                    .all(|f| !f.is_empty() && f.parse::<f64>().is_err())
+            {
+                header = Some(fields);
+                continue;
+            }
+            if fields[0].is_empty() {
+                return Err(err(line, Some(1), "empty image path".into()));
+            }
+            let mut points = Vec::with_capacity((fields.len() - 1) / 2);
+            for j in 0..(fields.len() - 1) / 2 {
+                let mut xy = [0f64; 2];
+                let mut visible = true;
+                for c in 0..2 {
+                    let col = 2 + 2 * j + c;
+                    let f = &fields[col - 1];
+                    if f.is_empty() {
+                        visible = false;
+                        continue;
+                    }
+                    let v: f64 = f.parse().map_err(|_| {
+                        err(
+                            line,
+                            Some(col),
+                            format!(
+                                "cannot read {f:?} as the {} of landmark {j} (a number in \
+                                 pixels; empty or negative = not visible)",
+                                ["x", "y"][c]
+                            ),
+                        )
+                    })?;
+                    if !v.is_finite() {
+                        return Err(err(
+                            line,
+                            Some(col),
+                            format!("{f:?} is not a finite number"),
+                        ));
+                    }
+                    if v < 0.0 {
+                        visible = false;
+                    }
+                    xy[c] = v;
+                }
+                points.push(visible.then_some(xy));
+            }
+            let image = PathBuf::from(&fields[0]);
+            let image = if image.is_absolute() {
+                image
+            } else {
+                base.join(image)
+            };
+            rows.push(LabelRow {
+                image,
+                line,
+                points,
+            });
+        }
+        if rows.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: no labelled images (expected lines of: image path, then x,y per landmark)",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            header,
+            num_landmarks: rows[0].points.len(),
+            rows,
+        })
+    }
+}
+
+/// Splits one CSV line into trimmed fields; double-quoted fields may hold commas and `""`.
+/// Errors carry the 1-based column.
+fn split_fields(line: &str) -> std::result::Result<Vec<String>, (usize, String)> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let col = fields.len() + 1;
+        // Leading blanks.
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                if c == '"' {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        field.push('"');
+                    } else {
+                        closed = true;
+                        break;
+                    }
+                } else {
+                    field.push(c);
+                }
+            }
+            if !closed {
+                return Err((col, "unterminated quoted field".into()));
+            }
+            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                chars.next();
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(c) => {
+                    return Err((col, format!("unexpected {c:?} after a quoted field")));
+                }
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field.trim().to_string());
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field.trim().to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields() {
+        assert_eq!(split_fields("a, 1 ,2").unwrap(), vec!["a", "1", "2"]);
+        assert_eq!(
+            split_fields("\"x,\"\"y\"\".png\",1,,").unwrap(),
+            vec!["x,\"y\".png", "1", "", ""]
+        );
+        assert_eq!(split_fields("\"a").unwrap_err().0, 1);
+        assert_eq!(split_fields("a,\"b\"c").unwrap_err().0, 2);
+    }
+}

@@ -1,0 +1,235 @@
+//! Evaluation against labelled landmarks (method.md section 5): detect the unsupervised
+//! keypoints of every labelled image, fit the linear regressor keypoints -> landmarks on the
+//! training split, and score the regressed landmarks of the test split with the paper's
+//! metrics.
+//!
+//! - [`csv`]: the label file format ([`LabelSet`]);
+//! - [`regress`]: `W = pinv(X^T X) X^T Y` per landmark on its visible samples
+//!   ([`Regressor`]), and the pose file written for it ([`PoseModel`]);
+//! - [`metrics`]: `taichi`, `inter-ocular`, `visible`, `pck`, `orientation-invariant`.
+
+pub mod csv;
+pub mod metrics;
+pub mod regress;
+
+pub use csv::{LabelRow, LabelSet};
+pub use metrics::{Metric, MetricValue, Scored};
+pub use regress::{pinv, pinv_sym, PoseModel, Regressor};
+
+use crate::detect::Detector;
+use crate::error::{Error, Result};
+use crate::frame::{FrameRef, PixelFormat};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// One labelled image with its detected keypoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub image: PathBuf,
+    pub width: usize,
+    pub height: usize,
+    /// Detected keypoints, normalised to the image ([0, 1]), in token order.
+    pub keypoints: Vec<[f64; 2]>,
+    /// Labelled landmarks in pixels; None = not visible.
+    pub labels: Vec<Option<[f64; 2]>>,
+}
+
+impl Sample {
+    /// Row of X: the keypoints flattened `x0, y0, x1, y1, ...`, minus 0.5.
+    pub fn x_row(&self) -> Vec<f64> {
+        self.keypoints
+            .iter()
+            .flat_map(|p| [p[0] - 0.5, p[1] - 0.5])
+            .collect()
+    }
+
+    /// Row of Y: the landmarks divided by the image size, minus 0.5.
+    pub fn y_row(&self) -> Vec<Option<[f64; 2]>> {
+        let (w, h) = (self.width as f64, self.height as f64);
+        self.labels
+            .iter()
+            .map(|p| p.map(|p| [p[0] / w - 0.5, p[1] / h - 0.5]))
+            .collect()
+    }
+}
+
+/// Decodes an image file to RGB8.
+pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::Image {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    Ok(img.to_rgb8())
+}
+
+/// Detects the keypoints of every image of `set`, in order. `progress(done, total)` is called
+/// after each image. A missing or unreadable image is an error naming it and its CSV line.
+pub fn detect_set(
+    det: &mut Detector,
+    set: &LabelSet,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Sample>> {
+    let mut out = Vec::with_capacity(set.rows.len());
+    for (i, row) in set.rows.iter().enumerate() {
+        let at = |msg: String| {
+            Error::Invalid(format!(
+                "{}:{}: {}: {msg}",
+                set.path.display(),
+                row.line,
+                row.image.display()
+            ))
+        };
+        let img = read_rgb(&row.image).map_err(|e| match e {
+            Error::Io { source, .. } => at(source.to_string()),
+            Error::Image { msg, .. } => at(format!("cannot read image: {msg}")),
+            e => e,
+        })?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
+        let d = det.detect_frame(&frame)?;
+        out.push(Sample {
+            image: row.image.clone(),
+            width: w,
+            height: h,
+            keypoints: d
+                .keypoints
+                .iter()
+                .map(|k| [f64::from(k.x), f64::from(k.y)])
+                .collect(),
+            labels: row.points.clone(),
+        });
+        progress(i + 1, set.rows.len());
+    }
+    Ok(out)
+}
+
+/// Fits the regressor on `train` (per landmark, on the samples where it is visible).
+pub fn fit(train: &[Sample]) -> Result<Regressor> {
+    let x: Vec<Vec<f64>> = train.iter().map(Sample::x_row).collect();
+    let y: Vec<Vec<Option<[f64; 2]>>> = train.iter().map(Sample::y_row).collect();
+    Regressor::fit(&x, &y)
+}
+
+/// The result of [`evaluate`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub metric: String,
+    pub value: f64,
+    pub unit: String,
+    pub test_images: usize,
+    pub scored_images: usize,
+    pub skipped_images: usize,
+    pub keypoints: usize,
+    pub landmarks: usize,
+    /// Mean L2 error of each landmark in pixels of the images, over the test images where
+    /// it is visible (None if it never is).
+    pub per_landmark_px: Vec<Option<f64>>,
+}
+
+/// Regresses the landmarks of `test` with `reg` and scores them with `metric`.
+pub fn evaluate(reg: &Regressor, test: &[Sample], metric: &Metric) -> Result<Report> {
+    if let Some(s) = test
+        .iter()
+        .find(|s| s.keypoints.len() != reg.num_keypoints || s.labels.len() != reg.num_landmarks)
+    {
+        return Err(Error::Invalid(format!(
+            "{}: {} keypoints and {} landmarks, but the regressor maps {} to {}",
+            s.image.display(),
+            s.keypoints.len(),
+            s.labels.len(),
+            reg.num_keypoints,
+            reg.num_landmarks
+        )));
+    }
+    let preds: Vec<Vec<[f64; 2]>> = test.iter().map(|s| reg.predict(&s.keypoints)).collect();
+    let scored: Vec<Scored> = test
+        .iter()
+        .zip(&preds)
+        .map(|(s, p)| Scored {
+            width: s.width as f64,
+            height: s.height as f64,
+            pred: p,
+            gt: &s.labels,
+        })
+        .collect();
+    let v = metric.score(&scored)?;
+    let l = reg.num_landmarks;
+    let mut sums = vec![(0f64, 0usize); l];
+    for (s, p) in test.iter().zip(&preds) {
+        for j in 0..l {
+            if let Some(g) = s.labels[j] {
+                let dx = p[j][0] * s.width as f64 - g[0];
+                let dy = p[j][1] * s.height as f64 - g[1];
+                sums[j].0 += dx.hypot(dy);
+                sums[j].1 += 1;
+            }
+        }
+    }
+    Ok(Report {
+        metric: metric.name().into(),
+        value: v.value,
+        unit: metric.unit(),
+        test_images: test.len(),
+        scored_images: v.scored_images,
+        skipped_images: v.skipped_images,
+        keypoints: reg.num_keypoints,
+        landmarks: l,
+        per_landmark_px: sums
+            .into_iter()
+            .map(|(s, n)| (n > 0).then(|| s / n as f64))
+            .collect(),
+    })
+}
+
+/// Landmark names, one per line (blank lines and `#` comments skipped).
+pub fn read_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+/// Skeleton pairs, `a b` per line (landmark indices, or names from `names`; blank lines and
+/// `#` comments skipped). Errors name the file and line.
+pub fn read_skeleton(path: &Path, names: &[String]) -> Result<Vec<[usize; 2]>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let err = |m: String| Error::Invalid(format!("{}:{}: {m}", path.display(), i + 1));
+        if parts.len() != 2 {
+            return Err(err(format!(
+                "expected two landmarks (\"a b\"), found {:?}",
+                line
+            )));
+        }
+        let mut pair = [0usize; 2];
+        for (k, p) in parts.iter().enumerate() {
+            pair[k] = match p.parse::<usize>() {
+                Ok(v) => v,
+                Err(_) => names.iter().position(|n| n == p).ok_or_else(|| {
+                    err(format!(
+                        "{p:?} is neither a landmark index nor one of the landmark names"
+                    ))
+                })?,
+            };
+        }
+        out.push(pair);
+    }
+    Ok(out)
+}

@@ -1,0 +1,293 @@
+//! Video input (issue 4): `train --input VIDEO` and `process` on a synthetic clip made with
+//! gst-launch-1.0 (videotestsrc pattern=ball, 30 frames, H.264 in MP4), with tiny training
+//! settings so that everything runs in seconds; and their error messages.
+//!
+//! Needs gst-launch-1.0 with x264enc (GStreamer's tools and -ugly plugins); `process` also
+//! needs the plugin `libgststablekeypoints.so` next to the CLI in target/<profile>, which
+//! `cargo test --workspace` (or `cargo build -p gst-plugin-stablekeypoints`) builds. The
+//! tests say so and return early when one of these is truly absent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const FRAMES: usize = 30;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
+}
+
+fn tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-sd1")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("skp-process-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn gst(args: &[&str]) -> Option<Output> {
+    Command::new("gst-launch-1.0").args(args).output().ok()
+}
+
+/// The synthetic clip, or None (with a message) when GStreamer cannot make it.
+fn make_clip(dir: &Path) -> Option<PathBuf> {
+    let clip = dir.join("ball.mp4");
+    let loc = format!("location={}", clip.display());
+    let num = format!("num-buffers={FRAMES}");
+    let out = gst(&[
+        "-q",
+        "videotestsrc",
+        "pattern=ball",
+        &num,
+        "!",
+        "video/x-raw,width=96,height=72,framerate=30/1",
+        "!",
+        "videoconvert",
+        "!",
+        "video/x-raw,format=I420",
+        "!",
+        "x264enc",
+        "!",
+        "mp4mux",
+        "!",
+        "filesink",
+        &loc,
+    ]);
+    match out {
+        Some(o) if o.status.success() => Some(clip),
+        Some(o) => {
+            eprintln!(
+                "SKIPPED: gst-launch-1.0 cannot encode the test clip (x264enc missing?): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        None => {
+            eprintln!("SKIPPED: gst-launch-1.0 is not installed");
+            None
+        }
+    }
+}
+
+/// The plugin next to the CLI, or None (with a message).
+fn plugin() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_stablekeypoints"))
+        .parent()
+        .unwrap()
+        .join("libgststablekeypoints.so");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent; build it with `cargo build -p gst-plugin-stablekeypoints` \
+             (or run `cargo test --workspace`)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// Tiny training settings: a few steps on small maps.
+const TINY_TRAIN: [&str; 14] = [
+    "--steps",
+    "3",
+    "--batch-size",
+    "1",
+    "--num-tokens",
+    "16",
+    "--num-candidates",
+    "8",
+    "--num-keypoints",
+    "4",
+    "--num-indices",
+    "4",
+    "--map-res",
+    "16",
+];
+
+/// Frames of a video, counted by decoding it.
+fn decoded_frames(path: &Path) -> usize {
+    let loc = format!("location={}", path.display());
+    let out = gst(&[
+        "-v",
+        "filesrc",
+        &loc,
+        "!",
+        "decodebin",
+        "!",
+        "fakesink",
+        "name=count",
+        "silent=false",
+    ])
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{} does not decode: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("count: last-message = chain"))
+        .count()
+}
+
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(last.contains(n), "error {last:?} does not mention {n:?}");
+    }
+}
+
+#[test]
+fn train_on_a_video_samples_frames_uniformly_over_it() {
+    let dir = temp_dir("train");
+    let Some(clip) = make_clip(&dir) else { return };
+    let tokens = dir.join("tokens.safetensors");
+    let out = bin()
+        .args(["train", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(&clip)
+        .arg("--out")
+        .arg(&tokens)
+        .args(TINY_TRAIN)
+        .args(["--max-frames", "10", "--seed", "3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(tokens.is_file(), "{err}");
+    assert!(
+        err.contains(
+            "sampled 10 of 30 frames (96x72) uniformly over the video: 0 3 6 9 12 16 19 22 25 29"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("on 10 images"), "{err}");
+}
+
+#[test]
+fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
+    let dir = temp_dir("process");
+    let Some(clip) = make_clip(&dir) else { return };
+    if plugin().is_none() {
+        return;
+    }
+    let run = |out_dir: &Path, extra: &[&str]| {
+        bin()
+            .args(["process", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(&clip)
+            .arg("--out-dir")
+            .arg(out_dir)
+            .args(["--no-noise", "--seed", "5"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let read_jsonl = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+
+    // No tokens: trains on the video first.
+    let d1 = dir.join("out1");
+    let out = run(&d1, &TINY_TRAIN);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("training 16 tokens"), "{err}");
+    assert!(d1.join("tokens.safetensors").is_file());
+    let lines = read_jsonl(&d1.join("keypoints.jsonl"));
+    assert_eq!(lines.len(), FRAMES, "one JSON line per frame");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["frame"], i, "{l}");
+        assert!(l["pts"].is_u64(), "{l}");
+        assert_eq!(
+            (l["width"].as_u64(), l["height"].as_u64()),
+            (Some(96), Some(72))
+        );
+        assert_eq!(l["keypoints"].as_array().unwrap().len(), 4, "{l}");
+    }
+    assert_eq!(decoded_frames(&d1.join("annotated.mp4")), FRAMES);
+
+    // With tokens: no training, the same keypoints.
+    let d2 = dir.join("out2");
+    let tokens = d1.join("tokens.safetensors");
+    let out = run(&d2, &["--tokens", tokens.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("training"), "{err}");
+    assert!(!d2.join("tokens.safetensors").exists());
+    let again = read_jsonl(&d2.join("keypoints.jsonl"));
+    assert_eq!(again.len(), FRAMES);
+    for (a, b) in lines.iter().zip(&again) {
+        assert_eq!(a["keypoints"], b["keypoints"]);
+    }
+    assert_eq!(decoded_frames(&d2.join("annotated.mp4")), FRAMES);
+}
+
+#[test]
+fn video_errors_name_the_file_and_the_missing_tool() {
+    let dir = temp_dir("errors");
+    let bad = dir.join("not-a-video.mp4");
+    std::fs::write(&bad, "hello").unwrap();
+    let tokens = dir.join("t.safetensors");
+    let train = |input: &Path| {
+        let mut c = bin();
+        c.args(["train", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(&tokens)
+            .args(TINY_TRAIN);
+        c
+    };
+    if gst(&["--version"]).is_some() {
+        let out = train(&bad).output().unwrap();
+        assert_clean_error(&out, &["not-a-video.mp4", "cannot decode"]);
+    }
+    // Without gst-launch-1.0 on PATH.
+    let empty = dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = train(&bad).env("PATH", &empty).output().unwrap();
+    assert_clean_error(&out, &["not-a-video.mp4", "gst-launch-1.0 not found"]);
+    // process: a missing input, and a plugin that is not there.
+    let out = bin()
+        .args(["process", "--model"])
+        .arg(tiny_dir())
+        .args(["--input", "/nonexistent/clip.mp4", "--out-dir"])
+        .arg(dir.join("o"))
+        .output()
+        .unwrap();
+    assert_clean_error(&out, &["/nonexistent/clip.mp4"]);
+    let out = bin()
+        .args(["process", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(&bad)
+        .arg("--out-dir")
+        .arg(dir.join("o"))
+        .env("SKP_PLUGIN_PATH", "/nonexistent/libgststablekeypoints.so")
+        .output()
+        .unwrap();
+    assert_clean_error(
+        &out,
+        &["SKP_PLUGIN_PATH", "/nonexistent/libgststablekeypoints.so"],
+    );
+    assert!(
+        !dir.join("o").exists(),
+        "nothing is written before the checks pass"
+    );
+}
