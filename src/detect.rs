@@ -8,7 +8,7 @@ use crate::model::{Context, MapSpec, Model};
 use crate::ops::resample::{resize, Interp};
 use crate::ops::rng::Rng;
 use crate::ops::warp::{warp, Affine, SamplePlan};
-use crate::tokens::Tokens;
+use crate::tokens::{Tokens, MAX_INPUT_SIZE, MAX_MAP_RES};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
@@ -113,6 +113,13 @@ impl Detector {
         let size = opts.input_size.unwrap_or(tokens.input_size);
         model.check_input_size(size)?;
         let map_res = opts.map_res.unwrap_or(tokens.map_res);
+        // Larger values only come from mistakes, and their buffers would not fit in memory
+        // (or their sizes in usize): refuse them instead of aborting.
+        if size > MAX_INPUT_SIZE || map_res > MAX_MAP_RES {
+            return Err(Error::Invalid(format!(
+                "input size {size} or map_res {map_res} is too large (at most {MAX_INPUT_SIZE} and {MAX_MAP_RES})"
+            )));
+        }
         let num_layers = opts.num_layers.unwrap_or(tokens.num_layers);
         let timestep = opts.timestep.unwrap_or(tokens.timestep);
         if map_res == 0 || num_layers == 0 || timestep >= 1000 {

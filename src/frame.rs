@@ -90,17 +90,32 @@ impl<'a> FrameRef<'a> {
             )));
         }
         let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
-        let need: [(usize, usize); 3] = match format {
-            PixelFormat::I420 => [(width, height), (cw, ch), (cw, ch)],
-            PixelFormat::Nv12 => [(width, height), (2 * cw, ch), (0, 0)],
-            f => [(width * f.packed().unwrap().0, height), (0, 0), (0, 0)],
+        // Sizes come from the caller (caps, headers): overflow means "too large".
+        let need: [(Option<usize>, usize); 3] = match format {
+            PixelFormat::I420 => [(Some(width), height), (Some(cw), ch), (Some(cw), ch)],
+            PixelFormat::Nv12 => [(Some(width), height), (cw.checked_mul(2), ch), (Some(0), 0)],
+            f => [
+                (
+                    f.packed().and_then(|(bpp, _)| width.checked_mul(bpp)),
+                    height,
+                ),
+                (Some(0), 0),
+                (Some(0), 0),
+            ],
         };
         for (i, &(row_bytes, rows)) in need.iter().enumerate().take(format.planes()) {
             let (data, stride) = planes[i];
-            if stride < row_bytes || data.len() < stride * (rows - 1) + row_bytes {
+            let needed = row_bytes.and_then(|r| {
+                stride
+                    .checked_mul(rows - 1)
+                    .and_then(|b| b.checked_add(r))
+                    .filter(|_| stride >= r)
+            });
+            if needed.is_none_or(|n| data.len() < n) {
                 return Err(Error::Invalid(format!(
-                    "{format:?} frame {width}x{height}: plane {i} has {} bytes with stride {stride}, needs rows of {row_bytes} bytes x {rows}",
-                    data.len()
+                    "{format:?} frame {width}x{height}: plane {i} has {} bytes with stride {stride}, needs rows of {} bytes x {rows}",
+                    data.len(),
+                    row_bytes.map_or_else(|| "too many".to_string(), |r| r.to_string()),
                 )));
             }
         }
@@ -366,6 +381,86 @@ mod tests {
         assert!(
             (r[0] - 1.0).abs() < 0.01 && r[1] < 0.01 && r[2] < 0.02,
             "{r:?}"
+        );
+    }
+
+    #[test]
+    fn huge_sizes_and_strides_are_errors_not_overflows() {
+        // Regression (fuzz target `frame`): `width * bpp` and `stride * (rows - 1)`
+        // overflowed (a panic with overflow checks, a bogus size check without).
+        let data = vec![0u8; 64];
+        let m = usize::MAX;
+        for (w, h, stride) in [
+            (m, 1, 3),
+            (m / 3 + 1, 1, m),
+            (4, m, m / 2),
+            (1, 3, m),
+            (2, 2, m),
+        ] {
+            assert!(FrameRef::packed(PixelFormat::Rgb, w, h, &data, stride).is_err());
+            assert!(FrameRef::packed(PixelFormat::Bgrx, w, h, &data, stride).is_err());
+        }
+        let e = FrameRef::new(PixelFormat::Nv12, m, 2, [(&data, m), (&data, m), (&[], 0)]);
+        assert!(e.unwrap_err().to_string().contains("plane 0"));
+        let planes = [(&data[..], 4), (&data[..], m), (&data[..], 2)];
+        assert!(FrameRef::new(PixelFormat::I420, 4, 4, planes).is_err());
+    }
+
+    /// Stable stand-in for the `frame` fuzz target (fuzz/): seeded random layouts either
+    /// are rejected or resample in bounds to colours in [0, 1].
+    #[test]
+    fn random_layouts_are_rejected_or_read_in_bounds() {
+        use crate::ops::rng::Rng;
+        const FORMATS: [PixelFormat; 12] = [
+            PixelFormat::Rgb,
+            PixelFormat::Bgr,
+            PixelFormat::Rgba,
+            PixelFormat::Bgra,
+            PixelFormat::Rgbx,
+            PixelFormat::Bgrx,
+            PixelFormat::Argb,
+            PixelFormat::Abgr,
+            PixelFormat::Xrgb,
+            PixelFormat::Xbgr,
+            PixelFormat::I420,
+            PixelFormat::Nv12,
+        ];
+        let mut rng = Rng::new(6);
+        let data: Vec<u8> = (0..2048).map(|_| rng.below(256) as u8).collect();
+        let mut accepted = 0;
+        for _ in 0..4000 {
+            let size = |rng: &mut Rng| match rng.below(8) {
+                0 => rng.next_u64() as usize,
+                1 => usize::MAX - rng.below(4),
+                _ => rng.below(40),
+            };
+            let (w, h) = (size(&mut rng), size(&mut rng));
+            let plane = |rng: &mut Rng| {
+                let start = rng.below(data.len() + 1);
+                let len = rng.below(data.len() - start + 1);
+                (&data[start..start + len], size(rng))
+            };
+            let planes = [plane(&mut rng), plane(&mut rng), plane(&mut rng)];
+            let format = FORMATS[rng.below(FORMATS.len())];
+            let Ok(mut f) = FrameRef::new(format, w, h, planes) else {
+                continue;
+            };
+            accepted += 1;
+            f.full_range = rng.below(2) == 0;
+            let mode = if rng.below(2) == 0 {
+                CropMode::Letterbox
+            } else {
+                CropMode::CenterCrop
+            };
+            let (t, _) = to_model_input(&f, 1 + rng.below(12), mode);
+            assert!(
+                t.iter().all(|v| (0.0..=1.0).contains(v)),
+                "{format:?} {w}x{h}"
+            );
+        }
+        assert!(
+            accepted > 50,
+            "too few valid layouts to mean anything: {accepted}"
         );
     }
 

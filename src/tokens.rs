@@ -12,6 +12,10 @@ pub const DEFAULT_INPUT_SIZE: usize = 512;
 pub const DEFAULT_MAP_RES: usize = 128;
 pub const DEFAULT_NUM_LAYERS: usize = 4;
 pub const DEFAULT_TIMESTEP: usize = 1;
+/// Largest `input_size` a tokens file may ask for (the element's `input-size` maximum).
+pub const MAX_INPUT_SIZE: usize = 4096;
+/// Largest `map_res` a tokens file may ask for.
+pub const MAX_MAP_RES: usize = 1024;
 
 /// Learned token embeddings and the indices of the K selected keypoint tokens.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +96,14 @@ impl Tokens {
         ] {
             if v == 0 {
                 return Err(format!("metadata `{name}` must be positive"));
+            }
+        }
+        for (name, v, max) in [
+            ("input_size", self.input_size, MAX_INPUT_SIZE),
+            ("map_res", self.map_res, MAX_MAP_RES),
+        ] {
+            if v > max {
+                return Err(format!("metadata `{name}` = {v} is larger than {max}"));
             }
         }
         if self.timestep >= 1000 {
@@ -310,5 +322,78 @@ mod tests {
         bad.indices = vec![];
         assert!(bad.validate().unwrap_err().contains("empty"));
         assert!(Tokens::new(vec![], 0, 3, vec![0]).is_err());
+    }
+
+    #[test]
+    fn oversized_metadata_is_rejected() {
+        // Regression: `input_size` = 2^40 (a multiple of 64) passed every check and the
+        // element then allocated input_size^2 * 3 bytes for its warm-up frame (abort).
+        let mut t = sample();
+        t.input_size = 1 << 40;
+        assert!(t.validate().unwrap_err().contains("larger than 4096"));
+        t.input_size = MAX_INPUT_SIZE;
+        t.map_res = MAX_MAP_RES + 1;
+        assert!(t.validate().unwrap_err().contains("`map_res`"));
+    }
+
+    /// Stable stand-in for the `tokens` fuzz target (fuzz/): seeded mutations of a valid
+    /// file give a usable token set or an error naming the file, never a panic.
+    #[test]
+    fn mutated_files_give_errors_not_panics() {
+        use crate::ops::rng::Rng;
+        let dir = std::env::temp_dir().join(format!("skp-tokens-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.safetensors");
+        sample().save(&p).unwrap();
+        let valid = std::fs::read(&p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let header_end = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
+        let name = Path::new("mutant.safetensors");
+        let mut rng = Rng::new(11);
+        let (mut ok, mut err) = (0, 0);
+        for _ in 0..5000 {
+            let mut b = valid.clone();
+            for _ in 0..1 + rng.below(4) {
+                match rng.below(6) {
+                    // Flip a byte, mostly in the JSON header where the structure is.
+                    0 | 1 if !b.is_empty() => {
+                        let i = rng.below(header_end.min(b.len()));
+                        b[i] = rng.below(256) as u8;
+                    }
+                    // Replace a header byte by a digit, quote or bracket.
+                    2 if b.len() > 8 => {
+                        let i = 8 + rng.below(header_end.min(b.len()) - 8);
+                        let alphabet = b"0123456789-\"[]{},.e";
+                        b[i] = alphabet[rng.below(alphabet.len())];
+                    }
+                    3 => b.truncate(rng.below(b.len() + 1)),
+                    4 => {
+                        let v = match rng.below(3) {
+                            0 => rng.next_u64(),
+                            1 => (header_end - 8) as u64 + rng.below(16) as u64,
+                            _ => u64::MAX - rng.below(16) as u64,
+                        };
+                        if b.len() >= 8 {
+                            b[..8].copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    _ => {
+                        let i = rng.below(b.len() + 1);
+                        b.insert(i, rng.below(256) as u8);
+                    }
+                }
+            }
+            match Tokens::from_bytes(name, &b) {
+                Ok(t) => {
+                    ok += 1;
+                    t.validate().unwrap();
+                }
+                Err(e) => {
+                    err += 1;
+                    assert!(e.to_string().contains("mutant.safetensors"), "{e}");
+                }
+            }
+        }
+        assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
     }
 }

@@ -54,10 +54,18 @@ pub struct VaeConfig {
     pub sample_size: usize,
 }
 
+/// Most blocks a config may list (SD has 4); keeps the down-sampling factors in range.
+pub const MAX_BLOCKS: usize = 8;
+
 /// Reads a JSON object, naming the file on failure.
 pub(crate) fn read_json(path: &Path) -> Result<Map<String, Value>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    match serde_json::from_str::<Value>(&text) {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_json(path, &bytes)
+}
+
+/// Parses a JSON object held in memory; `path` only names it in errors.
+fn parse_json(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(Error::config(path, "top level is not a JSON object")),
         Err(e) => Err(Error::config(path, format!("not valid JSON: {e}"))),
@@ -171,6 +179,13 @@ impl<'a> Fields<'a> {
 
     fn usize_list(&self, key: &'static str) -> Result<Vec<usize>> {
         match self.get(key) {
+            Some(Value::Array(a)) if a.len() > MAX_BLOCKS => Err(self.err(
+                key,
+                format!(
+                    "has {} entries (at most {MAX_BLOCKS} are supported)",
+                    a.len()
+                ),
+            )),
             Some(Value::Array(a)) if !a.is_empty() => a
                 .iter()
                 .map(|v| {
@@ -220,6 +235,11 @@ impl UNetConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let map = read_json(path)?;
         Self::from_map(path, &map)
+    }
+
+    /// Parses `config.json` bytes held in memory; `path` only names the file in errors.
+    pub fn from_json_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        Self::from_map(path, &parse_json(path, bytes)?)
     }
 
     pub(crate) fn from_map(path: &Path, map: &Map<String, Value>) -> Result<Self> {
@@ -386,6 +406,11 @@ impl VaeConfig {
         Self::from_map(path, &map)
     }
 
+    /// Parses `config.json` bytes held in memory; `path` only names the file in errors.
+    pub fn from_json_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        Self::from_map(path, &parse_json(path, bytes)?)
+    }
+
     pub(crate) fn from_map(path: &Path, map: &Map<String, Value>) -> Result<Self> {
         let f = Fields::new(path, map);
         if let Some(class) = f.str("_class_name")? {
@@ -539,5 +564,113 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("down_block_types has 1"), "{e}");
+    }
+
+    #[test]
+    fn too_many_blocks_is_an_error_not_an_overflow() {
+        // Regression (fuzz target `config_json`): 65+ blocks passed the parser and
+        // `downscale()` then shifted 1 by 64 or more.
+        let n = 70;
+        let extra = format!(
+            r#","block_out_channels":{:?},"down_block_types":{:?},"up_block_types":{:?}"#,
+            vec![32; n],
+            vec!["DownBlock2D"; n],
+            vec!["UpBlock2D"; n]
+        );
+        let e = UNetConfig::from_map(Path::new("u.json"), &unet_json(&extra)).unwrap_err();
+        assert!(e.to_string().contains("at most 8"), "{e}");
+        let vae = format!(
+            r#"{{"block_out_channels":{:?},"down_block_types":{:?}}}"#,
+            vec![32; n],
+            vec!["DownEncoderBlock2D"; n]
+        );
+        let e = VaeConfig::from_json_bytes(Path::new("v.json"), vae.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("at most 8"), "{e}");
+        // Bytes that are not JSON (or not UTF-8) name the file too.
+        let e = UNetConfig::from_json_bytes(Path::new("u.json"), b"\xff{").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("u.json: invalid config: not valid JSON"),
+            "{e}"
+        );
+    }
+
+    /// Stable stand-in for the `config_json` fuzz target (fuzz/): seeded structural
+    /// mutations of SD-style configs either parse into a self-consistent architecture or
+    /// give an error naming the file.
+    #[test]
+    fn mutated_configs_give_errors_not_panics() {
+        use crate::ops::rng::Rng;
+        let unet = Value::Object(unet_json(""));
+        let vae: Value = serde_json::from_str(
+            r#"{"_class_name":"AutoencoderKL","block_out_channels":[128,256,512,512],
+            "down_block_types":["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],
+            "latent_channels":4,"norm_num_groups":32,"layers_per_block":2}"#,
+        )
+        .unwrap();
+        let mut rng = Rng::new(5);
+        let value = |rng: &mut Rng| -> Value {
+            match rng.below(12) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.below(2) == 0),
+                2 => (rng.next_u64() as i64).into(),
+                3 => (rng.below(70) as i64 - 2).into(),
+                4 => (rng.uniform_range(-1e3, 1e3)).into(),
+                5 => 1e300.into(),
+                6 => "DownBlock2D".into(),
+                7 => "CrossAttnUpBlock2D".into(),
+                8 => Value::Array(
+                    (0..rng.below(12))
+                        .map(|_| (rng.below(9) * 8).into())
+                        .collect(),
+                ),
+                9 => Value::Array(vec!["UpBlock2D".into(); rng.below(12)]),
+                10 => Value::Object(Default::default()),
+                _ => "x".into(),
+            }
+        };
+        let (mut ok, mut err) = (0, 0);
+        for i in 0..4000 {
+            let is_unet = i % 2 == 0;
+            let mut v = if is_unet { unet.clone() } else { vae.clone() };
+            let m = v.as_object_mut().unwrap();
+            for _ in 0..1 + rng.below(3) {
+                let keys: Vec<String> = m.keys().cloned().collect();
+                let key = match rng.below(5) {
+                    0 => "unknown_field".to_string(),
+                    _ => keys[rng.below(keys.len())].clone(),
+                };
+                match rng.below(4) {
+                    0 => {
+                        m.remove(&key);
+                    }
+                    _ => {
+                        m.insert(key, value(&mut rng));
+                    }
+                }
+            }
+            let mut bytes = serde_json::to_vec(&v).unwrap();
+            if rng.below(10) == 0 {
+                bytes.truncate(rng.below(bytes.len()));
+            }
+            let path = Path::new("mutant/config.json");
+            let res = if is_unet {
+                UNetConfig::from_json_bytes(path, &bytes).map(|c| {
+                    let n = c.block_out_channels.len();
+                    assert!(c.downscale() >= 1);
+                    assert!((0..n).all(|i| c.up_heads(i) > 0));
+                })
+            } else {
+                VaeConfig::from_json_bytes(path, &bytes).map(|c| assert!(c.downscale() >= 1))
+            };
+            match res {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    err += 1;
+                    assert!(e.to_string().contains("mutant/config.json"), "{e}");
+                }
+            }
+        }
+        assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
     }
 }

@@ -22,7 +22,7 @@ use stablekeypoints::{
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -189,7 +189,8 @@ impl Stats {
         if self.inferred == 0 {
             self.warmup
         } else {
-            self.inference_total / self.inferred as u32
+            // Not `Duration / u32`: the count may exceed u32 (and would wrap to 0).
+            Duration::from_secs_f64(self.inference_total.as_secs_f64() / self.inferred as f64)
         }
     }
 }
@@ -227,14 +228,36 @@ struct State {
 struct JsonWriter {
     path: PathBuf,
     file: File,
+    /// Bytes of complete lines in the file.
+    complete: u64,
 }
 
 impl JsonWriter {
-    /// One `write` per record so that a crash never leaves half a line.
+    fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: File::create(path)?,
+            complete: 0,
+        })
+    }
+
+    /// One `write` per record so that a crash never leaves half a line. A failed write
+    /// (disk full, file size limit) may still have written part of the line: the file is
+    /// cut back to its complete lines, so it stays well formed.
     fn write_line(&mut self, value: &serde_json::Value) -> std::io::Result<()> {
         let mut line = value.to_string().into_bytes();
         line.push(b'\n');
-        self.file.write_all(&line)
+        match self.file.write_all(&line) {
+            Ok(()) => {
+                self.complete += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.complete);
+                let _ = self.file.seek(SeekFrom::Start(self.complete));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -471,7 +494,13 @@ impl StableKeypoints {
                 let frame = gst::ClockTime::SECOND
                     .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
                     .unwrap_or(gst::ClockTime::ZERO);
-                latency += frame * (s.inference_interval as u64 - 1);
+                let frames = s.inference_interval as u64 - 1;
+                let look_ahead = frame
+                    .nseconds()
+                    .checked_mul(frames)
+                    .filter(|&ns| ns <= gst::ClockTime::MAX.nseconds())
+                    .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds);
+                latency = latency.saturating_add(look_ahead);
             }
         }
         latency
@@ -481,7 +510,7 @@ impl StableKeypoints {
     fn maybe_update_latency(&self) {
         let now = self.own_latency();
         let mut reported = lock(&self.reported_latency);
-        if *reported > gst::ClockTime::ZERO && now > *reported + *reported / 4 {
+        if *reported > gst::ClockTime::ZERO && now > reported.saturating_add(*reported / 4) {
             *reported = now;
             drop(reported);
             let _ = self
@@ -845,9 +874,14 @@ impl StableKeypoints {
             )
         })?;
         if !model_dir.is_dir() {
+            let what = if model_dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
             return Err(gst::error_msg!(
                 gst::ResourceError::NotFound,
-                ("Model directory {} does not exist", model_dir.display())
+                ("Model directory {} {}", model_dir.display(), what)
             ));
         }
         // Cheap layout checks first, so a wrong directory is reported as such.
@@ -908,15 +942,12 @@ impl StableKeypoints {
         let warmup = started.elapsed();
 
         let json = match &s.json_location {
-            Some(path) => Some(JsonWriter {
-                file: File::create(path).map_err(|e| {
-                    gst::error_msg!(
-                        gst::ResourceError::OpenWrite,
-                        ("Cannot create {}: {}", path.display(), e)
-                    )
-                })?,
-                path: path.clone(),
-            }),
+            Some(path) => Some(JsonWriter::create(path).map_err(|e| {
+                gst::error_msg!(
+                    gst::ResourceError::OpenWrite,
+                    ("Cannot create {}: {}", path.display(), e)
+                )
+            })?),
             None => None,
         };
         let state = State {
@@ -1256,7 +1287,11 @@ impl BaseTransformImpl for StableKeypoints {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let (live, min, max) = q.result();
             gst::debug!(CAT, imp = self, "adding {} of latency", ours);
-            q.set(live, min + ours, max.map(|m| m + ours));
+            q.set(
+                live,
+                min.saturating_add(ours),
+                max.map(|m| m.saturating_add(ours)),
+            );
         }
         true
     }
@@ -1266,7 +1301,7 @@ impl BaseTransformImpl for StableKeypoints {
             let (_, _, diff, timestamp) = q.get();
             *lock(&self.earliest) = timestamp.map(|ts| {
                 if diff >= 0 {
-                    ts + gst::ClockTime::from_nseconds(diff as u64)
+                    ts.saturating_add(gst::ClockTime::from_nseconds(diff as u64))
                 } else {
                     ts.saturating_sub(gst::ClockTime::from_nseconds(diff.unsigned_abs()))
                 }
@@ -1278,11 +1313,15 @@ impl BaseTransformImpl for StableKeypoints {
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
             gst::EventView::FlushStop(_) => {
+                // A flush (seek) starts a new stream: its first frame is inferred, and no
+                // keypoints from before it are held, interpolated from or smoothed with.
                 if let Some(state) = lock(&self.state).as_mut() {
                     state.held.clear();
                     state.ready.clear();
                     state.queued = None;
                     state.smoother.reset();
+                    state.schedule.reset();
+                    state.last = None;
                 }
                 *lock(&self.earliest) = None;
             }
