@@ -90,3 +90,29 @@ pub fn device_from_str(s: &str) -> Result<(candle_core::Device, candle_core::DTy
         "unknown device {s:?} (cpu, cuda:N)"
     )))
 }
+
+/// Detection flags shared by `detect` and `eval`.
+pub fn detect_options(a: &Args) -> Result<stablekeypoints::DetectOptions, Error> {
+    Ok(stablekeypoints::DetectOptions {
+        input_size: a.parse_opt("size")?,
+        map_res: a.parse_opt("map-res")?,
+        augmentations: a.parse_opt("augmentations")?.unwrap_or(1),
+        seed: a.parse_opt("seed")?.unwrap_or(0),
+        noise: !a.has("no-noise"),
+        crop: a
+            .get("crop")
+            .map(str::parse::<stablekeypoints::CropMode>)
+            .transpose()?
+            .unwrap_or_default(),
+        peak: match a.get("peak").unwrap_or("argmax") {
+            "argmax" => stablekeypoints::PeakMode::Argmax,
+            "weighted" => stablekeypoints::PeakMode::Weighted { radius: 5.0 },
+            o => {
+                return Err(Error::Invalid(format!(
+                    "--peak: unknown mode {o:?} (argmax, weighted)"
+                )))
+            }
+        },
+        ..Default::default()
+    })
+}

@@ -1,9 +1,7 @@
 //! `detect`: keypoints of image files.
 
 use crate::args::{device_from_str, Args, USAGE};
-use stablekeypoints::{
-    CropMode, DetectOptions, Detector, Error, FrameRef, Model, PeakMode, PixelFormat, Tokens,
-};
+use stablekeypoints::{Detector, Error, FrameRef, Model, PixelFormat, Tokens};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,28 +30,7 @@ pub fn cmd_detect(a: Args) -> Result<(), Error> {
     if a.positional.is_empty() {
         return Err(Error::Invalid(format!("no IMAGE given\n\n{USAGE}")));
     }
-    let opts = DetectOptions {
-        input_size: a.parse_opt("size")?,
-        map_res: a.parse_opt("map-res")?,
-        augmentations: a.parse_opt("augmentations")?.unwrap_or(1),
-        seed: a.parse_opt("seed")?.unwrap_or(0),
-        noise: !a.has("no-noise"),
-        crop: a
-            .get("crop")
-            .map(str::parse::<CropMode>)
-            .transpose()?
-            .unwrap_or_default(),
-        peak: match a.get("peak").unwrap_or("argmax") {
-            "argmax" => PeakMode::Argmax,
-            "weighted" => PeakMode::Weighted { radius: 5.0 },
-            o => {
-                return Err(Error::Invalid(format!(
-                    "--peak: unknown mode {o:?} (argmax, weighted)"
-                )))
-            }
-        },
-        ..Default::default()
-    };
+    let opts = crate::args::detect_options(&a)?;
     let (device, dtype) = device_from_str(a.get("device").unwrap_or("cpu"))?;
     // Read every input first so that a bad image fails before minutes of model work.
     let images = a

@@ -3,7 +3,7 @@
 
 use crate::args::{device_from_str, Args, USAGE};
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel};
-use stablekeypoints::{CropMode, DetectOptions, Detector, Error, Model, PeakMode, Tokens};
+use stablekeypoints::{Detector, Error, Model, Tokens};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,31 +53,6 @@ fn metric_from_args(a: &Args) -> Result<Metric, Error> {
     })
 }
 
-fn detect_options(a: &Args) -> Result<DetectOptions, Error> {
-    Ok(DetectOptions {
-        input_size: a.parse_opt("size")?,
-        map_res: a.parse_opt("map-res")?,
-        augmentations: a.parse_opt("augmentations")?.unwrap_or(1),
-        seed: a.parse_opt("seed")?.unwrap_or(0),
-        noise: !a.has("no-noise"),
-        crop: a
-            .get("crop")
-            .map(str::parse::<CropMode>)
-            .transpose()?
-            .unwrap_or_default(),
-        peak: match a.get("peak").unwrap_or("argmax") {
-            "argmax" => PeakMode::Argmax,
-            "weighted" => PeakMode::Weighted { radius: 5.0 },
-            o => {
-                return Err(Error::Invalid(format!(
-                    "--peak: unknown mode {o:?} (argmax, weighted)"
-                )))
-            }
-        },
-        ..Default::default()
-    })
-}
-
 pub fn cmd_eval(a: Args) -> Result<(), Error> {
     if !a.positional.is_empty() {
         return Err(Error::Invalid(format!(
@@ -88,7 +63,7 @@ pub fn cmd_eval(a: Args) -> Result<(), Error> {
     let model_dir = PathBuf::from(a.required("model")?);
     let tokens_path = PathBuf::from(a.required("tokens")?);
     let metric = metric_from_args(&a)?;
-    let opts = detect_options(&a)?;
+    let opts = crate::args::detect_options(&a)?;
     // Everything cheap is checked before minutes of detection.
     let train = LabelSet::load(Path::new(a.required("train")?))?;
     let test = LabelSet::load(Path::new(a.required("test")?))?;
