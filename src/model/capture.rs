@@ -104,13 +104,15 @@ impl MapRecorder {
         let k = k.to_dtype(DType::F32)?;
         let n = k.dim(2)?;
         let scale = attn.scale(c);
+        // Built once per layer, not per head: taps and selection only depend on the layer.
+        let fused = self.fused_op(&q, side)?;
         let mut layer: Option<Tensor> = None;
         // One head at a time bounds memory to B*R*R*N floats.
         for h in 0..heads {
             let qh = q.narrow(1, h, 1)?.squeeze(1)?; // [B, s*s, d]
             let kh = k.narrow(1, h, 1)?.squeeze(1)?.t()?.contiguous()?; // [1, d, N]
             let logits = (qh.broadcast_matmul(&kh)? * scale)?; // [B, s*s, N]
-            if let Some(op) = self.fused_op(&logits, side)? {
+            if let Some(op) = fused.clone() {
                 let l4 = logits.reshape((b, side, side, n))?;
                 let probs = if l4.track_op() {
                     l4.apply_op1(crate::ops::softmax::UpsampledSoftmaxSelectGrad(op))?
@@ -151,9 +153,9 @@ impl MapRecorder {
 
     /// The fused CPU kernel applies with a token selection (tracked logits get its
     /// backward, `ops::softmax::UpsampledSoftmaxSelectGrad`).
-    fn fused_op(&self, logits: &Tensor, side: usize) -> Result<Option<UpsampledSoftmaxSelect>> {
+    fn fused_op(&self, q: &Tensor, side: usize) -> Result<Option<UpsampledSoftmaxSelect>> {
         let select = match &self.select {
-            Some(s) if logits.device().is_cpu() && logits.dtype() == DType::F32 => s,
+            Some(s) if q.device().is_cpu() && q.dtype() == DType::F32 => s,
             _ => return Ok(None),
         };
         let r = self.map_res;

@@ -42,6 +42,7 @@ pub(crate) fn exp_nonpos(x: f32) -> f32 {
 }
 
 /// Input: one head's logits `[B, s, s, N]` (contiguous f32). Output `[B, R, R, K]`.
+#[derive(Clone)]
 pub struct UpsampledSoftmaxSelect {
     pub side: usize,
     pub out: usize,
