@@ -5,6 +5,7 @@
 //! values per head for SD at R = 128) only to keep K = 10 of N = 500. Here each output
 //! pixel's N logits come from its 4x4 interpolation taps and live in a small row buffer.
 
+use super::simd::{self, multiversion};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
@@ -20,25 +21,6 @@ pub fn sparse_taps(dense: &[f32], out: usize, inp: usize) -> Vec<Vec<(usize, f32
                 .collect()
         })
         .collect()
-}
-
-/// exp(x) for x <= 0 with ~2 ulp error; branch-free so the loops vectorise.
-#[inline(always)]
-pub(crate) fn exp_nonpos(x: f32) -> f32 {
-    // A compare-select rather than f32::max so that NaN propagates instead of clamping.
-    #[allow(clippy::manual_clamp)]
-    let x = if x < -87.0 { -87.0 } else { x };
-    // x = n ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2).
-    let n = (x * std::f32::consts::LOG2_E + 12582912.0) - 12582912.0;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_66;
-    let p = p * r + 0.5;
-    let p = p * r * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
 /// Input: one head's logits `[B, s, s, N]` (contiguous f32). Output `[B, R, R, K]`.
@@ -79,31 +61,42 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
             .for_each(|(task, orow)| {
                 let (img, i) = (task / r, task % r);
                 let base = &x[img * side * side * n..(img + 1) * side * side * n];
-                // Row-interpolated logits for this output row: [side (columns), N].
-                let mut rowbuf = vec![0f32; side * n];
-                for &(p, wy) in &self.taps[i] {
-                    let src = &base[p * side * n..(p + 1) * side * n];
-                    for (d, &v) in rowbuf.iter_mut().zip(src) {
-                        *d += wy * v;
-                    }
-                }
-                let mut logits = vec![0f32; n];
-                for (j, o) in orow.chunks_mut(k).enumerate() {
-                    logits.iter_mut().for_each(|v| *v = 0.0);
-                    for &(q, wx) in &self.taps[j] {
-                        for (d, &v) in logits.iter_mut().zip(&rowbuf[q * n..(q + 1) * n]) {
-                            *d += wx * v;
-                        }
-                    }
-                    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                    let sum: f32 = logits.iter().map(|&v| exp_nonpos(v - m)).sum();
-                    let inv = 1.0 / sum;
-                    for (dst, &t) in o.iter_mut().zip(&self.select) {
-                        *dst = exp_nonpos(logits[t] - m) * inv;
-                    }
-                }
+                fused_row(base, &self.taps[i], &self.taps, side, n, &self.select, orow);
             });
         Ok((CpuStorage::F32(out), Shape::from((b, r, r, k))))
+    }
+}
+
+multiversion! {
+    /// One output row of [`UpsampledSoftmaxSelect`]: `base` is one image's logits
+    /// `[s, s, N]`, `row_taps` the vertical taps of this row, `orow` its `[R, K]` output.
+    fn fused_row(
+        base: &[f32],
+        row_taps: &[(usize, f32)],
+        taps: &[Vec<(usize, f32)>],
+        side: usize,
+        n: usize,
+        select: &[usize],
+        orow: &mut [f32],
+    ) {
+        let side_n = side * n;
+        // Row-interpolated logits for this output row: [s (columns), N].
+        let mut rowbuf = vec![0f32; side_n];
+        for &(p, wy) in row_taps {
+            simd::axpy(&mut rowbuf, wy, &base[p * side_n..(p + 1) * side_n]);
+        }
+        let mut logits = vec![0f32; n];
+        for (o, col_taps) in orow.chunks_mut(select.len()).zip(taps) {
+            logits.iter_mut().for_each(|v| *v = 0.0);
+            for &(q, wx) in col_taps {
+                simd::axpy(&mut logits, wx, &rowbuf[q * n..(q + 1) * n]);
+            }
+            let m = simd::max(&logits);
+            let inv = 1.0 / simd::exp_sum(&logits, m);
+            for (dst, &t) in o.iter_mut().zip(select) {
+                *dst = simd::exp_nonpos(logits[t] - m) * inv;
+            }
+        }
     }
 }
 
@@ -125,16 +118,7 @@ impl CustomOp1 for FastSoftmax {
         if n > 0 {
             out.par_chunks_mut(n)
                 .zip(x.par_chunks(n))
-                .for_each(|(o, xs)| {
-                    let m = xs.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                    let mut sum = 0f32;
-                    for (d, &v) in o.iter_mut().zip(xs) {
-                        *d = exp_nonpos(v - m);
-                        sum += *d;
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|d| *d *= inv);
-                });
+                .for_each(|(o, xs)| simd::softmax_row_into(xs, o));
         }
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -145,19 +129,6 @@ mod tests {
     use super::*;
     use crate::ops::resample::bicubic_matrix;
     use candle_core::{Device, Tensor};
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f32;
-        for i in 0..200_000 {
-            let x = -(i as f32) * 87.0 / 200_000.0;
-            let (a, b) = (exp_nonpos(x), x.exp());
-            worst = worst.max(((a - b) / b).abs());
-        }
-        assert!(worst < 5e-7, "worst relative error {worst}");
-        assert_eq!(exp_nonpos(-1000.0), exp_nonpos(-87.0));
-        assert!(exp_nonpos(f32::NAN).is_nan());
-    }
 
     #[test]
     fn fast_softmax_matches_candle() {

@@ -2,9 +2,11 @@
 
 pub mod attnmap;
 pub mod conv;
+pub mod flops;
 pub mod norm;
 pub mod resample;
 pub mod rng;
 pub mod schedule;
+pub mod simd;
 pub mod softmax;
 pub mod warp;

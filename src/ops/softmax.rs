@@ -6,7 +6,8 @@
 //! that dominates the step. [`softmax_last_dim_with_grad`] is one parallel pass each way;
 //! [`UpsampledSoftmaxSelectGrad`] never materialises the [B, R, R, N] tensors at all.
 
-use crate::ops::attnmap::UpsampledSoftmaxSelect;
+use super::attnmap::UpsampledSoftmaxSelect;
+use super::simd::{self, multiversion};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -25,23 +26,25 @@ fn rows<'a, T>(v: &'a [T], l: &Layout, what: &str) -> Result<(&'a [T], usize)> {
     }
 }
 
+/// Same arithmetic as candle's fused CPU softmax (max, exp(x - max), sum, divide).
+fn softmax_row_f64(xs: &[f64], o: &mut [f64]) {
+    let max = xs.iter().fold(f64::NEG_INFINITY, |m, &v| v.max(m));
+    for (d, &s) in o.iter_mut().zip(xs) {
+        *d = (s - max).exp();
+    }
+    let sum: f64 = o.iter().sum();
+    for d in o.iter_mut() {
+        *d /= sum;
+    }
+}
+
 macro_rules! softmax_rows {
-    ($name:ident, $bwd:ident, $t:ty) => {
-        // Same arithmetic as candle's fused CPU softmax (max, exp(x - max), sum, divide).
+    ($name:ident, $bwd:ident, $t:ty, $row:path) => {
         fn $name(x: &[$t], n: usize) -> Vec<$t> {
             let mut out = vec![0 as $t; x.len()];
             out.par_chunks_mut(n)
                 .zip(x.par_chunks(n))
-                .for_each(|(o, xs)| {
-                    let max = xs.iter().fold(<$t>::NEG_INFINITY, |m, &v| v.max(m));
-                    for (d, &s) in o.iter_mut().zip(xs) {
-                        *d = (s - max).exp();
-                    }
-                    let sum: $t = o.iter().sum();
-                    for d in o.iter_mut() {
-                        *d /= sum;
-                    }
-                });
+                .for_each(|(o, xs)| $row(xs, o));
             out
         }
 
@@ -60,8 +63,8 @@ macro_rules! softmax_rows {
     };
 }
 
-softmax_rows!(softmax_f32, softmax_bwd_f32, f32);
-softmax_rows!(softmax_f64, softmax_bwd_f64, f64);
+softmax_rows!(softmax_f32, softmax_bwd_f32, f32, simd::softmax_row_into);
+softmax_rows!(softmax_f64, softmax_bwd_f64, f64, softmax_row_f64);
 
 impl CustomOp1 for SoftmaxWithGrad {
     fn name(&self) -> &'static str {
@@ -152,52 +155,16 @@ impl CustomOp1 for UpsampledSoftmaxSelectGrad {
             .into_par_iter()
             .map(|task| {
                 let (img, i) = (task / r, task % r);
-                let base = &x[img * side * side * n..(img + 1) * side * side * n];
-                let mut rowbuf = vec![0f32; side * n];
-                for &(p, wy) in &op.taps[i] {
-                    for (d, &v) in rowbuf
-                        .iter_mut()
-                        .zip(&base[p * side * n..(p + 1) * side * n])
-                    {
-                        *d += wy * v;
-                    }
-                }
                 let mut grow = vec![0f32; side * n];
-                let mut u = vec![0f32; n];
-                for j in 0..r {
-                    u.iter_mut().for_each(|v| *v = 0.0);
-                    for &(q, wx) in &op.taps[j] {
-                        for (d, &v) in u.iter_mut().zip(&rowbuf[q * n..(q + 1) * n]) {
-                            *d += wx * v;
-                        }
-                    }
-                    let m = u.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                    let mut sum = 0f32;
-                    for v in u.iter_mut() {
-                        *v = (*v - m).exp();
-                        sum += *v;
-                    }
-                    let inv = 1.0 / sum;
-                    u.iter_mut().for_each(|v| *v *= inv); // u is now p
-                    let gk = &g[((img * r + i) * r + j) * k..][..k];
-                    let ga: Vec<f32> = gk
-                        .iter()
-                        .zip(&op.select)
-                        .map(|(&gv, &t)| gv * u[t])
-                        .collect();
-                    let c: f32 = ga.iter().sum();
-                    for v in u.iter_mut() {
-                        *v *= -c;
-                    }
-                    for (&t, &v) in op.select.iter().zip(&ga) {
-                        u[t] += v;
-                    }
-                    for &(q, wx) in &op.taps[j] {
-                        for (d, &v) in grow[q * n..(q + 1) * n].iter_mut().zip(&u) {
-                            *d += wx * v;
-                        }
-                    }
-                }
+                grad_row(
+                    &x[img * side * side * n..(img + 1) * side * side * n],
+                    &op.taps[i],
+                    &op.taps,
+                    n,
+                    &op.select,
+                    &g[(img * r + i) * r * k..][..r * k],
+                    &mut grow,
+                );
                 grow
             })
             .collect();
@@ -215,6 +182,47 @@ impl CustomOp1 for UpsampledSoftmaxSelectGrad {
                 }
             });
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+multiversion! {
+    /// Gradient of one output row of [`UpsampledSoftmaxSelect`] with respect to that
+    /// row's vertically interpolated logits (`grow`, `[s, N]`); `g` is the row's `[R, K]`
+    /// output gradient.
+    fn grad_row(
+        base: &[f32],
+        row_taps: &[(usize, f32)],
+        taps: &[Vec<(usize, f32)>],
+        n: usize,
+        select: &[usize],
+        g: &[f32],
+        grow: &mut [f32],
+    ) {
+        let k = select.len();
+        let mut rowbuf = vec![0f32; grow.len()];
+        for &(p, wy) in row_taps {
+            simd::axpy(&mut rowbuf, wy, &base[p * grow.len()..(p + 1) * grow.len()]);
+        }
+        let mut u = vec![0f32; n];
+        let mut ga = vec![0f32; k];
+        for (j, col_taps) in taps.iter().enumerate() {
+            u.iter_mut().for_each(|v| *v = 0.0);
+            for &(q, wx) in col_taps {
+                simd::axpy(&mut u, wx, &rowbuf[q * n..(q + 1) * n]);
+            }
+            simd::softmax_row(&mut u); // u is now p
+            for ((a, &gv), &t) in ga.iter_mut().zip(&g[j * k..(j + 1) * k]).zip(select) {
+                *a = gv * u[t];
+            }
+            let c: f32 = ga.iter().sum();
+            simd::scale(&mut u, -c);
+            for (&t, &v) in select.iter().zip(&ga) {
+                u[t] += v;
+            }
+            for &(q, wx) in col_taps {
+                simd::axpy(&mut grow[q * n..(q + 1) * n], wx, &u);
+            }
+        }
     }
 }
 
