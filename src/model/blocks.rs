@@ -1,6 +1,6 @@
 //! ResNet blocks and resamplers (diffusers `resnet.py`, `downsampling.py`, `upsampling.py`).
 
-use super::nn::{group_norm, linear, Conv2d};
+use super::nn::{group_norm, linear, Conv2d, Linear};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 pub struct ResnetBlock {
     norm1: super::nn::GroupNorm,
     conv1: Conv2d,
-    time_emb_proj: Option<candle_nn::Linear>,
+    time_emb_proj: Option<Linear>,
     norm2: super::nn::GroupNorm,
     conv2: Conv2d,
     shortcut: Option<Conv2d>,

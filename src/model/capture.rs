@@ -24,6 +24,7 @@ pub struct MapRecorder {
     interp: HashMap<usize, Tensor>,
     elapsed: std::time::Duration,
     timed: bool,
+    flops: u64,
 }
 
 impl MapRecorder {
@@ -39,6 +40,7 @@ impl MapRecorder {
             interp: HashMap::new(),
             elapsed: std::time::Duration::ZERO,
             timed: false,
+            flops: 0,
         }
     }
 
@@ -59,6 +61,11 @@ impl MapRecorder {
     pub fn with_timing(mut self) -> Self {
         self.timed = true;
         self
+    }
+
+    /// Matrix-product FLOPs of the recording (query projection and logits).
+    pub fn flops(&self) -> u64 {
+        self.flops
     }
 
     /// Time spent computing maps (zero unless `with_timing`).
@@ -104,6 +111,9 @@ impl MapRecorder {
         let k = k.to_dtype(DType::F32)?;
         let n = k.dim(2)?;
         let scale = attn.scale(c);
+        // The query projection is counted by `Linear`; add the logits.
+        crate::ops::flops::add(2 * b * l * n * c);
+        self.flops += (2 * b * l * c * c + 2 * b * l * n * c) as u64;
         // Built once per layer, not per head: taps and selection only depend on the layer.
         let fused = self.fused_op(&q, side)?;
         let mut layer: Option<Tensor> = None;

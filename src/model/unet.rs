@@ -4,7 +4,7 @@
 use super::blocks::{Downsample, ResnetBlock, Upsample};
 use super::capture::MapRecorder;
 use super::config::{DownBlockType, UNetConfig, UpBlockType};
-use super::nn::{group_norm, linear, projection, softmax_last_dim, Conv2d, LayerNorm};
+use super::nn::{group_norm, linear, projection, softmax_last_dim, Conv2d, LayerNorm, Linear};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -15,10 +15,10 @@ const MAX_SCORE_ELEMS: usize = 1 << 25;
 /// Multi-head attention with diffusers' `Attention` keys (`to_q`, `to_k`, `to_v`, `to_out.0`).
 #[derive(Debug, Clone)]
 pub struct Attention {
-    pub(crate) to_q: candle_nn::Linear,
-    to_k: candle_nn::Linear,
-    to_v: candle_nn::Linear,
-    to_out: candle_nn::Linear,
+    pub(crate) to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
     pub(crate) heads: usize,
 }
 
@@ -61,6 +61,8 @@ impl Attention {
         let scale = self.scale(c);
         let n = k.dim(2)?;
         let rows = (MAX_SCORE_ELEMS / (b * self.heads * n).max(1)).clamp(1, l);
+        // Scores and weighted values: two products of b x l x n x c multiply-adds.
+        crate::ops::flops::add(4 * b * l * n * c);
         let mut outs = Vec::new();
         let mut start = 0;
         while start < l {
@@ -87,8 +89,8 @@ impl Attention {
 /// GEGLU feed-forward (`ff.net.0.proj`, `ff.net.2`).
 #[derive(Debug, Clone)]
 struct FeedForward {
-    proj: candle_nn::Linear,
-    out: candle_nn::Linear,
+    proj: Linear,
+    out: Linear,
 }
 
 impl FeedForward {
@@ -125,9 +127,9 @@ struct TransformerBlock {
 #[derive(Debug, Clone)]
 struct Transformer2D {
     norm: super::nn::GroupNorm,
-    proj_in: candle_nn::Linear,
+    proj_in: Linear,
     blocks: Vec<TransformerBlock>,
-    proj_out: candle_nn::Linear,
+    proj_out: Linear,
 }
 
 /// Where the UNet is inside its forward pass, for the recorder's rule.
@@ -233,8 +235,8 @@ struct UpBlock {
 pub struct UNet {
     cfg: UNetConfig,
     conv_in: Conv2d,
-    time_1: candle_nn::Linear,
-    time_2: candle_nn::Linear,
+    time_1: Linear,
+    time_2: Linear,
     down: Vec<DownBlock>,
     mid: (ResnetBlock, Transformer2D, ResnetBlock),
     up: Vec<UpBlock>,

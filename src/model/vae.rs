@@ -2,7 +2,7 @@
 
 use super::blocks::{Downsample, ResnetBlock};
 use super::config::VaeConfig;
-use super::nn::{group_norm, linear, Conv2d};
+use super::nn::{group_norm, linear, Conv2d, Linear};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -12,10 +12,10 @@ const EPS: f64 = 1e-6;
 #[derive(Debug, Clone)]
 struct VaeAttention {
     norm: super::nn::GroupNorm,
-    q: candle_nn::Linear,
-    k: candle_nn::Linear,
-    v: candle_nn::Linear,
-    out: candle_nn::Linear,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
     scale: f64,
 }
 
@@ -27,13 +27,13 @@ impl VaeAttention {
         } else {
             ("to_q", "to_k", "to_v", "to_out.0")
         };
-        let lin = |name: &str| -> Result<candle_nn::Linear> {
+        let lin = |name: &str| -> Result<Linear> {
             let vb = vb.pp(name);
             // Some exports keep these as 1x1 convolutions.
             match vb.get_unchecked("weight") {
                 Ok(w) if w.rank() == 4 => {
                     let w = vb.get((c, c, 1, 1), "weight")?.reshape((c, c))?;
-                    Ok(candle_nn::Linear::new(w, Some(vb.get(c, "bias")?)))
+                    Ok(Linear::new(w, Some(vb.get(c, "bias")?)))
                 }
                 _ => linear(vb, c, c, true),
             }
@@ -59,6 +59,7 @@ impl VaeAttention {
         let q = self.q.forward(&t)?;
         let k = self.k.forward(&t)?;
         let v = self.v.forward(&t)?;
+        crate::ops::flops::add(4 * b * (h * w) * (h * w) * c);
         let a = (q.matmul(&k.t()?)? * self.scale)?;
         let a = super::nn::softmax_last_dim(&a)?;
         let o = self.out.forward(&a.matmul(&v)?)?;

@@ -35,6 +35,11 @@ fn bench_conv(runs: usize) -> Result<(), Error> {
         (512, 128),
         (320, 64),
         (640, 32),
+        (16, 128),
+        (16, 64),
+        (32, 32),
+        (32, 16),
+        (64, 16),
     ] {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1f32, (1, c, s, s), &dev)?;
@@ -127,6 +132,8 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         "total",
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut flops = [0u64; 6];
+    use stablekeypoints::ops::flops as fl;
     let (a_coef, s_coef) = model.schedule.noise_coefficients(spec.timestep);
     for run in 0..=runs {
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
@@ -137,9 +144,11 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         device.synchronize()?;
         let pre = ms(start);
         let t = Instant::now();
+        fl::take();
         let z = model.encode(&image)?;
         device.synchronize()?;
         let vae = ms(t);
+        let vae_flops = fl::take();
         let t = Instant::now();
         let noise = Tensor::randn(0f32, 1f32, z.shape(), &device)?.to_dtype(z.dtype())?;
         let zt = ((&z * a_coef)? + (noise * s_coef)?)?;
@@ -155,6 +164,8 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
             .unet
             .record(&zt, spec.timestep as f64, &ctx, &mut rec)?;
         let capture = rec.elapsed().as_secs_f64() * 1e3;
+        let rec_flops = rec.flops();
+        let unet_flops = fl::take().saturating_sub(rec_flops);
         let maps = rec.finish()?;
         device.synchronize()?;
         let unet = ms(t);
@@ -171,6 +182,14 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
         let extract = ms(t);
         let total = ms(start);
         std::hint::black_box(peaks);
+        flops = [
+            0,
+            vae_flops,
+            unet_flops,
+            rec_flops,
+            0,
+            vae_flops + unet_flops + rec_flops,
+        ];
         if run > 0 {
             for (i, x) in [pre, vae, unet - capture, capture, extract, total]
                 .into_iter()
@@ -192,9 +211,21 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
     );
     println!("load {load_ms:.0} ms, token K/V precompute {ctx_ms:.1} ms, runs {runs} (+1 warm-up)");
     let total = median_ms(&mut times[names.len() - 1].clone());
-    for (name, v) in names.iter().zip(times.iter_mut()) {
+    for ((name, v), f) in names.iter().zip(times.iter_mut()).zip(flops) {
         let m = median_ms(v);
-        println!("{name:>14}: {m:10.1} ms  ({:5.1}%)", 100.0 * m / total);
+        let rate = if f > 0 {
+            format!(
+                "  {:7.1} GFLOP  {:6.1} GFLOP/s",
+                f as f64 / 1e9,
+                f as f64 / m / 1e6
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{name:>14}: {m:10.1} ms  ({:5.1}%){rate}",
+            100.0 * m / total
+        );
     }
     println!(
         "{:>14}: {:10.2}  (batch {batch})",
