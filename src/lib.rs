@@ -3,6 +3,7 @@
 //!
 //! GStreamer-free; the plugin crate and the CLI are glue over this library.
 
+pub mod alloc;
 pub mod detect;
 pub mod error;
 pub mod eval;

@@ -413,7 +413,8 @@ fn cli_trains_on_an_image_folder() {
         );
     }
     std::fs::write(frames.join("notes.txt"), "not an image").unwrap();
-    let out = dir.join("tok.safetensors");
+    // The output directory does not exist yet: train creates it.
+    let out = dir.join("new").join("tok.safetensors");
     let bin = env!("CARGO_BIN_EXE_stablekeypoints");
     let args = |extra: &[&str]| {
         let mut a: Vec<String> = [

@@ -58,8 +58,9 @@ impl Conv2d {
             && k[3] == 3
             && stride == 1
             && padding <= 1
-            && h * w >= 16 * 16
             && k[0] * k[1] >= 16 * 16
+            // Few tiles cannot amortise transforming many channels' weights.
+            && (h * w >= 48 * 48 || (h * w >= 16 * 16 && k[0] * k[1] <= 128 * 128))
     }
 
     /// Convolution of an untracked input with `weight` (no gradient).

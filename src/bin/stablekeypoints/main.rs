@@ -11,6 +11,10 @@ mod video;
 use args::Args;
 use stablekeypoints::model::init::{init_model, TinyArch};
 use stablekeypoints::Error;
+
+// Reuses freed activation buffers across layers and frames (see `stablekeypoints::alloc`).
+#[global_allocator]
+static ALLOC: stablekeypoints::alloc::CachingAlloc = stablekeypoints::alloc::CachingAlloc::new();
 use std::path::PathBuf;
 use std::process::ExitCode;
 

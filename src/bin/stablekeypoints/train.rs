@@ -141,6 +141,13 @@ pub fn cmd_train(a: Args) -> Result<(), Error> {
     let model_dir = PathBuf::from(a.required("model")?);
     let input = PathBuf::from(a.required("input")?);
     let out = PathBuf::from(a.required("out")?);
+    // Made before hours of training, so that a bad --out fails now, not at the checkpoint.
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     let crop = a
         .get("crop")
         .map(str::parse::<CropMode>)
