@@ -5,6 +5,7 @@
 //! Blocks of tiles are processed in parallel. Used for inference only (no backward): the
 //! SD VAE encoder is almost all such convolutions.
 
+use super::simd::multiversion;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
@@ -24,52 +25,165 @@ const G: [[f32; 3]; 6] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// Input transform B^T d B for one 6x6 tile.
+/// Tiles transformed together, one per SIMD lane.
+const LANES: usize = 8;
+type Lanes = [f32; LANES];
+
+/// B^T applied to one column of 6 lane vectors.
 #[inline(always)]
-fn input_transform(d: &[[f32; T]; T]) -> [[f32; T]; T] {
+fn bt(v: &[Lanes; T]) -> [Lanes; T] {
     // B^T rows: [4,0,-5,0,1,0] [0,-4,-4,1,1,0] [0,4,-4,-1,1,0] [0,-2,-1,2,1,0] [0,2,-1,-2,1,0] [0,4,0,-5,0,1]
-    #[inline(always)]
-    fn bt(v: [f32; T]) -> [f32; T] {
-        [
-            4.0 * v[0] - 5.0 * v[2] + v[4],
-            -4.0 * (v[1] + v[2]) + v[3] + v[4],
-            4.0 * (v[1] - v[2]) - v[3] + v[4],
-            -2.0 * (v[1] - v[3]) - v[2] + v[4],
-            2.0 * (v[1] - v[3]) - v[2] + v[4],
-            4.0 * v[1] - 5.0 * v[3] + v[5],
-        ]
+    let mut o = [[0f32; LANES]; T];
+    for l in 0..LANES {
+        let (a, b) = (v[1][l] + v[2][l], v[1][l] - v[2][l]);
+        let c = v[1][l] - v[3][l];
+        o[0][l] = 4.0 * v[0][l] - 5.0 * v[2][l] + v[4][l];
+        o[1][l] = -4.0 * a + v[3][l] + v[4][l];
+        o[2][l] = 4.0 * b - v[3][l] + v[4][l];
+        o[3][l] = -2.0 * c - v[2][l] + v[4][l];
+        o[4][l] = 2.0 * c - v[2][l] + v[4][l];
+        o[5][l] = 4.0 * v[1][l] - 5.0 * v[3][l] + v[5][l];
     }
-    let mut tmp = [[0f32; T]; T];
-    for (j, col) in (0..T).map(|j| (j, bt(std::array::from_fn(|i| d[i][j])))) {
-        for i in 0..T {
-            tmp[i][j] = col[i];
-        }
-    }
-    let mut out = [[0f32; T]; T];
-    for i in 0..T {
-        out[i] = bt(tmp[i]);
-    }
-    out
+    o
 }
 
-/// Output transform A^T m A -> 4x4.
+/// A^T applied to one column of 6 lane vectors -> 4.
 #[inline(always)]
-fn output_transform(m: &[[f32; T]; T]) -> [[f32; M]; M] {
+fn at(v: &[Lanes; T]) -> [Lanes; M] {
     // A^T rows: [1,1,1,1,1,0] [0,1,-1,2,-2,0] [0,1,1,4,4,0] [0,1,-1,8,-8,1]
-    #[inline(always)]
-    fn at(v: [f32; T]) -> [f32; M] {
-        let (a, b) = (v[1] + v[2], v[1] - v[2]);
-        let (c, d) = (v[3] + v[4], v[3] - v[4]);
-        [v[0] + a + c, b + 2.0 * d, a + 4.0 * c, b + 8.0 * d + v[5]]
+    let mut o = [[0f32; LANES]; M];
+    for l in 0..LANES {
+        let (a, b) = (v[1][l] + v[2][l], v[1][l] - v[2][l]);
+        let (c, d) = (v[3][l] + v[4][l], v[3][l] - v[4][l]);
+        o[0][l] = v[0][l] + a + c;
+        o[1][l] = b + 2.0 * d;
+        o[2][l] = a + 4.0 * c;
+        o[3][l] = b + 8.0 * d + v[5][l];
     }
-    let mut tmp = [[0f32; T]; M];
-    for j in 0..T {
-        let col = at(std::array::from_fn(|i| m[i][j]));
-        for i in 0..M {
-            tmp[i][j] = col[i];
+    o
+}
+
+/// Tile geometry shared by the transforms.
+#[derive(Clone, Copy)]
+struct Tiles {
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+    pad: usize,
+}
+
+impl Tiles {
+    /// (image, top-left input row, top-left input column) of a tile.
+    fn origin(&self, tile: usize) -> (usize, isize, isize) {
+        let img = tile / (self.th * self.tw);
+        let (ty, tx) = ((tile % (self.th * self.tw)) / self.tw, tile % self.tw);
+        (
+            img,
+            (ty * M) as isize - self.pad as isize,
+            (tx * M) as isize - self.pad as isize,
+        )
+    }
+}
+
+multiversion! {
+    /// Input transform of tiles `t0..t0+nt` into `v[xi][ci][t]` (`TILE_BLOCK` columns).
+    fn input_block(x: &[f32], cin: usize, g: Tiles, t0: usize, nt: usize, v: &mut [f32]) {
+        let (h, w) = (g.h, g.w);
+        for ci in 0..cin {
+            for l0 in (0..nt).step_by(LANES) {
+                // d[i][j][lane]: the 6x6 input patch of each lane's tile.
+                let mut d = [[[0f32; LANES]; T]; T];
+                for l in 0..LANES.min(nt - l0) {
+                    let (img, y0, x0) = g.origin(t0 + l0 + l);
+                    let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
+                    let inside = y0 >= 0
+                        && x0 >= 0
+                        && y0 as usize + T <= h
+                        && x0 as usize + T <= w;
+                    for (i, row) in d.iter_mut().enumerate() {
+                        let y = y0 + i as isize;
+                        if !inside && (y < 0 || y >= h as isize) {
+                            continue;
+                        }
+                        let src = &plane[y as usize * w..(y as usize + 1) * w];
+                        for (j, e) in row.iter_mut().enumerate() {
+                            let xx = x0 + j as isize;
+                            if inside || (xx >= 0 && xx < w as isize) {
+                                e[l] = src[xx as usize];
+                            }
+                        }
+                    }
+                }
+                // B^T d B: columns, then rows.
+                let mut tmp = [[[0f32; LANES]; T]; T];
+                for j in 0..T {
+                    let col = bt(&std::array::from_fn(|i| d[i][j]));
+                    for i in 0..T {
+                        tmp[i][j] = col[i];
+                    }
+                }
+                for (i, trow) in tmp.iter().enumerate() {
+                    let row = bt(trow);
+                    for (j, vals) in row.iter().enumerate() {
+                        let at = ((i * T + j) * cin + ci) * TILE_BLOCK + l0;
+                        let n = LANES.min(nt - l0);
+                        v[at..at + n].copy_from_slice(&vals[..n]);
+                    }
+                }
+            }
         }
     }
-    std::array::from_fn(|i| at(tmp[i]))
+}
+
+multiversion! {
+    /// Output transform of `mbuf[xi][co][t]` for tiles `t0..t0+nt`, plus bias, into `out`.
+    fn output_block(
+        mbuf: &[f32],
+        cout: usize,
+        bias: Option<&[f32]>,
+        g: Tiles,
+        t0: usize,
+        nt: usize,
+        out: OutPtr,
+    ) {
+        let (oh, ow) = (g.h + 2 * g.pad - 2, g.w + 2 * g.pad - 2);
+        for co in 0..cout {
+            let bv = bias.map_or(0.0, |b| b[co]);
+            for l0 in (0..nt).step_by(LANES) {
+                let n = LANES.min(nt - l0);
+                let mut m = [[[0f32; LANES]; T]; T];
+                for (i, row) in m.iter_mut().enumerate() {
+                    for (j, e) in row.iter_mut().enumerate() {
+                        let at = ((i * T + j) * cout + co) * TILE_BLOCK + l0;
+                        e[..n].copy_from_slice(&mbuf[at..at + n]);
+                    }
+                }
+                // A^T m A: columns, then rows.
+                let mut tmp = [[[0f32; LANES]; T]; M];
+                for j in 0..T {
+                    let col = at(&std::array::from_fn(|i| m[i][j]));
+                    for i in 0..M {
+                        tmp[i][j] = col[i];
+                    }
+                }
+                let y: [[Lanes; M]; M] = std::array::from_fn(|i| at(&tmp[i]));
+                for l in 0..n {
+                    let (img, y0, x0) = g.origin(t0 + l0 + l);
+                    let (oy0, ox0) = ((y0 + g.pad as isize) as usize, (x0 + g.pad as isize) as usize);
+                    let base = (img * cout + co) * oh * ow;
+                    for (i, row) in y.iter().enumerate().take(oh.saturating_sub(oy0)) {
+                        for (j, vals) in row.iter().enumerate().take(ow.saturating_sub(ox0)) {
+                            // SAFETY: each (img, co, oy, ox) belongs to exactly one tile.
+                            unsafe {
+                                *out.get().add(base + (oy0 + i) * ow + ox0 + j) = vals[l] + bv
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// U[xi][co][ci] = (G g G^T)[xi] for weights [co, ci, 3, 3].
@@ -138,6 +252,7 @@ pub fn conv3x3_winograd(
     let mut out = vec![0f32; n * cout * oh * ow];
     let optr = OutPtr(out.as_mut_ptr());
     let blocks = tiles.div_ceil(TILE_BLOCK);
+    let geom = Tiles { h, w, th, tw, pad };
     (0..blocks).into_par_iter().for_each_init(
         || {
             (
@@ -148,39 +263,7 @@ pub fn conv3x3_winograd(
         |(v, mbuf), b| {
             let t0 = b * TILE_BLOCK;
             let nt = TILE_BLOCK.min(tiles - t0);
-            // Input transform: V[xi][ci][t].
-            for ci in 0..cin {
-                for t in 0..nt {
-                    let tile = t0 + t;
-                    let img = tile / (th * tw);
-                    let (ty, tx) = ((tile % (th * tw)) / tw, tile % tw);
-                    let (y0, x0) = (
-                        (ty * M) as isize - pad as isize,
-                        (tx * M) as isize - pad as isize,
-                    );
-                    let plane = &x[(img * cin + ci) * h * w..(img * cin + ci + 1) * h * w];
-                    let mut d = [[0f32; T]; T];
-                    for (i, row) in d.iter_mut().enumerate() {
-                        let y = y0 + i as isize;
-                        if y < 0 || y >= h as isize {
-                            continue;
-                        }
-                        let src = &plane[y as usize * w..(y as usize + 1) * w];
-                        for (j, e) in row.iter_mut().enumerate() {
-                            let xx = x0 + j as isize;
-                            if xx >= 0 && xx < w as isize {
-                                *e = src[xx as usize];
-                            }
-                        }
-                    }
-                    let dt = input_transform(&d);
-                    for i in 0..T {
-                        for j in 0..T {
-                            v[((i * T + j) * cin + ci) * TILE_BLOCK + t] = dt[i][j];
-                        }
-                    }
-                }
-            }
+            input_block(x, cin, geom, t0, nt, v);
             // 36 GEMMs: M[xi] (cout x nt) = U[xi] (cout x cin) * V[xi] (cin x nt).
             for xi in 0..T * T {
                 // SAFETY: all pointers index inside their buffers; strides are row-major.
@@ -208,37 +291,7 @@ pub fn conv3x3_winograd(
                     );
                 }
             }
-            // Output transform and store.
-            for co in 0..cout {
-                let bv = bias.map_or(0.0, |b| b[co]);
-                for t in 0..nt {
-                    let tile = t0 + t;
-                    let img = tile / (th * tw);
-                    let (ty, tx) = ((tile % (th * tw)) / tw, tile % tw);
-                    let mut m = [[0f32; T]; T];
-                    for (i, row) in m.iter_mut().enumerate() {
-                        for (j, e) in row.iter_mut().enumerate() {
-                            *e = mbuf[((i * T + j) * cout + co) * TILE_BLOCK + t];
-                        }
-                    }
-                    let y = output_transform(&m);
-                    let base = (img * cout + co) * oh * ow;
-                    for (i, row) in y.iter().enumerate() {
-                        let oy = ty * M + i;
-                        if oy >= oh {
-                            break;
-                        }
-                        for (j, val) in row.iter().enumerate() {
-                            let ox = tx * M + j;
-                            if ox >= ow {
-                                break;
-                            }
-                            // SAFETY: each (img, co, oy, ox) belongs to exactly one tile.
-                            unsafe { *optr.get().add(base + oy * ow + ox) = val + bv };
-                        }
-                    }
-                }
-            }
+            output_block(mbuf, cout, bias, geom, t0, nt, optr);
         },
     );
     out
