@@ -326,6 +326,23 @@ impl GroupNorm {
                 .contiguous()?
                 .apply_op3_no_bwd(&self.weight, &self.bias, &op);
         }
+        if x.track_op()
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && !self.weight.track_op()
+            && !self.bias.track_op()
+        {
+            let op = crate::ops::norm::GroupNormGrad {
+                op: crate::ops::norm::GroupNormOp {
+                    groups: self.groups,
+                    eps: self.eps,
+                    silu,
+                },
+                weight: self.weight.to_dtype(DType::F32)?.to_vec1()?,
+                bias: self.bias.to_dtype(DType::F32)?.to_vec1()?,
+            };
+            return x.contiguous()?.apply_op1(op);
+        }
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let dtype = x.dtype();
