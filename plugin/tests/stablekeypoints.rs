@@ -4,6 +4,7 @@
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gststablekeypoints::meta::{FrameKeypoints, ROI_TYPE};
+use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::frame::YuvMatrix;
 use stablekeypoints::model::init::{init_model, TinyArch};
 use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Model, PixelFormat, Tokens};
@@ -295,6 +296,7 @@ fn gst_inspect_lists_the_element_and_its_properties() {
     for p in [
         "model",
         "tokens",
+        "pose",
         "device",
         "input-size",
         "crop-mode",
@@ -742,4 +744,286 @@ fn model_properties_are_fixed_while_running() {
     element.set_property("draw", true);
     assert!(element.property::<bool>("draw"));
     let _ = ROI_TYPE;
+}
+
+/// Landmarks of the test pose, by hand from the keypoints `k` (normalised, token order):
+/// a = k0, b = k0 mirrored through the centre, c = (x of k1, 1 - y of k2),
+/// d = (mean of the x of k3 and k4, y of k5).
+fn hand_landmarks(k: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    vec![
+        k[0],
+        (1.0 - k[0].0, 1.0 - k[0].1),
+        (k[1].0, 1.0 - k[2].1),
+        ((k[3].0 + k[4].0) / 2.0, k[5].1),
+    ]
+}
+
+const POSE_NAMES: [&str; 4] = ["a", "b", "c", "d"];
+const POSE_SKELETON: [[usize; 2]; 3] = [[0, 1], [1, 2], [2, 3]];
+
+/// Writes a pose file as `eval --save-regressor` does, with weights realising
+/// [`hand_landmarks`] (`0.5 + (x - 0.5) W`), fitted with `indices` on `k` keypoints.
+fn write_pose(name: &str, k: usize, indices: Vec<usize>) -> PathBuf {
+    let l = POSE_NAMES.len();
+    let mut w = vec![0f64; 2 * k * 2 * l];
+    // Row 2 * kp + axis, column 2 * landmark + axis.
+    let mut set = |kp: usize, axis: usize, lm: usize, lm_axis: usize, v: f64| {
+        if kp < k {
+            w[(2 * kp + axis) * 2 * l + 2 * lm + lm_axis] = v;
+        }
+    };
+    set(0, 0, 0, 0, 1.0);
+    set(0, 1, 0, 1, 1.0);
+    set(0, 0, 1, 0, -1.0);
+    set(0, 1, 1, 1, -1.0);
+    set(1, 0, 2, 0, 1.0);
+    set(2, 1, 2, 1, -1.0);
+    set(3, 0, 3, 0, 0.5);
+    set(4, 0, 3, 0, 0.5);
+    set(5, 1, 3, 1, 1.0);
+    let reg = Regressor {
+        num_keypoints: k,
+        num_landmarks: l,
+        weights: w,
+    };
+    let pose = PoseModel::new(
+        &reg,
+        indices,
+        Some(POSE_NAMES.iter().map(|s| s.to_string()).collect()),
+        POSE_SKELETON.to_vec(),
+    )
+    .unwrap();
+    let path = scratch().join(name);
+    pose.save(&path).unwrap();
+    path
+}
+
+fn test_pose() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let indices = Tokens::load(&tokens_path()).unwrap().indices;
+        write_pose("pose.json", NUM_KEYPOINTS, indices)
+    })
+}
+
+/// The landmarks the core computes from the metadata's keypoints, and by hand.
+fn expected_landmarks(meta: &FrameKeypoints) -> (Vec<[f64; 2]>, Vec<(f64, f64)>) {
+    let k: Vec<[f64; 2]> = meta
+        .keypoints
+        .iter()
+        .map(|k| [k.x as f64, k.y as f64])
+        .collect();
+    let core = PoseModel::load(test_pose())
+        .unwrap()
+        .regressor()
+        .unwrap()
+        .predict(&k);
+    let hand = hand_landmarks(&k.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>());
+    (core, hand)
+}
+
+#[test]
+fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
+    let (n, w, h) = (4usize, 64u32, 48u32);
+    let json = scratch().join("pose.jsonl");
+    let desc = format!(
+        "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=RGB,width={w},height={h},framerate=30/1 \
+         ! stablekeypoints {} pose={} post-messages=true json-location={} ! fakesink name=sink",
+        props(),
+        test_pose().display(),
+        json.display()
+    );
+    let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
+    assert_eq!(bufs.len(), n);
+    let ours: Vec<&gst::StructureRef> = msgs
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
+            _ => None,
+        })
+        .collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!((ours.len(), lines.len()), (n, n));
+    let mut spread = 0.0f64;
+    for ((b, msg), rec) in bufs.iter().zip(&ours).zip(&lines) {
+        let meta = read_meta(b);
+        let pose = meta.pose.as_ref().expect("pose metadata");
+        let names: Vec<&str> = pose.landmarks.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, POSE_NAMES);
+        assert_eq!(pose.connections, [[0, 1], [1, 2], [2, 3]]);
+        let (core, hand) = expected_landmarks(&meta);
+        let msg_pose = msg.get::<gst::List>("pose").unwrap();
+        let skeleton: Vec<i32> = msg
+            .get::<gst::Array>("skeleton")
+            .unwrap()
+            .iter()
+            .map(|v| v.get::<i32>().unwrap())
+            .collect();
+        assert_eq!(skeleton, [0, 1, 1, 2, 2, 3]);
+        assert_eq!(rec["skeleton"], serde_json::json!([[0, 1], [1, 2], [2, 3]]));
+        let rec_pose = rec["pose"].as_array().unwrap();
+        assert_eq!((msg_pose.len(), rec_pose.len()), (4, 4));
+        for (j, l) in pose.landmarks.iter().enumerate() {
+            let (x, y) = (l.x as f64, l.y as f64);
+            assert!(
+                (x - core[j][0]).abs() < 1e-6 && (y - core[j][1]).abs() < 1e-6,
+                "landmark {j}: {l:?} vs core {:?}",
+                core[j]
+            );
+            assert!(
+                (x - hand[j].0).abs() < 1e-6 && (y - hand[j].1).abs() < 1e-6,
+                "landmark {j}: {l:?} vs hand {:?}",
+                hand[j]
+            );
+            let m = msg_pose.as_slice()[j].get::<gst::Structure>().unwrap();
+            assert_eq!(m.name(), "landmark");
+            assert_eq!(m.get::<&str>("name").unwrap(), POSE_NAMES[j]);
+            assert_eq!(
+                (m.get::<f32>("nx").unwrap(), m.get::<f32>("ny").unwrap()),
+                (l.x, l.y)
+            );
+            assert!((m.get::<f32>("x").unwrap() - l.x * w as f32).abs() < 1e-3);
+            assert!((m.get::<f32>("y").unwrap() - l.y * h as f32).abs() < 1e-3);
+            let r = &rec_pose[j];
+            assert_eq!(r["name"], POSE_NAMES[j]);
+            assert!((r["nx"].as_f64().unwrap() - x).abs() < 1e-6);
+            assert!((r["ny"].as_f64().unwrap() - y).abs() < 1e-6);
+            assert!((r["x"].as_f64().unwrap() - x * w as f64).abs() < 1e-3);
+            assert!((r["y"].as_f64().unwrap() - y * h as f64).abs() < 1e-3);
+        }
+        spread += (pose.landmarks[0].x - pose.landmarks[1].x).abs() as f64;
+    }
+    // The landmarks move with the keypoints (not a constant the regressor fell back to).
+    assert!(spread > 0.0);
+}
+
+/// Squared distance from (x, y) to the segment p-q.
+fn segment_dist2(x: f32, y: f32, p: (f32, f32), q: (f32, f32)) -> f32 {
+    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 {
+        (((x - p.0) * dx + (y - p.1) * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (x - p.0 - t * dx).powi(2) + (y - p.1 - t * dy).powi(2)
+}
+
+#[test]
+fn pose_skeleton_is_drawn_along_its_segments_and_nowhere_else() {
+    use gst_video::VideoFormat as F;
+    let (w, h) = (90u32, 60u32);
+    let pose_prop = format!("pose={}", test_pose().display());
+    for format in [F::Rgb, F::I420, F::Nv12] {
+        let run = |extra: &str| {
+            let (mut hn, info) = harness(&format!("draw=true radius=4 {extra}"), format, w, h);
+            hn.push(frame_buffer(&info, 3)).unwrap();
+            (hn.pull().unwrap(), info)
+        };
+        let (plain, info) = run("");
+        let (posed, _) = run(&pose_prop);
+        let pose = read_meta(&posed).pose.unwrap();
+        let clamp =
+            |(x, y): (f32, f32)| (x.clamp(0.0, w as f32 - 0.5), y.clamp(0.0, h as f32 - 0.5));
+        let pts: Vec<(f32, f32)> = pose
+            .landmarks
+            .iter()
+            .map(|l| clamp(l.pixel(w, h)))
+            .collect();
+        let segs: Vec<((f32, f32), (f32, f32))> = pose
+            .connections
+            .iter()
+            .map(|&[a, b]| (pts[a as usize], pts[b as usize]))
+            .collect();
+        // Lines and dots are 2 px wide / radius 2 for radius=4; chroma samples cover 2x2.
+        let changed = changed_pixels(&plain, &posed, &info);
+        assert!(!changed.is_empty(), "{format:?}: no skeleton drawn");
+        for (plane, x, y) in &changed {
+            let slack = if *plane == 0 { 1.0f32 } else { 2.5 };
+            let near_line = segs
+                .iter()
+                .any(|&(p, q)| segment_dist2(*x, *y, p, q) <= (1.0 + slack).powi(2));
+            let near_dot = pts
+                .iter()
+                .any(|&(px, py)| (x - px).powi(2) + (y - py).powi(2) <= (2.0 + slack).powi(2));
+            assert!(
+                near_line || near_dot,
+                "{format:?}: plane {plane} changed at ({x}, {y}), far from the skeleton {segs:?}"
+            );
+        }
+        // Along the a-b segment (through the centre, several pixels long) the first plane is
+        // the skeleton colour.
+        let (p, q) = segs[0];
+        let len = ((q.0 - p.0).powi(2) + (q.1 - p.1).powi(2)).sqrt();
+        assert!(len > 8.0, "{format:?}: segment a-b only {len} px long");
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&posed, &info).unwrap();
+        let (data, stride) = (
+            frame.plane_data(0).unwrap(),
+            frame.plane_stride()[0] as usize,
+        );
+        let full = info.colorimetry().range() == gst_video::VideoColorRange::Range0_255;
+        for i in 0..=20 {
+            let t = i as f32 / 20.0;
+            let (x, y) = (
+                (p.0 + t * (q.0 - p.0)) as usize,
+                (p.1 + t * (q.1 - p.1)) as usize,
+            );
+            if format == F::Rgb {
+                assert_eq!(
+                    &data[y * stride + x * 3..][..3],
+                    &[255, 255, 255],
+                    "({x}, {y})"
+                );
+            } else {
+                let white = if full { 255 } else { 235 };
+                assert_eq!(data[y * stride + x], white, "{format:?} ({x}, {y})");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_or_mismatched_pose_files_fail_the_state_change_naming_the_file() {
+    init();
+    let indices = Tokens::load(&tokens_path()).unwrap().indices;
+    let garbage = scratch().join("pose-garbage.json");
+    std::fs::write(&garbage, "{\"format\": \"stablekeypoints-pose\", ").unwrap();
+    let mut reversed = indices.clone();
+    reversed.reverse();
+    let cases = [
+        (scratch().join("no-such-pose.json"), "No such file"),
+        (garbage, "invalid pose file"),
+        (
+            write_pose(
+                "pose-5kp.json",
+                NUM_KEYPOINTS - 1,
+                indices[..NUM_KEYPOINTS - 1].to_vec(),
+            ),
+            "reads 5 keypoints",
+        ),
+        (
+            write_pose("pose-reversed.json", NUM_KEYPOINTS, reversed),
+            "token indices",
+        ),
+    ];
+    for (path, why) in cases {
+        let desc = format!(
+            "videotestsrc num-buffers=2 ! stablekeypoints {} pose={} ! fakesink",
+            props(),
+            path.display()
+        );
+        let err = run_pipeline(&desc, None).expect_err("pipeline must fail");
+        let message = err.lines().next().unwrap_or_default();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(why),
+            "{}: {err}",
+            path.display()
+        );
+    }
 }

@@ -14,6 +14,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
+use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::frame::YuvMatrix;
 use stablekeypoints::track::{interpolate, GapPolicy, KeypointSmoother, OneEuroParams, Schedule};
 use stablekeypoints::{
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta};
+use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta, LandmarkMeta, PoseMeta};
 use crate::overlay::{Canvas, Dot, Layout, Yuv};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -56,6 +57,7 @@ const DEFAULT_POST_MESSAGES: bool = false;
 /// Name of the bus message structure and of its keypoint entries.
 pub const MESSAGE_NAME: &str = "stablekeypoints";
 const MESSAGE_KEYPOINT: &str = "keypoint";
+const MESSAGE_LANDMARK: &str = "landmark";
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
@@ -108,6 +110,7 @@ pub enum SmoothingProp {
 struct Settings {
     model: Option<PathBuf>,
     tokens: Option<PathBuf>,
+    pose: Option<PathBuf>,
     device: String,
     input_size: u32,
     crop_mode: CropModeProp,
@@ -133,6 +136,7 @@ impl Default for Settings {
         Self {
             model: None,
             tokens: None,
+            pose: None,
             device: DEFAULT_DEVICE.into(),
             input_size: DEFAULT_INPUT_SIZE,
             crop_mode: CropModeProp::Letterbox,
@@ -209,10 +213,42 @@ struct Out {
     inferred: bool,
 }
 
+/// The `pose` file, checked against the tokens at start.
+struct Pose {
+    regressor: Regressor,
+    names: Vec<String>,
+    connections: Vec<[u32; 2]>,
+}
+
+impl Pose {
+    /// Landmarks of frame-normalised keypoints in token order, as `eval` regresses them.
+    fn landmarks(&self, keypoints: &[KeypointMeta]) -> PoseMeta {
+        // open() checked that the pose reads as many keypoints as the detector gives.
+        let xy: Vec<[f64; 2]> = keypoints
+            .iter()
+            .map(|k| [f64::from(k.x), f64::from(k.y)])
+            .collect();
+        PoseMeta {
+            landmarks: self
+                .names
+                .iter()
+                .zip(self.regressor.predict(&xy))
+                .map(|(name, [x, y])| LandmarkMeta {
+                    name: name.clone(),
+                    x: x as f32,
+                    y: y as f32,
+                })
+                .collect(),
+            connections: self.connections.clone(),
+        }
+    }
+}
+
 struct State {
     /// Taken out while an inference runs so that no lock is held meanwhile.
     detector: Option<Detector>,
     num_keypoints: usize,
+    pose: Option<Arc<Pose>>,
     model_name: String,
     info: Option<gst_video::VideoInfo>,
     schedule: Schedule,
@@ -322,6 +358,54 @@ fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
     let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
     cache.push((key, Arc::downgrade(&model)));
     Ok(model)
+}
+
+/// Reads the `pose` file and checks that it reads the keypoints these tokens give.
+fn load_pose(path: &Path, tokens: &Tokens, tokens_path: &Path) -> Result<Pose, gst::ErrorMessage> {
+    let bad = |msg: String| {
+        gst::error_msg!(
+            gst::LibraryError::Settings,
+            ("Cannot use pose {}: {}", path.display(), msg)
+        )
+    };
+    let pose = PoseModel::load(path).map_err(|e| {
+        // Name the file once: I/O errors carry the path, the others do not.
+        let msg = match e {
+            stablekeypoints::Error::Io { source, .. } => source.to_string(),
+            e => e.to_string(),
+        };
+        gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Cannot load pose {}: {}", path.display(), msg)
+        )
+    })?;
+    if pose.num_keypoints != tokens.indices.len() {
+        return Err(bad(format!(
+            "it reads {} keypoints but tokens {} give {}",
+            pose.num_keypoints,
+            tokens_path.display(),
+            tokens.indices.len()
+        )));
+    }
+    if pose.token_indices != tokens.indices {
+        return Err(bad(format!(
+            "it was fitted with token indices {:?} but tokens {} select {:?}",
+            pose.token_indices,
+            tokens_path.display(),
+            tokens.indices
+        )));
+    }
+    let regressor = pose.regressor().map_err(|e| bad(e.to_string()))?;
+    let connections = pose
+        .skeleton
+        .iter()
+        .map(|&[a, b]| [a as u32, b as u32])
+        .collect();
+    Ok(Pose {
+        regressor,
+        names: pose.names,
+        connections,
+    })
 }
 
 fn pixel_format(f: gst_video::VideoFormat) -> Option<(PixelFormat, Layout)> {
@@ -639,7 +723,7 @@ impl StableKeypoints {
         let Some(mut keypoints) = keypoints else {
             return Ok(buffer);
         };
-        let (info, num_keypoints, model) = {
+        let (info, num_keypoints, model, pose) = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
             let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
@@ -658,11 +742,16 @@ impl StableKeypoints {
                 );
                 state.smoother.smooth(&mut keypoints, t, &p);
             }
-            (info, state.num_keypoints, state.model_name.clone())
+            (
+                info,
+                state.num_keypoints,
+                state.model_name.clone(),
+                state.pose.clone(),
+            )
         };
         let (w, h) = (info.width(), info.height());
         let threshold = s.keypoint_threshold as f32;
-        let frame = FrameKeypoints {
+        let mut frame = FrameKeypoints {
             semantic_tag: semantic_tag(num_keypoints),
             model,
             source_width: w,
@@ -678,8 +767,11 @@ impl StableKeypoints {
                     visible: k.score >= threshold,
                 })
                 .collect(),
+            pose: None,
             rect: (0, 0, 0, 0),
         };
+        // From the keypoints as reported (smoothed, clamped), so consumers can redo it.
+        frame.pose = pose.map(|p| p.landmarks(&frame.keypoints));
 
         {
             let buf = buffer.make_mut();
@@ -715,7 +807,7 @@ impl StableKeypoints {
                     .to_send_value()
             }));
             let none = u64::MAX; // GST_CLOCK_TIME_NONE, as facedetect posts it
-            let st = gst::Structure::builder(MESSAGE_NAME)
+            let mut st = gst::Structure::builder(MESSAGE_NAME)
                 .field("timestamp", pts.map_or(none, |t| t.nseconds()))
                 .field("stream-time", stream_time.map_or(none, |t| t.nseconds()))
                 .field("running-time", running_time.map_or(none, |t| t.nseconds()))
@@ -726,6 +818,29 @@ impl StableKeypoints {
                 .field("inferred", inferred)
                 .field("keypoints", list)
                 .build();
+            if let Some(pose) = &frame.pose {
+                let list = gst::List::new(pose.landmarks.iter().map(|l| {
+                    let (x, y) = l.pixel(w, h);
+                    gst::Structure::builder(MESSAGE_LANDMARK)
+                        .field("name", &l.name)
+                        .field("x", x)
+                        .field("y", y)
+                        .field("nx", l.x)
+                        .field("ny", l.y)
+                        .build()
+                        .to_send_value()
+                }));
+                st.set("pose", list);
+                st.set(
+                    "skeleton",
+                    gst::Array::new(
+                        pose.connections
+                            .iter()
+                            .flatten()
+                            .map(|&i| (i as i32).to_send_value()),
+                    ),
+                );
+            }
             let _ = self
                 .obj()
                 .post_message(gst::message::Element::builder(st).src(&*self.obj()).build());
@@ -744,7 +859,7 @@ impl StableKeypoints {
                     })
                 })
                 .collect();
-            let record = serde_json::json!({
+            let mut record = serde_json::json!({
                 "frame": index,
                 "pts": clock_ns(pts),
                 "stream_time": clock_ns(stream_time),
@@ -755,6 +870,21 @@ impl StableKeypoints {
                 "inferred": inferred,
                 "keypoints": kps,
             });
+            if let Some(pose) = &frame.pose {
+                let landmarks: Vec<serde_json::Value> = pose
+                    .landmarks
+                    .iter()
+                    .map(|l| {
+                        let (x, y) = l.pixel(w, h);
+                        serde_json::json!({
+                            "name": l.name, "x": finite(x), "y": finite(y),
+                            "nx": finite(l.x), "ny": finite(l.y),
+                        })
+                    })
+                    .collect();
+                record["pose"] = landmarks.into();
+                record["skeleton"] = serde_json::json!(pose.connections);
+            }
             if let Err(e) = writer.write_line(&record) {
                 let path = writer.path.display().to_string();
                 drop(json);
@@ -816,6 +946,15 @@ impl StableKeypoints {
             })
             .collect();
         canvas.draw(&dots, s.radius as f32, s.draw_ids);
+        if let Some(pose) = &frame.pose {
+            let points: Vec<(f32, f32)> = pose
+                .landmarks
+                .iter()
+                .map(|l| l.pixel(info.width(), info.height()))
+                .collect();
+            let radius = s.radius as f32 / 2.0;
+            canvas.draw_skeleton(&points, &pose.connections, radius, radius);
+        }
         Ok(())
     }
 
@@ -901,6 +1040,11 @@ impl StableKeypoints {
         let tokens = Tokens::load(&tokens_path).map_err(|e| {
             gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot load tokens: {}", e))
         })?;
+        let pose = s
+            .pose
+            .as_deref()
+            .map(|p| load_pose(p, &tokens, &tokens_path))
+            .transpose()?;
         let model = load_model(&model_dir, &s.device).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::OpenRead,
@@ -952,6 +1096,7 @@ impl StableKeypoints {
         };
         let state = State {
             num_keypoints: detector.num_keypoints(),
+            pose: pose.map(Arc::new),
             detector: Some(detector),
             model_name: model_dir.display().to_string(),
             info: None,
@@ -986,6 +1131,11 @@ impl ObjectImpl for StableKeypoints {
                 glib::ParamSpecString::builder("tokens")
                     .nick("Tokens")
                     .blurb("Learned tokens file (safetensors); default: <model>/tokens.safetensors")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("pose")
+                    .nick("Pose")
+                    .blurb("Pose file from `stablekeypoints eval --save-regressor`: regress named landmarks and a skeleton from the keypoints")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("device")
@@ -1132,6 +1282,7 @@ impl ObjectImpl for StableKeypoints {
         match name {
             "model" => s.model = path(value),
             "tokens" => s.tokens = path(value),
+            "pose" => s.pose = path(value),
             "device" => {
                 s.device = value
                     .get::<Option<String>>()
@@ -1173,6 +1324,7 @@ impl ObjectImpl for StableKeypoints {
         match pspec.name() {
             "model" => path(&s.model),
             "tokens" => path(&s.tokens),
+            "pose" => path(&s.pose),
             "device" => s.device.to_value(),
             "input-size" => s.input_size.to_value(),
             "crop-mode" => s.crop_mode.to_value(),
