@@ -2,8 +2,9 @@
 //! messages and JSON lines. The model code is in the `stablekeypoints` crate.
 //!
 //! Buffers go through our own `submit_input_buffer`/`generate_output` instead of
-//! `transform_frame_ip` so that late frames are kept (QoS skips inference, never frames) and
-//! `gap-policy=interpolate` can hold frames until the next inference.
+//! `transform_frame_ip` so that late frames are kept (QoS skips inference, never frames),
+//! frames can wait for their batch (`batch-size`), and `gap-policy=interpolate` can hold
+//! frames until the next inference.
 
 use gst::glib;
 use gst::prelude::*;
@@ -53,6 +54,9 @@ const DEFAULT_DRAW: bool = false;
 const DEFAULT_DRAW_IDS: bool = false;
 const DEFAULT_RADIUS: u32 = 4;
 const DEFAULT_POST_MESSAGES: bool = false;
+const DEFAULT_BATCH_SIZE: u32 = 1;
+const MAX_BATCH_SIZE: u32 = 64;
+const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
 
 /// Name of the bus message structure and of its keypoint entries.
 pub const MESSAGE_NAME: &str = "stablekeypoints";
@@ -117,6 +121,8 @@ struct Settings {
     augmentations: u32,
     seed: u64,
     noise: bool,
+    batch_size: u32,
+    batch_timeout: u32,
     inference_interval: u32,
     gap_policy: GapPolicyProp,
     keypoint_threshold: f64,
@@ -143,6 +149,8 @@ impl Default for Settings {
             augmentations: DEFAULT_AUGMENTATIONS,
             seed: DEFAULT_SEED,
             noise: DEFAULT_NOISE,
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_timeout: DEFAULT_BATCH_TIMEOUT_MS,
             inference_interval: DEFAULT_INFERENCE_INTERVAL,
             gap_policy: GapPolicyProp::HoldLast,
             keypoint_threshold: DEFAULT_KEYPOINT_THRESHOLD,
@@ -197,6 +205,15 @@ impl Stats {
             Duration::from_secs_f64(self.inference_total.as_secs_f64() / self.inferred as f64)
         }
     }
+}
+
+/// A frame waiting for its batch (see `process`).
+struct Pending {
+    buffer: gst::Buffer,
+    index: u64,
+    late: bool,
+    /// In the batch; otherwise only waiting behind it.
+    infer: bool,
 }
 
 /// A frame waiting for the keypoints of a later inference.
@@ -255,6 +272,11 @@ struct State {
     /// Last inferred keypoints (frame-normalised, unsmoothed).
     last: Option<Vec<Keypoint>>,
     held: VecDeque<Held>,
+    pending: VecDeque<Pending>,
+    /// How many of `pending` are to be inferred.
+    pending_infer: usize,
+    /// Arrival of the first pending frame (for `batch-timeout`).
+    pending_since: Option<Instant>,
     ready: VecDeque<gst::Buffer>,
     queued: Option<(gst::Buffer, bool)>,
     smoother: KeypointSmoother,
@@ -519,23 +541,29 @@ impl StableKeypoints {
             .is_some_and(|rt| rt <= earliest)
     }
 
-    /// Runs the detector on one frame without holding any lock.
+    /// Runs the detector on the frames as one batch, without holding any lock.
     fn infer(
         &self,
-        buffer: &gst::BufferRef,
+        buffers: &[&gst::BufferRef],
         info: &gst_video::VideoInfo,
-    ) -> Result<Vec<Keypoint>, gst::FlowError> {
+    ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
         let mut detector = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
             state.detector.take().ok_or(gst::FlowError::Flushing)?
         };
         let started = Instant::now();
-        let result = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+        let result = buffers
+            .iter()
+            .map(|b| gst_video::VideoFrameRef::from_buffer_ref_readable(b, info))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot map the frame: {e}"))
-            .and_then(|frame| {
-                let f = frame_ref(&frame, info)?;
-                detector.detect_frame(&f).map_err(|e| e.to_string())
+            .and_then(|mapped| {
+                let frames = mapped
+                    .iter()
+                    .map(|f| frame_ref(f, info))
+                    .collect::<Result<Vec<_>, _>>()?;
+                detector.detect_frames(&frames).map_err(|e| e.to_string())
             });
         let elapsed = started.elapsed();
         if let Some(state) = lock(&self.state).as_mut() {
@@ -543,14 +571,15 @@ impl StableKeypoints {
         }
         match result {
             Ok(d) => {
+                let n = buffers.len().max(1) as u32;
                 let mut stats = lock(&self.stats);
-                stats.inferred += 1;
+                stats.inferred += buffers.len() as u64;
                 stats.inference_total += elapsed;
-                stats.last_inference = elapsed;
+                stats.last_inference = elapsed / n;
                 drop(stats);
-                gst::trace!(CAT, imp = self, "inference took {:?}", elapsed);
+                gst::trace!(CAT, imp = self, "{} frames took {:?}", n, elapsed);
                 self.maybe_update_latency();
-                Ok(d.keypoints)
+                Ok(d.into_iter().map(|d| d.keypoints).collect())
             }
             Err(e) => {
                 gst::element_imp_error!(
@@ -563,29 +592,48 @@ impl StableKeypoints {
         }
     }
 
-    /// Latency this element adds: the per-frame inference time, plus the look-ahead of
-    /// `gap-policy=interpolate`.
+    /// Latency this element adds: the inference time of a batch, the time a batch takes to
+    /// fill, and the look-ahead of `gap-policy=interpolate`.
     fn own_latency(&self) -> gst::ClockTime {
         let s = lock(&self.settings).clone();
         let stats = lock(&self.stats).clone();
         let per_frame = stats.warmup.max(stats.mean_inference());
-        let mut latency = gst::ClockTime::from_nseconds(per_frame.as_nanos() as u64);
-        if s.gap_policy == GapPolicyProp::Interpolate && s.inference_interval > 1 {
-            let fps = lock(&self.state)
-                .as_ref()
-                .and_then(|st| st.info.as_ref().map(|i| i.fps()));
-            if let Some(fps) = fps.filter(|f| f.numer() > 0 && f.denom() > 0) {
-                let frame = gst::ClockTime::SECOND
-                    .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
-                    .unwrap_or(gst::ClockTime::ZERO);
-                let frames = s.inference_interval as u64 - 1;
-                let look_ahead = frame
-                    .nseconds()
-                    .checked_mul(frames)
+        let ns = |d: Duration| gst::ClockTime::from_nseconds(d.as_nanos() as u64);
+        let batch = s.batch_size.max(1) as u64;
+        let mut latency = ns(per_frame)
+            .nseconds()
+            .checked_mul(batch)
+            .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds);
+        let frame = lock(&self.state)
+            .as_ref()
+            .and_then(|st| st.info.as_ref().map(|i| i.fps()))
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .and_then(|fps| {
+                gst::ClockTime::SECOND.mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+            });
+        let frames = |n: u64| {
+            frame.map(|f| {
+                f.nseconds()
+                    .checked_mul(n)
                     .filter(|&ns| ns <= gst::ClockTime::MAX.nseconds())
-                    .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds);
-                latency = latency.saturating_add(look_ahead);
-            }
+                    .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds)
+            })
+        };
+        let interval = s.inference_interval.max(1) as u64;
+        if s.gap_policy == GapPolicyProp::Interpolate && interval > 1 {
+            latency = latency.saturating_add(frames(interval - 1).unwrap_or_default());
+        }
+        if batch > 1 {
+            // The first frame of a batch waits for the others (every interval-th frame is
+            // inferred), or until the first arrival after batch-timeout.
+            let timeout = (s.batch_timeout > 0)
+                .then(|| gst::ClockTime::from_mseconds(s.batch_timeout as u64));
+            let fill = frames((batch - 1).saturating_mul(interval));
+            let wait = match (fill, timeout) {
+                (Some(fill), Some(t)) => fill.min(t.saturating_add(frame.unwrap_or_default())),
+                (fill, t) => fill.or(t).unwrap_or_default(),
+            };
+            latency = latency.saturating_add(wait);
         }
         latency
     }
@@ -604,38 +652,118 @@ impl StableKeypoints {
     }
 
     /// Decides what happens to one input frame; returns the frames that are now complete.
+    /// Frames to infer wait in `pending` until `batch-size` of them are there (or the
+    /// timeout passed); the frames that arrive meanwhile wait behind them, so that every
+    /// frame is resolved in order, exactly as one at a time.
     fn process(
         &self,
         buffer: gst::Buffer,
         late: bool,
         s: &Settings,
     ) -> Result<Vec<Out>, gst::FlowError> {
-        let (info, index, due) = {
+        let run = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            if state.info.is_none() {
+                drop(st);
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("No caps set before the first buffer")
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
             let index = state.next_index;
             state.next_index += 1;
-            (
-                state.info.clone(),
+            let due = state.schedule.due(s.inference_interval as u64);
+            let infer = due && !late;
+            if infer {
+                state.schedule.inferred();
+            } else {
+                state.schedule.skipped();
+            }
+            lock(&self.stats).processed += 1;
+            if due && late {
+                lock(&self.stats).skipped_late += 1;
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "frame {} is late: skipping inference",
+                    index
+                );
+            }
+            let frame = Pending {
+                buffer,
                 index,
-                state.schedule.due(s.inference_interval as u64),
-            )
+                late,
+                infer,
+            };
+            if !infer && state.pending.is_empty() {
+                return Ok(Self::resolve(state, frame, None, s));
+            }
+            state.pending.push_back(frame);
+            state.pending_infer += infer as usize;
+            let since = *state.pending_since.get_or_insert_with(Instant::now);
+            state.pending_infer >= s.batch_size.max(1) as usize
+                || (s.batch_timeout > 0
+                    && since.elapsed() >= Duration::from_millis(s.batch_timeout as u64))
         };
-        let Some(info) = info else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("No caps set before the first buffer")
-            );
-            return Err(gst::FlowError::NotNegotiated);
-        };
-        lock(&self.stats).processed += 1;
+        if run {
+            self.run_batch(s)
+        } else {
+            Ok(Vec::new())
+        }
+    }
 
-        if due && !late {
-            let keypoints = self.infer(&buffer, &info)?;
+    /// Infers the pending frames that need it as one batch and resolves all pending frames.
+    fn run_batch(&self, s: &Settings) -> Result<Vec<Out>, gst::FlowError> {
+        let (frames, info) = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-            state.schedule.inferred();
+            state.pending_infer = 0;
+            state.pending_since = None;
+            let frames: Vec<Pending> = state.pending.drain(..).collect();
+            (
+                frames,
+                state.info.clone().ok_or(gst::FlowError::NotNegotiated)?,
+            )
+        };
+        let buffers: Vec<&gst::BufferRef> = frames
+            .iter()
+            .filter(|f| f.infer)
+            .map(|f| f.buffer.as_ref())
+            .collect();
+        let mut keypoints = if buffers.is_empty() {
+            Vec::new()
+        } else {
+            self.infer(&buffers, &info)?
+        }
+        .into_iter();
+        let mut st = lock(&self.state);
+        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let mut outs = Vec::new();
+        for f in frames {
+            let k = if f.infer { keypoints.next() } else { None };
+            outs.extend(Self::resolve(state, f, k, s));
+        }
+        Ok(outs)
+    }
+
+    /// The keypoints of one frame in stream order: `keypoints` of its inference, or those
+    /// its gap policy gives. Returns the frames that are now complete.
+    fn resolve(
+        state: &mut State,
+        frame: Pending,
+        keypoints: Option<Vec<Keypoint>>,
+        s: &Settings,
+    ) -> Vec<Out> {
+        let Pending {
+            buffer,
+            index,
+            late,
+            ..
+        } = frame;
+        if let Some(keypoints) = keypoints {
             let previous = state.last.replace(keypoints.clone());
             let held: Vec<Held> = state.held.drain(..).collect();
             let n = held.len();
@@ -658,32 +786,19 @@ impl StableKeypoints {
                 keypoints: Some(keypoints),
                 inferred: false,
             });
-            return Ok(outs);
-        }
-
-        let mut st = lock(&self.state);
-        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-        state.schedule.skipped();
-        if due {
-            lock(&self.stats).skipped_late += 1;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "frame {} is late: skipping inference",
-                index
-            );
+            return outs;
         }
         match s.gap_policy() {
             GapPolicy::Interpolate if !late && state.last.is_some() => {
                 state.held.push_back(Held { buffer, index });
-                Ok(Vec::new())
+                Vec::new()
             }
-            GapPolicy::None if !late => Ok(vec![Out {
+            GapPolicy::None if !late => vec![Out {
                 buffer,
                 index,
                 keypoints: None,
                 inferred: false,
-            }]),
+            }],
             _ => {
                 let mut outs = Self::release_held(state);
                 outs.push(Out {
@@ -692,7 +807,7 @@ impl StableKeypoints {
                     keypoints: state.last.clone(),
                     inferred: true,
                 });
-                Ok(outs)
+                outs
             }
         }
     }
@@ -958,16 +1073,25 @@ impl StableKeypoints {
         Ok(())
     }
 
-    /// Pushes held frames downstream with the last keypoints (before a serialized event).
-    fn drain_held(&self) {
-        let outs = match lock(&self.state).as_mut() {
-            Some(state) => Self::release_held(state),
-            None => return,
-        };
-        if outs.is_empty() {
-            return;
-        }
+    /// Before a serialized event (EOS, caps, segment, ...): infers the partial batch and
+    /// pushes its frames, then the held frames with the last keypoints.
+    fn drain(&self) {
         let s = lock(&self.settings).clone();
+        let pending = lock(&self.state)
+            .as_ref()
+            .is_some_and(|st| !st.pending.is_empty());
+        let mut outs = Vec::new();
+        if pending {
+            match self.run_batch(&s) {
+                Ok(o) => outs = o,
+                // Inference errors are posted already; or the element is stopping.
+                Err(_) => return,
+            }
+        }
+        match lock(&self.state).as_mut() {
+            Some(state) => outs.extend(Self::release_held(state)),
+            None => return,
+        }
         for out in outs {
             match self.finish(out, &s) {
                 Ok(buf) => {
@@ -1103,6 +1227,9 @@ impl StableKeypoints {
             schedule: Schedule::default(),
             last: None,
             held: VecDeque::new(),
+            pending: VecDeque::new(),
+            pending_infer: 0,
+            pending_since: None,
             ready: VecDeque::new(),
             queued: None,
             smoother: KeypointSmoother::default(),
@@ -1175,6 +1302,20 @@ impl ObjectImpl for StableKeypoints {
                     .blurb("Add seeded diffusion noise at the timestep (as the paper); off = deterministic per frame")
                     .default_value(DEFAULT_NOISE)
                     .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Frames inferred together in one forward pass (adds latency: frames wait for their batch)")
+                    .minimum(1)
+                    .maximum(MAX_BATCH_SIZE)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-timeout")
+                    .nick("Batch timeout")
+                    .blurb("With batch-size > 1: infer a partial batch when a frame arrives this many ms after its first frame (0 = never)")
+                    .default_value(DEFAULT_BATCH_TIMEOUT_MS)
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
                     .nick("Inference interval")
@@ -1294,6 +1435,8 @@ impl ObjectImpl for StableKeypoints {
             "augmentations" => s.augmentations = value.get().expect("type checked upstream"),
             "seed" => s.seed = value.get().expect("type checked upstream"),
             "noise" => s.noise = value.get().expect("type checked upstream"),
+            "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
+            "batch-timeout" => s.batch_timeout = value.get().expect("type checked upstream"),
             "inference-interval" => {
                 s.inference_interval = value.get().expect("type checked upstream")
             }
@@ -1331,6 +1474,8 @@ impl ObjectImpl for StableKeypoints {
             "augmentations" => s.augmentations.to_value(),
             "seed" => s.seed.to_value(),
             "noise" => s.noise.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "batch-timeout" => s.batch_timeout.to_value(),
             "inference-interval" => s.inference_interval.to_value(),
             "gap-policy" => s.gap_policy.to_value(),
             "keypoint-threshold" => s.keypoint_threshold.to_value(),
@@ -1469,6 +1614,9 @@ impl BaseTransformImpl for StableKeypoints {
                 // keypoints from before it are held, interpolated from or smoothed with.
                 if let Some(state) = lock(&self.state).as_mut() {
                     state.held.clear();
+                    state.pending.clear();
+                    state.pending_infer = 0;
+                    state.pending_since = None;
                     state.ready.clear();
                     state.queued = None;
                     state.smoother.reset();
@@ -1478,10 +1626,10 @@ impl BaseTransformImpl for StableKeypoints {
                 *lock(&self.earliest) = None;
             }
             gst::EventView::Eos(_) => {
-                self.drain_held();
+                self.drain();
                 self.flush_json();
             }
-            _ if event.is_serialized() => self.drain_held(),
+            _ if event.is_serialized() => self.drain(),
             _ => {}
         }
         self.parent_sink_event(event)
