@@ -57,6 +57,7 @@ const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_BATCH_SIZE: u32 = 1;
 const MAX_BATCH_SIZE: u32 = 64;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
+const DEFAULT_INFERENCE_DELAY_MS: u32 = 0;
 
 /// Name of the bus message structure and of its keypoint entries.
 pub const MESSAGE_NAME: &str = "stablekeypoints";
@@ -123,6 +124,7 @@ struct Settings {
     noise: bool,
     batch_size: u32,
     batch_timeout: u32,
+    inference_delay: u32,
     inference_interval: u32,
     gap_policy: GapPolicyProp,
     keypoint_threshold: f64,
@@ -151,6 +153,7 @@ impl Default for Settings {
             noise: DEFAULT_NOISE,
             batch_size: DEFAULT_BATCH_SIZE,
             batch_timeout: DEFAULT_BATCH_TIMEOUT_MS,
+            inference_delay: DEFAULT_INFERENCE_DELAY_MS,
             inference_interval: DEFAULT_INFERENCE_INTERVAL,
             gap_policy: GapPolicyProp::HoldLast,
             keypoint_threshold: DEFAULT_KEYPOINT_THRESHOLD,
@@ -191,6 +194,8 @@ struct Stats {
     processed: u64,
     inferred: u64,
     skipped_late: u64,
+    /// Not due under `inference-interval`.
+    skipped_interval: u64,
     inference_total: Duration,
     last_inference: Duration,
     warmup: Duration,
@@ -266,6 +271,8 @@ struct State {
     detector: Option<Detector>,
     num_keypoints: usize,
     pose: Option<Arc<Pose>>,
+    /// `inference-delay-ms` per inferred frame.
+    delay: Duration,
     model_name: String,
     info: Option<gst_video::VideoInfo>,
     schedule: Schedule,
@@ -547,10 +554,11 @@ impl StableKeypoints {
         buffers: &[&gst::BufferRef],
         info: &gst_video::VideoInfo,
     ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
-        let mut detector = {
+        let (mut detector, delay) = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-            state.detector.take().ok_or(gst::FlowError::Flushing)?
+            let detector = state.detector.take().ok_or(gst::FlowError::Flushing)?;
+            (detector, state.delay)
         };
         let started = Instant::now();
         let result = buffers
@@ -565,6 +573,7 @@ impl StableKeypoints {
                     .collect::<Result<Vec<_>, _>>()?;
                 detector.detect_frames(&frames).map_err(|e| e.to_string())
             });
+        std::thread::sleep(delay.saturating_mul(buffers.len() as u32));
         let elapsed = started.elapsed();
         if let Some(state) = lock(&self.state).as_mut() {
             state.detector = Some(detector);
@@ -683,7 +692,9 @@ impl StableKeypoints {
                 state.schedule.skipped();
             }
             lock(&self.stats).processed += 1;
-            if due && late {
+            if !due {
+                lock(&self.stats).skipped_interval += 1;
+            } else if late {
                 lock(&self.stats).skipped_late += 1;
                 gst::debug!(
                     CAT,
@@ -1120,6 +1131,7 @@ impl StableKeypoints {
             .field("frames-processed", st.processed)
             .field("frames-inferred", st.inferred)
             .field("frames-skipped", st.skipped_late)
+            .field("frames-interval-skipped", st.skipped_interval)
             .field("mean-inference-ms", ms(st.mean_inference()))
             .field("last-inference-ms", ms(st.last_inference))
             .field("warmup-ms", ms(st.warmup))
@@ -1207,6 +1219,8 @@ impl StableKeypoints {
         Detector::new(model, &tokens, opts)
             .and_then(|mut d| d.detect_frame(&frame))
             .map_err(bad)?;
+        let delay = Duration::from_millis(s.inference_delay as u64);
+        std::thread::sleep(delay);
         let warmup = started.elapsed();
 
         let json = match &s.json_location {
@@ -1221,6 +1235,7 @@ impl StableKeypoints {
         let state = State {
             num_keypoints: detector.num_keypoints(),
             pose: pose.map(Arc::new),
+            delay,
             detector: Some(detector),
             model_name: model_dir.display().to_string(),
             info: None,
@@ -1317,6 +1332,13 @@ impl ObjectImpl for StableKeypoints {
                     .default_value(DEFAULT_BATCH_TIMEOUT_MS)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("inference-delay-ms")
+                    .nick("Inference delay (testing aid)")
+                    .blurb("Testing aid: sleep this many ms per inferred frame and in the warm-up, to act as a slower model")
+                    .maximum(60_000)
+                    .default_value(DEFAULT_INFERENCE_DELAY_MS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
                     .nick("Inference interval")
                     .blurb("Run inference on every N-th frame (1 = every frame); see gap-policy")
@@ -1394,7 +1416,7 @@ impl ObjectImpl for StableKeypoints {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frames-processed, frames-inferred, frames-skipped (late), mean/last-inference-ms, warmup-ms")
+                    .blurb("frames-processed, frames-inferred, frames-skipped (late), frames-interval-skipped, mean/last-inference-ms, warmup-ms")
                     .read_only()
                     .build(),
             ]
@@ -1437,6 +1459,7 @@ impl ObjectImpl for StableKeypoints {
             "noise" => s.noise = value.get().expect("type checked upstream"),
             "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
             "batch-timeout" => s.batch_timeout = value.get().expect("type checked upstream"),
+            "inference-delay-ms" => s.inference_delay = value.get().expect("type checked upstream"),
             "inference-interval" => {
                 s.inference_interval = value.get().expect("type checked upstream")
             }
@@ -1476,6 +1499,7 @@ impl ObjectImpl for StableKeypoints {
             "noise" => s.noise.to_value(),
             "batch-size" => s.batch_size.to_value(),
             "batch-timeout" => s.batch_timeout.to_value(),
+            "inference-delay-ms" => s.inference_delay.to_value(),
             "inference-interval" => s.inference_interval.to_value(),
             "gap-policy" => s.gap_policy.to_value(),
             "keypoint-threshold" => s.keypoint_threshold.to_value(),
