@@ -298,6 +298,30 @@ impl Detector {
         Ok(self.detect_frame_full(frame)?.0)
     }
 
+    /// Keypoints of several frames, in order, with one forward pass for all of them (one
+    /// pass per frame with test-time augmentation, whose passes are batched already). The
+    /// noise is drawn in frame order, so the results are those of `detect_frame` on each
+    /// frame in turn.
+    pub fn detect_frames(&mut self, frames: &[FrameRef]) -> Result<Vec<Detection>> {
+        if self.opts.augmentations > 1 || frames.len() < 2 {
+            return frames.iter().map(|f| self.detect_frame(f)).collect();
+        }
+        let s = self.size;
+        let mut pixels = Vec::with_capacity(frames.len() * 3 * s * s);
+        let mut fits = Vec::with_capacity(frames.len());
+        for f in frames {
+            let (input, fit) = to_model_input(f, s, self.opts.crop);
+            pixels.extend_from_slice(&input);
+            fits.push(fit);
+        }
+        let images = Tensor::from_vec(pixels, (frames.len(), 3, s, s), self.device())?;
+        let maps = resize(&self.maps(&images)?, s, s, Interp::Bilinear)?;
+        fits.iter()
+            .enumerate()
+            .map(|(i, fit)| Ok(map_back(self.keypoints_of(&maps.get(i)?)?, fit)))
+            .collect()
+    }
+
     /// As `detect_frame`, also returning the maps (see `keypoint_maps_full`).
     pub fn detect_frame_full(
         &mut self,
@@ -328,5 +352,63 @@ pub fn map_back(kps: Vec<Keypoint>, fit: &Fit) -> Detection {
         width: fit.width,
         height: fit.height,
         keypoints,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::PixelFormat;
+    use crate::model::init::{init_model, TinyArch};
+
+    #[test]
+    fn detect_frames_equals_detect_frame_one_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("skp-detect-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init_model(&dir, TinyArch::TinySd1, 3, 24, 5).unwrap();
+        let model = Arc::new(
+            Model::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap(),
+        );
+        let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
+        // Different sizes and aspect ratios: each frame keeps its own letterbox.
+        let sizes = [(40usize, 30usize), (24, 24), (17, 50)];
+        let images: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(w, h))| {
+                (0..w * h * 3)
+                    .map(|p| ((p * 31 + i * 97) % 251) as u8)
+                    .collect()
+            })
+            .collect();
+        let frames: Vec<FrameRef> = sizes
+            .iter()
+            .zip(&images)
+            .map(|(&(w, h), px)| FrameRef::packed(PixelFormat::Rgb, w, h, px, w * 3).unwrap())
+            .collect();
+        for noise in [true, false] {
+            let opts = DetectOptions {
+                noise,
+                ..Default::default()
+            };
+            let mut one = Detector::new(model.clone(), &tokens, opts.clone()).unwrap();
+            let mut batch = Detector::new(model.clone(), &tokens, opts).unwrap();
+            // Twice: the noise stream must stay in step across batches too.
+            for _ in 0..2 {
+                let got = batch.detect_frames(&frames).unwrap();
+                assert_eq!(got.len(), frames.len());
+                for (f, g) in frames.iter().zip(&got) {
+                    let want = one.detect_frame(f).unwrap();
+                    assert_eq!((g.width, g.height), (want.width, want.height));
+                    for (a, b) in g.keypoints.iter().zip(&want.keypoints) {
+                        assert_eq!((a.id, a.x, a.y), (b.id, b.x, b.y), "noise {noise}");
+                        assert!((a.score - b.score).abs() <= 1e-6 * b.score.abs().max(1e-3));
+                    }
+                }
+            }
+        }
+        let mut d = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
+        assert!(d.detect_frames(&[]).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,6 +15,15 @@
 //! | `model` | string | the model directory |
 //! | `source-width`, `source-height` | int | frame size the keypoints refer to |
 //!
+//! With the element's `pose` property set, a second parameter structure named
+//! [`POSE_PARAM_NAME`] carries the landmarks regressed from the keypoints:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `point-names` | array of string | landmark names (the pose file's `names`) |
+//! | `point-connections` | array of int | skeleton: pairs of indices into `point-names`, flattened `a0, b0, a1, b1, ...` |
+//! | `x`, `y` | array of float | landmark positions normalised to the frame (may leave [0, 1]) |
+//!
 //! Positions are normalised because converters rescale ROI rectangles but not parameters.
 
 use gst::prelude::*;
@@ -24,6 +33,8 @@ use std::fmt;
 pub const ROI_TYPE: &str = "stablekeypoints";
 /// Name of the parameter structure.
 pub const PARAM_NAME: &str = "keypoints";
+/// Name of the pose parameter structure.
+pub const POSE_PARAM_NAME: &str = "pose";
 
 /// Field names of the parameter structure.
 pub mod fields {
@@ -37,6 +48,10 @@ pub mod fields {
     pub const MODEL: &str = "model";
     pub const SOURCE_WIDTH: &str = "source-width";
     pub const SOURCE_HEIGHT: &str = "source-height";
+    /// Pose structure only.
+    pub const POINT_NAMES: &str = "point-names";
+    /// Pose structure only.
+    pub const POINT_CONNECTIONS: &str = "point-connections";
 }
 
 /// `stablekeypoints-<K>-kp`.
@@ -56,6 +71,31 @@ pub struct KeypointMeta {
     pub visible: bool,
 }
 
+/// One landmark regressed by the pose model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LandmarkMeta {
+    pub name: String,
+    /// Normalised to the frame width (outside [0, 1] when the regressor extrapolates).
+    pub x: f32,
+    /// Normalised to the frame height.
+    pub y: f32,
+}
+
+impl LandmarkMeta {
+    /// Position in pixels of a `width` x `height` frame.
+    pub fn pixel(&self, width: u32, height: u32) -> (f32, f32) {
+        (self.x * width as f32, self.y * height as f32)
+    }
+}
+
+/// The landmarks of one frame and the skeleton joining them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoseMeta {
+    pub landmarks: Vec<LandmarkMeta>,
+    /// Pairs of indices into `landmarks`.
+    pub connections: Vec<[u32; 2]>,
+}
+
 /// The keypoints of one frame.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FrameKeypoints {
@@ -65,6 +105,8 @@ pub struct FrameKeypoints {
     pub source_height: u32,
     pub inferred: bool,
     pub keypoints: Vec<KeypointMeta>,
+    /// Landmarks of the element's `pose` file, if one is set.
+    pub pose: Option<PoseMeta>,
     /// The ROI rectangle (x, y, w, h) in pixels of the buffer it was read from; on a buffer
     /// that was rescaled after the element this is the rescaled box.
     pub rect: (u32, u32, u32, u32),
@@ -128,6 +170,73 @@ fn typed<T: for<'a> glib::value::FromValue<'a> + 'static>(
 
 use gst::glib;
 
+impl PoseMeta {
+    /// The pose parameter structure.
+    pub fn to_structure(&self) -> gst::Structure {
+        let l = &self.landmarks;
+        gst::Structure::builder(POSE_PARAM_NAME)
+            .field(
+                fields::POINT_NAMES,
+                gst::Array::new(l.iter().map(|p| p.name.to_send_value())),
+            )
+            .field(
+                fields::POINT_CONNECTIONS,
+                gst::Array::new(
+                    self.connections
+                        .iter()
+                        .flatten()
+                        .map(|&i| (i as i32).to_send_value()),
+                ),
+            )
+            .field(fields::X, float_array(l.iter().map(|p| p.x)))
+            .field(fields::Y, float_array(l.iter().map(|p| p.y)))
+            .build()
+    }
+
+    /// Parses the pose parameter structure.
+    pub fn from_structure(s: &gst::StructureRef) -> Result<Self, MetaError> {
+        if s.name() != POSE_PARAM_NAME {
+            return Err(MetaError(format!("structure is named {}", s.name())));
+        }
+        let names = typed::<String>(s, fields::POINT_NAMES)?;
+        let x = floats(s, fields::X)?;
+        let y = floats(s, fields::Y)?;
+        if x.len() != names.len() || y.len() != names.len() {
+            return Err(MetaError("pose arrays have different lengths".into()));
+        }
+        let flat = typed::<i32>(s, fields::POINT_CONNECTIONS)?;
+        if flat.len() % 2 != 0 {
+            return Err(MetaError(format!(
+                "`{}` has an odd number of indices",
+                fields::POINT_CONNECTIONS
+            )));
+        }
+        let index = |i: i32| {
+            u32::try_from(i)
+                .ok()
+                .filter(|&i| (i as usize) < names.len())
+                .ok_or_else(|| {
+                    MetaError(format!(
+                        "`{}` holds {i}, not a landmark index",
+                        fields::POINT_CONNECTIONS
+                    ))
+                })
+        };
+        let connections = flat
+            .chunks_exact(2)
+            .map(|p| Ok([index(p[0])?, index(p[1])?]))
+            .collect::<Result<_, MetaError>>()?;
+        Ok(Self {
+            landmarks: names
+                .into_iter()
+                .zip(x.into_iter().zip(y))
+                .map(|(name, (x, y))| LandmarkMeta { name, x, y })
+                .collect(),
+            connections,
+        })
+    }
+}
+
 impl FrameKeypoints {
     /// The parameter structure.
     pub fn to_structure(&self) -> gst::Structure {
@@ -155,7 +264,7 @@ impl FrameKeypoints {
             .build()
     }
 
-    /// Parses the parameter structure (`rect` is left at zero).
+    /// Parses the keypoints parameter structure (`rect` is left at zero, `pose` at None).
     pub fn from_structure(s: &gst::StructureRef) -> Result<Self, MetaError> {
         if s.name() != PARAM_NAME {
             return Err(MetaError(format!("structure is named {}", s.name())));
@@ -200,6 +309,7 @@ impl FrameKeypoints {
                     visible: vis[i],
                 })
                 .collect(),
+            pose: None,
             rect: (0, 0, 0, 0),
         })
     }
@@ -237,11 +347,14 @@ impl FrameKeypoints {
         (bx, by, hi(x1, bx, w) - bx, hi(y1, by, h) - by)
     }
 
-    /// Adds the ROI meta with the parameter structure to `buffer`.
+    /// Adds the ROI meta with the parameter structure(s) to `buffer`.
     pub fn attach(&self, buffer: &mut gst::BufferRef) {
         let mut meta =
             gst_video::VideoRegionOfInterestMeta::add(buffer, ROI_TYPE, self.bounding_box());
         meta.add_param(self.to_structure());
+        if let Some(pose) = &self.pose {
+            meta.add_param(pose.to_structure());
+        }
     }
 
     /// Reads the element's metadata from `buffer`: `None` if there is none.
@@ -254,6 +367,10 @@ impl FrameKeypoints {
                     .param(PARAM_NAME)
                     .ok_or_else(|| MetaError(format!("no `{PARAM_NAME}` parameter structure")))?;
                 let mut f = Self::from_structure(s)?;
+                f.pose = m
+                    .param(POSE_PARAM_NAME)
+                    .map(PoseMeta::from_structure)
+                    .transpose()?;
                 f.rect = m.rect();
                 Ok(f)
             })
@@ -294,7 +411,24 @@ mod tests {
                     visible: true,
                 },
             ],
+            pose: None,
             rect: (0, 0, 0, 0),
+        }
+    }
+
+    fn sample_pose() -> PoseMeta {
+        let lm = |name: &str, x, y| LandmarkMeta {
+            name: name.into(),
+            x,
+            y,
+        };
+        PoseMeta {
+            landmarks: vec![
+                lm("head", 0.5, 0.1),
+                lm("hip", 0.45, 0.6),
+                lm("foot", 1.2, -0.1),
+            ],
+            connections: vec![[0, 1], [1, 2]],
         }
     }
 
@@ -349,6 +483,54 @@ mod tests {
         assert_eq!(back.rect, (10, 10, 20, 20));
         assert_eq!(back.keypoints, f.keypoints);
         assert!(FrameKeypoints::from_buffer(&gst::Buffer::new()).is_none());
+    }
+
+    #[test]
+    fn pose_structure_round_trips_through_text_and_the_buffer() {
+        gst::init().unwrap();
+        let pose = sample_pose();
+        let s = pose.to_structure();
+        assert_eq!(s.name(), "pose");
+        let names = s.get::<gst::Array>("point-names").unwrap();
+        assert_eq!(names.as_slice()[2].get::<&str>().unwrap(), "foot");
+        let conn = s.get::<gst::Array>("point-connections").unwrap();
+        let flat: Vec<i32> = conn.iter().map(|v| v.get::<i32>().unwrap()).collect();
+        assert_eq!(flat, [0, 1, 1, 2]);
+        let parsed: gst::Structure = s.to_string().parse().unwrap();
+        assert_eq!(PoseMeta::from_structure(&parsed).unwrap(), pose);
+
+        let mut f = sample();
+        f.pose = Some(pose);
+        let mut buf = gst::Buffer::with_size(4).unwrap();
+        f.attach(buf.get_mut().unwrap());
+        let back = FrameKeypoints::from_buffer(&buf).unwrap().unwrap();
+        assert_eq!(back.pose, f.pose);
+        // The pose does not move the keypoints' box (the foot lies outside the frame).
+        assert_eq!(back.rect, (10, 10, 20, 20));
+    }
+
+    #[test]
+    fn malformed_pose_structures_are_errors() {
+        gst::init().unwrap();
+        let good = sample_pose().to_structure();
+        let mut s = good.clone();
+        s.set("point-connections", gst::Array::new([0i32.to_send_value()]));
+        assert!(PoseMeta::from_structure(&s).unwrap_err().0.contains("odd"));
+        let mut s = good.clone();
+        s.set(
+            "point-connections",
+            gst::Array::new([0i32.to_send_value(), 3i32.to_send_value()]),
+        );
+        assert!(PoseMeta::from_structure(&s).unwrap_err().0.contains("3"));
+        let mut s = good.clone();
+        s.set("x", gst::Array::new([1.0f32.to_send_value()]));
+        assert!(PoseMeta::from_structure(&s)
+            .unwrap_err()
+            .0
+            .contains("lengths"));
+        let mut s = good;
+        s.remove_field("point-names");
+        assert!(PoseMeta::from_structure(&s).is_err());
     }
 
     #[test]

@@ -26,6 +26,9 @@ const PALETTE: [[u8; 3]; 20] = [
     [128, 128, 128],
 ];
 
+/// Colour of the pose skeleton and its landmarks.
+pub const SKELETON_RGB: [u8; 3] = [255, 255, 255];
+
 /// The RGB colour the overlay uses for keypoint `id`.
 pub fn palette_rgb(id: usize) -> [u8; 3] {
     PALETTE[id % PALETTE.len()]
@@ -122,6 +125,65 @@ impl Canvas<'_> {
                 self.number(x + radius + 1.0, y - radius - 1.0, d.id, radius);
             }
         }
+    }
+
+    /// A pose: lines `width` px wide between the connected points, then a dot of `radius`
+    /// at every point, all in [`SKELETON_RGB`]. Points are clamped into the frame as in
+    /// [`Canvas::draw`]; non-finite points and the lines touching them are skipped.
+    pub fn draw_skeleton(
+        &mut self,
+        points: &[(f32, f32)],
+        connections: &[[u32; 2]],
+        radius: f32,
+        width: f32,
+    ) {
+        if self.width == 0 || self.height == 0 {
+            return;
+        }
+        let (w, h) = (self.width as f32 - 0.5, self.height as f32 - 0.5);
+        let at = |i: u32| {
+            points
+                .get(i as usize)
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|&(x, y)| (x.clamp(0.0, w), y.clamp(0.0, h)))
+        };
+        for &[a, b] in connections {
+            if let (Some(p), Some(q)) = (at(a), at(b)) {
+                self.line(p, q, width.max(1.0) / 2.0, SKELETON_RGB);
+            }
+        }
+        for i in 0..points.len() {
+            if let Some((x, y)) = at(i as u32) {
+                self.circle(x, y, radius.max(0.0), SKELETON_RGB);
+            }
+        }
+    }
+
+    /// The pixels whose centre lies within `half` px of the segment p-q.
+    fn line(&mut self, p: (f32, f32), q: (f32, f32), half: f32, colour: [u8; 3]) {
+        let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+        let len2 = dx * dx + dy * dy;
+        let pad = half.ceil() as i64 + 1;
+        let (x0, x1) = (p.0.min(q.0).floor() as i64, p.0.max(q.0).floor() as i64);
+        let (y0, y1) = (p.1.min(q.1).floor() as i64, p.1.max(q.1).floor() as i64);
+        self.fill(
+            x0 - pad,
+            y0 - pad,
+            x1 + pad + 1,
+            y1 + pad + 1,
+            colour,
+            |x, y| {
+                let (cx, cy) = (x + 0.5 - p.0, y + 0.5 - p.1);
+                // Closest point of the segment: the projection clamped to its ends.
+                let t = if len2 > 0.0 {
+                    ((cx * dx + cy * dy) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let (ex, ey) = (cx - t * dx, cy - t * dy);
+                ex * ex + ey * ey <= half * half
+            },
+        );
     }
 
     fn circle(&mut self, cx: f32, cy: f32, r: f32, colour: [u8; 3]) {
@@ -376,6 +438,76 @@ mod tests {
             }
             assert_eq!(u[0], 128);
         }
+    }
+
+    /// Squared distance from pixel (x, y)'s centre to the segment p-q.
+    fn to_segment2(x: usize, y: usize, p: (f32, f32), q: (f32, f32)) -> f32 {
+        let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+        let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+        let t = (((px - p.0) * dx + (py - p.1) * dy) / (dx * dx + dy * dy)).clamp(0.0, 1.0);
+        (px - p.0 - t * dx).powi(2) + (py - p.1 - t * dy).powi(2)
+    }
+
+    #[test]
+    fn skeleton_lines_follow_the_segments_and_stay_thin() {
+        let (w, h) = (40, 30);
+        let mut buf = vec![0u8; w * h * 3];
+        let pts = [(5.0, 5.0), (35.0, 20.0), (5.0, 25.0)];
+        rgb_canvas(&mut buf, w, h).draw_skeleton(&pts, &[[0, 1], [1, 2]], 0.0, 2.0);
+        let lit = |x: usize, y: usize| buf[(y * w + x) * 3..(y * w + x) * 3 + 3] == SKELETON_RGB;
+        for (a, b) in [(0, 1), (1, 2)] {
+            let (p, q) = (pts[a], pts[b]);
+            // Every pixel under the segment is drawn: the line has no gaps.
+            for i in 0..=100 {
+                let t = i as f32 / 100.0;
+                let (x, y) = (p.0 + t * (q.0 - p.0), p.1 + t * (q.1 - p.1));
+                assert!(lit(x as usize, y as usize), "gap at ({x}, {y})");
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                let d = to_segment2(x, y, pts[0], pts[1]).min(to_segment2(x, y, pts[1], pts[2]));
+                // Width 2: centres within 1 px are drawn, no others (no third segment 2-0).
+                assert_eq!(lit(x, y), d <= 1.0, "({x}, {y}) at {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn skeleton_is_clamped_and_skips_non_finite_points() {
+        let (w, h) = (10, 8);
+        let mut buf = vec![0u8; w * h * 3];
+        let pts = [(-20.0, 3.0), (50.0, 3.0), (f32::NAN, 1.0)];
+        rgb_canvas(&mut buf, w, h).draw_skeleton(&pts, &[[0, 1], [1, 2], [2, 7]], 1.0, 1.0);
+        // The clamped line spans row 3 from edge to edge; nothing reaches row 0.
+        for x in 0..w {
+            assert_eq!(&buf[(3 * w + x) * 3..(3 * w + x) * 3 + 3], &SKELETON_RGB);
+        }
+        assert!(buf[..w * 3].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn skeleton_in_nv12_sets_luma_and_chroma_of_the_line() {
+        let (w, h) = (16, 8);
+        let (cw, ch) = (8, 4);
+        let mut y = vec![16u8; w * h];
+        let mut uv = vec![128u8; 2 * cw * ch];
+        let mut c = Canvas {
+            layout: Layout::Nv12,
+            width: w,
+            height: h,
+            planes: [(&mut y, w), (&mut uv, 2 * cw), (&mut [], 0)],
+            yuv: Yuv::default(),
+        };
+        c.draw_skeleton(&[(0.0, 4.0), (15.9, 4.0)], &[[0, 1]], 0.0, 2.0);
+        let [ey, eu, ev] = Yuv::default().convert(SKELETON_RGB);
+        for x in 0..w {
+            assert_eq!((y[3 * w + x], y[4 * w + x]), (ey, ey), "{x}");
+            assert_eq!(y[w + x], 16);
+        }
+        // Chroma row 2 covers luma rows 4-5; its block centres (y = 5) lie 1 px off the line.
+        assert_eq!((uv[2 * 2 * cw + 6], uv[2 * 2 * cw + 7]), (eu, ev));
+        assert_eq!(uv[0], 128);
     }
 
     #[test]

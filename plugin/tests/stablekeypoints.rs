@@ -4,6 +4,7 @@
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gststablekeypoints::meta::{FrameKeypoints, ROI_TYPE};
+use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::frame::YuvMatrix;
 use stablekeypoints::model::init::{init_model, TinyArch};
 use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Model, PixelFormat, Tokens};
@@ -295,12 +296,15 @@ fn gst_inspect_lists_the_element_and_its_properties() {
     for p in [
         "model",
         "tokens",
+        "pose",
         "device",
         "input-size",
         "crop-mode",
         "augmentations",
         "seed",
         "noise",
+        "batch-size",
+        "batch-timeout",
         "inference-interval",
         "gap-policy",
         "keypoint-threshold",
@@ -314,6 +318,7 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         "post-messages",
         "json-location",
         "stats",
+        "inference-delay-ms",
     ] {
         assert!(listed.contains(&p), "property {p} missing:\n{text}");
     }
@@ -634,11 +639,21 @@ fn inference_interval_with_gap_policies() {
         while let Some(b) = hn.try_pull() {
             outs.push(b);
         }
-        outs
+        let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+        (outs, stats)
     };
     // hold-last: frames 1, 2 repeat frame 0, marked inferred; frame 3 is inferred anew.
-    let outs = frames("inference-interval=3 gap-policy=hold-last", 4);
+    let (outs, stats) = frames("inference-interval=3 gap-policy=hold-last", 4);
     assert_eq!(outs.len(), 4);
+    let count = |f: &str| stats.get::<u64>(f).unwrap();
+    assert_eq!(
+        (
+            count("frames-inferred"),
+            count("frames-interval-skipped"),
+            count("frames-skipped")
+        ),
+        (2, 2, 0)
+    );
     let m: Vec<FrameKeypoints> = outs.iter().map(|b| read_meta(b)).collect();
     assert_eq!(
         m.iter().map(|f| f.inferred).collect::<Vec<_>>(),
@@ -647,7 +662,7 @@ fn inference_interval_with_gap_policies() {
     assert_eq!(m[1].keypoints, m[0].keypoints);
     assert_eq!(m[2].keypoints, m[0].keypoints);
     // none: no metadata on frames without inference.
-    let outs = frames("inference-interval=3 gap-policy=none", 4);
+    let (outs, _) = frames("inference-interval=3 gap-policy=none", 4);
     let has: Vec<bool> = outs
         .iter()
         .map(|b| FrameKeypoints::from_buffer(b).is_some())
@@ -655,7 +670,7 @@ fn inference_interval_with_gap_policies() {
     assert_eq!(has, [true, false, false, true]);
     // interpolate: frames 1, 2 lie on the line from frame 0 to frame 3, in order; the
     // frame held at EOS (4) gets frame 3's keypoints.
-    let outs = frames("inference-interval=3 gap-policy=interpolate", 5);
+    let (outs, _) = frames("inference-interval=3 gap-policy=interpolate", 5);
     assert_eq!(outs.len(), 5);
     let pts: Vec<_> = outs.iter().map(|b| b.pts().unwrap()).collect();
     assert!(pts.windows(2).all(|w| w[0] < w[1]), "order kept: {pts:?}");
@@ -742,4 +757,677 @@ fn model_properties_are_fixed_while_running() {
     element.set_property("draw", true);
     assert!(element.property::<bool>("draw"));
     let _ = ROI_TYPE;
+}
+
+/// Landmarks of the test pose, by hand from the keypoints `k` (normalised, token order):
+/// a = k0, b = k0 mirrored through the centre, c = (x of k1, 1 - y of k2),
+/// d = (mean of the x of k3 and k4, y of k5).
+fn hand_landmarks(k: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    vec![
+        k[0],
+        (1.0 - k[0].0, 1.0 - k[0].1),
+        (k[1].0, 1.0 - k[2].1),
+        ((k[3].0 + k[4].0) / 2.0, k[5].1),
+    ]
+}
+
+const POSE_NAMES: [&str; 4] = ["a", "b", "c", "d"];
+const POSE_SKELETON: [[usize; 2]; 3] = [[0, 1], [1, 2], [2, 3]];
+
+/// Writes a pose file as `eval --save-regressor` does, with weights realising
+/// [`hand_landmarks`] (`0.5 + (x - 0.5) W`), fitted with `indices` on `k` keypoints.
+fn write_pose(name: &str, k: usize, indices: Vec<usize>) -> PathBuf {
+    let l = POSE_NAMES.len();
+    let mut w = vec![0f64; 2 * k * 2 * l];
+    // Row 2 * kp + axis, column 2 * landmark + axis.
+    let mut set = |kp: usize, axis: usize, lm: usize, lm_axis: usize, v: f64| {
+        if kp < k {
+            w[(2 * kp + axis) * 2 * l + 2 * lm + lm_axis] = v;
+        }
+    };
+    set(0, 0, 0, 0, 1.0);
+    set(0, 1, 0, 1, 1.0);
+    set(0, 0, 1, 0, -1.0);
+    set(0, 1, 1, 1, -1.0);
+    set(1, 0, 2, 0, 1.0);
+    set(2, 1, 2, 1, -1.0);
+    set(3, 0, 3, 0, 0.5);
+    set(4, 0, 3, 0, 0.5);
+    set(5, 1, 3, 1, 1.0);
+    let reg = Regressor {
+        num_keypoints: k,
+        num_landmarks: l,
+        weights: w,
+    };
+    let pose = PoseModel::new(
+        &reg,
+        indices,
+        Some(POSE_NAMES.iter().map(|s| s.to_string()).collect()),
+        POSE_SKELETON.to_vec(),
+    )
+    .unwrap();
+    let path = scratch().join(name);
+    pose.save(&path).unwrap();
+    path
+}
+
+fn test_pose() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let indices = Tokens::load(&tokens_path()).unwrap().indices;
+        write_pose("pose.json", NUM_KEYPOINTS, indices)
+    })
+}
+
+/// The landmarks the core computes from the metadata's keypoints, and by hand.
+fn expected_landmarks(meta: &FrameKeypoints) -> (Vec<[f64; 2]>, Vec<(f64, f64)>) {
+    let k: Vec<[f64; 2]> = meta
+        .keypoints
+        .iter()
+        .map(|k| [k.x as f64, k.y as f64])
+        .collect();
+    let core = PoseModel::load(test_pose())
+        .unwrap()
+        .regressor()
+        .unwrap()
+        .predict(&k);
+    let hand = hand_landmarks(&k.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>());
+    (core, hand)
+}
+
+#[test]
+fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
+    let (n, w, h) = (4usize, 64u32, 48u32);
+    let json = scratch().join("pose.jsonl");
+    let desc = format!(
+        "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=RGB,width={w},height={h},framerate=30/1 \
+         ! stablekeypoints {} pose={} post-messages=true json-location={} ! fakesink name=sink",
+        props(),
+        test_pose().display(),
+        json.display()
+    );
+    let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
+    assert_eq!(bufs.len(), n);
+    let ours: Vec<&gst::StructureRef> = msgs
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
+            _ => None,
+        })
+        .collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!((ours.len(), lines.len()), (n, n));
+    let mut spread = 0.0f64;
+    for ((b, msg), rec) in bufs.iter().zip(&ours).zip(&lines) {
+        let meta = read_meta(b);
+        let pose = meta.pose.as_ref().expect("pose metadata");
+        let names: Vec<&str> = pose.landmarks.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, POSE_NAMES);
+        assert_eq!(pose.connections, [[0, 1], [1, 2], [2, 3]]);
+        let (core, hand) = expected_landmarks(&meta);
+        let msg_pose = msg.get::<gst::List>("pose").unwrap();
+        let skeleton: Vec<i32> = msg
+            .get::<gst::Array>("skeleton")
+            .unwrap()
+            .iter()
+            .map(|v| v.get::<i32>().unwrap())
+            .collect();
+        assert_eq!(skeleton, [0, 1, 1, 2, 2, 3]);
+        assert_eq!(rec["skeleton"], serde_json::json!([[0, 1], [1, 2], [2, 3]]));
+        let rec_pose = rec["pose"].as_array().unwrap();
+        assert_eq!((msg_pose.len(), rec_pose.len()), (4, 4));
+        for (j, l) in pose.landmarks.iter().enumerate() {
+            let (x, y) = (l.x as f64, l.y as f64);
+            assert!(
+                (x - core[j][0]).abs() < 1e-6 && (y - core[j][1]).abs() < 1e-6,
+                "landmark {j}: {l:?} vs core {:?}",
+                core[j]
+            );
+            assert!(
+                (x - hand[j].0).abs() < 1e-6 && (y - hand[j].1).abs() < 1e-6,
+                "landmark {j}: {l:?} vs hand {:?}",
+                hand[j]
+            );
+            let m = msg_pose.as_slice()[j].get::<gst::Structure>().unwrap();
+            assert_eq!(m.name(), "landmark");
+            assert_eq!(m.get::<&str>("name").unwrap(), POSE_NAMES[j]);
+            assert_eq!(
+                (m.get::<f32>("nx").unwrap(), m.get::<f32>("ny").unwrap()),
+                (l.x, l.y)
+            );
+            assert!((m.get::<f32>("x").unwrap() - l.x * w as f32).abs() < 1e-3);
+            assert!((m.get::<f32>("y").unwrap() - l.y * h as f32).abs() < 1e-3);
+            let r = &rec_pose[j];
+            assert_eq!(r["name"], POSE_NAMES[j]);
+            assert!((r["nx"].as_f64().unwrap() - x).abs() < 1e-6);
+            assert!((r["ny"].as_f64().unwrap() - y).abs() < 1e-6);
+            assert!((r["x"].as_f64().unwrap() - x * w as f64).abs() < 1e-3);
+            assert!((r["y"].as_f64().unwrap() - y * h as f64).abs() < 1e-3);
+        }
+        spread += (pose.landmarks[0].x - pose.landmarks[1].x).abs() as f64;
+    }
+    // The landmarks move with the keypoints (not a constant the regressor fell back to).
+    assert!(spread > 0.0);
+}
+
+/// Squared distance from (x, y) to the segment p-q.
+fn segment_dist2(x: f32, y: f32, p: (f32, f32), q: (f32, f32)) -> f32 {
+    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 {
+        (((x - p.0) * dx + (y - p.1) * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (x - p.0 - t * dx).powi(2) + (y - p.1 - t * dy).powi(2)
+}
+
+#[test]
+fn pose_skeleton_is_drawn_along_its_segments_and_nowhere_else() {
+    use gst_video::VideoFormat as F;
+    let (w, h) = (90u32, 60u32);
+    let pose_prop = format!("pose={}", test_pose().display());
+    for format in [F::Rgb, F::I420, F::Nv12] {
+        let run = |extra: &str| {
+            let (mut hn, info) = harness(&format!("draw=true radius=4 {extra}"), format, w, h);
+            hn.push(frame_buffer(&info, 3)).unwrap();
+            (hn.pull().unwrap(), info)
+        };
+        let (plain, info) = run("");
+        let (posed, _) = run(&pose_prop);
+        let pose = read_meta(&posed).pose.unwrap();
+        let clamp =
+            |(x, y): (f32, f32)| (x.clamp(0.0, w as f32 - 0.5), y.clamp(0.0, h as f32 - 0.5));
+        let pts: Vec<(f32, f32)> = pose
+            .landmarks
+            .iter()
+            .map(|l| clamp(l.pixel(w, h)))
+            .collect();
+        let segs: Vec<((f32, f32), (f32, f32))> = pose
+            .connections
+            .iter()
+            .map(|&[a, b]| (pts[a as usize], pts[b as usize]))
+            .collect();
+        // Lines and dots are 2 px wide / radius 2 for radius=4; chroma samples cover 2x2.
+        let changed = changed_pixels(&plain, &posed, &info);
+        assert!(!changed.is_empty(), "{format:?}: no skeleton drawn");
+        for (plane, x, y) in &changed {
+            let slack = if *plane == 0 { 1.0f32 } else { 2.5 };
+            let near_line = segs
+                .iter()
+                .any(|&(p, q)| segment_dist2(*x, *y, p, q) <= (1.0 + slack).powi(2));
+            let near_dot = pts
+                .iter()
+                .any(|&(px, py)| (x - px).powi(2) + (y - py).powi(2) <= (2.0 + slack).powi(2));
+            assert!(
+                near_line || near_dot,
+                "{format:?}: plane {plane} changed at ({x}, {y}), far from the skeleton {segs:?}"
+            );
+        }
+        // Along the a-b segment (through the centre, several pixels long) the first plane is
+        // the skeleton colour.
+        let (p, q) = segs[0];
+        let len = ((q.0 - p.0).powi(2) + (q.1 - p.1).powi(2)).sqrt();
+        assert!(len > 8.0, "{format:?}: segment a-b only {len} px long");
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&posed, &info).unwrap();
+        let (data, stride) = (
+            frame.plane_data(0).unwrap(),
+            frame.plane_stride()[0] as usize,
+        );
+        let full = info.colorimetry().range() == gst_video::VideoColorRange::Range0_255;
+        for i in 0..=20 {
+            let t = i as f32 / 20.0;
+            let (x, y) = (
+                (p.0 + t * (q.0 - p.0)) as usize,
+                (p.1 + t * (q.1 - p.1)) as usize,
+            );
+            if format == F::Rgb {
+                assert_eq!(
+                    &data[y * stride + x * 3..][..3],
+                    &[255, 255, 255],
+                    "({x}, {y})"
+                );
+            } else {
+                let white = if full { 255 } else { 235 };
+                assert_eq!(data[y * stride + x], white, "{format:?} ({x}, {y})");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_or_mismatched_pose_files_fail_the_state_change_naming_the_file() {
+    init();
+    let indices = Tokens::load(&tokens_path()).unwrap().indices;
+    let garbage = scratch().join("pose-garbage.json");
+    std::fs::write(&garbage, "{\"format\": \"stablekeypoints-pose\", ").unwrap();
+    let mut reversed = indices.clone();
+    reversed.reverse();
+    let cases = [
+        (scratch().join("no-such-pose.json"), "No such file"),
+        (garbage, "invalid pose file"),
+        (
+            write_pose(
+                "pose-5kp.json",
+                NUM_KEYPOINTS - 1,
+                indices[..NUM_KEYPOINTS - 1].to_vec(),
+            ),
+            "reads 5 keypoints",
+        ),
+        (
+            write_pose("pose-reversed.json", NUM_KEYPOINTS, reversed),
+            "token indices",
+        ),
+    ];
+    for (path, why) in cases {
+        let desc = format!(
+            "videotestsrc num-buffers=2 ! stablekeypoints {} pose={} ! fakesink",
+            props(),
+            path.display()
+        );
+        let err = run_pipeline(&desc, None).expect_err("pipeline must fail");
+        let message = err.lines().next().unwrap_or_default();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(why),
+            "{}: {err}",
+            path.display()
+        );
+    }
+}
+
+/// Same keypoints (positions exactly, confidences to float rounding), flags and landmarks.
+fn assert_same_meta(a: &FrameKeypoints, b: &FrameKeypoints, what: &str) {
+    assert_eq!(a.inferred, b.inferred, "{what}");
+    assert_eq!(
+        (a.source_width, a.source_height),
+        (b.source_width, b.source_height),
+        "{what}"
+    );
+    assert_eq!(a.keypoints.len(), b.keypoints.len(), "{what}");
+    for (p, q) in a.keypoints.iter().zip(&b.keypoints) {
+        assert_eq!(
+            (p.id, p.x, p.y, p.visible),
+            (q.id, q.x, q.y, q.visible),
+            "{what}"
+        );
+        assert!(
+            (p.confidence - q.confidence).abs() <= 1e-6 * q.confidence.abs().max(1e-3),
+            "{what}: {p:?} vs {q:?}"
+        );
+    }
+    match (&a.pose, &b.pose) {
+        (Some(p), Some(q)) => {
+            assert_eq!(p.connections, q.connections, "{what}");
+            for (l, m) in p.landmarks.iter().zip(&q.landmarks) {
+                assert_eq!(l.name, m.name, "{what}");
+                assert!(
+                    (l.x - m.x).abs() < 1e-6 && (l.y - m.y).abs() < 1e-6,
+                    "{what}"
+                );
+            }
+        }
+        (p, q) => assert_eq!(p.is_some(), q.is_some(), "{what}"),
+    }
+}
+
+/// What leaves the element's source pad, in order: buffers (by PTS) and events (by type).
+#[derive(Clone, Debug, PartialEq)]
+enum Item {
+    Buffer(gst::ClockTime),
+    Event(gst::EventType),
+}
+
+fn record_src(hn: &gst_check::Harness) -> Arc<Mutex<Vec<Item>>> {
+    let items = Arc::new(Mutex::new(Vec::new()));
+    let store = items.clone();
+    hn.element().unwrap().static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let item = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => Item::Buffer(b.pts().unwrap()),
+                Some(gst::PadProbeData::Event(e)) => Item::Event(e.type_()),
+                _ => return gst::PadProbeReturn::Ok,
+            };
+            store.lock().unwrap().push(item);
+            gst::PadProbeReturn::Ok
+        },
+    );
+    items
+}
+
+/// Pushes frames `frames` (index, info) and EOS; returns the buffers that came out and how
+/// many were out after each push.
+fn run_frames(
+    hn: &mut gst_check::Harness,
+    frames: &[(u64, &gst_video::VideoInfo)],
+) -> (Vec<gst::Buffer>, Vec<usize>) {
+    let mut outs = Vec::new();
+    let mut counts = Vec::new();
+    let mut caps = None;
+    for &(i, info) in frames {
+        if caps.as_ref() != Some(info) {
+            if caps.is_some() {
+                hn.set_src_caps(info.to_caps().unwrap());
+            }
+            caps = Some(info.clone());
+        }
+        hn.push(frame_buffer(info, i)).unwrap();
+        while let Some(b) = hn.try_pull() {
+            outs.push(b);
+        }
+        counts.push(outs.len());
+    }
+    hn.push_event(gst::event::Eos::new());
+    while let Some(b) = hn.try_pull() {
+        outs.push(b);
+    }
+    (outs, counts)
+}
+
+#[test]
+fn batch_size_4_gives_the_metadata_of_batch_size_1_in_order() {
+    use gst_video::VideoFormat as F;
+    let pose = format!("pose={}", test_pose().display());
+    for policy in [
+        "",
+        "inference-interval=3 gap-policy=interpolate",
+        "inference-interval=2 gap-policy=none",
+    ] {
+        let (mut one, info) = harness(&format!("{pose} {policy}"), F::Rgb, 48, 40);
+        let frames: Vec<(u64, &gst_video::VideoInfo)> = (0..10).map(|i| (i, &info)).collect();
+        let (want, _) = run_frames(&mut one, &frames);
+        let (mut four, _) = harness(
+            &format!("{pose} {policy} batch-size=4 batch-timeout=0"),
+            F::Rgb,
+            48,
+            40,
+        );
+        let items = record_src(&four);
+        let (got, counts) = run_frames(&mut four, &frames);
+        assert_eq!(got.len(), 10, "{policy:?}: every frame comes out");
+        let pts: Vec<_> = got.iter().map(|b| b.pts().unwrap()).collect();
+        let want_pts: Vec<_> = want.iter().map(|b| b.pts().unwrap()).collect();
+        assert_eq!(pts, want_pts, "{policy:?}: same order and timestamps");
+        assert!(pts.windows(2).all(|w| w[0] < w[1]), "{policy:?}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            match (
+                FrameKeypoints::from_buffer(g),
+                FrameKeypoints::from_buffer(w),
+            ) {
+                (Some(g), Some(w)) => {
+                    assert_same_meta(&g.unwrap(), &w.unwrap(), &format!("{policy:?} frame {i}"))
+                }
+                (g, w) => assert_eq!(g.is_some(), w.is_some(), "{policy:?} frame {i}"),
+            }
+        }
+        if policy.is_empty() {
+            // Every frame is inferred: a batch leaves with its 4th frame, and EOS pushes the
+            // last 2 before itself.
+            assert_eq!(counts, [0, 0, 0, 4, 4, 4, 4, 8, 8, 8]);
+            let items = items.lock().unwrap();
+            let eos = items
+                .iter()
+                .position(|i| *i == Item::Event(gst::EventType::Eos))
+                .expect("EOS forwarded");
+            let buffers_before = items[..eos]
+                .iter()
+                .filter(|i| matches!(i, Item::Buffer(_)))
+                .count();
+            assert_eq!(buffers_before, 10, "the partial batch leaves before EOS");
+            let stats = four.element().unwrap().property::<gst::Structure>("stats");
+            assert_eq!(stats.get::<u64>("frames-inferred").unwrap(), 10);
+        }
+    }
+}
+
+#[test]
+fn caps_change_flushes_a_partial_batch_with_its_own_size() {
+    use gst_video::VideoFormat as F;
+    let (mut one, a) = harness("", F::Rgb, 48, 40);
+    let b = video_info(F::Nv12, 32, 24);
+    let frames: Vec<(u64, &gst_video::VideoInfo)> =
+        vec![(0, &a), (1, &a), (2, &b), (3, &b), (4, &b)];
+    let (want, _) = run_frames(&mut one, &frames);
+    let (mut four, _) = harness("batch-size=4 batch-timeout=0", F::Rgb, 48, 40);
+    let items = record_src(&four);
+    let (got, counts) = run_frames(&mut four, &frames);
+    // Frames 0 and 1 leave when the new caps arrive (pulled after pushing frame 2).
+    assert_eq!(counts, [0, 0, 2, 2, 2]);
+    assert_eq!(got.len(), 5);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.pts(), w.pts());
+        let m = read_meta(g);
+        let size = if i < 2 { (48, 40) } else { (32, 24) };
+        assert_eq!((m.source_width, m.source_height), size, "frame {i}");
+        assert_same_meta(&m, &read_meta(w), &format!("frame {i}"));
+    }
+    // Order on the source pad (recorded after the first caps): the old frames, then the new
+    // caps, then the new frames.
+    let items = items.lock().unwrap();
+    let seq: Vec<&Item> = items
+        .iter()
+        .filter(|i| matches!(i, Item::Buffer(_) | Item::Event(gst::EventType::Caps)))
+        .collect();
+    let t = |i: u64| Item::Buffer(gst::ClockTime::from_mseconds(40 * i));
+    let caps = Item::Event(gst::EventType::Caps);
+    assert_eq!(seq, [&t(0), &t(1), &caps, &t(2), &t(3), &t(4)], "{items:?}");
+}
+
+#[test]
+fn flush_drops_a_partial_batch_and_timeout_infers_one() {
+    use gst_video::VideoFormat as F;
+    let (mut hn, info) = harness("batch-size=4 batch-timeout=0", F::Rgb, 32, 32);
+    for i in 0..2 {
+        hn.push(frame_buffer(&info, i)).unwrap();
+    }
+    assert!(hn.push_event(gst::event::FlushStart::new()));
+    assert!(hn.push_event(gst::event::FlushStop::new(true)));
+    assert!(
+        hn.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    let frames: Vec<(u64, &gst_video::VideoInfo)> = (10..14).map(|i| (i, &info)).collect();
+    let (got, counts) = run_frames(&mut hn, &frames);
+    assert_eq!(counts, [0, 0, 0, 4], "the flushed frames never come out");
+    // As a fresh element would see them: nothing of the dropped frames carries over.
+    let (mut fresh, _) = harness("", F::Rgb, 32, 32);
+    let (want, _) = run_frames(&mut fresh, &frames);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.pts(), w.pts());
+        assert_same_meta(&read_meta(g), &read_meta(w), &format!("frame {i}"));
+    }
+    let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("frames-inferred").unwrap(), 4);
+
+    // batch-timeout: a frame arriving 1 ms or more after the first pending one runs the batch.
+    let (mut hn, info) = harness("batch-size=4 batch-timeout=1", F::Rgb, 32, 32);
+    hn.push(frame_buffer(&info, 0)).unwrap();
+    assert!(hn.try_pull().is_none(), "waits for its batch");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    hn.push(frame_buffer(&info, 1)).unwrap();
+    let out: Vec<gst::Buffer> = std::iter::from_fn(|| hn.try_pull()).collect();
+    assert_eq!(out.len(), 2, "the timeout ran the partial batch");
+}
+
+#[test]
+fn latency_grows_with_batch_size() {
+    use gst_video::VideoFormat as F;
+    // 25 fps: a batch of 4 waits 3 frames (120 ms) unless the timeout ends it sooner.
+    let ours = |extra: &str| {
+        let (mut hn, _) = harness(extra, F::Rgb, 32, 32);
+        hn.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+        let latency = hn.query_latency().expect("latency answered");
+        let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+        let per_frame = stats.get::<f64>("warmup-ms").unwrap();
+        (latency.nseconds() as f64 / 1e6 - 10.0, per_frame)
+    };
+    let (one, pf) = ours("");
+    assert!((one - pf).abs() < 1e-3, "batch 1: {one} ms vs {pf} ms");
+    let (four, pf) = ours("batch-size=4");
+    assert!(
+        (four - (4.0 * pf + 120.0)).abs() < 1e-3,
+        "batch 4: {four} ms"
+    );
+    let (capped, pf) = ours("batch-size=4 batch-timeout=50");
+    // The timeout is checked when a frame arrives: up to 50 ms plus one frame.
+    assert!(
+        (capped - (4.0 * pf + 90.0)).abs() < 1e-3,
+        "timeout 50: {capped} ms"
+    );
+}
+
+/// What the sink of a live run saw.
+struct LiveRun {
+    /// Per buffer: PTS, and how far the clock's running time was past the buffer's when it
+    /// reached the sink (before the sink waits for it), in ms.
+    pts: Vec<gst::ClockTime>,
+    lag_ms: Vec<f64>,
+    metas: Vec<Option<FrameKeypoints>>,
+    stats: gst::Structure,
+    latency: gst::ClockTime,
+}
+
+/// `videotestsrc is-live=true` at 30 fps through the element into a synchronising sink.
+fn run_live(element_props: &str, n: u32) -> LiveRun {
+    init();
+    let desc = format!(
+        "videotestsrc is-live=true num-buffers={n} pattern=ball \
+         ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
+         ! stablekeypoints name=skp {} {element_props} ! fakesink name=sink sync=true qos=true",
+        props()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    sink.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let (Some(b), Some(el)) = (info.buffer(), pad.parent_element()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let now = el.current_running_time();
+            let rt = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                e.segment()
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.to_running_time(b.pts()))
+            });
+            let lag = match (now, rt) {
+                (Some(now), Some(rt)) => (now.nseconds() as f64 - rt.nseconds() as f64) / 1e6,
+                _ => f64::NAN,
+            };
+            let meta = FrameKeypoints::from_buffer(b).map(|m| m.unwrap());
+            store.lock().unwrap().push((b.pts().unwrap(), lag, meta));
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(60)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
+            _ => {}
+        }
+    }
+    let latency = sink.downcast_ref::<gst_base::BaseSink>().unwrap().latency();
+    let stats = pipeline
+        .by_name("skp")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    LiveRun {
+        pts: seen.iter().map(|s| s.0).collect(),
+        lag_ms: seen.iter().map(|s| s.1).collect(),
+        metas: seen.into_iter().map(|s| s.2).collect(),
+        stats,
+        latency,
+    }
+}
+
+#[test]
+fn live_source_with_a_slow_model_keeps_pace() {
+    // 80 ms per inference against 33 ms per frame: inferring every other frame would need
+    // 40 ms per frame, more than the source gives.
+    let n = 90u32;
+    let slow = "inference-delay-ms=80 inference-interval=2 gap-policy=hold-last";
+    let run = run_live(slow, n);
+    let count = |f: &str| run.stats.get::<u64>(f).unwrap();
+    let (inferred, late, interval) = (
+        count("frames-inferred"),
+        count("frames-skipped"),
+        count("frames-interval-skipped"),
+    );
+    let max_lag = run.lag_ms.iter().cloned().fold(f64::MIN, f64::max);
+    let latency_ms = run.latency.nseconds() as f64 / 1e6;
+    let per_inference = run.stats.get::<f64>("mean-inference-ms").unwrap();
+    eprintln!(
+        "live: {} buffers, inferred {inferred}, skipped late {late}, interval {interval}, \
+         {per_inference:.1} ms per inference, latency {latency_ms:.1} ms, max lag {max_lag:.1} ms",
+        run.pts.len(),
+    );
+    // The element drops nothing: every frame reaches the sink, in order, 1/30 s apart.
+    assert_eq!(run.pts.len(), n as usize);
+    for (i, t) in run.pts.iter().enumerate() {
+        let want = gst::ClockTime::SECOND.mul_div_floor(i as u64, 30).unwrap() + run.pts[0];
+        assert!(
+            t.nseconds().abs_diff(want.nseconds()) <= 1,
+            "frame {i} at {t}"
+        );
+    }
+    // Every skip is counted, and the gaps carry the last keypoints.
+    assert_eq!(count("frames-processed"), n as u64);
+    assert_eq!(inferred + late + interval, n as u64);
+    assert!(late > 0, "QoS never skipped an inference");
+    assert!(inferred > 0 && interval > 0);
+    assert!(
+        run.metas.iter().all(Option::is_some),
+        "a frame without keypoints"
+    );
+    let fresh = run
+        .metas
+        .iter()
+        .filter(|m| m.as_ref().is_some_and(|m| !m.inferred))
+        .count();
+    assert_eq!(
+        fresh as u64, inferred,
+        "frames marked not inferred = inferences"
+    );
+    // Latency is bounded: a buffer reaches the sink within the reported latency plus the
+    // inference in progress when it arrived (two, with margin for a loaded machine)...
+    let bound = latency_ms + 2.0 * per_inference + 100.0;
+    assert!(
+        run.lag_ms.iter().all(|&l| l < bound),
+        "lag up to {max_lag:.1} ms, bound {bound:.1} ms: {:?}",
+        run.lag_ms
+    );
+    // ... and does not grow: the last third of the stream lags as the first third.
+    let third = run.lag_ms.len() / 3;
+    let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
+    let (first, end) = (
+        mean(&run.lag_ms[..third]),
+        mean(&run.lag_ms[run.lag_ms.len() - third..]),
+    );
+    assert!(
+        end < first + per_inference,
+        "lag grew from {first:.1} to {end:.1} ms"
+    );
+
+    // The same pipeline without QoS in the element falls behind the source: the bound means
+    // something.
+    let run = run_live(&format!("{slow} qos=false"), n);
+    let last = *run.lag_ms.last().unwrap();
+    eprintln!("without QoS: lag at the end {last:.1} ms (bound {bound:.1} ms)");
+    assert_eq!(run.stats.get::<u64>("frames-skipped").unwrap(), 0);
+    assert!(last > bound, "without QoS the lag stayed at {last:.1} ms");
 }

@@ -2,8 +2,9 @@
 //! messages and JSON lines. The model code is in the `stablekeypoints` crate.
 //!
 //! Buffers go through our own `submit_input_buffer`/`generate_output` instead of
-//! `transform_frame_ip` so that late frames are kept (QoS skips inference, never frames) and
-//! `gap-policy=interpolate` can hold frames until the next inference.
+//! `transform_frame_ip` so that late frames are kept (QoS skips inference, never frames),
+//! frames can wait for their batch (`batch-size`), and `gap-policy=interpolate` can hold
+//! frames until the next inference.
 
 use gst::glib;
 use gst::prelude::*;
@@ -14,6 +15,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
+use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::frame::YuvMatrix;
 use stablekeypoints::track::{interpolate, GapPolicy, KeypointSmoother, OneEuroParams, Schedule};
 use stablekeypoints::{
@@ -27,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta};
+use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta, LandmarkMeta, PoseMeta};
 use crate::overlay::{Canvas, Dot, Layout, Yuv};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -52,10 +54,15 @@ const DEFAULT_DRAW: bool = false;
 const DEFAULT_DRAW_IDS: bool = false;
 const DEFAULT_RADIUS: u32 = 4;
 const DEFAULT_POST_MESSAGES: bool = false;
+const DEFAULT_BATCH_SIZE: u32 = 1;
+const MAX_BATCH_SIZE: u32 = 64;
+const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
+const DEFAULT_INFERENCE_DELAY_MS: u32 = 0;
 
 /// Name of the bus message structure and of its keypoint entries.
 pub const MESSAGE_NAME: &str = "stablekeypoints";
 const MESSAGE_KEYPOINT: &str = "keypoint";
+const MESSAGE_LANDMARK: &str = "landmark";
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
@@ -108,12 +115,16 @@ pub enum SmoothingProp {
 struct Settings {
     model: Option<PathBuf>,
     tokens: Option<PathBuf>,
+    pose: Option<PathBuf>,
     device: String,
     input_size: u32,
     crop_mode: CropModeProp,
     augmentations: u32,
     seed: u64,
     noise: bool,
+    batch_size: u32,
+    batch_timeout: u32,
+    inference_delay: u32,
     inference_interval: u32,
     gap_policy: GapPolicyProp,
     keypoint_threshold: f64,
@@ -133,12 +144,16 @@ impl Default for Settings {
         Self {
             model: None,
             tokens: None,
+            pose: None,
             device: DEFAULT_DEVICE.into(),
             input_size: DEFAULT_INPUT_SIZE,
             crop_mode: CropModeProp::Letterbox,
             augmentations: DEFAULT_AUGMENTATIONS,
             seed: DEFAULT_SEED,
             noise: DEFAULT_NOISE,
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_timeout: DEFAULT_BATCH_TIMEOUT_MS,
+            inference_delay: DEFAULT_INFERENCE_DELAY_MS,
             inference_interval: DEFAULT_INFERENCE_INTERVAL,
             gap_policy: GapPolicyProp::HoldLast,
             keypoint_threshold: DEFAULT_KEYPOINT_THRESHOLD,
@@ -179,6 +194,8 @@ struct Stats {
     processed: u64,
     inferred: u64,
     skipped_late: u64,
+    /// Not due under `inference-interval`.
+    skipped_interval: u64,
     inference_total: Duration,
     last_inference: Duration,
     warmup: Duration,
@@ -195,6 +212,15 @@ impl Stats {
     }
 }
 
+/// A frame waiting for its batch (see `process`).
+struct Pending {
+    buffer: gst::Buffer,
+    index: u64,
+    late: bool,
+    /// In the batch; otherwise only waiting behind it.
+    infer: bool,
+}
+
 /// A frame waiting for the keypoints of a later inference.
 struct Held {
     buffer: gst::Buffer,
@@ -209,16 +235,55 @@ struct Out {
     inferred: bool,
 }
 
+/// The `pose` file, checked against the tokens at start.
+struct Pose {
+    regressor: Regressor,
+    names: Vec<String>,
+    connections: Vec<[u32; 2]>,
+}
+
+impl Pose {
+    /// Landmarks of frame-normalised keypoints in token order, as `eval` regresses them.
+    fn landmarks(&self, keypoints: &[KeypointMeta]) -> PoseMeta {
+        // open() checked that the pose reads as many keypoints as the detector gives.
+        let xy: Vec<[f64; 2]> = keypoints
+            .iter()
+            .map(|k| [f64::from(k.x), f64::from(k.y)])
+            .collect();
+        PoseMeta {
+            landmarks: self
+                .names
+                .iter()
+                .zip(self.regressor.predict(&xy))
+                .map(|(name, [x, y])| LandmarkMeta {
+                    name: name.clone(),
+                    x: x as f32,
+                    y: y as f32,
+                })
+                .collect(),
+            connections: self.connections.clone(),
+        }
+    }
+}
+
 struct State {
     /// Taken out while an inference runs so that no lock is held meanwhile.
     detector: Option<Detector>,
     num_keypoints: usize,
+    pose: Option<Arc<Pose>>,
+    /// `inference-delay-ms` per inferred frame.
+    delay: Duration,
     model_name: String,
     info: Option<gst_video::VideoInfo>,
     schedule: Schedule,
     /// Last inferred keypoints (frame-normalised, unsmoothed).
     last: Option<Vec<Keypoint>>,
     held: VecDeque<Held>,
+    pending: VecDeque<Pending>,
+    /// How many of `pending` are to be inferred.
+    pending_infer: usize,
+    /// Arrival of the first pending frame (for `batch-timeout`).
+    pending_since: Option<Instant>,
     ready: VecDeque<gst::Buffer>,
     queued: Option<(gst::Buffer, bool)>,
     smoother: KeypointSmoother,
@@ -322,6 +387,54 @@ fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
     let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
     cache.push((key, Arc::downgrade(&model)));
     Ok(model)
+}
+
+/// Reads the `pose` file and checks that it reads the keypoints these tokens give.
+fn load_pose(path: &Path, tokens: &Tokens, tokens_path: &Path) -> Result<Pose, gst::ErrorMessage> {
+    let bad = |msg: String| {
+        gst::error_msg!(
+            gst::LibraryError::Settings,
+            ("Cannot use pose {}: {}", path.display(), msg)
+        )
+    };
+    let pose = PoseModel::load(path).map_err(|e| {
+        // Name the file once: I/O errors carry the path, the others do not.
+        let msg = match e {
+            stablekeypoints::Error::Io { source, .. } => source.to_string(),
+            e => e.to_string(),
+        };
+        gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Cannot load pose {}: {}", path.display(), msg)
+        )
+    })?;
+    if pose.num_keypoints != tokens.indices.len() {
+        return Err(bad(format!(
+            "it reads {} keypoints but tokens {} give {}",
+            pose.num_keypoints,
+            tokens_path.display(),
+            tokens.indices.len()
+        )));
+    }
+    if pose.token_indices != tokens.indices {
+        return Err(bad(format!(
+            "it was fitted with token indices {:?} but tokens {} select {:?}",
+            pose.token_indices,
+            tokens_path.display(),
+            tokens.indices
+        )));
+    }
+    let regressor = pose.regressor().map_err(|e| bad(e.to_string()))?;
+    let connections = pose
+        .skeleton
+        .iter()
+        .map(|&[a, b]| [a as u32, b as u32])
+        .collect();
+    Ok(Pose {
+        regressor,
+        names: pose.names,
+        connections,
+    })
 }
 
 fn pixel_format(f: gst_video::VideoFormat) -> Option<(PixelFormat, Layout)> {
@@ -435,38 +548,47 @@ impl StableKeypoints {
             .is_some_and(|rt| rt <= earliest)
     }
 
-    /// Runs the detector on one frame without holding any lock.
+    /// Runs the detector on the frames as one batch, without holding any lock.
     fn infer(
         &self,
-        buffer: &gst::BufferRef,
+        buffers: &[&gst::BufferRef],
         info: &gst_video::VideoInfo,
-    ) -> Result<Vec<Keypoint>, gst::FlowError> {
-        let mut detector = {
+    ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
+        let (mut detector, delay) = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-            state.detector.take().ok_or(gst::FlowError::Flushing)?
+            let detector = state.detector.take().ok_or(gst::FlowError::Flushing)?;
+            (detector, state.delay)
         };
         let started = Instant::now();
-        let result = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+        let result = buffers
+            .iter()
+            .map(|b| gst_video::VideoFrameRef::from_buffer_ref_readable(b, info))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot map the frame: {e}"))
-            .and_then(|frame| {
-                let f = frame_ref(&frame, info)?;
-                detector.detect_frame(&f).map_err(|e| e.to_string())
+            .and_then(|mapped| {
+                let frames = mapped
+                    .iter()
+                    .map(|f| frame_ref(f, info))
+                    .collect::<Result<Vec<_>, _>>()?;
+                detector.detect_frames(&frames).map_err(|e| e.to_string())
             });
+        std::thread::sleep(delay.saturating_mul(buffers.len() as u32));
         let elapsed = started.elapsed();
         if let Some(state) = lock(&self.state).as_mut() {
             state.detector = Some(detector);
         }
         match result {
             Ok(d) => {
+                let n = buffers.len().max(1) as u32;
                 let mut stats = lock(&self.stats);
-                stats.inferred += 1;
+                stats.inferred += buffers.len() as u64;
                 stats.inference_total += elapsed;
-                stats.last_inference = elapsed;
+                stats.last_inference = elapsed / n;
                 drop(stats);
-                gst::trace!(CAT, imp = self, "inference took {:?}", elapsed);
+                gst::trace!(CAT, imp = self, "{} frames took {:?}", n, elapsed);
                 self.maybe_update_latency();
-                Ok(d.keypoints)
+                Ok(d.into_iter().map(|d| d.keypoints).collect())
             }
             Err(e) => {
                 gst::element_imp_error!(
@@ -479,29 +601,48 @@ impl StableKeypoints {
         }
     }
 
-    /// Latency this element adds: the per-frame inference time, plus the look-ahead of
-    /// `gap-policy=interpolate`.
+    /// Latency this element adds: the inference time of a batch, the time a batch takes to
+    /// fill, and the look-ahead of `gap-policy=interpolate`.
     fn own_latency(&self) -> gst::ClockTime {
         let s = lock(&self.settings).clone();
         let stats = lock(&self.stats).clone();
         let per_frame = stats.warmup.max(stats.mean_inference());
-        let mut latency = gst::ClockTime::from_nseconds(per_frame.as_nanos() as u64);
-        if s.gap_policy == GapPolicyProp::Interpolate && s.inference_interval > 1 {
-            let fps = lock(&self.state)
-                .as_ref()
-                .and_then(|st| st.info.as_ref().map(|i| i.fps()));
-            if let Some(fps) = fps.filter(|f| f.numer() > 0 && f.denom() > 0) {
-                let frame = gst::ClockTime::SECOND
-                    .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
-                    .unwrap_or(gst::ClockTime::ZERO);
-                let frames = s.inference_interval as u64 - 1;
-                let look_ahead = frame
-                    .nseconds()
-                    .checked_mul(frames)
+        let ns = |d: Duration| gst::ClockTime::from_nseconds(d.as_nanos() as u64);
+        let batch = s.batch_size.max(1) as u64;
+        let mut latency = ns(per_frame)
+            .nseconds()
+            .checked_mul(batch)
+            .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds);
+        let frame = lock(&self.state)
+            .as_ref()
+            .and_then(|st| st.info.as_ref().map(|i| i.fps()))
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .and_then(|fps| {
+                gst::ClockTime::SECOND.mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+            });
+        let frames = |n: u64| {
+            frame.map(|f| {
+                f.nseconds()
+                    .checked_mul(n)
                     .filter(|&ns| ns <= gst::ClockTime::MAX.nseconds())
-                    .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds);
-                latency = latency.saturating_add(look_ahead);
-            }
+                    .map_or(gst::ClockTime::MAX, gst::ClockTime::from_nseconds)
+            })
+        };
+        let interval = s.inference_interval.max(1) as u64;
+        if s.gap_policy == GapPolicyProp::Interpolate && interval > 1 {
+            latency = latency.saturating_add(frames(interval - 1).unwrap_or_default());
+        }
+        if batch > 1 {
+            // The first frame of a batch waits for the others (every interval-th frame is
+            // inferred), or until the first arrival after batch-timeout.
+            let timeout = (s.batch_timeout > 0)
+                .then(|| gst::ClockTime::from_mseconds(s.batch_timeout as u64));
+            let fill = frames((batch - 1).saturating_mul(interval));
+            let wait = match (fill, timeout) {
+                (Some(fill), Some(t)) => fill.min(t.saturating_add(frame.unwrap_or_default())),
+                (fill, t) => fill.or(t).unwrap_or_default(),
+            };
+            latency = latency.saturating_add(wait);
         }
         latency
     }
@@ -520,38 +661,120 @@ impl StableKeypoints {
     }
 
     /// Decides what happens to one input frame; returns the frames that are now complete.
+    /// Frames to infer wait in `pending` until `batch-size` of them are there (or the
+    /// timeout passed); the frames that arrive meanwhile wait behind them, so that every
+    /// frame is resolved in order, exactly as one at a time.
     fn process(
         &self,
         buffer: gst::Buffer,
         late: bool,
         s: &Settings,
     ) -> Result<Vec<Out>, gst::FlowError> {
-        let (info, index, due) = {
+        let run = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            if state.info.is_none() {
+                drop(st);
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("No caps set before the first buffer")
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
             let index = state.next_index;
             state.next_index += 1;
-            (
-                state.info.clone(),
+            let due = state.schedule.due(s.inference_interval as u64);
+            let infer = due && !late;
+            if infer {
+                state.schedule.inferred();
+            } else {
+                state.schedule.skipped();
+            }
+            lock(&self.stats).processed += 1;
+            if !due {
+                lock(&self.stats).skipped_interval += 1;
+            } else if late {
+                lock(&self.stats).skipped_late += 1;
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "frame {} is late: skipping inference",
+                    index
+                );
+            }
+            let frame = Pending {
+                buffer,
                 index,
-                state.schedule.due(s.inference_interval as u64),
-            )
+                late,
+                infer,
+            };
+            if !infer && state.pending.is_empty() {
+                return Ok(Self::resolve(state, frame, None, s));
+            }
+            state.pending.push_back(frame);
+            state.pending_infer += infer as usize;
+            let since = *state.pending_since.get_or_insert_with(Instant::now);
+            state.pending_infer >= s.batch_size.max(1) as usize
+                || (s.batch_timeout > 0
+                    && since.elapsed() >= Duration::from_millis(s.batch_timeout as u64))
         };
-        let Some(info) = info else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("No caps set before the first buffer")
-            );
-            return Err(gst::FlowError::NotNegotiated);
-        };
-        lock(&self.stats).processed += 1;
+        if run {
+            self.run_batch(s)
+        } else {
+            Ok(Vec::new())
+        }
+    }
 
-        if due && !late {
-            let keypoints = self.infer(&buffer, &info)?;
+    /// Infers the pending frames that need it as one batch and resolves all pending frames.
+    fn run_batch(&self, s: &Settings) -> Result<Vec<Out>, gst::FlowError> {
+        let (frames, info) = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-            state.schedule.inferred();
+            state.pending_infer = 0;
+            state.pending_since = None;
+            let frames: Vec<Pending> = state.pending.drain(..).collect();
+            (
+                frames,
+                state.info.clone().ok_or(gst::FlowError::NotNegotiated)?,
+            )
+        };
+        let buffers: Vec<&gst::BufferRef> = frames
+            .iter()
+            .filter(|f| f.infer)
+            .map(|f| f.buffer.as_ref())
+            .collect();
+        let mut keypoints = if buffers.is_empty() {
+            Vec::new()
+        } else {
+            self.infer(&buffers, &info)?
+        }
+        .into_iter();
+        let mut st = lock(&self.state);
+        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let mut outs = Vec::new();
+        for f in frames {
+            let k = if f.infer { keypoints.next() } else { None };
+            outs.extend(Self::resolve(state, f, k, s));
+        }
+        Ok(outs)
+    }
+
+    /// The keypoints of one frame in stream order: `keypoints` of its inference, or those
+    /// its gap policy gives. Returns the frames that are now complete.
+    fn resolve(
+        state: &mut State,
+        frame: Pending,
+        keypoints: Option<Vec<Keypoint>>,
+        s: &Settings,
+    ) -> Vec<Out> {
+        let Pending {
+            buffer,
+            index,
+            late,
+            ..
+        } = frame;
+        if let Some(keypoints) = keypoints {
             let previous = state.last.replace(keypoints.clone());
             let held: Vec<Held> = state.held.drain(..).collect();
             let n = held.len();
@@ -574,32 +797,19 @@ impl StableKeypoints {
                 keypoints: Some(keypoints),
                 inferred: false,
             });
-            return Ok(outs);
-        }
-
-        let mut st = lock(&self.state);
-        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-        state.schedule.skipped();
-        if due {
-            lock(&self.stats).skipped_late += 1;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "frame {} is late: skipping inference",
-                index
-            );
+            return outs;
         }
         match s.gap_policy() {
             GapPolicy::Interpolate if !late && state.last.is_some() => {
                 state.held.push_back(Held { buffer, index });
-                Ok(Vec::new())
+                Vec::new()
             }
-            GapPolicy::None if !late => Ok(vec![Out {
+            GapPolicy::None if !late => vec![Out {
                 buffer,
                 index,
                 keypoints: None,
                 inferred: false,
-            }]),
+            }],
             _ => {
                 let mut outs = Self::release_held(state);
                 outs.push(Out {
@@ -608,7 +818,7 @@ impl StableKeypoints {
                     keypoints: state.last.clone(),
                     inferred: true,
                 });
-                Ok(outs)
+                outs
             }
         }
     }
@@ -639,7 +849,7 @@ impl StableKeypoints {
         let Some(mut keypoints) = keypoints else {
             return Ok(buffer);
         };
-        let (info, num_keypoints, model) = {
+        let (info, num_keypoints, model, pose) = {
             let mut st = lock(&self.state);
             let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
             let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
@@ -658,11 +868,16 @@ impl StableKeypoints {
                 );
                 state.smoother.smooth(&mut keypoints, t, &p);
             }
-            (info, state.num_keypoints, state.model_name.clone())
+            (
+                info,
+                state.num_keypoints,
+                state.model_name.clone(),
+                state.pose.clone(),
+            )
         };
         let (w, h) = (info.width(), info.height());
         let threshold = s.keypoint_threshold as f32;
-        let frame = FrameKeypoints {
+        let mut frame = FrameKeypoints {
             semantic_tag: semantic_tag(num_keypoints),
             model,
             source_width: w,
@@ -678,8 +893,11 @@ impl StableKeypoints {
                     visible: k.score >= threshold,
                 })
                 .collect(),
+            pose: None,
             rect: (0, 0, 0, 0),
         };
+        // From the keypoints as reported (smoothed, clamped), so consumers can redo it.
+        frame.pose = pose.map(|p| p.landmarks(&frame.keypoints));
 
         {
             let buf = buffer.make_mut();
@@ -715,7 +933,7 @@ impl StableKeypoints {
                     .to_send_value()
             }));
             let none = u64::MAX; // GST_CLOCK_TIME_NONE, as facedetect posts it
-            let st = gst::Structure::builder(MESSAGE_NAME)
+            let mut st = gst::Structure::builder(MESSAGE_NAME)
                 .field("timestamp", pts.map_or(none, |t| t.nseconds()))
                 .field("stream-time", stream_time.map_or(none, |t| t.nseconds()))
                 .field("running-time", running_time.map_or(none, |t| t.nseconds()))
@@ -726,6 +944,29 @@ impl StableKeypoints {
                 .field("inferred", inferred)
                 .field("keypoints", list)
                 .build();
+            if let Some(pose) = &frame.pose {
+                let list = gst::List::new(pose.landmarks.iter().map(|l| {
+                    let (x, y) = l.pixel(w, h);
+                    gst::Structure::builder(MESSAGE_LANDMARK)
+                        .field("name", &l.name)
+                        .field("x", x)
+                        .field("y", y)
+                        .field("nx", l.x)
+                        .field("ny", l.y)
+                        .build()
+                        .to_send_value()
+                }));
+                st.set("pose", list);
+                st.set(
+                    "skeleton",
+                    gst::Array::new(
+                        pose.connections
+                            .iter()
+                            .flatten()
+                            .map(|&i| (i as i32).to_send_value()),
+                    ),
+                );
+            }
             let _ = self
                 .obj()
                 .post_message(gst::message::Element::builder(st).src(&*self.obj()).build());
@@ -744,7 +985,7 @@ impl StableKeypoints {
                     })
                 })
                 .collect();
-            let record = serde_json::json!({
+            let mut record = serde_json::json!({
                 "frame": index,
                 "pts": clock_ns(pts),
                 "stream_time": clock_ns(stream_time),
@@ -755,6 +996,21 @@ impl StableKeypoints {
                 "inferred": inferred,
                 "keypoints": kps,
             });
+            if let Some(pose) = &frame.pose {
+                let landmarks: Vec<serde_json::Value> = pose
+                    .landmarks
+                    .iter()
+                    .map(|l| {
+                        let (x, y) = l.pixel(w, h);
+                        serde_json::json!({
+                            "name": l.name, "x": finite(x), "y": finite(y),
+                            "nx": finite(l.x), "ny": finite(l.y),
+                        })
+                    })
+                    .collect();
+                record["pose"] = landmarks.into();
+                record["skeleton"] = serde_json::json!(pose.connections);
+            }
             if let Err(e) = writer.write_line(&record) {
                 let path = writer.path.display().to_string();
                 drop(json);
@@ -816,19 +1072,37 @@ impl StableKeypoints {
             })
             .collect();
         canvas.draw(&dots, s.radius as f32, s.draw_ids);
+        if let Some(pose) = &frame.pose {
+            let points: Vec<(f32, f32)> = pose
+                .landmarks
+                .iter()
+                .map(|l| l.pixel(info.width(), info.height()))
+                .collect();
+            let radius = s.radius as f32 / 2.0;
+            canvas.draw_skeleton(&points, &pose.connections, radius, radius);
+        }
         Ok(())
     }
 
-    /// Pushes held frames downstream with the last keypoints (before a serialized event).
-    fn drain_held(&self) {
-        let outs = match lock(&self.state).as_mut() {
-            Some(state) => Self::release_held(state),
-            None => return,
-        };
-        if outs.is_empty() {
-            return;
-        }
+    /// Before a serialized event (EOS, caps, segment, ...): infers the partial batch and
+    /// pushes its frames, then the held frames with the last keypoints.
+    fn drain(&self) {
         let s = lock(&self.settings).clone();
+        let pending = lock(&self.state)
+            .as_ref()
+            .is_some_and(|st| !st.pending.is_empty());
+        let mut outs = Vec::new();
+        if pending {
+            match self.run_batch(&s) {
+                Ok(o) => outs = o,
+                // Inference errors are posted already; or the element is stopping.
+                Err(_) => return,
+            }
+        }
+        match lock(&self.state).as_mut() {
+            Some(state) => outs.extend(Self::release_held(state)),
+            None => return,
+        }
         for out in outs {
             match self.finish(out, &s) {
                 Ok(buf) => {
@@ -857,6 +1131,7 @@ impl StableKeypoints {
             .field("frames-processed", st.processed)
             .field("frames-inferred", st.inferred)
             .field("frames-skipped", st.skipped_late)
+            .field("frames-interval-skipped", st.skipped_interval)
             .field("mean-inference-ms", ms(st.mean_inference()))
             .field("last-inference-ms", ms(st.last_inference))
             .field("warmup-ms", ms(st.warmup))
@@ -901,6 +1176,11 @@ impl StableKeypoints {
         let tokens = Tokens::load(&tokens_path).map_err(|e| {
             gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot load tokens: {}", e))
         })?;
+        let pose = s
+            .pose
+            .as_deref()
+            .map(|p| load_pose(p, &tokens, &tokens_path))
+            .transpose()?;
         let model = load_model(&model_dir, &s.device).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::OpenRead,
@@ -939,6 +1219,8 @@ impl StableKeypoints {
         Detector::new(model, &tokens, opts)
             .and_then(|mut d| d.detect_frame(&frame))
             .map_err(bad)?;
+        let delay = Duration::from_millis(s.inference_delay as u64);
+        std::thread::sleep(delay);
         let warmup = started.elapsed();
 
         let json = match &s.json_location {
@@ -952,12 +1234,17 @@ impl StableKeypoints {
         };
         let state = State {
             num_keypoints: detector.num_keypoints(),
+            pose: pose.map(Arc::new),
+            delay,
             detector: Some(detector),
             model_name: model_dir.display().to_string(),
             info: None,
             schedule: Schedule::default(),
             last: None,
             held: VecDeque::new(),
+            pending: VecDeque::new(),
+            pending_infer: 0,
+            pending_since: None,
             ready: VecDeque::new(),
             queued: None,
             smoother: KeypointSmoother::default(),
@@ -986,6 +1273,11 @@ impl ObjectImpl for StableKeypoints {
                 glib::ParamSpecString::builder("tokens")
                     .nick("Tokens")
                     .blurb("Learned tokens file (safetensors); default: <model>/tokens.safetensors")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("pose")
+                    .nick("Pose")
+                    .blurb("Pose file from `stablekeypoints eval --save-regressor`: regress named landmarks and a skeleton from the keypoints")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("device")
@@ -1024,6 +1316,27 @@ impl ObjectImpl for StableKeypoints {
                     .nick("Noise")
                     .blurb("Add seeded diffusion noise at the timestep (as the paper); off = deterministic per frame")
                     .default_value(DEFAULT_NOISE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Frames inferred together in one forward pass (adds latency: frames wait for their batch)")
+                    .minimum(1)
+                    .maximum(MAX_BATCH_SIZE)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-timeout")
+                    .nick("Batch timeout")
+                    .blurb("With batch-size > 1: infer a partial batch when a frame arrives this many ms after its first frame (0 = never)")
+                    .default_value(DEFAULT_BATCH_TIMEOUT_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("inference-delay-ms")
+                    .nick("Inference delay (testing aid)")
+                    .blurb("Testing aid: sleep this many ms per inferred frame and in the warm-up, to act as a slower model")
+                    .maximum(60_000)
+                    .default_value(DEFAULT_INFERENCE_DELAY_MS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
@@ -1103,7 +1416,7 @@ impl ObjectImpl for StableKeypoints {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frames-processed, frames-inferred, frames-skipped (late), mean/last-inference-ms, warmup-ms")
+                    .blurb("frames-processed, frames-inferred, frames-skipped (late), frames-interval-skipped, mean/last-inference-ms, warmup-ms")
                     .read_only()
                     .build(),
             ]
@@ -1132,6 +1445,7 @@ impl ObjectImpl for StableKeypoints {
         match name {
             "model" => s.model = path(value),
             "tokens" => s.tokens = path(value),
+            "pose" => s.pose = path(value),
             "device" => {
                 s.device = value
                     .get::<Option<String>>()
@@ -1143,6 +1457,9 @@ impl ObjectImpl for StableKeypoints {
             "augmentations" => s.augmentations = value.get().expect("type checked upstream"),
             "seed" => s.seed = value.get().expect("type checked upstream"),
             "noise" => s.noise = value.get().expect("type checked upstream"),
+            "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
+            "batch-timeout" => s.batch_timeout = value.get().expect("type checked upstream"),
+            "inference-delay-ms" => s.inference_delay = value.get().expect("type checked upstream"),
             "inference-interval" => {
                 s.inference_interval = value.get().expect("type checked upstream")
             }
@@ -1173,12 +1490,16 @@ impl ObjectImpl for StableKeypoints {
         match pspec.name() {
             "model" => path(&s.model),
             "tokens" => path(&s.tokens),
+            "pose" => path(&s.pose),
             "device" => s.device.to_value(),
             "input-size" => s.input_size.to_value(),
             "crop-mode" => s.crop_mode.to_value(),
             "augmentations" => s.augmentations.to_value(),
             "seed" => s.seed.to_value(),
             "noise" => s.noise.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "batch-timeout" => s.batch_timeout.to_value(),
+            "inference-delay-ms" => s.inference_delay.to_value(),
             "inference-interval" => s.inference_interval.to_value(),
             "gap-policy" => s.gap_policy.to_value(),
             "keypoint-threshold" => s.keypoint_threshold.to_value(),
@@ -1317,6 +1638,9 @@ impl BaseTransformImpl for StableKeypoints {
                 // keypoints from before it are held, interpolated from or smoothed with.
                 if let Some(state) = lock(&self.state).as_mut() {
                     state.held.clear();
+                    state.pending.clear();
+                    state.pending_infer = 0;
+                    state.pending_since = None;
                     state.ready.clear();
                     state.queued = None;
                     state.smoother.reset();
@@ -1326,10 +1650,10 @@ impl BaseTransformImpl for StableKeypoints {
                 *lock(&self.earliest) = None;
             }
             gst::EventView::Eos(_) => {
-                self.drain_held();
+                self.drain();
                 self.flush_json();
             }
-            _ if event.is_serialized() => self.drain_held(),
+            _ if event.is_serialized() => self.drain(),
             _ => {}
         }
         self.parent_sink_event(event)
