@@ -8,7 +8,8 @@ use gst::glib;
 #[cfg(feature = "analytics")]
 pub mod analytics;
 pub mod meta;
-mod overlay;
+/// Native drawing into raw frame planes (public for `examples/bench-overlay.rs`).
+pub mod overlay;
 mod stablekeypoints;
 
 pub use stablekeypoints::{
@@ -16,6 +17,13 @@ pub use stablekeypoints::{
 };
 
 pub use overlay::palette_rgb;
+
+// The plugin's Rust allocations (model activations) reuse freed large blocks instead of
+// faulting in fresh pages every frame; memory handed to GStreamer goes through GLib's
+// allocator as before.
+#[global_allocator]
+static ALLOC: ::stablekeypoints::alloc::CachingAlloc =
+    ::stablekeypoints::alloc::CachingAlloc::new();
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     stablekeypoints::register(plugin)
