@@ -53,7 +53,7 @@ pub fn exp_nonpos(x: f32) -> f32 {
     p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
 }
 
-/// Largest element (NaNs are skipped here and surface through [`exp_sum`]).
+/// Largest element (NaNs are skipped here and surface through [`exp_store_sum`]).
 #[inline(always)]
 pub fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; L];
@@ -72,24 +72,26 @@ pub fn max(xs: &[f32]) -> f32 {
 /// `sum(exp(x - m))` over `xs`, for `m >= max(xs)`.
 #[inline(always)]
 pub fn exp_sum(xs: &[f32], m: f32) -> f32 {
+    let full = xs.len() / L * L;
     let mut acc = [0f32; L];
-    let chunks = xs.chunks_exact(L);
-    let rest = chunks.remainder();
-    for c in chunks {
+    for c in xs[..full].chunks_exact(L) {
         for i in 0..L {
             acc[i] += exp_nonpos(c[i] - m);
         }
     }
-    acc.iter().sum::<f32>() + rest.iter().map(|&v| exp_nonpos(v - m)).sum::<f32>()
+    acc.iter().sum::<f32>() + xs[full..].iter().map(|&v| exp_nonpos(v - m)).sum::<f32>()
 }
 
 /// `out = exp(x - m)`, returning the sum, for `m >= max(xs)`.
 #[inline(always)]
 pub fn exp_store_sum(xs: &[f32], m: f32, out: &mut [f32]) -> f32 {
+    let len = xs.len().min(out.len());
+    let full = len / L * L;
     let mut acc = [0f32; L];
-    let mut oc = out.chunks_exact_mut(L);
-    let mut xc = xs.chunks_exact(L);
-    for (o, c) in (&mut oc).zip(&mut xc) {
+    for (o, c) in out[..full]
+        .chunks_exact_mut(L)
+        .zip(xs[..full].chunks_exact(L))
+    {
         for i in 0..L {
             let e = exp_nonpos(c[i] - m);
             o[i] = e;
@@ -97,7 +99,7 @@ pub fn exp_store_sum(xs: &[f32], m: f32, out: &mut [f32]) -> f32 {
         }
     }
     let mut sum = acc.iter().sum::<f32>();
-    for (o, &v) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+    for (o, &v) in out[full..len].iter_mut().zip(&xs[full..len]) {
         *o = exp_nonpos(v - m);
         sum += *o;
     }
@@ -122,9 +124,9 @@ multiversion! {
     /// In-place softmax of one row.
     pub fn softmax_row(row: &mut [f32]) {
         let m = max(row);
+        let full = row.len() / L * L;
         let mut acc = [0f32; L];
-        let mut chunks = row.chunks_exact_mut(L);
-        for c in &mut chunks {
+        for c in row[..full].chunks_exact_mut(L) {
             for i in 0..L {
                 let e = exp_nonpos(c[i] - m);
                 c[i] = e;
@@ -132,7 +134,7 @@ multiversion! {
             }
         }
         let mut sum = acc.iter().sum::<f32>();
-        for v in chunks.into_remainder() {
+        for v in &mut row[full..] {
             *v = exp_nonpos(*v - m);
             sum += *v;
         }
@@ -178,6 +180,9 @@ mod tests {
             assert_eq!(max(&xs), m);
             let want: f64 = xs.iter().map(|&v| ((v - m) as f64).exp()).sum();
             let got = exp_sum(&xs, m) as f64;
+            let mut e = vec![0f32; n];
+            let stored = exp_store_sum(&xs, m, &mut e) as f64;
+            assert!((stored - want).abs() < 1e-6 * want);
             assert!((got - want).abs() < 1e-6 * want, "n={n}: {got} vs {want}");
             let mut out = vec![0f32; n];
             softmax_row_into(&xs, &mut out);
