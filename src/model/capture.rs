@@ -121,7 +121,7 @@ impl MapRecorder {
         for h in 0..heads {
             let qh = q.narrow(1, h, 1)?.squeeze(1)?; // [B, s*s, d]
             let kh = k.narrow(1, h, 1)?.squeeze(1)?.t()?.contiguous()?; // [1, d, N]
-            let logits = (qh.broadcast_matmul(&kh)? * scale)?; // [B, s*s, N]
+            let logits = (crate::ops::gemm::matmul(&qh, &kh)? * scale)?; // [B, s*s, N]
             if let Some(op) = fused.clone() {
                 let l4 = logits.reshape((b, side, side, n))?;
                 let probs = if l4.track_op() {

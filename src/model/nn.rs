@@ -91,7 +91,7 @@ impl Conv2d {
             };
             return x.contiguous()?.apply_op3_no_bwd(weight, b, &op);
         }
-        let y = x.conv2d(weight, padding, stride, 1, 1)?;
+        let y = crate::ops::gemm::conv2d(x, weight, stride, padding)?;
         match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),
@@ -191,12 +191,7 @@ impl Linear {
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let (out, inp) = self.weight.dims2()?;
         crate::ops::flops::add(2 * x.elem_count() / inp.max(1) * inp * out);
-        let w = match *x.dims() {
-            [b1, b2, _, _] => self.weight.broadcast_left((b1, b2))?.t()?,
-            [b, _, _] => self.weight.broadcast_left(b)?.t()?,
-            _ => self.weight.t()?,
-        };
-        let y = x.matmul(&w)?;
+        let y = crate::ops::gemm::matmul(x, &self.weight.t()?)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),

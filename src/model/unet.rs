@@ -5,6 +5,7 @@ use super::blocks::{Downsample, ResnetBlock, Upsample};
 use super::capture::MapRecorder;
 use super::config::{DownBlockType, UNetConfig, UpBlockType};
 use super::nn::{group_norm, linear, projection, softmax_last_dim, Conv2d, LayerNorm, Linear};
+use crate::ops::gemm::matmul;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -72,8 +73,8 @@ impl Attention {
             } else {
                 q.narrow(2, start, len)?
             };
-            let s = (qc.broadcast_matmul(&kt)? * scale)?;
-            outs.push(softmax_last_dim(&s)?.broadcast_matmul(v)?);
+            let s = (matmul(&qc, &kt)? * scale)?;
+            outs.push(matmul(&softmax_last_dim(&s)?, v)?);
             start += len;
         }
         let o = if outs.len() == 1 {

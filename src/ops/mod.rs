@@ -3,6 +3,7 @@
 pub mod attnmap;
 pub mod conv;
 pub mod flops;
+pub mod gemm;
 pub mod norm;
 pub mod resample;
 pub mod rng;
