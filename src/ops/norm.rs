@@ -5,6 +5,7 @@
 //! 128 x 512 x 512 activations one pass per statistic plus one fused output pass is several
 //! times cheaper, and the groups run in parallel.
 
+use super::simd::{exp_nonpos, multiversion};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -49,28 +50,57 @@ fn group_norm_f32(
             for (k, (oc, xc)) in o.chunks_mut(spatial).zip(xs.chunks(spatial)).enumerate() {
                 let scale = (inv * w[c0 + k] as f64) as f32;
                 let shift = (b[c0 + k] as f64 - mean * inv * w[c0 + k] as f64) as f32;
-                if silu {
-                    for (ov, &xv) in oc.iter_mut().zip(xc) {
-                        let y = xv * scale + shift;
-                        *ov = y / (1.0 + (-y).exp());
-                    }
-                } else {
-                    for (ov, &xv) in oc.iter_mut().zip(xc) {
-                        *ov = xv * scale + shift;
-                    }
-                }
+                affine_act(xc, scale, shift, silu, oc);
             }
         });
     out
 }
 
-/// Mean and 1/sqrt(var + eps) of one group, accumulated in f64 (groups hold up to
-/// millions of values).
-fn stats(xs: &[f32], eps: f64) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+multiversion! {
+    /// `o = act(x * scale + shift)`, act = SiLU or identity.
+    fn affine_act(xs: &[f32], scale: f32, shift: f32, silu: bool, o: &mut [f32]) {
+        if silu {
+            for (ov, &xv) in o.iter_mut().zip(xs) {
+                let y = xv * scale + shift;
+                // sigmoid from exp(-|y|) so the fast exp only sees non-positive inputs.
+                let e = exp_nonpos(-y.abs());
+                let sig = if y >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+                *ov = y * sig;
+            }
+        } else {
+            for (ov, &xv) in o.iter_mut().zip(xs) {
+                *ov = xv * scale + shift;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Mean and 1/sqrt(var + eps) of one group, accumulated in f64 lanes (groups hold up
+    /// to millions of values).
+    fn stats(xs: &[f32], eps: f64) -> (f64, f64) {
+        const L: usize = 8;
+        let n = xs.len() as f64;
+        let full = xs.len() / L * L;
+        let mut acc = [0f64; L];
+        for c in xs[..full].chunks_exact(L) {
+            for i in 0..L {
+                acc[i] += c[i] as f64;
+            }
+        }
+        let rest: f64 = xs[full..].iter().map(|&v| v as f64).sum();
+        let mean = (acc.iter().sum::<f64>() + rest) / n;
+        let mut acc = [0f64; L];
+        for c in xs[..full].chunks_exact(L) {
+            for i in 0..L {
+                let d = c[i] as f64 - mean;
+                acc[i] += d * d;
+            }
+        }
+        let rest: f64 = xs[full..].iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+        let var = (acc.iter().sum::<f64>() + rest) / n;
+        (mean, 1.0 / (var + eps).sqrt())
+    }
 }
 
 /// [`GroupNormOp`] with constant affine parameters as an op of the input alone, with a
