@@ -57,13 +57,19 @@ impl Attention {
     /// Attention of `x` [B, L, C] over precomputed heads-split keys/values.
     fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let (b, l, c) = x.dims3()?;
-        let q = self.split_heads(&self.to_q.forward(x)?)?;
-        let kt = k.transpose(2, 3)?.contiguous()?;
+        let q = self.to_q.forward(x)?;
         let scale = self.scale(c);
         let n = k.dim(2)?;
-        let rows = (MAX_SCORE_ELEMS / (b * self.heads * n).max(1)).clamp(1, l);
         // Scores and weighted values: two products of b x l x n x c multiply-adds.
         crate::ops::flops::add(4 * b * l * n * c);
+        if crate::ops::gemm::applies(&q, k) && crate::ops::gemm::applies(&q, v) {
+            let o = crate::ops::attention::attention(&q, k, v, scale)?;
+            return self.to_out.forward(&o);
+        }
+        // Differentiable path, in row chunks to bound the score tensor.
+        let q = self.split_heads(&q)?;
+        let kt = k.transpose(2, 3)?.contiguous()?;
+        let rows = (MAX_SCORE_ELEMS / (b * self.heads * n).max(1)).clamp(1, l);
         let mut outs = Vec::new();
         let mut start = 0;
         while start < l {

@@ -60,9 +60,9 @@ impl VaeAttention {
         let k = self.k.forward(&t)?;
         let v = self.v.forward(&t)?;
         crate::ops::flops::add(4 * b * (h * w) * (h * w) * c);
-        let a = (crate::ops::gemm::matmul(&q, &k.t()?)? * self.scale)?;
-        let a = super::nn::softmax_last_dim(&a)?;
-        let o = self.out.forward(&crate::ops::gemm::matmul(&a, &v)?)?;
+        let heads = |t: &Tensor| t.reshape((b, 1, h * w, c));
+        let a = crate::ops::attention::attention(&q, &heads(&k)?, &heads(&v)?, self.scale)?;
+        let o = self.out.forward(&a)?;
         let o = o.transpose(1, 2)?.reshape((b, c, h, w))?;
         x + o
     }

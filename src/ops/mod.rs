@@ -1,5 +1,6 @@
 //! Numeric building blocks with PyTorch semantics (resampling, affine warps, noise schedule, RNG).
 
+pub mod attention;
 pub mod attnmap;
 pub mod conv;
 pub mod flops;

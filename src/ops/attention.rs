@@ -1,0 +1,189 @@
+//! Fused multi-head attention for inference on the CPU: per block of query rows, the
+//! scores `q kᵀ`, their softmax and the product with `v` stay in a cache-sized buffer
+//! instead of a `[B, H, L, N]` score tensor written to and read back from memory
+//! (64 MB per head for SD's 64x64 self-attention).
+
+use super::simd;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Query rows per task.
+const ROWS: usize = 64;
+
+/// `softmax(q kᵀ * scale) v` per head. `q` `[B, L, C]` (heads side by side in C, as
+/// `to_q` produces them), `k` and `v` `[B or 1, H, N, C/H]`; the result is `[B, L, C]`.
+/// Tracked or non-CPU-f32 inputs fall back to candle's ops (differentiable).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, l, c) = q.dims3()?;
+    let (_, heads, _, d) = k.dims4()?;
+    if super::gemm::applies(q, k) && super::gemm::applies(q, v) {
+        return q.contiguous()?.apply_op3_no_bwd(
+            &k.contiguous()?,
+            &v.contiguous()?,
+            &Attention {
+                scale: scale as f32,
+            },
+        );
+    }
+    let qh = q.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous()?;
+    let s = (qh.broadcast_matmul(&k.transpose(2, 3)?)? * scale)?;
+    let p = crate::model::nn::softmax_last_dim(&s)?;
+    p.broadcast_matmul(v)?.transpose(1, 2)?.reshape((b, l, c))
+}
+
+struct Attention {
+    scale: f32,
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint (row block, head) regions of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let slice = |s: &'_ CpuStorage, l: &Layout| -> Option<(*const f32, usize)> {
+            match (s, l.contiguous_offsets()) {
+                (CpuStorage::F32(v), Some((a, b))) => Some((v[a..b].as_ptr(), b - a)),
+                _ => None,
+            }
+        };
+        let (Some((q, _)), Some((k, _)), Some((v, _))) =
+            (slice(s1, l1), slice(s2, l2), slice(s3, l3))
+        else {
+            candle_core::bail!("attention: contiguous f32 operands expected");
+        };
+        let (b, l, c) = l1.shape().dims3()?;
+        let (bk, h, n, d) = l2.shape().dims4()?;
+        if l3.dims() != l2.dims() || h * d != c || !(bk == 1 || bk == b) || n == 0 {
+            candle_core::bail!(
+                "attention: q {:?}, k {:?}, v {:?}",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let (q, k, v) = (q as usize, k as usize, v as usize);
+        let mut out = vec![0f32; b * l * c];
+        let optr = OutPtr(out.as_mut_ptr());
+        let blocks = l.div_ceil(ROWS);
+        (0..b * h * blocks).into_par_iter().for_each_init(
+            || vec![0f32; ROWS * n],
+            |scores, task| {
+                let (img, rest) = (task / (h * blocks), task % (h * blocks));
+                let (head, blk) = (rest / blocks, rest % blocks);
+                let r0 = blk * ROWS;
+                let rows = ROWS.min(l - r0);
+                let kv = (if bk == 1 { 0 } else { img } * h + head) * n * d;
+                // SAFETY: all offsets stay inside the operands' contiguous extents checked
+                // above; each task writes its own rows x head-columns of `out`.
+                unsafe {
+                    let qp = (q as *const f32).add((img * l + r0) * c + head * d);
+                    let kp = (k as *const f32).add(kv);
+                    let vp = (v as *const f32).add(kv);
+                    // scores[rows, n] = scale * q_blk [rows, d] @ k_headᵀ [d, n]
+                    gemm::gemm(
+                        rows,
+                        n,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        qp,
+                        1,
+                        c as isize,
+                        kp,
+                        d as isize,
+                        1,
+                        0.0,
+                        self.scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    for row in scores[..rows * n].chunks_exact_mut(n) {
+                        simd::softmax_row(row);
+                    }
+                    // out[rows, head cols] = scores [rows, n] @ v_head [n, d]
+                    gemm::gemm(
+                        rows,
+                        d,
+                        n,
+                        optr.get().add((img * l + r0) * c + head * d),
+                        1,
+                        c as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        n as isize,
+                        vp,
+                        1,
+                        d as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((b, l, c))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn matches_the_composite_attention() {
+        let dev = Device::Cpu;
+        // L not a multiple of the row block; broadcast and per-image keys.
+        for (b, bk, l, n, h, d) in [
+            (2, 1, 150, 37, 4, 8),
+            (2, 2, 70, 130, 2, 16),
+            (1, 1, 5, 3, 1, 4),
+        ] {
+            let q = Tensor::randn(0f32, 1.0, (b, l, h * d), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (bk, h, n, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (bk, h, n, d), &dev).unwrap();
+            let got = attention(&q, &k, &v, 0.3).unwrap();
+            // The tracked path is the composite one.
+            let qv = Var::from_tensor(&q).unwrap();
+            let want = attention(qv.as_tensor(), &k, &v, 0.3).unwrap();
+            let err: f32 = (&got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(err < 1e-5, "{b} {bk} {l} {n} {h} {d}: {err}");
+        }
+    }
+}
