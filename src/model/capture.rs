@@ -105,9 +105,8 @@ impl MapRecorder {
             }
         };
         let heads = attn.heads;
-        let q = attn
-            .split_heads(&attn.to_q.forward(x)?)?
-            .to_dtype(DType::F32)?;
+        // [B, s*s, C], heads side by side.
+        let q_flat = attn.to_q.forward(x)?.to_dtype(DType::F32)?;
         let k = k.to_dtype(DType::F32)?;
         let n = k.dim(2)?;
         let scale = attn.scale(c);
@@ -115,7 +114,26 @@ impl MapRecorder {
         crate::ops::flops::add(2 * b * l * n * c);
         self.flops += (2 * b * l * c * c + 2 * b * l * n * c) as u64;
         // Built once per layer, not per head: taps and selection only depend on the layer.
-        let fused = self.fused_op(&q, side)?;
+        let fused = self.fused_op(&q_flat, side)?;
+        if let Some(op) = fused
+            .as_ref()
+            .filter(|_| !q_flat.track_op() && !k.track_op())
+        {
+            // All heads in one fused pass (inference).
+            let (_, _, _, d) = k.dims4()?;
+            let host = |t: &Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
+            let maps = crate::ops::attnmap::layer_maps(
+                &host(&q_flat)?,
+                &host(&k)?,
+                (b, heads, n, d),
+                scale as f32,
+                op,
+            )?;
+            let r = self.map_res;
+            let layer = Tensor::from_vec(maps, (b, r, r, op.select.len()), x.device())?;
+            return self.add_layer(layer, side, start, x);
+        }
+        let q = attn.split_heads(&q_flat)?;
         let mut layer: Option<Tensor> = None;
         // One head at a time bounds memory to B*R*R*N floats.
         for h in 0..heads {
@@ -149,6 +167,16 @@ impl MapRecorder {
             });
         }
         let layer = (layer.expect("at least one head") / heads as f64)?;
+        self.add_layer(layer, side, start, x)
+    }
+
+    fn add_layer(
+        &mut self,
+        layer: Tensor,
+        side: usize,
+        start: std::time::Instant,
+        x: &Tensor,
+    ) -> Result<bool> {
         self.sum = Some(match self.sum.take() {
             Some(acc) => (acc + layer)?,
             None => layer,

@@ -61,7 +61,16 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
             .for_each(|(task, orow)| {
                 let (img, i) = (task / r, task % r);
                 let base = &x[img * side * side * n..(img + 1) * side * side * n];
-                fused_row(base, &self.taps[i], &self.taps, side, n, &self.select, orow);
+                fused_row(
+                    base,
+                    &self.taps[i],
+                    &self.taps,
+                    side,
+                    n,
+                    &self.select,
+                    1.0,
+                    orow,
+                );
             });
         Ok((CpuStorage::F32(out), Shape::from((b, r, r, k))))
     }
@@ -69,7 +78,9 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
 
 multiversion! {
     /// One output row of [`UpsampledSoftmaxSelect`]: `base` is one image's logits
-    /// `[s, s, N]`, `row_taps` the vertical taps of this row, `orow` its `[R, K]` output.
+    /// `[s, s, N]`, `row_taps` the vertical taps of this row; `weight` times the row's
+    /// `[R, K]` probabilities is added to `orow`.
+    #[allow(clippy::too_many_arguments)]
     fn fused_row(
         base: &[f32],
         row_taps: &[(usize, f32)],
@@ -77,6 +88,7 @@ multiversion! {
         side: usize,
         n: usize,
         select: &[usize],
+        weight: f32,
         orow: &mut [f32],
     ) {
         let side_n = side * n;
@@ -87,17 +99,97 @@ multiversion! {
         }
         let mut logits = vec![0f32; n];
         for (o, col_taps) in orow.chunks_mut(select.len()).zip(taps) {
-            logits.iter_mut().for_each(|v| *v = 0.0);
-            for &(q, wx) in col_taps {
-                simd::axpy(&mut logits, wx, &rowbuf[q * n..(q + 1) * n]);
-            }
-            let m = simd::max(&logits);
-            let inv = 1.0 / simd::exp_sum(&logits, m);
+            let m = interpolate_max(&rowbuf, col_taps, n, &mut logits);
+            let inv = weight / simd::exp_sum(&logits, m);
             for (dst, &t) in o.iter_mut().zip(select) {
-                *dst = simd::exp_nonpos(logits[t] - m) * inv;
+                *dst += simd::exp_nonpos(logits[t] - m) * inv;
             }
         }
     }
+}
+
+/// `logits` = sum of the taps' rows of `rowbuf`; returns its maximum.
+#[inline(always)]
+fn interpolate_max(rowbuf: &[f32], taps: &[(usize, f32)], n: usize, logits: &mut [f32]) -> f32 {
+    logits.iter_mut().for_each(|v| *v = 0.0);
+    for &(q, w) in taps {
+        simd::axpy(logits, w, &rowbuf[q * n..(q + 1) * n]);
+    }
+    simd::max(logits)
+}
+
+/// Head-mean attention maps of one observed layer, fused: `q` `[B, s*s, C]` (the
+/// layer's query projection, heads side by side), `k` `[H, N, C/H]` (the context's keys),
+/// logits `q kᵀ * scale` per head at s x s, then per output row and head the fused
+/// upsampling, softmax over all N and selection of [`UpsampledSoftmaxSelect`]. Returns
+/// `[B, R, R, K]`. One parallel pass per layer instead of one op chain per head.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_maps(
+    q: &[f32],
+    k: &[f32],
+    (b, heads, n, d): (usize, usize, usize, usize),
+    scale: f32,
+    op: &UpsampledSoftmaxSelect,
+) -> Result<Vec<f32>> {
+    let (side, r, sel) = (op.side, op.out, op.select.len());
+    let (l, c) = (side * side, heads * d);
+    if q.len() != b * l * c || k.len() != heads * n * d || op.taps.len() != r {
+        candle_core::bail!(
+            "attention maps: q {} / k {} values do not match",
+            q.len(),
+            k.len()
+        );
+    }
+    if let Some(&bad) = op.select.iter().find(|&&i| i >= n) {
+        candle_core::bail!("attention maps: token {bad} out of range for {n} tokens");
+    }
+    // logits[img][head] = [s, s, N]
+    let mut logits = vec![0f32; b * heads * l * n];
+    logits
+        .par_chunks_mut(l * n)
+        .enumerate()
+        .for_each(|(task, dst)| {
+            let (img, h) = (task / heads, task % heads);
+            // SAFETY: q rows of image `img`, columns of head `h` (row stride C); k rows of
+            // head `h` read transposed; `dst` is [l, n].
+            unsafe {
+                gemm::gemm(
+                    l,
+                    n,
+                    d,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    q.as_ptr().add(img * l * c + h * d),
+                    1,
+                    c as isize,
+                    k.as_ptr().add(h * n * d),
+                    d as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    let mut out = vec![0f32; b * r * r * sel];
+    let weight = 1.0 / heads as f32;
+    // Heads one after the other: one head's logits stay in cache across the rows.
+    for h in 0..heads {
+        out.par_chunks_mut(r * sel)
+            .enumerate()
+            .for_each(|(task, orow)| {
+                let (img, i) = (task / r, task % r);
+                let base = &logits[(img * heads + h) * l * n..][..l * n];
+                let (taps, select) = (&op.taps, &op.select);
+                fused_row(base, &taps[i], taps, side, n, select, weight, orow);
+            });
+    }
+    Ok(out)
 }
 
 /// Row softmax over the last dimension (CPU, f32) using `exp_nonpos`; rows in parallel.
