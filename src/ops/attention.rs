@@ -83,8 +83,8 @@ impl CustomOp3 for Attention {
             );
         }
         let (q, k, v) = (q as usize, k as usize, v as usize);
-        let mut out = vec![0f32; b * l * c];
-        let optr = OutPtr(out.as_mut_ptr());
+        let mut out = super::gemm::OutBuf::new(b * l * c);
+        let optr = OutPtr(out.ptr());
         let blocks = l.div_ceil(ROWS);
         (0..b * h * blocks).into_par_iter().for_each_init(
             || vec![0f32; ROWS * n],
@@ -150,6 +150,8 @@ impl CustomOp3 for Attention {
                 }
             },
         );
+        // SAFETY: every (row, head) block was written by its task (d > 0 as h * d = c > 0).
+        let out = unsafe { out.assume_init() };
         Ok((CpuStorage::F32(out), Shape::from((b, l, c))))
     }
 }

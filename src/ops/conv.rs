@@ -249,8 +249,8 @@ pub fn conv3x3_winograd(
     let (th, tw) = (oh.div_ceil(M), ow.div_ceil(M));
     let tiles = n * th * tw;
     let u = transform_weights(weight, cout, cin);
-    let mut out = vec![0f32; n * cout * oh * ow];
-    let optr = OutPtr(out.as_mut_ptr());
+    let mut out = super::gemm::OutBuf::new(n * cout * oh * ow);
+    let optr = OutPtr(out.ptr());
     let blocks = tiles.div_ceil(TILE_BLOCK);
     let geom = Tiles { h, w, th, tw, pad };
     (0..blocks).into_par_iter().for_each_init(
@@ -294,7 +294,8 @@ pub fn conv3x3_winograd(
             output_block(mbuf, cout, bias, geom, t0, nt, optr);
         },
     );
-    out
+    // SAFETY: every (image, channel, pixel) belongs to exactly one tile, written above.
+    unsafe { out.assume_init() }
 }
 
 /// candle op: `x` [N, Cin, H, W], `weight` [Cout, Cin, 3, 3], `bias` [Cout].
