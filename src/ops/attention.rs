@@ -3,6 +3,7 @@
 //! instead of a `[B, H, L, N]` score tensor written to and read back from memory
 //! (64 MB per head for SD's 64x64 self-attention).
 
+use super::buf::OutBuf;
 use super::simd;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -33,18 +34,6 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
 
 struct Attention {
     scale: f32,
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row block, head) regions of the output.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 impl CustomOp3 for Attention {
@@ -83,8 +72,8 @@ impl CustomOp3 for Attention {
             );
         }
         let (q, k, v) = (q as usize, k as usize, v as usize);
-        let mut out = super::gemm::OutBuf::new(b * l * c);
-        let optr = OutPtr(out.ptr());
+        let mut out = OutBuf::new(b * l * c);
+        let optr = out.ptr();
         let blocks = l.div_ceil(ROWS);
         (0..b * h * blocks).into_par_iter().for_each_init(
             || vec![0f32; ROWS * n],

@@ -5,6 +5,7 @@
 //! Blocks of tiles are processed in parallel. Used for inference only (no backward): the
 //! SD VAE encoder is almost all such convolutions.
 
+use super::buf::{OutBuf, OutPtr};
 use super::simd::multiversion;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
@@ -222,19 +223,6 @@ fn transform_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     u
 }
 
-/// Raw output pointer shared by tasks that write disjoint tiles.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    // A method (not field access) so closures capture the Send wrapper, not the raw pointer.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// 3x3, stride 1, zero padding `pad` (0 or 1), input NCHW contiguous.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_winograd(
@@ -249,8 +237,8 @@ pub fn conv3x3_winograd(
     let (th, tw) = (oh.div_ceil(M), ow.div_ceil(M));
     let tiles = n * th * tw;
     let u = transform_weights(weight, cout, cin);
-    let mut out = super::gemm::OutBuf::new(n * cout * oh * ow);
-    let optr = OutPtr(out.ptr());
+    let mut out = OutBuf::new(n * cout * oh * ow);
+    let optr = out.ptr();
     let blocks = tiles.div_ceil(TILE_BLOCK);
     let geom = Tiles { h, w, th, tw, pad };
     (0..blocks).into_par_iter().for_each_init(

@@ -7,34 +7,10 @@
 //! go to `gemm` as they are. Convolutions that Winograd does not cover (stride 2, 1x1,
 //! small maps) become blocks of im2col columns times the weight matrix.
 
+use super::buf::OutBuf;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 use std::sync::OnceLock;
-
-/// An f32 output buffer that the caller fills completely through raw pointers before
-/// [`OutBuf::assume_init`]: no zeroing pass (memset was ~6% of an SD frame).
-pub(crate) struct OutBuf(Vec<MaybeUninit<f32>>);
-
-impl OutBuf {
-    pub(crate) fn new(n: usize) -> Self {
-        let mut v = Vec::with_capacity(n);
-        // SAFETY: MaybeUninit needs no initialisation.
-        unsafe { v.set_len(n) };
-        Self(v)
-    }
-
-    pub(crate) fn ptr(&mut self) -> *mut f32 {
-        self.0.as_mut_ptr().cast()
-    }
-
-    /// # Safety
-    /// Every element must have been written.
-    pub(crate) unsafe fn assume_init(self) -> Vec<f32> {
-        let mut v = std::mem::ManuallyDrop::new(self.0);
-        Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity())
-    }
-}
 
 fn parallelism() -> gemm::Parallelism {
     static THREADS: OnceLock<usize> = OnceLock::new();
@@ -137,7 +113,7 @@ impl CustomOp2 for MatMul {
                     m,
                     n,
                     k,
-                    out.ptr().add(bi * m * n),
+                    out.ptr().get().add(bi * m * n),
                     1,
                     n as isize,
                     false,
@@ -223,7 +199,7 @@ impl CustomOp2 for Im2ColConv {
             ));
         }
         let mut out = OutBuf::new(bsz * o * pix);
-        let optr = out.ptr();
+        let optr = out.ptr().get();
         let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
         // Output pixels per block, so that the column buffer stays bounded.
         let block = (COL_BLOCK / rows.max(1)).clamp(64, pix.max(64));

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod attnmap;
+mod buf;
 pub mod conv;
 pub mod flops;
 pub mod gemm;
