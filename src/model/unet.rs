@@ -4,14 +4,9 @@
 use super::blocks::{Downsample, ResnetBlock, Upsample};
 use super::capture::MapRecorder;
 use super::config::{DownBlockType, UNetConfig, UpBlockType};
-use super::nn::{group_norm, linear, projection, softmax_last_dim, Conv2d, LayerNorm, Linear};
-use crate::ops::gemm::matmul;
+use super::nn::{group_norm, linear, projection, Conv2d, LayerNorm, Linear};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
-
-/// Query rows per attention chunk are capped so that one score matrix stays under this
-/// many elements (SD's 64x64 self-attention would otherwise need ~0.5 GB per image).
-const MAX_SCORE_ELEMS: usize = 1 << 25;
 
 /// Multi-head attention with diffusers' `Attention` keys (`to_q`, `to_k`, `to_v`, `to_out.0`).
 #[derive(Debug, Clone)]
@@ -58,37 +53,10 @@ impl Attention {
     fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let (b, l, c) = x.dims3()?;
         let q = self.to_q.forward(x)?;
-        let scale = self.scale(c);
         let n = k.dim(2)?;
         // Scores and weighted values: two products of b x l x n x c multiply-adds.
         crate::ops::flops::add(4 * b * l * n * c);
-        if crate::ops::gemm::applies(&q, k) && crate::ops::gemm::applies(&q, v) {
-            let o = crate::ops::attention::attention(&q, k, v, scale)?;
-            return self.to_out.forward(&o);
-        }
-        // Differentiable path, in row chunks to bound the score tensor.
-        let q = self.split_heads(&q)?;
-        let kt = k.transpose(2, 3)?.contiguous()?;
-        let rows = (MAX_SCORE_ELEMS / (b * self.heads * n).max(1)).clamp(1, l);
-        let mut outs = Vec::new();
-        let mut start = 0;
-        while start < l {
-            let len = rows.min(l - start);
-            let qc = if len == l {
-                q.clone()
-            } else {
-                q.narrow(2, start, len)?
-            };
-            let s = (matmul(&qc, &kt)? * scale)?;
-            outs.push(matmul(&softmax_last_dim(&s)?, v)?);
-            start += len;
-        }
-        let o = if outs.len() == 1 {
-            outs.pop().unwrap()
-        } else {
-            Tensor::cat(&outs, 2)?
-        };
-        let o = o.transpose(1, 2)?.reshape((b, l, c))?;
+        let o = crate::ops::attention::attention(&q, k, v, self.scale(c))?;
         self.to_out.forward(&o)
     }
 }

@@ -11,6 +11,10 @@ use rayon::prelude::*;
 /// Query rows per task.
 const ROWS: usize = 64;
 
+/// The differentiable path caps one score tensor at this many elements (SD's 64x64
+/// self-attention would otherwise need ~0.5 GB per image).
+const MAX_SCORE_ELEMS: usize = 1 << 25;
+
 /// `softmax(q kᵀ * scale) v` per head. `q` `[B, L, C]` (heads side by side in C, as
 /// `to_q` produces them), `k` and `v` `[B or 1, H, N, C/H]`; the result is `[B, L, C]`.
 /// Tracked or non-CPU-f32 inputs fall back to candle's ops (differentiable).
@@ -26,10 +30,23 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
             },
         );
     }
+    // Differentiable path, in query-row chunks that bound the score tensor.
     let qh = q.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous()?;
-    let s = (qh.broadcast_matmul(&k.transpose(2, 3)?)? * scale)?;
-    let p = crate::model::nn::softmax_last_dim(&s)?;
-    p.broadcast_matmul(v)?.transpose(1, 2)?.reshape((b, l, c))
+    let kt = k.transpose(2, 3)?.contiguous()?;
+    let n = k.dim(2)?;
+    let rows = (MAX_SCORE_ELEMS / (b * heads * n).max(1)).clamp(1, l.max(1));
+    let mut outs = Vec::new();
+    for start in (0..l).step_by(rows) {
+        let qc = qh.narrow(2, start, rows.min(l - start))?;
+        let s = (qc.broadcast_matmul(&kt)? * scale)?;
+        outs.push(crate::model::nn::softmax_last_dim(&s)?.broadcast_matmul(v)?);
+    }
+    let o = if outs.len() == 1 {
+        outs.pop().expect("one chunk")
+    } else {
+        Tensor::cat(&outs, 2)?
+    };
+    o.transpose(1, 2)?.reshape((b, l, c))
 }
 
 struct Attention {
