@@ -115,24 +115,20 @@ impl MapRecorder {
         self.flops += (2 * b * l * c * c + 2 * b * l * n * c) as u64;
         // Built once per layer, not per head: taps and selection only depend on the layer.
         let fused = self.fused_op(&q_flat, side)?;
-        if let Some(op) = fused
-            .as_ref()
-            .filter(|_| !q_flat.track_op() && !k.track_op())
-        {
-            // All heads in one fused pass (inference).
-            let (_, _, _, d) = k.dims4()?;
-            let host = |t: &Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
-            let maps = crate::ops::attnmap::layer_maps(
-                &host(&q_flat)?,
-                &host(&k)?,
-                (b, heads, n, d),
-                scale as f32,
-                op,
-            )?;
-            let r = self.map_res;
-            let layer = Tensor::from_vec(maps, (b, r, r, op.select.len()), x.device())?;
-            return self.add_layer(layer, side, start, x);
-        }
+        let fused = match fused {
+            Some(op) if !q_flat.track_op() && !k.track_op() => {
+                // All heads in one fused pass (inference), q and k read in place.
+                let layer = q_flat.contiguous()?.apply_op2_no_bwd(
+                    &k.contiguous()?,
+                    &crate::ops::attnmap::LayerMaps {
+                        scale: scale as f32,
+                        maps: op,
+                    },
+                )?;
+                return self.add_layer(layer, side, start, x);
+            }
+            other => other,
+        };
         let q = attn.split_heads(&q_flat)?;
         let mut layer: Option<Tensor> = None;
         // One head at a time bounds memory to B*R*R*N floats.

@@ -6,7 +6,7 @@
 //! pixel's N logits come from its 4x4 interpolation taps and live in a small row buffer.
 
 use super::simd::{self, multiversion};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
 /// Non-zero taps of each row of a dense `[out, in]` interpolation matrix.
@@ -33,6 +33,17 @@ pub struct UpsampledSoftmaxSelect {
     pub select: Vec<usize>,
 }
 
+impl UpsampledSoftmaxSelect {
+    fn check_select(&self, n: usize) -> Result<()> {
+        match self.select.iter().find(|&&i| i >= n) {
+            Some(&bad) => {
+                candle_core::bail!("attention maps: token {bad} out of range for {n} tokens")
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 impl CustomOp1 for UpsampledSoftmaxSelect {
     fn name(&self) -> &'static str {
         "upsampled-softmax-select"
@@ -51,9 +62,7 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
                 l.shape()
             );
         }
-        if let Some(&bad) = self.select.iter().find(|&&i| i >= n) {
-            candle_core::bail!("attention maps: token {bad} out of range for {n} tokens");
-        }
+        self.check_select(n)?;
         let mut out = vec![0f32; b * r * r * k];
         // One task per (image, output row).
         out.par_chunks_mut(r * k)
@@ -123,8 +132,7 @@ fn interpolate_max(rowbuf: &[f32], taps: &[(usize, f32)], n: usize, logits: &mut
 /// logits `q kᵀ * scale` per head at s x s, then per output row and head the fused
 /// upsampling, softmax over all N and selection of [`UpsampledSoftmaxSelect`]. Returns
 /// `[B, R, R, K]`. One parallel pass per layer instead of one op chain per head.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_maps(
+fn layer_maps(
     q: &[f32],
     k: &[f32],
     (b, heads, n, d): (usize, usize, usize, usize),
@@ -140,9 +148,7 @@ pub fn layer_maps(
             k.len()
         );
     }
-    if let Some(&bad) = op.select.iter().find(|&&i| i >= n) {
-        candle_core::bail!("attention maps: token {bad} out of range for {n} tokens");
-    }
+    op.check_select(n)?;
     // logits[img][head] = [s, s, N]
     let mut logits = vec![0f32; b * heads * l * n];
     logits
@@ -190,6 +196,39 @@ pub fn layer_maps(
             });
     }
     Ok(out)
+}
+
+/// [`layer_maps`] as an op of `q` `[B, s*s, C]` and `k` `[1, H, N, C/H]` (contiguous
+/// f32, read in place), giving `[B, R, R, K]`.
+pub struct LayerMaps {
+    pub scale: f32,
+    pub maps: UpsampledSoftmaxSelect,
+}
+
+impl CustomOp2 for LayerMaps {
+    fn name(&self) -> &'static str {
+        "layer-attention-maps"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k) = match (s1, s2, l1.contiguous_offsets(), l2.contiguous_offsets()) {
+            (CpuStorage::F32(q), CpuStorage::F32(k), Some((a, b)), Some((c, d))) => {
+                (&q[a..b], &k[c..d])
+            }
+            _ => candle_core::bail!("attention maps: q and k must be contiguous f32"),
+        };
+        let (b, _, _) = l1.shape().dims3()?;
+        let (_, heads, n, d) = l2.shape().dims4()?;
+        let out = layer_maps(q, k, (b, heads, n, d), self.scale, &self.maps)?;
+        let (r, sel) = (self.maps.out, self.maps.select.len());
+        Ok((CpuStorage::F32(out), Shape::from((b, r, r, sel))))
+    }
 }
 
 /// Row softmax over the last dimension (CPU, f32) using `exp_nonpos`; rows in parallel.
