@@ -16,6 +16,9 @@ pub mod track;
 pub mod train;
 pub mod util;
 
+#[cfg(test)]
+mod test_util;
+
 pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};
 pub use error::{Error, Result};
 pub use frame::{CropMode, FrameRef, PixelFormat};

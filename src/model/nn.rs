@@ -424,21 +424,8 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_rel;
     use candle_core::Var;
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        let s: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        assert!(s > 0.0);
-        d / s
-    }
 
     /// Input gradient of `sum(layer(x) * probe)` via the layer and via candle's own ops.
     fn grads(

@@ -165,6 +165,7 @@ impl CustomOp3 for Attention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_abs_diff;
     use candle_core::{Device, Var};
 
     #[test]
@@ -183,14 +184,7 @@ mod tests {
             // The tracked path is the composite one.
             let qv = Var::from_tensor(&q).unwrap();
             let want = attention(qv.as_tensor(), &k, &v, 0.3).unwrap();
-            let err: f32 = (&got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let err = max_abs_diff(&got, &want);
             assert!(err < 1e-5, "{b} {bk} {l} {n} {h} {d}: {err}");
         }
     }

@@ -259,6 +259,7 @@ impl CustomOp1 for FastSoftmax {
 mod tests {
     use super::*;
     use crate::ops::resample::bicubic_matrix;
+    use crate::test_util::max_abs_diff;
     use candle_core::{Device, Tensor};
 
     #[test]
@@ -266,14 +267,7 @@ mod tests {
         let x = Tensor::randn(0f32, 4f32, (3, 5, 77), &Device::Cpu).unwrap();
         let want = candle_nn::ops::softmax_last_dim(&x).unwrap();
         let got = x.apply_op1_no_bwd(&FastSoftmax).unwrap();
-        let err: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = max_abs_diff(&got, &want);
         assert!(err < 1e-6, "max err {err}");
     }
 
@@ -306,14 +300,7 @@ mod tests {
             select,
         };
         let got = logits.apply_op1_no_bwd(&op).unwrap();
-        let err: f32 = (got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = max_abs_diff(&got, &want);
         let scale: f32 = want.max_all().unwrap().to_scalar().unwrap();
         assert!(err <= 1e-5 * scale, "max err {err} (scale {scale})");
     }

@@ -291,20 +291,8 @@ unsafe fn gemm_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_rel;
     use candle_core::Device;
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        let s: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        d / s
-    }
 
     #[test]
     fn matmul_matches_candle_on_strided_and_broadcast_operands() {

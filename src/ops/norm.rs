@@ -228,6 +228,7 @@ impl CustomOp3 for GroupNormOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{max_abs, max_abs_diff};
     use candle_core::{Device, Module, Tensor};
 
     #[test]
@@ -253,14 +254,7 @@ mod tests {
             } else {
                 want.clone()
             };
-            let err: f32 = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let err = max_abs_diff(&got, &want);
             assert!(err < 1e-5, "silu={silu}: max err {err}");
         }
         let bad = GroupNormOp {
@@ -316,15 +310,8 @@ mod tests {
                 gs1.get(v1.as_tensor()).unwrap(),
                 g2.get(v2.as_tensor()).unwrap(),
             );
-            let err: f32 = (g1 - g2)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            let scale: f32 = g2.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            let err = max_abs_diff(g1, g2);
+            let scale = max_abs(g2);
             assert!(
                 scale > 1e-3 && err < 1e-4 * scale,
                 "silu={silu}: {err} vs {scale}"

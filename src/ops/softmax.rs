@@ -229,6 +229,7 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{max_abs, max_abs_diff};
     use candle_core::{DType, Device, Var, D};
 
     #[test]
@@ -354,23 +355,13 @@ mod tests {
             .unwrap();
         let gg = (&got * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gg = gg.get(v2.as_tensor()).unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        assert!(max_diff(&got, &want) < 1e-6);
-        let scale: f32 = gw.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-6);
+        let scale = max_abs(gw);
         assert!(scale > 1e-3);
         assert!(
-            max_diff(gg, gw) < 1e-5 * scale.max(1.0),
+            max_abs_diff(gg, gw) < 1e-5 * scale.max(1.0),
             "{}",
-            max_diff(gg, gw)
+            max_abs_diff(gg, gw)
         );
     }
 }
