@@ -9,90 +9,21 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 use gststablekeypoints::meta::FrameKeypoints;
 use stablekeypoints::frame::YuvMatrix;
-use stablekeypoints::model::init::{init_model, TinyArch};
 use stablekeypoints::Tokens;
-use stablekeypoints::{DetectOptions, Detection, Detector, FrameRef, Model, PixelFormat};
+use stablekeypoints::{DetectOptions, Detection, Detector, FrameRef, Model};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst_video::VideoFormat as F;
 
-const NUM_KEYPOINTS: usize = 6;
-const NUM_TOKENS: usize = 24;
-/// `cross_attention_dim` of the tiny SD1 model.
-const CONTEXT_DIM: usize = 32;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gststablekeypoints::plugin_register_static().expect("register plugin");
-    });
-}
-
-/// Scratch directory of this test process (under cargo's target/tmp).
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("reliability-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-/// The tiny model directory (with tokens.safetensors), generated once per process.
-fn model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = scratch().join("model");
-        init_model(&d, TinyArch::TinySd1, 7, NUM_TOKENS, NUM_KEYPOINTS).expect("init tiny model");
-        d
-    })
-}
-
-fn tokens_path() -> PathBuf {
-    model_dir().join("tokens.safetensors")
-}
-
-fn props() -> String {
-    format!(
-        "model={} tokens={}",
-        model_dir().display(),
-        tokens_path().display()
-    )
-}
+mod common;
+use common::*;
 
 /// A fresh core detector with the element's default options.
 fn core_detector() -> Detector {
-    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
-    let model = MODEL.get_or_init(|| {
-        Arc::new(
-            Model::load(
-                model_dir(),
-                &candle_core::Device::Cpu,
-                candle_core::DType::F32,
-            )
-            .unwrap(),
-        )
-    });
-    let tokens = Tokens::load(&tokens_path()).unwrap();
-    Detector::new(model.clone(), &tokens, DetectOptions::default()).unwrap()
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    core_detector_with(DetectOptions::default())
 }
 
 /// Runs this test alone in a child process (`cargo test` runs the other tests of this
@@ -133,24 +64,6 @@ fn threads() -> usize {
 
 // ---------------------------------------------------------------------------------------
 // Frames: logical pixels, GStreamer buffers in any layout, and the core reference.
-
-fn core_format(f: gst_video::VideoFormat) -> PixelFormat {
-    match f {
-        F::Rgb => PixelFormat::Rgb,
-        F::Bgr => PixelFormat::Bgr,
-        F::Rgba => PixelFormat::Rgba,
-        F::Bgra => PixelFormat::Bgra,
-        F::Rgbx => PixelFormat::Rgbx,
-        F::Bgrx => PixelFormat::Bgrx,
-        F::Argb => PixelFormat::Argb,
-        F::Abgr => PixelFormat::Abgr,
-        F::Xrgb => PixelFormat::Xrgb,
-        F::Xbgr => PixelFormat::Xbgr,
-        F::I420 => PixelFormat::I420,
-        F::Nv12 => PixelFormat::Nv12,
-        other => panic!("no core format for {other:?}"),
-    }
-}
 
 /// (bytes per row, rows) of each plane, without any padding.
 fn plane_geometry(format: gst_video::VideoFormat, w: usize, h: usize) -> Vec<(usize, usize)> {

@@ -6,90 +6,19 @@ use gst_video::prelude::*;
 use gststablekeypoints::meta::{FrameKeypoints, ROI_TYPE};
 use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::frame::YuvMatrix;
-use stablekeypoints::model::init::{init_model, TinyArch};
-use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Model, PixelFormat, Tokens};
+use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Tokens};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-const NUM_KEYPOINTS: usize = 6;
+mod common;
+use common::*;
 
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gststablekeypoints::plugin_register_static().expect("register plugin");
-    });
-}
-
-/// Scratch directory of this test process (under cargo's target/tmp).
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("plugin-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-/// The tiny model directory (with tokens.safetensors), generated once.
-fn model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = scratch().join("model");
-        init_model(&d, TinyArch::TinySd1, 7, 24, NUM_KEYPOINTS).expect("init tiny model");
-        d
-    })
-}
-
-fn tokens_path() -> PathBuf {
-    model_dir().join("tokens.safetensors")
-}
-
-fn props() -> String {
-    format!(
-        "model={} tokens={}",
-        model_dir().display(),
-        tokens_path().display()
-    )
-}
-
-/// A fresh core detector with the element's default options.
+/// A fresh core detector with the element's default options and this crop mode.
 fn core_detector(crop: CropMode) -> Detector {
-    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
-    let model = MODEL.get_or_init(|| {
-        Arc::new(
-            Model::load(
-                model_dir(),
-                &candle_core::Device::Cpu,
-                candle_core::DType::F32,
-            )
-            .unwrap(),
-        )
-    });
-    let tokens = Tokens::load(&tokens_path()).unwrap();
-    Detector::new(
-        model.clone(),
-        &tokens,
-        DetectOptions {
-            crop,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    core_detector_with(DetectOptions {
+        crop,
+        ..Default::default()
+    })
 }
 
 fn video_info(format: gst_video::VideoFormat, w: u32, h: u32) -> gst_video::VideoInfo {
@@ -108,17 +37,6 @@ fn frame_buffer(info: &gst_video::VideoInfo, i: u64) -> gst::Buffer {
         b.set_duration(gst::ClockTime::from_mseconds(40));
     }
     buf
-}
-
-fn core_format(f: gst_video::VideoFormat) -> PixelFormat {
-    match f {
-        gst_video::VideoFormat::Rgb => PixelFormat::Rgb,
-        gst_video::VideoFormat::Bgrx => PixelFormat::Bgrx,
-        gst_video::VideoFormat::Rgba => PixelFormat::Rgba,
-        gst_video::VideoFormat::I420 => PixelFormat::I420,
-        gst_video::VideoFormat::Nv12 => PixelFormat::Nv12,
-        other => panic!("no core format for {other:?}"),
-    }
 }
 
 /// Runs the core detector on a mapped buffer exactly as the element sees it.
