@@ -109,26 +109,8 @@ fn run(mut args: Vec<String>) -> Result<(), Error> {
         )?),
         "train" => train::cmd_train(Args::parse(
             args,
-            &["resume", "flip"],
-            &[
-                "model",
-                "input",
-                "out",
-                "steps",
-                "batch-size",
-                "lr",
-                "num-tokens",
-                "num-keypoints",
-                "num-candidates",
-                "num-indices",
-                "size",
-                "map-res",
-                "seed",
-                "checkpoint-every",
-                "max-frames",
-                "crop",
-                "device",
-            ],
+            &train::SWITCHES,
+            &[&["model", "input", "out"][..], &train::OPTIONS].concat(),
         )?),
         "eval" => eval::cmd_eval(Args::parse(
             args,
@@ -155,16 +137,11 @@ fn run(mut args: Vec<String>) -> Result<(), Error> {
             ],
         )?),
         "process" => {
-            let mut valued = vec!["model", "input", "out-dir", "tokens", "augmentations"];
-            valued.extend(
-                process::TRAIN_FLAGS
-                    .iter()
-                    .filter(|f| !["resume", "flip"].contains(f)),
-            );
+            let own = ["model", "input", "out-dir", "tokens", "augmentations"];
             process::cmd_process(Args::parse(
                 args,
-                &["resume", "flip", "no-noise", "draw-ids"],
-                &valued,
+                &[&train::SWITCHES[..], &["no-noise", "draw-ids"]].concat(),
+                &[&own[..], &train::OPTIONS].concat(),
             )?)
         }
         other => Err(Error::Invalid(format!(

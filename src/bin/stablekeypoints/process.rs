@@ -20,26 +20,6 @@ pub const PLUGIN_FILE: &str = "libgststablekeypoints.so";
 /// `GST_PLUGIN_PATH`.
 pub const PLUGIN_ENV: &str = "SKP_PLUGIN_PATH";
 
-/// Flags of `process` passed on to `train`.
-pub const TRAIN_FLAGS: [&str; 16] = [
-    "steps",
-    "batch-size",
-    "lr",
-    "num-tokens",
-    "num-keypoints",
-    "num-candidates",
-    "num-indices",
-    "size",
-    "map-res",
-    "seed",
-    "checkpoint-every",
-    "max-frames",
-    "crop",
-    "device",
-    "resume",
-    "flip",
-];
-
 /// A folder for `GST_PLUGIN_PATH` that holds the plugin: `$SKP_PLUGIN_PATH` (a folder as is,
 /// a file via a symlink), else `libgststablekeypoints.so` next to this executable (cargo
 /// builds both into the same `target/<profile>`), linked into a private folder because
@@ -132,7 +112,9 @@ pub fn cmd_process(a: Args) -> Result<(), Error> {
             let mut flags: Vec<(String, Option<String>)> = a
                 .flags
                 .iter()
-                .filter(|(n, _)| TRAIN_FLAGS.contains(&n.as_str()))
+                .filter(|(n, _)| {
+                    train::SWITCHES.contains(&n.as_str()) || train::OPTIONS.contains(&n.as_str())
+                })
                 .cloned()
                 .collect();
             for (n, v) in [("model", &model), ("input", &input), ("out", &out)] {

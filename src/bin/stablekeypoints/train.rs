@@ -14,6 +14,26 @@ use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+/// `train`'s on/off flags.
+pub const SWITCHES: [&str; 2] = ["resume", "flip"];
+/// `train`'s valued flags besides `--model`, `--input` and `--out` (`process` takes them too).
+pub const OPTIONS: [&str; 14] = [
+    "steps",
+    "batch-size",
+    "lr",
+    "num-tokens",
+    "num-keypoints",
+    "num-candidates",
+    "num-indices",
+    "size",
+    "map-res",
+    "seed",
+    "checkpoint-every",
+    "max-frames",
+    "crop",
+    "device",
+];
+
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 pub fn is_image(p: &Path) -> bool {
