@@ -178,17 +178,21 @@ impl CustomOp1 for GroupNormGrad {
 
 impl GroupNormGrad {
     fn check(&self, dims: &[usize]) -> Result<()> {
-        let g = self.op.groups;
+        self.op.check(dims, self.weight.len(), self.bias.len())
+    }
+}
+
+impl GroupNormOp {
+    /// Input `dims` [B, C, ...] against the groups and `weights`/`biases` lengths.
+    fn check(&self, dims: &[usize], weights: usize, biases: usize) -> Result<()> {
+        let g = self.groups;
         if dims.len() < 2
             || g == 0
             || !dims[1].is_multiple_of(g)
-            || self.weight.len() != dims[1]
-            || self.bias.len() != dims[1]
+            || weights != dims[1]
+            || biases != dims[1]
         {
-            candle_core::bail!(
-                "group norm: input {dims:?}, {g} groups, {} weights",
-                self.weight.len()
-            );
+            candle_core::bail!("group norm: input {dims:?}, {g} groups, {weights} weights");
         }
         Ok(())
     }
@@ -212,15 +216,8 @@ impl CustomOp3 for GroupNormOp {
         let w = contiguous(s2, l2, "weight")?;
         let b = contiguous(s3, l3, "bias")?;
         let dims = l1.shape().dims();
-        if dims.len() < 2 {
-            candle_core::bail!("group norm: input rank {} < 2", dims.len());
-        }
-        let c = dims[1];
-        let g = self.groups;
-        if g == 0 || !c.is_multiple_of(g) || w.len() != c || b.len() != c {
-            candle_core::bail!("group norm: {c} channels, {g} groups, {} weights", w.len());
-        }
-        let out = group_norm_f32(x, dims, w, b, g, self.eps, self.silu);
+        self.check(dims, w.len(), b.len())?;
+        let out = group_norm_f32(x, dims, w, b, self.groups, self.eps, self.silu);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
