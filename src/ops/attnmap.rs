@@ -64,16 +64,18 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
         }
         self.check_select(n)?;
         let mut out = vec![0f32; b * r * r * k];
+        let taps4 = padded_taps(&self.taps);
         // One task per (image, output row).
         out.par_chunks_mut(r * k)
             .enumerate()
             .for_each(|(task, orow)| {
                 let (img, i) = (task / r, task % r);
                 let base = &x[img * side * side * n..(img + 1) * side * side * n];
-                fused_row(
+                row(
                     base,
                     &self.taps[i],
                     &self.taps,
+                    taps4.as_deref(),
                     side,
                     n,
                     &self.select,
@@ -117,6 +119,47 @@ multiversion! {
     }
 }
 
+/// Column taps padded to exactly 4 (zero weights), for the AVX-512 kernel; `None` when
+/// the CPU lacks AVX-512 or a column has more than 4 taps.
+fn padded_taps(taps: &[Vec<(usize, f32)>]) -> Option<Vec<[(usize, f32); 4]>> {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return taps
+            .iter()
+            .map(|t| {
+                let first = *t.first()?;
+                let mut out = [(first.0, 0.0); 4];
+                out.get_mut(..t.len())?.copy_from_slice(t);
+                Some(out)
+            })
+            .collect();
+    }
+    None
+}
+
+/// [`fused_row`] through the AVX-512 kernel when `taps4` is available.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    base: &[f32],
+    row_taps: &[(usize, f32)],
+    taps: &[Vec<(usize, f32)>],
+    taps4: Option<&[[(usize, f32); 4]]>,
+    side: usize,
+    n: usize,
+    select: &[usize],
+    weight: f32,
+    orow: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t4) = taps4 {
+        // SAFETY: `taps4` is only `Some` when the CPU has AVX-512F (`padded_taps`).
+        unsafe { avx512::fused_row(base, row_taps, t4, side, n, select, weight, orow) };
+        return;
+    }
+    let _ = taps4;
+    fused_row(base, row_taps, taps, side, n, select, weight, orow);
+}
+
 /// `logits` = sum of the taps' rows of `rowbuf`; returns its maximum.
 #[inline(always)]
 fn interpolate_max(rowbuf: &[f32], taps: &[(usize, f32)], n: usize, logits: &mut [f32]) -> f32 {
@@ -125,6 +168,108 @@ fn interpolate_max(rowbuf: &[f32], taps: &[(usize, f32)], n: usize, logits: &mut
         simd::axpy(logits, w, &rowbuf[q * n..(q + 1) * n]);
     }
     simd::max(logits)
+}
+
+/// AVX-512 version of [`fused_row`]: 16 tokens per register, the 4-tap column
+/// interpolation and the maximum in one pass, exp through `vscalefps` (no clamp of the
+/// exponent needed). Same function as the portable kernel to float rounding.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    const W: usize = 16;
+
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// exp(x) for x <= 0 (16 lanes); NaN propagates.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn exp_nonpos(x: __m512) -> __m512 {
+        // max(c, x) returns x when x is NaN.
+        let x = _mm512_max_ps(_mm512_set1_ps(-100.0), x);
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+        let p = _mm512_set1_ps(1.987_569_1e-4);
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.166_666_66));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let r2 = _mm512_mul_ps(r, r);
+        let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// See [`super::fused_row`]. `rowbuf` and `logits` are scratch buffers reused
+    /// across rows.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn fused_row(
+        base: &[f32],
+        row_taps: &[(usize, f32)],
+        taps: &[[(usize, f32); 4]],
+        side: usize,
+        n: usize,
+        select: &[usize],
+        weight: f32,
+        orow: &mut [f32],
+    ) {
+        let chunks = n.div_ceil(W);
+        let np = chunks * W;
+        // Row-interpolated logits [s, np], padding lanes zero.
+        let mut rowbuf = vec![0f32; side * np];
+        for (q, dst) in rowbuf.chunks_exact_mut(np).enumerate() {
+            let dst = &mut dst[..n];
+            for &(p, wy) in row_taps {
+                let src = &base[(p * side + q) * n..][..n];
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d += wy * s;
+                }
+            }
+        }
+        let mut logits = vec![0f32; np];
+        // Lanes of the last chunk that hold tokens.
+        let tail = ((1u32 << (n - chunks.saturating_sub(1) * W)) - 1) as u16;
+        for (o, ct) in orow.chunks_mut(select.len()).zip(taps) {
+            let rows = ct.map(|(q, w)| (rowbuf[q * np..].as_ptr(), _mm512_set1_ps(w)));
+            let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+            for c in 0..chunks {
+                // SAFETY: every row has `np` floats; `logits` has `np`.
+                let v = unsafe {
+                    let off = c * W;
+                    let v = _mm512_mul_ps(rows[0].1, _mm512_loadu_ps(rows[0].0.add(off)));
+                    let v = _mm512_fmadd_ps(rows[1].1, _mm512_loadu_ps(rows[1].0.add(off)), v);
+                    let v = _mm512_fmadd_ps(rows[2].1, _mm512_loadu_ps(rows[2].0.add(off)), v);
+                    let v = _mm512_fmadd_ps(rows[3].1, _mm512_loadu_ps(rows[3].0.add(off)), v);
+                    _mm512_storeu_ps(logits.as_mut_ptr().add(off), v);
+                    v
+                };
+                let keep = if c + 1 == chunks { tail } else { 0xffff };
+                vmax = _mm512_mask_max_ps(vmax, keep, v, vmax);
+            }
+            let m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+            let mut acc = _mm512_setzero_ps();
+            for c in 0..chunks {
+                // SAFETY: as above.
+                unsafe {
+                    let p = logits.as_mut_ptr().add(c * W);
+                    let e = exp_nonpos(_mm512_sub_ps(_mm512_loadu_ps(p), m));
+                    _mm512_storeu_ps(p, e);
+                    let keep = if c + 1 == chunks { tail } else { 0xffff };
+                    acc = _mm512_mask_add_ps(acc, keep, acc, e);
+                }
+            }
+            let inv = weight / _mm512_reduce_add_ps(acc);
+            for (dst, &t) in o.iter_mut().zip(select) {
+                *dst += logits[t] * inv;
+            }
+        }
+    }
 }
 
 /// Head-mean attention maps of one observed layer, fused: `q` `[B, s*s, C]` (the
@@ -184,6 +329,7 @@ fn layer_maps(
         });
     let mut out = vec![0f32; b * r * r * sel];
     let weight = 1.0 / heads as f32;
+    let taps4 = padded_taps(&op.taps);
     // Heads one after the other: one head's logits stay in cache across the rows.
     for h in 0..heads {
         out.par_chunks_mut(r * sel)
@@ -192,7 +338,8 @@ fn layer_maps(
                 let (img, i) = (task / r, task % r);
                 let base = &logits[(img * heads + h) * l * n..][..l * n];
                 let (taps, select) = (&op.taps, &op.select);
-                fused_row(base, &taps[i], taps, side, n, select, weight, orow);
+                let t4 = taps4.as_deref();
+                row(base, &taps[i], taps, t4, side, n, select, weight, orow);
             });
     }
     Ok(out)
@@ -269,6 +416,103 @@ mod tests {
         let got = x.apply_op1_no_bwd(&FastSoftmax).unwrap();
         let err = max_abs_diff(&got, &want);
         assert!(err < 1e-6, "max err {err}");
+    }
+
+    /// Both row kernels on SD-like shapes (N not a multiple of 16, border columns with
+    /// fewer than 4 taps, a downsampled axis), against f64.
+    #[test]
+    fn row_kernels_match_f64_softmax() {
+        let mut rng = crate::ops::rng::Rng::new(7);
+        for (s, r, n) in [(16usize, 128usize, 500usize), (5, 11, 37), (9, 4, 16)] {
+            let base: Vec<f32> = (0..s * s * n).map(|_| 4.0 * rng.normal() as f32).collect();
+            let dense = bicubic_matrix(s, r);
+            let taps = sparse_taps(&dense, r, s);
+            let select = vec![0usize, n / 2, n - 1];
+            for i in [0, r / 2, r - 1] {
+                // f64 reference: upsample, softmax over N, select.
+                let mut want = vec![0f64; r * select.len()];
+                for (o, w) in want.chunks_mut(select.len()).enumerate() {
+                    let l: Vec<f64> = (0..n)
+                        .map(|t| {
+                            let mut v = 0f64;
+                            for &(p, wy) in &taps[i] {
+                                for &(q, wx) in &taps[o] {
+                                    v += wy as f64 * wx as f64 * base[(p * s + q) * n + t] as f64;
+                                }
+                            }
+                            v
+                        })
+                        .collect();
+                    let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = l.iter().map(|v| (v - m).exp()).sum();
+                    for (d, &t) in w.iter_mut().zip(&select) {
+                        *d = 0.5 * (l[t] - m).exp() / z;
+                    }
+                }
+                let portable = run_row(&base, &taps, None, s, n, &select, i);
+                let t4 = padded_taps(&taps);
+                let fast = run_row(&base, &taps, t4.as_deref(), s, n, &select, i);
+                for (got, name) in [(portable, "portable"), (fast, "dispatched")] {
+                    for (g, w) in got.iter().zip(&want) {
+                        let err = (*g as f64 - w).abs();
+                        assert!(err <= 2e-6 * w.max(1e-3), "{name} s={s} r={r}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_row(
+        base: &[f32],
+        taps: &[Vec<(usize, f32)>],
+        taps4: Option<&[[(usize, f32); 4]]>,
+        s: usize,
+        n: usize,
+        select: &[usize],
+        i: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; taps.len() * select.len()];
+        row(base, &taps[i], taps, taps4, s, n, select, 0.5, &mut out);
+        out
+    }
+
+    #[test]
+    fn nan_logits_give_nan_maps() {
+        let (s, r, n) = (4, 8, 20);
+        let mut base = vec![0.5f32; s * s * n];
+        base[(s + 1) * n + 3] = f32::NAN;
+        let taps = sparse_taps(&bicubic_matrix(s, r), r, s);
+        let t4 = padded_taps(&taps);
+        let out = run_row(&base, &taps, t4.as_deref(), s, n, &[0, 3], 2);
+        assert!(out[2..4].iter().all(|v| v.is_nan()), "{out:?}");
+        assert!(out.iter().all(|v| v.is_nan() || (*v - 0.025).abs() < 1e-6));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_exp_is_accurate() {
+        if !avx512::available() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        use std::arch::x86_64::*;
+        let mut worst = 0f64;
+        for i in 0..20_000 {
+            let xs: [f32; 16] = std::array::from_fn(|j| -((i * 16 + j) as f32) * 87.0 / 320_000.0);
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512F is present (checked above).
+            unsafe {
+                _mm512_storeu_ps(
+                    got.as_mut_ptr(),
+                    avx512::exp_nonpos(_mm512_loadu_ps(xs.as_ptr())),
+                )
+            };
+            for (g, x) in got.iter().zip(xs) {
+                let want = (x as f64).exp();
+                worst = worst.max((*g as f64 - want).abs() / want);
+            }
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
     }
 
     #[test]
