@@ -3,12 +3,13 @@
 //! The reference upsamples each observed layer's query input bicubically to R x R and runs
 //! `to_q` there. Both steps are linear, so the logits are computed at the layer's own
 //! side `s` and upsampled instead (same function up to float rounding, ~(R/s)^2 fewer
-//! `to_q` FLOPs); only the softmax over the N tokens runs at R x R.
+//! `to_q` FLOPs); only the softmax over the N tokens runs at R x R. The query projection
+//! is the layer's own, shared with its attention.
 
 use super::unet::Attention;
 use crate::ops::attnmap::{sparse_taps, UpsampledSoftmaxSelect};
 use crate::ops::resample::bicubic_matrix;
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use std::collections::HashMap;
 
 /// Which maps to keep and how many layers to average.
@@ -81,17 +82,18 @@ impl MapRecorder {
         side <= self.max_side && !self.complete()
     }
 
-    /// Adds one layer's maps; `x` is the query input of `attn` [B, s*s, C], `k` its
-    /// heads-split keys [1, h, N, d]. Returns true once all layers are recorded.
+    /// Adds one layer's maps; `q` is the query projection of `attn` [B, s*s, C] (the
+    /// layer's own, shared with its attention), `k` its heads-split keys [1, h, N, d].
+    /// Returns true once all layers are recorded.
     pub(crate) fn record(
         &mut self,
         attn: &Attention,
-        x: &Tensor,
+        q: &Tensor,
         k: &Tensor,
         side: usize,
     ) -> Result<bool> {
         let start = std::time::Instant::now();
-        let (b, l, c) = x.dims3()?;
+        let (b, l, c) = q.dims3()?;
         if l != side * side {
             candle_core::bail!("attention input has {l} positions, expected {side}x{side}");
         }
@@ -99,20 +101,19 @@ impl MapRecorder {
         let m = match self.interp.get(&side) {
             Some(m) => m.clone(),
             None => {
-                let m = Tensor::from_vec(bicubic_matrix(side, r), (r, side), x.device())?;
+                let m = Tensor::from_vec(bicubic_matrix(side, r), (r, side), q.device())?;
                 self.interp.insert(side, m.clone());
                 m
             }
         };
         let heads = attn.heads;
         // [B, s*s, C], heads side by side.
-        let q_flat = attn.to_q.forward(x)?.to_dtype(DType::F32)?;
+        let q_flat = q.to_dtype(DType::F32)?;
         let k = k.to_dtype(DType::F32)?;
         let n = k.dim(2)?;
         let scale = attn.scale(c);
-        // The query projection is counted by `Linear`; add the logits.
         crate::ops::flops::add(2 * b * l * n * c);
-        self.flops += (2 * b * l * c * c + 2 * b * l * n * c) as u64;
+        self.flops += (2 * b * l * n * c) as u64;
         // Built once per layer, not per head: taps and selection only depend on the layer.
         let fused = self.fused_op(&q_flat, side)?;
         let fused = match fused {
@@ -125,15 +126,15 @@ impl MapRecorder {
                         maps: op,
                     },
                 )?;
-                return self.add_layer(layer, side, start, x);
+                return self.add_layer(layer, side, start, q);
             }
             other => other,
         };
-        let q = attn.split_heads(&q_flat)?;
+        let q_heads = attn.split_heads(&q_flat)?;
         let mut layer: Option<Tensor> = None;
         // One head at a time bounds memory to B*R*R*N floats.
         for h in 0..heads {
-            let qh = q.narrow(1, h, 1)?.squeeze(1)?; // [B, s*s, d]
+            let qh = q_heads.narrow(1, h, 1)?.squeeze(1)?; // [B, s*s, d]
             let kh = k.narrow(1, h, 1)?.squeeze(1)?.t()?.contiguous()?; // [1, d, N]
             let logits = (crate::ops::gemm::matmul(&qh, &kh)? * scale)?; // [B, s*s, N]
             if let Some(op) = fused.clone() {
@@ -163,7 +164,7 @@ impl MapRecorder {
             });
         }
         let layer = (layer.expect("at least one head") / heads as f64)?;
-        self.add_layer(layer, side, start, x)
+        self.add_layer(layer, side, start, q)
     }
 
     fn add_layer(

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 /// Multi-head attention with diffusers' `Attention` keys (`to_q`, `to_k`, `to_v`, `to_out.0`).
 #[derive(Debug, Clone)]
 pub struct Attention {
-    pub(crate) to_q: Linear,
+    to_q: Linear,
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
@@ -49,14 +49,14 @@ impl Attention {
         ))
     }
 
-    /// Attention of `x` [B, L, C] over precomputed heads-split keys/values.
-    fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (b, l, c) = x.dims3()?;
-        let q = self.to_q.forward(x)?;
+    /// Attention of the queries `q = to_q(x)` [B, L, C] over precomputed heads-split
+    /// keys/values.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (b, l, c) = q.dims3()?;
         let n = k.dim(2)?;
         // Scores and weighted values: two products of b x l x n x c multiply-adds.
         crate::ops::flops::add(4 * b * l * n * c);
-        let o = crate::ops::attention::attention(&q, k, v, self.scale(c))?;
+        let o = crate::ops::attention::attention(q, k, v, self.scale(c))?;
         self.to_out.forward(&o)
     }
 }
@@ -173,16 +173,14 @@ impl Transformer2D {
         for blk in &self.blocks {
             let n1 = blk.norm1.forward(&t)?;
             let (k, v) = blk.attn1.kv(&n1)?;
-            t = (blk.attn1.attend(&n1, &k, &v)? + t)?;
+            t = (blk.attn1.attend(&blk.attn1.to_q.forward(&n1)?, &k, &v)? + t)?;
             let n2 = blk.norm2.forward(&t)?;
-            if where_ == Path::Up && run.rec.wants(h) {
-                let (k, _) = &run.ctx.kv[blk.cross_id];
-                if run.rec.record(&blk.attn2, &n2, k, h)? {
-                    return Ok(None);
-                }
-            }
+            let q = blk.attn2.to_q.forward(&n2)?;
             let (k, v) = &run.ctx.kv[blk.cross_id];
-            t = (blk.attn2.attend(&n2, k, v)? + t)?;
+            if where_ == Path::Up && run.rec.wants(h) && run.rec.record(&blk.attn2, &q, k, h)? {
+                return Ok(None);
+            }
+            t = (blk.attn2.attend(&q, k, v)? + t)?;
             t = (blk.ff.forward(&blk.norm3.forward(&t)?)? + t)?;
         }
         let t = self.proj_out.forward(&t)?;
