@@ -333,6 +333,32 @@ fn harness_metadata_equals_core_detection_rgb_i420_nv12() {
     }
 }
 
+/// `device=cuda:0` (f16) reports the CPU's keypoint scores, frame by frame, in a decoder's
+/// format. Built with `--features cuda`; needs a GPU (scripts/gpu-check.sh).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_device_reports_the_cpu_keypoints() {
+    let format = gst_video::VideoFormat::I420;
+    let (mut gpu, info) = harness("device=cuda:0", format, 160, 120);
+    let (mut cpu, _) = harness("device=cpu", format, 160, 120);
+    for i in 0..3 {
+        gpu.push(frame_buffer(&info, i)).unwrap();
+        cpu.push(frame_buffer(&info, i)).unwrap();
+        let (g, c) = (
+            read_meta(&gpu.pull().unwrap()),
+            read_meta(&cpu.pull().unwrap()),
+        );
+        assert_eq!(g.keypoints.len(), c.keypoints.len());
+        for (a, b) in g.keypoints.iter().zip(&c.keypoints) {
+            assert_eq!(a.id, b.id);
+            assert!(
+                (a.confidence - b.confidence).abs() <= 3e-2 * b.confidence.abs(),
+                "frame {i}: GPU {a:?} vs CPU {b:?}"
+            );
+        }
+    }
+}
+
 /// Pixels (x, y) whose bytes differ between two frames, per plane with its subsampling.
 fn changed_pixels(
     a: &gst::BufferRef,
