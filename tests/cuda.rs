@@ -4,50 +4,22 @@
 //! (`scripts/gpu-check.sh` runs it on a lent machine).
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{data, flat, rel_err};
 use stablekeypoints::frame::{FrameRef, PixelFormat};
 use stablekeypoints::model::{MapRecorder, MapSpec};
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("built with --features cuda but no CUDA device 0")
 }
 
-/// Relative to the working directory (the package root under `cargo test`): the test
-/// binary is also built on one machine and run from a checkout on the GPU machine.
-fn data(name: &str) -> PathBuf {
-    PathBuf::from("tests/data").join(name)
-}
-
 fn golden(name: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(data(name).join("golden.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-/// Relative L2 error of the mean-subtracted tensors (as tests/golden.rs).
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let (a, b) = (flat(a), flat(b));
-    let ma = a.iter().sum::<f32>() / a.len() as f32;
-    let mb = b.iter().sum::<f32>() / b.len() as f32;
-    let num: f32 = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| ((x - ma) - (y - mb)).powi(2))
-        .sum();
-    let den: f32 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    (num / den).sqrt()
 }
 
 /// Latent and zero-noise maps of a tiny model on the GPU in `dtype`, against the goldens;

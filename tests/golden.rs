@@ -2,19 +2,15 @@
 //! SD2-style models saved by diffusers' `save_pretrained`, maps computed by the script's own
 //! implementation of method.md on top of diffusers' attention processors.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{data, flat, rel_err};
 use stablekeypoints::model::{MapRecorder, MapSpec};
 use stablekeypoints::ops::warp::Affine;
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
 
 struct Case {
     model: Arc<Model>,
@@ -39,30 +35,6 @@ fn g<'a>(c: &'a Case, k: &str) -> &'a Tensor {
     c.golden
         .get(k)
         .unwrap_or_else(|| panic!("golden tensor {k} missing"))
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-/// Relative L2 error of the mean-subtracted tensors.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let (a, b) = (flat(a), flat(b));
-    let ma = a.iter().sum::<f32>() / a.len() as f32;
-    let mb = b.iter().sum::<f32>() / b.len() as f32;
-    let num: f32 = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| ((x - ma) - (y - mb)).powi(2))
-        .sum();
-    let den: f32 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    (num / den).sqrt()
 }
 
 fn context(c: &Case) -> stablekeypoints::model::Context {
