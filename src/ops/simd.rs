@@ -120,9 +120,32 @@ pub fn scale(dst: &mut [f32], s: f32) {
     dst.iter_mut().for_each(|d| *d *= s);
 }
 
+/// In-place softmax of one row.
+pub fn softmax_row(row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        let p = row.as_mut_ptr();
+        // SAFETY: AVX-512F is present; source and destination are the same `row`.
+        unsafe { avx512::softmax(p, p, row.len()) };
+        return;
+    }
+    softmax_row_portable(row)
+}
+
+/// Softmax of `xs` into `out` (of the same length).
+pub fn softmax_row_into(xs: &[f32], out: &mut [f32]) {
+    let n = xs.len().min(out.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: AVX-512F is present; both slices hold at least `n` floats.
+        unsafe { avx512::softmax(xs.as_ptr(), out.as_mut_ptr(), n) };
+        return;
+    }
+    softmax_row_into_portable(&xs[..n], &mut out[..n])
+}
+
 multiversion! {
-    /// In-place softmax of one row.
-    pub fn softmax_row(row: &mut [f32]) {
+    fn softmax_row_portable(row: &mut [f32]) {
         let m = max(row);
         let full = row.len() / L * L;
         let mut acc = [0f32; L];
@@ -143,11 +166,80 @@ multiversion! {
 }
 
 multiversion! {
-    /// Softmax of `xs` into `out`.
-    pub fn softmax_row_into(xs: &[f32], out: &mut [f32]) {
+    fn softmax_row_into_portable(xs: &[f32], out: &mut [f32]) {
         let m = max(xs);
         let sum = exp_store_sum(xs, m, out);
         scale(out, 1.0 / sum);
+    }
+}
+
+/// 16-lane AVX-512 kernels, picked at run time where the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use std::arch::x86_64::*;
+
+    const W: usize = 16;
+
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// exp(x) for x <= 0 (16 lanes), the polynomial of [`super::exp_nonpos`] scaled by
+    /// `vscalefps`; NaN propagates.
+    ///
+    /// # Safety
+    /// Outside AVX-512F code, only where [`available`] is true.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn exp_nonpos(x: __m512) -> __m512 {
+        // max(c, x) returns x when x is NaN.
+        let x = _mm512_max_ps(_mm512_set1_ps(-100.0), x);
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+        let p = _mm512_set1_ps(1.987_569_1e-4);
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.166_666_66));
+        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let r2 = _mm512_mul_ps(r, r);
+        let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// Softmax of `n` floats from `src` into `dst` (which may be `src`).
+    ///
+    /// # Safety
+    /// Both point to `n` valid floats and either coincide or do not overlap.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax(src: *const f32, dst: *mut f32, n: usize) {
+        let full = n / W * W;
+        let tail = ((1u32 << (n - full)) - 1) as u16;
+        let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(W) {
+            // max(x, acc) returns acc when x is NaN: NaNs surface through the exps.
+            vmax = _mm512_max_ps(_mm512_loadu_ps(src.add(i)), vmax);
+        }
+        let t = _mm512_mask_loadu_ps(vmax, tail, src.add(full));
+        let m = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(t, vmax)));
+        let mut acc = _mm512_setzero_ps();
+        for i in (0..full).step_by(W) {
+            let e = exp_nonpos(_mm512_sub_ps(_mm512_loadu_ps(src.add(i)), m));
+            _mm512_storeu_ps(dst.add(i), e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        let e = exp_nonpos(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, src.add(full)), m));
+        _mm512_mask_storeu_ps(dst.add(full), tail, e);
+        let acc = _mm512_mask_add_ps(acc, tail, acc, e);
+        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(acc));
+        for i in (0..full).step_by(W) {
+            _mm512_storeu_ps(dst.add(i), _mm512_mul_ps(_mm512_loadu_ps(dst.add(i)), inv));
+        }
+        let t = _mm512_maskz_loadu_ps(tail, dst.add(full));
+        _mm512_mask_storeu_ps(dst.add(full), tail, _mm512_mul_ps(t, inv));
     }
 }
 
@@ -184,21 +276,64 @@ mod tests {
             let stored = exp_store_sum(&xs, m, &mut e) as f64;
             assert!((stored - want).abs() < 1e-6 * want);
             assert!((got - want).abs() < 1e-6 * want, "n={n}: {got} vs {want}");
+            // The dispatched kernels (AVX-512 where present) and the portable ones.
             let mut out = vec![0f32; n];
             softmax_row_into(&xs, &mut out);
             let mut inplace = xs.clone();
             softmax_row(&mut inplace);
+            let mut port = vec![0f32; n];
+            softmax_row_into_portable(&xs, &mut port);
+            let mut port_inplace = xs.clone();
+            softmax_row_portable(&mut port_inplace);
             for (i, &v) in xs.iter().enumerate() {
                 let p = ((v - m) as f64).exp() / want;
-                assert!(
-                    (out[i] as f64 - p).abs() < 1e-6 * p.max(1e-3),
-                    "n={n} i={i}"
-                );
+                for got in [out[i], port[i]] {
+                    assert!((got as f64 - p).abs() < 1e-6 * p.max(1e-3), "n={n} i={i}");
+                }
                 assert_eq!(out[i], inplace[i]);
+                assert_eq!(port[i], port_inplace[i]);
             }
         }
-        let mut nan = vec![0.0, f32::NAN, 1.0];
-        softmax_row(&mut nan);
-        assert!(nan.iter().all(|v| v.is_nan()));
+        for n in [3, 20] {
+            let mut nan = vec![0.5; n];
+            nan[1] = f32::NAN;
+            let mut port = nan.clone();
+            softmax_row(&mut nan);
+            softmax_row_portable(&mut port);
+            assert!(nan.iter().chain(&port).all(|v| v.is_nan()), "n={n}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_exp_is_accurate() {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        fn exp16(xs: &[f32; 16]) -> [f32; 16] {
+            let mut out = [0f32; 16];
+            // SAFETY: both arrays hold 16 floats.
+            unsafe {
+                let e = avx512::exp_nonpos(_mm512_loadu_ps(xs.as_ptr()));
+                _mm512_storeu_ps(out.as_mut_ptr(), e);
+            }
+            out
+        }
+        if !avx512::available() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        // (An array built per iteration here made LLVM 22's loop vectorizer crash.)
+        let xs: Vec<f32> = (0..320_000).map(|i| i as f32 * -87.0 / 320_000.0).collect();
+        let mut worst = 0f64;
+        for c in xs.chunks_exact(16) {
+            let c: &[f32; 16] = c.try_into().unwrap();
+            // SAFETY: AVX-512F is present (checked above).
+            let got = unsafe { exp16(c) };
+            for (g, &x) in got.iter().zip(c) {
+                let want = (x as f64).exp();
+                worst = worst.max((*g as f64 - want).abs() / want);
+            }
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
     }
 }
