@@ -24,5 +24,5 @@ ldd $B | grep -E 'cu|nvrtc' || true
 model=${SD15_DIR:-/tmp/sd15-random}
 [ -d "$model/unet" ] || $B init-model --arch sd15 --out "$model"
 for batch in 1 8; do
-  $B bench --model "$model" --device cuda:0 --batch "$batch" --runs 5
+  $B bench --model "$model" --device cuda:0 --batch "$batch" --runs 5 || echo "BENCH BATCH $batch FAILED"
 done
