@@ -67,17 +67,9 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let slice = |s: &'_ CpuStorage, l: &Layout| -> Option<(*const f32, usize)> {
-            match (s, l.contiguous_offsets()) {
-                (CpuStorage::F32(v), Some((a, b))) => Some((v[a..b].as_ptr(), b - a)),
-                _ => None,
-            }
-        };
-        let (Some((q, _)), Some((k, _)), Some((v, _))) =
-            (slice(s1, l1), slice(s2, l2), slice(s3, l3))
-        else {
-            candle_core::bail!("attention: contiguous f32 operands expected");
-        };
+        let q = super::contiguous_f32(s1, l1, "attention: q")?.as_ptr();
+        let k = super::contiguous_f32(s2, l2, "attention: k")?.as_ptr();
+        let v = super::contiguous_f32(s3, l3, "attention: v")?.as_ptr();
         let (b, l, c) = l1.shape().dims3()?;
         let (bk, h, n, d) = l2.shape().dims4()?;
         if l3.dims() != l2.dims() || h * d != c || !(bk == 1 || bk == b) || n == 0 {

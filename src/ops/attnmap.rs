@@ -5,6 +5,7 @@
 //! values per head for SD at R = 128) only to keep K = 10 of N = 500. Here each output
 //! pixel's N logits come from its 4x4 interpolation taps and live in a small row buffer.
 
+use super::contiguous_f32;
 use super::simd::{self, multiversion};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
@@ -50,10 +51,7 @@ impl CustomOp1 for UpsampledSoftmaxSelect {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("attention maps: logits must be contiguous f32"),
-        };
+        let x = contiguous_f32(s, l, "attention maps: logits")?;
         let (b, sh, sw, n) = l.shape().dims4()?;
         let (side, r, k) = (self.side, self.out, self.select.len());
         if sh != side || sw != side || self.taps.len() != r {
@@ -339,12 +337,8 @@ impl CustomOp2 for LayerMaps {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k) = match (s1, s2, l1.contiguous_offsets(), l2.contiguous_offsets()) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), Some((a, b)), Some((c, d))) => {
-                (&q[a..b], &k[c..d])
-            }
-            _ => candle_core::bail!("attention maps: q and k must be contiguous f32"),
-        };
+        let q = contiguous_f32(s1, l1, "attention maps: q")?;
+        let k = contiguous_f32(s2, l2, "attention maps: k")?;
         let (b, _, _) = l1.shape().dims3()?;
         let (_, heads, n, d) = l2.shape().dims4()?;
         let out = layer_maps(q, k, (b, heads, n, d), self.scale, &self.maps)?;
@@ -362,10 +356,7 @@ impl CustomOp1 for FastSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("softmax: input must be contiguous f32"),
-        };
+        let x = contiguous_f32(s, l, "softmax: input")?;
         let n = *l.shape().dims().last().unwrap_or(&1);
         let mut out = vec![0f32; x.len()];
         if n > 0 {

@@ -305,16 +305,6 @@ impl CustomOp3 for Winograd3x3 {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let slice = |s: &CpuStorage, l: &Layout, what: &str| -> Result<Vec<f32>> {
-            let v = match s {
-                CpuStorage::F32(v) => v,
-                _ => candle_core::bail!("winograd conv: {what} must be f32"),
-            };
-            match l.contiguous_offsets() {
-                Some((a, b)) => Ok(v[a..b].to_vec()),
-                None => candle_core::bail!("winograd conv: {what} must be contiguous"),
-            }
-        };
         let (n, cin, h, w) = l1.shape().dims4()?;
         let (cout, wcin, kh, kw) = l2.shape().dims4()?;
         if wcin != cin
@@ -330,13 +320,10 @@ impl CustomOp3 for Winograd3x3 {
                 l2.shape()
             );
         }
-        let x = match (s1, l1.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("winograd conv: input must be contiguous f32"),
-        };
-        let wt = slice(s2, l2, "weight")?;
-        let b = slice(s3, l3, "bias")?;
-        let out = conv3x3_winograd(x, (n, cin, h, w), &wt, cout, Some(&b), self.padding);
+        let x = super::contiguous_f32(s1, l1, "winograd conv: input")?;
+        let wt = super::contiguous_f32(s2, l2, "winograd conv: weight")?;
+        let b = super::contiguous_f32(s3, l3, "winograd conv: bias")?;
+        let out = conv3x3_winograd(x, (n, cin, h, w), wt, cout, Some(b), self.padding);
         let (oh, ow) = (h + 2 * self.padding - 2, w + 2 * self.padding - 2);
         Ok((CpuStorage::F32(out), Shape::from((n, cout, oh, ow))))
     }

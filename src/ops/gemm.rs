@@ -178,12 +178,8 @@ impl CustomOp2 for Im2ColConv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = match (s1, s2, l1.contiguous_offsets(), l2.contiguous_offsets()) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), Some((a, b)), Some((c, d))) => {
-                (&x[a..b], &w[c..d])
-            }
-            _ => candle_core::bail!("conv2d: contiguous f32 operands expected"),
-        };
+        let x = super::contiguous_f32(s1, l1, "conv2d: input")?;
+        let w = super::contiguous_f32(s2, l2, "conv2d: weight")?;
         let (bsz, c, h, wd) = l1.shape().dims4()?;
         let (o, c2, kh, kw) = l2.shape().dims4()?;
         let (s, p) = (self.stride, self.padding);

@@ -5,6 +5,7 @@
 //! 128 x 512 x 512 activations one pass per statistic plus one fused output pass is several
 //! times cheaper, and the groups run in parallel.
 
+use super::contiguous_f32;
 use super::simd::{exp_nonpos, multiversion};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -14,13 +15,6 @@ pub struct GroupNormOp {
     pub groups: usize,
     pub eps: f64,
     pub silu: bool,
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("group norm: {what} must be contiguous f32"),
-    }
 }
 
 /// Elements per (batch, group) and per channel of an input of `dims`.
@@ -118,7 +112,7 @@ impl CustomOp1 for GroupNormGrad {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, "input")?;
+        let x = contiguous_f32(s, l, "group norm: input")?;
         let dims = l.shape().dims();
         self.check(dims)?;
         let (g, eps, silu) = (self.op.groups, self.op.eps, self.op.silu);
@@ -212,9 +206,9 @@ impl CustomOp3 for GroupNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "input")?;
-        let w = contiguous(s2, l2, "weight")?;
-        let b = contiguous(s3, l3, "bias")?;
+        let x = contiguous_f32(s1, l1, "group norm: input")?;
+        let w = contiguous_f32(s2, l2, "group norm: weight")?;
+        let b = contiguous_f32(s3, l3, "group norm: bias")?;
         let dims = l1.shape().dims();
         self.check(dims, w.len(), b.len())?;
         let out = group_norm_f32(x, dims, w, b, self.groups, self.eps, self.silu);
