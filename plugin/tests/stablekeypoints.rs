@@ -28,6 +28,18 @@ fn video_info(format: gst_video::VideoFormat, w: u32, h: u32) -> gst_video::Vide
         .unwrap()
 }
 
+/// The element's keypoint messages among a pipeline's bus messages, in order.
+fn keypoint_messages(msgs: &[gst::Message]) -> Vec<&gst::StructureRef> {
+    msgs.iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A frame buffer with random content and timestamps of frame `i` at 25 fps.
 fn frame_buffer(info: &gst_video::VideoInfo, i: u64) -> gst::Buffer {
     let mut buf = gst::Buffer::from_mut_slice(noise_bytes(info.size(), i + 1));
@@ -468,15 +480,7 @@ fn messages_and_json_lines_one_per_frame() {
         json.display()
     );
     let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
-    let ours: Vec<&gst::StructureRef> = msgs
-        .iter()
-        .filter_map(|m| match m.view() {
-            gst::MessageView::Element(e) => e
-                .structure()
-                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
-            _ => None,
-        })
-        .collect();
+    let ours = keypoint_messages(&msgs);
     assert_eq!(ours.len(), n, "one message per frame");
     let mut last_ts = None;
     for (s, b) in ours.iter().zip(&bufs) {
@@ -792,15 +796,7 @@ fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
     );
     let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
     assert_eq!(bufs.len(), n);
-    let ours: Vec<&gst::StructureRef> = msgs
-        .iter()
-        .filter_map(|m| match m.view() {
-            gst::MessageView::Element(e) => e
-                .structure()
-                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
-            _ => None,
-        })
-        .collect();
+    let ours = keypoint_messages(&msgs);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
         .unwrap()
         .lines()
