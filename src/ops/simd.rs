@@ -32,6 +32,19 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// ln 2 = LN2_HI - LN2_LO (Cody-Waite): `n * LN2_HI` is exact for the n of f32 exps.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = 2.121_944_4e-4;
+/// exp(r) = 1 + r + r^2 * poly(r) on |r| <= ln2/2, Horner coefficients from the highest.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_66,
+    0.5,
+];
+
 /// exp(x) for x <= 0 with ~2 ulp error; branch-free so the loops vectorise.
 #[inline(always)]
 pub fn exp_nonpos(x: f32) -> f32 {
@@ -42,13 +55,8 @@ pub fn exp_nonpos(x: f32) -> f32 {
     // mantissa bits, which become the exponent of 2^n without a float->int conversion.
     let t = x * std::f32::consts::LOG2_E + 12582912.0;
     let n = t - 12582912.0;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 0.166_666_66;
-    let p = p * r + 0.5;
+    let r = x - n * LN2_HI + n * LN2_LO;
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, &c| p * r + c);
     let p = p * r * r + r + 1.0;
     p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
 }
@@ -176,6 +184,7 @@ multiversion! {
 /// 16-lane AVX-512 kernels, picked at run time where the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
+    use super::{EXP_POLY, LN2_HI, LN2_LO};
     use std::arch::x86_64::*;
 
     const W: usize = 16;
@@ -197,14 +206,12 @@ pub mod avx512 {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
-        let p = _mm512_set1_ps(1.987_569_1e-4);
-        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
-        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
-        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
-        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.166_666_66));
-        let p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+        }
         let r2 = _mm512_mul_ps(r, r);
         let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
         _mm512_scalef_ps(p, n)
