@@ -126,7 +126,7 @@ impl MapRecorder {
                         maps: op,
                     },
                 )?;
-                return self.add_layer(layer, side, start, q);
+                return self.add_layer(layer, side, start);
             }
             other => other,
         };
@@ -164,25 +164,20 @@ impl MapRecorder {
             });
         }
         let layer = (layer.expect("at least one head") / heads as f64)?;
-        self.add_layer(layer, side, start, q)
+        self.add_layer(layer, side, start)
     }
 
-    fn add_layer(
-        &mut self,
-        layer: Tensor,
-        side: usize,
-        start: std::time::Instant,
-        x: &Tensor,
-    ) -> Result<bool> {
-        self.sum = Some(match self.sum.take() {
+    fn add_layer(&mut self, layer: Tensor, side: usize, start: std::time::Instant) -> Result<bool> {
+        let sum = match self.sum.take() {
             Some(acc) => (acc + layer)?,
             None => layer,
-        });
+        };
         self.sides.push(side);
         if self.timed {
-            x.device().synchronize()?;
+            sum.device().synchronize()?;
             self.elapsed += start.elapsed();
         }
+        self.sum = Some(sum);
         Ok(self.complete())
     }
 
