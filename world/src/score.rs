@@ -1,0 +1,137 @@
+//! Compares the element's JSON lines (`pose` landmarks per frame) with a clip's true joints.
+
+use crate::figure::{JOINTS, NUM_JOINTS};
+use std::path::Path;
+
+/// Mean landmark error over the visible joints of a clip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    pub frames: usize,
+    pub joints: usize,
+    /// Mean L2 error in pixels of the clip's frames.
+    pub mean_px: f64,
+    /// Per joint, in `JOINTS` order (NaN where never visible).
+    pub per_joint_px: [f64; NUM_JOINTS],
+}
+
+/// Parses a label CSV written by `skp-world` (header, then image and x,y per joint).
+pub fn read_labels(path: &Path) -> Result<Vec<[Option<[f64; 2]>; NUM_JOINTS]>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 1 + 2 * NUM_JOINTS {
+            return Err(format!(
+                "{}:{}: {} fields, expected {}",
+                path.display(),
+                n + 1,
+                f.len(),
+                1 + 2 * NUM_JOINTS
+            ));
+        }
+        let mut row = [None; NUM_JOINTS];
+        for (j, r) in row.iter_mut().enumerate() {
+            let (x, y) = (f[1 + 2 * j], f[2 + 2 * j]);
+            if !x.is_empty() {
+                let p = |s: &str| {
+                    s.parse::<f64>()
+                        .map_err(|_| format!("{}:{}: bad number {s:?}", path.display(), n + 1))
+                };
+                *r = Some([p(x)?, p(y)?]);
+            }
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Scores `jsonl` (one record per frame, in frame order, with `pose`) against `labels`.
+pub fn score(labels: &Path, jsonl: &Path) -> Result<Score, String> {
+    let truth = read_labels(labels)?;
+    let text = std::fs::read_to_string(jsonl).map_err(|e| format!("{}: {e}", jsonl.display()))?;
+    let (mut sum, mut n) = ([0.0f64; NUM_JOINTS], [0usize; NUM_JOINTS]);
+    let mut frames = 0;
+    for (i, line) in text.lines().enumerate() {
+        let at = |m: &str| format!("{}:{}: {m}", jsonl.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
+        let frame = v["frame"].as_u64().ok_or_else(|| at("no `frame`"))? as usize;
+        let row = truth
+            .get(frame)
+            .ok_or_else(|| at(&format!("frame {frame} has no label")))?;
+        let pose = v["pose"]
+            .as_array()
+            .ok_or_else(|| at("no `pose` (run the element with pose=...)"))?;
+        for lm in pose {
+            let name = lm["name"].as_str().unwrap_or_default();
+            let Some(j) = JOINTS.iter().position(|&n| n == name) else {
+                return Err(at(&format!("unknown landmark {name:?}")));
+            };
+            let (x, y) = (lm["x"].as_f64(), lm["y"].as_f64());
+            if let (Some([tx, ty]), Some(x), Some(y)) = (row[j], x, y) {
+                sum[j] += ((x - tx).powi(2) + (y - ty).powi(2)).sqrt();
+                n[j] += 1;
+            }
+        }
+        frames += 1;
+    }
+    let joints = n.iter().sum::<usize>();
+    if joints == 0 {
+        return Err(format!("{}: no visible joint scored", jsonl.display()));
+    }
+    Ok(Score {
+        frames,
+        joints,
+        mean_px: sum.iter().sum::<f64>() / joints as f64,
+        per_joint_px: std::array::from_fn(|j| sum[j] / n[j] as f64),
+    })
+}
+
+/// The mean-pose baseline of a labelled split: every test image gets the training split's
+/// mean position of each joint (over the images where it is visible).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeanPose {
+    /// `eval --metric taichi`: per image the sum over visible joints of the L2 error in
+    /// pixels of the image scaled to 256x256, mean over the test images.
+    pub taichi: f64,
+    /// Mean L2 error in pixels of the images over all visible test joints.
+    pub mean_px: f64,
+    pub per_joint_px: [f64; NUM_JOINTS],
+}
+
+pub fn mean_pose(train: &Path, test: &Path, image_size: f64) -> Result<MeanPose, String> {
+    let (train, test) = (read_labels(train)?, read_labels(test)?);
+    let mut mean = [[0.0f64; 2]; NUM_JOINTS];
+    let mut count = [0usize; NUM_JOINTS];
+    for row in &train {
+        for (j, p) in row.iter().enumerate() {
+            if let Some([x, y]) = p {
+                mean[j][0] += x;
+                mean[j][1] += y;
+                count[j] += 1;
+            }
+        }
+    }
+    for j in 0..NUM_JOINTS {
+        if count[j] == 0 {
+            return Err(format!("joint {} is never visible in training", JOINTS[j]));
+        }
+        mean[j] = [mean[j][0] / count[j] as f64, mean[j][1] / count[j] as f64];
+    }
+    let (mut sum, mut n) = ([0.0f64; NUM_JOINTS], [0usize; NUM_JOINTS]);
+    let mut taichi = 0.0;
+    for row in &test {
+        for (j, p) in row.iter().enumerate() {
+            if let Some([x, y]) = p {
+                let e = ((x - mean[j][0]).powi(2) + (y - mean[j][1]).powi(2)).sqrt();
+                sum[j] += e;
+                n[j] += 1;
+                taichi += e * 256.0 / image_size;
+            }
+        }
+    }
+    Ok(MeanPose {
+        taichi: taichi / test.len().max(1) as f64,
+        mean_px: sum.iter().sum::<f64>() / n.iter().sum::<usize>().max(1) as f64,
+        per_joint_px: std::array::from_fn(|j| sum[j] / n[j] as f64),
+    })
+}
