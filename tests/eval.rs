@@ -5,8 +5,9 @@
 
 use candle_core::{DType, Device};
 use stablekeypoints::eval::{
-    self, pinv, pinv_sym, regress::sym_eigen, LabelSet, Metric, PoseModel, Regressor, Scored,
+    self, pinv, pinv_sym, LabelSet, Metric, PoseModel, Protocol, Regressor, Scored,
 };
+use stablekeypoints::pose::sym_eigen;
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -205,14 +206,19 @@ fn regressor_predicts_half_plus_centred_keypoints_times_w() {
 
 // ---------------------------------------------------------------- metrics
 
+/// The visibility protocol's tests below do not read `raw`; the paper protocol's are in
+/// tests/fidelity.rs.
 fn scored<'a>(w: f64, h: f64, pred: &'a [[f64; 2]], gt: &'a [Option<[f64; 2]>]) -> Scored<'a> {
     Scored {
         width: w,
         height: h,
         pred,
         gt,
+        raw: gt,
     }
 }
+
+const VIS: Protocol = Protocol::Visibility;
 
 #[test]
 fn taichi_sums_visible_errors_at_256_and_averages_over_images() {
@@ -223,10 +229,13 @@ fn taichi_sums_visible_errors_at_256_and_averages_over_images() {
     let gt = [Some([64.0, 32.0]), None, Some([0.0, 0.0])];
     let none = [None, None, None];
     let v = Metric::TaiChi
-        .score(&[
-            scored(128.0, 64.0, &pred, &gt),
-            scored(10.0, 10.0, &pred, &none),
-        ])
+        .score(
+            &[
+                scored(128.0, 64.0, &pred, &gt),
+                scored(10.0, 10.0, &pred, &none),
+            ],
+            VIS,
+        )
         .unwrap();
     assert!((v.value - 11.0).abs() < 1e-9, "{v:?}");
     assert_eq!((v.scored_images, v.skipped_images), (2, 0));
@@ -240,16 +249,19 @@ fn inter_ocular_divides_by_the_labelled_eye_distance() {
     let one_eye = [Some([30.0, 40.0]), None, Some([50.0, 70.0])];
     let m = Metric::InterOcular { left: 0, right: 1 };
     let v = m
-        .score(&[
-            scored(100.0, 100.0, &pred, &gt),
-            scored(100.0, 100.0, &pred, &one_eye),
-        ])
+        .score(
+            &[
+                scored(100.0, 100.0, &pred, &gt),
+                scored(100.0, 100.0, &pred, &one_eye),
+            ],
+            VIS,
+        )
         .unwrap();
     assert!((v.value - 100.0 * 5.0 / 3.0 / 40.0).abs() < 1e-9, "{v:?}");
     assert_eq!((v.scored_images, v.skipped_images), (1, 1));
     // Eyes given as other landmarks: 2 and 0 are sqrt(20^2+30^2) apart.
     let m = Metric::InterOcular { left: 2, right: 0 };
-    let v = m.score(&[scored(100.0, 100.0, &pred, &gt)]).unwrap();
+    let v = m.score(&[scored(100.0, 100.0, &pred, &gt)], VIS).unwrap();
     assert!((v.value - 100.0 * 5.0 / 3.0 / 1300f64.sqrt()).abs() < 1e-9);
     assert!(Metric::InterOcular { left: 0, right: 3 }
         .validate(3)
@@ -269,11 +281,14 @@ fn visible_is_the_mean_normalised_error_in_percent() {
     let gt2 = [Some([100.0, 50.0]), None];
     let none = [None, None];
     let v = Metric::Visible
-        .score(&[
-            scored(200.0, 100.0, &pred, &gt),
-            scored(200.0, 100.0, &pred2, &gt2),
-            scored(200.0, 100.0, &pred, &none),
-        ])
+        .score(
+            &[
+                scored(200.0, 100.0, &pred, &gt),
+                scored(200.0, 100.0, &pred2, &gt2),
+                scored(200.0, 100.0, &pred, &none),
+            ],
+            VIS,
+        )
         .unwrap();
     assert!((v.value - 3.75).abs() < 1e-9, "{v:?}");
     assert_eq!((v.scored_images, v.skipped_images), (2, 1));
@@ -291,11 +306,11 @@ fn pck_counts_visible_landmarks_within_the_threshold() {
         None,
     ];
     let v = Metric::Pck { px: 6.0 }
-        .score(&[scored(128.0, 128.0, &pred, &gt)])
+        .score(&[scored(128.0, 128.0, &pred, &gt)], VIS)
         .unwrap();
     assert!((v.value - 200.0 / 3.0).abs() < 1e-9, "{v:?}");
     let v = Metric::Pck { px: 4.0 }
-        .score(&[scored(128.0, 128.0, &pred, &gt)])
+        .score(&[scored(128.0, 128.0, &pred, &gt)], VIS)
         .unwrap();
     assert_eq!(v.value, 0.0);
     assert!(Metric::Pck { px: 0.0 }.validate(4).is_err());
@@ -310,20 +325,26 @@ fn orientation_invariant_takes_the_better_of_the_two_orders() {
     let m = Metric::OrientationInvariant {
         pairs: vec![(0, 1)],
     };
-    let v = m.score(&[scored(128.0, 128.0, &pred, &gt)]).unwrap();
+    let v = m.score(&[scored(128.0, 128.0, &pred, &gt)], VIS).unwrap();
     assert!((v.value - 8.0 / 3.0).abs() < 1e-9, "{v:?}");
     // Unswapped predictions score the straight order.
     let pred = [[0.25, 0.5], [0.75, 0.5], [0.5, 40.0 / 128.0]];
-    let v = m.score(&[scored(128.0, 128.0, &pred, &gt)]).unwrap();
+    let v = m.score(&[scored(128.0, 128.0, &pred, &gt)], VIS).unwrap();
     assert!((v.value - 8.0 / 3.0).abs() < 1e-9, "{v:?}");
     assert!(Metric::OrientationInvariant { pairs: vec![] }
         .validate(3)
         .is_err());
     assert!(Metric::OrientationInvariant {
-        pairs: vec![(0, 1), (1, 2)]
+        pairs: vec![(1, 1)]
     }
     .validate(3)
     .is_err());
+    // A repeated landmark is allowed (the reference's own list has one).
+    assert!(Metric::OrientationInvariant {
+        pairs: vec![(0, 1), (1, 2)]
+    }
+    .validate(3)
+    .is_ok());
 }
 
 // ---------------------------------------------------------------- label files
@@ -578,16 +599,27 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
             .zip(set)
             .map(|(s, r)| eval::Sample {
                 labels: r.1.clone(),
+                raw_labels: r.1.clone(),
                 ..s.clone()
             })
             .collect::<Vec<_>>()
     };
-    let reg = eval::fit(&fit_rows(train, train_s)).unwrap();
+    let train_rows = fit_rows(train, train_s);
     let test_s = fit_rows(test, &samples[32..]);
-    let pck = eval::evaluate(&reg, &test_s, &Metric::Pck { px: 0.5 }).unwrap();
-    assert!(pck.value > 99.9, "{pck:?}");
-    let vis = eval::evaluate(&reg, &test_s, &Metric::Visible).unwrap();
-    assert!(vis.value < 0.01, "{vis:?}");
+    let pck = Metric::Pck { px: 0.5 };
+    let reg = eval::fit(&train_rows, &pck, VIS).unwrap();
+    let v = eval::evaluate(&reg, &test_s, &pck, VIS).unwrap();
+    assert!(v.value > 99.9, "{v:?}");
+    let v = eval::evaluate(&reg, &test_s, &Metric::Visible, VIS).unwrap();
+    assert!(v.value < 0.01, "{v:?}");
+    // The paper's all-landmark metrics need every landmark's coordinates: the hidden ones
+    // (empty fields) are an error naming the image.
+    let e = eval::fit(&train_rows, &pck, Protocol::Paper)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("landmark 2") && e.contains(".png"), "{e}");
+    let v = eval::evaluate(&reg, &test_s, &Metric::Visible, Protocol::Paper).unwrap();
+    assert!(v.value < 0.01, "{v:?}");
 }
 
 #[test]

@@ -15,8 +15,8 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::frame::YuvMatrix;
+use stablekeypoints::pose::{PoseModel, Regressor};
 use stablekeypoints::track::{interpolate, GapPolicy, KeypointSmoother, OneEuroParams, Schedule};
 use stablekeypoints::{
     CropMode, DetectOptions, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens,

@@ -2,7 +2,7 @@
 //! on the test images (glue over `stablekeypoints::eval`).
 
 use crate::args::{device_from_str, Args, USAGE};
-use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel};
+use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
 use stablekeypoints::{Detector, Error, Model, Tokens};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -34,14 +34,16 @@ fn metric_from_args(a: &Args) -> Result<Metric, Error> {
             px: a.parse_opt("pck-px")?.unwrap_or(6.0),
         },
         "orientation-invariant" => {
-            let pairs = a
-                .get("flip-pairs")
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|p| parse_index_pair(p, ':', "flip-pairs"))
-                .collect::<Result<Vec<_>, _>>()?;
+            let pairs = match a.get("flip-pairs") {
+                // The reference's list (32 landmarks).
+                None => stablekeypoints::pose::H36M_SWAP_PAIRS.to_vec(),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|p| parse_index_pair(p, ':', "flip-pairs"))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             Metric::OrientationInvariant { pairs }
         }
         o => {
@@ -134,8 +136,8 @@ pub fn cmd_eval(a: Args) -> Result<(), Error> {
     };
     let train_samples = detect(&train, "train")?;
     let test_samples = detect(&test, "test")?;
-    let reg = eval::fit(&train_samples)?;
-    let report = eval::evaluate(&reg, &test_samples, &metric)?;
+    let reg = eval::fit(&train_samples, &metric, Protocol::default())?;
+    let report = eval::evaluate(&reg, &test_samples, &metric, Protocol::default())?;
 
     if let Some(path) = &save {
         let pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;

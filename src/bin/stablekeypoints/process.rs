@@ -154,6 +154,7 @@ pub fn cmd_process(a: Args) -> Result<(), Error> {
             match crop {
                 CropMode::Letterbox => "letterbox",
                 CropMode::CenterCrop => "center-crop",
+                CropMode::Stretch => "stretch",
             }
         ),
         format!("augmentations={augmentations}"),

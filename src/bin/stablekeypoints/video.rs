@@ -309,7 +309,7 @@ impl VideoFrames {
         let (dw, dh) = (info.display_width(), info.height as f64);
         let side = match crop {
             CropMode::Letterbox => dw.max(dh),
-            CropMode::CenterCrop => dw.min(dh),
+            CropMode::CenterCrop | CropMode::Stretch => dw.min(dh),
         };
         let scale = (size as f64 / side).min(1.0);
         let width = ((dw * scale).round() as usize).max(1);
