@@ -30,7 +30,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta, LandmarkMeta, PoseMeta};
-use crate::overlay::{Canvas, Dot, Layout, Yuv};
+use crate::overlay::{Canvas, Dot, Layout, Overlay, Style, Yuv};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -52,7 +52,8 @@ const DEFAULT_BETA: f64 = 0.0;
 const DEFAULT_D_CUTOFF: f64 = 1.0;
 const DEFAULT_DRAW: bool = false;
 const DEFAULT_DRAW_IDS: bool = false;
-const DEFAULT_RADIUS: u32 = 4;
+const DEFAULT_RADIUS: u32 = 0;
+const DEFAULT_LINE_WIDTH: u32 = 0;
 const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_BATCH_SIZE: u32 = 1;
 const MAX_BATCH_SIZE: u32 = 64;
@@ -135,6 +136,7 @@ struct Settings {
     draw: bool,
     draw_ids: bool,
     radius: u32,
+    line_width: u32,
     post_messages: bool,
     json_location: Option<PathBuf>,
 }
@@ -164,6 +166,7 @@ impl Default for Settings {
             draw: DEFAULT_DRAW,
             draw_ids: DEFAULT_DRAW_IDS,
             radius: DEFAULT_RADIUS,
+            line_width: DEFAULT_LINE_WIDTH,
             post_messages: DEFAULT_POST_MESSAGES,
             json_location: None,
         }
@@ -478,14 +481,12 @@ pub(crate) const FORMATS: [gst_video::VideoFormat; 12] = {
 
 fn yuv_of(info: &gst_video::VideoInfo) -> Yuv {
     let c = info.colorimetry();
-    Yuv {
-        matrix: if c.matrix() == gst_video::VideoColorMatrix::Bt709 {
-            YuvMatrix::Bt709
-        } else {
-            YuvMatrix::Bt601
-        },
-        full_range: c.range() == gst_video::VideoColorRange::Range0_255,
-    }
+    let matrix = if c.matrix() == gst_video::VideoColorMatrix::Bt709 {
+        YuvMatrix::Bt709
+    } else {
+        YuvMatrix::Bt601
+    };
+    Yuv::new(matrix, c.range() == gst_video::VideoColorRange::Range0_255)
 }
 
 /// The frame as the core sees it.
@@ -509,9 +510,13 @@ fn frame_ref<'a>(
         ],
     )
     .map_err(|e| e.to_string())?;
-    let yuv = yuv_of(info);
-    f.matrix = yuv.matrix;
-    f.full_range = yuv.full_range;
+    let c = info.colorimetry();
+    f.matrix = if c.matrix() == gst_video::VideoColorMatrix::Bt709 {
+        YuvMatrix::Bt709
+    } else {
+        YuvMatrix::Bt601
+    };
+    f.full_range = c.range() == gst_video::VideoColorRange::Range0_255;
     Ok(f)
 }
 
@@ -1035,6 +1040,35 @@ impl StableKeypoints {
         let Some((_, layout)) = pixel_format(info.format()) else {
             return Ok(());
         };
+        let (w, h) = (info.width(), info.height());
+        let dots: Vec<Dot> = frame
+            .keypoints
+            .iter()
+            .filter(|k| k.visible)
+            .map(|k| {
+                let (x, y) = k.pixel(w, h);
+                Dot {
+                    id: k.id as usize,
+                    x,
+                    y,
+                }
+            })
+            .collect();
+        let points: Vec<(f32, f32)> = frame
+            .pose
+            .iter()
+            .flat_map(|p| p.landmarks.iter().map(|l| l.pixel(w, h)))
+            .collect();
+        let skeleton = frame
+            .pose
+            .as_ref()
+            .map(|p| (&points[..], &p.connections[..]));
+        let (w, h) = (w as usize, h as usize);
+        let style = Style::for_frame(w, h, s.radius, s.line_width);
+        let overlay = Overlay::new(w, h, style, &dots, s.draw_ids, skeleton);
+        if overlay.is_empty() {
+            return Ok(());
+        }
         let mut vf =
             gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info).map_err(|e| {
                 gst::element_imp_error!(
@@ -1051,36 +1085,15 @@ impl StableKeypoints {
             .collect();
         let stride = |i: usize| strides.get(i).copied().unwrap_or(0);
         let [p0, p1, p2, _] = vf.planes_data_mut();
-        let mut canvas = Canvas {
+        Canvas {
             layout,
-            width: info.width() as usize,
-            height: info.height() as usize,
+            width: w,
+            height: h,
             planes: [(p0, stride(0)), (p1, stride(1)), (p2, stride(2))],
             yuv: yuv_of(info),
-        };
-        let dots: Vec<Dot> = frame
-            .keypoints
-            .iter()
-            .filter(|k| k.visible)
-            .map(|k| {
-                let (x, y) = k.pixel(info.width(), info.height());
-                Dot {
-                    id: k.id as usize,
-                    x,
-                    y,
-                }
-            })
-            .collect();
-        canvas.draw(&dots, s.radius as f32, s.draw_ids);
-        if let Some(pose) = &frame.pose {
-            let points: Vec<(f32, f32)> = pose
-                .landmarks
-                .iter()
-                .map(|l| l.pixel(info.width(), info.height()))
-                .collect();
-            let radius = s.radius as f32 / 2.0;
-            canvas.draw_skeleton(&points, &pose.connections, radius, radius);
+            origin: (0, 0),
         }
+        .render(&overlay);
         Ok(())
     }
 
@@ -1398,9 +1411,16 @@ impl ObjectImpl for StableKeypoints {
                     .build(),
                 glib::ParamSpecUInt::builder("radius")
                     .nick("Radius")
-                    .blurb("Radius of the drawn keypoints in pixels")
+                    .blurb("Radius of the drawn keypoints in pixels (0 = from the frame size: max(3, min(width, height) / 100))")
                     .maximum(1024)
                     .default_value(DEFAULT_RADIUS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("line-width")
+                    .nick("Line width")
+                    .blurb("Width of the pose skeleton's lines in pixels (0 = half the radius, at least 2)")
+                    .maximum(1024)
+                    .default_value(DEFAULT_LINE_WIDTH)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecBoolean::builder("post-messages")
@@ -1474,6 +1494,7 @@ impl ObjectImpl for StableKeypoints {
             "draw" => s.draw = value.get().expect("type checked upstream"),
             "draw-ids" => s.draw_ids = value.get().expect("type checked upstream"),
             "radius" => s.radius = value.get().expect("type checked upstream"),
+            "line-width" => s.line_width = value.get().expect("type checked upstream"),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
             "json-location" => s.json_location = path(value),
             _ => unimplemented!(),
@@ -1510,6 +1531,7 @@ impl ObjectImpl for StableKeypoints {
             "draw" => s.draw.to_value(),
             "draw-ids" => s.draw_ids.to_value(),
             "radius" => s.radius.to_value(),
+            "line-width" => s.line_width.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "json-location" => path(&s.json_location),
             _ => unimplemented!(),
