@@ -1,13 +1,42 @@
-//! Time of the element's overlay stage: 10 keypoints with ids and an 18-joint skeleton
-//! drawn natively into RGB/I420/NV12 frames at 320x240 and 1920x1080, with the default,
-//! frame-relative sizes (median of `RUNS` draws).
+//! Per-frame cost of the element's format handling (median of `RUNS`):
+//! - drawing 10 keypoints with ids and an 18-joint skeleton natively into RGB/I420/NV12
+//!   frames, at 320x240 and 1920x1080 (the default, frame-relative sizes);
+//! - for the formats the core does not read, at 1920x1080: the conversion to RGB for the
+//!   model input, and drawing the same overlay by blending it into the frame.
 //!
 //! cargo run --release -p gst-plugin-stablekeypoints --example bench-overlay
 
-use gststablekeypoints::overlay::{Canvas, Dot, Layout, Overlay, Style, Yuv};
+use gst_video::prelude::*;
+use gst_video::VideoFormat as F;
+use gststablekeypoints::convert::ToRgb;
+use gststablekeypoints::overlay::{Blender, Canvas, Dot, Layout, Overlay, Style, Yuv};
 use std::time::Instant;
 
 const RUNS: usize = 50;
+
+/// Converted formats timed: what decoders and cameras commonly give.
+const CONVERTED: [F; 20] = [
+    F::Y444,
+    F::Y42b,
+    F::Nv21,
+    F::Nv16,
+    F::Yuy2,
+    F::Uyvy,
+    F::Gray8,
+    F::Gray16Le,
+    F::I42010le,
+    F::I42210le,
+    F::Y44410le,
+    F::P01010le,
+    F::I42012le,
+    F::Y44412le,
+    F::V210,
+    F::Ayuv,
+    F::Gbr,
+    F::Gbr10le,
+    F::Gbra12le,
+    F::Rgb16,
+];
 
 fn overlay(w: usize, h: usize) -> Overlay {
     let dots: Vec<Dot> = (0..10)
@@ -49,7 +78,38 @@ fn median(mut f: impl FnMut()) -> f64 {
     times[RUNS / 2]
 }
 
+/// A frame of `format` holding a smooth test picture (valid samples for every format).
+fn test_frame(format: F, w: u32, h: u32) -> (gst_video::VideoInfo, gst::Buffer) {
+    let rgb_info = gst_video::VideoInfo::builder(F::Rgb, w, h).build().unwrap();
+    let mut rgb = gst::Buffer::with_size(rgb_info.size()).unwrap();
+    {
+        let mut frame =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(rgb.get_mut().unwrap(), &rgb_info)
+                .unwrap();
+        let stride = frame.plane_stride()[0] as usize;
+        let data = frame.plane_data_mut(0).unwrap();
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                let p = y * stride + 3 * x;
+                data[p] = (x * 255 / w as usize) as u8;
+                data[p + 1] = (y * 255 / h as usize) as u8;
+                data[p + 2] = ((x + y) % 256) as u8;
+            }
+        }
+    }
+    let info = gst_video::VideoInfo::builder(format, w, h).build().unwrap();
+    let mut out = gst::Buffer::with_size(info.size()).unwrap();
+    let conv = gst_video::VideoConverter::new(&rgb_info, &info, None).unwrap();
+    let src = gst_video::VideoFrameRef::from_buffer_ref_readable(rgb.as_ref(), &rgb_info).unwrap();
+    let mut dest =
+        gst_video::VideoFrameRef::from_buffer_ref_writable(out.get_mut().unwrap(), &info).unwrap();
+    conv.frame_ref(&src, &mut dest);
+    drop(dest);
+    (info, out)
+}
+
 fn main() {
+    gst::init().unwrap();
     println!(
         "native drawing: 10 keypoints + ids + 18-joint skeleton, default sizes (median of {RUNS})"
     );
@@ -94,5 +154,34 @@ fn main() {
             });
             println!("  {w:>4}x{h:<4} {name:>4}: {t:8.1} us");
         }
+    }
+
+    let (w, h) = (1920u32, 1080u32);
+    let o = overlay(w as usize, h as usize);
+    println!(
+        "converted formats at {w}x{h}: to RGB for the model, and drawing the same overlay by \
+         blending (median of {RUNS})"
+    );
+    for format in CONVERTED {
+        let (info, mut buf) = test_frame(format, w, h);
+        let mut to_rgb = ToRgb::new(&info).unwrap();
+        let convert = median(|| {
+            let frame =
+                gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+            to_rgb.convert(&[frame]).unwrap();
+        });
+        let mut blender = Blender::default();
+        let draw = median(|| {
+            let mut frame =
+                gst_video::VideoFrameRef::from_buffer_ref_writable(buf.get_mut().unwrap(), &info)
+                    .unwrap();
+            blender.blend(&mut frame, &o, Yuv::default()).unwrap();
+        });
+        println!(
+            "  {:>10}: to RGB {:7.2} ms, blended drawing {:6.2} ms",
+            format.to_str(),
+            convert / 1e3,
+            draw / 1e3
+        );
     }
 }
