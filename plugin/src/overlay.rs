@@ -139,7 +139,7 @@ impl Style {
             radius,
             ring: (radius / 5.0).round().max(1.0),
             line_width: line_width.max(1.0),
-            text_scale: ((radius / 3.0).round() as i64).max(1),
+            text_scale: (((radius + 1.0) / 2.5).round() as i64).max(1),
         }
     }
 
@@ -924,8 +924,8 @@ mod tests {
                     }
                 }
             }
-            // Digit 7 at scale 1: 7 cells lit of 15; the box is 5 x 7.
-            assert_eq!((light, dark), (7, 35 - 7), "{bg:?}");
+            // Digit 7 at scale 2: 7 cells of 2 x 2 lit; the box is 10 x 14.
+            assert_eq!((light, dark), (28, 140 - 28), "{bg:?}");
             // Whatever the background, the box or the digits stand out from it by half the
             // luma range.
             let contrast = (luma(BLACK) - luma(bg))
@@ -976,13 +976,13 @@ mod tests {
                 l.x0 >= 0 && l.y0 >= 0 && l.x1 <= w as i64 && l.y1 <= h as i64,
                 "{l:?}"
             );
-            // Full size (two digits: 9 x 7 at scale 1), nothing cut off.
-            assert_eq!((l.x1 - l.x0, l.y1 - l.y0), (9, 7), "{l:?}");
+            // Full size (two digits: 18 x 14 at scale 2), nothing cut off.
+            assert_eq!((l.x1 - l.x0, l.y1 - l.y0), (18, 14), "{l:?}");
             let drawn = (l.y0..l.y1)
                 .flat_map(|yy| (l.x0..l.x1).map(move |xx| (xx, yy)))
                 .filter(|&(xx, yy)| matches!(px(&buf, w, xx as usize, yy as usize), BLACK | WHITE))
                 .count();
-            assert_eq!(drawn, 63, "({x}, {y}): {l:?}");
+            assert_eq!(drawn, 18 * 14, "({x}, {y}): {l:?}");
         }
     }
 
@@ -1023,11 +1023,11 @@ mod tests {
             s.radius >= 10.0 && s.line_width >= 5.0 && s.ring >= 2.0,
             "{s:?}"
         );
-        assert!(s.text_scale >= 3, "{s:?}"); // digits 15 px high
+        assert!(s.text_scale >= 4, "{s:?}"); // digits 20 px high
         let s = Style::for_frame(320, 240, 0, 0);
         assert_eq!(
             (s.radius, s.line_width, s.ring, s.text_scale),
-            (3.0, 2.0, 1.0, 1)
+            (3.0, 2.0, 1.0, 2)
         );
         let s = Style::for_frame(1920, 1080, 4, 3);
         assert_eq!((s.radius, s.line_width), (4.0, 3.0));
