@@ -7,8 +7,10 @@ use gst::glib;
 
 #[cfg(feature = "analytics")]
 pub mod analytics;
+/// Model input through GStreamer's converter (public for the tests and examples).
+pub mod convert;
 pub mod meta;
-/// Native drawing into raw frame planes (public for `examples/bench-overlay.rs`).
+/// Drawing into raw frames (public for the tests and `examples/bench-overlay.rs`).
 pub mod overlay;
 mod stablekeypoints;
 
