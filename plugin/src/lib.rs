@@ -7,6 +7,7 @@ use gst::glib;
 
 #[cfg(feature = "analytics")]
 pub mod analytics;
+mod export;
 pub mod meta;
 /// Native drawing into raw frame planes (public for `examples/bench-overlay.rs`).
 pub mod overlay;
