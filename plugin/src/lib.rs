@@ -11,8 +11,10 @@ mod export;
 pub mod meta;
 /// Native drawing into raw frame planes (public for `examples/bench-overlay.rs`).
 pub mod overlay;
+mod publish;
 mod stablekeypoints;
 
+pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
 pub use stablekeypoints::{
     CropModeProp, GapPolicyProp, SmoothingProp, StableKeypoints, MESSAGE_NAME,
 };
@@ -27,7 +29,8 @@ static ALLOC: ::stablekeypoints::alloc::CachingAlloc =
     ::stablekeypoints::alloc::CachingAlloc::new();
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    stablekeypoints::register(plugin)
+    stablekeypoints::register(plugin)?;
+    publish::register(plugin)
 }
 
 gst::plugin_define!(
