@@ -796,3 +796,213 @@ fn broker_outage_mid_stream_drops_and_counts_then_delivery_resumes() {
         assert_record_is(r, &metas[r.frame as usize], r.frame, 64, 48);
     }
 }
+
+/// Pushes `n` frames of metadata through the element (QoS 1) and returns it after EOS, or
+/// the start error.
+fn publish_frames(props: &str, n: u32) -> Result<gst::Element, String> {
+    init();
+    let el = gst::ElementFactory::make("stablekeypointspublish")
+        .build()
+        .unwrap();
+    for p in props.split_whitespace() {
+        let (k, v) = p.split_once('=').unwrap();
+        el.set_property_from_str(k, v);
+    }
+    let bus = gst::Bus::new();
+    el.set_bus(Some(&bus));
+    if el.set_state(gst::State::Playing).is_err() {
+        let msg = bus
+            .pop_filtered(&[gst::MessageType::Error])
+            .expect("an error message");
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
+        let _ = el.set_state(gst::State::Null);
+        return Err(e.error().to_string());
+    }
+    el.set_state(gst::State::Null).unwrap();
+    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-raw,format=RGB,width=100,height=50,framerate=25/1");
+    for i in 0..n {
+        h.push(buffer(i, Some(&meta(i, false)))).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    Ok(el)
+}
+
+#[test]
+fn tls_with_client_certificates_and_its_errors() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let dir = scratch().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("skp test CA");
+    let (other_ca, _) = ca("another CA");
+    let leaf = |names: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
+    let (client_pem, client_key) = leaf(vec![], "client");
+    let ca_file = write("ca.pem", ca_cert.pem());
+    let other_file = write("other-ca.pem", other_ca.pem());
+    let (sc, sk) = (
+        write("server.pem", server_pem),
+        write("server.key", server_key),
+    );
+    let (cc, ck) = (
+        write("client.pem", client_pem),
+        write("client.key", client_key),
+    );
+    let broker = Broker::start(
+        "tls",
+        &format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            ca_file.display(),
+            sc.display(),
+            sk.display()
+        ),
+    );
+    let address = format!("mqtts://127.0.0.1:{}", broker.port);
+    let tls = format!(
+        "address={address} mqtt-qos=at-least-once tls-ca-file={}",
+        ca_file.display()
+    );
+    let el = publish_frames(
+        &format!(
+            "{tls} tls-cert-file={} tls-key-file={}",
+            cc.display(),
+            ck.display()
+        ),
+        4,
+    )
+    .unwrap();
+    assert_eq!(
+        el.property::<u64>("records-sent"),
+        4,
+        "acknowledged over TLS"
+    );
+    // The broker wants a client certificate.
+    let err = publish_frames(&tls, 1).unwrap_err();
+    assert!(err.contains(&format!("address={address}")), "{err}");
+    // A broker certificate from another CA is refused.
+    let err = publish_frames(
+        &format!(
+            "address={address} tls-ca-file={} tls-cert-file={} tls-key-file={}",
+            other_file.display(),
+            cc.display(),
+            ck.display()
+        ),
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("cannot connect") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // A key that is not a key.
+    let err = publish_frames(
+        &format!(
+            "{tls} tls-cert-file={} tls-key-file={}",
+            cc.display(),
+            cc.display()
+        ),
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(&format!("tls-key-file={}", cc.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn username_and_password() {
+    let passwd = scratch().join("passwd");
+    let status = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args(["skp", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd (package mosquitto)");
+    assert!(status.success());
+    let broker = Broker::start(
+        "auth",
+        &format!(
+            "allow_anonymous false\npassword_file {}\n",
+            passwd.display()
+        ),
+    );
+    let base = format!(
+        "address={} mqtt-qos=at-least-once username=skp",
+        broker.address()
+    );
+    let el = publish_frames(&format!("{base} password=s3cret"), 3).unwrap();
+    assert_eq!(el.property::<u64>("records-sent"), 3);
+    assert_eq!(
+        el.property::<String>("password"),
+        "*****",
+        "never read back"
+    );
+    let err = publish_frames(&format!("{base} password=wrong"), 1).unwrap_err();
+    assert!(
+        err.contains(&broker.address()) && err.contains("NotAuthorized"),
+        "{err}"
+    );
+}
+
+/// `location=-`: the records on standard output, checked from a child process (this test
+/// binary again), since the test harness owns this process's stdout.
+#[test]
+fn location_dash_writes_json_lines_to_standard_output() {
+    const CHILD: &str = "SKP_PUBLISH_STDOUT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        publish_frames("location=-", 3).unwrap();
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "location_dash_writes_json_lines_to_standard_output",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let recs: Vec<Record> = text
+        .lines()
+        // libtest's own "test ... " may precede the first record on its line.
+        .filter_map(|l| l.find("{\"schema\"").map(|i| &l[i..]))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 3, "{text}");
+    for (i, r) in recs.iter().enumerate() {
+        assert_record_is(r, &meta(i as u32, false), i as u64, 100, 50);
+    }
+}
