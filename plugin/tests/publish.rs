@@ -178,7 +178,8 @@ fn passthrough_same_buffer_one_record_per_frame_with_metadata() {
 
 #[test]
 fn pixels_refer_to_the_frame_at_the_element() {
-    // After a videoscale to 200x150 the normalised positions stay, the pixels follow.
+    // Caps of another size than the metadata's source (as after a scaler that keeps the
+    // parameters): the normalised positions stay, the pixels follow the caps.
     let path = scratch().join("scaled.jsonl");
     let mut h = harness(
         &format!("location={}", path.display()),
