@@ -452,6 +452,8 @@ async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = MIN_BACKOFF;
+                // Later drops are the queue's, not this old error's.
+                *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 shared.connected.store(true, Ordering::Release);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(()));
