@@ -9,11 +9,14 @@ use gst::glib;
 pub mod analytics;
 /// Model input through GStreamer's converter (public for the tests and examples).
 pub mod convert;
+mod export;
 pub mod meta;
 /// Drawing into raw frames (public for the tests and `examples/bench-overlay.rs`).
 pub mod overlay;
+mod publish;
 mod stablekeypoints;
 
+pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
 pub use stablekeypoints::{
     CropModeProp, GapPolicyProp, SmoothingProp, StableKeypoints, MESSAGE_NAME,
 };
@@ -28,7 +31,8 @@ static ALLOC: ::stablekeypoints::alloc::CachingAlloc =
     ::stablekeypoints::alloc::CachingAlloc::new();
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    stablekeypoints::register(plugin)
+    stablekeypoints::register(plugin)?;
+    publish::register(plugin)
 }
 
 gst::plugin_define!(

@@ -24,12 +24,14 @@ use stablekeypoints::{
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::convert::{ToRgb, CORE_FORMAT};
+use stablekeypoints::export::LineWriter;
+
+use crate::export::{self, FrameTimes};
 use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta, LandmarkMeta, PoseMeta};
 use crate::overlay::{Blender, Canvas, Dot, Layout, Overlay, Style, Yuv};
 
@@ -61,10 +63,7 @@ const MAX_BATCH_SIZE: u32 = 64;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
 const DEFAULT_INFERENCE_DELAY_MS: u32 = 0;
 
-/// Name of the bus message structure and of its keypoint entries.
-pub const MESSAGE_NAME: &str = "stablekeypoints";
-const MESSAGE_KEYPOINT: &str = "keypoint";
-const MESSAGE_LANDMARK: &str = "landmark";
+pub use crate::export::MESSAGE_NAME;
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
@@ -294,39 +293,18 @@ struct State {
     next_index: u64,
 }
 
+/// The `json-location` file.
 struct JsonWriter {
     path: PathBuf,
-    file: File,
-    /// Bytes of complete lines in the file.
-    complete: u64,
+    lines: LineWriter<File>,
 }
 
 impl JsonWriter {
     fn create(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
             path: path.to_path_buf(),
-            file: File::create(path)?,
-            complete: 0,
+            lines: LineWriter::create(path)?,
         })
-    }
-
-    /// One `write` per record so that a crash never leaves half a line. A failed write
-    /// (disk full, file size limit) may still have written part of the line: the file is
-    /// cut back to its complete lines, so it stays well formed.
-    fn write_line(&mut self, value: &serde_json::Value) -> std::io::Result<()> {
-        let mut line = value.to_string().into_bytes();
-        line.push(b'\n');
-        match self.file.write_all(&line) {
-            Ok(()) => {
-                self.complete += line.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.file.set_len(self.complete);
-                let _ = self.file.seek(SeekFrom::Start(self.complete));
-                Err(e)
-            }
-        }
     }
 }
 
@@ -593,18 +571,6 @@ fn refusal_reason(caps: &gst::CapsRef) -> String {
             format!("format {f} is not a raw format that GStreamer converts to RGB")
         }
         _ => "they do not match the element's caps (see gst-inspect-1.0 stablekeypoints)".into(),
-    }
-}
-
-fn clock_ns(t: Option<gst::ClockTime>) -> serde_json::Value {
-    t.map_or(serde_json::Value::Null, |t| t.nseconds().into())
-}
-
-fn finite(v: f32) -> serde_json::Value {
-    if v.is_finite() {
-        (v as f64).into()
-    } else {
-        serde_json::Value::Null
     }
 }
 
@@ -1006,62 +972,9 @@ impl StableKeypoints {
             }
         }
 
-        let pts = buffer.pts();
-        let duration = buffer.duration();
-        let segment = self.obj().segment();
-        let seg = segment.downcast_ref::<gst::ClockTime>();
-        let stream_time = seg.and_then(|seg| seg.to_stream_time(pts));
-        let running_time = seg.and_then(|seg| seg.to_running_time(pts));
-
+        let times = FrameTimes::of(&buffer, &self.obj().segment());
         if s.post_messages {
-            let list = gst::List::new(frame.keypoints.iter().map(|k| {
-                let (x, y) = k.pixel(w, h);
-                gst::Structure::builder(MESSAGE_KEYPOINT)
-                    .field("id", k.id)
-                    .field("x", x)
-                    .field("y", y)
-                    .field("nx", k.x)
-                    .field("ny", k.y)
-                    .field("confidence", k.confidence)
-                    .field("visible", k.visible)
-                    .build()
-                    .to_send_value()
-            }));
-            let none = u64::MAX; // GST_CLOCK_TIME_NONE, as facedetect posts it
-            let mut st = gst::Structure::builder(MESSAGE_NAME)
-                .field("timestamp", pts.map_or(none, |t| t.nseconds()))
-                .field("stream-time", stream_time.map_or(none, |t| t.nseconds()))
-                .field("running-time", running_time.map_or(none, |t| t.nseconds()))
-                .field("duration", duration.map_or(none, |t| t.nseconds()))
-                .field("frame", index)
-                .field("width", w as i32)
-                .field("height", h as i32)
-                .field("inferred", inferred)
-                .field("keypoints", list)
-                .build();
-            if let Some(pose) = &frame.pose {
-                let list = gst::List::new(pose.landmarks.iter().map(|l| {
-                    let (x, y) = l.pixel(w, h);
-                    gst::Structure::builder(MESSAGE_LANDMARK)
-                        .field("name", &l.name)
-                        .field("x", x)
-                        .field("y", y)
-                        .field("nx", l.x)
-                        .field("ny", l.y)
-                        .build()
-                        .to_send_value()
-                }));
-                st.set("pose", list);
-                st.set(
-                    "skeleton",
-                    gst::Array::new(
-                        pose.connections
-                            .iter()
-                            .flatten()
-                            .map(|&i| (i as i32).to_send_value()),
-                    ),
-                );
-            }
+            let st = export::message(&frame, index, &times, w, h);
             let _ = self
                 .obj()
                 .post_message(gst::message::Element::builder(st).src(&*self.obj()).build());
@@ -1069,44 +982,8 @@ impl StableKeypoints {
 
         let mut json = lock(&self.json);
         if let Some(writer) = json.as_mut() {
-            let kps: Vec<serde_json::Value> = frame
-                .keypoints
-                .iter()
-                .map(|k| {
-                    let (x, y) = k.pixel(w, h);
-                    serde_json::json!({
-                        "id": k.id, "x": finite(x), "y": finite(y), "nx": finite(k.x), "ny": finite(k.y),
-                        "confidence": finite(k.confidence), "visible": k.visible,
-                    })
-                })
-                .collect();
-            let mut record = serde_json::json!({
-                "frame": index,
-                "pts": clock_ns(pts),
-                "stream_time": clock_ns(stream_time),
-                "running_time": clock_ns(running_time),
-                "duration": clock_ns(duration),
-                "width": w,
-                "height": h,
-                "inferred": inferred,
-                "keypoints": kps,
-            });
-            if let Some(pose) = &frame.pose {
-                let landmarks: Vec<serde_json::Value> = pose
-                    .landmarks
-                    .iter()
-                    .map(|l| {
-                        let (x, y) = l.pixel(w, h);
-                        serde_json::json!({
-                            "name": l.name, "x": finite(x), "y": finite(y),
-                            "nx": finite(l.x), "ny": finite(l.y),
-                        })
-                    })
-                    .collect();
-                record["pose"] = landmarks.into();
-                record["skeleton"] = serde_json::json!(pose.connections);
-            }
-            if let Err(e) = writer.write_line(&record) {
+            let record = export::record(&frame, index, &times, w, h);
+            if let Err(e) = writer.lines.write_record(&record) {
                 let path = writer.path.display().to_string();
                 drop(json);
                 gst::element_imp_error!(
@@ -1230,7 +1107,7 @@ impl StableKeypoints {
 
     fn flush_json(&self) {
         if let Some(w) = lock(&self.json).as_mut() {
-            if let Err(e) = w.file.flush().and_then(|_| w.file.sync_data()) {
+            if let Err(e) = w.lines.sync() {
                 gst::warning!(CAT, imp = self, "flushing {}: {}", w.path.display(), e);
             }
         }
