@@ -312,6 +312,11 @@ fn resume_after_interruption_gives_identical_tokens() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("lr") && e.contains("different settings"), "{e}");
+    // Checkpoint errors are their own, naming the checkpoint file.
+    assert!(
+        e.contains("tokens.ckpt.safetensors: checkpoint: made with different settings"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
