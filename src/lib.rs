@@ -5,12 +5,14 @@
 
 pub mod alloc;
 pub mod detect;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod frame;
 pub mod keypoints;
 pub mod model;
 pub mod ops;
+pub mod options;
 pub mod tokens;
 pub mod track;
 pub mod train;
@@ -23,4 +25,5 @@ pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};
 pub use error::{Error, Result};
 pub use frame::{CropMode, FrameRef, PixelFormat};
 pub use model::Model;
+pub use options::DetectSettings;
 pub use tokens::Tokens;
