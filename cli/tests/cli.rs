@@ -11,7 +11,7 @@ fn bin() -> Command {
 
 fn data(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("../tests/data")
         .join(p)
 }
 

@@ -17,7 +17,7 @@ fn bin() -> Command {
 }
 
 fn tiny_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-sd1")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny-sd1")
 }
 
 fn temp_dir(name: &str) -> PathBuf {
