@@ -30,7 +30,8 @@ if ! ldconfig -p | grep -q 'libcuda.so '; then
 fi
 export CUDA_HOME=$cuda PATH=$cuda/bin:$PATH CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 args=(--release --features cuda --target-dir target/cuda)
-cargo build "${args[@]}" -p stablekeypoints-cli --bin stablekeypoints
+# Without the `video` feature the CLI links no GStreamer (the GPU machine has none).
+cargo build "${args[@]}" -p stablekeypoints-cli --no-default-features --bin stablekeypoints
 tests=$(cargo test "${args[@]}" -p stablekeypoints --test cuda --no-run 2>&1 | tee /dev/stderr |
   sed -n 's/.*Executable tests\/cuda.rs (\(.*\))/\1/p')
 # Compressed: the two binaries are ~90 MB, more than a device call carries (64 MiB).

@@ -1,72 +1,58 @@
 //! `eval`: fit the keypoints -> landmarks regressor on labelled training images and score it
 //! on the test images (glue over `stablekeypoints::eval`).
 
-use crate::args::{device_from_str, Args, USAGE};
+use crate::args::{EvalCmd, MetricName};
+use crate::detect::detector;
+use crate::progress::Progress;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel};
-use stablekeypoints::{Detector, Error, Model, Tokens};
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use stablekeypoints::{Error, Model, Tokens};
 use std::sync::Arc;
 
-fn parse_index_pair(s: &str, sep: char, flag: &str) -> Result<(usize, usize), Error> {
-    let bad = || {
-        Error::Invalid(format!(
-            "--{flag}: cannot read {s:?} as two landmark indices A{sep}B"
-        ))
+/// The metric, refusing the options of the other metrics.
+fn metric(c: &EvalCmd) -> Result<Metric, Error> {
+    let only = |flag: &str, given: bool, metric: MetricName, name: &str| {
+        if given && c.metric != metric {
+            Err(Error::Invalid(format!(
+                "{flag} only applies to --metric {name}"
+            )))
+        } else {
+            Ok(())
+        }
     };
-    let (a, b) = s.split_once(sep).ok_or_else(bad)?;
-    Ok((
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    ))
-}
-
-fn metric_from_args(a: &Args) -> Result<Metric, Error> {
-    let name = a.required("metric")?;
-    Ok(match name {
-        "taichi" => Metric::TaiChi,
-        "inter-ocular" => {
-            let (left, right) = parse_index_pair(a.get("eyes").unwrap_or("0,1"), ',', "eyes")?;
+    only(
+        "--eyes",
+        c.eyes.is_some(),
+        MetricName::InterOcular,
+        "inter-ocular",
+    )?;
+    only("--pck-px", c.pck_px.is_some(), MetricName::Pck, "pck")?;
+    only(
+        "--flip-pairs",
+        !c.flip_pairs.is_empty(),
+        MetricName::OrientationInvariant,
+        "orientation-invariant",
+    )?;
+    Ok(match c.metric {
+        MetricName::Taichi => Metric::TaiChi,
+        MetricName::InterOcular => {
+            let (left, right) = c.eyes.unwrap_or((0, 1));
             Metric::InterOcular { left, right }
         }
-        "visible" => Metric::Visible,
-        "pck" => Metric::Pck {
-            px: a.parse_opt("pck-px")?.unwrap_or(6.0),
+        MetricName::Visible => Metric::Visible,
+        MetricName::Pck => Metric::Pck {
+            px: c.pck_px.unwrap_or(6.0),
         },
-        "orientation-invariant" => {
-            let pairs = a
-                .get("flip-pairs")
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|p| parse_index_pair(p, ':', "flip-pairs"))
-                .collect::<Result<Vec<_>, _>>()?;
-            Metric::OrientationInvariant { pairs }
-        }
-        o => {
-            return Err(Error::Invalid(format!(
-                "--metric: unknown metric {o:?} (taichi, inter-ocular, visible, pck, \
-                 orientation-invariant)"
-            )))
-        }
+        MetricName::OrientationInvariant => Metric::OrientationInvariant {
+            pairs: c.flip_pairs.clone(),
+        },
     })
 }
 
-pub fn cmd_eval(a: Args) -> Result<(), Error> {
-    if !a.positional.is_empty() {
-        return Err(Error::Invalid(format!(
-            "unexpected argument {:?}\n\n{USAGE}",
-            a.positional[0]
-        )));
-    }
-    let model_dir = PathBuf::from(a.required("model")?);
-    let tokens_path = PathBuf::from(a.required("tokens")?);
-    let metric = metric_from_args(&a)?;
-    let opts = crate::args::detect_options(&a)?;
+pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
+    let metric = metric(&c)?;
     // Everything cheap is checked before minutes of detection.
-    let train = LabelSet::load(Path::new(a.required("train")?))?;
-    let test = LabelSet::load(Path::new(a.required("test")?))?;
+    let train = LabelSet::load(&c.train)?;
+    let test = LabelSet::load(&c.test)?;
     if train.num_landmarks != test.num_landmarks {
         return Err(Error::Invalid(format!(
             "{} has {} landmarks but {} has {}",
@@ -78,71 +64,62 @@ pub fn cmd_eval(a: Args) -> Result<(), Error> {
     }
     let l = train.num_landmarks;
     metric.validate(l)?;
-    let names = a
-        .get("names")
-        .map(|p| eval::read_names(Path::new(p)))
-        .transpose()?;
-    if let Some(n) = &names {
+    let names = c.names.as_deref().map(eval::read_names).transpose()?;
+    if let (Some(n), Some(p)) = (&names, &c.names) {
         if n.len() != l {
             return Err(Error::Invalid(format!(
                 "{}: {} names, but the labels have {l} landmarks",
-                a.get("names").unwrap_or_default(),
+                p.display(),
                 n.len()
             )));
         }
     }
-    let skeleton = a
-        .get("skeleton")
-        .map(|p| eval::read_skeleton(Path::new(p), names.as_deref().unwrap_or(&[])))
-        .transpose()?
-        .unwrap_or_default();
-    let save = a.get("save-regressor").map(PathBuf::from);
-    if save.is_some() && a.has("skeleton") {
-        if let Some(p) = skeleton.iter().find(|p| p[0] >= l || p[1] >= l) {
-            return Err(Error::Invalid(format!(
-                "{}: pair {} {} names a landmark beyond the {l} labelled ones",
-                a.get("skeleton").unwrap_or_default(),
-                p[0],
-                p[1]
-            )));
-        }
-    }
-
-    let (device, dtype) = device_from_str(a.get("device").unwrap_or("cpu"))?;
-    let tokens = Tokens::load(&tokens_path)?;
-    let model = Arc::new(Model::load(&model_dir, &device, dtype)?);
-    let mut det = Detector::new(model, &tokens, opts).map_err(|e| match e {
-        Error::Invalid(m) => Error::Tokens {
-            path: tokens_path.clone(),
-            msg: m,
-        },
-        e => e,
-    })?;
-    let tty = std::io::stderr().is_terminal();
-    let mut detect = |set: &LabelSet, what: &str| {
-        let mut err = std::io::stderr();
-        eval::detect_set(&mut det, set, &mut |done, total| {
-            if tty {
-                let _ = write!(err, "\r\x1b[2Kdetecting {what} {done}/{total}");
-                if done == total {
-                    let _ = writeln!(err);
-                }
-            } else if done == total || done % 50 == 0 {
-                let _ = writeln!(err, "detecting {what} {done}/{total}");
+    let skeleton = match &c.skeleton {
+        Some(p) => {
+            let s = eval::read_skeleton(p, names.as_deref().unwrap_or(&[]))?;
+            if let Some(q) = s.iter().find(|q| q[0] >= l || q[1] >= l) {
+                return Err(Error::Invalid(format!(
+                    "{}: pair {} {} names a landmark beyond the {l} labelled ones",
+                    p.display(),
+                    q[0],
+                    q[1]
+                )));
             }
-        })
+            s
+        }
+        None => Vec::new(),
+    };
+
+    let (device, dtype) = c.detect.device.device.open()?;
+    let tokens_path = c.model.tokens_path();
+    let tokens = Tokens::load(&tokens_path)?;
+    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
+    let mut det = detector(model, &tokens, &tokens_path, &c.detect)?;
+    let mut detect = |set: &LabelSet, what: &str| {
+        let total = set.rows.len() as u64;
+        let mut bar = Progress::new(
+            total,
+            &format!("detecting {what} {{pos}}/{{len}} [{{bar:30}}] {{eta}}"),
+        );
+        let out = eval::detect_set(&mut det, set, &mut |done, total| {
+            bar.set(done as u64, "", done == total || done % 50 == 0, || {
+                format!("detecting {what} {done}/{total}")
+            });
+        });
+        bar.finish();
+        out
     };
     let train_samples = detect(&train, "train")?;
     let test_samples = detect(&test, "test")?;
     let reg = eval::fit(&train_samples)?;
     let report = eval::evaluate(&reg, &test_samples, &metric)?;
 
-    if let Some(path) = &save {
+    if let Some(path) = &c.save_regressor {
         let pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;
         pose.save(path)?;
         eprintln!("wrote {}", path.display());
     }
-    if a.has("json") {
+    if c.json {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| Error::Invalid(format!("cannot serialise the report: {e}")))?;
         v["train_images"] = train_samples.len().into();

@@ -1,74 +1,143 @@
 //! `process`: the offline path for a video. Trains tokens on the video unless `--tokens` is
-//! given, then runs every frame through the `stablekeypoints` GStreamer element in a
-//! `gst-launch-1.0` subprocess, writing `keypoints.jsonl` (the element's `json-location`) and
-//! an annotated `annotated.mp4`. The CLI itself never links GStreamer.
+//! given, then runs every frame through the `stablekeypoints` element in a GStreamer
+//! pipeline of this process, writing `keypoints.jsonl` (the element's `json-location`) and
+//! an annotated `annotated.mp4`:
+//!
+//! ```text
+//! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true ! videoconvert
+//!   ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
+//! ```
+//!
+//! The element is this build's (registered statically from the plugin crate);
+//! `SKP_PLUGIN_PATH` loads another build of it instead.
 
-use crate::args::{Args, USAGE};
-use crate::train;
-use crate::video::{self, drain_stderr, gst_error, io_err, location, quote as quoted, GST_LAUNCH};
-use stablekeypoints::train::Fnv;
+use crate::args::ProcessCmd;
+use crate::progress::Progress;
+use crate::train::{self, TrainJob};
+use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
+use gst::prelude::*;
 use stablekeypoints::{CropMode, Error};
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// File name of the plugin library cargo builds.
-pub const PLUGIN_FILE: &str = "libgststablekeypoints.so";
-
-/// Environment variable overriding where the plugin is: the `.so` itself or a folder for
-/// `GST_PLUGIN_PATH`.
+/// Environment variable naming another build of the plugin: the `.so` itself or a folder
+/// holding it.
 pub const PLUGIN_ENV: &str = "SKP_PLUGIN_PATH";
 
-/// A folder for `GST_PLUGIN_PATH` that holds the plugin: `$SKP_PLUGIN_PATH` (a folder as is,
-/// a file via a symlink), else `libgststablekeypoints.so` next to this executable (cargo
-/// builds both into the same `target/<profile>`), linked into a private folder because
-/// GStreamer scans plugin folders recursively and `target/` holds unrelated libraries.
-pub fn plugin_dir() -> Result<PathBuf, Error> {
-    let so = match std::env::var_os(PLUGIN_ENV).filter(|v| !v.is_empty()) {
+/// Makes the `stablekeypoints` element available: this build's, or the one `SKP_PLUGIN_PATH`
+/// names.
+fn register_element() -> Result<(), Error> {
+    video::init()?;
+    match std::env::var_os(PLUGIN_ENV).filter(|v| !v.is_empty()) {
         Some(p) => {
             let p = PathBuf::from(p);
-            if p.is_dir() {
-                return Ok(p);
-            }
-            if !p.is_file() {
-                return Err(Error::Invalid(format!(
-                    "{PLUGIN_ENV}={}: no such plugin file or folder",
-                    p.display()
-                )));
-            }
-            p
+            let loaded = if p.is_file() {
+                gst::Plugin::load_file(&p)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot load it: {e}"))
+            } else if p.is_dir() {
+                if gst::Registry::get().scan_path(&p)
+                    || gst::ElementFactory::find("stablekeypoints").is_some()
+                {
+                    Ok(())
+                } else {
+                    Err("no GStreamer plugin in that folder".into())
+                }
+            } else {
+                Err("no such plugin file or folder".into())
+            };
+            loaded.map_err(|m| Error::Invalid(format!("{PLUGIN_ENV}={}: {m}", p.display())))?;
         }
-        None => {
-            let exe = std::env::current_exe()
-                .map_err(|e| Error::Invalid(format!("cannot locate this executable: {e}")))?;
-            let dir = exe.parent().unwrap_or(Path::new("."));
-            let p = dir.join(PLUGIN_FILE);
-            if !p.is_file() {
-                return Err(Error::Invalid(format!(
-                    "the GStreamer plugin {PLUGIN_FILE} is not next to {} (build it with \
-                     `cargo build -p gst-plugin-stablekeypoints` in the same profile), or set \
-                     {PLUGIN_ENV} to the plugin file",
-                    exe.display()
-                )));
-            }
-            p
-        }
-    };
-    let so = so.canonicalize().map_err(|e| io_err(&so, e))?;
-    let mut h = Fnv::new();
-    h.write(so.to_string_lossy().as_bytes());
-    let dir = std::env::temp_dir().join(format!("stablekeypoints-plugin-{}", h.hex()));
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    let link = dir.join(so.file_name().unwrap_or(PLUGIN_FILE.as_ref()));
-    if std::fs::read_link(&link).ok().as_deref() != Some(so.as_path()) {
-        // Replace atomically: concurrent runs may share the folder.
-        let tmp = dir.join(format!(".link{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&so, &tmp).map_err(|e| io_err(&tmp, e))?;
-        std::fs::rename(&tmp, &link).map_err(|e| io_err(&link, e))?;
+        None => gststablekeypoints::plugin_register_static().map_err(|e| {
+            Error::Invalid(format!("cannot register the stablekeypoints element: {e}"))
+        })?,
     }
-    Ok(dir)
+    if gst::ElementFactory::find("stablekeypoints").is_none() {
+        return Err(Error::Invalid(
+            "the GStreamer element stablekeypoints is not available".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What a short preroll learns of the video: its decoded size, frame rate and duration.
+struct Stream {
+    width: usize,
+    height: usize,
+    fps: Option<(u64, u64)>,
+    duration: Option<gst::ClockTime>,
+}
+
+impl Stream {
+    /// Frames in `t` of video, when the frame rate is known.
+    fn frames_in(&self, t: gst::ClockTime) -> Option<u64> {
+        let (n, d) = self.fps?;
+        Some((t.nseconds() as u128 * n as u128 / (d as u128 * 1_000_000_000)) as u64)
+    }
+}
+
+/// Decodes the first frame (PAUSED) to learn the stream's caps and duration, so that a file
+/// GStreamer cannot decode fails before any training.
+fn preroll(path: &Path) -> Result<Stream, Error> {
+    let sink = make("fakesink")?;
+    let (pipeline, linked) = video::decoding_pipeline(path, &[&sink])?;
+    let what = "cannot decode the video with GStreamer";
+    let result = (|| {
+        set_state(&pipeline, gst::State::Paused, path, what)?;
+        let bus = pipeline.bus().expect("a pipeline has a bus");
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[
+                gst::MessageType::AsyncDone,
+                gst::MessageType::Error,
+                gst::MessageType::Eos,
+            ],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Error(e)) => {
+                return Err(file_error(
+                    path,
+                    format!("{what}: {}", video::describe_error(e)),
+                ))
+            }
+            Some(gst::MessageView::AsyncDone(_)) => {}
+            _ => {
+                return Err(file_error(
+                    path,
+                    format!("{what}: no video frame within 60 s"),
+                ))
+            }
+        }
+        if !linked.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(file_error(path, format!("{what}: no video stream found")));
+        }
+        let caps = sink
+            .static_pad("sink")
+            .and_then(|p| p.current_caps())
+            .ok_or_else(|| file_error(path, format!("{what}: the video has no frames")))?;
+        let (width, height, _) = caps_size(&caps)
+            .ok_or_else(|| file_error(path, format!("{what}: unexpected caps {caps}")))?;
+        let fps = caps
+            .structure(0)
+            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .map(|f| (f.numer() as u64, f.denom() as u64));
+        Ok(Stream {
+            width,
+            height,
+            fps,
+            duration: pipeline.query_duration::<gst::ClockTime>(),
+        })
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn count_lines(path: &Path) -> usize {
@@ -77,181 +146,103 @@ fn count_lines(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-pub fn cmd_process(a: Args) -> Result<(), Error> {
-    if !a.positional.is_empty() {
-        return Err(Error::Invalid(format!(
-            "unexpected argument {:?}\n\n{USAGE}",
-            a.positional[0]
-        )));
+pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
+    let input = &c.input;
+    if input.is_dir() {
+        return Err(file_error(
+            input,
+            "is a folder; process takes one video file (train takes folders of images)",
+        ));
     }
-    let model = PathBuf::from(a.required("model")?);
-    let input = PathBuf::from(a.required("input")?);
-    let out_dir = PathBuf::from(a.required("out-dir")?);
     if !input.is_file() {
         return Err(Error::Io {
-            path: input,
+            path: input.clone(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such video file"),
         });
     }
-    let crop = a
-        .get("crop")
-        .map(str::parse::<CropMode>)
-        .transpose()?
-        .unwrap_or_default();
-    let augmentations: usize = a.parse_opt("augmentations")?.unwrap_or(1);
-    let seed: u64 = a.parse_opt("seed")?.unwrap_or(0);
-    // Fail before training when the element cannot run.
-    let plugins = plugin_dir()?;
-    let info = video::probe(&input)?;
-    std::fs::create_dir_all(&out_dir).map_err(|e| io_err(&out_dir, e))?;
+    let crop: CropMode = c.crop.crop.into();
+    // Fail before training when the element or the file cannot run.
+    register_element()?;
+    let stream = preroll(input)?;
+    std::fs::create_dir_all(&c.out_dir).map_err(|e| io_err(&c.out_dir, e))?;
 
-    let tokens = match a.get("tokens") {
-        Some(t) => PathBuf::from(t),
+    let tokens = match &c.tokens {
+        Some(t) => t.clone(),
         None => {
-            let out = out_dir.join("tokens.safetensors");
-            let mut flags: Vec<(String, Option<String>)> = a
-                .flags
-                .iter()
-                .filter(|(n, _)| {
-                    train::SWITCHES.contains(&n.as_str()) || train::OPTIONS.contains(&n.as_str())
-                })
-                .cloned()
-                .collect();
-            for (n, v) in [("model", &model), ("input", &input), ("out", &out)] {
-                flags.push((n.into(), Some(v.to_string_lossy().into_owned())));
-            }
-            train::cmd_train(Args {
-                flags,
-                positional: Vec::new(),
+            let out = c.out_dir.join("tokens.safetensors");
+            train::run(&TrainJob {
+                model: &c.model,
+                input,
+                out: &out,
+                train: &c.train,
+                seed: &c.seed,
+                crop,
+                device: c.device.device,
             })?;
             out
         }
     };
 
-    let jsonl = out_dir.join("keypoints.jsonl");
-    let mp4 = out_dir.join("annotated.mp4");
+    let jsonl = c.out_dir.join("keypoints.jsonl");
+    let mp4 = c.out_dir.join("annotated.mp4");
     for p in [&jsonl, &mp4] {
         if p.exists() {
             std::fs::remove_file(p).map_err(|e| io_err(p, e))?;
         }
     }
-    let prop = |name: &str, p: &Path| format!("{name}={}", quoted(&p.to_string_lossy()));
-    let mut args: Vec<String> = vec![
-        "-q".into(),
-        "filesrc".into(),
-        location(&input),
-        "!".into(),
-        "decodebin".into(),
-        "!".into(),
-        "videoconvert".into(),
-        "!".into(),
-        "stablekeypoints".into(),
-        prop("model", &model),
-        prop("tokens", &tokens),
-        prop("json-location", &jsonl),
-        format!(
-            "crop-mode={}",
-            match crop {
-                CropMode::Letterbox => "letterbox",
-                CropMode::CenterCrop => "center-crop",
-            }
-        ),
-        format!("augmentations={augmentations}"),
-        format!("seed={seed}"),
-        format!("noise={}", !a.has("no-noise")),
-        "draw=true".into(),
-        format!("draw-ids={}", a.has("draw-ids")),
-    ];
-    if let Some(d) = a.get("device") {
-        args.push(format!("device={}", quoted(d)));
-    }
-    args.extend(["!".into(), "videoconvert".into(), "!".into()]);
-    // x264 wants even sizes for 4:2:0.
-    let (w, h) = (info.width, info.height);
-    if w % 2 == 1 || h % 2 == 1 {
-        args.extend([
-            "videoscale".into(),
-            "!".into(),
-            format!("video/x-raw,width={},height={}", (w + 1) & !1, (h + 1) & !1),
-            "!".into(),
-            "videoconvert".into(),
-            "!".into(),
-        ]);
-    }
-    args.extend(
-        [
-            "video/x-raw,format=I420",
-            "!",
-            "x264enc",
-            "speed-preset=veryfast",
-            "!",
-            "mp4mux",
-            "!",
-            "filesink",
-        ]
-        .map(String::from),
+    let element = make("stablekeypoints")?;
+    let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
+    path_prop("model", &c.model);
+    path_prop("tokens", &tokens);
+    path_prop("json-location", &jsonl);
+    element.set_property_from_str(
+        "crop-mode",
+        match crop {
+            CropMode::Letterbox => "letterbox",
+            CropMode::CenterCrop => "center-crop",
+        },
     );
-    args.push(location(&mp4));
-
-    let mut gst_path = plugins.into_os_string();
-    if let Some(old) = std::env::var_os("GST_PLUGIN_PATH").filter(|v| !v.is_empty()) {
-        gst_path.push(":");
-        gst_path.push(old);
-    }
+    element.set_property("augmentations", c.element.pass.augmentations as u32);
+    element.set_property("seed", c.seed.seed);
+    element.set_property("noise", !c.element.pass.no_noise);
+    element.set_property("draw", true);
+    element.set_property("draw-ids", c.element.draw_ids);
+    element.set_property("device", c.device.device.to_string());
+    // x264 wants even sizes for 4:2:0.
+    let (w, h) = ((stream.width + 1) & !1, (stream.height + 1) & !1);
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", w as i32)
+        .field("height", h as i32)
+        .build();
+    let filter = make("capsfilter")?;
+    filter.set_property("caps", &caps);
+    let encoder = make("x264enc")?;
+    encoder.set_property_from_str("speed-preset", "veryfast");
+    let sink = make("filesink")?;
+    sink.set_property("location", mp4.to_string_lossy().as_ref());
+    let chain = [
+        make("videoconvert")?,
+        element,
+        make("videoconvert")?,
+        make("videoscale")?,
+        filter,
+        encoder,
+        make("mp4mux")?,
+        sink,
+    ];
+    let refs: Vec<&gst::Element> = chain.iter().collect();
+    let (pipeline, _) = video::decoding_pipeline(input, &refs)?;
+    let total = stream.duration.and_then(|d| stream.frames_in(d));
     eprintln!(
         "running {} frames of {} through the stablekeypoints element",
-        info.frames,
+        total.map_or("the".to_string(), |n| n.to_string()),
         input.display()
     );
     let start = Instant::now();
-    let mut child = std::process::Command::new(GST_LAUNCH)
-        .args(&args)
-        .env("GST_PLUGIN_PATH", &gst_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Io {
-            path: input.clone(),
-            source: std::io::Error::other(format!("cannot run {GST_LAUNCH}: {e}")),
-        })?;
-    let err = drain_stderr(&mut child);
-    let tty = std::io::stderr().is_terminal();
-    let mut stderr = std::io::stderr();
-    let mut last = (Instant::now(), usize::MAX);
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| io_err(&input, e))? {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        if last.0.elapsed() >= Duration::from_secs(if tty { 1 } else { 10 }) {
-            let n = count_lines(&jsonl);
-            if n != last.1 {
-                let line = format!(
-                    "frame {n}/{} ({:.0} s)",
-                    info.frames,
-                    start.elapsed().as_secs_f64()
-                );
-                let _ = if tty {
-                    write!(stderr, "\r\x1b[2K{line}")
-                } else {
-                    writeln!(stderr, "{line}")
-                };
-            }
-            last = (Instant::now(), n);
-        }
-    };
-    if tty {
-        let _ = writeln!(stderr);
-    }
-    let log = err.join().unwrap_or_default();
-    if !status.success() {
-        return Err(Error::Invalid(format!(
-            "{}: the stablekeypoints pipeline failed: {}",
-            input.display(),
-            gst_error(&log)
-        )));
-    }
+    let result = run(&pipeline, input, &stream, total, start);
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
     let n = count_lines(&jsonl);
     eprintln!(
         "wrote {} ({n} frames) and {} in {:.1} s",
@@ -259,5 +250,56 @@ pub fn cmd_process(a: Args) -> Result<(), Error> {
         mp4.display(),
         start.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Plays the pipeline to EOS with progress: frames done of total, from the pipeline's
+/// position and duration.
+fn run(
+    pipeline: &gst::Pipeline,
+    input: &Path,
+    stream: &Stream,
+    total: Option<u64>,
+    start: Instant,
+) -> Result<(), Error> {
+    let what = "the stablekeypoints pipeline failed";
+    set_state(pipeline, gst::State::Playing, input, what)?;
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    let mut bar = Progress::new(total.unwrap_or(0), "frame {pos}/{len} [{bar:30}] {eta}");
+    loop {
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Error(e)) => {
+                return Err(file_error(
+                    input,
+                    format!("{what}: {}", video::describe_error(e)),
+                ))
+            }
+            Some(_) => {
+                if let Some(t) = total {
+                    bar.set(t, "", true, || {
+                        format!("frame {t}/{t} ({:.0} s)", start.elapsed().as_secs_f64())
+                    });
+                }
+                break;
+            }
+            None => {
+                let done = pipeline
+                    .query_position::<gst::ClockTime>()
+                    .and_then(|p| stream.frames_in(p));
+                if let Some(done) = done {
+                    let log = bar.due(LOG_EVERY);
+                    bar.set(done, "", log, || {
+                        let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                        format!("frame {done}{of} ({:.0} s)", start.elapsed().as_secs_f64())
+                    });
+                }
+            }
+        }
+    }
+    bar.finish();
     Ok(())
 }

@@ -1,110 +1,177 @@
-//! Video input through a `gst-launch-1.0` subprocess, so that neither the core library nor
-//! the CLI links GStreamer.
+//! Video through GStreamer, linked in process (the core library stays GStreamer-free):
+//! frames for `train` come out of an appsink, and `process` (crate::process) builds its
+//! pipeline from the same pieces. Errors come from the bus and name the file and the element
+//! that failed; progress comes from the pipeline's position and duration.
 //!
-//! A first pass decodes the whole file into a `fakesink` (with `-v`) to learn the frame
-//! size, pixel aspect ratio and frame count; a second pass decodes to raw RGBA at a size
-//! that keeps the display aspect ratio, written to stdout (`fdsink`), and keeps the frames
-//! sampled uniformly over the whole video.
+//! Training frames take two passes: the first decodes the whole file once to count its
+//! frames (and read its size), the second decodes `decodebin ! videoconvert ! videoscale !
+//! video/x-raw,format=RGBA,...` (any raw format a decoder outputs becomes RGBA) into an
+//! appsink and keeps the frames sampled uniformly over the whole video.
 
+use crate::progress::Progress;
+use gst::prelude::*;
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{Fnv, TrainData};
 use stablekeypoints::{CropMode, Error, FrameRef, PixelFormat};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-pub const GST_LAUNCH: &str = "gst-launch-1.0";
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Frames kept from a video when `--max-frames` is not given.
 pub const DEFAULT_MAX_FRAMES: usize = 300;
 
-/// A path is treated as a video when it is a file that is not a png/jpg image.
-pub fn is_video(path: &Path, is_image: impl Fn(&Path) -> bool) -> bool {
-    path.is_file() && !is_image(path)
+/// How often a plain (non-terminal) progress line is written.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How long one wait on the bus or the appsink lasts before progress is updated.
+const POLL: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+
+/// GStreamer, initialised once.
+pub fn init() -> Result<(), Error> {
+    gst::init().map_err(|e| Error::Invalid(format!("cannot initialise GStreamer: {e}")))
 }
 
-/// A property value double-quoted for gst-launch's parser (quotes and backslashes escaped).
-pub fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// `location="..."` for a file path.
-pub fn location(path: &Path) -> String {
-    format!("location={}", quote(&path.to_string_lossy()))
-}
-
-/// Spawns gst-launch-1.0; a missing executable is a clear error naming `what`.
-pub fn spawn(args: &[String], what: &Path, stdout: Stdio) -> Result<Child, Error> {
-    Command::new(GST_LAUNCH)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            let msg = if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "{GST_LAUNCH} not found on PATH: video input needs GStreamer's command line \
-                     tools (Debian/Ubuntu: gstreamer1.0-tools, plus gstreamer1.0-plugins-good/-bad/-libav \
-                     for the codecs)"
-                )
-            } else {
-                format!("cannot run {GST_LAUNCH}: {e}")
-            };
-            Error::Io {
-                path: what.to_path_buf(),
-                source: std::io::Error::other(msg),
-            }
-        })
-}
-
-/// The most telling line of gst-launch's stderr: the first `ERROR: from element ...:`
-/// message without the element path, or an `erroneous pipeline` warning.
-pub fn gst_error(stderr: &str) -> String {
-    for line in stderr.lines() {
-        if let Some(rest) = line.strip_prefix("ERROR: from element ") {
-            return rest
-                .split_once(": ")
-                .map(|(_, m)| m)
-                .unwrap_or(rest)
-                .trim()
-                .to_string();
-        }
-        if let Some(rest) = line.strip_prefix("WARNING: erroneous pipeline: ") {
-            return rest.trim().to_string();
-        }
+/// An error about `path`.
+pub fn file_error(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(msg.into()),
     }
-    stderr
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("gst-launch-1.0 failed without a message")
-        .to_string()
 }
 
-/// Reads a child's stderr fully on a thread (so that a full pipe never blocks it).
-pub fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
-    let mut err = child.stderr.take().expect("stderr piped");
-    std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
+/// Which system package brings an element, for the error when it is missing.
+fn package_of(factory: &str) -> &'static str {
+    match factory {
+        "x264enc" => "gstreamer1.0-plugins-ugly",
+        "mp4mux" | "qtdemux" => "gstreamer1.0-plugins-good",
+        "filesrc" | "fakesink" | "capsfilter" => "libgstreamer1.0-0",
+        _ => "gstreamer1.0-plugins-base",
+    }
+}
+
+/// An element by factory name; a missing one is an error naming the package to install.
+pub fn make(factory: &str) -> Result<gst::Element, Error> {
+    gst::ElementFactory::make(factory).build().map_err(|_| {
+        Error::Invalid(format!(
+            "the GStreamer element {factory} is missing (Debian/Ubuntu: install {})",
+            package_of(factory)
+        ))
     })
 }
 
-/// An I/O error naming `path`.
-pub fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source,
+/// "`message` (element `name`, a `factory`)" for a bus error.
+pub fn describe_error(err: &gst::message::Error) -> String {
+    let src = err
+        .src()
+        .map(|s| {
+            let factory = s
+                .downcast_ref::<gst::Element>()
+                .and_then(|e| e.factory())
+                .map(|f| format!(", a {}", f.name()))
+                .unwrap_or_default();
+            format!(" (GStreamer element {}{factory})", s.name())
+        })
+        .unwrap_or_default();
+    format!("{}{src}", err.error())
+}
+
+/// `filesrc location=path ! decodebin` in a new pipeline, whose first raw video pad is
+/// linked to `sink` (already in the pipeline); other streams (audio, a second video) go to
+/// fakesinks. `linked` turns true once the video is linked.
+pub fn decoding_pipeline(
+    path: &Path,
+    sink: &[&gst::Element],
+) -> Result<(gst::Pipeline, Arc<AtomicBool>), Error> {
+    let pipeline = gst::Pipeline::new();
+    let src = make("filesrc")?;
+    src.set_property("location", path.to_string_lossy().as_ref());
+    let decode = make("decodebin")?;
+    pipeline
+        .add_many([&src, &decode])
+        .and_then(|_| pipeline.add_many(sink.iter().copied()))
+        .and_then(|_| src.link(&decode))
+        .and_then(|_| gst::Element::link_many(sink.iter().copied()))
+        .map_err(|e| Error::Invalid(format!("cannot build the GStreamer pipeline: {e}")))?;
+    let linked = Arc::new(AtomicBool::new(false));
+    let first = sink[0].downgrade();
+    let pipe = pipeline.downgrade();
+    let flag = linked.clone();
+    decode.connect_pad_added(move |_, pad| {
+        let is_video = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/x-raw")))
+            .unwrap_or(false);
+        if is_video && !flag.load(Ordering::SeqCst) {
+            if let Some(sink_pad) = first.upgrade().and_then(|e| e.static_pad("sink")) {
+                if pad.link(&sink_pad).is_ok() {
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+        // Anything else is drained, so that it cannot stall the demuxer.
+        if let (Some(pipe), Ok(fake)) = (
+            pipe.upgrade(),
+            gst::ElementFactory::make("fakesink").build(),
+        ) {
+            fake.set_property("sync", false);
+            if pipe.add(&fake).is_ok() && fake.sync_state_with_parent().is_ok() {
+                if let Some(p) = fake.static_pad("sink") {
+                    let _ = pad.link(&p);
+                }
+            }
+        }
+    });
+    Ok((pipeline, linked))
+}
+
+/// Sets the pipeline to `state`; a refusal reports the bus error that explains it.
+pub fn set_state(
+    pipeline: &gst::Pipeline,
+    state: gst::State,
+    path: &Path,
+    what: &str,
+) -> Result<(), Error> {
+    if pipeline.set_state(state).is_ok() {
+        return Ok(());
+    }
+    let msg = pipeline
+        .bus()
+        .and_then(|b| {
+            b.timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
+        })
+        .and_then(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(describe_error(e)),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("the pipeline refused to go to {state:?}"));
+    let _ = pipeline.set_state(gst::State::Null);
+    Err(file_error(path, format!("{what}: {msg}")))
+}
+
+/// The first error on the bus, if any, without waiting.
+pub fn pending_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let msg = pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(describe_error(e)),
+        _ => None,
     }
 }
 
-fn decode_error(path: &Path, msg: String) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(format!("cannot decode the video with GStreamer: {msg}")),
-    }
+/// Position and duration of a playing pipeline, when known.
+pub fn position(pipeline: &gst::Pipeline) -> (Option<gst::ClockTime>, Option<gst::ClockTime>) {
+    (
+        pipeline.query_position::<gst::ClockTime>(),
+        pipeline.query_duration::<gst::ClockTime>(),
+    )
+}
+
+fn decode_error(path: &Path, msg: impl std::fmt::Display) -> Error {
+    file_error(
+        path,
+        format!("cannot decode the video with GStreamer: {msg}"),
+    )
 }
 
 /// What the first pass learns.
@@ -124,13 +191,30 @@ impl VideoInfo {
     }
 }
 
-/// `name=(type)value` out of a caps string printed by gst-launch -v.
-fn caps_field<'a>(caps: &'a str, name: &str) -> Option<&'a str> {
-    let key = format!(" {name}=(");
-    let i = caps.find(&key)? + key.len();
-    let rest = &caps[i..];
-    let v = &rest[rest.find(')')? + 1..];
-    Some(v.split([',', ';']).next().unwrap_or(v).trim())
+/// Size and pixel aspect ratio of raw video caps.
+pub fn caps_size(caps: &gst::CapsRef) -> Option<(usize, usize, (u64, u64))> {
+    let s = caps.structure(0)?;
+    let w = s.get::<i32>("width").ok()?;
+    let h = s.get::<i32>("height").ok()?;
+    let par = s
+        .get::<gst::Fraction>("pixel-aspect-ratio")
+        .ok()
+        .map(|f| (f.numer(), f.denom()))
+        .filter(|&(n, d)| n > 0 && d > 0)
+        .map_or((1, 1), |(n, d)| (n as u64, d as u64));
+    (w > 0 && h > 0).then_some((w as usize, h as usize, par))
+}
+
+/// "45%" or "12 s" of a playing pipeline, for progress lines.
+fn how_far(pipeline: &gst::Pipeline) -> (u64, String) {
+    match position(pipeline) {
+        (Some(p), Some(d)) if d.nseconds() > 0 => {
+            let permille = (p.nseconds() as u128 * 1000 / d.nseconds() as u128).min(1000) as u64;
+            (permille, format!("{}%", permille / 10))
+        }
+        (Some(p), _) => (0, format!("{} s", p.seconds())),
+        _ => (0, String::new()),
+    }
 }
 
 /// First pass: decodes `path` once and returns its frame size and frame count.
@@ -141,72 +225,74 @@ pub fn probe(path: &Path) -> Result<VideoInfo, Error> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
-    let args: Vec<String> = [
-        "-v",
-        "filesrc",
-        &location(path),
-        "!",
-        "decodebin",
-        "!",
-        "videoconvert",
-        "!",
-        "capsfilter",
-        "name=skpcaps",
-        "caps=video/x-raw,format=RGBA",
-        "!",
-        "fakesink",
-        "name=skpsink",
-        "silent=false",
-        "sync=false",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut child = spawn(&args, path, Stdio::piped())?;
-    let err = drain_stderr(&mut child);
-    let mut out = BufReader::new(child.stdout.take().expect("stdout piped"));
-    let (mut frames, mut caps) = (0usize, None::<String>);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match out.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    init()?;
+    let sink = make("fakesink")?;
+    sink.set_property("sync", false);
+    let (pipeline, linked) = decoding_pipeline(path, &[&sink])?;
+    let frames = Arc::new(AtomicUsize::new(0));
+    let caps: Arc<Mutex<Option<gst::Caps>>> = Arc::default();
+    let pad = sink.static_pad("sink").expect("fakesink has a sink pad");
+    let (count, seen) = (frames.clone(), caps.clone());
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+        if count.fetch_add(1, Ordering::Relaxed) == 0 {
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = pad.current_caps();
         }
-        let l = String::from_utf8_lossy(&line);
-        if l.contains("skpsink: last-message = chain") {
-            frames += 1;
-        } else if caps.is_none() && l.contains("skpcaps.GstPad:src: caps = ") {
-            caps = Some(l.into_owned());
-        }
+        gst::PadProbeReturn::Ok
+    });
+    let result = run_to_eos(&pipeline, path, "counting frames");
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
+    if !linked.load(Ordering::SeqCst) {
+        return Err(decode_error(path, "no video stream found"));
     }
-    let status = child.wait().map_err(|e| io_err(path, e))?;
-    let stderr = err.join().unwrap_or_default();
-    if !status.success() {
-        return Err(decode_error(path, gst_error(&stderr)));
-    }
-    let caps = caps.ok_or_else(|| decode_error(path, "no video stream found".into()))?;
-    let int = |n: &str| caps_field(&caps, n).and_then(|v| v.parse::<usize>().ok());
-    let (Some(width), Some(height)) = (int("width"), int("height")) else {
-        return Err(decode_error(
-            path,
-            format!("unexpected caps {}", caps.trim()),
-        ));
+    let caps = caps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let frames = frames.load(Ordering::Relaxed);
+    let Some((width, height, par)) = caps.as_deref().and_then(caps_size) else {
+        return Err(decode_error(path, "the video has no frames"));
     };
-    let par = caps_field(&caps, "pixel-aspect-ratio")
-        .and_then(|v| v.split_once('/'))
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .filter(|&(a, b): &(u64, u64)| a > 0 && b > 0)
-        .unwrap_or((1, 1));
-    if frames == 0 || width == 0 || height == 0 {
-        return Err(decode_error(path, "the video has no frames".into()));
-    }
     Ok(VideoInfo {
         width,
         height,
         par,
         frames,
     })
+}
+
+/// Plays `pipeline` to its end, with progress from its position and duration.
+fn run_to_eos(pipeline: &gst::Pipeline, path: &Path, what: &str) -> Result<(), Error> {
+    set_state(
+        pipeline,
+        gst::State::Playing,
+        path,
+        "cannot decode the video with GStreamer",
+    )?;
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut bar = Progress::new(1000, &format!("{what} of {name} [{{bar:30}}] {{msg}}"));
+    loop {
+        match bus.timed_pop_filtered(POLL, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+            Some(m) => match m.view() {
+                gst::MessageView::Error(e) => return Err(decode_error(path, describe_error(e))),
+                _ => {
+                    bar.set(1000, "100%", true, || format!("{what} of {name}: done"));
+                    break;
+                }
+            },
+            None => {
+                let (permille, shown) = how_far(pipeline);
+                let log = bar.due(LOG_EVERY) && !shown.is_empty();
+                bar.set(permille, &shown, log, || {
+                    format!("{what} of {name}: {shown}")
+                });
+            }
+        }
+    }
+    bar.finish();
+    Ok(())
 }
 
 /// `m` frame indices spread uniformly over `0..n` (first and last included when m > 1).
@@ -220,62 +306,110 @@ pub fn sample_indices(n: usize, m: usize) -> Vec<usize> {
     (0..m).map(|i| i * (n - 1) / (m - 1)).collect()
 }
 
-/// Second pass: decodes `path` to RGBA `width x height` (square pixels) and returns the
-/// frames whose index is in `keep` (sorted), in order.
+/// Second pass: decodes `path` to RGBA `width x height` (square pixels), whatever raw format
+/// the decoder gives, and returns the frames whose index is in `keep` (sorted), in order.
 pub fn decode_frames(
     path: &Path,
     width: usize,
     height: usize,
     keep: &[usize],
+    total: usize,
 ) -> Result<Vec<Vec<u8>>, Error> {
-    let args: Vec<String> = vec![
-        "-q".into(),
-        "filesrc".into(),
-        location(path),
-        "!".into(),
-        "decodebin".into(),
-        "!".into(),
-        "videoconvert".into(),
-        "!".into(),
-        "videoscale".into(),
-        "!".into(),
-        format!("video/x-raw,format=RGBA,width={width},height={height},pixel-aspect-ratio=1/1"),
-        "!".into(),
-        "fdsink".into(),
-        "fd=1".into(),
-        "sync=false".into(),
-    ];
-    let mut child = spawn(&args, path, Stdio::piped())?;
-    let err = drain_stderr(&mut child);
-    let mut out = child.stdout.take().expect("stdout piped");
-    let size = width * height * 4;
-    let mut buf = vec![0u8; size];
+    init()?;
+    let convert = make("videoconvert")?;
+    let scale = make("videoscale")?;
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGBA")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let appsink = gst_app::AppSink::builder()
+        .caps(&caps)
+        .sync(false)
+        .max_buffers(4)
+        .build();
+    let sink: gst::Element = appsink.clone().upcast();
+    let (pipeline, _) = decoding_pipeline(path, &[&convert, &scale, &sink])?;
+    let result = pull_frames(&pipeline, &appsink, path, width, height, keep, total);
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn pull_frames(
+    pipeline: &gst::Pipeline,
+    appsink: &gst_app::AppSink,
+    path: &Path,
+    width: usize,
+    height: usize,
+    keep: &[usize],
+    total: usize,
+) -> Result<Vec<Vec<u8>>, Error> {
+    set_state(
+        pipeline,
+        gst::State::Playing,
+        path,
+        "cannot decode the video with GStreamer",
+    )?;
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut bar = Progress::new(
+        total as u64,
+        &format!("decoding {name} {{pos}}/{{len}} [{{bar:30}}] {{eta}}"),
+    );
+    let row = width * 4;
     let mut frames = Vec::with_capacity(keep.len());
     let mut next = keep.iter().peekable();
     let mut index = 0usize;
     while next.peek().is_some() {
-        if out.read_exact(&mut buf).is_err() {
-            break;
+        if let Some(e) = pending_error(pipeline) {
+            return Err(decode_error(path, e));
         }
+        let Some(sample) = appsink.try_pull_sample(POLL) else {
+            if appsink.is_eos() {
+                break;
+            }
+            continue;
+        };
         if next.peek() == Some(&&index) {
-            frames.push(buf.clone());
+            let buffer = sample
+                .buffer()
+                .ok_or_else(|| decode_error(path, "a sample without a buffer"))?;
+            let stride = sample
+                .caps()
+                .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+                .map_or(row, |i| i.stride()[0] as usize);
+            let map = buffer
+                .map_readable()
+                .map_err(|_| decode_error(path, "cannot read a decoded frame"))?;
+            if stride < row || map.len() < stride * (height - 1) + row {
+                return Err(decode_error(
+                    path,
+                    format!(
+                        "a decoded frame of {} bytes is smaller than {width}x{height} RGBA",
+                        map.len()
+                    ),
+                ));
+            }
+            let mut f = Vec::with_capacity(row * height);
+            for y in 0..height {
+                f.extend_from_slice(&map[y * stride..y * stride + row]);
+            }
+            frames.push(f);
             next.next();
         }
         index += 1;
+        let log = bar.due(LOG_EVERY);
+        bar.set(index as u64, "", log, || {
+            format!("decoding {name}: frame {index}/{total}")
+        });
     }
-    // The remaining frames are not needed: stop the decoder (ours, by id).
-    let done_early = next.peek().is_none();
-    drop(out);
-    if done_early {
-        let _ = child.kill();
-    }
-    let status = child.wait().map_err(|e| io_err(path, e))?;
-    let stderr = err.join().unwrap_or_default();
-    if !done_early && !status.success() {
-        return Err(decode_error(path, gst_error(&stderr)));
-    }
+    bar.finish();
     if frames.is_empty() {
-        return Err(decode_error(path, "no frame could be decoded".into()));
+        return Err(decode_error(path, "no frame could be decoded"));
     }
     Ok(frames)
 }
@@ -283,9 +417,6 @@ pub fn decode_frames(
 /// Frames sampled from a video, held as RGBA at a size where the model input needs no
 /// upscaling, resampled to the model input on request (as image files are).
 pub struct VideoFrames {
-    pub info: VideoInfo,
-    /// Indices of the kept frames in the video.
-    pub indices: Vec<usize>,
     width: usize,
     height: usize,
     frames: Vec<Vec<u8>>,
@@ -302,6 +433,7 @@ impl VideoFrames {
         size: usize,
         crop: CropMode,
     ) -> Result<Self, Error> {
+        eprintln!("decoding {} with GStreamer", path.display());
         let info = probe(path)?;
         let indices = sample_indices(info.frames, max_frames.unwrap_or(DEFAULT_MAX_FRAMES));
         // Scale so that the model input is reached without upscaling: the longer side to
@@ -314,7 +446,7 @@ impl VideoFrames {
         let scale = (size as f64 / side).min(1.0);
         let width = ((dw * scale).round() as usize).max(1);
         let height = ((dh * scale).round() as usize).max(1);
-        let frames = decode_frames(path, width, height, &indices)?;
+        let frames = decode_frames(path, width, height, &indices, info.frames)?;
         let indices = indices[..frames.len()].to_vec();
         let mut h = Fnv::new();
         h.write(format!("{crop:?} {width}x{height} {:?}", info).as_bytes());
@@ -332,9 +464,15 @@ impl VideoFrames {
             info.frames,
             h.hex()
         );
+        eprintln!(
+            "sampled {} of {} frames ({}x{}) uniformly over the video: {}",
+            frames.len(),
+            info.frames,
+            info.width,
+            info.height,
+            index_list(&indices)
+        );
         Ok(Self {
-            info,
-            indices,
             width,
             height,
             frames,
@@ -393,20 +531,19 @@ mod tests {
     }
 
     #[test]
-    fn gst_errors_are_reduced_to_the_message() {
-        let log = "Setting pipeline...\nERROR: from element /GstPipeline:pipeline0/GstDecodeBin:decodebin0/GstTypeFindElement:typefind: Could not determine type of stream.\nAdditional debug info:\n";
-        assert_eq!(gst_error(log), "Could not determine type of stream.");
+    fn caps_give_size_and_pixel_aspect_ratio() {
+        gst::init().unwrap();
+        let caps: gst::Caps = "video/x-raw, format=(string)Y444, width=(int)160, height=(int)120, pixel-aspect-ratio=(fraction)4/3"
+            .parse()
+            .unwrap();
+        assert_eq!(caps_size(&caps), Some((160, 120, (4, 3))));
+        let caps: gst::Caps = "video/x-raw, format=(string)GRAY8, width=(int)7, height=(int)5"
+            .parse()
+            .unwrap();
+        assert_eq!(caps_size(&caps), Some((7, 5, (1, 1))));
         assert_eq!(
-            gst_error("WARNING: erroneous pipeline: no element \"x264enc\"\n"),
-            "no element \"x264enc\""
-        );
-        let caps = "/GstPipeline:pipeline0/GstCapsFilter:skpcaps.GstPad:src: caps = video/x-raw, width=(int)160, height=(int)120, pixel-aspect-ratio=(fraction)4/3, format=(string)RGBA";
-        assert_eq!(caps_field(caps, "width"), Some("160"));
-        assert_eq!(caps_field(caps, "pixel-aspect-ratio"), Some("4/3"));
-        assert_eq!(caps_field(caps, "format"), Some("RGBA"));
-        assert_eq!(
-            location(Path::new("a \"b\".mp4")),
-            "location=\"a \\\"b\\\".mp4\""
+            caps_size(&"audio/x-raw".parse::<gst::Caps>().unwrap()),
+            None
         );
     }
 }

@@ -464,6 +464,22 @@ fn cli_trains_on_an_image_folder() {
     assert!(stderr.contains("4 images"), "{stderr}");
     assert!(stderr.contains("step 3/3"), "{stderr}");
     assert!(stderr.contains("loss"), "{stderr}");
+    // Without a terminal, progress is plain lines: every step, and the vote's end.
+    for line in [
+        "step 1/3 loss",
+        "step 2/3 loss",
+        "step 3/3 loss",
+        "vote 2/2",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "{line}: {stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\x1b["),
+        "{stderr:?}"
+    );
     let tok = Tokens::load(&out).unwrap();
     assert_eq!(tok.indices.len(), 3);
     assert_eq!(tok.num_tokens, 16);
