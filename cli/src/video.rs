@@ -60,17 +60,20 @@ pub fn make(factory: &str) -> Result<gst::Element, Error> {
     })
 }
 
-/// "`message` (element `name`, a `factory`)" for a bus error.
+/// "MESSAGE (GStreamer element NAME [FACTORY])" for a bus error.
 pub fn describe_error(err: &gst::message::Error) -> String {
     let src = err
         .src()
         .map(|s| {
+            let name = s.name();
             let factory = s
                 .downcast_ref::<gst::Element>()
                 .and_then(|e| e.factory())
-                .map(|f| format!(", a {}", f.name()))
+                .map(|f| f.name().to_string())
+                .filter(|f| f.as_str() != name.as_str())
+                .map(|f| format!(" [{f}]"))
                 .unwrap_or_default();
-            format!(" (GStreamer element {}{factory})", s.name())
+            format!(" (GStreamer element {name}{factory})")
         })
         .unwrap_or_default();
     format!("{}{src}", err.error())
