@@ -335,26 +335,7 @@ type ModelCache = Vec<((PathBuf, String), Weak<Model>)>;
 static MODELS: LazyLock<Mutex<ModelCache>> = LazyLock::new(Default::default);
 
 fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), String> {
-    use candle_core::{DType, Device};
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("cpu") {
-        return Ok((Device::Cpu, DType::F32));
-    }
-    let ord = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| format!("bad device {s:?} (expected cpu or cuda:N)"))?,
-        None => return Err(format!("unknown device {s:?} (expected cpu or cuda:N)")),
-    };
-    let dev =
-        Device::new_cuda(ord).map_err(|e| format!("device {s}: {}", first_line(&e.to_string())))?;
-    Ok((dev, DType::F16))
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("").trim()
+    stablekeypoints::device::parse(s).map_err(|e| e.to_string())
 }
 
 fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
