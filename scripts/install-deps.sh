@@ -2,9 +2,11 @@
 # System packages for building and running stablekeypoints (Debian 12 / Ubuntu).
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
+# plugins-bad: x265enc and h265parse, for the element's HEVC 10-bit pipeline test.
 pkgs=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
-      gstreamer1.0-libav meson ninja-build)
+      gstreamer1.0-plugins-bad gstreamer1.0-libav meson ninja-build
+      mosquitto)  # MQTT broker of the publish element's tests (started by the tests themselves)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -32,8 +32,13 @@ pub struct DetectOptions {
     pub map_res: Option<usize>,
     pub num_layers: Option<usize>,
     pub timestep: Option<usize>,
-    /// Test-time augmentation passes; 1 = a single unwarped pass.
+    /// Test-time augmentation passes. More than one: every pass is a random warp (the first
+    /// too), as the reference's `--augmentation_iterations`. One: a plain pass, unless
+    /// `warp_every_pass`.
     pub augmentations: usize,
+    /// Warp a single pass too, as the reference does for any pass count (`eval`'s default;
+    /// `detect` and the element keep one plain pass as the fast default).
+    pub warp_every_pass: bool,
     /// Seed of the noise and of the augmentation warps.
     pub seed: u64,
     /// Add seeded DDIM noise at the timestep (the reference) or none (deterministic per image).
@@ -50,6 +55,7 @@ impl Default for DetectOptions {
             num_layers: None,
             timestep: None,
             augmentations: 1,
+            warp_every_pass: false,
             seed: 0,
             noise: true,
             peak: PeakMode::Argmax,
@@ -201,7 +207,7 @@ impl Detector {
     /// As `keypoint_maps`, also returning the map-resolution maps [K, R, R] of an
     /// unaugmented pass (None with augmentation).
     pub fn keypoint_maps_full(&mut self, image: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-        if self.opts.augmentations <= 1 {
+        if self.opts.augmentations <= 1 && !self.opts.warp_every_pass {
             let m = self.maps(&image.unsqueeze(0)?)?.squeeze(0)?;
             let up = resize(&m, self.size, self.size, Interp::Bilinear)?;
             return Ok((up, Some(m)));
@@ -303,7 +309,7 @@ impl Detector {
     /// noise is drawn in frame order, so the results are those of `detect_frame` on each
     /// frame in turn.
     pub fn detect_frames(&mut self, frames: &[FrameRef]) -> Result<Vec<Detection>> {
-        if self.opts.augmentations > 1 || frames.len() < 2 {
+        if self.opts.augmentations > 1 || self.opts.warp_every_pass || frames.len() < 2 {
             return frames.iter().map(|f| self.detect_frame(f)).collect();
         }
         let s = self.size;
@@ -328,10 +334,32 @@ impl Detector {
         frame: &FrameRef,
     ) -> Result<(Detection, Tensor, Option<Tensor>)> {
         let (input, fit) = to_model_input(frame, self.size, self.opts.crop);
-        let image = Tensor::from_vec(input, (3, self.size, self.size), self.device())?;
+        self.detect_prepared_full(input, &fit)
+    }
+
+    /// Keypoints of a model input prepared by the caller (`to_model_input`, then e.g.
+    /// `frame::apply_mask`), mapped back to the frame through `fit`.
+    pub fn detect_prepared(&mut self, input: Vec<f32>, fit: &Fit) -> Result<Detection> {
+        Ok(self.detect_prepared_full(input, fit)?.0)
+    }
+
+    fn detect_prepared_full(
+        &mut self,
+        input: Vec<f32>,
+        fit: &Fit,
+    ) -> Result<(Detection, Tensor, Option<Tensor>)> {
+        let s = self.size;
+        if input.len() != 3 * s * s || fit.size != s {
+            return Err(Error::Invalid(format!(
+                "model input of {} values (fit for {}) given to a detector of input size {s}",
+                input.len(),
+                fit.size
+            )));
+        }
+        let image = Tensor::from_vec(input, (3, s, s), self.device())?;
         let (maps, low) = self.keypoint_maps_full(&image)?;
         let kps = self.keypoints_of(&maps)?;
-        Ok((map_back(kps, &fit), maps, low))
+        Ok((map_back(kps, fit), maps, low))
     }
 }
 

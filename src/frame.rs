@@ -188,6 +188,10 @@ pub enum CropMode {
     Letterbox,
     /// Scale the shorter side to the square and cut the centre (no padding, borders lost).
     CenterCrop,
+    /// Resize each axis to the square on its own (aspect ratio not kept), with PIL's
+    /// `resize(BILINEAR)` filter: what the reference's CelebA, DeepFashion and custom-image
+    /// loaders do.
+    Stretch,
 }
 
 impl std::str::FromStr for CropMode {
@@ -196,21 +200,24 @@ impl std::str::FromStr for CropMode {
         match s {
             "letterbox" | "pad" => Ok(CropMode::Letterbox),
             "center-crop" | "crop" => Ok(CropMode::CenterCrop),
+            "stretch" => Ok(CropMode::Stretch),
             _ => Err(Error::Invalid(format!(
-                "unknown crop mode {s:?} (letterbox, center-crop)"
+                "unknown crop mode {s:?} (letterbox, center-crop, stretch)"
             ))),
         }
     }
 }
 
-/// The similarity mapping between frame pixels and model-input pixels:
-/// model = frame * scale + offset (continuous pixel coordinates, corners at integers).
+/// The axis-aligned mapping between frame pixels and model-input pixels:
+/// model = frame * scale + offset per axis (continuous pixel coordinates, corners at
+/// integers). Letterbox and centre-crop scale both axes alike; stretch does not.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fit {
     pub size: usize,
     pub width: usize,
     pub height: usize,
-    pub scale: f64,
+    pub scale_x: f64,
+    pub scale_y: f64,
     pub offset_x: f64,
     pub offset_y: f64,
 }
@@ -218,25 +225,27 @@ pub struct Fit {
 impl Fit {
     pub fn new(width: usize, height: usize, size: usize, mode: CropMode) -> Self {
         let (w, h, s) = (width as f64, height as f64, size as f64);
-        let scale = match mode {
-            CropMode::Letterbox => s / w.max(h),
-            CropMode::CenterCrop => s / w.min(h),
+        let (scale_x, scale_y) = match mode {
+            CropMode::Letterbox => (s / w.max(h), s / w.max(h)),
+            CropMode::CenterCrop => (s / w.min(h), s / w.min(h)),
+            CropMode::Stretch => (s / w, s / h),
         };
         Self {
             size,
             width,
             height,
-            scale,
-            offset_x: (s - w * scale) / 2.0,
-            offset_y: (s - h * scale) / 2.0,
+            scale_x,
+            scale_y,
+            offset_x: (s - w * scale_x) / 2.0,
+            offset_y: (s - h * scale_y) / 2.0,
         }
     }
 
     /// Normalised model coordinates ([0, 1] over the square) -> frame pixels, clamped to the frame.
     pub fn to_frame(&self, nx: f32, ny: f32) -> (f32, f32) {
         let s = self.size as f64;
-        let x = (nx as f64 * s - self.offset_x) / self.scale;
-        let y = (ny as f64 * s - self.offset_y) / self.scale;
+        let x = (nx as f64 * s - self.offset_x) / self.scale_x;
+        let y = (ny as f64 * s - self.offset_y) / self.scale_y;
         (
             x.clamp(0.0, self.width as f64) as f32,
             y.clamp(0.0, self.height as f64) as f32,
@@ -247,18 +256,22 @@ impl Fit {
     pub fn to_model(&self, x: f32, y: f32) -> (f32, f32) {
         let s = self.size as f64;
         (
-            ((x as f64 * self.scale + self.offset_x) / s) as f32,
-            ((y as f64 * self.scale + self.offset_y) / s) as f32,
+            ((x as f64 * self.scale_x + self.offset_x) / s) as f32,
+            ((y as f64 * self.scale_y + self.offset_y) / s) as f32,
         )
     }
 }
 
-/// Resamples `frame` into a `[3, size, size]` planar RGB buffer in [0, 1] (bilinear, with
-/// box supersampling when shrinking so small inputs do not alias).
+/// Resamples `frame` into a `[3, size, size]` planar RGB buffer in [0, 1]. Letterbox and
+/// centre-crop: bilinear, with box supersampling when shrinking so small inputs do not alias.
+/// Stretch: [`resize_pil_bilinear`].
 pub fn to_model_input(frame: &FrameRef, size: usize, mode: CropMode) -> (Vec<f32>, Fit) {
     let fit = Fit::new(frame.width, frame.height, size, mode);
+    if mode == CropMode::Stretch {
+        return (resize_pil_bilinear(frame, size, size), fit);
+    }
     let mut out = vec![0f32; 3 * size * size];
-    let inv = 1.0 / fit.scale;
+    let inv = 1.0 / fit.scale_x;
     let taps = (inv.ceil() as usize).clamp(1, 4);
     let (w, h) = (frame.width as f64, frame.height as f64);
     let plane = size * size;
@@ -288,6 +301,134 @@ pub fn to_model_input(frame: &FrameRef, size: usize, mode: CropMode) -> (Vec<f32
         }
     }
     (out, fit)
+}
+
+/// The taps of PIL's `BILINEAR` resampling along one axis (`Image.resize`, whole-image box):
+/// output pixel `i` is the weighted sum of inputs `start..start + weights.len()`. The
+/// triangle filter's support grows with the shrink factor (antialiasing), output pixel
+/// centres map to `(i + 0.5) * in / out`, and taps outside the image are dropped and the
+/// rest renormalised. Upscaling is plain bilinear with half-pixel centres.
+pub fn pil_bilinear_taps(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // the triangle's support is 1
+    let ss = 1.0 / filterscale;
+    (0..out_size)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            // C's (int) truncates toward zero; then clipped to the image.
+            let lo = ((center - support + 0.5) as i64).max(0) as usize;
+            let hi = ((center + support + 0.5) as i64).clamp(0, in_size as i64) as usize;
+            let mut w: Vec<f64> = (lo..hi)
+                .map(|x| {
+                    let t = ((x as f64 - center + 0.5) * ss).abs();
+                    if t < 1.0 {
+                        1.0 - t
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let total: f64 = w.iter().sum();
+            if total != 0.0 {
+                for v in &mut w {
+                    *v /= total;
+                }
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+/// The whole frame resized to `out_w x out_h` (planar RGB in [0, 1]) as PIL's
+/// `Image.resize((out_w, out_h), BILINEAR)` computes it on float images: a horizontal pass
+/// into f32, then a vertical one, each accumulating in f64. (On 8-bit images PIL rounds
+/// both passes to integers: results differ from this by up to about 1/255.)
+pub fn resize_pil_bilinear(frame: &FrameRef, out_w: usize, out_h: usize) -> Vec<f32> {
+    let (w, h) = (frame.width, frame.height);
+    let tx = pil_bilinear_taps(w, out_w);
+    let ty = pil_bilinear_taps(h, out_h);
+    // Horizontal pass over every input row: [h][out_w][3].
+    let mut rows = vec![0f32; h * out_w * 3];
+    let mut line = vec![[0f32; 3]; w];
+    for y in 0..h {
+        for (x, px) in line.iter_mut().enumerate() {
+            *px = frame.rgb(x, y);
+        }
+        for (i, (lo, wts)) in tx.iter().enumerate() {
+            let mut acc = [0f64; 3];
+            for (k, &wt) in wts.iter().enumerate() {
+                let p = line[lo + k];
+                for c in 0..3 {
+                    acc[c] += f64::from(p[c]) * wt;
+                }
+            }
+            for c in 0..3 {
+                rows[(y * out_w + i) * 3 + c] = acc[c] as f32;
+            }
+        }
+    }
+    let plane = out_w * out_h;
+    let mut out = vec![0f32; 3 * plane];
+    for (j, (lo, wts)) in ty.iter().enumerate() {
+        for i in 0..out_w {
+            let mut acc = [0f64; 3];
+            for (k, &wt) in wts.iter().enumerate() {
+                let o = ((lo + k) * out_w + i) * 3;
+                for c in 0..3 {
+                    acc[c] += f64::from(rows[o + c]) * wt;
+                }
+            }
+            for c in 0..3 {
+                out[c * plane + j * out_w + i] = acc[c] as f32;
+            }
+        }
+    }
+    out
+}
+
+/// A foreground mask (`width x height` bytes, one per pixel; non-zero = foreground, so both
+/// 0/1 and 0/255 masks work) resampled to the model input exactly like an image of that size
+/// with `mode`: `[size, size]` weights in [0, 1].
+pub fn mask_to_model_input(
+    mask: &[u8],
+    width: usize,
+    height: usize,
+    size: usize,
+    mode: CropMode,
+) -> Result<Vec<f32>> {
+    if mask.len() != width * height {
+        return Err(Error::Invalid(format!(
+            "mask has {} values, expected {width}x{height}",
+            mask.len()
+        )));
+    }
+    let rgb: Vec<u8> = mask
+        .iter()
+        .flat_map(|&m| if m != 0 { [255u8; 3] } else { [0u8; 3] })
+        .collect();
+    let frame = FrameRef::packed(PixelFormat::Rgb, width, height, &rgb, width * 3)?;
+    let (mut input, _) = to_model_input(&frame, size, mode);
+    input.truncate(size * size);
+    Ok(input)
+}
+
+/// Multiplies a planar RGB model input `[3, S, S]` by a mask `[S, S]` (the reference's
+/// Human3.6M loader: image times foreground mask, after both are resized).
+pub fn apply_mask(input: &mut [f32], mask: &[f32]) -> Result<()> {
+    if input.len() != 3 * mask.len() {
+        return Err(Error::Invalid(format!(
+            "mask of {} pixels for an image of {} values (expected 3 per mask pixel)",
+            mask.len(),
+            input.len()
+        )));
+    }
+    for plane in input.chunks_exact_mut(mask.len()) {
+        for (v, m) in plane.iter_mut().zip(mask) {
+            *v *= m;
+        }
+    }
+    Ok(())
 }
 
 fn bilinear(frame: &FrameRef, x: f64, y: f64) -> [f32; 3] {
@@ -322,7 +463,7 @@ mod tests {
         let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 256) as u8).collect();
         let f = FrameRef::packed(PixelFormat::Rgb, w, h, &data, w * 3).unwrap();
         let (t, fit) = to_model_input(&f, 4, CropMode::Letterbox);
-        assert_eq!(fit.scale, 1.0);
+        assert_eq!((fit.scale_x, fit.scale_y), (1.0, 1.0));
         for y in 0..h {
             for x in 0..w {
                 for c in 0..3 {
@@ -337,7 +478,7 @@ mod tests {
 
     #[test]
     fn letterbox_and_crop_mappings_round_trip() {
-        for mode in [CropMode::Letterbox, CropMode::CenterCrop] {
+        for mode in [CropMode::Letterbox, CropMode::CenterCrop, CropMode::Stretch] {
             let fit = Fit::new(320, 180, 128, mode);
             let (nx, ny) = fit.to_model(100.0, 50.0);
             let (x, y) = fit.to_frame(nx, ny);
@@ -351,6 +492,57 @@ mod tests {
         assert!((fit.offset_y - 28.0).abs() < 1e-9 && fit.offset_x == 0.0);
         // A point in the bar clamps to the frame edge.
         assert_eq!(fit.to_frame(0.5, 0.0).1, 0.0);
+        // Stretch: each axis on its own, no offsets; the square's corners are the frame's.
+        let fit = Fit::new(320, 180, 128, CropMode::Stretch);
+        assert_eq!((fit.scale_x, fit.scale_y), (0.4, 128.0 / 180.0));
+        assert_eq!((fit.offset_x, fit.offset_y), (0.0, 0.0));
+        assert_eq!(fit.to_frame(1.0, 1.0), (320.0, 180.0));
+        assert_eq!(fit.to_frame(0.25, 0.5), (80.0, 90.0));
+        assert_eq!("stretch".parse::<CropMode>().unwrap(), CropMode::Stretch);
+        assert!("squash"
+            .parse::<CropMode>()
+            .unwrap_err()
+            .to_string()
+            .contains("stretch"));
+    }
+
+    #[test]
+    fn pil_taps_by_hand() {
+        // Upscaling 2 -> 4: plain bilinear, half-pixel centres, edges clamped.
+        let t = pil_bilinear_taps(2, 4);
+        assert_eq!(t[0], (0, vec![1.0]));
+        assert_eq!(t[1], (0, vec![0.75, 0.25]));
+        assert_eq!(t[2], (0, vec![0.25, 0.75]));
+        assert_eq!(t[3], (1, vec![1.0]));
+        // Halving 4 -> 2: the triangle widens to support 2, centres at 1 and 3.
+        let t = pil_bilinear_taps(4, 2);
+        // Output 0: centre 1, inputs 0..3 at distances 0.5, 0.5, 1.5 (/2): 0.75, 0.75, 0.25.
+        assert_eq!(t[0].0, 0);
+        let w: Vec<f64> = [0.75, 0.75, 0.25].iter().map(|v| v / 1.75).collect();
+        for (a, b) in t[0].1.iter().zip(&w) {
+            assert!((a - b).abs() < 1e-15);
+        }
+        for (_, w) in pil_bilinear_taps(37, 8)
+            .iter()
+            .chain(&pil_bilinear_taps(5, 64))
+        {
+            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn masks_are_binarised_resampled_and_applied() {
+        // 4x2 mask, left half foreground (value 1 as in Human3.6M, 255 alike), stretched to 4.
+        let mask = [1u8, 1, 0, 0, 255, 255, 0, 0];
+        let m = mask_to_model_input(&mask, 4, 2, 4, CropMode::Stretch).unwrap();
+        for row in m.chunks_exact(4) {
+            assert_eq!(row, &[1.0, 1.0, 0.0, 0.0]);
+        }
+        let mut img: Vec<f32> = (0..48).map(|i| i as f32).collect();
+        apply_mask(&mut img, &m).unwrap();
+        assert_eq!(&img[16..20], &[16.0, 17.0, 0.0, 0.0]);
+        assert!(apply_mask(&mut img, &m[..8]).is_err());
+        assert!(mask_to_model_input(&mask, 3, 2, 4, CropMode::Stretch).is_err());
     }
 
     #[test]
@@ -447,11 +639,7 @@ mod tests {
             };
             accepted += 1;
             f.full_range = rng.below(2) == 0;
-            let mode = if rng.below(2) == 0 {
-                CropMode::Letterbox
-            } else {
-                CropMode::CenterCrop
-            };
+            let mode = [CropMode::Letterbox, CropMode::CenterCrop, CropMode::Stretch][rng.below(3)];
             let (t, _) = to_model_input(&f, 1 + rng.below(12), mode);
             assert!(
                 t.iter().all(|v| (0.0..=1.0).contains(v)),

@@ -5,13 +5,18 @@
 
 pub mod alloc;
 pub mod detect;
+pub mod device;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod frame;
 pub mod keypoints;
 pub mod model;
 pub mod ops;
+pub mod options;
+pub mod pose;
 pub mod tokens;
+pub mod torchfile;
 pub mod track;
 pub mod train;
 pub mod util;
@@ -23,4 +28,5 @@ pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};
 pub use error::{Error, Result};
 pub use frame::{CropMode, FrameRef, PixelFormat};
 pub use model::Model;
+pub use options::DetectSettings;
 pub use tokens::Tokens;

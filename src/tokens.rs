@@ -1,6 +1,7 @@
 //! The learned-tokens file: safetensors with `embeddings` (f32 [N, context_dim]) and
 //! `indices` (i64 [K]), plus string metadata (`input_size`, `map_res`, `num_layers`,
-//! `timestep`, and whatever training records).
+//! `timestep`, and whatever training records). A directory holding the reference's
+//! `embedding.pt` and `indices.pt` (as its `main.py` saves them) loads too.
 
 use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -11,7 +12,10 @@ use std::path::Path;
 pub const DEFAULT_INPUT_SIZE: usize = 512;
 pub const DEFAULT_MAP_RES: usize = 128;
 pub const DEFAULT_NUM_LAYERS: usize = 4;
-pub const DEFAULT_TIMESTEP: usize = 1;
+/// The reference's operating point: its `noise_level` -1, the last of its DDIM timesteps
+/// 980, 960, ..., 0 (method.md section 1). Files written before this was corrected carry
+/// `timestep` "1" in their metadata and keep it.
+pub const DEFAULT_TIMESTEP: usize = 0;
 /// Largest `input_size` a tokens file may ask for (the element's `input-size` maximum).
 pub const MAX_INPUT_SIZE: usize = 4096;
 /// Largest `map_res` a tokens file may ask for.
@@ -120,9 +124,88 @@ impl Tokens {
         self.indices.len()
     }
 
+    /// A tokens file, or a directory with the reference's `embedding.pt` and `indices.pt`
+    /// ([`Self::load_reference`]).
     pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Self::load_reference(path);
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(path, &bytes)
+    }
+
+    /// The reference's tokens: `dir/embedding.pt` (`[1, N, D]` or `[N, D]`) and
+    /// `dir/indices.pt` (`[K]`), written by `torch.save`. Metadata takes the defaults (the
+    /// reference's settings: input 512, map_res 128, 4 layers, t = 0). Errors name the file.
+    pub fn load_reference(dir: &Path) -> Result<Self> {
+        let emb_path = dir.join("embedding.pt");
+        let idx_path = dir.join("indices.pt");
+        for p in [&emb_path, &idx_path] {
+            if !p.is_file() {
+                return Err(Error::tokens(
+                    p,
+                    "missing: a tokens directory must hold the reference's embedding.pt and indices.pt",
+                ));
+            }
+        }
+        let emb = crate::torchfile::read_tensor(&emb_path)?;
+        let emb = match emb.dims() {
+            [1, _, _] => emb.squeeze(0)?,
+            [_, _] => emb,
+            d => {
+                return Err(Error::tokens(
+                    &emb_path,
+                    format!("the embedding must be [1, N, D] or [N, D], got shape {d:?}"),
+                ))
+            }
+        };
+        let (n, c) = emb.dims2()?;
+        let embeddings: Vec<f32> = match emb.dtype() {
+            candle_core::DType::F32
+            | candle_core::DType::F16
+            | candle_core::DType::BF16
+            | candle_core::DType::F64 => emb
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?,
+            d => {
+                return Err(Error::tokens(
+                    &emb_path,
+                    format!("the embedding must hold floats, not {d:?}"),
+                ))
+            }
+        };
+        let idx = crate::torchfile::read_tensor(&idx_path)?;
+        let idx = match idx.dims() {
+            [_] => idx,
+            [1, _] => idx.squeeze(0)?,
+            d => {
+                return Err(Error::tokens(
+                    &idx_path,
+                    format!("the indices must be [K], got shape {d:?}"),
+                ))
+            }
+        };
+        let raw: Vec<i64> = match idx.dtype() {
+            candle_core::DType::I64 | candle_core::DType::U32 | candle_core::DType::U8 => {
+                idx.to_dtype(candle_core::DType::I64)?.to_vec1()?
+            }
+            d => {
+                return Err(Error::tokens(
+                    &idx_path,
+                    format!("the indices must be integers, not {d:?}"),
+                ))
+            }
+        };
+        let indices = raw
+            .iter()
+            .map(|&v| usize::try_from(v).ok())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::tokens(&idx_path, "the indices hold a negative value"))?;
+        Tokens::new(embeddings, n, c, indices).map_err(|e| match e {
+            Error::Invalid(m) => Error::tokens(dir, m),
+            e => e,
+        })
     }
 
     /// Parses a tokens file held in memory; `path` only names it in errors.
@@ -302,6 +385,47 @@ mod tests {
         let t = sample();
         t.save(&p).unwrap();
         assert_eq!(Tokens::load(&p).unwrap(), t);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn timestep_defaults_to_the_reference_and_metadata_is_kept() {
+        use crate::ops::schedule::{DdimSchedule, DEFAULT_NOISE_LEVEL};
+        // Must fail if the default drifts back to t = 1 (or anywhere but the reference's).
+        let reference = DdimSchedule::stable_diffusion()
+            .timestep_of_level(DEFAULT_NOISE_LEVEL)
+            .unwrap();
+        assert_eq!(DEFAULT_TIMESTEP, reference);
+        assert_eq!(DEFAULT_TIMESTEP, 0);
+        let dir = std::env::temp_dir().join(format!("skp-tokens-t-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.safetensors");
+        // No `timestep` metadata: the default.
+        let emb: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let idx: Vec<u8> = [1i64, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "embeddings",
+                TensorView::new(Dtype::F32, vec![4, 3], &emb).unwrap(),
+            ),
+            (
+                "indices",
+                TensorView::new(Dtype::I64, vec![2], &idx).unwrap(),
+            ),
+        ];
+        let bytes = safetensors::tensor::serialize(views.clone(), None).unwrap();
+        assert_eq!(Tokens::from_bytes(&p, &bytes).unwrap().timestep, 0);
+        // A file written before the correction says "1" and stays at t = 1.
+        let meta = std::collections::HashMap::from([("timestep".to_string(), "1".to_string())]);
+        let bytes = safetensors::tensor::serialize(views, Some(meta)).unwrap();
+        let old = Tokens::from_bytes(&p, &bytes).unwrap();
+        assert_eq!(old.timestep, 1);
+        old.save(&p).unwrap();
+        assert_eq!(Tokens::load(&p).unwrap().timestep, 1);
+        assert_eq!(
+            Tokens::new(vec![0.0; 3], 1, 3, vec![0]).unwrap().timestep,
+            0
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -46,7 +46,7 @@ fn errors(name: &str, dtype: DType) -> (f32, f32) {
         .unwrap();
     let map_res = flat(&g["map_res"])[0] as usize;
     let spec = MapSpec {
-        timestep: 1,
+        timestep: flat(&g["timestep"])[0] as usize,
         num_layers: 4,
         map_res,
     };

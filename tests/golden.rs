@@ -52,6 +52,10 @@ fn check_model(name: &str) {
     let image = g(&c, "image");
     let size = image.dim(1).unwrap();
     let map_res = flat(g(&c, "map_res"))[0] as usize;
+    // The reference's operating point (its noise_level -1): t = 0, in the tokens file too.
+    let t = flat(g(&c, "timestep"))[0] as usize;
+    assert_eq!(t, 0, "{name}: goldens not at the reference's timestep");
+    assert_eq!(c.tokens.timestep, t, "{name}: tokens file timestep");
 
     // VAE: latent mean x scaling factor.
     let z = c.model.encode(&image.unsqueeze(0).unwrap()).unwrap();
@@ -63,13 +67,13 @@ fn check_model(name: &str) {
     let zg = g(&c, "latent");
     let side = zg.dim(2).unwrap();
     for (key, noise) in [("maps_zero", None), ("maps_noise", Some(g(&c, "noise")))] {
-        let (a, s) = c.model.schedule.noise_coefficients(1);
+        let (a, s) = c.model.schedule.noise_coefficients(t);
         let zt = match noise {
             Some(n) => ((zg * a).unwrap() + (n * s).unwrap()).unwrap(),
             None => (zg * a).unwrap(),
         };
         let mut rec = MapRecorder::new(side / 2, 4, map_res, None);
-        c.model.unet.record(&zt, 1.0, &ctx, &mut rec).unwrap();
+        c.model.unet.record(&zt, t as f64, &ctx, &mut rec).unwrap();
         let sides: Vec<i64> = g(&c, "layer_sides").to_vec1().unwrap();
         assert_eq!(
             rec.sides().iter().map(|&s| s as i64).collect::<Vec<_>>(),
@@ -95,7 +99,7 @@ fn check_model(name: &str) {
             None,
             &ctx,
             &MapSpec {
-                timestep: 1,
+                timestep: t,
                 num_layers: 4,
                 map_res,
             },
@@ -191,6 +195,58 @@ fn check_keypoints(
             k.x, k.y, want[i][0], want[i][1], k.score
         );
     }
+}
+
+/// With no timestep anywhere (tokens without the metadata, default options) detection runs
+/// at the reference's t = 0: its maps are the golden's, and those at t = 1 are not.
+#[test]
+fn default_operating_point_is_the_references() {
+    let c = load("tiny-sd1");
+    let mut tokens = Tokens::new(
+        c.tokens.embeddings.clone(),
+        c.tokens.num_tokens,
+        c.tokens.context_dim,
+        c.tokens.indices.clone(),
+    )
+    .unwrap();
+    tokens.input_size = c.tokens.input_size;
+    tokens.map_res = c.tokens.map_res;
+    let image = g(&c, "image");
+    let want = g(&c, "maps_zero")
+        .index_select(
+            &Tensor::from_vec(
+                c.tokens
+                    .indices
+                    .iter()
+                    .map(|&i| i as u32)
+                    .collect::<Vec<_>>(),
+                c.tokens.indices.len(),
+                &Device::Cpu,
+            )
+            .unwrap(),
+            0,
+        )
+        .unwrap();
+    let maps = |timestep: Option<usize>| {
+        let opts = DetectOptions {
+            noise: false,
+            timestep,
+            ..Default::default()
+        };
+        let mut det = Detector::new(c.model.clone(), &tokens, opts).unwrap();
+        det.maps(&image.unsqueeze(0).unwrap())
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+    };
+    let at_default = rel_err(&maps(None), &want);
+    let at_one = rel_err(&maps(Some(1)), &want);
+    eprintln!("selected maps vs golden (t = 0): default {at_default:.2e}, t = 1 {at_one:.2e}");
+    assert!(at_default < 1e-4, "default timestep: rel err {at_default}");
+    assert!(
+        at_one > 10.0 * at_default.max(1e-6),
+        "t = 1 indistinguishable: {at_one}"
+    );
 }
 
 #[test]

@@ -1,27 +1,120 @@
-//! Time of the element's overlay stage: K = 10 keypoints with ids and an 18-joint skeleton
-//! drawn natively into frames of each layout (median of `RUNS` draws).
+//! Per-frame cost of the element's format handling (median of `RUNS`):
+//! - drawing 10 keypoints with ids and an 18-joint skeleton natively into RGB/I420/NV12
+//!   frames, at 320x240 and 1920x1080 (the default, frame-relative sizes);
+//! - for the formats the core does not read, at 1920x1080: the conversion to RGB for the
+//!   model input, and drawing the same overlay by blending it into the frame.
 //!
 //! cargo run --release -p gst-plugin-stablekeypoints --example bench-overlay
 
-use gststablekeypoints::overlay::{Canvas, Dot, Layout, Yuv};
+use gst_video::prelude::*;
+use gst_video::VideoFormat as F;
+use gststablekeypoints::convert::ToRgb;
+use gststablekeypoints::overlay::{Blender, Canvas, Dot, Layout, Overlay, Style, Yuv};
 use std::time::Instant;
 
-const RUNS: usize = 200;
+const RUNS: usize = 50;
 
-fn main() {
+/// Converted formats timed: what decoders and cameras commonly give.
+const CONVERTED: [F; 20] = [
+    F::Y444,
+    F::Y42b,
+    F::Nv21,
+    F::Nv16,
+    F::Yuy2,
+    F::Uyvy,
+    F::Gray8,
+    F::Gray16Le,
+    F::I42010le,
+    F::I42210le,
+    F::Y44410le,
+    F::P01010le,
+    F::I42012le,
+    F::Y44412le,
+    F::V210,
+    F::Ayuv,
+    F::Gbr,
+    F::Gbr10le,
+    F::Gbra12le,
+    F::Rgb16,
+];
+
+fn overlay(w: usize, h: usize) -> Overlay {
     let dots: Vec<Dot> = (0..10)
         .map(|i| Dot {
             id: i,
-            x: 0.1 + 0.08 * i as f32,
-            y: 0.5 + 0.3 * ((i as f32) * 0.7).sin(),
+            x: (0.1 + 0.08 * i as f32) * w as f32,
+            y: (0.5 + 0.3 * ((i as f32) * 0.7).sin()) * h as f32,
         })
         .collect();
     let joints: Vec<(f32, f32)> = (0..18)
-        .map(|i| (0.2 + 0.03 * i as f32, 0.2 + 0.04 * i as f32))
+        .map(|i| {
+            (
+                (0.2 + 0.03 * i as f32) * w as f32,
+                (0.2 + 0.04 * i as f32) * h as f32,
+            )
+        })
         .collect();
     let bones: Vec<[u32; 2]> = (0..17).map(|i| [i, i + 1]).collect();
-    println!("overlay: 10 keypoints + ids + 18-joint skeleton, radius 4 (median of {RUNS})");
+    Overlay::new(
+        w,
+        h,
+        Style::for_frame(w, h, 0, 0),
+        &dots,
+        true,
+        Some((&joints, &bones)),
+    )
+}
+
+fn median(mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let mut times: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[RUNS / 2]
+}
+
+/// A frame of `format` holding a smooth test picture (valid samples for every format).
+fn test_frame(format: F, w: u32, h: u32) -> (gst_video::VideoInfo, gst::Buffer) {
+    let rgb_info = gst_video::VideoInfo::builder(F::Rgb, w, h).build().unwrap();
+    let mut rgb = gst::Buffer::with_size(rgb_info.size()).unwrap();
+    {
+        let mut frame =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(rgb.get_mut().unwrap(), &rgb_info)
+                .unwrap();
+        let stride = frame.plane_stride()[0] as usize;
+        let data = frame.plane_data_mut(0).unwrap();
+        for y in 0..h as usize {
+            for x in 0..w as usize {
+                let p = y * stride + 3 * x;
+                data[p] = (x * 255 / w as usize) as u8;
+                data[p + 1] = (y * 255 / h as usize) as u8;
+                data[p + 2] = ((x + y) % 256) as u8;
+            }
+        }
+    }
+    let info = gst_video::VideoInfo::builder(format, w, h).build().unwrap();
+    let mut out = gst::Buffer::with_size(info.size()).unwrap();
+    let conv = gst_video::VideoConverter::new(&rgb_info, &info, None).unwrap();
+    let src = gst_video::VideoFrameRef::from_buffer_ref_readable(rgb.as_ref(), &rgb_info).unwrap();
+    let mut dest =
+        gst_video::VideoFrameRef::from_buffer_ref_writable(out.get_mut().unwrap(), &info).unwrap();
+    conv.frame_ref(&src, &mut dest);
+    drop(dest);
+    (info, out)
+}
+
+fn main() {
+    gst::init().unwrap();
+    println!(
+        "native drawing: 10 keypoints + ids + 18-joint skeleton, default sizes (median of {RUNS})"
+    );
     for (w, h) in [(320usize, 240usize), (1920, 1080)] {
+        let o = overlay(w, h);
         for (name, layout) in [
             (
                 "RGB",
@@ -36,27 +129,16 @@ fn main() {
         ] {
             let (mut p0, mut p1, mut p2) = match layout {
                 Layout::Packed { bpp, .. } => (vec![0u8; w * h * bpp], vec![], vec![]),
-                Layout::I420 => (vec![0u8; w * h], vec![0u8; w * h / 4], vec![0u8; w * h / 4]),
                 Layout::Nv12 => (vec![0u8; w * h], vec![0u8; w * h / 2], vec![]),
+                _ => (vec![0u8; w * h], vec![0u8; w * h / 4], vec![0u8; w * h / 4]),
             };
             let strides = match layout {
                 Layout::Packed { bpp, .. } => [w * bpp, 0, 0],
-                Layout::I420 => [w, w / 2, w / 2],
                 Layout::Nv12 => [w, w, 0],
+                _ => [w, w / 2, w / 2],
             };
-            let scale = |d: &Dot| Dot {
-                id: d.id,
-                x: d.x * w as f32,
-                y: d.y * h as f32,
-            };
-            let pts: Vec<Dot> = dots.iter().map(scale).collect();
-            let joints_px: Vec<(f32, f32)> = joints
-                .iter()
-                .map(|&(x, y)| (x * w as f32, y * h as f32))
-                .collect();
-            let mut times = Vec::with_capacity(RUNS);
-            for _ in 0..RUNS {
-                let mut canvas = Canvas {
+            let t = median(|| {
+                Canvas {
                     layout,
                     width: w,
                     height: h,
@@ -66,14 +148,40 @@ fn main() {
                         (&mut p2[..], strides[2]),
                     ],
                     yuv: Yuv::default(),
-                };
-                let t = Instant::now();
-                canvas.draw(&pts, 4.0, true);
-                canvas.draw_skeleton(&joints_px, &bones, 4.0, 2.0);
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            times.sort_by(f64::total_cmp);
-            println!("  {w:>4}x{h:<4} {name:>4}: {:8.1} us", times[RUNS / 2]);
+                    origin: (0, 0),
+                }
+                .render(&o);
+            });
+            println!("  {w:>4}x{h:<4} {name:>4}: {t:8.1} us");
         }
+    }
+
+    let (w, h) = (1920u32, 1080u32);
+    let o = overlay(w as usize, h as usize);
+    println!(
+        "converted formats at {w}x{h}: to RGB for the model, and drawing the same overlay by \
+         blending (median of {RUNS})"
+    );
+    for format in CONVERTED {
+        let (info, mut buf) = test_frame(format, w, h);
+        let mut to_rgb = ToRgb::new(&info).unwrap();
+        let convert = median(|| {
+            let frame =
+                gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+            to_rgb.convert(&[frame]).unwrap();
+        });
+        let mut blender = Blender::default();
+        let draw = median(|| {
+            let mut frame =
+                gst_video::VideoFrameRef::from_buffer_ref_writable(buf.get_mut().unwrap(), &info)
+                    .unwrap();
+            blender.blend(&mut frame, &o, Yuv::default()).unwrap();
+        });
+        println!(
+            "  {:>10}: to RGB {:7.2} ms, blended drawing {:6.2} ms",
+            format.to_str(),
+            convert / 1e3,
+            draw / 1e3
+        );
     }
 }

@@ -7,11 +7,16 @@ use gst::glib;
 
 #[cfg(feature = "analytics")]
 pub mod analytics;
+/// Model input through GStreamer's converter (public for the tests and examples).
+pub mod convert;
+mod export;
 pub mod meta;
-/// Native drawing into raw frame planes (public for `examples/bench-overlay.rs`).
+/// Drawing into raw frames (public for the tests and `examples/bench-overlay.rs`).
 pub mod overlay;
+mod publish;
 mod stablekeypoints;
 
+pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
 pub use stablekeypoints::{
     CropModeProp, GapPolicyProp, SmoothingProp, StableKeypoints, MESSAGE_NAME,
 };
@@ -20,13 +25,16 @@ pub use overlay::palette_rgb;
 
 // The plugin's Rust allocations (model activations) reuse freed large blocks instead of
 // faulting in fresh pages every frame; memory handed to GStreamer goes through GLib's
-// allocator as before.
+// allocator as before. Behind the default `caching-alloc` feature, so that a program linking
+// the rlib with an allocator of its own can turn it off.
+#[cfg(feature = "caching-alloc")]
 #[global_allocator]
 static ALLOC: ::stablekeypoints::alloc::CachingAlloc =
     ::stablekeypoints::alloc::CachingAlloc::new();
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    stablekeypoints::register(plugin)
+    stablekeypoints::register(plugin)?;
+    publish::register(plugin)
 }
 
 gst::plugin_define!(

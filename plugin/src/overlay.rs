@@ -1,5 +1,10 @@
-//! Drawing keypoints into frames in their native pixel layout (no conversion round trip).
+//! Drawing keypoints, their ids and a pose skeleton. Each frame's drawing is laid out once
+//! ([`Overlay`]: sizes from the frame, labels placed), then rendered either straight into the
+//! frame's planes ([`Canvas`], for the RGB family, I420/YV12 and NV12) or into small
+//! ARGB/AYUV rectangles that GStreamer blends into any other raw format ([`Blender`]).
 
+use gst::glib;
+use gst_video::prelude::*;
 use stablekeypoints::frame::YuvMatrix;
 
 /// Fixed palette, indexed by keypoint id modulo its length (same colours as `palette_rgb`).
@@ -26,8 +31,11 @@ const PALETTE: [[u8; 3]; 20] = [
     [128, 128, 128],
 ];
 
-/// Colour of the pose skeleton and its landmarks.
-pub const SKELETON_RGB: [u8; 3] = [255, 255, 255];
+const BLACK: [u8; 3] = [0, 0, 0];
+const WHITE: [u8; 3] = [255, 255, 255];
+
+/// Colour of the pose skeleton and its landmarks (outlined in black).
+pub const SKELETON_RGB: [u8; 3] = WHITE;
 
 /// The RGB colour the overlay uses for keypoint `id`.
 pub fn palette_rgb(id: usize) -> [u8; 3] {
@@ -48,7 +56,7 @@ const DIGITS: [[u8; 5]; 10] = [
     [0b111, 0b101, 0b111, 0b001, 0b111],
 ];
 
-/// Pixel layout of a frame to draw into.
+/// Pixel layout of a frame (or rectangle) to draw into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     /// Packed RGB family: bytes per pixel, offsets of R, G, B and of alpha if any.
@@ -57,23 +65,45 @@ pub enum Layout {
         rgb: [usize; 3],
         alpha: Option<usize>,
     },
+    /// Planar Y, U, V, 4:2:0 (YV12 is this with the chroma planes swapped).
     I420,
     Nv12,
+    /// A, Y, U, V bytes (GStreamer's AYUV), colours converted with the canvas's `yuv`.
+    Ayuv,
 }
 
-/// YUV conversion of the overlay colours.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// RGB -> Y'CbCr conversion of the overlay colours.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Yuv {
-    pub matrix: YuvMatrix,
-    pub full_range: bool,
+    kr: f32,
+    kb: f32,
+    full_range: bool,
+}
+
+impl Default for Yuv {
+    /// BT.601, limited range.
+    fn default() -> Self {
+        Self::new(YuvMatrix::Bt601, false)
+    }
 }
 
 impl Yuv {
-    fn convert(&self, [r, g, b]: [u8; 3]) -> [u8; 3] {
-        let (kr, kb) = match self.matrix {
-            YuvMatrix::Bt601 => (0.299f32, 0.114f32),
+    pub fn new(matrix: YuvMatrix, full_range: bool) -> Self {
+        let (kr, kb) = match matrix {
+            YuvMatrix::Bt601 => (0.299, 0.114),
             YuvMatrix::Bt709 => (0.2126, 0.0722),
         };
+        Self::with_coefficients(kr, kb, full_range)
+    }
+
+    /// Any matrix by its luma coefficients (e.g. BT.2020: 0.2627, 0.0593).
+    pub fn with_coefficients(kr: f32, kb: f32, full_range: bool) -> Self {
+        Self { kr, kb, full_range }
+    }
+
+    /// 8-bit Y, Cb, Cr of an RGB colour.
+    pub fn convert(&self, [r, g, b]: [u8; 3]) -> [u8; 3] {
+        let (kr, kb) = (self.kr, self.kb);
         let (r, g, b) = (r as f32 / 255.0, g as f32 / 255.0, b as f32 / 255.0);
         let y = kr * r + (1.0 - kr - kb) * g + kb * b;
         let cb = (b - y) / (2.0 * (1.0 - kb));
@@ -88,13 +118,51 @@ impl Yuv {
     }
 }
 
-/// Mutable planes of one frame with their strides.
-pub struct Canvas<'a> {
-    pub layout: Layout,
-    pub width: usize,
-    pub height: usize,
-    pub planes: [(&'a mut [u8], usize); 3],
-    pub yuv: Yuv,
+/// Sizes of everything drawn, in frame pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Style {
+    /// Radius of a keypoint's coloured disc.
+    pub radius: f32,
+    /// Width of each of the two rings (black inside, white outside) around it, and of the
+    /// black outline of the skeleton's lines and landmarks.
+    pub ring: f32,
+    /// Width of the skeleton's white lines; landmarks are white dots of this radius.
+    pub line_width: f32,
+    /// Pixels per glyph cell of the id digits (a digit is 3 x 5 cells).
+    pub text_scale: i64,
+}
+
+impl Style {
+    pub fn new(radius: f32, line_width: f32) -> Self {
+        let radius = radius.max(0.0);
+        Self {
+            radius,
+            ring: (radius / 5.0).round().max(1.0),
+            line_width: line_width.max(1.0),
+            text_scale: (((radius + 1.0) / 2.5).round() as i64).max(1),
+        }
+    }
+
+    /// The element's sizes for a frame: `radius` and `line_width` in pixels, 0 meaning
+    /// "from the frame": radius max(3, min(w, h) / 100), lines half the radius (at least 2).
+    pub fn for_frame(width: usize, height: usize, radius: u32, line_width: u32) -> Self {
+        let radius = if radius > 0 {
+            radius as f32
+        } else {
+            (width.min(height) / 100).max(3) as f32
+        };
+        let line_width = if line_width > 0 {
+            line_width as f32
+        } else {
+            (radius / 2.0).round().max(2.0)
+        };
+        Self::new(radius, line_width)
+    }
+
+    /// Radius of a keypoint's dot including its rings.
+    pub fn dot_extent(&self) -> f32 {
+        self.radius + 2.0 * self.ring
+    }
 }
 
 /// One point to draw, in frame pixels.
@@ -105,57 +173,251 @@ pub struct Dot {
     pub y: f32,
 }
 
-impl Canvas<'_> {
-    /// Filled circles of `radius` px (at least the pixel under the point) in the palette
-    /// colour of each id, optionally with the id in small digits beside it.
-    pub fn draw(&mut self, dots: &[Dot], radius: f32, ids: bool) {
-        if self.width == 0 || self.height == 0 {
-            return;
+/// A placed id label: a black box [x0, x1) x [y0, y1) in frame pixels with white digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub id: usize,
+    pub x0: i64,
+    pub y0: i64,
+    pub x1: i64,
+    pub y1: i64,
+}
+
+impl Label {
+    fn overlap(&self, b: &[i64; 4]) -> i64 {
+        let w = self.x1.min(b[2]) - self.x0.max(b[0]);
+        let h = self.y1.min(b[3]) - self.y0.max(b[1]);
+        w.max(0) * h.max(0)
+    }
+}
+
+/// A pose to draw: points in frame pixels and the index pairs of the lines between them.
+pub type Skeleton<'a> = (&'a [(f32, f32)], &'a [[u32; 2]]);
+
+/// Everything drawn on one frame, laid out: points clamped into the frame, labels placed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overlay {
+    pub width: usize,
+    pub height: usize,
+    pub style: Style,
+    pub dots: Vec<Dot>,
+    pub labels: Vec<Label>,
+    pub bones: Vec<[(f32, f32); 2]>,
+    pub joints: Vec<(f32, f32)>,
+}
+
+impl Overlay {
+    /// Dots at `dots` (non-finite ones skipped, the others clamped into the frame so that a
+    /// point on the edge still shows), with their ids if `ids`, and a skeleton: lines between
+    /// the `connections` of `points` and a dot at each point (non-finite points and their
+    /// lines skipped, the others clamped).
+    pub fn new(
+        width: usize,
+        height: usize,
+        style: Style,
+        dots: &[Dot],
+        ids: bool,
+        skeleton: Option<Skeleton<'_>>,
+    ) -> Self {
+        let (w, h) = (width as f32 - 0.5, height as f32 - 0.5);
+        let inside = |x: f32, y: f32| {
+            (x.is_finite() && y.is_finite() && width > 0 && height > 0)
+                .then(|| (x.clamp(0.0, w), y.clamp(0.0, h)))
+        };
+        let dots: Vec<Dot> = dots
+            .iter()
+            .filter_map(|d| inside(d.x, d.y).map(|(x, y)| Dot { id: d.id, x, y }))
+            .collect();
+        let (mut bones, mut joints) = (Vec::new(), Vec::new());
+        if let Some((points, connections)) = skeleton {
+            let at = |i: u32| points.get(i as usize).and_then(|&(x, y)| inside(x, y));
+            bones = connections
+                .iter()
+                .filter_map(|&[a, b]| Some([at(a)?, at(b)?]))
+                .collect();
+            joints = (0..points.len() as u32).filter_map(at).collect();
         }
-        for d in dots {
-            if !d.x.is_finite() || !d.y.is_finite() {
-                continue;
-            }
-            // Clamp into the frame so a point on the edge still shows.
-            let x = d.x.clamp(0.0, self.width as f32 - 0.5);
-            let y = d.y.clamp(0.0, self.height as f32 - 0.5);
-            let colour = palette_rgb(d.id);
-            self.circle(x, y, radius.max(0.0), colour);
-            if ids {
-                self.number(x + radius + 1.0, y - radius - 1.0, d.id, radius);
-            }
+        let labels = if ids {
+            place_labels(width, height, &style, &dots)
+        } else {
+            Vec::new()
+        };
+        Self {
+            width,
+            height,
+            style,
+            dots,
+            labels,
+            bones,
+            joints,
         }
     }
 
-    /// A pose: lines `width` px wide between the connected points, then a dot of `radius`
-    /// at every point, all in [`SKELETON_RGB`]. Points are clamped into the frame as in
-    /// [`Canvas::draw`]; non-finite points and the lines touching them are skipped.
-    pub fn draw_skeleton(
-        &mut self,
-        points: &[(f32, f32)],
-        connections: &[[u32; 2]],
-        radius: f32,
-        width: f32,
-    ) {
-        if self.width == 0 || self.height == 0 {
-            return;
-        }
-        let (w, h) = (self.width as f32 - 0.5, self.height as f32 - 0.5);
-        let at = |i: u32| {
-            points
-                .get(i as usize)
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .map(|&(x, y)| (x.clamp(0.0, w), y.clamp(0.0, h)))
+    pub fn is_empty(&self) -> bool {
+        self.dots.is_empty() && self.bones.is_empty() && self.joints.is_empty()
+    }
+
+    /// Boxes [x0, y0, x1, y1) (frame pixels, inside the frame) of each drawn item.
+    fn extents(&self) -> Vec<[i64; 4]> {
+        let s = &self.style;
+        let around = |x: f32, y: f32, r: f32| {
+            let r = r.ceil() as i64 + 1;
+            let (x, y) = (x.floor() as i64, y.floor() as i64);
+            [x - r, y - r, x + r + 1, y + r + 1]
         };
-        for &[a, b] in connections {
-            if let (Some(p), Some(q)) = (at(a), at(b)) {
-                self.line(p, q, width.max(1.0) / 2.0, SKELETON_RGB);
+        let half = s.line_width / 2.0 + s.ring;
+        let mut boxes: Vec<[i64; 4]> = self
+            .dots
+            .iter()
+            .map(|d| around(d.x, d.y, s.dot_extent()))
+            .chain(self.labels.iter().map(|l| [l.x0, l.y0, l.x1, l.y1]))
+            .chain(self.bones.iter().map(|[p, q]| {
+                let (a, b) = (around(p.0, p.1, half), around(q.0, q.1, half));
+                [
+                    a[0].min(b[0]),
+                    a[1].min(b[1]),
+                    a[2].max(b[2]),
+                    a[3].max(b[3]),
+                ]
+            }))
+            .chain(
+                self.joints
+                    .iter()
+                    .map(|&(x, y)| around(x, y, s.line_width + s.ring)),
+            )
+            .collect();
+        let (w, h) = (self.width as i64, self.height as i64);
+        for b in &mut boxes {
+            *b = [b[0].max(0), b[1].max(0), b[2].min(w), b[3].min(h)];
+        }
+        boxes.retain(|b| b[0] < b[2] && b[1] < b[3]);
+        boxes
+    }
+
+    /// Horizontal bands [x0, y0, x1, y1) covering everything drawn, in frame pixels: rows
+    /// of items that share rows are merged, so the bands do not overlap. Blending touches
+    /// whole rows, so bands keep it to the rows that have something on them.
+    pub fn bands(&self) -> Vec<[i64; 4]> {
+        let mut boxes = self.extents();
+        boxes.sort_by_key(|b| b[1]);
+        let mut bands: Vec<[i64; 4]> = Vec::new();
+        for b in boxes {
+            match bands.last_mut() {
+                Some(last) if b[1] < last[3] => {
+                    *last = [
+                        last[0].min(b[0]),
+                        last[1],
+                        last[2].max(b[2]),
+                        last[3].max(b[3]),
+                    ];
+                }
+                _ => bands.push(b),
             }
         }
-        for i in 0..points.len() {
-            if let Some((x, y)) = at(i as u32) {
-                self.circle(x, y, radius.max(0.0), SKELETON_RGB);
+        bands
+    }
+}
+
+/// Places each id's label beside its dot: the first of eight positions around it (right
+/// and above first) that lies inside the frame (shifted in where needed) and overlaps the
+/// fewest other labels and dots.
+fn place_labels(width: usize, height: usize, style: &Style, dots: &[Dot]) -> Vec<Label> {
+    let s = style.text_scale;
+    let reach = style.dot_extent().ceil() as i64 + 1;
+    let obstacles: Vec<[i64; 4]> = dots
+        .iter()
+        .map(|d| {
+            let (x, y) = (d.x.floor() as i64, d.y.floor() as i64);
+            [x - reach, y - reach, x + reach + 1, y + reach + 1]
+        })
+        .collect();
+    let (w, h) = (width as i64, height as i64);
+    let mut labels: Vec<Label> = Vec::with_capacity(dots.len());
+    for d in dots {
+        let digits = d.id.to_string().len() as i64;
+        // One cell of padding around the digits, one cell between them.
+        let (bw, bh) = ((4 * digits + 1) * s, 7 * s);
+        let (x, y) = (d.x.floor() as i64, d.y.floor() as i64);
+        let (right, left) = (x + reach + 1, x - reach - bw);
+        let (above, below) = (y - reach - bh, y + reach + 1);
+        let (mid_x, mid_y) = (x - bw / 2, y - bh / 2);
+        let candidates = [
+            (right, above),
+            (right, mid_y),
+            (right, below),
+            (left, above),
+            (left, mid_y),
+            (left, below),
+            (mid_x, above),
+            (mid_x, below),
+        ];
+        let mut best: Option<(i64, Label)> = None;
+        for (cx, cy) in candidates {
+            let x0 = cx.min(w - bw).max(0);
+            let y0 = cy.min(h - bh).max(0);
+            let l = Label {
+                id: d.id,
+                x0,
+                y0,
+                x1: (x0 + bw).min(w),
+                y1: (y0 + bh).min(h),
+            };
+            // Covering another label hides its digits: worse than covering a dot.
+            let cost = 4 * labels
+                .iter()
+                .map(|o| l.overlap(&[o.x0, o.y0, o.x1, o.y1]))
+                .sum::<i64>()
+                + obstacles.iter().map(|o| l.overlap(o)).sum::<i64>();
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, l));
             }
+        }
+        labels.extend(best.map(|(_, l)| l));
+    }
+    labels
+}
+
+/// Mutable planes of one frame (or of a rectangle of it) with their strides.
+pub struct Canvas<'a> {
+    pub layout: Layout,
+    pub width: usize,
+    pub height: usize,
+    pub planes: [(&'a mut [u8], usize); 3],
+    pub yuv: Yuv,
+    /// Frame position of the canvas's top-left pixel: (0, 0) for a whole frame (always so
+    /// for the 4:2:0 layouts).
+    pub origin: (i64, i64),
+}
+
+impl Canvas<'_> {
+    /// Draws `o` (laid out for the whole frame) clipped to this canvas: the skeleton (white
+    /// lines and landmarks outlined in black), the keypoints (a disc in the id's palette
+    /// colour inside a black and a white ring, so that it shows on any background), then the
+    /// id labels (white digits on a black box).
+    pub fn render(&mut self, o: &Overlay) {
+        let s = o.style;
+        let half = s.line_width / 2.0;
+        // All outlines first, so that no outline cuts through a line or landmark.
+        for &[p, q] in &o.bones {
+            self.line(p, q, half + s.ring, BLACK);
+        }
+        for &(x, y) in &o.joints {
+            self.circle(x, y, s.line_width + s.ring, BLACK);
+        }
+        for &[p, q] in &o.bones {
+            self.line(p, q, half, SKELETON_RGB);
+        }
+        for &(x, y) in &o.joints {
+            self.circle(x, y, s.line_width, SKELETON_RGB);
+        }
+        for d in &o.dots {
+            self.circle(d.x, d.y, s.radius + 2.0 * s.ring, WHITE);
+            self.circle(d.x, d.y, s.radius + s.ring, BLACK);
+            self.circle(d.x, d.y, s.radius, palette_rgb(d.id));
+        }
+        for l in &o.labels {
+            self.fill(l.x0, l.y0, l.x1, l.y1, BLACK, |_, _| true);
+            self.number(l);
         }
     }
 
@@ -186,41 +448,42 @@ impl Canvas<'_> {
         );
     }
 
+    /// A filled circle (at least the pixel under the centre).
     fn circle(&mut self, cx: f32, cy: f32, r: f32, colour: [u8; 3]) {
         let (px, py) = (cx.floor() as i64, cy.floor() as i64);
         let r2 = r * r;
         let ri = r.ceil() as i64 + 1;
-        self.fill(px - ri, py - ri, px + ri, py + ri, colour, |x, y| {
-            let (dx, dy) = (x + 0.5 - cx, y + 0.5 - cy);
-            dx * dx + dy * dy <= r2 || (x as i64 == px && y as i64 == py)
-        });
+        self.fill(
+            px - ri,
+            py - ri,
+            px + ri + 1,
+            py + ri + 1,
+            colour,
+            |x, y| {
+                let (dx, dy) = (x + 0.5 - cx, y + 0.5 - cy);
+                dx * dx + dy * dy <= r2 || (x as i64 == px && y as i64 == py)
+            },
+        );
     }
 
-    fn number(&mut self, left: f32, top: f32, id: usize, radius: f32) {
-        let scale = (radius / 3.0).round().max(1.0) as i64;
-        let text = id.to_string();
-        let (mut x0, y0) = (left.round() as i64, top.round() as i64 - 5 * scale);
-        for ch in text.bytes() {
+    fn number(&mut self, l: &Label) {
+        let s = ((l.y1 - l.y0) / 7).max(1);
+        let (mut gx, gy) = (l.x0 + s, l.y0 + s);
+        for ch in l.id.to_string().bytes() {
             let glyph = DIGITS[(ch - b'0') as usize];
-            let (gx, gy) = (x0, y0);
-            self.fill(
-                gx,
-                gy,
-                gx + 3 * scale,
-                gy + 5 * scale,
-                [255, 255, 255],
-                |x, y| {
-                    let col = ((x as i64 - gx) / scale) as usize;
-                    let row = ((y as i64 - gy) / scale) as usize;
-                    row < 5 && col < 3 && glyph[row] & (0b100 >> col) != 0
-                },
-            );
-            x0 += 4 * scale;
+            let x0 = gx;
+            self.fill(gx, gy, gx + 3 * s, gy + 5 * s, WHITE, |x, y| {
+                let col = ((x as i64 - x0) / s) as usize;
+                let row = ((y as i64 - gy) / s) as usize;
+                row < 5 && col < 3 && glyph[row] & (0b100 >> col) != 0
+            });
+            gx += 4 * s;
         }
     }
 
-    /// Sets the pixels in [x0, x1) x [y0, y1), clipped to the frame, for which `inside`
-    /// holds. Chroma of 4:2:0 formats is set where the centre of the 2x2 block is inside.
+    /// Sets the pixels in [x0, x1) x [y0, y1) (frame coordinates), clipped to the canvas,
+    /// for which `inside` (given frame coordinates) holds. Chroma of 4:2:0 layouts is set
+    /// where the centre of the 2x2 block is inside.
     fn fill(
         &mut self,
         x0: i64,
@@ -230,17 +493,25 @@ impl Canvas<'_> {
         colour: [u8; 3],
         inside: impl Fn(f32, f32) -> bool,
     ) {
+        let (ox, oy) = self.origin;
         let (w, h) = (self.width as i64, self.height as i64);
-        let (x0, y0, x1, y1) = (x0.max(0), y0.max(0), x1.min(w), y1.min(h));
+        // Canvas coordinates from here on.
+        let (x0, y0, x1, y1) = (
+            (x0 - ox).max(0),
+            (y0 - oy).max(0),
+            (x1 - ox).min(w),
+            (y1 - oy).min(h),
+        );
         if x0 >= x1 || y0 >= y1 {
             return;
         }
+        let at = |x: i64, y: i64| inside((x + ox) as f32, (y + oy) as f32);
         match self.layout {
             Layout::Packed { bpp, rgb, alpha } => {
                 let (data, stride) = (&mut *self.planes[0].0, self.planes[0].1);
                 for y in y0..y1 {
                     for x in x0..x1 {
-                        if inside(x as f32, y as f32) {
+                        if at(x, y) {
                             let p = y as usize * stride + x as usize * bpp;
                             for c in 0..3 {
                                 data[p + rgb[c]] = colour[c];
@@ -252,13 +523,25 @@ impl Canvas<'_> {
                     }
                 }
             }
+            Layout::Ayuv => {
+                let [yy, u, v] = self.yuv.convert(colour);
+                let (data, stride) = (&mut *self.planes[0].0, self.planes[0].1);
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        if at(x, y) {
+                            let p = y as usize * stride + x as usize * 4;
+                            data[p..p + 4].copy_from_slice(&[255, yy, u, v]);
+                        }
+                    }
+                }
+            }
             Layout::I420 | Layout::Nv12 => {
                 let [yy, u, v] = self.yuv.convert(colour);
                 {
                     let (data, stride) = (&mut *self.planes[0].0, self.planes[0].1);
                     for y in y0..y1 {
                         for x in x0..x1 {
-                            if inside(x as f32, y as f32) {
+                            if at(x, y) {
                                 data[y as usize * stride + x as usize] = yy;
                             }
                         }
@@ -292,6 +575,99 @@ impl Canvas<'_> {
     }
 }
 
+/// Rectangle format of GStreamer's overlay blending for RGB frames: ARGB as 32-bit words,
+/// i.e. B, G, R, A bytes on little-endian machines.
+#[cfg(target_endian = "little")]
+const RECT_RGB: (gst_video::VideoFormat, [usize; 3], usize) =
+    (gst_video::VideoFormat::Bgra, [2, 1, 0], 3);
+#[cfg(target_endian = "big")]
+const RECT_RGB: (gst_video::VideoFormat, [usize; 3], usize) =
+    (gst_video::VideoFormat::Argb, [1, 2, 3], 0);
+
+/// Draws an [`Overlay`] into frames of any raw format GStreamer can blend into: each band
+/// of it is rendered into an ARGB rectangle (RGB frames) or an AYUV one (YUV and grey
+/// frames, colours converted with the frame's own matrix and range) and blended with
+/// `gst_video_overlay_composition_blend`. The rectangles' buffers are kept for the next
+/// frame.
+#[derive(Default)]
+pub struct Blender {
+    pool: Vec<gst::Buffer>,
+}
+
+impl Blender {
+    pub fn blend(
+        &mut self,
+        frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+        overlay: &Overlay,
+        yuv: Yuv,
+    ) -> Result<(), glib::BoolError> {
+        let (format, layout) = if frame.format_info().is_rgb() {
+            let (format, rgb, alpha) = RECT_RGB;
+            (
+                format,
+                Layout::Packed {
+                    bpp: 4,
+                    rgb,
+                    alpha: Some(alpha),
+                },
+            )
+        } else {
+            (gst_video::VideoFormat::Ayuv, Layout::Ayuv)
+        };
+        let bands = overlay.bands();
+        let mut rects = Vec::with_capacity(bands.len());
+        for (i, &[x0, y0, x1, y1]) in bands.iter().enumerate() {
+            let (bw, bh) = ((x1 - x0) as usize, (y1 - y0) as usize);
+            let size = bw * bh * 4;
+            if self.pool.len() <= i {
+                self.pool.push(gst::Buffer::with_size(size)?);
+            }
+            let slot = &mut self.pool[i];
+            // Reused once the previous frame's composition has let go of it.
+            if slot.size() < size || !slot.is_writable() {
+                *slot = gst::Buffer::with_size(size)?;
+            }
+            let buf = slot.get_mut().expect("writable");
+            if let Some(meta) = buf.meta_mut::<gst_video::VideoMeta>() {
+                meta.remove()?;
+            }
+            {
+                let mut map = buf.map_writable()?;
+                let data = &mut map[..size];
+                data.fill(0);
+                Canvas {
+                    layout,
+                    width: bw,
+                    height: bh,
+                    planes: [(data, bw * 4), (&mut [], 0), (&mut [], 0)],
+                    yuv,
+                    origin: (x0, y0),
+                }
+                .render(overlay);
+            }
+            gst_video::VideoMeta::add(
+                buf,
+                gst_video::VideoFrameFlags::empty(),
+                format,
+                bw as u32,
+                bh as u32,
+            )?;
+            rects.push(gst_video::VideoOverlayRectangle::new_raw(
+                slot,
+                x0 as i32,
+                y0 as i32,
+                bw as u32,
+                bh as u32,
+                gst_video::VideoOverlayFormatFlags::empty(),
+            ));
+        }
+        if rects.is_empty() {
+            return Ok(());
+        }
+        gst_video::VideoOverlayComposition::new(rects.iter())?.blend(frame)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,37 +683,58 @@ mod tests {
             height: h,
             planes: [(buf, w * 3), (&mut [], 0), (&mut [], 0)],
             yuv: Yuv::default(),
+            origin: (0, 0),
         }
     }
 
+    /// An RGB frame of `bg` with `dots` (and ids) drawn at this style.
+    fn draw_rgb(
+        w: usize,
+        h: usize,
+        bg: [u8; 3],
+        style: Style,
+        dots: &[Dot],
+        ids: bool,
+    ) -> (Vec<u8>, Overlay) {
+        let mut buf: Vec<u8> = bg.iter().copied().cycle().take(w * h * 3).collect();
+        let o = Overlay::new(w, h, style, dots, ids, None);
+        rgb_canvas(&mut buf, w, h).render(&o);
+        (buf, o)
+    }
+
+    fn px(buf: &[u8], w: usize, x: usize, y: usize) -> [u8; 3] {
+        let p = (y * w + x) * 3;
+        [buf[p], buf[p + 1], buf[p + 2]]
+    }
+
+    fn luma([r, g, b]: [u8; 3]) -> f32 {
+        0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32
+    }
+
+    fn dot(id: usize, x: f32, y: f32) -> Dot {
+        Dot { id, x, y }
+    }
+
     #[test]
-    fn circle_is_filled_round_and_local() {
-        let (w, h) = (20, 20);
-        let mut buf = vec![0u8; w * h * 3];
-        rgb_canvas(&mut buf, w, h).draw(
-            &[Dot {
-                id: 1,
-                x: 10.0,
-                y: 10.0,
-            }],
-            3.0,
-            false,
-        );
-        let at = |x: usize, y: usize| {
-            [
-                buf[(y * w + x) * 3],
-                buf[(y * w + x) * 3 + 1],
-                buf[(y * w + x) * 3 + 2],
-            ]
-        };
-        assert_eq!(at(10, 10), palette_rgb(1));
-        assert_eq!(at(8, 10), palette_rgb(1));
-        assert_eq!(at(13, 10), [0, 0, 0]);
-        assert_eq!(at(12, 12), [0, 0, 0]); // corner of the box, outside the circle
+    fn a_dot_is_a_coloured_disc_in_a_black_and_a_white_ring() {
+        let (w, h) = (30, 30);
+        let style = Style::new(5.0, 2.0);
+        assert_eq!(style.ring, 1.0);
+        let (buf, _) = draw_rgb(w, h, [90, 90, 90], style, &[dot(1, 15.0, 15.0)], false);
+        // Along the row through the centre (pixel centres at x + 0.5).
+        assert_eq!(px(&buf, w, 15, 15), palette_rgb(1));
+        assert_eq!(px(&buf, w, 19, 15), palette_rgb(1)); // 4.5 from the centre
+        assert_eq!(px(&buf, w, 20, 15), BLACK); // 5.5
+        assert_eq!(px(&buf, w, 21, 15), WHITE); // 6.5
+        assert_eq!(px(&buf, w, 22, 15), [90, 90, 90]); // 7.5
+        assert_eq!(px(&buf, w, 9, 15), BLACK); // 5.5 to the left
+        assert_eq!(px(&buf, w, 8, 15), WHITE); // 6.5
+        assert_eq!(px(&buf, w, 7, 15), [90, 90, 90]); // 7.5
         let changed = (0..w * h)
-            .filter(|&i| buf[i * 3..i * 3 + 3] != [0, 0, 0])
+            .filter(|&i| buf[i * 3..i * 3 + 3] != [90, 90, 90])
             .count();
-        assert!((20..=36).contains(&changed), "{changed}");
+        // A disc of radius 7: pi 49 = 154.
+        assert!((140..=170).contains(&changed), "{changed}");
     }
 
     #[test]
@@ -345,51 +742,37 @@ mod tests {
         let (w, h) = (7, 5);
         let mut buf = vec![0u8; w * h * 3];
         let dots = [
-            Dot {
-                id: 0,
-                x: -50.0,
-                y: 2.0,
-            },
-            Dot {
-                id: 2,
-                x: 100.0,
-                y: 100.0,
-            },
-            Dot {
-                id: 3,
-                x: f32::NAN,
-                y: 1.0,
-            },
+            dot(0, -50.0, 2.0),
+            dot(2, 100.0, 100.0),
+            dot(3, f32::NAN, 1.0),
         ];
-        rgb_canvas(&mut buf, w, h).draw(&dots, 2.0, true);
-        assert_eq!(&buf[2 * w * 3..2 * w * 3 + 3], &palette_rgb(0));
-        let last = ((h - 1) * w + w - 1) * 3;
-        assert_eq!(&buf[last..last + 3], &palette_rgb(2));
+        let o = Overlay::new(w, h, Style::new(0.0, 1.0), &dots, true, None);
+        assert_eq!(o.dots.len(), 2);
+        rgb_canvas(&mut buf, w, h).render(&o);
+        // Radius 0: the pixel under each clamped point has the colour; labels drawn after
+        // may cover it, so look without ids.
+        let mut buf = vec![0u8; w * h * 3];
+        let o = Overlay::new(w, h, Style::new(0.0, 1.0), &dots, false, None);
+        rgb_canvas(&mut buf, w, h).render(&o);
+        assert_eq!(px(&buf, w, 0, 2), palette_rgb(0));
+        assert_eq!(px(&buf, w, w - 1, h - 1), palette_rgb(2));
+        // Nothing at all in an empty frame.
+        let o = Overlay::new(0, 0, Style::new(3.0, 1.0), &dots, true, None);
+        assert!(o.is_empty() && o.bands().is_empty());
     }
 
     #[test]
     fn yuv_colours_round_trip_through_the_core_conversion() {
-        for yuv in [
-            Yuv::default(),
-            Yuv {
-                matrix: YuvMatrix::Bt709,
-                full_range: true,
-            },
-        ] {
-            for id in 0..PALETTE.len() {
-                let c = palette_rgb(id);
-                let [y, u, v] = yuv.convert(c);
-                let back = stablekeypoints::frame::yuv_to_rgb(
-                    y as f32,
-                    u as f32,
-                    v as f32,
-                    yuv.matrix,
-                    yuv.full_range,
-                );
+        for (matrix, full) in [(YuvMatrix::Bt601, false), (YuvMatrix::Bt709, true)] {
+            let yuv = Yuv::new(matrix, full);
+            for c in PALETTE.iter().chain([&BLACK, &WHITE]) {
+                let [y, u, v] = yuv.convert(*c);
+                let back =
+                    stablekeypoints::frame::yuv_to_rgb(y as f32, u as f32, v as f32, matrix, full);
                 for k in 0..3 {
                     assert!(
                         (back[k] * 255.0 - c[k] as f32).abs() < 4.0,
-                        "{id} {c:?} {back:?}"
+                        "{c:?} {back:?}"
                     );
                 }
             }
@@ -402,32 +785,19 @@ mod tests {
         let (cw, ch) = (5, 4);
         for layout in [Layout::I420, Layout::Nv12] {
             let mut y = vec![16u8; w * h];
-            let mut u = vec![
-                128u8;
-                if layout == Layout::I420 {
-                    cw * ch
-                } else {
-                    2 * cw * ch
-                }
-            ];
-            let mut v = vec![128u8; cw * ch];
             let s1 = if layout == Layout::I420 { cw } else { 2 * cw };
-            let mut c = Canvas {
+            let mut u = vec![128u8; s1 * ch];
+            let mut v = vec![128u8; cw * ch];
+            let o = Overlay::new(w, h, Style::new(1.0, 1.0), &[dot(0, 8.9, 6.9)], false, None);
+            Canvas {
                 layout,
                 width: w,
                 height: h,
                 planes: [(&mut y, w), (&mut u, s1), (&mut v, cw)],
                 yuv: Yuv::default(),
-            };
-            c.draw(
-                &[Dot {
-                    id: 0,
-                    x: 8.9,
-                    y: 6.9,
-                }],
-                1.0,
-                false,
-            );
+                origin: (0, 0),
+            }
+            .render(&o);
             let [ey, eu, ev] = Yuv::default().convert(palette_rgb(0));
             assert_eq!(y[6 * w + 8], ey);
             assert_eq!(y[0], 16);
@@ -449,26 +819,26 @@ mod tests {
     }
 
     #[test]
-    fn skeleton_lines_follow_the_segments_and_stay_thin() {
+    fn skeleton_lines_follow_the_segments_outlined_in_black() {
         let (w, h) = (40, 30);
-        let mut buf = vec![0u8; w * h * 3];
+        let bg = [90u8, 90, 90];
+        let mut buf: Vec<u8> = bg.iter().copied().cycle().take(w * h * 3).collect();
         let pts = [(5.0, 5.0), (35.0, 20.0), (5.0, 25.0)];
-        rgb_canvas(&mut buf, w, h).draw_skeleton(&pts, &[[0, 1], [1, 2]], 0.0, 2.0);
-        let lit = |x: usize, y: usize| buf[(y * w + x) * 3..(y * w + x) * 3 + 3] == SKELETON_RGB;
-        for (a, b) in [(0, 1), (1, 2)] {
-            let (p, q) = (pts[a], pts[b]);
-            // Every pixel under the segment is drawn: the line has no gaps.
-            for i in 0..=100 {
-                let t = i as f32 / 100.0;
-                let (x, y) = (p.0 + t * (q.0 - p.0), p.1 + t * (q.1 - p.1));
-                assert!(lit(x as usize, y as usize), "gap at ({x}, {y})");
-            }
-        }
+        let style = Style::new(3.0, 2.0); // white within 1 px of the line, black to 2 px
+        let mut o = Overlay::new(w, h, style, &[], false, Some((&pts, &[[0, 1], [1, 2]])));
+        o.joints.clear(); // the lines alone
+        rgb_canvas(&mut buf, w, h).render(&o);
         for y in 0..h {
             for x in 0..w {
                 let d = to_segment2(x, y, pts[0], pts[1]).min(to_segment2(x, y, pts[1], pts[2]));
-                // Width 2: centres within 1 px are drawn, no others (no third segment 2-0).
-                assert_eq!(lit(x, y), d <= 1.0, "({x}, {y}) at {d}");
+                let want = if d <= 1.0 {
+                    WHITE
+                } else if d <= 4.0 {
+                    BLACK
+                } else {
+                    bg
+                };
+                assert_eq!(px(&buf, w, x, y), want, "({x}, {y}) at {d}");
             }
         }
     }
@@ -476,14 +846,29 @@ mod tests {
     #[test]
     fn skeleton_is_clamped_and_skips_non_finite_points() {
         let (w, h) = (10, 8);
-        let mut buf = vec![0u8; w * h * 3];
-        let pts = [(-20.0, 3.0), (50.0, 3.0), (f32::NAN, 1.0)];
-        rgb_canvas(&mut buf, w, h).draw_skeleton(&pts, &[[0, 1], [1, 2], [2, 7]], 1.0, 1.0);
-        // The clamped line spans row 3 from edge to edge; nothing reaches row 0.
+        let pts = [(-20.0, 3.5), (50.0, 3.5), (f32::NAN, 1.0)];
+        let o = Overlay::new(
+            w,
+            h,
+            Style::new(1.0, 1.0),
+            &[],
+            false,
+            Some((&pts, &[[0, 1], [1, 2], [2, 7]])),
+        );
+        assert_eq!(o.bones.len(), 1);
+        assert_eq!(o.joints, vec![(0.0, 3.5), (9.5, 3.5)]);
+        let mut buf = vec![7u8; w * h * 3];
+        rgb_canvas(&mut buf, w, h).render(&o);
+        // The clamped line spans row 3 from edge to edge, outlined above and below; nothing
+        // reaches row 0.
         for x in 0..w {
-            assert_eq!(&buf[(3 * w + x) * 3..(3 * w + x) * 3 + 3], &SKELETON_RGB);
+            assert_eq!(px(&buf, w, x, 3), SKELETON_RGB, "{x}");
         }
-        assert!(buf[..w * 3].iter().all(|&b| b == 0));
+        for x in 2..w - 2 {
+            assert_eq!(px(&buf, w, x, 2), BLACK, "{x}");
+            assert_eq!(px(&buf, w, x, 4), BLACK, "{x}");
+        }
+        assert!(buf[..w * 3].iter().all(|&b| b == 7));
     }
 
     #[test]
@@ -491,41 +876,236 @@ mod tests {
         let (w, h) = (16, 8);
         let (cw, ch) = (8, 4);
         let mut y = vec![16u8; w * h];
-        let mut uv = vec![128u8; 2 * cw * ch];
-        let mut c = Canvas {
+        let mut uv = vec![100u8; 2 * cw * ch];
+        let mut o = Overlay::new(
+            w,
+            h,
+            Style::new(3.0, 2.0),
+            &[],
+            false,
+            Some((&[(0.0, 4.0), (15.9, 4.0)], &[[0, 1]])),
+        );
+        o.joints.clear();
+        Canvas {
             layout: Layout::Nv12,
             width: w,
             height: h,
             planes: [(&mut y, w), (&mut uv, 2 * cw), (&mut [], 0)],
             yuv: Yuv::default(),
-        };
-        c.draw_skeleton(&[(0.0, 4.0), (15.9, 4.0)], &[[0, 1]], 0.0, 2.0);
-        let [ey, eu, ev] = Yuv::default().convert(SKELETON_RGB);
+            origin: (0, 0),
+        }
+        .render(&o);
+        let [wy, wu, wv] = Yuv::default().convert(WHITE);
+        let [by, ..] = Yuv::default().convert(BLACK);
         for x in 0..w {
-            assert_eq!((y[3 * w + x], y[4 * w + x]), (ey, ey), "{x}");
+            assert_eq!((y[3 * w + x], y[4 * w + x]), (wy, wy), "{x}");
+            assert_eq!((y[2 * w + x], y[5 * w + x]), (by, by), "{x}");
             assert_eq!(y[w + x], 16);
         }
-        // Chroma row 2 covers luma rows 4-5; its block centres (y = 5) lie 1 px off the line.
-        assert_eq!((uv[2 * 2 * cw + 6], uv[2 * 2 * cw + 7]), (eu, ev));
-        assert_eq!(uv[0], 128);
+        // Chroma row 2 covers luma rows 4-5; its block centres (y = 5) lie 1 px off the line:
+        // white (and black) have the neutral chroma.
+        assert_eq!((uv[2 * 2 * cw + 6], uv[2 * 2 * cw + 7]), (wu, wv));
+        assert_eq!(uv[0], 100);
     }
 
     #[test]
-    fn ids_are_drawn_in_white() {
-        let (w, h) = (40, 30);
-        let mut buf = vec![0u8; w * h * 3];
-        rgb_canvas(&mut buf, w, h).draw(
-            &[Dot {
-                id: 7,
-                x: 10.0,
-                y: 20.0,
-            }],
-            3.0,
-            true,
+    fn ids_are_white_digits_on_a_black_box_legible_on_white_and_yellow() {
+        let (w, h) = (60, 40);
+        for bg in [WHITE, [255, 255, 0], [0, 0, 0], [90, 90, 90]] {
+            let (buf, o) = draw_rgb(w, h, bg, Style::new(3.0, 2.0), &[dot(7, 20.0, 25.0)], true);
+            let l = o.labels[0];
+            let (mut dark, mut light) = (0, 0);
+            for y in l.y0..l.y1 {
+                for x in l.x0..l.x1 {
+                    match px(&buf, w, x as usize, y as usize) {
+                        BLACK => dark += 1,
+                        WHITE => light += 1,
+                        other => panic!("{bg:?}: label pixel ({x}, {y}) is {other:?}"),
+                    }
+                }
+            }
+            // Digit 7 at scale 2: 7 cells of 2 x 2 lit; the box is 10 x 14.
+            assert_eq!((light, dark), (28, 140 - 28), "{bg:?}");
+            // Whatever the background, the box or the digits stand out from it by half the
+            // luma range.
+            let contrast = (luma(BLACK) - luma(bg))
+                .abs()
+                .max((luma(WHITE) - luma(bg)).abs());
+            assert!(contrast >= 127.0, "{bg:?}: {contrast}");
+            assert!((luma(WHITE) - luma(BLACK)) >= 250.0);
+        }
+    }
+
+    #[test]
+    fn dots_contrast_with_black_white_and_yellow_backgrounds() {
+        let (w, h) = (40, 40);
+        for id in 0..PALETTE.len() {
+            for bg in [BLACK, WHITE, [255, 255, 0]] {
+                let (buf, _) = draw_rgb(
+                    w,
+                    h,
+                    bg,
+                    Style::new(4.0, 2.0),
+                    &[dot(id, 20.0, 20.0)],
+                    false,
+                );
+                // The most contrasting pixel within the dot's extent.
+                let best = (12..28)
+                    .flat_map(|y| (12..28).map(move |x| (x, y)))
+                    .map(|(x, y)| (luma(px(&buf, w, x, y)) - luma(bg)).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(best >= 200.0, "id {id} on {bg:?}: best contrast {best}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_label_at_the_top_right_corner_stays_whole_inside_the_frame() {
+        let (w, h) = (50, 30);
+        for (x, y) in [
+            (49.9, 0.0),
+            (49.0, 29.9),
+            (0.0, 0.0),
+            (0.0, 29.5),
+            (25.0, 0.2),
+        ] {
+            let style = Style::new(3.0, 2.0);
+            let (buf, o) = draw_rgb(w, h, [90, 90, 90], style, &[dot(12, x, y)], true);
+            let l = o.labels[0];
+            assert!(
+                l.x0 >= 0 && l.y0 >= 0 && l.x1 <= w as i64 && l.y1 <= h as i64,
+                "{l:?}"
+            );
+            // Full size (two digits: 18 x 14 at scale 2), nothing cut off.
+            assert_eq!((l.x1 - l.x0, l.y1 - l.y0), (18, 14), "{l:?}");
+            let drawn = (l.y0..l.y1)
+                .flat_map(|yy| (l.x0..l.x1).map(move |xx| (xx, yy)))
+                .filter(|&(xx, yy)| matches!(px(&buf, w, xx as usize, yy as usize), BLACK | WHITE))
+                .count();
+            assert_eq!(drawn, 18 * 14, "({x}, {y}): {l:?}");
+        }
+    }
+
+    #[test]
+    fn labels_of_nearby_points_do_not_overlap_each_other_or_the_dots() {
+        let (w, h) = (80, 60);
+        let style = Style::new(3.0, 2.0);
+        // Two points 4 px apart, and a cluster of four.
+        for dots in [
+            vec![dot(1, 30.0, 30.0), dot(2, 34.0, 30.0)],
+            vec![
+                dot(3, 40.0, 30.0),
+                dot(4, 44.0, 30.0),
+                dot(5, 40.0, 34.0),
+                dot(6, 44.0, 34.0),
+            ],
+        ] {
+            let o = Overlay::new(w, h, style, &dots, true, None);
+            assert_eq!(o.labels.len(), dots.len());
+            let reach = style.dot_extent().ceil() as i64 + 1;
+            for (i, a) in o.labels.iter().enumerate() {
+                for b in &o.labels[i + 1..] {
+                    assert_eq!(a.overlap(&[b.x0, b.y0, b.x1, b.y1]), 0, "{a:?} {b:?}");
+                }
+                for d in &o.dots {
+                    let (x, y) = (d.x.floor() as i64, d.y.floor() as i64);
+                    let disc = [x - reach, y - reach, x + reach + 1, y + reach + 1];
+                    assert_eq!(a.overlap(&disc), 0, "{a:?} covers dot {d:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_follow_the_frame_unless_set() {
+        let s = Style::for_frame(1920, 1080, 0, 0);
+        assert!(
+            s.radius >= 10.0 && s.line_width >= 5.0 && s.ring >= 2.0,
+            "{s:?}"
         );
-        let white = (0..w * h)
-            .filter(|&i| buf[i * 3..i * 3 + 3] == [255, 255, 255])
+        assert!(s.text_scale >= 4, "{s:?}"); // digits 20 px high
+        let s = Style::for_frame(320, 240, 0, 0);
+        assert_eq!(
+            (s.radius, s.line_width, s.ring, s.text_scale),
+            (3.0, 2.0, 1.0, 2)
+        );
+        let s = Style::for_frame(1920, 1080, 4, 3);
+        assert_eq!((s.radius, s.line_width), (4.0, 3.0));
+        // Drawn at 1080p with the defaults, a dot is more than 20 px across.
+        let (w, h) = (1920, 1080);
+        let (buf, _) = draw_rgb(
+            w,
+            h,
+            [90, 90, 90],
+            Style::for_frame(w, h, 0, 0),
+            &[dot(0, 960.0, 540.0)],
+            false,
+        );
+        let across = (900..1020)
+            .filter(|&x| px(&buf, w, x, 540) != [90, 90, 90])
             .count();
-        assert!(white >= 5, "{white}");
+        assert!(across > 20, "{across}");
+    }
+
+    #[test]
+    fn bands_cover_everything_drawn_without_overlapping() {
+        let (w, h) = (120, 90);
+        let dots = [
+            dot(0, 10.0, 10.0),
+            dot(1, 100.0, 12.0),
+            dot(2, 60.0, 80.0),
+            dot(3, 119.0, 89.0),
+        ];
+        let pts = [(30.0, 40.0), (50.0, 55.0)];
+        let o = Overlay::new(
+            w,
+            h,
+            Style::new(3.0, 2.0),
+            &dots,
+            true,
+            Some((&pts, &[[0, 1]])),
+        );
+        let bands = o.bands();
+        assert!(bands.len() >= 2, "{bands:?}");
+        for (i, a) in bands.iter().enumerate() {
+            assert!(a[0] >= 0 && a[1] >= 0 && a[2] <= w as i64 && a[3] <= h as i64);
+            for b in &bands[i + 1..] {
+                assert!(a[3] <= b[1], "bands {a:?} and {b:?} share rows");
+            }
+        }
+        let (buf, _) = {
+            let mut buf = vec![90u8; w * h * 3];
+            rgb_canvas(&mut buf, w, h).render(&o);
+            (buf, ())
+        };
+        for y in 0..h {
+            for x in 0..w {
+                if px(&buf, w, x, y) != [90, 90, 90] {
+                    let (x, y) = (x as i64, y as i64);
+                    assert!(
+                        bands
+                            .iter()
+                            .any(|b| (b[0]..b[2]).contains(&x) && (b[1]..b[3]).contains(&y)),
+                        "({x}, {y}) drawn outside the bands {bands:?}"
+                    );
+                }
+            }
+        }
+        // Rendering band by band with an origin gives the same pixels.
+        let mut banded = vec![90u8; w * h * 3];
+        for &[x0, y0, x1, y1] in &bands {
+            let (bw, bh) = ((x1 - x0) as usize, (y1 - y0) as usize);
+            let mut rect = vec![90u8; bw * bh * 3];
+            Canvas {
+                origin: (x0, y0),
+                ..rgb_canvas(&mut rect, bw, bh)
+            }
+            .render(&o);
+            for r in 0..bh {
+                let at = ((y0 as usize + r) * w + x0 as usize) * 3;
+                banded[at..at + bw * 3].copy_from_slice(&rect[r * bw * 3..(r + 1) * bw * 3]);
+            }
+        }
+        assert!(banded == buf);
     }
 }

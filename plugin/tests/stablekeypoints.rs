@@ -245,6 +245,7 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         "draw",
         "draw-ids",
         "radius",
+        "line-width",
         "post-messages",
         "json-location",
         "stats",
@@ -411,7 +412,9 @@ fn changed_pixels(
 #[test]
 fn draw_changes_pixels_only_near_keypoints() {
     use gst_video::VideoFormat as F;
-    let radius = 3.0f32;
+    // A dot of radius 3 with its two rings.
+    let radius = gststablekeypoints::overlay::Style::new(3.0, 2.0).dot_extent();
+    assert_eq!(radius, 5.0);
     for format in [F::Rgb, F::I420, F::Nv12, F::Rgba] {
         let (mut hn, info) = harness("draw=true radius=3", format, 90, 60);
         let input = frame_buffer(&info, 0);
@@ -894,24 +897,32 @@ fn pose_skeleton_is_drawn_along_its_segments_and_nowhere_else() {
             .iter()
             .map(|&[a, b]| (pts[a as usize], pts[b as usize]))
             .collect();
-        // Lines and dots are 2 px wide / radius 2 for radius=4; chroma samples cover 2x2.
+        // For radius=4: white lines 2 px wide outlined by 1 px of black on each side (2 px
+        // from the line), landmarks of radius 2 outlined to 3; chroma samples cover 2x2.
+        let style = gststablekeypoints::overlay::Style::for_frame(w as usize, h as usize, 4, 0);
+        assert_eq!((style.line_width, style.ring), (2.0, 1.0));
         let changed = changed_pixels(&plain, &posed, &info);
         assert!(!changed.is_empty(), "{format:?}: no skeleton drawn");
         for (plane, x, y) in &changed {
             let slack = if *plane == 0 { 1.0f32 } else { 2.5 };
             let near_line = segs
                 .iter()
-                .any(|&(p, q)| segment_dist2(*x, *y, p, q) <= (1.0 + slack).powi(2));
+                .any(|&(p, q)| segment_dist2(*x, *y, p, q) <= (2.0 + slack).powi(2));
             let near_dot = pts
                 .iter()
-                .any(|&(px, py)| (x - px).powi(2) + (y - py).powi(2) <= (2.0 + slack).powi(2));
+                .any(|&(px, py)| (x - px).powi(2) + (y - py).powi(2) <= (3.0 + slack).powi(2));
             assert!(
                 near_line || near_dot,
                 "{format:?}: plane {plane} changed at ({x}, {y}), far from the skeleton {segs:?}"
             );
         }
         // Along the a-b segment (through the centre, several pixels long) the first plane is
-        // the skeleton colour.
+        // the skeleton colour, except under the keypoints' dots, drawn on top.
+        let dots: Vec<(f32, f32)> = read_meta(&posed)
+            .keypoints
+            .iter()
+            .map(|k| k.pixel(w, h))
+            .collect();
         let (p, q) = segs[0];
         let len = ((q.0 - p.0).powi(2) + (q.1 - p.1).powi(2)).sqrt();
         assert!(len > 8.0, "{format:?}: segment a-b only {len} px long");
@@ -927,6 +938,13 @@ fn pose_skeleton_is_drawn_along_its_segments_and_nowhere_else() {
                 (p.0 + t * (q.0 - p.0)) as usize,
                 (p.1 + t * (q.1 - p.1)) as usize,
             );
+            let (cx, cy) = (x as f32 + 0.5, y as f32 + 0.5);
+            if dots
+                .iter()
+                .any(|&(dx, dy)| (cx - dx).hypot(cy - dy) <= style.dot_extent() + 1.0)
+            {
+                continue;
+            }
             if format == F::Rgb {
                 assert_eq!(
                     &data[y * stride + x * 3..][..3],

@@ -12,9 +12,14 @@
 //!   are kept); fields may be double-quoted (`"a,b.png"`, `""` for a quote inside);
 //! - then x, y of every landmark in pixels of that image (origin top-left; x to the right,
 //!   y down; pixel centres at +0.5 as in the reference);
-//! - a landmark whose x or y is empty or negative is not visible;
-//! - every line has the same number of columns, 1 + 2 x landmarks; blank lines and lines
-//!   starting with `#` are skipped.
+//! - a landmark whose x or y is empty or negative is not visible (the paper protocol's
+//!   all-landmark metrics still use negative coordinates as they are, as the reference does);
+//! - optionally a foreground mask per image in column 2, before the coordinates:
+//!   `image,mask,x0,y0,...` (an even number of columns; path relative like the image's,
+//!   empty = no mask). The image is multiplied by the mask (non-zero = foreground) after
+//!   both are resized to the model input, as the reference's Human3.6M loader does;
+//! - every line has the same number of columns, 1 (+ 1 with masks) + 2 x landmarks; blank
+//!   lines and lines starting with `#` are skipped.
 //!
 //! Errors name the file, the line and the column.
 
@@ -30,6 +35,10 @@ pub struct LabelRow {
     pub line: usize,
     /// Landmarks in pixels; None = not visible.
     pub points: Vec<Option<[f64; 2]>>,
+    /// The coordinates as written, negative ones included; None where a field is empty.
+    pub raw: Vec<Option<[f64; 2]>>,
+    /// Foreground mask image, resolved like `image`.
+    pub mask: Option<PathBuf>,
 }
 
 /// A parsed label file.
@@ -75,14 +84,28 @@ impl LabelSet {
             }
             let fields = split_fields(raw).map_err(|(c, m)| err(line, Some(c), m))?;
             let is_first = std::mem::replace(&mut first, false);
-            if fields.len() < 3 || fields.len() % 2 == 0 {
+            if fields.len() < 3 {
                 return Err(err(
                     line,
                     None,
                     format!(
-                        "{} columns; expected the image path then x,y per landmark \
-                         (an odd number, at least 3)",
+                        "{} columns; expected the image path (and a mask path) then x,y per \
+                         landmark (at least 3)",
                         fields.len()
+                    ),
+                ));
+            }
+            // An even count: column 2 is the mask. A number there is a missing coordinate.
+            let coords0 = if fields.len() % 2 == 0 { 2 } else { 1 };
+            if coords0 == 2 && fields[1].parse::<f64>().is_ok() {
+                return Err(err(
+                    line,
+                    None,
+                    format!(
+                        "{} columns: with an even count column 2 is the mask path, but it holds \
+                         the number {:?} (a coordinate missing?)",
+                        fields.len(),
+                        fields[1]
                     ),
                 ));
             }
@@ -92,8 +115,9 @@ impl LabelSet {
                         line,
                         None,
                         format!(
-                            "{} columns, but earlier lines have {n} (image + {} landmarks)",
+                            "{} columns, but earlier lines have {n} (image{} + {} landmarks)",
                             fields.len(),
+                            if n % 2 == 0 { " + mask" } else { "" },
                             (n - 1) / 2
                         ),
                     ));
@@ -102,7 +126,7 @@ impl LabelSet {
             columns = Some(fields.len());
             // A header: the first line, every coordinate column a non-number.
             if is_first
-                && fields[1..]
+                && fields[coords0..]
                     .iter()
                     .all(|f| !f.is_empty() && f.parse::<f64>().is_err())
             {
@@ -112,15 +136,19 @@ impl LabelSet {
             if fields[0].is_empty() {
                 return Err(err(line, Some(1), "empty image path".into()));
             }
-            let mut points = Vec::with_capacity((fields.len() - 1) / 2);
-            for j in 0..(fields.len() - 1) / 2 {
+            let num = (fields.len() - coords0) / 2;
+            let mut points = Vec::with_capacity(num);
+            let mut raw = Vec::with_capacity(num);
+            for j in 0..num {
                 let mut xy = [0f64; 2];
                 let mut visible = true;
+                let mut given = true;
                 for c in 0..2 {
-                    let col = 2 + 2 * j + c;
+                    let col = coords0 + 1 + 2 * j + c;
                     let f = &fields[col - 1];
                     if f.is_empty() {
                         visible = false;
+                        given = false;
                         continue;
                     }
                     let v: f64 = f.parse().map_err(|_| {
@@ -147,17 +175,22 @@ impl LabelSet {
                     xy[c] = v;
                 }
                 points.push(visible.then_some(xy));
+                raw.push(given.then_some(xy));
             }
-            let image = PathBuf::from(&fields[0]);
-            let image = if image.is_absolute() {
-                image
-            } else {
-                base.join(image)
+            let resolve = |f: &str| {
+                let p = PathBuf::from(f);
+                if p.is_absolute() {
+                    p
+                } else {
+                    base.join(p)
+                }
             };
             rows.push(LabelRow {
-                image,
+                image: resolve(&fields[0]),
                 line,
                 points,
+                raw,
+                mask: (coords0 == 2 && !fields[1].is_empty()).then(|| resolve(&fields[1])),
             });
         }
         if rows.is_empty() {

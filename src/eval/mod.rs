@@ -4,21 +4,33 @@
 //! metrics.
 //!
 //! - [`csv`]: the label file format ([`LabelSet`]);
-//! - [`regress`]: `W = pinv(X^T X) X^T Y` per landmark on its visible samples
-//!   ([`Regressor`]), and the pose file written for it ([`PoseModel`]);
-//! - [`metrics`]: `taichi`, `inter-ocular`, `visible`, `pck`, `orientation-invariant`.
+//! - [`metrics`]: `taichi`, `inter-ocular`, `visible`, `pck`, `orientation-invariant`, each
+//!   under the paper's protocol or the visibility-aware one ([`Protocol`]);
+//! - the regressor and the pose file live in [`crate::pose`].
 
 pub mod csv;
 pub mod metrics;
-pub mod regress;
 
+pub use crate::pose::{pinv, pinv_sym, PoseModel, Regressor};
 pub use csv::{LabelRow, LabelSet};
-pub use metrics::{Metric, MetricValue, Scored};
-pub use regress::{pinv, pinv_sym, PoseModel, Regressor};
+pub use metrics::{Metric, MetricValue, Protocol, Scored};
 
-use crate::detect::Detector;
+use crate::detect::{DetectOptions, Detector};
 use crate::error::{Error, Result};
-use crate::frame::{FrameRef, PixelFormat};
+use crate::frame::{apply_mask, mask_to_model_input, to_model_input, FrameRef, PixelFormat};
+
+/// Test-time augmentation passes of the reference's evaluation (`--augmentation_iterations`).
+pub const DEFAULT_AUGMENTATIONS: usize = 10;
+
+/// Detection settings for evaluation as the reference runs it: 10 passes, each a random warp
+/// (the first too), seeded noise at the tokens' timestep.
+pub fn default_detect_options() -> DetectOptions {
+    DetectOptions {
+        augmentations: DEFAULT_AUGMENTATIONS,
+        warp_every_pass: true,
+        ..DetectOptions::default()
+    }
+}
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +44,8 @@ pub struct Sample {
     pub keypoints: Vec<[f64; 2]>,
     /// Labelled landmarks in pixels; None = not visible.
     pub labels: Vec<Option<[f64; 2]>>,
+    /// The labels as written, negative coordinates included; None = no coordinates.
+    pub raw_labels: Vec<Option<[f64; 2]>>,
 }
 
 impl Sample {
@@ -43,10 +57,32 @@ impl Sample {
             .collect()
     }
 
-    /// Row of Y: the landmarks divided by the image size, minus 0.5.
+    /// Row of Y: the visible landmarks divided by the image size, minus 0.5.
     pub fn y_row(&self) -> Vec<Option<[f64; 2]>> {
+        self.centre(&self.labels)
+    }
+
+    /// Row of Y with every landmark as written (the reference's all-row fits); an error names
+    /// the image and the landmark without coordinates.
+    pub fn y_row_raw(&self) -> Result<Vec<[f64; 2]>> {
+        self.centre(&self.raw_labels)
+            .into_iter()
+            .enumerate()
+            .map(|(j, p)| {
+                p.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: landmark {j} has no coordinates, but the paper protocol fits and \
+                         scores every landmark for this metric (use the visibility protocol)",
+                        self.image.display()
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    fn centre(&self, labels: &[Option<[f64; 2]>]) -> Vec<Option<[f64; 2]>> {
         let (w, h) = (self.width as f64, self.height as f64);
-        self.labels
+        labels
             .iter()
             .map(|p| p.map(|p| [p[0] / w - 0.5, p[1] / h - 0.5]))
             .collect()
@@ -67,8 +103,9 @@ pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
     Ok(img.to_rgb8())
 }
 
-/// Detects the keypoints of every image of `set`, in order. `progress(done, total)` is called
-/// after each image. A missing or unreadable image is an error naming it and its CSV line.
+/// Detects the keypoints of every image of `set`, in order, each multiplied by its mask
+/// when the row names one. `progress(done, total)` is called after each image. A missing or
+/// unreadable image or mask is an error naming it and its CSV line.
 pub fn detect_set(
     det: &mut Detector,
     set: &LabelSet,
@@ -91,7 +128,23 @@ pub fn detect_set(
         })?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
-        let d = det.detect_frame(&frame)?;
+        let d = match &row.mask {
+            None => det.detect_frame(&frame)?,
+            Some(mask) => {
+                let (size, crop) = (det.input_size(), det.options().crop);
+                let (mut input, fit) = to_model_input(&frame, size, crop);
+                let plane = masked_plane(mask, w, h, size, crop).map_err(|m| {
+                    Error::Invalid(format!(
+                        "{}:{}: mask {}: {m}",
+                        set.path.display(),
+                        row.line,
+                        mask.display()
+                    ))
+                })?;
+                apply_mask(&mut input, &plane)?;
+                det.detect_prepared(input, &fit)?
+            }
+        };
         out.push(Sample {
             image: row.image.clone(),
             width: w,
@@ -102,23 +155,73 @@ pub fn detect_set(
                 .map(|k| [f64::from(k.x), f64::from(k.y)])
                 .collect(),
             labels: row.points.clone(),
+            raw_labels: row.raw.clone(),
         });
         progress(i + 1, set.rows.len());
     }
     Ok(out)
 }
 
-/// Fits the regressor on `train` (per landmark, on the samples where it is visible).
-pub fn fit(train: &[Sample]) -> Result<Regressor> {
+/// The mask image at `path` as model-input weights for an image of `w x h`.
+fn masked_plane(
+    path: &Path,
+    w: usize,
+    h: usize,
+    size: usize,
+    crop: crate::frame::CropMode,
+) -> std::result::Result<Vec<f32>, String> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| format!("cannot read image: {e}"))?
+        .to_luma8();
+    if (img.width() as usize, img.height() as usize) != (w, h) {
+        return Err(format!(
+            "is {}x{}, but its image is {w}x{h}",
+            img.width(),
+            img.height()
+        ));
+    }
+    mask_to_model_input(img.as_raw(), w, h, size, crop).map_err(|e| e.to_string())
+}
+
+/// Fits the regressor for `metric` on `train` as `protocol` says ([`Metric::fit`]).
+pub fn fit(train: &[Sample], metric: &Metric, protocol: Protocol) -> Result<Regressor> {
     let x: Vec<Vec<f64>> = train.iter().map(Sample::x_row).collect();
-    let y: Vec<Vec<Option<[f64; 2]>>> = train.iter().map(Sample::y_row).collect();
-    Regressor::fit(&x, &y)
+    match metric.fit(protocol) {
+        metrics::Fit::PerLandmarkVisible => {
+            let y: Vec<Vec<Option<[f64; 2]>>> = train.iter().map(Sample::y_row).collect();
+            Regressor::fit(&x, &y)
+        }
+        metrics::Fit::AllRows => {
+            let y = train
+                .iter()
+                .map(|s| Ok(s.y_row_raw()?.into_iter().map(Some).collect()))
+                .collect::<Result<Vec<Vec<_>>>>()?;
+            Regressor::fit(&x, &y)
+        }
+        metrics::Fit::SwapRefit => {
+            let Metric::OrientationInvariant { pairs } = metric else {
+                unreachable!("only orientation-invariant swaps");
+            };
+            let y = train
+                .iter()
+                .map(Sample::y_row_raw)
+                .collect::<Result<Vec<_>>>()?;
+            let l = y.first().map_or(0, Vec::len);
+            let perm = crate::pose::swap_permutation(pairs, l)?;
+            Ok(Regressor::fit_swap_refit(&x, &y, &perm)?.0)
+        }
+    }
 }
 
 /// The result of [`evaluate`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
     pub metric: String,
+    pub protocol: String,
     pub value: f64,
     pub unit: String,
     pub test_images: usize,
@@ -131,8 +234,14 @@ pub struct Report {
     pub per_landmark_px: Vec<Option<f64>>,
 }
 
-/// Regresses the landmarks of `test` with `reg` and scores them with `metric`.
-pub fn evaluate(reg: &Regressor, test: &[Sample], metric: &Metric) -> Result<Report> {
+/// Regresses the landmarks of `test` with `reg` and scores them with `metric` under
+/// `protocol`.
+pub fn evaluate(
+    reg: &Regressor,
+    test: &[Sample],
+    metric: &Metric,
+    protocol: Protocol,
+) -> Result<Report> {
     if let Some(s) = test
         .iter()
         .find(|s| s.keypoints.len() != reg.num_keypoints || s.labels.len() != reg.num_landmarks)
@@ -155,9 +264,15 @@ pub fn evaluate(reg: &Regressor, test: &[Sample], metric: &Metric) -> Result<Rep
             height: s.height as f64,
             pred: p,
             gt: &s.labels,
+            raw: &s.raw_labels,
         })
         .collect();
-    let v = metric.score(&scored)?;
+    if metric.fit(protocol) != metrics::Fit::PerLandmarkVisible {
+        for s in test {
+            s.y_row_raw()?;
+        }
+    }
+    let v = metric.score(&scored, protocol)?;
     let l = reg.num_landmarks;
     let mut sums = vec![(0f64, 0usize); l];
     for (s, p) in test.iter().zip(&preds) {
@@ -172,8 +287,9 @@ pub fn evaluate(reg: &Regressor, test: &[Sample], metric: &Metric) -> Result<Rep
     }
     Ok(Report {
         metric: metric.name().into(),
+        protocol: protocol.name().into(),
         value: v.value,
-        unit: metric.unit(),
+        unit: metric.unit(protocol),
         test_images: test.len(),
         scored_images: v.scored_images,
         skipped_images: v.skipped_images,

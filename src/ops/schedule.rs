@@ -1,13 +1,21 @@
-//! DDIM noise schedule of Stable Diffusion (diffusers `DDIMScheduler` defaults used by SD).
+//! DDIM noise schedule of Stable Diffusion, built as the reference builds it (method.md
+//! section 1): diffusers `DDIMScheduler` with scaled-linear betas and its default
+//! `steps_offset` 0, `set_timesteps(50)` -> timesteps 980, 960, ..., 0. The reference's
+//! `noise_level` indexes that list (-1, the last, is t = 0).
 
 /// Cumulative alphas of the training schedule and the inference timesteps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DdimSchedule {
     /// `alphas_cumprod[t]` for t in 0..num_train_timesteps (float32 values, widened).
     pub alphas_cumprod: Vec<f64>,
-    /// Inference timesteps in execution order (descending), e.g. 981, 961, ..., 1.
+    /// Inference timesteps in execution order (descending), e.g. 980, 960, ..., 0.
     pub timesteps: Vec<usize>,
 }
+
+/// Inference steps of the reference's scheduler (`NUM_DDIM_STEPS`).
+pub const NUM_INFERENCE_STEPS: usize = 50;
+/// The reference's default `noise_level`: the last of the inference timesteps.
+pub const DEFAULT_NOISE_LEVEL: isize = -1;
 
 /// `torch.linspace(start, end, steps, dtype=float32)` bit for bit: f32 ends and step, the first
 /// half counted up from `start`, the second half down from `end`, each with a fused
@@ -62,10 +70,27 @@ impl DdimSchedule {
         }
     }
 
-    /// Stable Diffusion: betas 0.00085..0.012 scaled_linear, 1000 train steps, 50 inference
-    /// steps, steps_offset 1 (timesteps 981, 961, ..., 1).
+    /// Stable Diffusion as the reference sets it up: betas 0.00085..0.012 scaled_linear, 1000
+    /// train steps, 50 inference steps, steps_offset 0 (timesteps 980, 960, ..., 0). The
+    /// reference's pipeline later rewrites the config to steps_offset 1, but its timesteps were
+    /// set before and are not recomputed.
     pub fn stable_diffusion() -> Self {
-        Self::scaled_linear(0.00085, 0.012, 1000, 50, 1)
+        Self::scaled_linear(0.00085, 0.012, 1000, NUM_INFERENCE_STEPS, 0)
+    }
+
+    /// The timestep of the reference's `noise_level`: an index into [`Self::timesteps`],
+    /// negative from the end as in Python (-1 = the last, t = 0 for SD).
+    pub fn timestep_of_level(&self, level: isize) -> crate::error::Result<usize> {
+        let n = self.timesteps.len() as isize;
+        let i = if level < 0 { n + level } else { level };
+        if !(0..n).contains(&i) {
+            return Err(crate::error::Error::Invalid(format!(
+                "noise level {level} is outside -{n}..{} (an index into the {n} DDIM timesteps, \
+                 -1 = the last)",
+                n - 1
+            )));
+        }
+        Ok(self.timesteps[i as usize])
     }
 
     /// `alpha_bar(t) = alphas_cumprod[t]`. Panics if `t` is out of range.
@@ -141,19 +166,46 @@ mod tests {
         let (a, b) = s.noise_coefficients(1);
         assert!((a * a + b * b - 1.0).abs() < 1e-12);
         assert!((a - s.alpha_bar(1).sqrt()).abs() < 1e-15);
+        // The reference's operating point t = 0: sqrt(1 - abar_0) = sqrt(0.00085) = 0.0292.
+        let (_, b0) = s.noise_coefficients(0);
+        assert!((b0 - 0.00085f64.sqrt()).abs() < 1e-6, "{b0}");
         // Monotone decreasing.
         assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]));
     }
 
     #[test]
-    fn timesteps_match_diffusers() {
+    fn timesteps_match_the_reference_scheduler() {
+        // Golden: diffusers' DDIMScheduler constructed with the reference's arguments and
+        // `set_timesteps(50)` called as the reference does.
         let g = goldens();
         let gold: Vec<i64> = g["ddim_timesteps"].to_vec1().unwrap();
         let s = DdimSchedule::stable_diffusion();
         let ours: Vec<i64> = s.timesteps.iter().map(|&t| t as i64).collect();
         assert_eq!(ours, gold);
-        assert_eq!(s.timesteps[0], 981);
-        assert_eq!(*s.timesteps.last().unwrap(), 1);
+        assert_eq!(s.timesteps[0], 980);
+        assert_eq!(*s.timesteps.last().unwrap(), 0);
         assert_eq!(s.timesteps.len(), 50);
+    }
+
+    #[test]
+    fn noise_levels_index_the_timesteps_like_python() {
+        let g = goldens();
+        let gold: Vec<i64> = g["ddim_timesteps"].to_vec1().unwrap();
+        let s = DdimSchedule::stable_diffusion();
+        // The reference's default noise level is the last timestep of its list: t = 0.
+        let default = s.timestep_of_level(DEFAULT_NOISE_LEVEL).unwrap();
+        assert_eq!(default as i64, *gold.last().unwrap());
+        assert_eq!(default, 0);
+        assert_eq!(s.timestep_of_level(0).unwrap(), 980);
+        assert_eq!(s.timestep_of_level(49).unwrap(), 0);
+        assert_eq!(s.timestep_of_level(-50).unwrap(), 980);
+        assert_eq!(s.timestep_of_level(-2).unwrap(), 20);
+        for bad in [50, -51, isize::MAX, isize::MIN] {
+            let e = s.timestep_of_level(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("noise level") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
     }
 }

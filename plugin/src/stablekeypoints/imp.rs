@@ -15,8 +15,8 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::frame::YuvMatrix;
+use stablekeypoints::pose::{PoseModel, Regressor};
 use stablekeypoints::track::{interpolate, GapPolicy, KeypointSmoother, OneEuroParams, Schedule};
 use stablekeypoints::{
     CropMode, DetectOptions, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens,
@@ -24,13 +24,16 @@ use stablekeypoints::{
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::convert::{ToRgb, CORE_FORMAT};
+use stablekeypoints::export::LineWriter;
+
+use crate::export::{self, FrameTimes};
 use crate::meta::{semantic_tag, FrameKeypoints, KeypointMeta, LandmarkMeta, PoseMeta};
-use crate::overlay::{Canvas, Dot, Layout, Yuv};
+use crate::overlay::{Blender, Canvas, Dot, Layout, Overlay, Style, Yuv};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -52,17 +55,15 @@ const DEFAULT_BETA: f64 = 0.0;
 const DEFAULT_D_CUTOFF: f64 = 1.0;
 const DEFAULT_DRAW: bool = false;
 const DEFAULT_DRAW_IDS: bool = false;
-const DEFAULT_RADIUS: u32 = 4;
+const DEFAULT_RADIUS: u32 = 0;
+const DEFAULT_LINE_WIDTH: u32 = 0;
 const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_BATCH_SIZE: u32 = 1;
 const MAX_BATCH_SIZE: u32 = 64;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
 const DEFAULT_INFERENCE_DELAY_MS: u32 = 0;
 
-/// Name of the bus message structure and of its keypoint entries.
-pub const MESSAGE_NAME: &str = "stablekeypoints";
-const MESSAGE_KEYPOINT: &str = "keypoint";
-const MESSAGE_LANDMARK: &str = "landmark";
+pub use crate::export::MESSAGE_NAME;
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
@@ -135,6 +136,7 @@ struct Settings {
     draw: bool,
     draw_ids: bool,
     radius: u32,
+    line_width: u32,
     post_messages: bool,
     json_location: Option<PathBuf>,
 }
@@ -164,6 +166,7 @@ impl Default for Settings {
             draw: DEFAULT_DRAW,
             draw_ids: DEFAULT_DRAW_IDS,
             radius: DEFAULT_RADIUS,
+            line_width: DEFAULT_LINE_WIDTH,
             post_messages: DEFAULT_POST_MESSAGES,
             json_location: None,
         }
@@ -290,39 +293,18 @@ struct State {
     next_index: u64,
 }
 
+/// The `json-location` file.
 struct JsonWriter {
     path: PathBuf,
-    file: File,
-    /// Bytes of complete lines in the file.
-    complete: u64,
+    lines: LineWriter<File>,
 }
 
 impl JsonWriter {
     fn create(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
             path: path.to_path_buf(),
-            file: File::create(path)?,
-            complete: 0,
+            lines: LineWriter::create(path)?,
         })
-    }
-
-    /// One `write` per record so that a crash never leaves half a line. A failed write
-    /// (disk full, file size limit) may still have written part of the line: the file is
-    /// cut back to its complete lines, so it stays well formed.
-    fn write_line(&mut self, value: &serde_json::Value) -> std::io::Result<()> {
-        let mut line = value.to_string().into_bytes();
-        line.push(b'\n');
-        match self.file.write_all(&line) {
-            Ok(()) => {
-                self.complete += line.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.file.set_len(self.complete);
-                let _ = self.file.seek(SeekFrom::Start(self.complete));
-                Err(e)
-            }
-        }
     }
 }
 
@@ -335,6 +317,12 @@ pub struct StableKeypoints {
     /// Running time before which frames are late (from QoS events).
     earliest: Mutex<Option<gst::ClockTime>>,
     reported_latency: Mutex<gst::ClockTime>,
+    /// Model input of formats the core does not read (set with the caps).
+    convert: Mutex<Option<ToRgb>>,
+    /// Drawing into formats without a native [`Layout`].
+    blender: Mutex<Blender>,
+    /// The last caps refused with a warning (warned once, not on every query).
+    refused: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -347,26 +335,7 @@ type ModelCache = Vec<((PathBuf, String), Weak<Model>)>;
 static MODELS: LazyLock<Mutex<ModelCache>> = LazyLock::new(Default::default);
 
 fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), String> {
-    use candle_core::{DType, Device};
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("cpu") {
-        return Ok((Device::Cpu, DType::F32));
-    }
-    let ord = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| format!("bad device {s:?} (expected cpu or cuda:N)"))?,
-        None => return Err(format!("unknown device {s:?} (expected cpu or cuda:N)")),
-    };
-    let dev =
-        Device::new_cuda(ord).map_err(|e| format!("device {s}: {}", first_line(&e.to_string())))?;
-    Ok((dev, DType::F16))
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("").trim()
+    stablekeypoints::device::parse(s).map_err(|e| e.to_string())
 }
 
 fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
@@ -437,31 +406,51 @@ fn load_pose(path: &Path, tokens: &Tokens, tokens_path: &Path) -> Result<Pose, g
     })
 }
 
-fn pixel_format(f: gst_video::VideoFormat) -> Option<(PixelFormat, Layout)> {
+/// How the element reads and draws a format without conversion.
+#[derive(Clone, Copy, Debug)]
+struct Native {
+    /// The core's name for the frame (YV12 is read as I420 with its chroma planes swapped).
+    format: PixelFormat,
+    layout: Layout,
+    swap_uv: bool,
+}
+
+fn native(f: gst_video::VideoFormat) -> Option<Native> {
     use gst_video::VideoFormat as V;
-    let packed = |bpp, rgb, alpha| Layout::Packed { bpp, rgb, alpha };
+    let packed = |format, bpp, rgb, alpha| Native {
+        format,
+        layout: Layout::Packed { bpp, rgb, alpha },
+        swap_uv: false,
+    };
+    let planar = |format, layout, swap_uv| Native {
+        format,
+        layout,
+        swap_uv,
+    };
     Some(match f {
-        V::Rgb => (PixelFormat::Rgb, packed(3, [0, 1, 2], None)),
-        V::Bgr => (PixelFormat::Bgr, packed(3, [2, 1, 0], None)),
-        V::Rgba => (PixelFormat::Rgba, packed(4, [0, 1, 2], Some(3))),
-        V::Bgra => (PixelFormat::Bgra, packed(4, [2, 1, 0], Some(3))),
-        V::Rgbx => (PixelFormat::Rgbx, packed(4, [0, 1, 2], None)),
-        V::Bgrx => (PixelFormat::Bgrx, packed(4, [2, 1, 0], None)),
-        V::Argb => (PixelFormat::Argb, packed(4, [1, 2, 3], Some(0))),
-        V::Abgr => (PixelFormat::Abgr, packed(4, [3, 2, 1], Some(0))),
-        V::Xrgb => (PixelFormat::Xrgb, packed(4, [1, 2, 3], None)),
-        V::Xbgr => (PixelFormat::Xbgr, packed(4, [3, 2, 1], None)),
-        V::I420 => (PixelFormat::I420, Layout::I420),
-        V::Nv12 => (PixelFormat::Nv12, Layout::Nv12),
+        V::Rgb => packed(PixelFormat::Rgb, 3, [0, 1, 2], None),
+        V::Bgr => packed(PixelFormat::Bgr, 3, [2, 1, 0], None),
+        V::Rgba => packed(PixelFormat::Rgba, 4, [0, 1, 2], Some(3)),
+        V::Bgra => packed(PixelFormat::Bgra, 4, [2, 1, 0], Some(3)),
+        V::Rgbx => packed(PixelFormat::Rgbx, 4, [0, 1, 2], None),
+        V::Bgrx => packed(PixelFormat::Bgrx, 4, [2, 1, 0], None),
+        V::Argb => packed(PixelFormat::Argb, 4, [1, 2, 3], Some(0)),
+        V::Abgr => packed(PixelFormat::Abgr, 4, [3, 2, 1], Some(0)),
+        V::Xrgb => packed(PixelFormat::Xrgb, 4, [1, 2, 3], None),
+        V::Xbgr => packed(PixelFormat::Xbgr, 4, [3, 2, 1], None),
+        V::I420 => planar(PixelFormat::I420, Layout::I420, false),
+        V::Yv12 => planar(PixelFormat::I420, Layout::I420, true),
+        V::Nv12 => planar(PixelFormat::Nv12, Layout::Nv12, false),
         _ => return None,
     })
 }
 
-/// Formats of the pad templates.
-pub(crate) const FORMATS: [gst_video::VideoFormat; 12] = {
+/// Formats the element reads and draws in place, first in the caps (preferred).
+const NATIVE_FORMATS: [gst_video::VideoFormat; 13] = {
     use gst_video::VideoFormat as V;
     [
         V::I420,
+        V::Yv12,
         V::Nv12,
         V::Rgb,
         V::Bgr,
@@ -476,54 +465,93 @@ pub(crate) const FORMATS: [gst_video::VideoFormat; 12] = {
     ]
 };
 
-fn yuv_of(info: &gst_video::VideoInfo) -> Yuv {
-    let c = info.colorimetry();
-    Yuv {
-        matrix: if c.matrix() == gst_video::VideoColorMatrix::Bt709 {
-            YuvMatrix::Bt709
-        } else {
-            YuvMatrix::Bt601
-        },
-        full_range: c.range() == gst_video::VideoColorRange::Range0_255,
+/// Formats of the pad templates: the native ones, then every other raw format of this
+/// GStreamer (those with pack/unpack functions, which `VideoConverter` converts to RGB and
+/// `gst_video_overlay_composition_blend` draws into).
+pub(crate) fn formats() -> Vec<gst_video::VideoFormat> {
+    NATIVE_FORMATS
+        .into_iter()
+        .chain(gst_video::VideoFormat::iter_raw().filter(|f| !NATIVE_FORMATS.contains(f)))
+        .collect()
+}
+
+/// The core's YUV matrix for this frame, if the core converts it (RGB frames need none).
+fn core_matrix(info: &gst_video::VideoInfo) -> Option<YuvMatrix> {
+    use gst_video::VideoColorMatrix as M;
+    match info.colorimetry().matrix() {
+        M::Bt709 => Some(YuvMatrix::Bt709),
+        M::Bt601 | M::Unknown => Some(YuvMatrix::Bt601),
+        _ => None,
     }
 }
 
-/// The frame as the core sees it.
+/// Whether the core reads frames of these caps itself (otherwise they are converted).
+fn core_reads(info: &gst_video::VideoInfo) -> bool {
+    native(info.format()).is_some() && (info.is_rgb() || core_matrix(info).is_some())
+}
+
+/// Overlay colours in the frame's own YUV matrix and range.
+fn yuv_of(info: &gst_video::VideoInfo) -> Yuv {
+    let c = info.colorimetry();
+    let full = c.range() == gst_video::VideoColorRange::Range0_255;
+    match c.matrix().kr_kb() {
+        Ok((kr, kb)) => Yuv::with_coefficients(kr as f32, kb as f32, full),
+        Err(_) => Yuv::new(YuvMatrix::Bt601, full),
+    }
+}
+
+/// The frame as the core sees it, for caps that [`core_reads`].
 fn frame_ref<'a>(
     frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
     info: &gst_video::VideoInfo,
 ) -> Result<FrameRef<'a>, String> {
-    let (format, _) = pixel_format(info.format())
-        .ok_or_else(|| format!("unsupported format {}", info.format()))?;
+    let n = native(info.format()).ok_or_else(|| format!("unsupported format {}", info.format()))?;
     let planes = frame.planes_data();
     let strides = frame.plane_stride();
     let stride = |i: usize| strides.get(i).map_or(0, |&s| s.max(0) as usize);
+    let (u, v) = if n.swap_uv { (2, 1) } else { (1, 2) };
     let mut f = FrameRef::new(
-        format,
+        n.format,
         info.width() as usize,
         info.height() as usize,
         [
             (planes[0], stride(0)),
-            (planes[1], stride(1)),
-            (planes[2], stride(2)),
+            (planes[u], stride(u)),
+            (planes[v], stride(v)),
         ],
     )
     .map_err(|e| e.to_string())?;
-    let yuv = yuv_of(info);
-    f.matrix = yuv.matrix;
-    f.full_range = yuv.full_range;
+    f.matrix = core_matrix(info).unwrap_or(YuvMatrix::Bt601);
+    f.full_range = info.colorimetry().range() == gst_video::VideoColorRange::Range0_255;
     Ok(f)
 }
 
-fn clock_ns(t: Option<gst::ClockTime>) -> serde_json::Value {
-    t.map_or(serde_json::Value::Null, |t| t.nseconds().into())
-}
-
-fn finite(v: f32) -> serde_json::Value {
-    if v.is_finite() {
-        (v as f64).into()
-    } else {
-        serde_json::Value::Null
+/// Why caps that the pad template does not take are refused, for the warning.
+fn refusal_reason(caps: &gst::CapsRef) -> String {
+    let Some(s) = caps.structure(0) else {
+        return "no caps".into();
+    };
+    if s.name() != "video/x-raw" {
+        return format!(
+            "{} is not raw video (decode it first, e.g. with decodebin)",
+            s.name()
+        );
+    }
+    if let Some(f) = caps.features(0) {
+        let system = f.size() == 1 && f.contains(gst::CAPS_FEATURE_MEMORY_SYSTEM_MEMORY);
+        if !f.is_any() && !system {
+            return format!(
+                "buffers with the caps features {f} are not supported: the element reads and \
+                 draws frames in system memory, so download them first (e.g. gldownload for \
+                 GL memory, cudadownload for CUDA memory)"
+            );
+        }
+    }
+    match s.get::<&str>("format") {
+        Ok(f) if !formats().iter().any(|g| g.to_str() == f) => {
+            format!("format {f} is not a raw format that GStreamer converts to RGB")
+        }
+        _ => "they do not match the element's caps (see gst-inspect-1.0 stablekeypoints)".into(),
     }
 }
 
@@ -567,10 +595,24 @@ impl StableKeypoints {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot map the frame: {e}"))
             .and_then(|mapped| {
-                let frames = mapped
+                let mut convert = lock(&self.convert);
+                let Some(to_rgb) = convert.as_mut() else {
+                    let frames = mapped
+                        .iter()
+                        .map(|f| frame_ref(f, info))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    return detector.detect_frames(&frames).map_err(|e| e.to_string());
+                };
+                let stride = to_rgb.stride();
+                let rgb = to_rgb
+                    .convert(&mapped)
+                    .map_err(|e| format!("cannot convert the frame to RGB: {e}"))?;
+                let (w, h) = (info.width() as usize, info.height() as usize);
+                let frames = rgb
                     .iter()
-                    .map(|f| frame_ref(f, info))
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .map(|p| FrameRef::packed(CORE_FORMAT, w, h, p.as_slice(), stride))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
                 detector.detect_frames(&frames).map_err(|e| e.to_string())
             });
         std::thread::sleep(delay.saturating_mul(buffers.len() as u32));
@@ -911,62 +953,9 @@ impl StableKeypoints {
             }
         }
 
-        let pts = buffer.pts();
-        let duration = buffer.duration();
-        let segment = self.obj().segment();
-        let seg = segment.downcast_ref::<gst::ClockTime>();
-        let stream_time = seg.and_then(|seg| seg.to_stream_time(pts));
-        let running_time = seg.and_then(|seg| seg.to_running_time(pts));
-
+        let times = FrameTimes::of(&buffer, &self.obj().segment());
         if s.post_messages {
-            let list = gst::List::new(frame.keypoints.iter().map(|k| {
-                let (x, y) = k.pixel(w, h);
-                gst::Structure::builder(MESSAGE_KEYPOINT)
-                    .field("id", k.id)
-                    .field("x", x)
-                    .field("y", y)
-                    .field("nx", k.x)
-                    .field("ny", k.y)
-                    .field("confidence", k.confidence)
-                    .field("visible", k.visible)
-                    .build()
-                    .to_send_value()
-            }));
-            let none = u64::MAX; // GST_CLOCK_TIME_NONE, as facedetect posts it
-            let mut st = gst::Structure::builder(MESSAGE_NAME)
-                .field("timestamp", pts.map_or(none, |t| t.nseconds()))
-                .field("stream-time", stream_time.map_or(none, |t| t.nseconds()))
-                .field("running-time", running_time.map_or(none, |t| t.nseconds()))
-                .field("duration", duration.map_or(none, |t| t.nseconds()))
-                .field("frame", index)
-                .field("width", w as i32)
-                .field("height", h as i32)
-                .field("inferred", inferred)
-                .field("keypoints", list)
-                .build();
-            if let Some(pose) = &frame.pose {
-                let list = gst::List::new(pose.landmarks.iter().map(|l| {
-                    let (x, y) = l.pixel(w, h);
-                    gst::Structure::builder(MESSAGE_LANDMARK)
-                        .field("name", &l.name)
-                        .field("x", x)
-                        .field("y", y)
-                        .field("nx", l.x)
-                        .field("ny", l.y)
-                        .build()
-                        .to_send_value()
-                }));
-                st.set("pose", list);
-                st.set(
-                    "skeleton",
-                    gst::Array::new(
-                        pose.connections
-                            .iter()
-                            .flatten()
-                            .map(|&i| (i as i32).to_send_value()),
-                    ),
-                );
-            }
+            let st = export::message(&frame, index, &times, w, h);
             let _ = self
                 .obj()
                 .post_message(gst::message::Element::builder(st).src(&*self.obj()).build());
@@ -974,44 +963,8 @@ impl StableKeypoints {
 
         let mut json = lock(&self.json);
         if let Some(writer) = json.as_mut() {
-            let kps: Vec<serde_json::Value> = frame
-                .keypoints
-                .iter()
-                .map(|k| {
-                    let (x, y) = k.pixel(w, h);
-                    serde_json::json!({
-                        "id": k.id, "x": finite(x), "y": finite(y), "nx": finite(k.x), "ny": finite(k.y),
-                        "confidence": finite(k.confidence), "visible": k.visible,
-                    })
-                })
-                .collect();
-            let mut record = serde_json::json!({
-                "frame": index,
-                "pts": clock_ns(pts),
-                "stream_time": clock_ns(stream_time),
-                "running_time": clock_ns(running_time),
-                "duration": clock_ns(duration),
-                "width": w,
-                "height": h,
-                "inferred": inferred,
-                "keypoints": kps,
-            });
-            if let Some(pose) = &frame.pose {
-                let landmarks: Vec<serde_json::Value> = pose
-                    .landmarks
-                    .iter()
-                    .map(|l| {
-                        let (x, y) = l.pixel(w, h);
-                        serde_json::json!({
-                            "name": l.name, "x": finite(x), "y": finite(y),
-                            "nx": finite(l.x), "ny": finite(l.y),
-                        })
-                    })
-                    .collect();
-                record["pose"] = landmarks.into();
-                record["skeleton"] = serde_json::json!(pose.connections);
-            }
-            if let Err(e) = writer.write_line(&record) {
+            let record = export::record(&frame, index, &times, w, h);
+            if let Err(e) = writer.lines.write_record(&record) {
                 let path = writer.path.display().to_string();
                 drop(json);
                 gst::element_imp_error!(
@@ -1032,38 +985,13 @@ impl StableKeypoints {
         frame: &FrameKeypoints,
         s: &Settings,
     ) -> Result<(), gst::FlowError> {
-        let Some((_, layout)) = pixel_format(info.format()) else {
-            return Ok(());
-        };
-        let mut vf =
-            gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info).map_err(|e| {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Failed,
-                    ("Cannot map the frame for drawing: {}", e)
-                );
-                gst::FlowError::Error
-            })?;
-        let strides: Vec<usize> = vf
-            .plane_stride()
-            .iter()
-            .map(|&v| v.max(0) as usize)
-            .collect();
-        let stride = |i: usize| strides.get(i).copied().unwrap_or(0);
-        let [p0, p1, p2, _] = vf.planes_data_mut();
-        let mut canvas = Canvas {
-            layout,
-            width: info.width() as usize,
-            height: info.height() as usize,
-            planes: [(p0, stride(0)), (p1, stride(1)), (p2, stride(2))],
-            yuv: yuv_of(info),
-        };
+        let (w, h) = (info.width(), info.height());
         let dots: Vec<Dot> = frame
             .keypoints
             .iter()
             .filter(|k| k.visible)
             .map(|k| {
-                let (x, y) = k.pixel(info.width(), info.height());
+                let (x, y) = k.pixel(w, h);
                 Dot {
                     id: k.id as usize,
                     x,
@@ -1071,16 +999,58 @@ impl StableKeypoints {
                 }
             })
             .collect();
-        canvas.draw(&dots, s.radius as f32, s.draw_ids);
-        if let Some(pose) = &frame.pose {
-            let points: Vec<(f32, f32)> = pose
-                .landmarks
-                .iter()
-                .map(|l| l.pixel(info.width(), info.height()))
-                .collect();
-            let radius = s.radius as f32 / 2.0;
-            canvas.draw_skeleton(&points, &pose.connections, radius, radius);
+        let points: Vec<(f32, f32)> = frame
+            .pose
+            .iter()
+            .flat_map(|p| p.landmarks.iter().map(|l| l.pixel(w, h)))
+            .collect();
+        let skeleton = frame
+            .pose
+            .as_ref()
+            .map(|p| (&points[..], &p.connections[..]));
+        let (w, h) = (w as usize, h as usize);
+        let style = Style::for_frame(w, h, s.radius, s.line_width);
+        let overlay = Overlay::new(w, h, style, &dots, s.draw_ids, skeleton);
+        if overlay.is_empty() {
+            return Ok(());
         }
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("Cannot {} the frame for drawing: {}", what, e)
+            );
+            gst::FlowError::Error
+        };
+        let mut vf = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info)
+            .map_err(|e| failed("map", &e))?;
+        let yuv = yuv_of(info);
+        let Some(n) = native(info.format()) else {
+            return lock(&self.blender)
+                .blend(&mut vf, &overlay, yuv)
+                .map_err(|e| failed("blend the overlay into", &e));
+        };
+        let strides: Vec<usize> = vf
+            .plane_stride()
+            .iter()
+            .map(|&v| v.max(0) as usize)
+            .collect();
+        let stride = |i: usize| strides.get(i).copied().unwrap_or(0);
+        let [p0, p1, p2, _] = vf.planes_data_mut();
+        let (u, v, su, sv) = if n.swap_uv {
+            (p2, p1, stride(2), stride(1))
+        } else {
+            (p1, p2, stride(1), stride(2))
+        };
+        Canvas {
+            layout: n.layout,
+            width: w,
+            height: h,
+            planes: [(p0, stride(0)), (u, su), (v, sv)],
+            yuv,
+            origin: (0, 0),
+        }
+        .render(&overlay);
         Ok(())
     }
 
@@ -1118,7 +1088,7 @@ impl StableKeypoints {
 
     fn flush_json(&self) {
         if let Some(w) = lock(&self.json).as_mut() {
-            if let Err(e) = w.file.flush().and_then(|_| w.file.sync_data()) {
+            if let Err(e) = w.lines.sync() {
                 gst::warning!(CAT, imp = self, "flushing {}: {}", w.path.display(), e);
             }
         }
@@ -1398,9 +1368,16 @@ impl ObjectImpl for StableKeypoints {
                     .build(),
                 glib::ParamSpecUInt::builder("radius")
                     .nick("Radius")
-                    .blurb("Radius of the drawn keypoints in pixels")
+                    .blurb("Radius of the drawn keypoints in pixels (0 = from the frame size: max(3, min(width, height) / 100))")
                     .maximum(1024)
                     .default_value(DEFAULT_RADIUS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("line-width")
+                    .nick("Line width")
+                    .blurb("Width of the pose skeleton's lines in pixels (0 = half the radius, at least 2)")
+                    .maximum(1024)
+                    .default_value(DEFAULT_LINE_WIDTH)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecBoolean::builder("post-messages")
@@ -1474,6 +1451,7 @@ impl ObjectImpl for StableKeypoints {
             "draw" => s.draw = value.get().expect("type checked upstream"),
             "draw-ids" => s.draw_ids = value.get().expect("type checked upstream"),
             "radius" => s.radius = value.get().expect("type checked upstream"),
+            "line-width" => s.line_width = value.get().expect("type checked upstream"),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
             "json-location" => s.json_location = path(value),
             _ => unimplemented!(),
@@ -1510,6 +1488,7 @@ impl ObjectImpl for StableKeypoints {
             "draw" => s.draw.to_value(),
             "draw-ids" => s.draw_ids.to_value(),
             "radius" => s.radius.to_value(),
+            "line-width" => s.line_width.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "json-location" => path(&s.json_location),
             _ => unimplemented!(),
@@ -1536,7 +1515,7 @@ impl ElementImpl for StableKeypoints {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(FORMATS)
+                .format_list(formats())
                 .build();
             vec![
                 gst::PadTemplate::new(
@@ -1590,9 +1569,32 @@ impl BaseTransformImpl for StableKeypoints {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *lock(&self.state) = None;
+        *lock(&self.convert) = None;
+        *lock(&self.blender) = Blender::default();
         self.flush_json();
         *lock(&self.json) = None;
         Ok(())
+    }
+
+    fn accept_caps(&self, direction: gst::PadDirection, caps: &gst::Caps) -> bool {
+        let ok = self.parent_accept_caps(direction, caps);
+        if !ok {
+            // Negotiation then fails with a bare not-negotiated error: say why, once.
+            let text = caps.to_string();
+            let mut refused = lock(&self.refused);
+            if refused.as_deref() != Some(text.as_str()) {
+                let why = refusal_reason(caps);
+                gst::warning!(CAT, imp = self, "refusing {}: {}", text, why);
+                *refused = Some(text.clone());
+                drop(refused);
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("Cannot handle caps {}: {}", text, why)
+                );
+            }
+        }
+        ok
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
@@ -1708,13 +1710,20 @@ impl VideoFilterImpl for StableKeypoints {
         outcaps: &gst::Caps,
         out_info: &gst_video::VideoInfo,
     ) -> Result<(), gst::LoggableError> {
-        if pixel_format(in_info.format()).is_none() {
-            return Err(gst::loggable_error!(
+        *lock(&self.convert) = if core_reads(in_info) {
+            None
+        } else {
+            let to_rgb = ToRgb::new(in_info).map_err(|e| {
+                gst::loggable_error!(CAT, "cannot convert {} to RGB: {}", in_info.format(), e)
+            })?;
+            gst::debug!(
                 CAT,
-                "unsupported format {}",
+                imp = self,
+                "{} goes to the model through RGB",
                 in_info.format()
-            ));
-        }
+            );
+            Some(to_rgb)
+        };
         let mut st = lock(&self.state);
         let state = st
             .as_mut()

@@ -103,6 +103,187 @@ pub fn core_format(f: gst_video::VideoFormat) -> PixelFormat {
         F::Xbgr => PixelFormat::Xbgr,
         F::I420 => PixelFormat::I420,
         F::Nv12 => PixelFormat::Nv12,
+        // Read as I420 with the chroma planes swapped.
+        F::Yv12 => PixelFormat::I420,
         other => panic!("no core format for {other:?}"),
+    }
+}
+
+/// The formats of the element's sink pad template, in order.
+pub fn element_formats() -> Vec<gst_video::VideoFormat> {
+    init();
+    let factory = gst::ElementFactory::find("stablekeypoints").unwrap();
+    let template = factory
+        .static_pad_templates()
+        .into_iter()
+        .find(|t| t.name_template() == "sink")
+        .unwrap();
+    let caps = template.caps();
+    let list = caps
+        .structure(0)
+        .unwrap()
+        .get::<gst::List>("format")
+        .unwrap();
+    list.iter()
+        .map(|v| v.get::<&str>().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The formats the core reads itself (the others go through GStreamer's converter).
+pub fn is_native(f: gst_video::VideoFormat) -> bool {
+    use gst_video::VideoFormat as F;
+    matches!(
+        f,
+        F::Rgb
+            | F::Bgr
+            | F::Rgba
+            | F::Bgra
+            | F::Rgbx
+            | F::Bgrx
+            | F::Argb
+            | F::Abgr
+            | F::Xrgb
+            | F::Xbgr
+            | F::I420
+            | F::Yv12
+            | F::Nv12
+    )
+}
+
+/// (bytes per row without padding, rows) of each plane of frames of `info`, for formats
+/// whose planes are rows of samples; `None` for tiled formats, formats packing pixels in
+/// groups (v210, IYU1, ...) and paletted ones.
+pub fn plane_rows(info: &gst_video::VideoInfo) -> Option<Vec<(usize, usize)>> {
+    let f = info.format_info();
+    // IYU1 packs 4 pixels into 6 bytes.
+    if f.is_complex()
+        || f.is_tiled()
+        || f.has_palette()
+        || f.format() == gst_video::VideoFormat::Iyu1
+    {
+        return None;
+    }
+    let mut planes = vec![(0usize, 0usize); f.n_planes() as usize];
+    for c in 0..f.n_components() as usize {
+        let (w, h) = (
+            f.scale_width(c as u8, info.width()) as usize,
+            f.scale_height(c as u8, info.height()) as usize,
+        );
+        // Whole pixel strides (GStreamer's offsets within a packed pixel are not always
+        // filled in, e.g. Y412).
+        let end = f.pixel_stride()[c] as usize * w;
+        let p = &mut planes[f.plane()[c] as usize];
+        *p = (p.0.max(end), p.1.max(h));
+    }
+    Some(planes)
+}
+
+fn rgb_info(like: &gst_video::VideoInfo) -> gst_video::VideoInfo {
+    gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, like.width(), like.height())
+        .fps(like.fps())
+        .interlace_mode(like.interlace_mode())
+        .build()
+        .unwrap()
+}
+
+/// `src` (frames of `from`) converted to `to` by GStreamer's converter, without dithering.
+pub fn convert_frame(
+    src: &gst::BufferRef,
+    from: &gst_video::VideoInfo,
+    to: &gst_video::VideoInfo,
+) -> gst::Buffer {
+    let mut config = gst_video::VideoConverterConfig::new();
+    config.set_dither_method(gst_video::VideoDitherMethod::None);
+    let conv = gst_video::VideoConverter::new(from, to, Some(config)).unwrap();
+    let mut out = gst::Buffer::with_size(to.size()).unwrap();
+    {
+        let src = gst_video::VideoFrameRef::from_buffer_ref_readable(src, from).unwrap();
+        let mut dest =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(out.get_mut().unwrap(), to).unwrap();
+        conv.frame_ref(&src, &mut dest);
+    }
+    out
+}
+
+/// A frame of `info` holding a random RGB picture (so that every sample is valid, which
+/// random bytes are not for formats of more than 8 bits), timestamped as frame `i` at 25 fps.
+pub fn random_frame(info: &gst_video::VideoInfo, seed: u64) -> gst::Buffer {
+    let rgb = rgb_info(info);
+    let picture = gst::Buffer::from_mut_slice(noise_bytes(rgb.size(), seed));
+    convert_frame(&picture, &rgb, info)
+}
+
+/// A frame of `info` of one colour.
+pub fn uniform_frame(info: &gst_video::VideoInfo, colour: [u8; 3]) -> gst::Buffer {
+    let rgb = rgb_info(info);
+    let bytes: Vec<u8> = colour.iter().copied().cycle().take(rgb.size()).collect();
+    convert_frame(&gst::Buffer::from_mut_slice(bytes), &rgb, info)
+}
+
+/// Packed RGB of a frame (GStreamer's conversion), rows without padding: bytes and stride.
+pub fn rgb_of(buf: &gst::BufferRef, info: &gst_video::VideoInfo) -> (Vec<u8>, usize) {
+    let rgb = rgb_info(info);
+    let out = convert_frame(buf, info, &rgb);
+    let map = out.map_readable().unwrap();
+    let (row, stride) = (3 * info.width() as usize, rgb.stride()[0] as usize);
+    let bytes = (0..info.height() as usize)
+        .flat_map(|y| map[y * stride..y * stride + row].iter().copied())
+        .collect();
+    (bytes, row)
+}
+
+/// The core detector on the frame converted to RGB.
+pub fn core_on_rgb(
+    det: &mut Detector,
+    buf: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> stablekeypoints::Detection {
+    let (rgb, stride) = rgb_of(buf, info);
+    let f = stablekeypoints::FrameRef::packed(
+        PixelFormat::Rgb,
+        info.width() as usize,
+        info.height() as usize,
+        &rgb,
+        stride,
+    )
+    .unwrap();
+    det.detect_frame(&f).unwrap()
+}
+
+pub fn read_meta(buf: &gst::BufferRef) -> gststablekeypoints::meta::FrameKeypoints {
+    gststablekeypoints::meta::FrameKeypoints::from_buffer(buf)
+        .expect("buffer carries keypoint metadata")
+        .expect("metadata is well formed")
+}
+
+/// The element's keypoints equal the core's detection, and are in this frame's pixel
+/// coordinates.
+pub fn assert_matches_core(
+    meta: &gststablekeypoints::meta::FrameKeypoints,
+    det: &stablekeypoints::Detection,
+    what: &str,
+) {
+    assert_eq!(
+        (meta.source_width as usize, meta.source_height as usize),
+        (det.width, det.height),
+        "{what}: source size"
+    );
+    assert_eq!(meta.keypoints.len(), det.keypoints.len(), "{what}");
+    for (i, (m, k)) in meta.keypoints.iter().zip(&det.keypoints).enumerate() {
+        assert_eq!(m.id as usize, k.id, "{what}");
+        let (px, py) = m.pixel(meta.source_width, meta.source_height);
+        let (cx, cy) = det.pixel(i);
+        assert!(
+            (px - cx).abs() < 1e-3 && (py - cy).abs() < 1e-3,
+            "{what}: keypoint {i} at ({px}, {py}) px, core says ({cx}, {cy})"
+        );
+        assert!(
+            (0.0..=det.width as f32).contains(&px) && (0.0..=det.height as f32).contains(&py),
+            "{what}: keypoint {i} ({px}, {py}) outside the frame"
+        );
+        assert!(
+            (m.confidence - k.score).abs() <= 1e-6 * k.score.abs().max(1.0),
+            "{what}: {m:?} vs {k:?}"
+        );
     }
 }

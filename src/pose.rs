@@ -1,11 +1,17 @@
-//! The linear regressor of method.md section 5, and the small dense linear algebra it needs
-//! (f64, row-major, no external solver).
+//! The keypoints -> landmarks linear map (method.md section 5) used by `eval` and by the
+//! element's `pose` property: its fits, the pose file that stores it, the import of the
+//! reference's `regressor.pt`, and the small dense linear algebra they need (f64,
+//! row-major, no external solver).
 //!
 //! X holds one row per image: the K detected keypoints, normalised to [0, 1], flattened as
 //! `x0, y0, x1, y1, ...` and minus 0.5. Y holds the labelled landmarks the same way (divided
-//! by the image width and height, minus 0.5). For every landmark j, on the images where it
-//! is visible, `W_j = pinv(X^T X) X^T Y_j` (2K x 2); the prediction is
-//! `0.5 + (x - 0.5) W`. There is no intercept, as in the reference.
+//! by the image width and height, minus 0.5). The prediction is `0.5 + (x - 0.5) W`; there is
+//! no intercept, as in the reference. The reference fits W three ways:
+//! - per landmark on the rows where it is visible (`return_regressor_visible`):
+//!   [`Regressor::fit`] with None for hidden landmarks;
+//! - on all rows (`return_regressor`, `W = pinv(X^T X) X^T Y`): [`Regressor::fit`] with every
+//!   landmark given;
+//! - Human3.6M's swap-refit (`return_regressor_human36m`): [`Regressor::fit_swap_refit`].
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -150,6 +156,41 @@ fn matmul_t(p: &[f64], rows: usize, n: usize, b: &[f64], m: usize) -> Vec<f64> {
     out
 }
 
+/// The reference's Human3.6M left/right swap list (`swap_points` in its eval.py), kept as it
+/// is: landmark 28 appears twice, in `(20, 28)` and `(21, 28)`, so the swap it makes is not a
+/// permutation (landmarks 20 and 21 both take 28's place, 28 takes 21's, and 20's is lost).
+pub const H36M_SWAP_PAIRS: [(usize, usize); 12] = [
+    (1, 6),
+    (2, 7),
+    (3, 8),
+    (4, 9),
+    (5, 10),
+    (17, 25),
+    (18, 26),
+    (19, 27),
+    (20, 28),
+    (21, 28),
+    (22, 30),
+    (23, 31),
+];
+
+/// The landmark reordering of a swap list, built as the reference builds it: from the
+/// identity, `perm[a] = b; perm[b] = a` for each pair in order. Swapped landmark `j` is
+/// landmark `perm[j]`. Pair indices must be below `l`.
+pub fn swap_permutation(pairs: &[(usize, usize)], l: usize) -> Result<Vec<usize>> {
+    let mut perm: Vec<usize> = (0..l).collect();
+    for &(a, b) in pairs {
+        if a >= l || b >= l {
+            return Err(Error::Invalid(format!(
+                "swap pair {a}:{b} names a landmark beyond the {l} labelled ones"
+            )));
+        }
+        perm[a] = b;
+        perm[b] = a;
+    }
+    Ok(perm)
+}
+
 /// The fitted map from keypoints to landmarks: `weights` is `2K x 2L`, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Regressor {
@@ -161,6 +202,7 @@ pub struct Regressor {
 impl Regressor {
     /// Fits per landmark on the rows where it is visible. `x[i]` is row i of X (2K values,
     /// already minus 0.5); `y[i][j]` is landmark j of row i (normalised, minus 0.5) or None.
+    /// With every landmark given this is the plain all-rows fit.
     pub fn fit(x: &[Vec<f64>], y: &[Vec<Option<[f64; 2]>>]) -> Result<Self> {
         let (Some(x0), Some(y0)) = (x.first(), y.first()) else {
             return Err(Error::Invalid(
@@ -223,6 +265,96 @@ impl Regressor {
         }
         Ok(Self {
             num_keypoints: d / 2,
+            num_landmarks: l,
+            weights,
+        })
+    }
+
+    /// The reference's Human3.6M fit (`return_regressor_human36m`): fit on all rows, then,
+    /// while more than 10 training rows are predicted better (mean L2 over landmarks) with
+    /// their labels reordered by `perm` ([`swap_permutation`]), reorder those rows' labels
+    /// and fit again. The fit is `(X^T X)^-1 X^T Y` (a pseudo-inverse here, the same for an
+    /// invertible X^T X). Returns the regressor and the number of fits.
+    pub fn fit_swap_refit(
+        x: &[Vec<f64>],
+        y: &[Vec<[f64; 2]>],
+        perm: &[usize],
+    ) -> Result<(Self, usize)> {
+        /// The reference loops until it settles; a cap turns an oscillation into an error.
+        const MAX_FITS: usize = 1000;
+        let mut y: Vec<Vec<Option<[f64; 2]>>> = y
+            .iter()
+            .map(|r| r.iter().map(|&p| Some(p)).collect())
+            .collect();
+        if let Some(r) = y.iter().find(|r| r.len() != perm.len()) {
+            return Err(Error::Invalid(format!(
+                "swap list for {} landmarks, labels have {}",
+                perm.len(),
+                r.len()
+            )));
+        }
+        for fits in 1..=MAX_FITS {
+            let reg = Self::fit(x, &y)?;
+            let mut swap = Vec::new();
+            for (i, xi) in x.iter().enumerate() {
+                let kp: Vec<[f64; 2]> = xi
+                    .chunks_exact(2)
+                    .map(|c| [c[0] + 0.5, c[1] + 0.5])
+                    .collect();
+                let pred = reg.predict(&kp);
+                let label = |j: usize| y[i][j].expect("all given");
+                let err = |p: [f64; 2], g: [f64; 2]| (p[0] - 0.5 - g[0]).hypot(p[1] - 0.5 - g[1]);
+                let l = perm.len() as f64;
+                let straight: f64 =
+                    (0..perm.len()).map(|j| err(pred[j], label(j))).sum::<f64>() / l;
+                let swapped: f64 = (0..perm.len())
+                    .map(|j| err(pred[j], label(perm[j])))
+                    .sum::<f64>()
+                    / l;
+                if straight > swapped {
+                    swap.push(i);
+                }
+            }
+            if swap.len() <= 10 {
+                return Ok((reg, fits));
+            }
+            for i in swap {
+                let row = y[i].clone();
+                y[i] = perm.iter().map(|&p| row[p]).collect();
+            }
+        }
+        Err(Error::Invalid(format!(
+            "the Human3.6M swap-refit regressor did not settle after {MAX_FITS} fits"
+        )))
+    }
+
+    /// A regressor from the reference's weights (`regressor.pt`, `2K x 2L`, row-major f64):
+    /// its keypoint rows are `y0, x0, y1, x1, ...` (its arg-max gives row, column), and its
+    /// landmark columns follow its data loader: `y, x` per landmark (`labels_yx`, CelebA,
+    /// Tai-Chi-HD and DeepFashion swap their labels to that order) or `x, y`.
+    pub fn from_reference_weights(w: &[f64], k: usize, l: usize, labels_yx: bool) -> Result<Self> {
+        if w.len() != 4 * k * l || k == 0 || l == 0 {
+            return Err(Error::Invalid(format!(
+                "{} weights for {k} keypoints and {l} landmarks (expected {})",
+                w.len(),
+                4 * k * l
+            )));
+        }
+        let l2 = 2 * l;
+        let mut weights = vec![0f64; 2 * k * l2];
+        for kp in 0..k {
+            for c in 0..2 {
+                for j in 0..l {
+                    for d in 0..2 {
+                        let col = if labels_yx { 1 - d } else { d };
+                        weights[(2 * kp + c) * l2 + 2 * j + d] =
+                            w[(2 * kp + 1 - c) * l2 + 2 * j + col];
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            num_keypoints: k,
             num_landmarks: l,
             weights,
         })
@@ -306,6 +438,45 @@ impl PoseModel {
                 .map(|r| r.to_vec())
                 .collect(),
         })
+    }
+
+    /// The reference's `regressor.pt` (a `[2K, 2L]` tensor saved by `torch.save`) as a pose
+    /// model for the tokens with `token_indices` (its `indices.pt`, K of them); see
+    /// [`Regressor::from_reference_weights`] for `labels_yx`. Errors name the file.
+    pub fn import_reference(
+        path: &Path,
+        token_indices: Vec<usize>,
+        names: Option<Vec<String>>,
+        skeleton: Vec<[usize; 2]>,
+        labels_yx: bool,
+    ) -> Result<Self> {
+        let bad = |m: String| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(m),
+        };
+        let t = crate::torchfile::read_tensor(path)?;
+        let (rows, cols) = t.dims2().map_err(|_| {
+            bad(format!(
+                "the regressor must be a [2K, 2L] matrix, got shape {:?}",
+                t.dims()
+            ))
+        })?;
+        let k = token_indices.len();
+        if rows != 2 * k || cols == 0 || cols % 2 != 0 {
+            return Err(bad(format!(
+                "regressor of shape [{rows}, {cols}] for {k} keypoint tokens (expected [{}, 2L])",
+                2 * k
+            )));
+        }
+        let w: Vec<f64> = t
+            .to_dtype(candle_core::DType::F64)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .map_err(|e| bad(format!("cannot read the regressor's values: {e}")))?;
+        if w.iter().any(|v| !v.is_finite()) {
+            return Err(bad("the regressor holds non-finite weights".into()));
+        }
+        let reg = Regressor::from_reference_weights(&w, k, cols / 2, labels_yx)?;
+        Self::new(&reg, token_indices, names, skeleton)
     }
 
     pub fn regressor(&self) -> Result<Regressor> {
