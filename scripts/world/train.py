@@ -6,21 +6,23 @@ Stages (each checkpoints every --checkpoint-minutes and resumes with --resume):
 
   vae      AutoencoderKL 128x128 -> 32x32x4 on random crops (L1 + MSE + tiny KL), then the
            latent scaling_factor (1 / std of the latent means) -> OUT/vae
-  latents  the scaled latent means of every training render -> WORK/latents.npy
+  latents  the scaled latent means of every training render -> --latents (WORK/latents.npy)
   unet     UNet2DConditionModel on those latents, SD's DDPM schedule (scaled_linear betas
            0.00085..0.012, 1000 steps), epsilon prediction; the context is one learned part
            embedding per part slot (a null embedding where the part is absent) -> OUT/unet and
            OUT/part-tokens.safetensors (the embedding table as a stablekeypoints tokens file)
   export   the UNet and part tokens of the latest unet checkpoint -> OUT (for a look at a
            run in progress)
+  pack     the trained VAE, UNet and part tokens in OUT -> DEST in f16 (the committed
+           models/figure), with the training curves of WORK
   check    VAE reconstruction error on held-out renders -> OUT/checks.json
   diagnose does the UNet know the figure? Its denoising error on held-out renders against
            the same renders scrambled in 16x16 blocks, and with the true context against
            contexts that lie (parts the image shows marked absent, all absent, random
            embeddings) -> OUT/checks.json
 
-Usage (see models/figure/README.md for the exact commands that made the committed model):
-  python scripts/world/train.py vae --data train.safetensors --work WORK --out models/figure
+Usage (scripts/world/make-model.sh runs every stage as the committed model was made):
+  python scripts/world/train.py vae --data train.safetensors --work WORK --out OUT
 """
 
 import argparse
@@ -47,6 +49,8 @@ def log(msg):
 
 
 def load_bundle(path):
+    if path is None:
+        sys.exit("this stage needs --data (an skp-world dataset bundle)")
     b = load_file(path)
     return {k: torch.from_numpy(v) for k, v in b.items()}
 
@@ -202,7 +206,7 @@ def stage_vae(args):
 def load_vae(out):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(os.path.join(out, "vae")).eval()
+    return AutoencoderKL.from_pretrained(os.path.join(out, "vae")).float().eval()
 
 
 def stage_latents(args):
@@ -216,17 +220,21 @@ def stage_latents(args):
             out[i:i + 64] = (vae.encode(to_unit(data[i:i + 64])).latent_dist.mean * sf).numpy()
             if i % 1024 == 0:
                 log(f"latents {i}/{data.shape[0]} ({time.time() - t0:.0f} s)")
-    path = os.path.join(args.work, "latents.npy")
+    path = latents_path(args)
     np.save(path + ".tmp.npy", out)
     os.replace(path + ".tmp.npy", path)
     log(f"latents: std {out.std():.4f} -> {path} ({time.time() - t0:.0f} s)")
+
+
+def latents_path(args):
+    return args.latents or os.path.join(args.work, "latents.npy")
 
 
 def stage_unet(args):
     from diffusers import DDPMScheduler
 
     b = load_bundle(args.data)
-    lat = torch.from_numpy(np.load(os.path.join(args.work, "latents.npy")))
+    lat = torch.from_numpy(np.load(latents_path(args)))
     n = lat.shape[0]
     present = b["present"][:n].bool()
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
@@ -236,6 +244,12 @@ def stage_unet(args):
     unet = make_unet()
     # Rows 0..13: the parts; row 14: the null embedding of an absent part.
     emb = torch.nn.Parameter(torch.randn(NUM_PARTS + 1, CONTEXT_DIM))
+    if args.init:
+        # Fine-tuning: the UNet and part embeddings of a trained model.
+        st = torch.load(args.init, weights_only=False)
+        unet.load_state_dict(st["model"])
+        emb.data.copy_(st["extra"]["emb"])
+        log(f"unet: from {args.init} (step {st['step']})")
     log(f"unet: {sum(p.numel() for p in unet.parameters())} parameters, {n} latents")
     slots = torch.arange(NUM_PARTS)
 
@@ -253,7 +267,7 @@ def stage_unet(args):
         pred = unet(zt, t, encoder_hidden_states=ctx).sample
         return F.mse_loss(pred, eps)
 
-    secs = train_loop("unet", args, unet, list(unet.parameters()) + [emb], batch, loss,
+    secs = train_loop(args.name, args, unet, list(unet.parameters()) + [emb], batch, loss,
                       extra={"emb": emb})
     save_unet(args.out, unet, emb.detach())
     log(f"unet: trained {secs / 60:.1f} min; saved {args.out}/unet and part-tokens.safetensors")
@@ -267,11 +281,28 @@ def save_unet(out, unet, emb):
 
 def stage_export(args):
     """The UNet and part tokens of the latest checkpoint (while training goes on)."""
-    st = torch.load(os.path.join(args.work, "unet.ckpt.pt"), weights_only=False)
+    st = torch.load(os.path.join(args.work, f"{args.name}.ckpt.pt"), weights_only=False)
     unet = make_unet()
     unet.load_state_dict(st["model"])
     save_unet(args.out, unet, st["extra"]["emb"])
     log(f"export: step {st['step']} ({st['elapsed'] / 60:.1f} min trained) -> {args.out}")
+
+
+def stage_pack(args):
+    """f16 halves the committed size; the engine computes in f32 from it either way, and
+    every figure of models/figure/README.md is measured on the packed weights."""
+    import shutil
+    from diffusers import UNet2DConditionModel
+
+    if not args.dest:
+        sys.exit("pack needs --dest")
+    load_vae(args.out).half().save_pretrained(os.path.join(args.dest, "vae"), safe_serialization=True)
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(args.out, "unet")).eval()
+    unet.half().save_pretrained(os.path.join(args.dest, "unet"), safe_serialization=True)
+    shutil.copy(os.path.join(args.out, "part-tokens.safetensors"), args.dest)
+    for name in ("vae-curve.csv", "unet-curve.csv") + tuple(args.curves):
+        shutil.copy(os.path.join(args.work, name), args.dest)
+    log(f"pack: {args.out} -> {args.dest} (f16)")
 
 
 def save_part_tokens(path, emb):
@@ -332,8 +363,8 @@ def stage_diagnose(args):
     n = min(args.count, b["images"].shape[0])
     images, present = b["images"][:n], b["present"][:n].bool()
     vae = load_vae(args.out)
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(args.out, "unet")).eval()
-    emb = load_torch(os.path.join(args.out, "part-tokens.safetensors"))["embeddings"]
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(args.out, "unet")).float().eval()
+    emb = load_torch(os.path.join(args.out, "part-tokens.safetensors"))["embeddings"].float()
     abar = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                          beta_schedule="scaled_linear").alphas_cumprod
     gen = torch.Generator().manual_seed(args.seed)
@@ -376,10 +407,16 @@ def stage_diagnose(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["vae", "latents", "unet", "export", "check", "diagnose"])
-    p.add_argument("--data", required=True, help="skp-world dataset bundle")
+    p.add_argument("stage", choices=["vae", "latents", "unet", "export", "pack", "check",
+                                      "diagnose"])
+    p.add_argument("--data", help="skp-world dataset bundle")
     p.add_argument("--work", default="out/world/work", help="checkpoints, curves, latents")
-    p.add_argument("--out", default="models/figure")
+    p.add_argument("--out", default="out/world/model", help="trained model (f32)")
+    p.add_argument("--dest", help="pack: the committed model directory")
+    p.add_argument("--latents", help="latents file [default: WORK/latents.npy]")
+    p.add_argument("--init", help="unet: start from this unet checkpoint (fine-tuning)")
+    p.add_argument("--name", default="unet", help="unet, export: checkpoint and curve name")
+    p.add_argument("--curves", nargs="*", default=[], help="pack: more curves of WORK to copy")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -403,7 +440,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
     stages = {"vae": stage_vae, "latents": stage_latents, "unet": stage_unet,
-              "export": stage_export, "check": stage_check, "diagnose": stage_diagnose}
+              "export": stage_export, "pack": stage_pack, "check": stage_check, "diagnose": stage_diagnose}
     stages[args.stage](args)
 
 
