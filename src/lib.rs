@@ -12,6 +12,7 @@ pub mod keypoints;
 pub mod model;
 pub mod ops;
 pub mod pose;
+pub mod stream;
 pub mod tokens;
 pub mod torchfile;
 pub mod track;
