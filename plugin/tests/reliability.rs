@@ -242,6 +242,17 @@ fn harness(extra: &str, caps: gst::Caps) -> gst_check::Harness {
     hn
 }
 
+/// The inference element (named `skp`, with the tiny model and `extra`) followed by
+/// `stablekeypointstrack` with `track`, in a harness fed with `caps`.
+fn tracked(extra: &str, track: &str, caps: gst::Caps) -> gst_check::Harness {
+    let mut hn = chain_harness(&format!(
+        "stablekeypoints name=skp {} {extra} ! stablekeypointstrack {track}",
+        props()
+    ));
+    hn.set_src_caps(caps);
+    hn
+}
+
 fn pull_all(hn: &mut gst_check::Harness) -> Vec<gst::Buffer> {
     std::iter::from_fn(|| hn.try_pull()).collect()
 }
@@ -1133,11 +1144,12 @@ fn renegotiation_to_other_sizes_and_formats_mid_stream() {
 
 #[test]
 fn renegotiation_releases_held_frames_with_their_own_size() {
-    // gap-policy=interpolate holds frames; a caps change must push them first, described
-    // with the caps they were received with.
+    // stablekeypointstrack gap-policy=interpolate holds frames; a caps change must push them
+    // first, described with the caps they were received with.
     let a = video_info(F::Rgb, 40, 30);
-    let mut hn = harness(
-        "inference-interval=4 gap-policy=interpolate",
+    let mut hn = tracked(
+        "inference-interval=4",
+        "gap-policy=interpolate",
         a.to_caps().unwrap(),
     );
     for i in 0..3 {
@@ -1337,11 +1349,17 @@ fn flush_starts_a_new_stream() {
     let info = video_info(F::Rgb, 32, 24);
     for policy in ["interpolate", "hold-last", "none"] {
         let json = scratch().join(format!("flush-{policy}.jsonl"));
-        let mut hn = harness(
+        // Interpolation is the track element's, after the inference element's hold-last.
+        let (upstream, track) = match policy {
+            "interpolate" => ("hold-last", "gap-policy=interpolate"),
+            p => (p, ""),
+        };
+        let mut hn = tracked(
             &format!(
-                "inference-interval=3 gap-policy={policy} smoothing=one-euro json-location={}",
+                "inference-interval=3 gap-policy={upstream} json-location={}",
                 json.display()
             ),
+            &format!("smoothing=one-euro {track}"),
             info.to_caps().unwrap(),
         );
         let mut det = core_detector();
@@ -1391,8 +1409,8 @@ fn seek_mid_stream_in_a_pipeline() {
     let json = scratch().join("seek.jsonl");
     let desc = format!(
         "videotestsrc pattern=ball ! video/x-raw,format=I420,width=40,height=30,framerate=10/1 \
-         ! stablekeypoints {} inference-interval=4 gap-policy=interpolate json-location={} \
-         ! fakesink name=sink sync=false",
+         ! stablekeypoints {} inference-interval=4 json-location={} \
+         ! stablekeypointstrack gap-policy=interpolate ! fakesink name=sink sync=false",
         props(),
         json.display()
     );
@@ -1450,11 +1468,9 @@ fn seek_mid_stream_in_a_pipeline() {
 fn eos_releases_a_partially_filled_hold() {
     let info = video_info(F::Nv12, 30, 20);
     let json = scratch().join("eos-hold.jsonl");
-    let mut hn = harness(
-        &format!(
-            "inference-interval=5 gap-policy=interpolate json-location={}",
-            json.display()
-        ),
+    let mut hn = tracked(
+        &format!("inference-interval=5 json-location={}", json.display()),
+        "gap-policy=interpolate",
         info.to_caps().unwrap(),
     );
     for i in 0..3 {
@@ -1490,7 +1506,7 @@ fn eos_releases_a_partially_filled_hold() {
         [0, 1, 2]
     );
     assert_eq!(lines[1]["keypoints"], lines[0]["keypoints"]);
-    let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+    let stats = inference_of(&hn).property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("frames-processed").unwrap(), 3);
     assert_eq!(stats.get::<u64>("frames-inferred").unwrap(), 1);
 
@@ -1498,8 +1514,8 @@ fn eos_releases_a_partially_filled_hold() {
     let json = scratch().join("eos-hold-pipeline.jsonl");
     let p = launch(&format!(
         "videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width=24,height=24 \
-         ! stablekeypoints {} inference-interval=5 gap-policy=interpolate json-location={} \
-         ! fakesink name=sink",
+         ! stablekeypoints {} inference-interval=5 json-location={} \
+         ! stablekeypointstrack gap-policy=interpolate ! fakesink name=sink",
         props(),
         json.display()
     ));
@@ -1527,8 +1543,9 @@ fn extreme_qos_and_latency_values_do_not_panic() {
         .fps(gst::Fraction::new(1, 3600))
         .build()
         .unwrap();
-    let mut hn = harness(
-        "inference-interval=4294967295 gap-policy=interpolate",
+    let mut hn = tracked(
+        "inference-interval=4294967295",
+        "gap-policy=interpolate",
         info.to_caps().unwrap(),
     );
     hn.set_upstream_latency(gst::ClockTime::from_mseconds(10));
@@ -1558,7 +1575,7 @@ fn extreme_qos_and_latency_values_do_not_panic() {
     let late = read_meta(&hn.pull().unwrap());
     assert!(late.inferred, "every frame is late now");
     assert_eq!(late.keypoints, first.keypoints);
-    let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+    let stats = inference_of(&hn).property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("frames-processed").unwrap(), 2);
 }
 
@@ -1670,7 +1687,8 @@ fn state_cycles_do_not_leak_threads_or_memory() {
 
 /// `SKP_SOAK_FRAMES` frames (10,000 by default), every one inferred, through the whole
 /// element (in Y444_10LE, x264enc's default: conversion to RGB and drawing by blending, the
-/// paths that keep buffers across frames; smoothing, messages, JSON lines); RSS must stay
+/// paths that keep buffers across frames; messages, JSON lines), then the track element's
+/// smoothing (which rewrites the metadata of every frame); RSS must stay
 /// flat after the warm-up. Run it with
 /// `cargo test -p gst-plugin-stablekeypoints --test reliability -- --ignored soak`.
 #[test]
@@ -1687,8 +1705,8 @@ fn soak_rss_stays_flat() {
     let json = scratch().join("soak.jsonl");
     let desc = format!(
         "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=Y444_10LE,width=64,height=48,framerate=30/1 \
-         ! stablekeypoints name=skp {} draw=true draw-ids=true smoothing=one-euro post-messages=true \
-           json-location={} ! fakesink name=sink sync=false",
+         ! stablekeypoints name=skp {} draw=true draw-ids=true post-messages=true \
+           json-location={} ! stablekeypointstrack smoothing=one-euro ! fakesink name=sink sync=false",
         props(),
         json.display()
     );
@@ -1817,8 +1835,8 @@ fn json_lines_stay_whole_when_set_to_null_without_eos() {
     let json = scratch().join("null-without-eos.jsonl");
     let p = launch(&format!(
         "videotestsrc is-live=true ! video/x-raw,format=BGRx,width=24,height=16,framerate=50/1 \
-         ! stablekeypoints {} inference-interval=3 gap-policy=interpolate json-location={} \
-         ! fakesink name=sink",
+         ! stablekeypoints {} inference-interval=3 json-location={} \
+         ! stablekeypointstrack gap-policy=interpolate ! fakesink name=sink",
         props(),
         json.display()
     ));

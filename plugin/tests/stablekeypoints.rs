@@ -3,12 +3,11 @@
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gststablekeypoints::meta::{FrameKeypoints, ROI_TYPE};
-use stablekeypoints::eval::{PoseModel, Regressor};
+use gststablekeypoints::meta::{FrameKeypoints, Origin, ROI_TYPE};
 use stablekeypoints::frame::YuvMatrix;
 use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Tokens};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 mod common;
 use common::*;
@@ -238,10 +237,6 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         "inference-interval",
         "gap-policy",
         "keypoint-threshold",
-        "smoothing",
-        "min-cutoff",
-        "beta",
-        "d-cutoff",
         "draw",
         "draw-ids",
         "radius",
@@ -249,9 +244,18 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         "post-messages",
         "json-location",
         "stats",
-        "inference-delay-ms",
     ] {
         assert!(listed.contains(&p), "property {p} missing:\n{text}");
+    }
+    // Moved to stablekeypointstrack, or a testing aid that is not a property.
+    for p in [
+        "smoothing",
+        "min-cutoff",
+        "beta",
+        "d-cutoff",
+        "inference-delay-ms",
+    ] {
+        assert!(!listed.contains(&p), "property {p} still listed:\n{text}");
     }
     for f in ["I420", "NV12", "RGB", "BGRx"] {
         assert!(text.contains(f), "{f} missing from the caps");
@@ -370,43 +374,6 @@ fn cuda_device_reports_the_cpu_keypoints() {
             );
         }
     }
-}
-
-/// Pixels (x, y) whose bytes differ between two frames, per plane with its subsampling.
-fn changed_pixels(
-    a: &gst::BufferRef,
-    b: &gst::BufferRef,
-    info: &gst_video::VideoInfo,
-) -> Vec<(usize, f32, f32)> {
-    let fa = gst_video::VideoFrameRef::from_buffer_ref_readable(a, info).unwrap();
-    let fb = gst_video::VideoFrameRef::from_buffer_ref_readable(b, info).unwrap();
-    let mut out = Vec::new();
-    for plane in 0..fa.n_planes() {
-        let stride = fa.plane_stride()[plane as usize] as usize;
-        let (pa, pb) = (fa.plane_data(plane).unwrap(), fb.plane_data(plane).unwrap());
-        let (sub, bpp) = match (info.format(), plane) {
-            (gst_video::VideoFormat::I420, 0) | (gst_video::VideoFormat::Nv12, 0) => (1, 1),
-            (gst_video::VideoFormat::I420, _) => (2, 1),
-            (gst_video::VideoFormat::Nv12, _) => (2, 2),
-            _ => (1, info.format_info().pixel_stride()[0] as usize),
-        };
-        let rows = fa.plane_height(plane) as usize;
-        let cols = (info.width() as usize).div_ceil(sub);
-        for y in 0..rows {
-            for x in 0..cols {
-                let p = y * stride + x * bpp;
-                if pa[p..p + bpp] != pb[p..p + bpp] {
-                    // Centre of the (sub-sampled) sample in frame pixels.
-                    out.push((
-                        plane as usize,
-                        ((x * sub) as f32 + sub as f32 / 2.0),
-                        (y * sub) as f32 + sub as f32 / 2.0,
-                    ));
-                }
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -612,6 +579,17 @@ fn inference_interval_with_gap_policies() {
     );
     assert_eq!(m[1].keypoints, m[0].keypoints);
     assert_eq!(m[2].keypoints, m[0].keypoints);
+    let origins: Vec<Option<Origin>> = m.iter().map(|f| f.origin).collect();
+    use Origin::{Inference, Interval};
+    assert_eq!(
+        origins,
+        [
+            Some(Inference),
+            Some(Interval),
+            Some(Interval),
+            Some(Inference)
+        ]
+    );
     // none: no metadata on frames without inference.
     let (outs, _) = frames("inference-interval=3 gap-policy=none", 4);
     let has: Vec<bool> = outs
@@ -619,29 +597,7 @@ fn inference_interval_with_gap_policies() {
         .map(|b| FrameKeypoints::from_buffer(b).is_some())
         .collect();
     assert_eq!(has, [true, false, false, true]);
-    // interpolate: frames 1, 2 lie on the line from frame 0 to frame 3, in order; the
-    // frame held at EOS (4) gets frame 3's keypoints.
-    let (outs, _) = frames("inference-interval=3 gap-policy=interpolate", 5);
-    assert_eq!(outs.len(), 5);
-    let pts: Vec<_> = outs.iter().map(|b| b.pts().unwrap()).collect();
-    assert!(pts.windows(2).all(|w| w[0] < w[1]), "order kept: {pts:?}");
-    let m: Vec<FrameKeypoints> = outs.iter().map(|b| read_meta(b)).collect();
-    for (i, t) in [(1, 1.0 / 3.0), (2, 2.0 / 3.0)] {
-        assert!(m[i].inferred);
-        for j in 0..NUM_KEYPOINTS {
-            let (a, b, k) = (m[0].keypoints[j], m[3].keypoints[j], m[i].keypoints[j]);
-            assert!(
-                (k.x - (a.x + (b.x - a.x) * t)).abs() < 1e-5,
-                "frame {i} kp {j}"
-            );
-            assert!(
-                (k.y - (a.y + (b.y - a.y) * t)).abs() < 1e-5,
-                "frame {i} kp {j}"
-            );
-        }
-    }
-    assert!(m[4].inferred);
-    assert_eq!(m[4].keypoints, m[3].keypoints);
+    // interpolate: tests/track.rs (stablekeypointstrack).
 }
 
 #[test]
@@ -660,6 +616,7 @@ fn late_frames_skip_inference_and_reuse_keypoints() {
     hn.push(frame_buffer(&info, 1)).unwrap();
     let late = read_meta(&hn.pull().unwrap());
     assert!(late.inferred);
+    assert_eq!(late.origin, Some(Origin::Late));
     assert_eq!(late.keypoints, first.keypoints);
     let element = hn.element().unwrap();
     let stats = element.property::<gst::Structure>("stats");
@@ -708,82 +665,6 @@ fn model_properties_are_fixed_while_running() {
     element.set_property("draw", true);
     assert!(element.property::<bool>("draw"));
     let _ = ROI_TYPE;
-}
-
-/// Landmarks of the test pose, by hand from the keypoints `k` (normalised, token order):
-/// a = k0, b = k0 mirrored through the centre, c = (x of k1, 1 - y of k2),
-/// d = (mean of the x of k3 and k4, y of k5).
-fn hand_landmarks(k: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    vec![
-        k[0],
-        (1.0 - k[0].0, 1.0 - k[0].1),
-        (k[1].0, 1.0 - k[2].1),
-        ((k[3].0 + k[4].0) / 2.0, k[5].1),
-    ]
-}
-
-const POSE_NAMES: [&str; 4] = ["a", "b", "c", "d"];
-const POSE_SKELETON: [[usize; 2]; 3] = [[0, 1], [1, 2], [2, 3]];
-
-/// Writes a pose file as `eval --save-regressor` does, with weights realising
-/// [`hand_landmarks`] (`0.5 + (x - 0.5) W`), fitted with `indices` on `k` keypoints.
-fn write_pose(name: &str, k: usize, indices: Vec<usize>) -> PathBuf {
-    let l = POSE_NAMES.len();
-    let mut w = vec![0f64; 2 * k * 2 * l];
-    // Row 2 * kp + axis, column 2 * landmark + axis.
-    let mut set = |kp: usize, axis: usize, lm: usize, lm_axis: usize, v: f64| {
-        if kp < k {
-            w[(2 * kp + axis) * 2 * l + 2 * lm + lm_axis] = v;
-        }
-    };
-    set(0, 0, 0, 0, 1.0);
-    set(0, 1, 0, 1, 1.0);
-    set(0, 0, 1, 0, -1.0);
-    set(0, 1, 1, 1, -1.0);
-    set(1, 0, 2, 0, 1.0);
-    set(2, 1, 2, 1, -1.0);
-    set(3, 0, 3, 0, 0.5);
-    set(4, 0, 3, 0, 0.5);
-    set(5, 1, 3, 1, 1.0);
-    let reg = Regressor {
-        num_keypoints: k,
-        num_landmarks: l,
-        weights: w,
-    };
-    let pose = PoseModel::new(
-        &reg,
-        indices,
-        Some(POSE_NAMES.iter().map(|s| s.to_string()).collect()),
-        POSE_SKELETON.to_vec(),
-    )
-    .unwrap();
-    let path = scratch().join(name);
-    pose.save(&path).unwrap();
-    path
-}
-
-fn test_pose() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let indices = Tokens::load(&tokens_path()).unwrap().indices;
-        write_pose("pose.json", NUM_KEYPOINTS, indices)
-    })
-}
-
-/// The landmarks the core computes from the metadata's keypoints, and by hand.
-fn expected_landmarks(meta: &FrameKeypoints) -> (Vec<[f64; 2]>, Vec<(f64, f64)>) {
-    let k: Vec<[f64; 2]> = meta
-        .keypoints
-        .iter()
-        .map(|k| [k.x as f64, k.y as f64])
-        .collect();
-    let core = PoseModel::load(test_pose())
-        .unwrap()
-        .regressor()
-        .unwrap()
-        .predict(&k);
-    let hand = hand_landmarks(&k.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>());
-    (core, hand)
 }
 
 #[test]
@@ -859,31 +740,39 @@ fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
     assert!(spread > 0.0);
 }
 
-/// Squared distance from (x, y) to the segment p-q.
-fn segment_dist2(x: f32, y: f32, p: (f32, f32), q: (f32, f32)) -> f32 {
-    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
-    let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 {
-        (((x - p.0) * dx + (y - p.1) * dy) / len2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    (x - p.0 - t * dx).powi(2) + (y - p.1 - t * dy).powi(2)
-}
-
 #[test]
 fn pose_skeleton_is_drawn_along_its_segments_and_nowhere_else() {
     use gst_video::VideoFormat as F;
     let (w, h) = (90u32, 60u32);
     let pose_prop = format!("pose={}", test_pose().display());
-    for format in [F::Rgb, F::I420, F::Nv12] {
-        let run = |extra: &str| {
-            let (mut hn, info) = harness(&format!("draw=true radius=4 {extra}"), format, w, h);
+    // Drawn by the inference element (`draw=true pose=...`), and by the pose and overlay
+    // elements after it.
+    for (format, elements) in [F::Rgb, F::I420, F::Nv12]
+        .into_iter()
+        .flat_map(|f| [(f, false), (f, true)])
+    {
+        let run = |pose: bool| {
+            let info = video_info(format, w, h);
+            let mut hn = if elements {
+                let pose = if pose {
+                    format!("! stablekeypointspose {pose_prop}")
+                } else {
+                    String::new()
+                };
+                chain_harness(&format!(
+                    "stablekeypoints {} {pose} ! stablekeypointsoverlay radius=4",
+                    props()
+                ))
+            } else {
+                let extra = if pose { pose_prop.as_str() } else { "" };
+                harness(&format!("draw=true radius=4 {extra}"), format, w, h).0
+            };
+            hn.set_src_caps(info.to_caps().unwrap());
             hn.push(frame_buffer(&info, 3)).unwrap();
             (hn.pull().unwrap(), info)
         };
-        let (plain, info) = run("");
-        let (posed, _) = run(&pose_prop);
+        let (plain, info) = run(false);
+        let (posed, _) = run(true);
         let pose = read_meta(&posed).pose.unwrap();
         let clamp =
             |(x, y): (f32, f32)| (x.clamp(0.0, w as f32 - 0.5), y.clamp(0.0, h as f32 - 0.5));
@@ -1097,15 +986,28 @@ fn batch_size_4_gives_the_metadata_of_batch_size_1_in_order() {
         "inference-interval=3 gap-policy=interpolate",
         "inference-interval=2 gap-policy=none",
     ] {
-        let (mut one, info) = harness(&format!("{pose} {policy}"), F::Rgb, 48, 40);
+        // Interpolation is the track element's, and the pose is regressed after it.
+        let chain = |batch: &str| {
+            policy
+                .strip_suffix(" gap-policy=interpolate")
+                .map(|interval| {
+                    chain_harness(&format!(
+                        "stablekeypoints name=skp {} {interval} {batch} ! stablekeypointstrack \
+                         gap-policy=interpolate ! stablekeypointspose {pose}",
+                        props()
+                    ))
+                })
+        };
+        let info = video_info(F::Rgb, 48, 40);
+        let mut one =
+            chain("").unwrap_or_else(|| harness(&format!("{pose} {policy}"), F::Rgb, 48, 40).0);
+        one.set_src_caps(info.to_caps().unwrap());
         let frames: Vec<(u64, &gst_video::VideoInfo)> = (0..10).map(|i| (i, &info)).collect();
         let (want, _) = run_frames(&mut one, &frames);
-        let (mut four, _) = harness(
-            &format!("{pose} {policy} batch-size=4 batch-timeout=0"),
-            F::Rgb,
-            48,
-            40,
-        );
+        let batch = "batch-size=4 batch-timeout=0";
+        let mut four = chain(batch)
+            .unwrap_or_else(|| harness(&format!("{pose} {policy} {batch}"), F::Rgb, 48, 40).0);
+        four.set_src_caps(info.to_caps().unwrap());
         let items = record_src(&four);
         let (got, counts) = run_frames(&mut four, &frames);
         assert_eq!(got.len(), 10, "{policy:?}: every frame comes out");
@@ -1138,7 +1040,7 @@ fn batch_size_4_gives_the_metadata_of_batch_size_1_in_order() {
                 .filter(|i| matches!(i, Item::Buffer(_)))
                 .count();
             assert_eq!(buffers_before, 10, "the partial batch leaves before EOS");
-            let stats = four.element().unwrap().property::<gst::Structure>("stats");
+            let stats = inference_of(&four).property::<gst::Structure>("stats");
             assert_eq!(stats.get::<u64>("frames-inferred").unwrap(), 10);
         }
     }
@@ -1253,7 +1155,7 @@ struct LiveRun {
 }
 
 /// `videotestsrc is-live=true` at 30 fps through the element into a synchronising sink.
-fn run_live(element_props: &str, n: u32) -> LiveRun {
+fn run_live(element_props: &str, delay_ms: u64, n: u32) -> LiveRun {
     init();
     let desc = format!(
         "videotestsrc is-live=true num-buffers={n} pattern=ball \
@@ -1265,6 +1167,13 @@ fn run_live(element_props: &str, n: u32) -> LiveRun {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
+    // The testing aid that stands in for a slower model (not a property).
+    pipeline
+        .by_name("skp")
+        .unwrap()
+        .downcast::<gststablekeypoints::StableKeypoints>()
+        .unwrap()
+        .set_test_inference_delay(std::time::Duration::from_millis(delay_ms));
     let sink = pipeline.by_name("sink").unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let store = seen.clone();
@@ -1318,8 +1227,8 @@ fn live_source_with_a_slow_model_keeps_pace() {
     // 80 ms per inference against 33 ms per frame: inferring every other frame would need
     // 40 ms per frame, more than the source gives.
     let n = 90u32;
-    let slow = "inference-delay-ms=80 inference-interval=2 gap-policy=hold-last";
-    let run = run_live(slow, n);
+    let slow = "inference-interval=2 gap-policy=hold-last";
+    let run = run_live(slow, 80, n);
     let count = |f: &str| run.stats.get::<u64>(f).unwrap();
     let (inferred, late, interval) = (
         count("frames-inferred"),
@@ -1383,7 +1292,7 @@ fn live_source_with_a_slow_model_keeps_pace() {
 
     // The same pipeline without QoS in the element falls behind the source: the bound means
     // something.
-    let run = run_live(&format!("{slow} qos=false"), n);
+    let run = run_live(&format!("{slow} qos=false"), 80, n);
     let last = *run.lag_ms.last().unwrap();
     eprintln!("without QoS: lag at the end {last:.1} ms (bound {bound:.1} ms)");
     assert_eq!(run.stats.get::<u64>("frames-skipped").unwrap(), 0);
