@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod detect;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod frame;
 pub mod keypoints;
 pub mod model;

@@ -4,7 +4,8 @@
 //!   Diffusion cross-attention maps), attached as metadata to each frame;
 //! - `stablekeypointstrack`: One-Euro smoothing and interpolation between inferences;
 //! - `stablekeypointspose`: named landmarks and a skeleton regressed from the keypoints;
-//! - `stablekeypointsoverlay`: draws the metadata (ours and DL Streamer's keypoints).
+//! - `stablekeypointsoverlay`: draws the metadata (ours and DL Streamer's keypoints);
+//! - `stablekeypointspublish`: per-frame records to a file, standard output or MQTT.
 //!
 //! The model code lives in the GStreamer-free `stablekeypoints` crate.
 
@@ -15,16 +16,19 @@ use std::sync::{Mutex, MutexGuard};
 pub mod analytics;
 /// Model input through GStreamer's converter (public for the tests and examples).
 pub mod convert;
+mod export;
 mod formats;
 pub mod meta;
 /// The overlay element and its drawing (public for the tests and `examples/bench-overlay.rs`).
 pub mod overlay;
 mod pose;
+mod publish;
 mod stablekeypoints;
 mod track;
 
 pub use overlay::{palette_rgb, StableKeypointsOverlay};
 pub use pose::StableKeypointsPose;
+pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
 pub use stablekeypoints::{CropModeProp, GapPolicyProp, StableKeypoints, MESSAGE_NAME};
 pub use track::{SmoothingProp, StableKeypointsTrack, TrackGapProp};
 
@@ -44,7 +48,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     stablekeypoints::register(plugin)?;
     track::register(plugin)?;
     pose::register(plugin)?;
-    overlay::register(plugin)
+    overlay::register(plugin)?;
+    publish::register(plugin)
 }
 
 gst::plugin_define!(

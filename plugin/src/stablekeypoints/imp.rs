@@ -18,16 +18,19 @@ use gst_video::subclass::prelude::*;
 use stablekeypoints::stream::{self, GapPolicy, Resolved, Scheduler, StreamSettings, Verdict};
 use stablekeypoints::{Detector, Keypoint};
 
+use stablekeypoints::export::LineWriter;
 use std::collections::VecDeque;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::infer::{self, LoadSettings};
-use super::output::{self, FrameTimes, JsonWriter};
+use super::output;
 use super::stats::Stats;
 use super::{CropModeProp, GapPolicyProp};
 use crate::convert::ToRgb;
+use crate::export::{self, FrameTimes};
 use crate::formats::{core_reads, refusal_reason};
 use crate::lock;
 use crate::meta::TokenIdentity;
@@ -159,6 +162,12 @@ pub struct StableKeypoints {
     /// The last caps refused with a warning (warned once, not on every query).
     refused: Mutex<Option<String>>,
     test_delay: Mutex<Duration>,
+}
+
+/// The `json-location` file.
+struct JsonWriter {
+    path: PathBuf,
+    lines: LineWriter<File>,
 }
 
 fn clock(d: Duration) -> gst::ClockTime {
@@ -385,14 +394,16 @@ impl StableKeypoints {
             }
         }
         let times = FrameTimes::of(&buffer, &self.obj().segment());
+        let (w, h) = (info.width(), info.height());
         if s.post_messages {
-            let st = output::message(&frame, index, &times);
+            let st = export::message(&frame, index, &times, w, h);
             let msg = gst::message::Element::builder(st).src(&*self.obj()).build();
             let _ = self.obj().post_message(msg);
         }
         let mut json = lock(&self.json);
         if let Some(writer) = json.as_mut() {
-            if let Err(e) = writer.write_line(&output::record(&frame, index, &times)) {
+            let record = export::record(&frame, index, &times, w, h);
+            if let Err(e) = writer.lines.write_record(&record) {
                 let path = writer.path.display().to_string();
                 drop(json);
                 gst::element_imp_error!(
@@ -433,7 +444,7 @@ impl StableKeypoints {
 
     fn flush_json(&self) {
         if let Some(w) = lock(&self.json).as_mut() {
-            if let Err(e) = w.sync() {
+            if let Err(e) = w.lines.sync() {
                 gst::warning!(CAT, imp = self, "flushing {}: {}", w.path.display(), e);
             }
         }
@@ -521,12 +532,15 @@ impl BaseTransformImpl for StableKeypoints {
             delay,
         })?;
         let json = match &s.json_location {
-            Some(path) => Some(JsonWriter::create(path).map_err(|e| {
-                gst::error_msg!(
-                    gst::ResourceError::OpenWrite,
-                    ("Cannot create {}: {}", path.display(), e)
-                )
-            })?),
+            Some(path) => Some(JsonWriter {
+                path: path.clone(),
+                lines: LineWriter::create(path).map_err(|e| {
+                    gst::error_msg!(
+                        gst::ResourceError::OpenWrite,
+                        ("Cannot create {}: {}", path.display(), e)
+                    )
+                })?,
+            }),
             None => None,
         };
         gst::info!(

@@ -20,8 +20,8 @@ mod output;
 mod props;
 mod stats;
 
+pub use crate::export::MESSAGE_NAME;
 pub(crate) use imp::SCHEDULE_QUERY;
-pub use output::MESSAGE_NAME;
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]

@@ -1,0 +1,182 @@
+//! Where the publish element's records go: a file, standard output or an MQTT broker, as
+//! JSON lines or COCO keypoint results.
+
+use stablekeypoints::export::coco::Coco;
+use stablekeypoints::export::{LineWriter, Record};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::mqtt::{self, Counters, Publisher};
+use super::FormatProp;
+
+/// What to open (from the element's settings).
+pub enum Target {
+    File(PathBuf),
+    Stdout,
+    Mqtt(mqtt::Config),
+}
+
+enum Sink {
+    LinesFile {
+        path: PathBuf,
+        lines: LineWriter<File>,
+    },
+    /// Replaced as a whole at each EOS.
+    CocoFile(PathBuf),
+    Stdout(LineWriter<io::Stdout>),
+    Mqtt(Publisher),
+}
+
+pub struct Output {
+    sink: Sink,
+    format: FormatProp,
+    /// COCO frames of a file or stdout, written as one document at EOS.
+    coco: Coco,
+    /// Frames in the COCO document last written.
+    coco_written: usize,
+    counters: Arc<Counters>,
+}
+
+/// Replaces `path` with `bytes` in one step (a crash leaves the old or the new document).
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Output {
+    /// Opens the target: creates the file, or connects to the broker. Errors name the
+    /// property and its value.
+    pub fn open(
+        target: Target,
+        format: FormatProp,
+        counters: Arc<Counters>,
+    ) -> Result<Self, String> {
+        let sink = match target {
+            Target::File(path) => {
+                let cannot =
+                    |e: io::Error| format!("location={}: cannot create: {e}", path.display());
+                match format {
+                    FormatProp::JsonLines => Sink::LinesFile {
+                        lines: LineWriter::create(&path).map_err(cannot)?,
+                        path,
+                    },
+                    FormatProp::Coco => {
+                        // An empty result list until the first EOS, so the file always parses.
+                        replace_file(&path, b"[]\n").map_err(cannot)?;
+                        Sink::CocoFile(path)
+                    }
+                }
+            }
+            Target::Stdout => Sink::Stdout(LineWriter::new(io::stdout())),
+            Target::Mqtt(config) => Sink::Mqtt(Publisher::connect(&config, counters.clone())?),
+        };
+        Ok(Self {
+            sink,
+            format,
+            coco: Coco::new(),
+            coco_written: 0,
+            counters,
+        })
+    }
+
+    fn name(&self) -> String {
+        match &self.sink {
+            Sink::LinesFile { path, .. } | Sink::CocoFile(path) => path.display().to_string(),
+            Sink::Stdout(_) => "standard output".into(),
+            Sink::Mqtt(_) => "the broker".into(),
+        }
+    }
+
+    /// Writes (or queues) one record. An error is fatal (a file that cannot be written); a
+    /// record the broker cannot take now is counted as dropped instead.
+    pub fn write(&mut self, record: &Record) -> Result<(), String> {
+        let failed = |name: String, e: io::Error| format!("cannot write keypoints to {name}: {e}");
+        match (&mut self.sink, self.format) {
+            (Sink::LinesFile { lines, .. }, _) => {
+                if let Err(e) = lines.write_record(record) {
+                    return Err(failed(self.name(), e));
+                }
+                self.counters.add_sent(1);
+            }
+            (Sink::Stdout(lines), FormatProp::JsonLines) => {
+                if let Err(e) = lines.write_record(record) {
+                    return Err(failed(self.name(), e));
+                }
+                self.counters.add_sent(1);
+            }
+            (Sink::Mqtt(p), FormatProp::JsonLines) => {
+                p.publish(serde_json::to_vec(record).expect("records always serialise"));
+            }
+            (Sink::Mqtt(p), FormatProp::Coco) => {
+                p.publish(Coco::frame_json(record.frame, None, record)?);
+            }
+            (Sink::CocoFile(_), _) | (Sink::Stdout(_), FormatProp::Coco) => {
+                self.coco.add(record.frame, None, record)?
+            }
+        }
+        Ok(())
+    }
+
+    /// Why records were dropped, if the output drops any.
+    pub fn drop_reason(&self) -> Option<String> {
+        match &self.sink {
+            Sink::Mqtt(p) => Some(
+                p.last_error()
+                    .map_or_else(|| "the queue is full".into(), |e| format!("broker: {e}")),
+            ),
+            _ => None,
+        }
+    }
+
+    /// At EOS: writes the COCO document, syncs the file, or waits up to `timeout` for the
+    /// broker to take the queued records (false when some are still queued).
+    pub fn finish(&mut self, timeout: Duration) -> Result<bool, String> {
+        if self.format == FormatProp::Coco && self.coco.len() != self.coco_written {
+            let mut doc = self.coco.to_json();
+            doc.push(b'\n');
+            match &mut self.sink {
+                Sink::CocoFile(path) => replace_file(path, &doc)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                Sink::Stdout(_) => {
+                    let mut out = io::stdout().lock();
+                    out.write_all(&doc)
+                        .and_then(|_| out.flush())
+                        .map_err(|e| format!("cannot write to standard output: {e}"))?
+                }
+                Sink::LinesFile { .. } | Sink::Mqtt(_) => {}
+            }
+            let new = self.coco.len() - self.coco_written;
+            self.counters.add_sent(new as u64);
+            self.coco_written = self.coco.len();
+        }
+        match &mut self.sink {
+            Sink::LinesFile { path, lines } => lines
+                .sync()
+                .map_err(|e| format!("cannot flush {}: {e}", path.display()))?,
+            Sink::CocoFile(_) => {}
+            Sink::Stdout(lines) => lines
+                .sync()
+                .map_err(|e| format!("cannot flush standard output: {e}"))?,
+            Sink::Mqtt(p) => return Ok(p.flush(timeout)),
+        }
+        Ok(true)
+    }
+
+    /// When the element stops: what [`Output::finish`] does (without waiting for the
+    /// broker), then disconnects.
+    pub fn close(mut self) -> Result<(), String> {
+        let result = self.finish(Duration::ZERO).map(drop);
+        if let Sink::Mqtt(p) = &mut self.sink {
+            p.shutdown();
+        }
+        result
+    }
+}
