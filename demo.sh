@@ -28,7 +28,8 @@ echo "== running the element"
 set -x
 time gst-launch-1.0 filesrc location=out/input.mp4 ! decodebin \
   ! stablekeypoints model=out/model tokens=out/model/tokens.safetensors \
-      draw=true draw-ids=true json-location=out/keypoints.jsonl \
+  ! stablekeypointspublish location=out/keypoints.jsonl \
+  ! stablekeypointsoverlay draw-ids=true \
   ! videoconvert ! x264enc ! mp4mux ! filesink location=out/demo.mp4
 set +x
 

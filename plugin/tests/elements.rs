@@ -8,11 +8,12 @@ use gst::prelude::*;
 mod common;
 use common::*;
 
-const ELEMENTS: [&str; 4] = [
+const ELEMENTS: [&str; 5] = [
     "stablekeypoints",
     "stablekeypointstrack",
     "stablekeypointspose",
     "stablekeypointsoverlay",
+    "stablekeypointspublish",
 ];
 
 /// Properties every GstObject / GstBaseTransform has; not ours to document.
@@ -44,24 +45,29 @@ fn readme_table(element: &str) -> Vec<Row> {
         .skip_while(|l| !l.starts_with('|'))
         .take_while(|l| l.starts_with('|'))
         .skip(2) // header and separator
-        .map(|l| {
+        .flat_map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            let name = cells[0].trim_matches('`').to_string();
             let ty = cells[1];
             let default = ty
                 .find('(')
                 .map(|i| ty[i + 1..ty.rfind(')').unwrap()].replace('`', ""));
-            Row {
-                name,
-                kind: ty
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .trim_end_matches(',')
-                    .into(),
-                default,
-                changeable: cells[2].into(),
-            }
+            let kind: String = ty
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(',')
+                .into();
+            let changeable = cells[2].to_string();
+            // A row may name several properties of the same type (`a`, `b`).
+            cells[0]
+                .split(',')
+                .map(|n| Row {
+                    name: n.trim().trim_matches('`').to_string(),
+                    kind: kind.clone(),
+                    default: default.clone(),
+                    changeable: changeable.clone(),
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -141,12 +147,13 @@ fn readme_tables_list_exactly_the_registered_properties() {
                 "any"
             };
             assert_eq!(r.changeable, changeable, "{what}: when it can change");
-            // Defaults written as placeholders (`<model>/...`) describe a computed default.
+            // Defaults written as placeholders (`<model>/...`) or explained (`none: ...`)
+            // describe a default computed at run time.
             match (&r.default, default_of(p)) {
-                (Some(doc), Some(real)) if !doc.contains('<') => {
-                    assert_eq!(doc, &real, "{what}: default")
+                (Some(doc), Some(real)) if doc.contains('<') || doc.starts_with("none:") => {
+                    assert_eq!(real, "none", "{what}: {doc}")
                 }
-                (Some(doc), Some(real)) => assert_eq!(real, "none", "{what}: {doc}"),
+                (Some(doc), Some(real)) => assert_eq!(doc, &real, "{what}: default"),
                 (doc, real) => assert!(doc.is_none() || real.is_none(), "{what}"),
             }
         }

@@ -27,18 +27,6 @@ fn video_info(format: gst_video::VideoFormat, w: u32, h: u32) -> gst_video::Vide
         .unwrap()
 }
 
-/// The element's keypoint messages among a pipeline's bus messages, in order.
-fn keypoint_messages(msgs: &[gst::Message]) -> Vec<&gst::StructureRef> {
-    msgs.iter()
-        .filter_map(|m| match m.view() {
-            gst::MessageView::Element(e) => e
-                .structure()
-                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A frame buffer with random content and timestamps of frame `i` at 25 fps.
 fn frame_buffer(info: &gst_video::VideoInfo, i: u64) -> gst::Buffer {
     let mut buf = gst::Buffer::from_mut_slice(noise_bytes(info.size(), i + 1));
@@ -120,58 +108,6 @@ fn harness(
     (hn, info)
 }
 
-/// Runs a gst-launch style pipeline to EOS, returning its bus messages or the error text.
-fn run_pipeline(
-    desc: &str,
-    probe_sink: Option<&str>,
-) -> Result<(Vec<gst::Message>, Vec<gst::Buffer>), String> {
-    init();
-    let pipeline = gst::parse::launch(desc).map_err(|e| e.to_string())?;
-    let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
-    let buffers = Arc::new(Mutex::new(Vec::new()));
-    if let Some(name) = probe_sink {
-        let sink = pipeline.by_name(name).expect("named sink");
-        let pad = sink.static_pad("sink").unwrap();
-        let store = buffers.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(b) = info.buffer() {
-                store.lock().unwrap().push(b.copy());
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
-    let bus = pipeline.bus().unwrap();
-    let res = pipeline.set_state(gst::State::Playing);
-    let mut msgs = Vec::new();
-    // A failed state change still posts its error message: read it either way.
-    let mut outcome = res
-        .map(|_| ())
-        .map_err(|_| "state change failed".to_string());
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => {
-                msgs.push(msg);
-                break;
-            }
-            gst::MessageView::Error(e) => {
-                outcome = Err(format!("{}\n{:?}", e.error(), e.debug()));
-                break;
-            }
-            _ => msgs.push(msg),
-        }
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    outcome?;
-    if !msgs
-        .iter()
-        .any(|m| matches!(m.view(), gst::MessageView::Eos(_)))
-    {
-        return Err("no EOS within 120 s".into());
-    }
-    let bufs = std::mem::take(&mut *buffers.lock().unwrap());
-    Ok((msgs, bufs))
-}
-
 /// An encoded clip (MJPEG in AVI: only -base and -good plugins) of `n` frames.
 fn encoded_clip(name: &str, w: u32, h: u32, n: u32) -> PathBuf {
     let path = scratch().join(name);
@@ -241,14 +177,15 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         "draw-ids",
         "radius",
         "line-width",
-        "post-messages",
-        "json-location",
         "stats",
     ] {
         assert!(listed.contains(&p), "property {p} missing:\n{text}");
     }
-    // Moved to stablekeypointstrack, or a testing aid that is not a property.
+    // Moved to stablekeypointstrack and stablekeypointspublish, or a testing aid that is not
+    // a property.
     for p in [
+        "post-messages",
+        "json-location",
         "smoothing",
         "min-cutoff",
         "beta",
@@ -440,69 +377,6 @@ fn without_draw_output_bytes_equal_input_bytes() {
 }
 
 #[test]
-fn messages_and_json_lines_one_per_frame() {
-    let n = 5;
-    let json = scratch().join("keypoints.jsonl");
-    let desc = format!(
-        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
-         ! stablekeypoints {} post-messages=true json-location={} ! fakesink name=sink",
-        props(),
-        json.display()
-    );
-    let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
-    let ours = keypoint_messages(&msgs);
-    assert_eq!(ours.len(), n, "one message per frame");
-    let mut last_ts = None;
-    for (s, b) in ours.iter().zip(&bufs) {
-        let ts = s.get::<u64>("timestamp").unwrap();
-        assert_eq!(Some(ts), b.pts().map(|t| t.nseconds()));
-        assert!(last_ts.is_none_or(|l| ts > l), "timestamps increase");
-        last_ts = Some(ts);
-        for f in ["stream-time", "running-time", "duration"] {
-            assert!(s.get::<u64>(f).unwrap() != u64::MAX, "{f} set");
-        }
-        let list = s.get::<gst::List>("keypoints").unwrap();
-        assert_eq!(list.len(), NUM_KEYPOINTS);
-        let meta = read_meta(b);
-        for (v, k) in list.iter().zip(&meta.keypoints) {
-            let kp = v.get::<gst::Structure>().unwrap();
-            assert_eq!(kp.get::<u32>("id").unwrap(), k.id);
-            assert_eq!(kp.get::<f32>("nx").unwrap(), k.x);
-            assert!((kp.get::<f32>("x").unwrap() - k.x * 64.0).abs() < 1e-3);
-        }
-    }
-    let text = std::fs::read_to_string(&json).unwrap();
-    assert!(text.ends_with('\n'));
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
-        .collect();
-    assert_eq!(lines.len(), n, "one JSON line per frame");
-    let mut last_pts = -1i64;
-    for (rec, b) in lines.iter().zip(&bufs) {
-        let pts = rec["pts"].as_i64().unwrap();
-        assert!(pts > last_pts, "pts increase");
-        last_pts = pts;
-        assert!(rec["stream_time"].is_u64());
-        assert_eq!(
-            (rec["width"].as_u64(), rec["height"].as_u64()),
-            (Some(64), Some(48))
-        );
-        assert_eq!(rec["inferred"], false);
-        let kps = rec["keypoints"].as_array().unwrap();
-        let meta = read_meta(b);
-        assert_eq!(kps.len(), NUM_KEYPOINTS);
-        for (j, k) in kps.iter().zip(&meta.keypoints) {
-            assert_eq!(j["id"].as_u64(), Some(k.id as u64));
-            assert!((j["nx"].as_f64().unwrap() - k.x as f64).abs() < 1e-6);
-            assert!((j["x"].as_f64().unwrap() - k.x as f64 * 64.0).abs() < 1e-3);
-            assert!((j["y"].as_f64().unwrap() - k.y as f64 * 48.0).abs() < 1e-3);
-            assert!(j["confidence"].is_f64() && j["visible"].is_boolean());
-        }
-    }
-}
-
-#[test]
 fn missing_model_or_tokens_fails_the_state_change_naming_the_path() {
     init();
     for (what, prop) in [
@@ -665,79 +539,6 @@ fn model_properties_are_fixed_while_running() {
     element.set_property("draw", true);
     assert!(element.property::<bool>("draw"));
     let _ = ROI_TYPE;
-}
-
-#[test]
-fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
-    let (n, w, h) = (4usize, 64u32, 48u32);
-    let json = scratch().join("pose.jsonl");
-    let desc = format!(
-        "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=RGB,width={w},height={h},framerate=30/1 \
-         ! stablekeypoints {} pose={} post-messages=true json-location={} ! fakesink name=sink",
-        props(),
-        test_pose().display(),
-        json.display()
-    );
-    let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
-    assert_eq!(bufs.len(), n);
-    let ours = keypoint_messages(&msgs);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!((ours.len(), lines.len()), (n, n));
-    let mut spread = 0.0f64;
-    for ((b, msg), rec) in bufs.iter().zip(&ours).zip(&lines) {
-        let meta = read_meta(b);
-        let pose = meta.pose.as_ref().expect("pose metadata");
-        let names: Vec<&str> = pose.landmarks.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, POSE_NAMES);
-        assert_eq!(pose.connections, [[0, 1], [1, 2], [2, 3]]);
-        let (core, hand) = expected_landmarks(&meta);
-        let msg_pose = msg.get::<gst::List>("pose").unwrap();
-        let skeleton: Vec<i32> = msg
-            .get::<gst::Array>("skeleton")
-            .unwrap()
-            .iter()
-            .map(|v| v.get::<i32>().unwrap())
-            .collect();
-        assert_eq!(skeleton, [0, 1, 1, 2, 2, 3]);
-        assert_eq!(rec["skeleton"], serde_json::json!([[0, 1], [1, 2], [2, 3]]));
-        let rec_pose = rec["pose"].as_array().unwrap();
-        assert_eq!((msg_pose.len(), rec_pose.len()), (4, 4));
-        for (j, l) in pose.landmarks.iter().enumerate() {
-            let (x, y) = (l.x as f64, l.y as f64);
-            assert!(
-                (x - core[j][0]).abs() < 1e-6 && (y - core[j][1]).abs() < 1e-6,
-                "landmark {j}: {l:?} vs core {:?}",
-                core[j]
-            );
-            assert!(
-                (x - hand[j].0).abs() < 1e-6 && (y - hand[j].1).abs() < 1e-6,
-                "landmark {j}: {l:?} vs hand {:?}",
-                hand[j]
-            );
-            let m = msg_pose.as_slice()[j].get::<gst::Structure>().unwrap();
-            assert_eq!(m.name(), "landmark");
-            assert_eq!(m.get::<&str>("name").unwrap(), POSE_NAMES[j]);
-            assert_eq!(
-                (m.get::<f32>("nx").unwrap(), m.get::<f32>("ny").unwrap()),
-                (l.x, l.y)
-            );
-            assert!((m.get::<f32>("x").unwrap() - l.x * w as f32).abs() < 1e-3);
-            assert!((m.get::<f32>("y").unwrap() - l.y * h as f32).abs() < 1e-3);
-            let r = &rec_pose[j];
-            assert_eq!(r["name"], POSE_NAMES[j]);
-            assert!((r["nx"].as_f64().unwrap() - x).abs() < 1e-6);
-            assert!((r["ny"].as_f64().unwrap() - y).abs() < 1e-6);
-            assert!((r["x"].as_f64().unwrap() - x * w as f64).abs() < 1e-3);
-            assert!((r["y"].as_f64().unwrap() - y * h as f64).abs() < 1e-3);
-        }
-        spread += (pose.landmarks[0].x - pose.landmarks[1].x).abs() as f64;
-    }
-    // The landmarks move with the keypoints (not a constant the regressor fell back to).
-    assert!(spread > 0.0);
 }
 
 #[test]

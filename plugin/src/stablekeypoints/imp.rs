@@ -1,6 +1,6 @@
 //! The `stablekeypoints` element: frames -> core detector -> metadata (and, as
-//! conveniences, the overlay's drawing, the pose element's landmarks, bus messages and JSON
-//! lines). The model code is in the `stablekeypoints` crate.
+//! conveniences, the overlay's drawing and the pose element's landmarks). The model code is
+//! in the `stablekeypoints` crate.
 //!
 //! Buffers go through our own `submit_input_buffer`/`generate_output` instead of
 //! `transform_frame_ip` so that late frames are kept (QoS skips inference, never frames)
@@ -18,9 +18,7 @@ use gst_video::subclass::prelude::*;
 use stablekeypoints::stream::{self, GapPolicy, Resolved, Scheduler, StreamSettings, Verdict};
 use stablekeypoints::{Detector, Keypoint};
 
-use stablekeypoints::export::LineWriter;
 use std::collections::VecDeque;
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +28,6 @@ use super::output;
 use super::stats::Stats;
 use super::{CropModeProp, GapPolicyProp};
 use crate::convert::ToRgb;
-use crate::export::{self, FrameTimes};
 use crate::formats::{core_reads, refusal_reason};
 use crate::lock;
 use crate::meta::TokenIdentity;
@@ -56,7 +53,6 @@ pub(super) const DEFAULT_DRAW: bool = false;
 pub(super) const DEFAULT_DRAW_IDS: bool = false;
 pub(super) const DEFAULT_RADIUS: u32 = 0;
 pub(super) const DEFAULT_LINE_WIDTH: u32 = 0;
-pub(super) const DEFAULT_POST_MESSAGES: bool = false;
 pub(super) const DEFAULT_BATCH_SIZE: u32 = 1;
 pub(super) const MAX_BATCH_SIZE: u32 = 64;
 pub(super) const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
@@ -85,8 +81,6 @@ pub(super) struct Settings {
     pub draw_ids: bool,
     pub radius: u32,
     pub line_width: u32,
-    pub post_messages: bool,
-    pub json_location: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -110,8 +104,6 @@ impl Default for Settings {
             draw_ids: DEFAULT_DRAW_IDS,
             radius: DEFAULT_RADIUS,
             line_width: DEFAULT_LINE_WIDTH,
-            post_messages: DEFAULT_POST_MESSAGES,
-            json_location: None,
         }
     }
 }
@@ -151,7 +143,6 @@ pub struct StableKeypoints {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
-    json: Mutex<Option<JsonWriter>>,
     /// Running time before which frames are late (from QoS events).
     earliest: Mutex<Option<gst::ClockTime>>,
     reported_latency: Mutex<gst::ClockTime>,
@@ -162,12 +153,6 @@ pub struct StableKeypoints {
     /// The last caps refused with a warning (warned once, not on every query).
     refused: Mutex<Option<String>>,
     test_delay: Mutex<Duration>,
-}
-
-/// The `json-location` file.
-struct JsonWriter {
-    path: PathBuf,
-    lines: LineWriter<File>,
 }
 
 fn clock(d: Duration) -> gst::ClockTime {
@@ -339,7 +324,7 @@ impl StableKeypoints {
         Ok(state.scheduler.complete(batch, keypoints, &s.stream()))
     }
 
-    /// Metadata, overlay, bus message and JSON record of one finished frame.
+    /// Metadata (and with `draw`, the overlay) of one finished frame.
     fn finish(
         &self,
         r: Resolved<gst::Buffer>,
@@ -347,9 +332,9 @@ impl StableKeypoints {
     ) -> Result<gst::Buffer, gst::FlowError> {
         let Resolved {
             frame: mut buffer,
-            index,
             keypoints,
             origin,
+            ..
         } = r;
         let Some(keypoints) = keypoints else {
             return Ok(buffer);
@@ -393,27 +378,6 @@ impl StableKeypoints {
                 gst::warning!(CAT, imp = self, "cannot add analytics keypoints: {}", e);
             }
         }
-        let times = FrameTimes::of(&buffer, &self.obj().segment());
-        let (w, h) = (info.width(), info.height());
-        if s.post_messages {
-            let st = export::message(&frame, index, &times, w, h);
-            let msg = gst::message::Element::builder(st).src(&*self.obj()).build();
-            let _ = self.obj().post_message(msg);
-        }
-        let mut json = lock(&self.json);
-        if let Some(writer) = json.as_mut() {
-            let record = export::record(&frame, index, &times, w, h);
-            if let Err(e) = writer.lines.write_record(&record) {
-                let path = writer.path.display().to_string();
-                drop(json);
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::Write,
-                    ("Cannot write keypoints to {}: {}", path, e)
-                );
-                return Err(gst::FlowError::Error);
-            }
-        }
         Ok(buffer)
     }
 
@@ -438,14 +402,6 @@ impl StableKeypoints {
             if let Err(e) = self.obj().src_pad().push(buf) {
                 gst::debug!(CAT, imp = self, "pushing a queued frame: {:?}", e);
                 return;
-            }
-        }
-    }
-
-    fn flush_json(&self) {
-        if let Some(w) = lock(&self.json).as_mut() {
-            if let Err(e) = w.lines.sync() {
-                gst::warning!(CAT, imp = self, "flushing {}: {}", w.path.display(), e);
             }
         }
     }
@@ -496,7 +452,7 @@ impl ElementImpl for StableKeypoints {
                 "StableKeypoints detector",
                 "Filter/Analyzer/Video",
                 "Detects unsupervised keypoints (StableKeypoints, Stable Diffusion attention) and \
-                 attaches them as region-of-interest metadata; optional overlay, bus messages and JSON lines",
+                 attaches them as region-of-interest metadata (optionally drawn)",
                 "stablekeypoints developers",
             )
         });
@@ -531,18 +487,6 @@ impl BaseTransformImpl for StableKeypoints {
             noise: s.noise,
             delay,
         })?;
-        let json = match &s.json_location {
-            Some(path) => Some(JsonWriter {
-                path: path.clone(),
-                lines: LineWriter::create(path).map_err(|e| {
-                    gst::error_msg!(
-                        gst::ResourceError::OpenWrite,
-                        ("Cannot create {}: {}", path.display(), e)
-                    )
-                })?,
-            }),
-            None => None,
-        };
         gst::info!(
             CAT,
             imp = self,
@@ -556,7 +500,6 @@ impl BaseTransformImpl for StableKeypoints {
             warmup: loaded.warmup,
             ..Default::default()
         };
-        *lock(&self.json) = json;
         *lock(&self.earliest) = None;
         *lock(&self.state) = Some(State {
             num_keypoints: loaded.detector.num_keypoints(),
@@ -578,8 +521,6 @@ impl BaseTransformImpl for StableKeypoints {
         *lock(&self.state) = None;
         *lock(&self.convert) = None;
         *lock(&self.blender) = Blender::default();
-        self.flush_json();
-        *lock(&self.json) = None;
         Ok(())
     }
 
@@ -661,10 +602,6 @@ impl BaseTransformImpl for StableKeypoints {
                     state.queued = None;
                 }
                 *lock(&self.earliest) = None;
-            }
-            gst::EventView::Eos(_) => {
-                self.drain();
-                self.flush_json();
             }
             _ if event.is_serialized() => self.drain(),
             _ => {}

@@ -121,17 +121,6 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_LINE_WIDTH)
             .mutable_playing()
             .build(),
-        glib::ParamSpecBoolean::builder("post-messages")
-            .nick("Post messages")
-            .blurb("Post a `stablekeypoints` element message per frame on the bus")
-            .default_value(DEFAULT_POST_MESSAGES)
-            .mutable_playing()
-            .build(),
-        glib::ParamSpecString::builder("json-location")
-            .nick("JSON location")
-            .blurb("Write one JSON record per frame to this file (JSON lines)")
-            .mutable_ready()
-            .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
             .blurb("frames-processed, frames-inferred, frames-skipped (late), frames-interval-skipped, mean/last-inference-ms, warmup-ms")
@@ -173,8 +162,6 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) {
         "draw-ids" => s.draw_ids = value.get().expect("type checked upstream"),
         "radius" => s.radius = get(),
         "line-width" => s.line_width = get(),
-        "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
-        "json-location" => s.json_location = path(value),
         _ => unimplemented!(),
     }
 }
@@ -201,8 +188,6 @@ pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
         "draw-ids" => s.draw_ids.to_value(),
         "radius" => s.radius.to_value(),
         "line-width" => s.line_width.to_value(),
-        "post-messages" => s.post_messages.to_value(),
-        "json-location" => path(&s.json_location),
         _ => unimplemented!(),
     }
 }

@@ -2,13 +2,14 @@
 //! tiny generated model, and the core detector the element's output is compared with.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use gst::prelude::*;
 use gst_video::prelude::*;
 use gststablekeypoints::meta::FrameKeypoints;
 use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::model::init::{init_model, TinyArch};
 use stablekeypoints::{DetectOptions, Detector, Model, PixelFormat, Tokens};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 pub const NUM_KEYPOINTS: usize = 6;
 pub const NUM_TOKENS: usize = 24;
@@ -301,7 +302,6 @@ pub fn chain_harness(desc: &str) -> gst_check::Harness {
 /// The inference element of a harness: the element itself, or the one named `skp` in a
 /// chain.
 pub fn inference_of(hn: &gst_check::Harness) -> gst::Element {
-    use gst::prelude::*;
     let element = hn.element().expect("harness element");
     match element.downcast_ref::<gst::Bin>() {
         Some(bin) => bin
@@ -440,4 +440,71 @@ pub fn segment_dist2(x: f32, y: f32, p: (f32, f32), q: (f32, f32)) -> f32 {
         0.0
     };
     (x - p.0 - t * dx).powi(2) + (y - p.1 - t * dy).powi(2)
+}
+
+// ---------------------------------------------------------------------------------------
+// Pipelines.
+
+/// The element's keypoint messages among a pipeline's bus messages, in order.
+pub fn keypoint_messages(msgs: &[gst::Message]) -> Vec<&gst::StructureRef> {
+    msgs.iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a gst-launch style pipeline to EOS, returning its bus messages or the error text.
+pub fn run_pipeline(
+    desc: &str,
+    probe_sink: Option<&str>,
+) -> Result<(Vec<gst::Message>, Vec<gst::Buffer>), String> {
+    init();
+    let pipeline = gst::parse::launch(desc).map_err(|e| e.to_string())?;
+    let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+    let buffers = Arc::new(Mutex::new(Vec::new()));
+    if let Some(name) = probe_sink {
+        let sink = pipeline.by_name(name).expect("named sink");
+        let pad = sink.static_pad("sink").unwrap();
+        let store = buffers.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(b) = info.buffer() {
+                store.lock().unwrap().push(b.copy());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let bus = pipeline.bus().unwrap();
+    let res = pipeline.set_state(gst::State::Playing);
+    let mut msgs = Vec::new();
+    // A failed state change still posts its error message: read it either way.
+    let mut outcome = res
+        .map(|_| ())
+        .map_err(|_| "state change failed".to_string());
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => {
+                msgs.push(msg);
+                break;
+            }
+            gst::MessageView::Error(e) => {
+                outcome = Err(format!("{}\n{:?}", e.error(), e.debug()));
+                break;
+            }
+            _ => msgs.push(msg),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    outcome?;
+    if !msgs
+        .iter()
+        .any(|m| matches!(m.view(), gst::MessageView::Eos(_)))
+    {
+        return Err("no EOS within 120 s".into());
+    }
+    let bufs = std::mem::take(&mut *buffers.lock().unwrap());
+    Ok((msgs, bufs))
 }

@@ -1,7 +1,7 @@
 //! `process`: the offline path for a video. Trains tokens on the video unless `--tokens` is
 //! given, then runs every frame through the `stablekeypoints` GStreamer element in a
-//! `gst-launch-1.0` subprocess, writing `keypoints.jsonl` (the element's `json-location`) and
-//! an annotated `annotated.mp4`. The CLI itself never links GStreamer.
+//! `gst-launch-1.0` subprocess, writing `keypoints.jsonl` (`stablekeypointspublish
+//! location=`) and an annotated `annotated.mp4`. The CLI itself never links GStreamer.
 
 use crate::args::{Args, USAGE};
 use crate::train;
@@ -148,7 +148,6 @@ pub fn cmd_process(a: Args) -> Result<(), Error> {
         "stablekeypoints".into(),
         prop("model", &model),
         prop("tokens", &tokens),
-        prop("json-location", &jsonl),
         format!(
             "crop-mode={}",
             match crop {
@@ -166,6 +165,11 @@ pub fn cmd_process(a: Args) -> Result<(), Error> {
     if let Some(d) = a.get("device") {
         args.push(format!("device={}", quoted(d)));
     }
+    args.extend([
+        "!".into(),
+        "stablekeypointspublish".into(),
+        prop("location", &jsonl),
+    ]);
     args.extend(["!".into(), "videoconvert".into(), "!".into()]);
     // x264 wants even sizes for 4:2:0.
     let (w, h) = (info.width, info.height);
