@@ -317,3 +317,30 @@ fn pipeline_draws_after_a_scaler_to_eos() {
         assert!(bytes(d) != bytes(q), "nothing drawn");
     }
 }
+
+#[test]
+fn keypoints_survive_converters_and_scalers() {
+    // GStreamer 1.22's converters and scalers keep the ROI meta but drop its parameter
+    // structures; the keypoints come through in the carrier meta, unchanged.
+    let src = info(F::Rgb, 48, 36);
+    let before = read_meta(&through(&format!("stablekeypoints {}", props()), &src, 5));
+    for after in [
+        "videoconvert ! capsfilter caps=video/x-raw,format=I420",
+        "videoscale ! capsfilter caps=video/x-raw,width=96,height=72",
+        "videoconvert ! capsfilter caps=video/x-raw,format=NV12 ! videoscale \
+         ! capsfilter caps=video/x-raw,width=24,height=18",
+    ] {
+        let out = through(&format!("stablekeypoints {} ! {after}", props()), &src, 5);
+        let m = read_meta(&out);
+        assert!(
+            gststablekeypoints::meta::carrier::read(&out).is_some(),
+            "{after}: the carrier meta was not kept"
+        );
+        assert_eq!(m.keypoints, before.keypoints, "{after}");
+        assert_eq!(
+            (m.origin, &m.tokens),
+            (before.origin, &before.tokens),
+            "{after}"
+        );
+    }
+}
