@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 scripts/install-deps.sh
 
 echo "== building (cargo, debug profile shared with ./test.sh)"
-cargo build -p stablekeypoints -p gst-plugin-stablekeypoints
+cargo build -p stablekeypoints-cli -p gst-plugin-stablekeypoints
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 mkdir -p out/plugin

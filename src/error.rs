@@ -17,6 +17,8 @@ pub enum Error {
     Weights { path: PathBuf, msg: String },
     /// A learned-tokens file is malformed or does not fit the model.
     Tokens { path: PathBuf, msg: String },
+    /// A training checkpoint is unreadable, or does not fit the run that resumes from it.
+    Checkpoint { path: PathBuf, msg: String },
     /// An input image could not be decoded.
     Image { path: PathBuf, msg: String },
     /// Invalid arguments (sizes, options, frame layout).
@@ -48,6 +50,12 @@ impl Error {
             msg,
         }
     }
+    pub(crate) fn checkpoint(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
     pub(crate) fn tokens(path: &Path, msg: impl Into<String>) -> Self {
         Error::Tokens {
             path: path.to_path_buf(),
@@ -70,6 +78,7 @@ impl fmt::Display for Error {
             Error::Tokens { path, msg } => {
                 write!(f, "{}: invalid tokens file: {msg}", path.display())
             }
+            Error::Checkpoint { path, msg } => write!(f, "{}: checkpoint: {msg}", path.display()),
             Error::Image { path, msg } => write!(f, "{}: cannot read image: {msg}", path.display()),
             Error::Invalid(msg) => f.write_str(msg),
             Error::Tensor(e) => write!(f, "tensor error: {}", one_line(&e.to_string())),

@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod detect;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod export;
@@ -12,6 +13,7 @@ pub mod frame;
 pub mod keypoints;
 pub mod model;
 pub mod ops;
+pub mod options;
 pub mod pose;
 pub mod stream;
 pub mod tokens;
@@ -27,4 +29,5 @@ pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};
 pub use error::{Error, Result};
 pub use frame::{CropMode, FrameRef, PixelFormat};
 pub use model::Model;
+pub use options::DetectSettings;
 pub use tokens::Tokens;

@@ -569,28 +569,3 @@ fn eval_runs_the_references_augmentation() {
     let c = flat(&plain.keypoint_maps(&image).unwrap());
     assert_ne!(a, c);
 }
-
-#[test]
-fn cli_reads_a_reference_token_directory() {
-    let detect = |tokens: &Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
-            .arg("detect")
-            .arg("--model")
-            .arg(data("tiny-sd1"))
-            .arg("--tokens")
-            .arg(tokens)
-            .args(["--size", "128", "--map-res", "64", "--no-noise", "--json"])
-            .arg(data("tiny-sd1/image.png"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let from_dir = detect(&data("reference-tokens"));
-    assert!(from_dir.contains("\"keypoints\""), "{from_dir}");
-    assert_eq!(from_dir, detect(&data("tiny-sd1/tokens.safetensors")));
-}

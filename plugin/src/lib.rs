@@ -34,7 +34,9 @@ pub use track::{SmoothingProp, StableKeypointsTrack, TrackGapProp};
 
 // The plugin's Rust allocations (model activations) reuse freed large blocks instead of
 // faulting in fresh pages every frame; memory handed to GStreamer goes through GLib's
-// allocator as before.
+// allocator as before. Behind the default `caching-alloc` feature, so that a program linking
+// the rlib with an allocator of its own can turn it off.
+#[cfg(feature = "caching-alloc")]
 #[global_allocator]
 static ALLOC: ::stablekeypoints::alloc::CachingAlloc =
     ::stablekeypoints::alloc::CachingAlloc::new();

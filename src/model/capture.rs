@@ -6,7 +6,7 @@
 //! `to_q` FLOPs); only the softmax over the N tokens runs at R x R. The query projection
 //! is the layer's own, shared with its attention.
 
-use super::unet::Attention;
+use super::transformer::{Attention, CrossAttentionHook, Stage};
 use crate::ops::attnmap::{sparse_taps, UpsampledSoftmaxSelect};
 use crate::ops::resample::bicubic_matrix;
 use candle_core::{DType, Result, Tensor};
@@ -78,20 +78,10 @@ impl MapRecorder {
         self.sides.len() >= self.num_layers
     }
 
-    pub(crate) fn wants(&self, side: usize) -> bool {
-        side <= self.max_side && !self.complete()
-    }
-
     /// Adds one layer's maps; `q` is the query projection of `attn` [B, s*s, C] (the
     /// layer's own, shared with its attention), `k` its heads-split keys [1, h, N, d].
     /// Returns true once all layers are recorded.
-    pub(crate) fn record(
-        &mut self,
-        attn: &Attention,
-        q: &Tensor,
-        k: &Tensor,
-        side: usize,
-    ) -> Result<bool> {
+    fn record(&mut self, attn: &Attention, q: &Tensor, k: &Tensor, side: usize) -> Result<bool> {
         let start = std::time::Instant::now();
         let (b, l, c) = q.dims3()?;
         if l != side * side {
@@ -208,5 +198,26 @@ impl MapRecorder {
             Some(s) => (s / n as f64)?.permute((0, 3, 1, 2))?.contiguous(),
             None => candle_core::bail!("no attention layer was recorded"),
         }
+    }
+}
+
+impl CrossAttentionHook for MapRecorder {
+    /// Up-path layers of side <= `max_side`, until `num_layers` are recorded.
+    fn wants(&self, stage: Stage, side: usize) -> bool {
+        stage == Stage::Up && side <= self.max_side && !self.complete()
+    }
+
+    fn observe(&mut self, attn: &Attention, q: &Tensor, k: &Tensor, side: usize) -> Result<bool> {
+        self.record(attn, q, k, side)
+    }
+
+    fn end_of_pass(&mut self) -> Result<()> {
+        if !self.complete() && self.recorded() == 0 {
+            candle_core::bail!(
+                "no up-path cross-attention layer has a side <= {} at this input size",
+                self.max_side
+            );
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,10 @@
 //! `UNet2DConditionModel` and `AutoencoderKL` that the SD 1.x / 2.x family uses.
 
 use crate::error::{Error, Result};
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// UNet architecture (diffusers `unet/config.json`).
@@ -57,12 +60,6 @@ pub struct VaeConfig {
 /// Most blocks a config may list (SD has 4); keeps the down-sampling factors in range.
 pub const MAX_BLOCKS: usize = 8;
 
-/// Reads a JSON object, naming the file on failure.
-pub(crate) fn read_json(path: &Path) -> Result<Map<String, Value>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_json(path, &bytes)
-}
-
 /// Parses a JSON object held in memory; `path` only names it in errors.
 fn parse_json(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>> {
     match serde_json::from_slice::<Value>(bytes) {
@@ -72,154 +69,27 @@ fn parse_json(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>> {
     }
 }
 
-/// Typed access to config fields with diffusers' defaults; tracks which keys were read.
-struct Fields<'a> {
-    path: &'a Path,
-    map: &'a Map<String, Value>,
-    seen: std::cell::RefCell<Vec<&'static str>>,
+fn read_json(path: &Path) -> Result<Map<String, Value>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_json(path, &bytes)
 }
 
-impl<'a> Fields<'a> {
-    fn new(path: &'a Path, map: &'a Map<String, Value>) -> Self {
-        Self {
+/// Deserialises the raw form of a config, naming the field at fault in errors.
+fn from_map<T: DeserializeOwned>(path: &Path, map: &Map<String, Value>) -> Result<T> {
+    serde_path_to_error::deserialize(Value::Object(map.clone())).map_err(|e| {
+        Error::config(
             path,
-            map,
-            seen: Default::default(),
-        }
-    }
+            format!("field `{}`: {}", e.path(), one_line(&e.inner().to_string())),
+        )
+    })
+}
 
-    fn get(&self, key: &'static str) -> Option<&'a Value> {
-        self.seen.borrow_mut().push(key);
-        self.map.get(key).filter(|v| !v.is_null())
-    }
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
 
-    fn err(&self, key: &str, msg: impl std::fmt::Display) -> Error {
-        Error::config(self.path, format!("field `{key}`: {msg}"))
-    }
-
-    fn usize(&self, key: &'static str, default: Option<usize>) -> Result<usize> {
-        match self.get(key) {
-            None => default.ok_or_else(|| self.err(key, "missing")),
-            Some(v) => as_usize(v)
-                .ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}"))),
-        }
-    }
-
-    fn f64(&self, key: &'static str, default: f64) -> Result<f64> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(key, format!("expected a number, got {v}"))),
-        }
-    }
-
-    fn bool(&self, key: &'static str, default: bool) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.err(key, format!("expected true/false, got {v}"))),
-        }
-    }
-
-    fn str(&self, key: &'static str) -> Result<Option<&'a str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.err(key, format!("expected a string, got {v}"))),
-        }
-    }
-
-    /// A number broadcast to `n` entries, or a list of exactly `n`.
-    fn per_block(
-        &self,
-        key: &'static str,
-        n: usize,
-        default: Option<usize>,
-    ) -> Result<Option<Vec<usize>>> {
-        match self.get(key) {
-            None => Ok(default.map(|d| vec![d; n])),
-            Some(Value::Array(a)) => {
-                let v: Option<Vec<usize>> = a.iter().map(as_usize).collect();
-                let v =
-                    v.ok_or_else(|| self.err(key, "expected a list of non-negative integers"))?;
-                if v.len() != n {
-                    return Err(self.err(
-                        key,
-                        format!("has {} entries but there are {n} blocks", v.len()),
-                    ));
-                }
-                Ok(Some(v))
-            }
-            Some(v) => {
-                let x = as_usize(v).ok_or_else(|| {
-                    self.err(key, format!("expected an integer or a list, got {v}"))
-                })?;
-                Ok(Some(vec![x; n]))
-            }
-        }
-    }
-
-    fn str_list(&self, key: &'static str) -> Result<Vec<&'a str>> {
-        match self.get(key) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .ok_or_else(|| self.err(key, "expected a list of strings"))
-                })
-                .collect(),
-            Some(v) => Err(self.err(key, format!("expected a list of strings, got {v}"))),
-            None => Err(self.err(key, "missing")),
-        }
-    }
-
-    fn usize_list(&self, key: &'static str) -> Result<Vec<usize>> {
-        match self.get(key) {
-            Some(Value::Array(a)) if a.len() > MAX_BLOCKS => Err(self.err(
-                key,
-                format!(
-                    "has {} entries (at most {MAX_BLOCKS} are supported)",
-                    a.len()
-                ),
-            )),
-            Some(Value::Array(a)) if !a.is_empty() => a
-                .iter()
-                .map(|v| {
-                    as_usize(v)
-                        .filter(|&x| x > 0)
-                        .ok_or_else(|| self.err(key, "expected positive integers"))
-                })
-                .collect(),
-            Some(v) => Err(self.err(
-                key,
-                format!("expected a non-empty list of integers, got {v}"),
-            )),
-            None => Err(self.err(key, "missing")),
-        }
-    }
-
-    /// Fields this implementation does not know must be absent or neutral; anything else
-    /// would silently change the architecture.
-    fn reject_unknown(&self, neutral: &[(&str, Value)]) -> Result<()> {
-        let seen = self.seen.borrow();
-        for (k, v) in self.map {
-            if k.starts_with('_') || seen.contains(&k.as_str()) {
-                continue;
-            }
-            let ok = match neutral.iter().find(|(n, _)| n == k) {
-                Some((_, nv)) => v == nv || v.is_null(),
-                None => v.is_null() || v == &Value::Bool(false),
-            };
-            if !ok {
-                return Err(self.err(k, format!("unsupported value {v}")));
-            }
-        }
-        Ok(())
-    }
+fn field_err(path: &Path, key: &str, msg: impl std::fmt::Display) -> Error {
+    Error::config(path, format!("field `{key}`: {msg}"))
 }
 
 fn as_usize(v: &Value) -> Option<usize> {
@@ -229,6 +99,255 @@ fn as_usize(v: &Value) -> Option<usize> {
             .filter(|f| *f >= 0.0 && f.fract() == 0.0)
             .map(|f| f as usize)
     })
+}
+
+/// A non-negative integer, also when written as a float (`8.0`).
+#[derive(Clone, Copy, Debug)]
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        as_usize(&v)
+            .map(Count)
+            .ok_or_else(|| de::Error::custom(format!("expected a non-negative integer, got {v}")))
+    }
+}
+
+/// `cross_attention_dim`: one integer (some models give one per block, which we do not run).
+#[derive(Clone, Copy, Debug)]
+struct ContextDim(usize);
+
+impl<'de> Deserialize<'de> for ContextDim {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        as_usize(&v).map(ContextDim).ok_or_else(|| {
+            de::Error::custom(format!(
+                "expected one integer (per-block lists are not supported), got {v}"
+            ))
+        })
+    }
+}
+
+/// A per-block value: one number for every block, or a list (its length is checked
+/// against the block count afterwards).
+#[derive(Clone, Debug)]
+enum PerBlock {
+    All(usize),
+    Each(Vec<usize>),
+}
+
+impl<'de> Deserialize<'de> for PerBlock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Array(a) => a
+                .iter()
+                .map(as_usize)
+                .collect::<Option<Vec<_>>>()
+                .map(PerBlock::Each)
+                .ok_or_else(|| de::Error::custom("expected a list of non-negative integers")),
+            v => as_usize(&v).map(PerBlock::All).ok_or_else(|| {
+                de::Error::custom(format!("expected an integer or a list, got {v}"))
+            }),
+        }
+    }
+}
+
+impl PerBlock {
+    fn resolve(self, path: &Path, key: &str, n: usize) -> Result<Vec<usize>> {
+        match self {
+            PerBlock::All(x) => Ok(vec![x; n]),
+            PerBlock::Each(v) if v.len() == n => Ok(v),
+            PerBlock::Each(v) => Err(field_err(
+                path,
+                key,
+                format!("has {} entries but there are {n} blocks", v.len()),
+            )),
+        }
+    }
+}
+
+/// `block_out_channels`: 1 to [`MAX_BLOCKS`] positive integers.
+#[derive(Clone, Debug)]
+struct Channels(Vec<usize>);
+
+impl<'de> Deserialize<'de> for Channels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Array(a) if a.len() > MAX_BLOCKS => Err(de::Error::custom(format!(
+                "has {} entries (at most {MAX_BLOCKS} are supported)",
+                a.len()
+            ))),
+            Value::Array(a) if !a.is_empty() => a
+                .iter()
+                .map(|v| as_usize(v).filter(|&x| x > 0))
+                .collect::<Option<Vec<_>>>()
+                .map(Channels)
+                .ok_or_else(|| de::Error::custom("expected positive integers")),
+            v => Err(de::Error::custom(format!(
+                "expected a non-empty list of integers, got {v}"
+            ))),
+        }
+    }
+}
+
+/// Block type names; anything else is an architecture this code does not build.
+fn block_type<'de, D: Deserializer<'de>, T>(
+    d: D,
+    known: &[(&str, T)],
+) -> std::result::Result<T, D::Error>
+where
+    T: Copy,
+{
+    let s = String::deserialize(d)?;
+    known
+        .iter()
+        .find(|(name, _)| *name == s)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| de::Error::custom(format!("unsupported block type {s}")))
+}
+
+impl<'de> Deserialize<'de> for DownBlockType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        block_type(
+            d,
+            &[
+                ("CrossAttnDownBlock2D", DownBlockType::CrossAttn),
+                ("DownBlock2D", DownBlockType::Plain),
+            ],
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for UpBlockType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        block_type(
+            d,
+            &[
+                ("CrossAttnUpBlock2D", UpBlockType::CrossAttn),
+                ("UpBlock2D", UpBlockType::Plain),
+            ],
+        )
+    }
+}
+
+/// The VAE encoder's only block type.
+#[derive(Clone, Copy, Debug)]
+struct DownEncoderBlock;
+
+impl<'de> Deserialize<'de> for DownEncoderBlock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        block_type(d, &[("DownEncoderBlock2D", DownEncoderBlock)])
+    }
+}
+
+fn missing(path: &Path, key: &str) -> Error {
+    field_err(path, key, "missing")
+}
+
+/// A string field that only one value of is supported.
+fn only(path: &Path, key: &str, got: Option<&str>, want: &str) -> Result<()> {
+    match got {
+        Some(v) if v != want => Err(field_err(
+            path,
+            key,
+            format!("unsupported value {v:?} (only {want:?})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Fields this implementation does not know must be absent or neutral; anything else
+/// would silently change the architecture.
+fn reject_unknown(
+    path: &Path,
+    rest: &BTreeMap<String, Value>,
+    neutral: &[(&str, Value)],
+) -> Result<()> {
+    for (k, v) in rest {
+        if k.starts_with('_') {
+            continue;
+        }
+        let ok = match neutral.iter().find(|(n, _)| n == k) {
+            Some((_, nv)) => v == nv || v.is_null(),
+            None => v.is_null() || v == &Value::Bool(false),
+        };
+        if !ok {
+            return Err(field_err(path, k, format!("unsupported value {v}")));
+        }
+    }
+    Ok(())
+}
+
+/// `unet/config.json` as written; `None` = absent or null (diffusers' default).
+#[derive(Deserialize)]
+struct UNetJson {
+    #[serde(rename = "_class_name")]
+    class_name: Option<String>,
+    block_out_channels: Option<Channels>,
+    down_block_types: Option<Vec<DownBlockType>>,
+    up_block_types: Option<Vec<UpBlockType>>,
+    layers_per_block: Option<PerBlock>,
+    transformer_layers_per_block: Option<PerBlock>,
+    /// diffusers' naming quirk: the number of heads unless `num_attention_heads` is set.
+    attention_head_dim: Option<PerBlock>,
+    num_attention_heads: Option<PerBlock>,
+    cross_attention_dim: Option<ContextDim>,
+    in_channels: Option<Count>,
+    out_channels: Option<Count>,
+    use_linear_projection: Option<bool>,
+    norm_num_groups: Option<Count>,
+    norm_eps: Option<f64>,
+    flip_sin_to_cos: Option<bool>,
+    freq_shift: Option<f64>,
+    downsample_padding: Option<Count>,
+    sample_size: Option<Count>,
+    // Read for validation only.
+    act_fn: Option<String>,
+    resnet_time_scale_shift: Option<String>,
+    time_embedding_type: Option<String>,
+    attention_type: Option<String>,
+    mid_block_type: Option<String>,
+    /// A precision hint only.
+    #[serde(rename = "upcast_attention")]
+    _upcast_attention: Option<bool>,
+    #[serde(rename = "dropout")]
+    _dropout: Option<f64>,
+    #[serde(flatten)]
+    rest: BTreeMap<String, Value>,
+}
+
+/// `vae/config.json` as written (only the encoder's fields matter).
+#[derive(Deserialize)]
+struct VaeJson {
+    #[serde(rename = "_class_name")]
+    class_name: Option<String>,
+    block_out_channels: Option<Channels>,
+    down_block_types: Option<Vec<DownEncoderBlock>>,
+    in_channels: Option<Count>,
+    latent_channels: Option<Count>,
+    layers_per_block: Option<Count>,
+    norm_num_groups: Option<Count>,
+    scaling_factor: Option<f64>,
+    mid_block_add_attention: Option<bool>,
+    use_quant_conv: Option<bool>,
+    sample_size: Option<Count>,
+    act_fn: Option<String>,
+    // The decoder's; named so that they are not "unknown".
+    #[serde(rename = "up_block_types")]
+    _up_block_types: Option<Value>,
+    #[serde(rename = "out_channels")]
+    _out_channels: Option<Value>,
+    #[serde(rename = "force_upcast")]
+    _force_upcast: Option<bool>,
+    #[serde(rename = "use_post_quant_conv")]
+    _use_post_quant_conv: Option<bool>,
+    #[serde(flatten)]
+    rest: BTreeMap<String, Value>,
+}
+
+fn count(v: Option<Count>, default: usize) -> usize {
+    v.map_or(default, |c| c.0)
 }
 
 impl UNetConfig {
@@ -243,38 +362,27 @@ impl UNetConfig {
     }
 
     pub(crate) fn from_map(path: &Path, map: &Map<String, Value>) -> Result<Self> {
-        let f = Fields::new(path, map);
-        if let Some(class) = f.str("_class_name")? {
+        let j: UNetJson = from_map(path, map)?;
+        if let Some(class) = j.class_name.as_deref() {
             if class != "UNet2DConditionModel" {
-                return Err(f.err(
+                return Err(field_err(
+                    path,
                     "_class_name",
                     format!("expected UNet2DConditionModel, got {class}"),
                 ));
             }
         }
-        let block_out_channels = f.usize_list("block_out_channels")?;
+        let block_out_channels = j
+            .block_out_channels
+            .ok_or_else(|| missing(path, "block_out_channels"))?
+            .0;
         let n = block_out_channels.len();
-        let down_block_types = f
-            .str_list("down_block_types")?
-            .into_iter()
-            .map(|s| match s {
-                "CrossAttnDownBlock2D" => Ok(DownBlockType::CrossAttn),
-                "DownBlock2D" => Ok(DownBlockType::Plain),
-                other => Err(f.err(
-                    "down_block_types",
-                    format!("unsupported block type {other}"),
-                )),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let up_block_types = f
-            .str_list("up_block_types")?
-            .into_iter()
-            .map(|s| match s {
-                "CrossAttnUpBlock2D" => Ok(UpBlockType::CrossAttn),
-                "UpBlock2D" => Ok(UpBlockType::Plain),
-                other => Err(f.err("up_block_types", format!("unsupported block type {other}"))),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let down_block_types = j
+            .down_block_types
+            .ok_or_else(|| missing(path, "down_block_types"))?;
+        let up_block_types = j
+            .up_block_types
+            .ok_or_else(|| missing(path, "up_block_types"))?;
         if down_block_types.len() != n || up_block_types.len() != n {
             return Err(Error::config(
                 path,
@@ -285,75 +393,71 @@ impl UNetConfig {
                 ),
             ));
         }
-        let layers_per_block = f
-            .per_block("layers_per_block", n, Some(2))?
-            .unwrap_or_default();
-        let transformer_layers_per_block = f
-            .per_block("transformer_layers_per_block", n, Some(1))?
-            .unwrap_or_default();
-        // diffusers' naming quirk: `attention_head_dim` holds the number of heads unless
-        // `num_attention_heads` is set.
-        let head_dim = f
-            .per_block("attention_head_dim", n, Some(8))?
-            .unwrap_or_default();
-        let num_attention_heads = f
-            .per_block("num_attention_heads", n, None)?
-            .unwrap_or(head_dim);
-        let cross_attention_dim = match f.get("cross_attention_dim") {
-            None => 1280,
-            Some(v) => as_usize(v).ok_or_else(|| {
-                f.err(
-                    "cross_attention_dim",
-                    format!("expected one integer (per-block lists are not supported), got {v}"),
-                )
-            })?,
+        let per_block = |v: Option<PerBlock>, key: &str, default: usize| {
+            v.unwrap_or(PerBlock::All(default)).resolve(path, key, n)
         };
+        let layers_per_block = per_block(j.layers_per_block, "layers_per_block", 2)?;
+        let transformer_layers_per_block = per_block(
+            j.transformer_layers_per_block,
+            "transformer_layers_per_block",
+            1,
+        )?;
+        let head_dim = per_block(j.attention_head_dim, "attention_head_dim", 8)?;
+        let num_attention_heads = match j.num_attention_heads {
+            Some(h) => h.resolve(path, "num_attention_heads", n)?,
+            None => head_dim,
+        };
+        for (key, got, want) in [
+            ("act_fn", &j.act_fn, "silu"),
+            (
+                "resnet_time_scale_shift",
+                &j.resnet_time_scale_shift,
+                "default",
+            ),
+            ("time_embedding_type", &j.time_embedding_type, "positional"),
+            ("attention_type", &j.attention_type, "default"),
+        ] {
+            only(path, key, got.as_deref(), want)?;
+        }
+        if let Some(v) = j.mid_block_type.as_deref() {
+            if v != "UNetMidBlock2DCrossAttn" {
+                return Err(field_err(
+                    path,
+                    "mid_block_type",
+                    format!("unsupported value {v:?}"),
+                ));
+            }
+        }
+        reject_unknown(
+            path,
+            &j.rest,
+            &[
+                ("conv_in_kernel", Value::from(3)),
+                ("conv_out_kernel", Value::from(3)),
+                ("mid_block_scale_factor", Value::from(1)),
+                ("resnet_out_scale_factor", Value::from(1.0)),
+                ("center_input_sample", Value::Bool(false)),
+                ("addition_embed_type_num_heads", Value::from(64)),
+            ],
+        )?;
         let cfg = UNetConfig {
-            in_channels: f.usize("in_channels", Some(4))?,
-            out_channels: f.usize("out_channels", Some(4))?,
+            in_channels: count(j.in_channels, 4),
+            out_channels: count(j.out_channels, 4),
             block_out_channels,
             layers_per_block,
             transformer_layers_per_block,
             down_block_types,
             up_block_types,
             num_attention_heads,
-            cross_attention_dim,
-            use_linear_projection: f.bool("use_linear_projection", false)?,
-            norm_num_groups: f.usize("norm_num_groups", Some(32))?,
-            norm_eps: f.f64("norm_eps", 1e-5)?,
-            flip_sin_to_cos: f.bool("flip_sin_to_cos", true)?,
-            freq_shift: f.f64("freq_shift", 0.0)?,
-            downsample_padding: f.usize("downsample_padding", Some(1))?,
-            sample_size: f.usize("sample_size", Some(64))?,
+            cross_attention_dim: j.cross_attention_dim.map_or(1280, |c| c.0),
+            use_linear_projection: j.use_linear_projection.unwrap_or(false),
+            norm_num_groups: count(j.norm_num_groups, 32),
+            norm_eps: j.norm_eps.unwrap_or(1e-5),
+            flip_sin_to_cos: j.flip_sin_to_cos.unwrap_or(true),
+            freq_shift: j.freq_shift.unwrap_or(0.0),
+            downsample_padding: count(j.downsample_padding, 1),
+            sample_size: count(j.sample_size, 64),
         };
-        // Fields read for validation only.
-        for (key, want) in [
-            ("act_fn", "silu"),
-            ("resnet_time_scale_shift", "default"),
-            ("time_embedding_type", "positional"),
-            ("attention_type", "default"),
-        ] {
-            if let Some(v) = f.str(key)? {
-                if v != want {
-                    return Err(f.err(key, format!("unsupported value {v:?} (only {want:?})")));
-                }
-            }
-        }
-        if let Some(v) = f.str("mid_block_type")? {
-            if v != "UNetMidBlock2DCrossAttn" {
-                return Err(f.err("mid_block_type", format!("unsupported value {v:?}")));
-            }
-        }
-        let _ = f.bool("upcast_attention", false)?; // precision hint only
-        let _ = f.f64("dropout", 0.0)?;
-        f.reject_unknown(&[
-            ("conv_in_kernel", Value::from(3)),
-            ("conv_out_kernel", Value::from(3)),
-            ("mid_block_scale_factor", Value::from(1)),
-            ("resnet_out_scale_factor", Value::from(1.0)),
-            ("center_input_sample", Value::Bool(false)),
-            ("addition_embed_type_num_heads", Value::from(64)),
-        ])?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -412,17 +516,23 @@ impl VaeConfig {
     }
 
     pub(crate) fn from_map(path: &Path, map: &Map<String, Value>) -> Result<Self> {
-        let f = Fields::new(path, map);
-        if let Some(class) = f.str("_class_name")? {
+        let j: VaeJson = from_map(path, map)?;
+        if let Some(class) = j.class_name.as_deref() {
             if class != "AutoencoderKL" {
-                return Err(f.err(
+                return Err(field_err(
+                    path,
                     "_class_name",
                     format!("expected AutoencoderKL, got {class}"),
                 ));
             }
         }
-        let block_out_channels = f.usize_list("block_out_channels")?;
-        let down = f.str_list("down_block_types")?;
+        let block_out_channels = j
+            .block_out_channels
+            .ok_or_else(|| missing(path, "block_out_channels"))?
+            .0;
+        let down = j
+            .down_block_types
+            .ok_or_else(|| missing(path, "down_block_types"))?;
         if down.len() != block_out_channels.len() {
             return Err(Error::config(
                 path,
@@ -433,32 +543,22 @@ impl VaeConfig {
                 ),
             ));
         }
-        if let Some(bad) = down.iter().find(|s| **s != "DownEncoderBlock2D") {
-            return Err(f.err("down_block_types", format!("unsupported block type {bad}")));
-        }
-        let _ = f.get("up_block_types"); // decoder only
-        let _ = f.get("out_channels");
-        let _ = f.bool("force_upcast", true)?;
-        let _ = f.bool("use_post_quant_conv", true)?;
-        if let Some(v) = f.str("act_fn")? {
-            if v != "silu" {
-                return Err(f.err("act_fn", format!("unsupported value {v:?}")));
-            }
-        }
+        only(path, "act_fn", j.act_fn.as_deref(), "silu")?;
+        reject_unknown(path, &j.rest, &[])?;
         let cfg = VaeConfig {
-            in_channels: f.usize("in_channels", Some(3))?,
-            latent_channels: f.usize("latent_channels", Some(4))?,
+            in_channels: count(j.in_channels, 3),
+            latent_channels: count(j.latent_channels, 4),
             block_out_channels,
-            layers_per_block: f.usize("layers_per_block", Some(1))?,
-            norm_num_groups: f.usize("norm_num_groups", Some(32))?,
-            scaling_factor: f.f64("scaling_factor", 0.18215)?,
-            mid_block_add_attention: f.bool("mid_block_add_attention", true)?,
-            use_quant_conv: f.bool("use_quant_conv", true)?,
-            sample_size: f.usize("sample_size", Some(512))?,
+            layers_per_block: count(j.layers_per_block, 1),
+            norm_num_groups: count(j.norm_num_groups, 32),
+            scaling_factor: j.scaling_factor.unwrap_or(0.18215),
+            mid_block_add_attention: j.mid_block_add_attention.unwrap_or(true),
+            use_quant_conv: j.use_quant_conv.unwrap_or(true),
+            sample_size: count(j.sample_size, 512),
         };
-        f.reject_unknown(&[])?;
         if cfg.in_channels != 3 {
-            return Err(f.err(
+            return Err(field_err(
+                path,
                 "in_channels",
                 format!("expected 3 (RGB), got {}", cfg.in_channels),
             ));
@@ -564,6 +664,55 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("down_block_types has 1"), "{e}");
+    }
+
+    #[test]
+    fn exporter_forms_parse_and_bad_types_name_their_field() {
+        // Integers written as floats, nulls for "default", bookkeeping keys.
+        let c = UNetConfig::from_map(
+            Path::new("u.json"),
+            &unet_json(
+                r#","norm_num_groups":32.0,"layers_per_block":2.0,"sample_size":null,"_diffusers_version":"0.30.0""#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.norm_num_groups, c.layers_per_block[0], c.sample_size),
+            (32, 2, 64)
+        );
+        for (extra, field) in [
+            (r#","use_linear_projection":"yes""#, "use_linear_projection"),
+            (r#","norm_eps":"small""#, "norm_eps"),
+            (r#","in_channels":-4"#, "in_channels"),
+            (
+                r#","up_block_types":["UpBlock2D",3,"CrossAttnUpBlock2D","CrossAttnUpBlock2D"]"#,
+                "up_block_types[1]",
+            ),
+            (r#","cross_attention_dim":[768,768]"#, "cross_attention_dim"),
+        ] {
+            let e = UNetConfig::from_map(Path::new("x/u.json"), &unet_json(extra))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("x/u.json: invalid config: ")
+                    && e.contains(&format!("field `{field}`")),
+                "{extra}: {e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let e = UNetConfig::from_map(Path::new("u.json"), &unet_json(r#","act_fn":"gelu""#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field `act_fn`") && e.contains("only \"silu\""),
+            "{e}"
+        );
+        let mut m = unet_json("");
+        m.remove("block_out_channels");
+        let e = UNetConfig::from_map(Path::new("u.json"), &m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("field `block_out_channels`: missing"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod config;
 pub mod init;
 pub mod nn;
+pub mod transformer;
 pub mod unet;
 pub mod vae;
 pub mod weights;
@@ -17,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 pub use capture::MapRecorder;
 pub use config::{UNetConfig, VaeConfig};
-pub use unet::{Context, UNet};
+pub use transformer::{Context, CrossAttentionHook, Stage};
+pub use unet::UNet;
 pub use vae::VaeEncoder;
 
 /// Finds `dir/sub/diffusion_pytorch_model[.fp16].safetensors`.

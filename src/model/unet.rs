@@ -1,193 +1,15 @@
-//! diffusers `UNet2DConditionModel` (SD 1.x / 2.x family), run only as far as the attention
-//! recorder needs. Key names follow diffusers so its safetensors load unchanged.
+//! diffusers `UNet2DConditionModel` (SD 1.x / 2.x family), run only as far as a
+//! [`CrossAttentionHook`] (the attention recorder) needs. Key names follow diffusers so its
+//! safetensors load unchanged.
 
 use super::blocks::{Downsample, ResnetBlock, Upsample};
-use super::capture::MapRecorder;
 use super::config::{DownBlockType, UNetConfig, UpBlockType};
-use super::nn::{group_norm, linear, projection, Conv2d, LayerNorm, Linear};
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use super::nn::{group_norm, linear, Conv2d, Linear};
+use super::transformer::{Attention, Run, Stage, Transformer2D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// Multi-head attention with diffusers' `Attention` keys (`to_q`, `to_k`, `to_v`, `to_out.0`).
-#[derive(Debug, Clone)]
-pub struct Attention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-    pub(crate) heads: usize,
-}
-
-impl Attention {
-    fn new(vb: VarBuilder, query_dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
-        Ok(Self {
-            to_q: linear(vb.pp("to_q"), query_dim, query_dim, false)?,
-            to_k: linear(vb.pp("to_k"), context_dim, query_dim, false)?,
-            to_v: linear(vb.pp("to_v"), context_dim, query_dim, false)?,
-            to_out: linear(vb.pp("to_out").pp(0), query_dim, query_dim, true)?,
-            heads,
-        })
-    }
-
-    /// [B, L, C] -> [B, heads, L, C/heads]
-    pub(crate) fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, l, c) = x.dims3()?;
-        x.reshape((b, l, self.heads, c / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    pub(crate) fn scale(&self, channels: usize) -> f64 {
-        1.0 / ((channels / self.heads) as f64).sqrt()
-    }
-
-    /// Keys and values for a context [B or 1, N, Cctx], split into heads.
-    pub(crate) fn kv(&self, context: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            self.split_heads(&self.to_k.forward(context)?)?,
-            self.split_heads(&self.to_v.forward(context)?)?,
-        ))
-    }
-
-    /// Attention of the queries `q = to_q(x)` [B, L, C] over precomputed heads-split
-    /// keys/values.
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (b, l, c) = q.dims3()?;
-        let n = k.dim(2)?;
-        // Scores and weighted values: two products of b x l x n x c multiply-adds.
-        crate::ops::flops::add(4 * b * l * n * c);
-        let o = crate::ops::attention::attention(q, k, v, self.scale(c))?;
-        self.to_out.forward(&o)
-    }
-}
-
-/// GEGLU feed-forward (`ff.net.0.proj`, `ff.net.2`).
-#[derive(Debug, Clone)]
-struct FeedForward {
-    proj: Linear,
-    out: Linear,
-}
-
-impl FeedForward {
-    fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
-        let inner = 4 * dim;
-        Ok(Self {
-            proj: linear(vb.pp("net").pp(0).pp("proj"), dim, 2 * inner, true)?,
-            out: linear(vb.pp("net").pp(2), inner, dim, true)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.proj.forward(x)?;
-        let half = h.dim(D::Minus1)? / 2;
-        let a = h.narrow(D::Minus1, 0, half)?;
-        let gate = h.narrow(D::Minus1, half, half)?.gelu_erf()?;
-        self.out.forward(&(a * gate)?)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct TransformerBlock {
-    norm1: LayerNorm,
-    attn1: Attention,
-    norm2: LayerNorm,
-    attn2: Attention,
-    norm3: LayerNorm,
-    ff: FeedForward,
-    /// Index of `attn2` among all cross-attentions, in execution order.
-    cross_id: usize,
-}
-
-/// diffusers `Transformer2DModel` (continuous input).
-#[derive(Debug, Clone)]
-struct Transformer2D {
-    norm: super::nn::GroupNorm,
-    proj_in: Linear,
-    blocks: Vec<TransformerBlock>,
-    proj_out: Linear,
-}
-
-/// Where the UNet is inside its forward pass, for the recorder's rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    Down,
-    Mid,
-    Up,
-}
-
-/// Precomputed keys/values of the token embeddings for every cross-attention layer.
-/// They depend only on the tokens, so the element computes them once per token set.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub(crate) kv: Vec<(Tensor, Tensor)>,
-}
-
-struct Run<'a> {
-    ctx: &'a Context,
-    rec: &'a mut MapRecorder,
-}
-
-impl Transformer2D {
-    fn new(
-        vb: VarBuilder,
-        c: usize,
-        heads: usize,
-        layers: usize,
-        cfg: &UNetConfig,
-        next_id: &mut usize,
-    ) -> Result<Self> {
-        let linear_proj = cfg.use_linear_projection;
-        let blocks = (0..layers)
-            .map(|i| {
-                let vb = vb.pp("transformer_blocks").pp(i);
-                let id = *next_id;
-                *next_id += 1;
-                Ok(TransformerBlock {
-                    norm1: LayerNorm::new(vb.pp("norm1"), c, 1e-5)?,
-                    attn1: Attention::new(vb.pp("attn1"), c, c, heads)?,
-                    norm2: LayerNorm::new(vb.pp("norm2"), c, 1e-5)?,
-                    attn2: Attention::new(vb.pp("attn2"), c, cfg.cross_attention_dim, heads)?,
-                    norm3: LayerNorm::new(vb.pp("norm3"), c, 1e-5)?,
-                    ff: FeedForward::new(vb.pp("ff"), c)?,
-                    cross_id: id,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            norm: group_norm(vb.pp("norm"), cfg.norm_num_groups, c, 1e-6)?,
-            proj_in: projection(vb.pp("proj_in"), c, c, linear_proj)?,
-            blocks,
-            proj_out: projection(vb.pp("proj_out"), c, c, linear_proj)?,
-        })
-    }
-
-    /// Returns `None` when the recorder has all it needs (early exit).
-    fn forward(&self, x: &Tensor, where_: Path, run: &mut Run) -> Result<Option<Tensor>> {
-        let (b, c, h, w) = x.dims4()?;
-        let t = self
-            .norm
-            .forward(x)?
-            .permute((0, 2, 3, 1))?
-            .reshape((b, h * w, c))?;
-        let mut t = self.proj_in.forward(&t)?;
-        for blk in &self.blocks {
-            let n1 = blk.norm1.forward(&t)?;
-            let (k, v) = blk.attn1.kv(&n1)?;
-            t = (blk.attn1.attend(&blk.attn1.to_q.forward(&n1)?, &k, &v)? + t)?;
-            let n2 = blk.norm2.forward(&t)?;
-            let q = blk.attn2.to_q.forward(&n2)?;
-            let (k, v) = &run.ctx.kv[blk.cross_id];
-            if where_ == Path::Up && run.rec.wants(h) && run.rec.record(&blk.attn2, &q, k, h)? {
-                return Ok(None);
-            }
-            t = (blk.attn2.attend(&q, k, v)? + t)?;
-            t = (blk.ff.forward(&blk.norm3.forward(&t)?)? + t)?;
-        }
-        let t = self.proj_out.forward(&t)?;
-        let t = t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?;
-        Ok(Some((t + x)?))
-    }
-}
+pub use super::transformer::{Context, CrossAttentionHook};
 
 #[derive(Debug, Clone)]
 struct DownBlock {
@@ -409,25 +231,25 @@ impl UNet {
         e.silu()?.repeat((batch, 1))
     }
 
-    /// Runs the UNet on `latent` [B, C, h, w] at timestep `t` until `rec` is complete.
+    /// Runs the UNet on `latent` [B, C, h, w] at timestep `t` until `hook` stops the pass.
     pub fn record(
         &self,
         latent: &Tensor,
         t: f64,
         ctx: &Context,
-        rec: &mut MapRecorder,
+        hook: &mut dyn CrossAttentionHook,
     ) -> Result<()> {
         let b = latent.dim(0)?;
         let temb = self.time_embedding(t, b, latent.dtype(), latent.device())?;
         let temb = Some(&temb);
-        let mut run = Run { ctx, rec };
+        let mut run = Run { ctx, hook };
         let mut x = self.conv_in.forward(latent)?;
         let mut skips = vec![x.clone()];
         for blk in &self.down {
             for (j, r) in blk.resnets.iter().enumerate() {
                 x = r.forward(&x, temb)?;
                 if let Some(a) = blk.attentions.get(j) {
-                    x = early_exit!(a.forward(&x, Path::Down, &mut run)?);
+                    x = early_exit!(a.forward(&x, Stage::Down, &mut run)?);
                 }
                 skips.push(x.clone());
             }
@@ -437,7 +259,7 @@ impl UNet {
             }
         }
         x = self.mid.0.forward(&x, temb)?;
-        x = early_exit!(self.mid.1.forward(&x, Path::Mid, &mut run)?);
+        x = early_exit!(self.mid.1.forward(&x, Stage::Mid, &mut run)?);
         x = self.mid.2.forward(&x, temb)?;
         for blk in &self.up {
             for (j, r) in blk.resnets.iter().enumerate() {
@@ -446,7 +268,7 @@ impl UNet {
                     .expect("skip connections match the block layout");
                 x = r.forward(&Tensor::cat(&[&x, &skip], 1)?, temb)?;
                 if let Some(a) = blk.attentions.get(j) {
-                    x = early_exit!(a.forward(&x, Path::Up, &mut run)?);
+                    x = early_exit!(a.forward(&x, Stage::Up, &mut run)?);
                 }
             }
             if let Some(u) = &blk.upsample {
@@ -457,12 +279,6 @@ impl UNet {
                 x = u.forward(&x, (h, w))?;
             }
         }
-        if !run.rec.complete() && run.rec.recorded() == 0 {
-            candle_core::bail!(
-                "no up-path cross-attention layer has a side <= {} at this input size",
-                run.rec.max_side()
-            );
-        }
-        Ok(())
+        run.hook.end_of_pass()
     }
 }

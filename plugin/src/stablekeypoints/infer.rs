@@ -1,9 +1,8 @@
 //! The inference element's model side: loading (shared by instances with the same model
 //! and device), the warm-up, and running a batch of mapped frames through the detector.
 
-use stablekeypoints::{
-    CropMode, DetectOptions, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens,
-};
+use stablekeypoints::options::DetectSettings;
+use stablekeypoints::{CropMode, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -46,23 +45,7 @@ type ModelCache = Vec<((PathBuf, String), Weak<Model>)>;
 static MODELS: LazyLock<Mutex<ModelCache>> = LazyLock::new(Default::default);
 
 fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), String> {
-    use candle_core::{DType, Device};
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("cpu") {
-        return Ok((Device::Cpu, DType::F32));
-    }
-    let ord = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| format!("bad device {s:?} (expected cpu or cuda:N)"))?,
-        None => return Err(format!("unknown device {s:?} (expected cpu or cuda:N)")),
-    };
-    let first_line = |s: &str| s.lines().next().unwrap_or("").trim().to_string();
-    let dev =
-        Device::new_cuda(ord).map_err(|e| format!("device {s}: {}", first_line(&e.to_string())))?;
-    Ok((dev, DType::F16))
+    stablekeypoints::device::parse(s).map_err(|e| e.to_string())
 }
 
 fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
@@ -146,8 +129,8 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
             ("Cannot load model {}: {}", model_dir.display(), e)
         )
     })?;
-    let opts = DetectOptions {
-        input_size: (s.input_size > 0).then_some(s.input_size as usize),
+    let opts = DetectSettings {
+        input_size: s.input_size as usize,
         augmentations: s.augmentations.max(1) as usize,
         seed: s.seed,
         noise: s.noise,
@@ -156,7 +139,8 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
             CropModeProp::CenterCrop => CropMode::CenterCrop,
         },
         ..Default::default()
-    };
+    }
+    .to_options();
     let bad = |e: stablekeypoints::Error| {
         gst::error_msg!(
             gst::LibraryError::Settings,

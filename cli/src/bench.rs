@@ -1,8 +1,7 @@
 //! `bench`: per-stage timings of one frame.
 
-use crate::args::{device_from_str, Args};
+use crate::args::BenchCmd;
 use stablekeypoints::{CropMode, Error, FrameRef, Model, PixelFormat, Tokens};
-use std::path::{Path, PathBuf};
 
 /// Peak resident set size of this process in MiB (Linux), if known.
 fn peak_rss_mib() -> Option<f64> {
@@ -73,9 +72,9 @@ fn bench_conv(runs: usize) -> Result<(), Error> {
 }
 
 /// Per-stage timings of one frame (median of `--runs` after a warm-up run).
-pub fn cmd_bench(a: Args) -> Result<(), Error> {
-    if a.has("conv") {
-        return bench_conv(a.parse_opt("runs")?.unwrap_or(3).max(1));
+pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
+    if c.conv {
+        return bench_conv(c.runs);
     }
     use candle_core::Tensor;
     use stablekeypoints::frame::to_model_input;
@@ -83,15 +82,16 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
     use stablekeypoints::ops::resample::{resize, Interp};
     use std::time::Instant;
 
-    let model_dir = PathBuf::from(a.required("model")?);
-    let (device, dtype) = device_from_str(a.get("device").unwrap_or("cpu"))?;
-    let runs: usize = a.parse_opt("runs")?.unwrap_or(3).max(1);
-    let batch: usize = a.parse_opt("batch")?.unwrap_or(1).max(1);
+    let model_dir = c
+        .model
+        .ok_or_else(|| Error::Invalid("bench needs --model (or --conv)".into()))?;
+    let (device, dtype) = c.device.open()?;
+    let (runs, batch) = (c.runs, c.batch);
     let t0 = Instant::now();
     let model = Model::load(&model_dir, &device, dtype)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let tokens = match a.get("tokens") {
-        Some(p) => Tokens::load(Path::new(p))?,
+    let tokens = match &c.tokens {
+        Some(p) => Tokens::load(p)?,
         None => {
             let mut rng = stablekeypoints::ops::rng::Rng::new(0);
             let c = model.context_dim();
@@ -102,8 +102,8 @@ pub fn cmd_bench(a: Args) -> Result<(), Error> {
             t
         }
     };
-    let size = a.parse_opt("size")?.unwrap_or(tokens.input_size);
-    let map_res = a.parse_opt("map-res")?.unwrap_or(tokens.map_res);
+    let size = c.size.unwrap_or(tokens.input_size);
+    let map_res = c.map_res.unwrap_or(tokens.map_res);
     model.check_input_size(size)?;
     let spec = MapSpec {
         timestep: tokens.timestep,

@@ -1,62 +1,65 @@
 //! `detect`: keypoints of image files.
 
-use crate::args::{device_from_str, Args, USAGE};
+use crate::args::{DetectArgs, DetectCmd};
+use crate::images::read_image;
+use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
 use stablekeypoints::{Detector, Error, FrameRef, Model, PixelFormat, Tokens};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-pub fn read_image(path: &Path) -> Result<image::RgbImage, Error> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
-        .with_guessed_format()
-        .map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
-        .decode()
-        .map_err(|e| Error::Image {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    Ok(img.to_rgb8())
-}
-
-pub fn cmd_detect(a: Args) -> Result<(), Error> {
-    let model_dir = PathBuf::from(a.required("model")?);
-    let tokens_path = PathBuf::from(a.required("tokens")?);
-    if a.positional.is_empty() {
-        return Err(Error::Invalid(format!("no IMAGE given\n\n{USAGE}")));
+/// The detector for `args`; a bad `--size` or `--map-res` is blamed on the flag, a value the
+/// tokens file brings on the tokens file.
+pub fn detector(
+    model: Arc<Model>,
+    tokens: &Tokens,
+    tokens_path: &Path,
+    args: &DetectArgs,
+) -> Result<Detector, Error> {
+    if let Some(s) = args.size {
+        let m = model.size_multiple();
+        if !s.is_multiple_of(m) || s > MAX_INPUT_SIZE {
+            return Err(Error::Invalid(format!(
+                "--size {s}: must be a multiple of {m} for the model at {} (and at most {MAX_INPUT_SIZE})",
+                model.dir.display()
+            )));
+        }
     }
-    let opts = crate::args::detect_options(&a)?;
-    let (device, dtype) = device_from_str(a.get("device").unwrap_or("cpu"))?;
-    // Read every input first so that a bad image fails before minutes of model work.
-    let images = a
-        .positional
-        .iter()
-        .map(|p| read_image(Path::new(p)).map(|i| (p.clone(), i)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tokens = Tokens::load(&tokens_path)?;
-    let model = Arc::new(Model::load(&model_dir, &device, dtype)?);
-    let mut det = Detector::new(model, &tokens, opts).map_err(|e| match e {
+    if let Some(r) = args.map_res.filter(|&r| r > MAX_MAP_RES) {
+        return Err(Error::Invalid(format!(
+            "--map-res {r}: at most {MAX_MAP_RES}"
+        )));
+    }
+    Detector::new(model, tokens, args.settings().to_options()).map_err(|e| match e {
         Error::Invalid(m) => Error::Tokens {
-            path: tokens_path.clone(),
+            path: tokens_path.to_path_buf(),
             msg: m,
         },
         e => e,
-    })?;
+    })
+}
+
+pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
+    let tokens_path = c.model.tokens_path();
+    let (device, dtype) = c.detect.device.device.open()?;
+    // Read every input first so that a bad image fails before minutes of model work.
+    let images = c
+        .images
+        .iter()
+        .map(|p| read_image(p).map(|i| (p.display().to_string(), i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokens = Tokens::load(&tokens_path)?;
+    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
+    let mut det = detector(model, &tokens, &tokens_path, &c.detect)?;
     for (i, (name, img)) in images.iter().enumerate() {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
         let (d, maps, low) = det.detect_frame_full(&frame)?;
         if i == 0 {
-            if let Some(out) = a.get("dump-maps") {
-                dump_maps(Path::new(out), &maps, low.as_ref())?;
+            if let Some(out) = &c.dump_maps {
+                dump_maps(out, &maps, low.as_ref())?;
             }
         }
-        if a.has("json") {
+        if c.json {
             let kps: Vec<_> = d
                 .keypoints
                 .iter()

@@ -11,7 +11,7 @@ fn bin() -> Command {
 
 fn data(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("../tests/data")
         .join(p)
 }
 
@@ -372,4 +372,30 @@ fn non_finite_weights_are_an_error_not_garbage_keypoints() {
     assert_clean_error(&out, &["non-finite"]);
     assert!(out.stdout.is_empty(), "no keypoints printed");
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// The authors' `embedding.pt` + `indices.pt` directory works wherever a tokens file does.
+#[test]
+fn cli_reads_a_reference_token_directory() {
+    let detect = |tokens: &Path| {
+        let out = bin()
+            .arg("detect")
+            .arg("--model")
+            .arg(data("tiny-sd1"))
+            .arg("--tokens")
+            .arg(tokens)
+            .args(["--size", "128", "--map-res", "64", "--no-noise", "--json"])
+            .arg(data("tiny-sd1/image.png"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_dir = detect(&data("reference-tokens"));
+    assert!(from_dir.contains("\"keypoints\""), "{from_dir}");
+    assert_eq!(from_dir, detect(&data("tiny-sd1/tokens.safetensors")));
 }

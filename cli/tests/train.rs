@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn tiny_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-sd1")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny-sd1")
 }
 
 fn tiny() -> Model {
@@ -312,6 +312,11 @@ fn resume_after_interruption_gives_identical_tokens() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("lr") && e.contains("different settings"), "{e}");
+    // Checkpoint errors are their own, naming the checkpoint file.
+    assert!(
+        e.contains("tokens.ckpt.safetensors: checkpoint: made with different settings"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -459,6 +464,22 @@ fn cli_trains_on_an_image_folder() {
     assert!(stderr.contains("4 images"), "{stderr}");
     assert!(stderr.contains("step 3/3"), "{stderr}");
     assert!(stderr.contains("loss"), "{stderr}");
+    // Without a terminal, progress is plain lines: every step, and the vote's end.
+    for line in [
+        "step 1/3 loss",
+        "step 2/3 loss",
+        "step 3/3 loss",
+        "vote 2/2",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(line)),
+            "{line}: {stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\x1b["),
+        "{stderr:?}"
+    );
     let tok = Tokens::load(&out).unwrap();
     assert_eq!(tok.indices.len(), 3);
     assert_eq!(tok.num_tokens, 16);

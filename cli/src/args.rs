@@ -1,0 +1,535 @@
+//! The command line's flags: one struct per command, and the groups several commands share
+//! (`#[command(flatten)]`), so that a new flag is one field in one place.
+
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use stablekeypoints::device::DeviceSpec;
+use stablekeypoints::model::init::TinyArch;
+use stablekeypoints::train::TrainConfig;
+use stablekeypoints::{CropMode, DetectSettings};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  stablekeypoints init-model --out out/model
+  stablekeypoints detect --model out/model --json photo.jpg
+  stablekeypoints train --model out/model --input clip.mp4 --out tokens.safetensors
+  stablekeypoints process --model out/model --input clip.mp4 --out-dir result/
+  stablekeypoints completions bash > ~/.local/share/bash-completion/completions/stablekeypoints";
+
+/// Unsupervised keypoints from Stable Diffusion attention maps (StableKeypoints).
+#[derive(Parser, Debug)]
+#[command(name = "stablekeypoints", version, propagate_version = true)]
+#[command(arg_required_else_help = true, after_help = EXAMPLES)]
+// A repeated flag takes its last value, so that a script can append overrides.
+#[command(args_override_self = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    InitModel(InitModelCmd),
+    Detect(DetectCmd),
+    Train(TrainCmd),
+    Eval(EvalCmd),
+    #[cfg(feature = "video")]
+    Process(ProcessCmd),
+    Bench(BenchCmd),
+    Completions(CompletionsCmd),
+}
+
+/// What clap's attributes cannot say: `process --tokens` does not train, so training flags
+/// given with it are an error naming them.
+pub fn check(matches: &ArgMatches) -> Result<(), clap::Error> {
+    let Some(("process", m)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    if !given("tokens") {
+        return Ok(());
+    }
+    let train = TrainArgs::augment_args(clap::Command::new("process"));
+    let flags: Vec<String> = train
+        .get_arguments()
+        .filter(|a| given(a.get_id().as_str()))
+        .map(|a| format!("--{}", a.get_long().unwrap_or(a.get_id().as_str())))
+        .collect();
+    if flags.is_empty() {
+        return Ok(());
+    }
+    let mut cli = Cli::command();
+    cli.build();
+    let process = cli
+        .find_subcommand_mut("process")
+        .expect("process is a subcommand");
+    Err(process.error(
+        ErrorKind::ArgumentConflict,
+        format!(
+            "--tokens cannot be used with {}: process trains on the video only without --tokens",
+            flags.join(", ")
+        ),
+    ))
+}
+
+/// Square sides, counts: at least 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: stablekeypoints::Error| e.to_string())
+}
+
+/// `--crop` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Crop {
+    /// Scale the whole frame into the square and pad with black.
+    #[default]
+    #[value(alias = "pad")]
+    Letterbox,
+    /// Scale the shorter side to the square and cut the centre.
+    #[value(alias = "crop")]
+    CenterCrop,
+}
+
+impl From<Crop> for CropMode {
+    fn from(c: Crop) -> Self {
+        match c {
+            Crop::Letterbox => CropMode::Letterbox,
+            Crop::CenterCrop => CropMode::CenterCrop,
+        }
+    }
+}
+
+/// `--peak` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Peak {
+    /// The arg-max pixel centre (the reference).
+    #[default]
+    Argmax,
+    /// The mass-weighted mean within 5 px of the arg-max.
+    Weighted,
+}
+
+/// `--device`.
+#[derive(Args, Clone, Debug)]
+pub struct DeviceArg {
+    /// Compute device: cpu (f32) or cuda:N (f16; needs a build with the `cuda` feature)
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = device)]
+    pub device: DeviceSpec,
+}
+
+/// Seed of the diffusion noise and the augmentation warps (detection) or of every random
+/// choice (training).
+#[derive(Args, Clone, Debug)]
+pub struct SeedArg {
+    /// Seed of every random choice (noise, augmentation warps, training order)
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `--crop`.
+#[derive(Args, Clone, Debug)]
+pub struct CropArg {
+    /// How a non-square image becomes the square model input
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Crop::Letterbox)]
+    pub crop: Crop,
+}
+
+/// How a frame's keypoints are computed: `detect`, `eval` (and the element's options of
+/// `process`, which takes the ones the element has).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Detection")]
+pub struct DetectArgs {
+    /// Square model input side, a multiple of 64 for SD [default: the tokens file's]
+    #[arg(long, value_name = "S", value_parser = positive)]
+    pub size: Option<usize>,
+    /// Attention-map resolution R [default: the tokens file's, 128 for SD]
+    #[arg(long, value_name = "R", value_parser = positive)]
+    pub map_res: Option<usize>,
+    /// Peak read off each map
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Peak::Argmax)]
+    pub peak: Peak,
+    #[command(flatten)]
+    pub pass: PassArgs,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub crop: CropArg,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+/// Per-frame passes: test-time augmentation and the diffusion noise (also the element's).
+#[derive(Args, Clone, Debug)]
+pub struct PassArgs {
+    /// Test-time augmentation passes (1 = none)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive)]
+    pub augmentations: usize,
+    /// Zero DDIM noise instead of seeded noise (deterministic per image)
+    #[arg(long)]
+    pub no_noise: bool,
+}
+
+impl DetectArgs {
+    pub fn settings(&self) -> DetectSettings {
+        DetectSettings {
+            input_size: self.size.unwrap_or(0),
+            map_res: self.map_res.unwrap_or(0),
+            augmentations: self.pass.augmentations,
+            seed: self.seed.seed,
+            noise: !self.pass.no_noise,
+            crop: self.crop.crop.into(),
+            weighted_peak: self.peak == Peak::Weighted,
+        }
+    }
+}
+
+/// The model directory and the tokens file (default: the model's own, as the element).
+#[derive(Args, Clone, Debug)]
+pub struct ModelTokensArgs {
+    /// Diffusers model directory (unet/, vae/)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Learned tokens file [default: DIR/tokens.safetensors]
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+}
+
+impl ModelTokensArgs {
+    pub fn tokens_path(&self) -> PathBuf {
+        self.tokens
+            .clone()
+            .unwrap_or_else(|| self.model.join("tokens.safetensors"))
+    }
+}
+
+/// Write a miniature (or full-size) SD-architecture model with deterministic random
+/// weights, plus a matching random tokens file.
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  stablekeypoints init-model --out out/model --arch tiny-sd2")]
+pub struct InitModelCmd {
+    /// Output directory (diffusers layout)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Architecture
+    #[arg(long, value_enum, default_value_t = Arch::TinySd1)]
+    pub arch: Arch,
+    /// Seed of the random weights
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Token embeddings in the tokens file [default: 100, 500 for sd15/sd21]
+    #[arg(long, visible_alias = "tokens", value_name = "N", value_parser = positive)]
+    pub num_tokens: Option<usize>,
+    /// Keypoint tokens in the tokens file
+    #[arg(long, visible_alias = "keypoints", value_name = "K", default_value_t = 10, value_parser = positive)]
+    pub num_keypoints: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    /// Miniature SD 1.x layout
+    TinySd1,
+    /// Miniature SD 2.x layout
+    TinySd2,
+    /// Full-size SD 1.5 architecture (3.4 GB)
+    Sd15,
+    /// Full-size SD 2.1 architecture
+    Sd21,
+}
+
+impl From<Arch> for TinyArch {
+    fn from(a: Arch) -> Self {
+        match a {
+            Arch::TinySd1 => TinyArch::TinySd1,
+            Arch::TinySd2 => TinyArch::TinySd2,
+            Arch::Sd15 => TinyArch::Sd15,
+            Arch::Sd21 => TinyArch::Sd21,
+        }
+    }
+}
+
+/// Keypoints of images (any size; letterboxed to the model's square input by default).
+///
+/// Prints one record per image; x, y are pixels of the original image, nx, ny the same
+/// normalised to [0, 1], score the peak of the keypoint's averaged attention map.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  stablekeypoints detect --model out/model photo.jpg
+  stablekeypoints detect --model sd15 --tokens taichi.safetensors --augmentations 10 --json *.png")]
+pub struct DetectCmd {
+    #[command(flatten)]
+    pub model: ModelTokensArgs,
+    /// Write the first image's maps: `maps` [K, R, R] (single pass) and `maps_full` [K, S, S]
+    #[arg(long, value_name = "OUT.safetensors")]
+    pub dump_maps: Option<PathBuf>,
+    /// One JSON record per image instead of a table
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub detect: DetectArgs,
+    /// Images (png, jpg)
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+fn train_defaults() -> TrainConfig {
+    TrainConfig::default()
+}
+
+/// Training hyper-parameters (`train`, and `process` when it trains).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Training")]
+pub struct TrainArgs {
+    /// Optimiser steps
+    #[arg(long, value_name = "N", default_value_t = train_defaults().steps)]
+    pub steps: usize,
+    /// Images per step (gradient accumulation)
+    #[arg(long, value_name = "B", default_value_t = train_defaults().batch_size, value_parser = positive)]
+    pub batch_size: usize,
+    /// Adam learning rate
+    #[arg(long, value_name = "LR", default_value_t = train_defaults().lr)]
+    pub lr: f64,
+    /// N, the token embeddings learned
+    #[arg(long, value_name = "N", default_value_t = train_defaults().num_tokens, value_parser = positive)]
+    pub num_tokens: usize,
+    /// K, the keypoints kept
+    #[arg(long, value_name = "K", default_value_t = train_defaults().num_keypoints, value_parser = positive)]
+    pub num_keypoints: usize,
+    /// Gaussian-KL candidates per image
+    #[arg(long, value_name = "N", default_value_t = train_defaults().num_candidates, value_parser = positive)]
+    pub num_candidates: usize,
+    /// Images in the final vote
+    #[arg(long, value_name = "N", default_value_t = train_defaults().num_indices, value_parser = positive)]
+    pub num_indices: usize,
+    /// Square model input side [default: the model's native size]
+    #[arg(long, value_name = "S", value_parser = positive)]
+    pub size: Option<usize>,
+    /// Attention-map resolution R
+    #[arg(long, value_name = "R", default_value_t = train_defaults().map_res, value_parser = positive)]
+    pub map_res: usize,
+    /// Random horizontal flips (as the reference's Tai-Chi set)
+    #[arg(long)]
+    pub flip: bool,
+    /// Write the checkpoint every N steps and after the last (0 = only after the last)
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Continue from the checkpoint next to the output
+    #[arg(long)]
+    pub resume: bool,
+    /// Images kept, spread uniformly over the sorted list or the video [default: all images; 300 frames of a video]
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub max_frames: Option<usize>,
+}
+
+/// Learn keypoint tokens from a folder of images or a video file.
+///
+/// Images: png/jpg under PATH, recursively. A video: any file GStreamer decodes; --max-frames
+/// frames (300 by default) sampled uniformly over it, first and last included. Checkpoints
+/// go to TOKENS.ckpt.safetensors next to the output.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  stablekeypoints train --model out/model --input frames/ --out tokens.safetensors
+  stablekeypoints train --model out/model --input ball.mp4 --out tokens.safetensors \\
+      --steps 100 --batch-size 1 --num-tokens 100 --map-res 32 --num-indices 30")]
+pub struct TrainCmd {
+    /// Diffusers model directory (unet/, vae/)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// A folder of images, one image, or a video file
+    #[arg(long, value_name = "PATH")]
+    pub input: PathBuf,
+    /// Output tokens file (its folder is created if missing)
+    #[arg(long, value_name = "TOKENS.safetensors")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub crop: CropArg,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// The dataset metric to report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricName {
+    /// Tai-Chi-HD: sum of visible L2 errors at 256x256, mean over images
+    Taichi,
+    /// CelebA (MAFL): mean error / inter-ocular distance, in %
+    InterOcular,
+    /// CUB: mean error normalised by the image size, in %
+    Visible,
+    /// DeepFashion: % of landmarks within --pck-px pixels
+    Pck,
+    /// Human3.6M: error x 128, the better of the labels' order and the left/right swap
+    OrientationInvariant,
+}
+
+/// `A,B` (eyes) or `A:B` (flip pairs): two landmark indices.
+fn index_pair(s: &str, sep: char) -> Result<(usize, usize), String> {
+    let bad = || format!("expected two landmark indices A{sep}B, got {s:?}");
+    let (a, b) = s.split_once(sep).ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+fn eye_pair(s: &str) -> Result<(usize, usize), String> {
+    index_pair(s, ',')
+}
+
+fn flip_pair(s: &str) -> Result<(usize, usize), String> {
+    index_pair(s, ':')
+}
+
+/// Score the keypoints against labelled landmarks: fit the linear keypoints -> landmarks
+/// regressor on --train, report --metric on --test.
+///
+/// LABELS.csv lines: image path (relative to the CSV), then x,y per landmark in pixels
+/// (empty or negative = not visible).
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  stablekeypoints eval --model sd15 --tokens taichi.safetensors --train taichi_train.csv \\
+      --test taichi_test.csv --metric taichi --augmentations 10 --save-regressor pose.json")]
+pub struct EvalCmd {
+    #[command(flatten)]
+    pub model: ModelTokensArgs,
+    /// Labels the regressor is fitted on
+    #[arg(long, value_name = "LABELS.csv")]
+    pub train: PathBuf,
+    /// Labels the metric is computed on
+    #[arg(long, value_name = "LABELS.csv")]
+    pub test: PathBuf,
+    /// The dataset metric
+    #[arg(long, value_enum)]
+    pub metric: MetricName,
+    /// The eye landmarks of --metric inter-ocular [default: 0,1]
+    #[arg(long, value_name = "L,R", value_parser = eye_pair)]
+    pub eyes: Option<(usize, usize)>,
+    /// Threshold of --metric pck in pixels [default: 6]
+    #[arg(long, value_name = "PX")]
+    pub pck_px: Option<f64>,
+    /// Landmark pairs a left/right flip exchanges, for --metric orientation-invariant
+    #[arg(long, value_name = "L:R,...", value_delimiter = ',', value_parser = flip_pair,
+          required_if_eq("metric", "orientation-invariant"))]
+    pub flip_pairs: Vec<(usize, usize)>,
+    /// One JSON object instead of the text report
+    #[arg(long)]
+    pub json: bool,
+    /// Store the fitted regressor as a pose file (the element's `pose`)
+    #[arg(long, value_name = "OUT.json")]
+    pub save_regressor: Option<PathBuf>,
+    /// Landmark names, one per line [default: landmark0, ...]
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
+    /// Skeleton of the pose file: one pair per line, `a b`, indices or names
+    #[arg(long, value_name = "FILE", requires = "save_regressor")]
+    pub skeleton: Option<PathBuf>,
+    #[command(flatten)]
+    pub detect: DetectArgs,
+}
+
+/// Element options of `process` (the `stablekeypoints` element's properties).
+#[cfg(feature = "video")]
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Element")]
+pub struct ElementArgs {
+    #[command(flatten)]
+    pub pass: PassArgs,
+    /// Draw each keypoint's id next to it
+    #[arg(long)]
+    pub draw_ids: bool,
+}
+
+/// A video in, keypoints and an annotated video out.
+///
+/// Trains on VIDEO unless --tokens is given (writing DIR/tokens.safetensors), then runs every
+/// frame through the stablekeypoints element into DIR/keypoints.jsonl (the element's JSON
+/// lines) and DIR/annotated.mp4 (keypoints drawn).
+#[cfg(feature = "video")]
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  stablekeypoints process --model out/model --input clip.mp4 --out-dir result/ --steps 100
+  stablekeypoints process --model out/model --input clip.mp4 --out-dir result/ --tokens t.safetensors")]
+pub struct ProcessCmd {
+    /// Diffusers model directory (unet/, vae/)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The video file
+    #[arg(long, value_name = "VIDEO")]
+    pub input: PathBuf,
+    /// Output folder (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Tokens to use instead of training on the video (training flags are then refused)
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub crop: CropArg,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub element: ElementArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Per-stage timings of one frame (median of --runs after a warm-up), or --conv: 3x3
+/// convolutions, candle against our Winograd kernel.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  stablekeypoints bench --model out/model --runs 5
+  stablekeypoints bench --conv")]
+pub struct BenchCmd {
+    /// Diffusers model directory (unet/, vae/)
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "conv",
+        conflicts_with = "conv"
+    )]
+    pub model: Option<PathBuf>,
+    /// Tokens file [default: 500 random tokens, 10 selected]
+    #[arg(long, value_name = "FILE", conflicts_with = "conv")]
+    pub tokens: Option<PathBuf>,
+    /// Square model input side [default: the tokens file's]
+    #[arg(long, value_name = "S", value_parser = positive, conflicts_with = "conv")]
+    pub size: Option<usize>,
+    /// Attention-map resolution [default: the tokens file's]
+    #[arg(long, value_name = "R", value_parser = positive, conflicts_with = "conv")]
+    pub map_res: Option<usize>,
+    /// Timed runs after the warm-up
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive)]
+    pub runs: usize,
+    /// Frames per forward pass
+    #[arg(long, value_name = "B", default_value_t = 1, value_parser = positive, conflicts_with = "conv")]
+    pub batch: usize,
+    /// Compute device: cpu (f32) or cuda:N (f16)
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = device, conflicts_with = "conv")]
+    pub device: DeviceSpec,
+    /// Time 3x3 convolutions instead of a model
+    #[arg(long)]
+    pub conv: bool,
+}
+
+/// Print a shell completion script.
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  stablekeypoints completions bash > ~/.local/share/bash-completion/completions/stablekeypoints")]
+pub struct CompletionsCmd {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

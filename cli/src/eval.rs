@@ -1,0 +1,161 @@
+//! `eval`: fit the keypoints -> landmarks regressor on labelled training images and score it
+//! on the test images (glue over `stablekeypoints::eval`).
+
+use crate::args::{EvalCmd, MetricName};
+use crate::detect::detector;
+use crate::progress::Progress;
+use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
+use stablekeypoints::{Error, Model, Tokens};
+use std::sync::Arc;
+
+/// The metric, refusing the options of the other metrics.
+fn metric(c: &EvalCmd) -> Result<Metric, Error> {
+    let only = |flag: &str, given: bool, metric: MetricName, name: &str| {
+        if given && c.metric != metric {
+            Err(Error::Invalid(format!(
+                "{flag} only applies to --metric {name}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    only(
+        "--eyes",
+        c.eyes.is_some(),
+        MetricName::InterOcular,
+        "inter-ocular",
+    )?;
+    only("--pck-px", c.pck_px.is_some(), MetricName::Pck, "pck")?;
+    only(
+        "--flip-pairs",
+        !c.flip_pairs.is_empty(),
+        MetricName::OrientationInvariant,
+        "orientation-invariant",
+    )?;
+    Ok(match c.metric {
+        MetricName::Taichi => Metric::TaiChi,
+        MetricName::InterOcular => {
+            let (left, right) = c.eyes.unwrap_or((0, 1));
+            Metric::InterOcular { left, right }
+        }
+        MetricName::Visible => Metric::Visible,
+        MetricName::Pck => Metric::Pck {
+            px: c.pck_px.unwrap_or(6.0),
+        },
+        MetricName::OrientationInvariant => Metric::OrientationInvariant {
+            // Without --flip-pairs, the reference's list (32 landmarks).
+            pairs: if c.flip_pairs.is_empty() {
+                stablekeypoints::pose::H36M_SWAP_PAIRS.to_vec()
+            } else {
+                c.flip_pairs.clone()
+            },
+        },
+    })
+}
+
+pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
+    let metric = metric(&c)?;
+    // Everything cheap is checked before minutes of detection.
+    let train = LabelSet::load(&c.train)?;
+    let test = LabelSet::load(&c.test)?;
+    if train.num_landmarks != test.num_landmarks {
+        return Err(Error::Invalid(format!(
+            "{} has {} landmarks but {} has {}",
+            train.path.display(),
+            train.num_landmarks,
+            test.path.display(),
+            test.num_landmarks
+        )));
+    }
+    let l = train.num_landmarks;
+    metric.validate(l)?;
+    let names = c.names.as_deref().map(eval::read_names).transpose()?;
+    if let (Some(n), Some(p)) = (&names, &c.names) {
+        if n.len() != l {
+            return Err(Error::Invalid(format!(
+                "{}: {} names, but the labels have {l} landmarks",
+                p.display(),
+                n.len()
+            )));
+        }
+    }
+    let skeleton = match &c.skeleton {
+        Some(p) => {
+            let s = eval::read_skeleton(p, names.as_deref().unwrap_or(&[]))?;
+            if let Some(q) = s.iter().find(|q| q[0] >= l || q[1] >= l) {
+                return Err(Error::Invalid(format!(
+                    "{}: pair {} {} names a landmark beyond the {l} labelled ones",
+                    p.display(),
+                    q[0],
+                    q[1]
+                )));
+            }
+            s
+        }
+        None => Vec::new(),
+    };
+
+    let (device, dtype) = c.detect.device.device.open()?;
+    let tokens_path = c.model.tokens_path();
+    let tokens = Tokens::load(&tokens_path)?;
+    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
+    let mut det = detector(model, &tokens, &tokens_path, &c.detect)?;
+    let mut detect = |set: &LabelSet, what: &str| {
+        let total = set.rows.len() as u64;
+        let mut bar = Progress::new(
+            total,
+            &format!("detecting {what} {{pos}}/{{len}} [{{bar:30}}] {{eta}}"),
+        );
+        let out = eval::detect_set(&mut det, set, &mut |done, total| {
+            bar.set(done as u64, "", done == total || done % 50 == 0, || {
+                format!("detecting {what} {done}/{total}")
+            });
+        });
+        bar.finish();
+        out
+    };
+    let train_samples = detect(&train, "train")?;
+    let test_samples = detect(&test, "test")?;
+    let reg = eval::fit(&train_samples, &metric, Protocol::default())?;
+    let report = eval::evaluate(&reg, &test_samples, &metric, Protocol::default())?;
+
+    if let Some(path) = &c.save_regressor {
+        let pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;
+        pose.save(path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if c.json {
+        let mut v = serde_json::to_value(&report)
+            .map_err(|e| Error::Invalid(format!("cannot serialise the report: {e}")))?;
+        v["train_images"] = train_samples.len().into();
+        println!("{v}");
+    } else {
+        println!("{}: {:.4}", report.metric, report.value);
+        println!("  ({})", report.unit);
+        println!(
+            "  fitted on {} training images; {} test images, {} scored; {} keypoints -> {} landmarks",
+            train_samples.len(),
+            report.test_images,
+            report.scored_images,
+            report.keypoints,
+            report.landmarks
+        );
+        let per: Vec<String> = report
+            .per_landmark_px
+            .iter()
+            .enumerate()
+            .map(|(j, e)| {
+                let name = names
+                    .as_ref()
+                    .map(|n| n[j].clone())
+                    .unwrap_or_else(|| j.to_string());
+                match e {
+                    Some(e) => format!("{name} {e:.2}"),
+                    None => format!("{name} -"),
+                }
+            })
+            .collect();
+        println!("  mean L2 per landmark (px): {}", per.join(", "));
+    }
+    Ok(())
+}

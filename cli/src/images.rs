@@ -1,0 +1,131 @@
+//! Image files: decoding, and a folder of them as training data.
+
+use stablekeypoints::frame::to_model_input;
+use stablekeypoints::train::{Fnv, TrainData};
+use stablekeypoints::{CropMode, Error, FrameRef, PixelFormat};
+use std::path::{Path, PathBuf};
+
+pub fn read_image(path: &Path) -> Result<image::RgbImage, Error> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?
+        .with_guessed_format()
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?
+        .decode()
+        .map_err(|e| Error::Image {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    Ok(img.to_rgb8())
+}
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+pub fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Image files under `dir`, recursively, sorted by path.
+fn find_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    for entry in entries {
+        let p = entry
+            .map_err(|e| Error::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?
+            .path();
+        if p.is_dir() {
+            find_images(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Image files decoded on demand (a step costs far more than a decode).
+pub struct ImageFiles {
+    paths: Vec<PathBuf>,
+    crop: CropMode,
+    fingerprint: String,
+}
+
+impl ImageFiles {
+    pub fn new(input: &Path, max_frames: Option<usize>, crop: CropMode) -> Result<Self, Error> {
+        let mut paths = Vec::new();
+        if input.is_dir() {
+            find_images(input, &mut paths)?;
+        } else if input.is_file() {
+            if !is_image(input) {
+                return Err(Error::Invalid(format!(
+                    "{}: only folders of png/jpg images (or one image) are supported so far; \
+                     extract video frames into a folder first",
+                    input.display()
+                )));
+            }
+            paths.push(input.to_path_buf());
+        } else {
+            return Err(Error::Io {
+                path: input.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            });
+        }
+        paths.sort();
+        if paths.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: no png/jpg images found",
+                input.display()
+            )));
+        }
+        if let Some(m) = max_frames.filter(|&m| m > 0 && m < paths.len()) {
+            // Uniformly over the whole sorted list, first and last included when m > 1.
+            let n = paths.len();
+            paths = (0..m)
+                .map(|i| {
+                    let j = if m == 1 { 0 } else { i * (n - 1) / (m - 1) };
+                    paths[j].clone()
+                })
+                .collect();
+        }
+        let mut h = Fnv::new();
+        h.write(format!("{crop:?}").as_bytes());
+        for p in &paths {
+            let rel = p.strip_prefix(input).unwrap_or(p);
+            h.write(rel.to_string_lossy().as_bytes());
+            let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            h.write(&len.to_le_bytes());
+        }
+        let fingerprint = format!("{} images, {}", paths.len(), h.hex());
+        Ok(Self {
+            paths,
+            crop,
+            fingerprint,
+        })
+    }
+}
+
+impl TrainData for ImageFiles {
+    fn len(&self) -> usize {
+        self.paths.len()
+    }
+    fn image(&self, index: usize, size: usize) -> Result<Vec<f32>, Error> {
+        let img = read_image(&self.paths[index])?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
+        Ok(to_model_input(&frame, size, self.crop).0)
+    }
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}

@@ -1,0 +1,71 @@
+//! `stablekeypoints` command line: glue over the core library, and (feature `video`, on by
+//! default) over GStreamer for video input and the `stablekeypoints` element.
+
+mod args;
+mod bench;
+mod detect;
+mod eval;
+mod images;
+#[cfg(feature = "video")]
+mod process;
+mod progress;
+mod train;
+#[cfg(feature = "video")]
+mod video;
+
+use args::{Cli, Command, InitModelCmd};
+use clap::{CommandFactory, FromArgMatches};
+use stablekeypoints::model::init::init_model;
+use stablekeypoints::Error;
+use std::process::ExitCode;
+
+// The caching allocator (`stablekeypoints::alloc::CachingAlloc`, reusing freed activation
+// buffers across layers and frames) is declared once per binary: with `video`, by the plugin
+// crate this binary links (its default `caching-alloc` feature); without, here.
+#[cfg(not(feature = "video"))]
+#[global_allocator]
+static ALLOC: stablekeypoints::alloc::CachingAlloc = stablekeypoints::alloc::CachingAlloc::new();
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = args::check(&matches) {
+        e.exit();
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::InitModel(c) => cmd_init_model(c),
+        Command::Detect(c) => detect::cmd_detect(c),
+        Command::Train(c) => train::cmd_train(c),
+        Command::Eval(c) => eval::cmd_eval(c),
+        #[cfg(feature = "video")]
+        Command::Process(c) => process::cmd_process(c),
+        Command::Bench(c) => bench::cmd_bench(c),
+        Command::Completions(c) => {
+            clap_complete::generate(
+                c.shell,
+                &mut Cli::command(),
+                "stablekeypoints",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {
+    let big = matches!(c.arch, args::Arch::Sd15 | args::Arch::Sd21);
+    let n = c.num_tokens.unwrap_or(if big { 500 } else { 100 });
+    init_model(&c.out, c.arch.into(), c.seed, n, c.num_keypoints)?;
+    println!("wrote {:?} model and tokens to {}", c.arch, c.out.display());
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! `train`: learn keypoint tokens from a folder of images or a video file (glue over
+//! `stablekeypoints::train`; videos are decoded by `crate::video`).
+
+use crate::args::{SeedArg, TrainArgs, TrainCmd};
+use crate::images::{is_image, ImageFiles};
+use crate::progress::{duration, Progress};
+use candle_core::DType;
+use stablekeypoints::device::DeviceSpec;
+use stablekeypoints::train::{
+    self, checkpoint_path, Event, Outcome, RunOptions, TrainConfig, TrainData, Trainer,
+};
+use stablekeypoints::{CropMode, Error, Model};
+use std::ops::ControlFlow;
+use std::path::Path;
+
+/// A path is treated as a video when it is a file that is not a png/jpg image.
+pub fn is_video(path: &Path) -> bool {
+    path.is_file() && !is_image(path)
+}
+
+/// What `train` (and `process` before it runs the element) trains with.
+pub struct TrainJob<'a> {
+    pub model: &'a Path,
+    pub input: &'a Path,
+    pub out: &'a Path,
+    pub train: &'a TrainArgs,
+    pub seed: &'a SeedArg,
+    pub crop: CropMode,
+    pub device: DeviceSpec,
+}
+
+pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
+    run(&TrainJob {
+        model: &c.model,
+        input: &c.input,
+        out: &c.out,
+        train: &c.train,
+        seed: &c.seed,
+        crop: c.crop.crop.into(),
+        device: c.device.device,
+    })
+}
+
+#[cfg(feature = "video")]
+fn video_frames(job: &TrainJob, size: usize) -> Result<crate::video::VideoFrames, Error> {
+    crate::video::VideoFrames::new(job.input, job.train.max_frames, size, job.crop)
+}
+
+#[cfg(not(feature = "video"))]
+fn video_frames(job: &TrainJob, _size: usize) -> Result<ImageFiles, Error> {
+    Err(Error::Invalid(format!(
+        "{}: this build of stablekeypoints has no video input (built without the `video` \
+         feature); extract the frames into a folder of png/jpg images",
+        job.input.display()
+    )))
+}
+
+pub fn run(job: &TrainJob) -> Result<(), Error> {
+    let out = job.out;
+    // Made before hours of training, so that a bad --out fails now, not at the checkpoint.
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let t = job.train;
+    // Image files are listed (and checked) before the model loads; a video is decoded once
+    // the model input size is known.
+    let images = if is_video(job.input) {
+        None
+    } else {
+        Some(ImageFiles::new(job.input, t.max_frames, job.crop)?)
+    };
+    // Gradients through f16 activations underflow: training computes in f32 everywhere.
+    let (device, _) = job.device.open()?;
+    let model = Model::load(job.model, &device, DType::F32)?;
+    let native = model.unet_config.sample_size * model.vae_config.downscale();
+    let input_size = t.size.unwrap_or(if native > 0 {
+        native
+    } else {
+        TrainConfig::default().input_size
+    });
+    model
+        .check_input_size(input_size)
+        .map_err(|e| match t.size {
+            Some(s) => Error::Invalid(format!("--size {s}: {e}")),
+            None => e,
+        })?;
+    let cfg = TrainConfig {
+        steps: t.steps,
+        batch_size: t.batch_size,
+        lr: t.lr,
+        num_tokens: t.num_tokens,
+        num_keypoints: t.num_keypoints,
+        num_candidates: t.num_candidates,
+        num_indices: t.num_indices,
+        input_size,
+        map_res: t.map_res,
+        seed: job.seed.seed,
+        flip: t.flip,
+        ..TrainConfig::default()
+    };
+    let opts = RunOptions {
+        checkpoint: Some(checkpoint_path(out)),
+        checkpoint_every: t.checkpoint_every,
+        resume: t.resume,
+    };
+    let frames;
+    let data: &dyn TrainData = match &images {
+        Some(d) => d,
+        None => {
+            frames = video_frames(job, cfg.input_size)?;
+            &frames
+        }
+    };
+    let mut trainer = Trainer::new(&model, data, cfg.clone())?;
+    eprintln!(
+        "training {} tokens on {} images ({}x{}, maps {}x{}) for {} steps of {} images; checkpoint {}",
+        cfg.num_tokens,
+        data.len(),
+        cfg.input_size,
+        cfg.input_size,
+        cfg.map_res,
+        cfg.map_res,
+        cfg.steps,
+        cfg.batch_size,
+        opts.checkpoint.as_ref().expect("set").display()
+    );
+    let mut steps = Progress::new(cfg.steps as u64, "step {pos}/{len} [{bar:30}] {msg}");
+    let mut vote: Option<Progress> = None;
+    let outcome = train::run(&mut trainer, &opts, &mut |ev| {
+        match ev {
+            Event::Resumed { step } => {
+                steps.println(&format!("resumed at step {step}"));
+                steps.set(step as u64, "", false, String::new);
+            }
+            Event::Step {
+                stats: s,
+                eta_seconds,
+            } => {
+                let terms = format!(
+                    "loss {:.5} (sharpening {:.5}, equivariance {:.5}) entropy {:.3} {:.2} s/step ETA {}",
+                    s.loss,
+                    s.sharpening,
+                    s.equivariance,
+                    s.entropy,
+                    s.seconds,
+                    duration(eta_seconds)
+                );
+                steps.set(s.step as u64, &terms, true, || {
+                    format!("step {}/{} {terms}", s.step, s.steps)
+                });
+            }
+            Event::Checkpoint { .. } => {}
+            Event::Vote { done, total } => {
+                let bar = vote.get_or_insert_with(|| {
+                    steps.finish();
+                    Progress::new(total as u64, "vote {pos}/{len} [{bar:30}] {eta}")
+                });
+                bar.set(done as u64, "", done == total || done % 10 == 0, || {
+                    format!("vote {done}/{total}")
+                });
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(v) = &vote {
+        v.finish();
+    }
+    match outcome {
+        Outcome::Finished { tokens, votes } => {
+            tokens.save(out)?;
+            let counts: Vec<String> = votes.iter().map(|(t, c)| format!("{t}:{c}")).collect();
+            eprintln!(
+                "wrote {} ({} keypoint tokens; token:votes {})",
+                out.display(),
+                tokens.indices.len(),
+                counts.join(" ")
+            );
+            if tokens.indices.len() < cfg.num_keypoints {
+                eprintln!(
+                    "warning: only {} distinct tokens were voted for (asked for {})",
+                    tokens.indices.len(),
+                    cfg.num_keypoints
+                );
+            }
+            Ok(())
+        }
+        Outcome::Stopped { step } => Err(Error::Invalid(format!("stopped at step {step}"))),
+    }
+}

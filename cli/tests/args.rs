@@ -1,0 +1,355 @@
+//! The command line itself: every subcommand's `--help`, `--version`, shell completions, and
+//! errors that blame what was typed (a typo'd flag, a bad value, flags a command would
+//! ignore). Nothing here loads a model for long: errors come before that.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run stablekeypoints")
+}
+
+fn tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny-sd1")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A usage error: exit code 2, no panic, every needle on stderr.
+fn assert_usage_error(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "{e:?} does not mention {n:?}");
+    }
+}
+
+#[test]
+fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
+    // (subcommand, flags its help must list, a default it must show)
+    let cases: [(&str, &[&str], &str); 7] = [
+        (
+            "init-model",
+            &["--out", "--arch", "--num-tokens"],
+            "[default: tiny-sd1]",
+        ),
+        (
+            "detect",
+            &[
+                "--model",
+                "--tokens",
+                "--augmentations",
+                "--peak",
+                "<IMAGE>...",
+            ],
+            "[default: letterbox]",
+        ),
+        (
+            "train",
+            &["--input", "--steps", "--max-frames", "--resume"],
+            "[default: 500]",
+        ),
+        (
+            "eval",
+            &["--metric", "--eyes", "--save-regressor"],
+            "[default: cpu]",
+        ),
+        (
+            "process",
+            &["--out-dir", "--tokens", "--draw-ids", "--steps"],
+            "[default: 1]",
+        ),
+        ("bench", &["--conv", "--runs", "--batch"], "[default: 3]"),
+        ("completions", &["<SHELL>", "bash"], ""),
+    ];
+    for (cmd, flags, default) in cases {
+        for help in ["--help", "-h"] {
+            let o = run(&[cmd, help]);
+            let text = stdout(&o);
+            assert!(o.status.success(), "{cmd} {help}: {}", stderr(&o));
+            assert!(
+                text.contains(&format!("Usage: stablekeypoints {cmd}")),
+                "{cmd} {help}: {text}"
+            );
+            for f in flags {
+                assert!(text.contains(f), "{cmd} {help} does not list {f}: {text}");
+            }
+            assert!(
+                text.contains(default),
+                "{cmd} {help} lacks {default}: {text}"
+            );
+            assert!(
+                text.contains("xample"),
+                "{cmd} {help} has no example: {text}"
+            );
+        }
+    }
+    // Commands of other subcommands do not leak into one's help.
+    let detect = stdout(&run(&["detect", "--help"]));
+    assert!(
+        !detect.contains("--steps") && !detect.contains("--metric"),
+        "{detect}"
+    );
+    // `help SUB` is the same as `SUB --help`.
+    assert_eq!(
+        stdout(&run(&["help", "train"])),
+        stdout(&run(&["train", "--help"]))
+    );
+    // The top level lists the subcommands; no arguments at all prints it too (exit 2).
+    let top = stdout(&run(&["--help"]));
+    for sub in [
+        "init-model",
+        "detect",
+        "train",
+        "eval",
+        "process",
+        "bench",
+        "completions",
+    ] {
+        assert!(top.contains(sub), "{top}");
+    }
+    let none = run(&[]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("Usage: stablekeypoints"),
+        "{}",
+        stderr(&none)
+    );
+}
+
+#[test]
+fn version_is_the_package_version() {
+    let o = run(&["--version"]);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("stablekeypoints {}", env!("CARGO_PKG_VERSION"))
+    );
+    // Subcommands answer it too.
+    assert!(run(&["train", "--version"]).status.success());
+}
+
+#[test]
+fn completions_are_scripts_for_each_shell() {
+    let o = run(&["completions", "bash"]);
+    let s = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(s.contains("_stablekeypoints()"), "{s}");
+    assert!(s.contains("complete -F _stablekeypoints"), "{s}");
+    // Subcommands and their flags are in it.
+    for w in [
+        "init-model",
+        "process",
+        "--num-keypoints",
+        "--max-frames",
+        "letterbox",
+    ] {
+        assert!(s.contains(w), "bash completion lacks {w}");
+    }
+    let zsh = stdout(&run(&["completions", "zsh"]));
+    assert!(zsh.starts_with("#compdef stablekeypoints"), "{zsh}");
+    let fish = stdout(&run(&["completions", "fish"]));
+    assert!(fish.contains("complete -c stablekeypoints"), "{fish}");
+    assert_usage_error(
+        &run(&["completions", "tcsh"]),
+        &["invalid value 'tcsh'", "bash"],
+    );
+}
+
+#[test]
+fn a_typo_names_the_flag_and_suggests_the_right_one() {
+    let o = run(&["detect", "--model", "m", "--jsn", "a.png"]);
+    assert_usage_error(&o, &["unexpected argument '--jsn'", "'--json'"]);
+    // Only the command's own usage is printed, not every command's.
+    assert!(!stderr(&o).contains("--steps"), "{}", stderr(&o));
+    let o = run(&[
+        "train", "--model", "m", "--input", "i", "--out", "o", "--step", "3",
+    ]);
+    assert_usage_error(&o, &["'--step'", "'--steps'"]);
+    assert_usage_error(
+        &run(&["detcet"]),
+        &["unrecognized subcommand 'detcet'", "detect"],
+    );
+}
+
+#[test]
+fn bad_values_name_the_flag_and_the_value() {
+    let o = run(&[
+        "train", "--model", "m", "--input", "i", "--out", "o", "--steps", "ten",
+    ]);
+    assert_usage_error(&o, &["invalid value 'ten'", "--steps"]);
+    let o = run(&["detect", "--model", "m", "--crop", "diagonal", "a.png"]);
+    assert_usage_error(
+        &o,
+        &[
+            "invalid value 'diagonal'",
+            "--crop",
+            "letterbox",
+            "center-crop",
+        ],
+    );
+    let o = run(&["detect", "--model", "m", "--device", "tpu:0", "a.png"]);
+    assert_usage_error(&o, &["'tpu:0'", "--device", "unknown device"]);
+    let o = run(&["detect", "--model", "m", "--augmentations", "0", "a.png"]);
+    assert_usage_error(&o, &["'0'", "--augmentations", "at least 1"]);
+    // `--seed odd.png` is a bad seed, not a missing image.
+    let o = run(&["detect", "--model", "m", "--seed", "odd.png"]);
+    assert_usage_error(&o, &["invalid value 'odd.png'", "--seed"]);
+    // No image at all.
+    let o = run(&["detect", "--model", "m"]);
+    assert_usage_error(&o, &["<IMAGE>"]);
+    let o = run(&[
+        "eval", "--model", "m", "--train", "a", "--test", "b", "--metric", "mse",
+    ]);
+    assert_usage_error(&o, &["invalid value 'mse'", "--metric", "taichi"]);
+}
+
+#[test]
+fn flags_a_command_would_ignore_are_errors() {
+    // process with its own tokens does not train: training flags are refused, by name.
+    let o = run(&[
+        "process",
+        "--model",
+        "m",
+        "--input",
+        "v.mp4",
+        "--out-dir",
+        "o",
+        "--tokens",
+        "t",
+        "--steps",
+        "5",
+    ]);
+    assert_usage_error(&o, &["--tokens", "--steps", "cannot be used with"]);
+    let o = run(&[
+        "process",
+        "--model",
+        "m",
+        "--input",
+        "v.mp4",
+        "--out-dir",
+        "o",
+        "--tokens",
+        "t",
+        "--resume",
+    ]);
+    assert_usage_error(&o, &["--tokens", "--resume"]);
+    // bench --conv times no model.
+    let o = run(&["bench", "--conv", "--model", "m"]);
+    assert_usage_error(&o, &["--conv", "--model"]);
+    // eval: a metric's options with another metric; a skeleton without a pose file.
+    let d = std::env::temp_dir().join(format!("skp-args-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("l.csv"), "a.png,1,2\n").unwrap();
+    let l = d.join("l.csv");
+    let l = l.to_str().unwrap();
+    let o = run(&[
+        "eval", "--model", "m", "--train", l, "--test", l, "--metric", "taichi", "--eyes", "0,1",
+    ]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("--eyes only applies to --metric inter-ocular"),
+        "{e}"
+    );
+    let o = run(&[
+        "eval",
+        "--model",
+        "m",
+        "--train",
+        l,
+        "--test",
+        l,
+        "--metric",
+        "pck",
+        "--skeleton",
+        "s.txt",
+    ]);
+    assert_usage_error(&o, &["--save-regressor"]);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn old_flag_names_stay_as_aliases_and_the_last_value_wins() {
+    let d = std::env::temp_dir().join(format!("skp-args-alias-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let o = run(&[
+        "init-model",
+        "--out",
+        d.to_str().unwrap(),
+        "--tokens",
+        "12",
+        "--num-keypoints",
+        "2",
+        "--keypoints",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = stablekeypoints::Tokens::load(&d.join("tokens.safetensors")).unwrap();
+    assert_eq!((t.num_tokens, t.indices.len()), (12, 3));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn runtime_errors_blame_the_flag_or_the_file_that_caused_them() {
+    let img = tiny().join("image.png");
+    // --size that the model cannot take: the flag, not the tokens file, is named.
+    let o = bin()
+        .args(["detect", "--model"])
+        .arg(tiny())
+        .args(["--size", "100"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("--size 100") && e.contains("multiple of 64"),
+        "{e}"
+    );
+    assert!(!e.contains("tokens file"), "{e}");
+    // --tokens defaults to the model's tokens.safetensors, as the element's does.
+    let o = bin()
+        .args(["detect", "--json", "--no-noise", "--model"])
+        .arg(tiny())
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let with = bin()
+        .args(["detect", "--json", "--no-noise", "--model"])
+        .arg(tiny())
+        .arg("--tokens")
+        .arg(tiny().join("tokens.safetensors"))
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v,
+        serde_json::from_slice::<serde_json::Value>(&with.stdout).unwrap()
+    );
+    // process on a folder says it is a folder.
+    let o = bin()
+        .args(["process", "--model"])
+        .arg(tiny())
+        .arg("--input")
+        .arg(tiny())
+        .args(["--out-dir", "/nonexistent/out"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("is a folder"), "{e}");
+    assert!(e.contains("tiny-sd1"), "{e}");
+}

@@ -1,0 +1,284 @@
+//! `stablekeypoints eval` end to end on the tiny model (moved from tests/eval.rs with the
+//! binary): labels that are an exact linear function of the detected keypoints give ~0
+//! error, shuffled labels a large one; and its errors.
+
+use candle_core::{DType, Device};
+use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
+use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+const VIS: Protocol = Protocol::Visibility;
+
+fn tiny_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny-sd1")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("skp-eval-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
+}
+
+/// Deterministic pseudo-random numbers in [0, 1).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+// ---------------------------------------------------------------- end to end
+
+/// A 64x48 RGB image: textured background and a bright disk at a random place.
+fn synthetic_image(r: &mut Lcg) -> image::RgbImage {
+    let (w, h) = (64u32, 48u32);
+    let (cx, cy) = (8.0 + r.next() * 48.0, 8.0 + r.next() * 32.0);
+    let rad = 5.0 + r.next() * 6.0;
+    let tint = [r.next(), r.next(), r.next()];
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let d = ((x as f64 + 0.5 - cx).powi(2) + (y as f64 + 0.5 - cy).powi(2)).sqrt();
+        let a = (rad + 0.5 - d).clamp(0.0, 1.0);
+        let tex = 0.2 + 0.1 * (((x * 7 + y * 13) % 5) as f64 / 4.0);
+        let px = |c: usize| ((tex * tint[c] * (1.0 - a) + a) * 255.0).round() as u8;
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}
+
+/// Landmarks 0.5 + (x - 0.5) W for keypoints `kp` (normalised), in pixels of a w x h image:
+/// three landmarks mixing keypoints 0, 1, 2 and the last.
+fn linear_labels(kp: &[[f64; 2]], w: f64, h: f64) -> Vec<[f64; 2]> {
+    let c = |k: usize, a: usize| kp[k][a] - 0.5;
+    let last = kp.len() - 1;
+    let norm = [
+        [0.5 + 0.8 * c(0, 0), 0.5 + 0.8 * c(0, 1)],
+        [
+            0.5 + 0.5 * c(1, 0) + 0.3 * c(2, 1),
+            0.5 + 0.4 * c(0, 0) + 0.4 * c(1, 1),
+        ],
+        [0.5 + 0.9 * c(last, 1), 0.5 - 0.6 * c(last, 0)],
+    ];
+    norm.iter().map(|p| [p[0] * w, p[1] * h]).collect()
+}
+
+fn write_csv(path: &Path, rows: &[(String, Vec<Option<[f64; 2]>>)], header: bool) {
+    let mut s = String::new();
+    if header {
+        s.push_str("image,x0,y0,x1,y1,x2,y2\n");
+    }
+    for (name, pts) in rows {
+        s.push_str(name);
+        for p in pts {
+            match p {
+                Some(p) => s.push_str(&format!(",{:.6},{:.6}", p[0], p[1])),
+                None => s.push_str(",,"),
+            }
+        }
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn eval_cli(dir: &Path, extra: &[&str]) -> Output {
+    bin()
+        .arg("eval")
+        .arg("--model")
+        .arg(tiny_dir())
+        .arg("--tokens")
+        .arg(tiny_dir().join("tokens.safetensors"))
+        .arg("--train")
+        .arg(dir.join("train.csv"))
+        .arg("--test")
+        .arg(dir.join("test.csv"))
+        .args(["--no-noise", "--size", "64"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
+    let dir = temp_dir("e2e");
+    let img_dir = dir.join("images");
+    std::fs::create_dir_all(&img_dir).unwrap();
+    let mut r = Lcg(2024);
+    let n = 44;
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let name = format!("images/{i:02}.png");
+        synthetic_image(&mut r).save(dir.join(&name)).unwrap();
+        rows.push((name, vec![Some([0.0, 0.0]); 3]));
+    }
+    // Detect as the CLI will (no noise, one pass, the tokens' settings).
+    write_csv(&dir.join("all.csv"), &rows, false);
+    let all = LabelSet::load(&dir.join("all.csv")).unwrap();
+    let model = Arc::new(Model::load(&tiny_dir(), &Device::Cpu, DType::F32).unwrap());
+    let tokens = Tokens::load(&tiny_dir().join("tokens.safetensors")).unwrap();
+    // A 64x64 model input keeps the test fast (the tiny model accepts multiples of 64).
+    let opts = DetectOptions {
+        noise: false,
+        input_size: Some(64),
+        ..Default::default()
+    };
+    let mut det = Detector::new(model.clone(), &tokens, opts.clone()).unwrap();
+    let samples = eval::detect_set(&mut det, &all, &mut |_, _| {}).unwrap();
+    let spread = |a: usize| {
+        let v: Vec<f64> = samples.iter().map(|s| s.keypoints[0][a]).collect();
+        v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    assert!(spread(0) > 0.0 || spread(1) > 0.0, "keypoint 0 never moves");
+    let mut exact = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        let mut pts: Vec<Option<[f64; 2]>> = linear_labels(&s.keypoints, 64.0, 48.0)
+            .into_iter()
+            .map(Some)
+            .collect();
+        if i % 4 == 1 {
+            pts[2] = None; // not visible: excluded from its fit and from the metric
+        }
+        exact.push((rows[i].0.clone(), pts));
+    }
+    let (train, test) = exact.split_at(32);
+    write_csv(&dir.join("train.csv"), train, true);
+    write_csv(&dir.join("test.csv"), test, false);
+    std::fs::write(dir.join("names.txt"), "head\nleft\n\nright\n").unwrap();
+    std::fs::write(dir.join("skeleton.txt"), "# pairs\nhead left\n0 2\n").unwrap();
+    let pose = dir.join("pose.json");
+    let out = eval_cli(
+        &dir,
+        &[
+            "--metric",
+            "taichi",
+            "--json",
+            "--save-regressor",
+            pose.to_str().unwrap(),
+            "--names",
+            dir.join("names.txt").to_str().unwrap(),
+            "--skeleton",
+            dir.join("skeleton.txt").to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Progress without a terminal: plain lines at the end of each set.
+    assert!(stderr.contains("detecting train 32/32"), "{stderr}");
+    assert!(stderr.contains("detecting test 12/12"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = report["value"].as_f64().unwrap();
+    eprintln!("exact labels: taichi {value}");
+    assert!(value < 0.05, "exact linear labels: {report}");
+    assert_eq!(report["metric"], "taichi");
+    assert_eq!(report["test_images"], 12);
+    assert_eq!(report["train_images"], 32);
+    assert_eq!(report["landmarks"], 3);
+    assert_eq!(report["keypoints"], tokens.indices.len());
+    let pose = PoseModel::load(&pose).unwrap();
+    assert_eq!(pose.names, ["head", "left", "right"]);
+    assert_eq!(pose.skeleton, [[0, 1], [0, 2]]);
+    assert_eq!(pose.token_indices, tokens.indices);
+    assert_eq!(pose.weights.len(), 2 * tokens.indices.len());
+
+    // The same labels with the images' order shuffled (a fixed derangement).
+    let shuffle = |rows: &[(String, Vec<Option<[f64; 2]>>)]| {
+        let k = rows.len();
+        (0..k)
+            .map(|i| (rows[i].0.clone(), rows[(i * 7 + 3) % k].1.clone()))
+            .collect::<Vec<_>>()
+    };
+    write_csv(&dir.join("train.csv"), &shuffle(train), true);
+    write_csv(&dir.join("test.csv"), &shuffle(test), false);
+    let out = eval_cli(&dir, &["--metric", "taichi"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shuffled: f64 = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("taichi: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {stdout}"));
+    eprintln!("shuffled labels: taichi {shuffled}");
+    assert!(
+        shuffled > 10.0 && shuffled > 200.0 * value.max(1e-3),
+        "shuffled {shuffled} vs exact {value}"
+    );
+    assert!(stdout.contains("per landmark"), "{stdout}");
+
+    // The other metrics agree: ~perfect on exact labels (library path, same detections).
+    let train_s = &samples[..32];
+    let fit_rows = |set: &[(String, Vec<Option<[f64; 2]>>)], s: &[eval::Sample]| {
+        s.iter()
+            .zip(set)
+            .map(|(s, r)| eval::Sample {
+                labels: r.1.clone(),
+                raw_labels: r.1.clone(),
+                ..s.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let train_rows = fit_rows(train, train_s);
+    let test_s = fit_rows(test, &samples[32..]);
+    let pck = Metric::Pck { px: 0.5 };
+    let reg = eval::fit(&train_rows, &pck, VIS).unwrap();
+    let v = eval::evaluate(&reg, &test_s, &pck, VIS).unwrap();
+    assert!(v.value > 99.9, "{v:?}");
+    let v = eval::evaluate(&reg, &test_s, &Metric::Visible, VIS).unwrap();
+    assert!(v.value < 0.01, "{v:?}");
+    // The paper's all-landmark metrics need every landmark's coordinates: the hidden ones
+    // (empty fields) are an error naming the image.
+    let e = eval::fit(&train_rows, &pck, Protocol::Paper)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("landmark 2") && e.contains(".png"), "{e}");
+    let v = eval::evaluate(&reg, &test_s, &Metric::Visible, Protocol::Paper).unwrap();
+    assert!(v.value < 0.01, "{v:?}");
+}
+
+#[test]
+fn eval_cli_errors_name_the_file_and_line() {
+    let dir = temp_dir("errors");
+    std::fs::write(dir.join("train.csv"), "a.png,1,2\nb.png,1\n").unwrap();
+    std::fs::write(dir.join("test.csv"), "a.png,1,2\n").unwrap();
+    let out = eval_cli(&dir, &["--metric", "taichi"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("train.csv:2:"), "{e}");
+
+    // A missing image: the CSV line and the image path.
+    std::fs::write(dir.join("train.csv"), "a.png,1,2\n").unwrap();
+    let out = eval_cli(&dir, &["--metric", "taichi"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("train.csv:1:") && e.contains("a.png"), "{e}");
+
+    // Metric options are checked against the labels before any detection.
+    let out = eval_cli(&dir, &["--metric", "inter-ocular", "--eyes", "0,4"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("--eyes"), "{e}");
+    let out = eval_cli(&dir, &["--metric", "orientation-invariant"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("--flip-pairs"), "{e}");
+    let out = eval_cli(&dir, &["--metric", "mse"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    // clap's wording ("unknown metric" before): the value, the flag and the choices.
+    assert!(
+        !out.status.success() && e.contains("invalid value 'mse' for '--metric"),
+        "{e}"
+    );
+}

@@ -1,0 +1,153 @@
+//! Checkpoints: embeddings, Adam moments and step, written atomically; resuming refuses a
+//! checkpoint made with other settings, another model or other data.
+
+use super::config::TrainConfig;
+use super::Trainer;
+use crate::error::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const CHECKPOINT_FORMAT: &str = "stablekeypoints-train-checkpoint/1";
+
+impl Trainer<'_> {
+    /// Writes embeddings, Adam state and step atomically (temporary file + rename).
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let (n, c) = (self.cfg.num_tokens, self.model.context_dim());
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let (e, m, v) = (
+            bytes(&self.embeddings),
+            bytes(&self.adam.m),
+            bytes(&self.adam.v),
+        );
+        fn view(d: &[u8], n: usize, c: usize) -> TensorView<'_> {
+            TensorView::new(Dtype::F32, vec![n, c], d).expect("sizes match")
+        }
+        let views = vec![
+            ("embeddings", view(&e, n, c)),
+            ("adam_m", view(&m, n, c)),
+            ("adam_v", view(&v, n, c)),
+        ];
+        let meta: HashMap<String, String> = [
+            ("format", CHECKPOINT_FORMAT.to_string()),
+            ("step", self.step.to_string()),
+            ("adam_step", self.adam.step.to_string()),
+            (
+                "config",
+                serde_json::to_string(&self.cfg).expect("config serialises"),
+            ),
+            ("model_config_hash", self.model_hash.clone()),
+            ("data_fingerprint", self.data.fingerprint()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let out = safetensors::tensor::serialize(views, Some(meta))
+            .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
+        crate::util::write_atomic(path, &out)
+    }
+
+    /// Restores a checkpoint written with the same settings (all but `steps` must match,
+    /// and the model and data must be the same).
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let bad = |m: String| Error::checkpoint(path, m);
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("missing `{k}`")));
+        if get("format")? != CHECKPOINT_FORMAT {
+            return Err(bad(format!("unknown format {:?}", get("format")?)));
+        }
+        let cfg: TrainConfig =
+            serde_json::from_str(get("config")?).map_err(|e| bad(format!("bad config: {e}")))?;
+        if cfg.resume_key() != self.cfg.resume_key() {
+            let a = serde_json::to_value(cfg.resume_key()).expect("json");
+            let b = serde_json::to_value(self.cfg.resume_key()).expect("json");
+            let diff: Vec<String> = a
+                .as_object()
+                .expect("object")
+                .iter()
+                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+                .map(|(k, v)| format!("{k} = {v} there, {} now", b[k.as_str()]))
+                .collect();
+            return Err(bad(format!(
+                "made with different settings ({}); rerun with the same settings or without --resume",
+                diff.join(", ")
+            )));
+        }
+        if get("model_config_hash")? != &self.model_hash {
+            return Err(bad(
+                "made with a different model (config hash differs)".into()
+            ));
+        }
+        if get("data_fingerprint")? != &self.data.fingerprint() {
+            return Err(bad(format!(
+                "made with different training data ({} there, {} now)",
+                get("data_fingerprint")?,
+                self.data.fingerprint()
+            )));
+        }
+        let parse = |k: &str| -> Result<u64> {
+            get(k)?
+                .parse()
+                .map_err(|_| bad(format!("`{k}` is not an integer")))
+        };
+        let step = parse("step")? as usize;
+        let adam_step = parse("adam_step")?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let len = self.embeddings.len();
+        let read = |name: &str| -> Result<Vec<f32>> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| bad(format!("missing tensor `{name}`")))?;
+            if t.dtype() != Dtype::F32 || t.shape().iter().product::<usize>() != len {
+                return Err(bad(format!("tensor `{name}` has the wrong dtype or shape")));
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect())
+        };
+        let embeddings = read("embeddings")?;
+        let m = read("adam_m")?;
+        let v = read("adam_v")?;
+        if embeddings.iter().any(|x| !x.is_finite()) {
+            return Err(bad("embeddings hold non-finite values".into()));
+        }
+        self.embeddings = embeddings;
+        self.adam.m = m;
+        self.adam.v = v;
+        self.adam.step = adam_step;
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Where `train` keeps its checkpoint for an output file: `tokens.safetensors` ->
+/// `tokens.ckpt.safetensors` in the same directory.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tokens".into());
+    out.with_file_name(format!("{stem}.ckpt.safetensors"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_path_is_next_to_output() {
+        assert_eq!(
+            checkpoint_path(Path::new("/a/b/tokens.safetensors")),
+            PathBuf::from("/a/b/tokens.ckpt.safetensors")
+        );
+        assert_eq!(
+            checkpoint_path(Path::new("out")),
+            PathBuf::from("out.ckpt.safetensors")
+        );
+    }
+}
