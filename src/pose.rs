@@ -401,6 +401,10 @@ pub struct PoseModel {
     pub skeleton: Vec<[usize; 2]>,
     /// `2K` rows of `2L` weights.
     pub weights: Vec<Vec<f64>>,
+    /// [`crate::Tokens::fingerprint`] of the tokens it was fitted with, when known (files
+    /// written before it was recorded, and imported reference regressors, have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_hash: Option<String>,
 }
 
 impl PoseModel {
@@ -437,6 +441,7 @@ impl PoseModel {
                 .chunks_exact(2 * l)
                 .map(|r| r.to_vec())
                 .collect(),
+            tokens_hash: None,
         })
     }
 

@@ -85,6 +85,22 @@ fn landmarks_equal_the_core_regression_and_the_inference_elements_pose() {
 }
 
 #[test]
+fn a_pose_recording_the_tokens_fingerprint_is_accepted() {
+    let info = rgb_info(32, 32);
+    let hash = Tokens::load(&tokens_path()).unwrap().fingerprint();
+    let pose = pose_with_hash("pose-element-right-hash.json", &hash);
+    let desc = |p: &str| format!("stablekeypoints {} {p}", props());
+    let split = through(
+        &format!("{} ! stablekeypointspose pose={}", desc(""), pose.display()),
+        &info,
+        1,
+    );
+    let fused = through(&desc(&format!("pose={}", pose.display())), &info, 1);
+    assert!(read_meta(&split[0]).pose.is_some());
+    assert_eq!(read_meta(&split[0]), read_meta(&fused[0]));
+}
+
+#[test]
 fn the_metadata_names_its_tokens() {
     let info = rgb_info(32, 32);
     let tokens = Tokens::load(&tokens_path()).unwrap();
@@ -117,6 +133,11 @@ fn bad_or_mismatched_pose_files_are_errors_naming_the_file() {
         (
             write_pose("pose-element-reversed.json", NUM_KEYPOINTS, reversed),
             "token indices",
+        ),
+        // Same indices, other tokens.
+        (
+            pose_with_hash("pose-element-other-hash.json", "0123456789abcdef"),
+            "hash 0123456789abcdef",
         ),
     ];
     for (path, why) in cases {

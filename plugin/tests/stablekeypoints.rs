@@ -672,6 +672,10 @@ fn bad_or_mismatched_pose_files_fail_the_state_change_naming_the_file() {
             write_pose("pose-reversed.json", NUM_KEYPOINTS, reversed),
             "token indices",
         ),
+        (
+            pose_with_hash("pose-other-hash.json", "0123456789abcdef"),
+            "hash 0123456789abcdef",
+        ),
     ];
     for (path, why) in cases {
         let desc = format!(

@@ -15,6 +15,8 @@ pub struct Pose {
     /// The token indices it was fitted with, in keypoint order.
     token_indices: Vec<usize>,
     num_keypoints: usize,
+    /// The fingerprint of those tokens, if the file records it.
+    tokens_hash: Option<String>,
 }
 
 /// Why a pose file cannot be used, as the element error reports it.
@@ -51,12 +53,14 @@ impl Pose {
                 .collect(),
             token_indices: pose.token_indices,
             num_keypoints: pose.num_keypoints,
+            tokens_hash: pose.tokens_hash,
         })
     }
 
-    /// Checks that the pose reads the keypoints of tokens with these `indices` (described as
-    /// `source` in the message): same count, same token indices in the same order.
-    pub fn check(&self, indices: &[usize], source: &str) -> Result<(), PoseError> {
+    /// Checks that the pose reads the keypoints of tokens with these `indices` and
+    /// fingerprint `hash` (described as `source` in the message): same count, same token
+    /// indices in the same order, and the same fingerprint when the file records one.
+    pub fn check(&self, indices: &[usize], hash: &str, source: &str) -> Result<(), PoseError> {
         let bad = |msg: String| {
             PoseError::Unusable(format!("Cannot use pose {}: {}", self.path.display(), msg))
         };
@@ -73,16 +77,18 @@ impl Pose {
                 self.token_indices, indices
             )));
         }
-        Ok(())
+        match &self.tokens_hash {
+            Some(h) if h != hash => Err(bad(format!(
+                "it was fitted with tokens of hash {h} but {source} have hash {hash}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// [`Pose::check`] against the tokens named in the metadata.
     pub fn check_identity(&self, tokens: &TokenIdentity) -> Result<(), PoseError> {
         let indices: Vec<usize> = tokens.indices.iter().map(|&i| i as usize).collect();
-        self.check(
-            &indices,
-            &format!("the keypoints' tokens (hash {})", tokens.hash),
-        )
+        self.check(&indices, &tokens.hash, "the keypoints' tokens")
     }
 
     /// Landmarks of frame-normalised keypoints in token order, as `eval` regresses them:

@@ -108,10 +108,8 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
         .pose
         .map(|p| {
             let pose = Pose::load(p)?;
-            pose.check(
-                &tokens.indices,
-                &format!("tokens {}", tokens_path.display()),
-            )?;
+            let source = format!("tokens {}", tokens_path.display());
+            pose.check(&tokens.indices, &tokens.fingerprint(), &source)?;
             Ok(pose)
         })
         .transpose()

@@ -508,3 +508,12 @@ pub fn run_pipeline(
     let bufs = std::mem::take(&mut *buffers.lock().unwrap());
     Ok((msgs, bufs))
 }
+
+/// The test pose (`test_pose`) recording `hash` as its tokens' fingerprint.
+pub fn pose_with_hash(name: &str, hash: &str) -> PathBuf {
+    let mut pose = PoseModel::load(test_pose()).unwrap();
+    pose.tokens_hash = Some(hash.into());
+    let path = scratch().join(name);
+    pose.save(&path).unwrap();
+    path
+}
