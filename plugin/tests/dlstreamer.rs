@@ -353,3 +353,61 @@ fn python_consumer_reads_our_structures_and_dlstreamers() {
         assert_eq!(pose_t["point_connections"], serde_json::json!(pairs));
     }
 }
+
+#[test]
+fn our_overlay_draws_our_dlstreamer_tensor_where_it_draws_our_keypoints() {
+    // Round trip: the DL Streamer tensor the inference element wrote, moved alone onto
+    // another producer's ROI meta (as if DL Streamer had made it), is drawn by the overlay
+    // where it draws our own keypoints.
+    let bufs = run(&format!(
+        "{SOURCE} ! stablekeypoints {} ! fakesink name=sink",
+        props()
+    ));
+    let b = &bufs[0];
+    let meta = read_meta(b);
+    let roi = ours(b);
+    let tensor = roi.param("dlstreamer-keypoints").unwrap().to_owned();
+    let rect = roi.rect();
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, 64, 48)
+        .build()
+        .unwrap();
+    let grey = || gst::Buffer::from_mut_slice(vec![90u8; info.size()]);
+    let draw = |buf: gst::Buffer| {
+        let mut hn = gst_check::Harness::new("stablekeypointsoverlay");
+        hn.set_src_caps(info.to_caps().unwrap());
+        hn.push(buf).unwrap();
+        hn.pull().unwrap()
+    };
+    let mut theirs = grey();
+    {
+        let r = theirs.get_mut().unwrap();
+        let mut m = gst_video::VideoRegionOfInterestMeta::add(r, "person", rect);
+        m.add_param(tensor);
+    }
+    let mut mine = grey();
+    meta.attach(mine.get_mut().unwrap());
+    let (a, b) = (draw(theirs), draw(mine));
+    let (a, b) = (a.map_readable().unwrap(), b.map_readable().unwrap());
+    let px = |m: &[u8], x: f32, y: f32| {
+        let (x, y) = ((x as usize).min(63), (y as usize).min(47));
+        [
+            m[(y * 64 + x) * 3],
+            m[(y * 64 + x) * 3 + 1],
+            m[(y * 64 + x) * 3 + 2],
+        ]
+    };
+    let drawn = meta.keypoints.iter().filter(|k| k.visible).count();
+    assert!(drawn > 0);
+    for k in meta.keypoints.iter().filter(|k| k.visible) {
+        let (x, y) = k.pixel(64, 48);
+        assert_eq!(
+            px(&a, x, y),
+            px(&b, x, y),
+            "keypoint {} at ({x}, {y})",
+            k.id
+        );
+    }
+    let differ = a.chunks(3).zip(b.chunks(3)).filter(|(p, q)| p != q).count();
+    assert!(differ * 100 < 64 * 48, "{differ} pixels differ");
+    assert!(a.iter().any(|&v| v != 90), "nothing drawn");
+}
