@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Newcomer demo: installs the system packages, builds, generates the tiny random demo model
-# and tokens, encodes a synthetic clip, and runs the `stablekeypoints` element in a real
-# gst-launch-1.0 pipeline that writes an annotated MP4 and a JSON lines file.
+# and tokens, encodes a synthetic clip, and runs the elements (inference, publish, overlay)
+# in a real gst-launch-1.0 pipeline that writes an annotated MP4 and a JSON lines file.
 # Usage: ./demo.sh     (outputs in out/)
 set -euo pipefail
 cd "$(dirname "$0")"
