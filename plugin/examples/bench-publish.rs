@@ -138,6 +138,7 @@ fn record_bytes(buffer: &gst::BufferRef) -> usize {
     let r = Record {
         schema: SCHEMA.into(),
         frame: 0,
+        image: None,
         pts: t,
         stream_time: t,
         running_time: t,

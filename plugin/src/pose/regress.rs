@@ -10,13 +10,9 @@ use std::path::{Path, PathBuf};
 pub struct Pose {
     pub path: PathBuf,
     regressor: Regressor,
-    names: Vec<String>,
     connections: Vec<[u32; 2]>,
-    /// The token indices it was fitted with, in keypoint order.
-    token_indices: Vec<usize>,
-    num_keypoints: usize,
-    /// The fingerprint of those tokens, if the file records it.
-    tokens_hash: Option<String>,
+    /// The file as read (its token identity checks the keypoints).
+    file: PoseModel,
 }
 
 /// Why a pose file cannot be used, as the element error reports it.
@@ -45,44 +41,24 @@ impl Pose {
         Ok(Self {
             path: path.to_path_buf(),
             regressor,
-            names: pose.names,
             connections: pose
                 .skeleton
                 .iter()
                 .map(|&[a, b]| [a as u32, b as u32])
                 .collect(),
-            token_indices: pose.token_indices,
-            num_keypoints: pose.num_keypoints,
-            tokens_hash: pose.tokens_hash,
+            file: pose,
         })
     }
 
     /// Checks that the pose reads the keypoints of tokens with these `indices` and
-    /// fingerprint `hash` (described as `source` in the message): same count, same token
-    /// indices in the same order, and the same fingerprint when the file records one.
+    /// fingerprint `hash` (described as `source` in the message):
+    /// [`PoseModel::check_tokens`], as the CLI checks it.
     pub fn check(&self, indices: &[usize], hash: &str, source: &str) -> Result<(), PoseError> {
-        let bad = |msg: String| {
-            PoseError::Unusable(format!("Cannot use pose {}: {}", self.path.display(), msg))
-        };
-        if self.num_keypoints != indices.len() {
-            return Err(bad(format!(
-                "it reads {} keypoints but {source} give {}",
-                self.num_keypoints,
-                indices.len()
-            )));
-        }
-        if self.token_indices != indices {
-            return Err(bad(format!(
-                "it was fitted with token indices {:?} but {source} select {:?}",
-                self.token_indices, indices
-            )));
-        }
-        match &self.tokens_hash {
-            Some(h) if h != hash => Err(bad(format!(
-                "it was fitted with tokens of hash {h} but {source} have hash {hash}"
-            ))),
-            _ => Ok(()),
-        }
+        self.file
+            .check_tokens(indices, hash, source)
+            .map_err(|msg| {
+                PoseError::Unusable(format!("Cannot use pose {}: {}", self.path.display(), msg))
+            })
     }
 
     /// [`Pose::check`] against the tokens named in the metadata.
@@ -94,11 +70,11 @@ impl Pose {
     /// Landmarks of frame-normalised keypoints in token order, as `eval` regresses them:
     /// `0.5 + (x - 0.5) W` with `x` flattened `x0, y0, x1, y1, ...`.
     pub fn landmarks(&self, keypoints: &[KeypointMeta]) -> Result<PoseMeta, PoseError> {
-        if keypoints.len() != self.num_keypoints {
+        if keypoints.len() != self.file.num_keypoints {
             return Err(PoseError::Unusable(format!(
                 "Cannot use pose {}: it reads {} keypoints but the frame has {}",
                 self.path.display(),
-                self.num_keypoints,
+                self.file.num_keypoints,
                 keypoints.len()
             )));
         }
@@ -108,6 +84,7 @@ impl Pose {
             .collect();
         Ok(PoseMeta {
             landmarks: self
+                .file
                 .names
                 .iter()
                 .zip(self.regressor.predict(&xy))
