@@ -1,11 +1,12 @@
 //! `process`: the offline path for a video. Trains tokens on the video unless `--tokens` is
 //! given, then runs every frame through the `stablekeypoints` element in a GStreamer
-//! pipeline of this process, writing `keypoints.jsonl` (`stablekeypointspublish`) and an
-//! annotated `annotated.mp4`:
+//! pipeline of this process, writing `keypoints.jsonl` and `keypoints.coco.json`
+//! (`stablekeypointspublish`) and an annotated `annotated.mp4`:
 //!
 //! ```text
-//! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true
-//!   ! stablekeypointspublish location=keypoints.jsonl ! videoconvert
+//! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true [pose=POSE]
+//!   ! stablekeypointspublish location=keypoints.jsonl
+//!   ! stablekeypointspublish location=keypoints.coco.json format=coco ! videoconvert
 //!   ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
 //! ```
 //!
@@ -165,6 +166,10 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     // Fail before training when the element or the file cannot run.
     register_element()?;
     let stream = preroll(input)?;
+    // `--pose` comes with `--tokens` (clap): check that they fit before any work.
+    if let (Some(pose), Some(tokens)) = (&c.element.pose, &c.tokens) {
+        crate::detect::load_pose(pose, &stablekeypoints::Tokens::load(tokens)?, tokens)?;
+    }
     std::fs::create_dir_all(&c.out_dir).map_err(|e| io_err(&c.out_dir, e))?;
 
     let tokens = match &c.tokens {
@@ -185,8 +190,9 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     };
 
     let jsonl = c.out_dir.join("keypoints.jsonl");
+    let coco = c.out_dir.join("keypoints.coco.json");
     let mp4 = c.out_dir.join("annotated.mp4");
-    for p in [&jsonl, &mp4] {
+    for p in [&jsonl, &coco, &mp4] {
         if p.exists() {
             std::fs::remove_file(p).map_err(|e| io_err(p, e))?;
         }
@@ -195,6 +201,9 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
     path_prop("model", &c.model);
     path_prop("tokens", &tokens);
+    if let Some(p) = &c.element.pose {
+        path_prop("pose", p);
+    }
     element.set_property_from_str(
         "crop-mode",
         match crop {
@@ -211,6 +220,9 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     element.set_property("device", c.device.device.to_string());
     let publish = make("stablekeypointspublish")?;
     publish.set_property("location", jsonl.to_string_lossy().as_ref());
+    let publish_coco = make("stablekeypointspublish")?;
+    publish_coco.set_property("location", coco.to_string_lossy().as_ref());
+    publish_coco.set_property_from_str("format", "coco");
     // x264 wants even sizes for 4:2:0.
     let (w, h) = ((stream.width + 1) & !1, (stream.height + 1) & !1);
     let caps = gst::Caps::builder("video/x-raw")
@@ -228,6 +240,7 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
         make("videoconvert")?,
         element,
         publish,
+        publish_coco,
         make("videoconvert")?,
         make("videoscale")?,
         filter,
@@ -249,8 +262,9 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     result?;
     let n = count_lines(&jsonl);
     eprintln!(
-        "wrote {} ({n} frames) and {} in {:.1} s",
+        "wrote {} ({n} frames), {} and {} in {:.1} s",
         jsonl.display(),
+        coco.display(),
         mp4.display(),
         start.elapsed().as_secs_f64()
     );
