@@ -12,12 +12,16 @@
 //! `SKP_PLUGIN_PATH` loads another build of it instead.
 
 use crate::args::ProcessCmd;
+use crate::interrupt;
 use crate::progress::Progress;
 use crate::train::{self, TrainJob};
 use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
 use gst::prelude::*;
-use stablekeypoints::{CropMode, Error};
+use stablekeypoints::util::StagedOutputs;
+use stablekeypoints::{CropMode, DetectOptions, Detector, Error, Model, Tokens};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Environment variable naming another build of the plugin: the `.so` itself or a folder
@@ -72,7 +76,9 @@ impl Stream {
     /// Frames in `t` of video, when the frame rate is known.
     fn frames_in(&self, t: gst::ClockTime) -> Option<u64> {
         let (n, d) = self.fps?;
-        Some((t.nseconds() as u128 * n as u128 / (d as u128 * 1_000_000_000)) as u64)
+        // Nearest: durations are rounded to nanoseconds.
+        let den = d as u128 * 1_000_000_000;
+        Some(((t.nseconds() as u128 * n as u128 + den / 2) / den) as u64)
     }
 }
 
@@ -133,17 +139,32 @@ fn preroll(path: &Path) -> Result<Stream, Error> {
     result
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .unwrap_or(0)
 }
 
-fn count_lines(path: &Path) -> usize {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
+/// The model, the tokens and the element's settings, checked as the element will check them
+/// at start, so that a mistake fails before any decoding or training with an error naming
+/// the file at fault.
+fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<(), Error> {
+    let (device, dtype) = c.device.device.open()?;
+    let tokens = Tokens::load(tokens_path)?;
+    let model = Arc::new(Model::load(&c.model, &device, dtype)?);
+    let opts = DetectOptions {
+        augmentations: c.element.pass.augmentations,
+        crop: c.crop.crop.into(),
+        ..Default::default()
+    };
+    Detector::new(model, &tokens, opts).map_err(|e| match e {
+        Error::Invalid(m) => Error::Tokens {
+            path: tokens_path.to_path_buf(),
+            msg: m,
+        },
+        e => e,
+    })?;
+    Ok(())
 }
 
 pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
@@ -161,19 +182,46 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
         });
     }
     let crop: CropMode = c.crop.crop.into();
+    // Everything that can be checked is checked before any decoding or training: the output
+    // folder, the model and the tokens; the outputs are written under temporary names and
+    // renamed into place only once complete, so that a failure leaves earlier results as
+    // they were.
+    let out_dir = &c.out_dir;
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--out-dir {}: is a file, not a folder",
+            out_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        Error::Invalid(format!(
+            "--out-dir {}: cannot create it: {e}",
+            out_dir.display()
+        ))
+    })?;
+    let jsonl = out_dir.join("keypoints.jsonl");
+    let mp4 = out_dir.join("annotated.mp4");
+    let mut staged = StagedOutputs::new();
+    let jsonl_tmp = staged.stage(&jsonl, "--out-dir")?;
+    let mp4_tmp = staged.stage(&mp4, "--out-dir")?;
+    if let Some(t) = &c.tokens {
+        check_model_and_tokens(&c, t)?;
+    }
     // Fail before training when the element or the file cannot run.
     register_element()?;
     let stream = preroll(input)?;
-    std::fs::create_dir_all(&c.out_dir).map_err(|e| io_err(&c.out_dir, e))?;
 
     let tokens = match &c.tokens {
         Some(t) => t.clone(),
         None => {
-            let out = c.out_dir.join("tokens.safetensors");
+            // Written (atomically) as soon as training ends: a complete result of its own,
+            // kept even if the pipeline then fails.
+            let out = out_dir.join("tokens.safetensors");
             train::run(&TrainJob {
                 model: &c.model,
                 input,
                 out: &out,
+                out_flag: "--out-dir",
                 train: &c.train,
                 seed: &c.seed,
                 crop,
@@ -183,18 +231,11 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
         }
     };
 
-    let jsonl = c.out_dir.join("keypoints.jsonl");
-    let mp4 = c.out_dir.join("annotated.mp4");
-    for p in [&jsonl, &mp4] {
-        if p.exists() {
-            std::fs::remove_file(p).map_err(|e| io_err(p, e))?;
-        }
-    }
     let element = make("stablekeypoints")?;
     let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
     path_prop("model", &c.model);
     path_prop("tokens", &tokens);
-    path_prop("json-location", &jsonl);
+    path_prop("json-location", &jsonl_tmp);
     element.set_property_from_str(
         "crop-mode",
         match crop {
@@ -221,9 +262,12 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     let encoder = make("x264enc")?;
     encoder.set_property_from_str("speed-preset", "veryfast");
     let sink = make("filesink")?;
-    sink.set_property("location", mp4.to_string_lossy().as_ref());
+    sink.set_property("location", mp4_tmp.to_string_lossy().as_ref());
+    let first = make("videoconvert")?;
+    let decoded = count_buffers(&first);
+    let encoded = count_buffers(&encoder);
     let chain = [
-        make("videoconvert")?,
+        first,
         element,
         make("videoconvert")?,
         make("videoscale")?,
@@ -235,18 +279,44 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     let refs: Vec<&gst::Element> = chain.iter().collect();
     let (pipeline, _) = video::decoding_pipeline(input, &refs)?;
     let total = stream.duration.and_then(|d| stream.frames_in(d));
+    // From here on SIGINT/SIGTERM stop the pipeline; the temporary files are then removed.
+    let armed = interrupt::Armed::new();
     eprintln!(
         "running {} frames of {} through the stablekeypoints element",
         total.map_or("the".to_string(), |n| n.to_string()),
         input.display()
     );
     let start = Instant::now();
-    let result = run(&pipeline, input, &stream, total, start);
+    let result = run(&pipeline, input, &stream, total, &decoded, start);
     let _ = pipeline.set_state(gst::State::Null);
+    drop(armed);
     result?;
-    let n = count_lines(&jsonl);
+    // Success only when every frame the file declares was decoded, and every decoded frame
+    // has its line and its encoded frame.
+    let decoded = decoded.load(Ordering::SeqCst);
+    let encoded = encoded.load(Ordering::SeqCst);
+    let lines = count_lines(&jsonl_tmp);
+    if let Some(t) = total.filter(|&t| decoded + 1 < t) {
+        return Err(file_error(
+            input,
+            format!(
+                "only {decoded} of the {t} frames the file declares could be decoded (truncated \
+                 or damaged?); nothing was written to {}",
+                out_dir.display()
+            ),
+        ));
+    }
+    if lines != decoded || encoded != decoded {
+        return Err(Error::Invalid(format!(
+            "the pipeline stopped early: {decoded} frames decoded from {}, but {lines} keypoint \
+             lines and {encoded} annotated frames written; nothing was written to {}",
+            input.display(),
+            out_dir.display()
+        )));
+    }
+    staged.commit()?;
     eprintln!(
-        "wrote {} ({n} frames) and {} in {:.1} s",
+        "wrote {} ({lines} frames) and {} in {:.1} s",
         jsonl.display(),
         mp4.display(),
         start.elapsed().as_secs_f64()
@@ -254,13 +324,27 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     Ok(())
 }
 
-/// Plays the pipeline to EOS with progress: frames done of total, from the pipeline's
-/// position and duration.
+/// Counts the buffers entering `element`'s sink pad.
+fn count_buffers(element: &gst::Element) -> Arc<AtomicU64> {
+    let n = Arc::new(AtomicU64::new(0));
+    let counter = n.clone();
+    if let Some(pad) = element.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    n
+}
+
+/// Plays the pipeline to EOS with progress (frames decoded of the total), or stops it at
+/// SIGINT/SIGTERM.
 fn run(
     pipeline: &gst::Pipeline,
     input: &Path,
     stream: &Stream,
     total: Option<u64>,
+    decoded: &AtomicU64,
     start: Instant,
 ) -> Result<(), Error> {
     let what = "the stablekeypoints pipeline failed";
@@ -268,8 +352,14 @@ fn run(
     let bus = pipeline.bus().expect("a pipeline has a bus");
     let mut bar = Progress::new(total.unwrap_or(0), "frame {pos}/{len} [{bar:30}] {eta}");
     loop {
+        if let Some(sig) = interrupt::received() {
+            return Err(Error::Invalid(format!(
+                "interrupted by {}: stopped the pipeline; the earlier outputs are unchanged",
+                interrupt::name(sig)
+            )));
+        }
         let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(200),
+            gst::ClockTime::from_mseconds(100),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
         match msg.as_ref().map(|m| m.view()) {
@@ -280,11 +370,11 @@ fn run(
                 ))
             }
             Some(_) => {
-                if let Some(t) = total {
-                    bar.set(t, "", true, || {
-                        format!("frame {t}/{t} ({:.0} s)", start.elapsed().as_secs_f64())
-                    });
-                }
+                let done = decoded.load(Ordering::SeqCst);
+                bar.set(done, "", true, || {
+                    let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                    format!("frame {done}{of} ({:.0} s)", start.elapsed().as_secs_f64())
+                });
                 break;
             }
             None => {

@@ -89,19 +89,8 @@ impl Sample {
     }
 }
 
-/// Decodes an image file to RGB8.
-pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::Image {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    Ok(img.to_rgb8())
-}
+/// Decodes an image file to RGB8, upright (EXIF orientation applied).
+pub use crate::imagefile::read_rgb;
 
 /// Detects the keypoints of every image of `set`, in order, each multiplied by its mask
 /// when the row names one. `progress(done, total)` is called after each image. A missing or
@@ -128,6 +117,9 @@ pub fn detect_set(
         })?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
+        // Noise and warps per image, so that neither the CSV order nor the other rows
+        // change an image's keypoints.
+        det.set_item_key(crate::detect::content_key(w, h, img.as_raw()));
         let d = match &row.mask {
             None => det.detect_frame(&frame)?,
             Some(mask) => {
@@ -170,12 +162,12 @@ fn masked_plane(
     size: usize,
     crop: crate::frame::CropMode,
 ) -> std::result::Result<Vec<f32>, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| format!("cannot read image: {e}"))?
+    let img = crate::imagefile::read_upright(path)
+        .map_err(|e| match e {
+            Error::Io { source, .. } => source.to_string(),
+            Error::Image { msg, .. } => format!("cannot read image: {msg}"),
+            e => e.to_string(),
+        })?
         .to_luma8();
     if (img.width() as usize, img.height() as usize) != (w, h) {
         return Err(format!(
