@@ -193,6 +193,12 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
             out_dir.display()
         )));
     }
+    if let Some(t) = &c.tokens {
+        check_model_and_tokens(&c, t)?;
+    }
+    // Fail before training when the element or the file cannot run.
+    register_element()?;
+    let stream = preroll(input)?;
     std::fs::create_dir_all(out_dir).map_err(|e| {
         Error::Invalid(format!(
             "--out-dir {}: cannot create it: {e}",
@@ -204,12 +210,6 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     let mut staged = StagedOutputs::new();
     let jsonl_tmp = staged.stage(&jsonl, "--out-dir")?;
     let mp4_tmp = staged.stage(&mp4, "--out-dir")?;
-    if let Some(t) = &c.tokens {
-        check_model_and_tokens(&c, t)?;
-    }
-    // Fail before training when the element or the file cannot run.
-    register_element()?;
-    let stream = preroll(input)?;
 
     let tokens = match &c.tokens {
         Some(t) => t.clone(),
