@@ -1917,7 +1917,7 @@ fn a_frame_s_noise_is_keyed_by_its_index_since_the_start_or_the_last_flush() {
             first[1]
                 .keypoints
                 .iter()
-                .map(|k| k.score)
+                .map(|k| k.confidence)
                 .collect::<Vec<_>>(),
             scores(&other.keypoints),
             "{extra}"
