@@ -22,6 +22,12 @@ pub const MAX_NUM_KEYPOINTS: usize = 256;
 pub const MAX_NUM_INDICES: usize = 100_000;
 /// Frames or images kept for training (`--max-frames`).
 pub const MAX_FRAMES: usize = 1_000_000;
+/// Shards of a corpus (`--shard I/N`, `--shard-count`).
+pub const MAX_SHARDS: usize = 1_000_000;
+/// Videos processed at once by one `process --inputs` (`--workers`).
+pub const MAX_WORKERS: usize = 64;
+/// Attempts per video across reruns (`--max-attempts`).
+pub const MAX_ATTEMPTS: usize = 1000;
 
 /// `Ok(value)` when `min <= value <= max`, else the message `must be between MIN and MAX`.
 pub fn check(value: usize, min: usize, max: usize) -> Result<usize, String> {

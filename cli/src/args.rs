@@ -4,6 +4,8 @@
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+#[cfg(feature = "video")]
+use stablekeypoints::corpus::Shard;
 use stablekeypoints::device::DeviceSpec;
 use stablekeypoints::limits;
 use stablekeypoints::model::init::TinyArch;
@@ -18,6 +20,8 @@ Examples:
   stablekeypoints detect --model out/model --json photo.jpg
   stablekeypoints train --model out/model --input clip.mp4 --out tokens.safetensors
   stablekeypoints process --model out/model --input clip.mp4 --out-dir result/
+  stablekeypoints process --model out/model --tokens t.safetensors --inputs videos.txt --out-dir out/ --shard 0/4
+  stablekeypoints corpus-status out/
   stablekeypoints completions bash > ~/.local/share/bash-completion/completions/stablekeypoints";
 
 /// Unsupervised keypoints from Stable Diffusion attention maps (StableKeypoints).
@@ -39,6 +43,7 @@ pub enum Command {
     Eval(EvalCmd),
     #[cfg(feature = "video")]
     Process(ProcessCmd),
+    CorpusStatus(CorpusStatusCmd),
     Bench(BenchCmd),
     Completions(CompletionsCmd),
 }
@@ -344,11 +349,12 @@ pub struct TrainArgs {
     pub max_frames: Option<usize>,
 }
 
-/// Learn keypoint tokens from a folder of images or a video file.
+/// Learn keypoint tokens from a folder of images, a video file or a corpus of videos.
 ///
 /// Images: png/jpg under PATH, recursively. A video: any file GStreamer decodes; --max-frames
-/// frames (300 by default) sampled uniformly over it, first and last included. Checkpoints
-/// go to TOKENS.ckpt.safetensors next to the output.
+/// frames (300 by default) sampled uniformly over it, first and last included. A corpus
+/// (--inputs, as for process): --max-frames frames in total, uniformly over the frames of
+/// all its videos. Checkpoints go to TOKENS.ckpt.safetensors next to the output.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   stablekeypoints train --model out/model --input frames/ --out tokens.safetensors
@@ -359,8 +365,17 @@ pub struct TrainCmd {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// A folder of images, one image, or a video file
-    #[arg(long, value_name = "PATH")]
-    pub input: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "inputs",
+        conflicts_with = "inputs"
+    )]
+    pub input: Option<PathBuf>,
+    /// A corpus of videos (a list file of paths or URIs, or a folder): --max-frames frames
+    /// (300 by default) sampled uniformly over all their frames
+    #[arg(long, value_name = "LIST|DIR")]
+    pub inputs: Option<PathBuf>,
     /// Output tokens file (its folder is created if missing)
     #[arg(long, value_name = "TOKENS.safetensors")]
     pub out: PathBuf,
@@ -466,29 +481,59 @@ pub struct ElementArgs {
     pub draw_ids: bool,
 }
 
-/// A video in, keypoints and an annotated video out.
+/// A video in, keypoints and an annotated video out; or a corpus of videos (--inputs), as
+/// one shard of a cluster job array.
 ///
 /// Trains on VIDEO unless --tokens is given (writing DIR/tokens.safetensors), then runs every
 /// frame through the stablekeypoints element into DIR/keypoints.jsonl (the element's JSON
 /// lines) and DIR/annotated.mp4 (keypoints drawn).
+///
+/// With --inputs (a list file of video paths or URIs, or a folder searched for videos), each
+/// video of this shard goes to DIR/<name>/ with a done.json; a rerun skips what is done and
+/// redoes what changed; a failing video gets failed.json and the run goes on. Exit status: 0
+/// when every video of the shard is done, 3 when some failed, 130/143 when interrupted.
+/// Without --shard the shard comes from JOB_COMPLETION_INDEX with --shard-count or
+/// SKP_SHARD_COUNT (Kubernetes Indexed Jobs), or SLURM_ARRAY_TASK_ID with
+/// SLURM_ARRAY_TASK_COUNT (Slurm arrays).
 #[cfg(feature = "video")]
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   stablekeypoints process --model out/model --input clip.mp4 --out-dir result/ --steps 100
-  stablekeypoints process --model out/model --input clip.mp4 --out-dir result/ --tokens t.safetensors")]
+  stablekeypoints process --model out/model --input clip.mp4 --out-dir result/ --tokens t.safetensors
+  stablekeypoints process --model sd15 --tokens t.safetensors --inputs videos.txt --out-dir /shared/out \\
+      --shard 3/16 --workers 2")]
 pub struct ProcessCmd {
     /// Diffusers model directory (unet/, vae/)
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// The video file
-    #[arg(long, value_name = "VIDEO")]
-    pub input: PathBuf,
+    #[arg(
+        long,
+        value_name = "VIDEO",
+        required_unless_present = "inputs",
+        conflicts_with = "inputs"
+    )]
+    pub input: Option<PathBuf>,
+    /// A corpus: a text file of video paths or URIs (one per line), or a folder searched for videos
+    #[arg(long, value_name = "LIST|DIR", requires = "tokens")]
+    pub inputs: Option<PathBuf>,
     /// Output folder (created if missing)
     #[arg(long, value_name = "DIR")]
     pub out_dir: PathBuf,
     /// Tokens to use instead of training on the video (training flags are then refused)
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+    /// Pose file (eval --save-regressor): named landmarks in the records and the COCO output
+    #[arg(long, value_name = "FILE")]
+    pub pose: Option<PathBuf>,
+    /// Write no annotated.mp4 (keypoints only)
+    #[arg(long)]
+    pub no_annotated: bool,
+    /// Also write keypoints.coco.json (COCO keypoint results)
+    #[arg(long)]
+    pub coco: bool,
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
     #[command(flatten)]
     pub seed: SeedArg,
     #[command(flatten)]
@@ -499,6 +544,57 @@ pub struct ProcessCmd {
     pub element: ElementArgs,
     #[command(flatten)]
     pub train: TrainArgs,
+}
+
+/// How a corpus run (`process --inputs`) shares the work and retries.
+#[cfg(feature = "video")]
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Corpus")]
+pub struct CorpusArgs {
+    /// This task's share: video j of the sorted list when j mod N == I [default: from the environment, else all]
+    #[arg(long, value_name = "I/N", requires = "inputs", value_parser = shard)]
+    pub shard: Option<Shard>,
+    /// N with JOB_COMPLETION_INDEX (a Kubernetes Indexed Job's completions) [env: SKP_SHARD_COUNT]
+    #[arg(long, value_name = "N", requires = "inputs", conflicts_with = "shard",
+          value_parser = bounded(1, limits::MAX_SHARDS))]
+    pub shard_count: Option<usize>,
+    /// Videos processed at once (pipelines in parallel, one loaded model)
+    #[arg(long, value_name = "W", default_value_t = 1, requires = "inputs",
+          value_parser = bounded(1, limits::MAX_WORKERS))]
+    pub workers: usize,
+    /// Attempts per video over all runs; a video that failed this often is skipped
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "inputs",
+          value_parser = bounded(1, limits::MAX_ATTEMPTS))]
+    pub max_attempts: usize,
+}
+
+#[cfg(feature = "video")]
+fn shard(s: &str) -> Result<Shard, String> {
+    s.parse()
+}
+
+/// Progress of a corpus: done, failed and missing videos against the work list of a
+/// `process --inputs` output folder, with frames, time and throughput.
+///
+/// Exit status: 0 when every video is done, 3 otherwise.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  stablekeypoints corpus-status /shared/out
+  stablekeypoints corpus-status /shared/out --json
+  stablekeypoints corpus-status /shared/out --merge all.jsonl")]
+pub struct CorpusStatusCmd {
+    /// The output folder of process --inputs
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// One JSON object instead of the text report
+    #[arg(long)]
+    pub json: bool,
+    /// Write the keypoint lines of every done video into one file, each with its "video"
+    #[arg(long, value_name = "OUT.jsonl")]
+    pub merge: Option<PathBuf>,
+    /// List every failed video (the report lists the first 20)
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Per-stage timings of one frame (median of --runs after a warm-up), or --conv: 3x3

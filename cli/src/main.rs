@@ -3,14 +3,19 @@
 
 mod args;
 mod bench;
+#[cfg(feature = "video")]
+mod corpus;
 mod detect;
 mod eval;
 mod images;
 #[cfg(feature = "video")]
 mod interrupt;
 #[cfg(feature = "video")]
+mod mp4;
+#[cfg(feature = "video")]
 mod process;
 mod progress;
+mod status;
 mod train;
 #[cfg(feature = "video")]
 mod video;
@@ -35,7 +40,7 @@ fn main() -> ExitCode {
         e.exit();
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             // Stopped by a signal: the shell's convention, 128 + its number.
@@ -48,14 +53,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// The exit status: 0, or [`status::PARTLY_DONE`] when a corpus is not complete.
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::InitModel(c) => cmd_init_model(c),
         Command::Detect(c) => detect::cmd_detect(c),
         Command::Train(c) => train::cmd_train(c),
         Command::Eval(c) => eval::cmd_eval(c),
         #[cfg(feature = "video")]
-        Command::Process(c) => process::cmd_process(c),
+        Command::Process(c) => return process::cmd_process(c),
+        Command::CorpusStatus(c) => return status::cmd_corpus_status(c),
         Command::Bench(c) => bench::cmd_bench(c),
         Command::Completions(c) => {
             clap_complete::generate(
@@ -67,6 +74,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {

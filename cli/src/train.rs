@@ -19,10 +19,28 @@ pub fn is_video(path: &Path) -> bool {
     path.is_file() && !is_image(path)
 }
 
+/// What is trained on.
+#[derive(Clone, Copy, Debug)]
+pub enum TrainInput<'a> {
+    /// A folder of images, an image or a video (`--input`).
+    Path(&'a Path),
+    /// A corpus of videos (`--inputs`): a list file or a folder.
+    Corpus(&'a Path),
+}
+
+impl TrainInput<'_> {
+    #[cfg(not(feature = "video"))]
+    fn path(&self) -> &Path {
+        match self {
+            TrainInput::Path(p) | TrainInput::Corpus(p) => p,
+        }
+    }
+}
+
 /// What `train` (and `process` before it runs the element) trains with.
 pub struct TrainJob<'a> {
     pub model: &'a Path,
-    pub input: &'a Path,
+    pub input: TrainInput<'a>,
     pub out: &'a Path,
     /// The flag that named `out` (`--out`, or `--out-dir` for `process`), for errors.
     pub out_flag: &'static str,
@@ -33,9 +51,14 @@ pub struct TrainJob<'a> {
 }
 
 pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
+    let input = match (&c.input, &c.inputs) {
+        (_, Some(corpus)) => TrainInput::Corpus(corpus),
+        (Some(p), None) => TrainInput::Path(p),
+        (None, None) => unreachable!("clap requires --input or --inputs"),
+    };
     run(&TrainJob {
         model: &c.model,
-        input: &c.input,
+        input,
         out: &c.out,
         out_flag: "--out",
         train: &c.train,
@@ -45,17 +68,22 @@ pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
     })
 }
 
+/// Frames of a video or of a corpus of videos, decoded by GStreamer.
 #[cfg(feature = "video")]
-fn video_frames(job: &TrainJob, size: usize) -> Result<crate::video::VideoFrames, Error> {
-    crate::video::VideoFrames::new(job.input, job.train.max_frames, size, job.crop)
+fn video_frames(job: &TrainJob, size: usize) -> Result<Box<dyn TrainData>, Error> {
+    let (max, crop) = (job.train.max_frames, job.crop);
+    Ok(match job.input {
+        TrainInput::Path(p) => Box::new(crate::video::VideoFrames::new(p, max, size, crop)?),
+        TrainInput::Corpus(p) => Box::new(crate::corpus::CorpusFrames::new(p, max, size, crop)?),
+    })
 }
 
 #[cfg(not(feature = "video"))]
-fn video_frames(job: &TrainJob, _size: usize) -> Result<ImageFiles, Error> {
+fn video_frames(job: &TrainJob, _size: usize) -> Result<Box<dyn TrainData>, Error> {
     Err(Error::Invalid(format!(
         "{}: this build of stablekeypoints has no video input (built without the `video` \
          feature); extract the frames into a folder of png/jpg images",
-        job.input.display()
+        job.input.path().display()
     )))
 }
 
@@ -85,10 +113,14 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     let t = job.train;
     // Image files are listed (and checked) before the model loads; a video is decoded once
     // the model input size is known.
-    let images = if is_video(job.input) {
-        None
-    } else {
-        Some(ImageFiles::new(job.input, t.max_frames, job.crop)?)
+    let images = match job.input {
+        TrainInput::Path(p) if !is_video(p) => Some(ImageFiles::new(p, t.max_frames, job.crop)?),
+        TrainInput::Path(_) => None,
+        TrainInput::Corpus(p) => {
+            // The list is checked now; its videos are decoded once the input size is known.
+            stablekeypoints::corpus::work_list(p, None)?;
+            None
+        }
     };
     // Gradients through f16 activations underflow: training computes in f32 everywhere.
     let (device, _) = job.device.open()?;
@@ -130,7 +162,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         Some(d) => d,
         None => {
             frames = video_frames(job, cfg.input_size)?;
-            &frames
+            frames.as_ref()
         }
     };
     let mut trainer = Trainer::new(&model, data, cfg.clone())?;

@@ -18,7 +18,7 @@ mod stablekeypoints;
 
 pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
 pub use stablekeypoints::{
-    CropModeProp, GapPolicyProp, SmoothingProp, StableKeypoints, MESSAGE_NAME,
+    shared_model, CropModeProp, GapPolicyProp, SmoothingProp, StableKeypoints, MESSAGE_NAME,
 };
 
 pub use overlay::palette_rgb;

@@ -343,7 +343,7 @@ fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), St
     stablekeypoints::device::parse(s).map_err(|e| e.to_string())
 }
 
-fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
+pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
     let key = (
         dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
         device.trim().to_string(),

@@ -20,6 +20,17 @@ glib::wrapper! {
         @extends gst_video::VideoFilter, gst_base::BaseTransform, gst::Element, gst::Object;
 }
 
+/// The model of `dir` on `device` (the element's `model` and `device` properties), from the
+/// cache elements share: loaded now unless an element holds it. While the caller keeps it,
+/// elements that start reuse it instead of loading their own (the CLI keeps one across the
+/// videos of a corpus).
+pub fn shared_model(
+    dir: &std::path::Path,
+    device: &str,
+) -> Result<std::sync::Arc<::stablekeypoints::Model>, String> {
+    imp::load_model(dir, device)
+}
+
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(
         Some(plugin),
