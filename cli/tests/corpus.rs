@@ -378,6 +378,72 @@ fn a_killed_shard_resumes_without_redoing_or_losing_outputs() {
 }
 
 #[test]
+fn sigterm_stops_every_worker_and_keeps_what_is_done() {
+    // Kubernetes stops a pod with SIGTERM (node drain, preemption): the videos in progress
+    // stop and leave nothing, nothing is recorded as failed, and the exit status is 143.
+    let dir = temp_dir("sigterm");
+    let clips = dir.join("clips");
+    if !(make_clip(&clips.join("a.mp4"), "ball", 4)
+        && make_clip(&clips.join("b.mp4"), "smpte", 300)
+        && make_clip(&clips.join("c.mp4"), "pinwheel", 300))
+    {
+        return;
+    }
+    let out = dir.join("out");
+    let mut child = corpus_cmd(&clips, &out)
+        .args(["--workers", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    // Both long videos under way (a is done by then, or b and c would not both run).
+    let running = |name: &str| {
+        std::fs::read_dir(out.join(name)).is_ok_and(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with(".keypoints.jsonl.tmp")
+                    && std::fs::read(e.path()).is_ok_and(|t| t.contains(&b'\n'))
+            })
+        })
+    };
+    let names: BTreeMap<String, String> = loop {
+        if out.join("corpus.json").exists() {
+            break manifest(&out).into_iter().collect();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    while !(running(&names["b.mp4"]) && running(&names["c.mp4"])) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "b and c never ran together"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(
+        out.join(&names["a.mp4"]).join("done.json").is_file(),
+        "{err}"
+    );
+    for v in ["b.mp4", "c.mp4"] {
+        let listed: Vec<String> = std::fs::read_dir(out.join(&names[v]))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(listed, [".lock"], "{v}: only the lock is left: {err}");
+    }
+}
+
+#[test]
 fn a_broken_video_is_recorded_and_the_rest_complete() {
     let dir = temp_dir("broken");
     let clips = dir.join("clips");
