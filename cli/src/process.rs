@@ -77,6 +77,15 @@ struct Stream {
 }
 
 impl Stream {
+    /// How far short of the declared duration decoding may end: 1.5 frames (the last frame's
+    /// rounding), 50 ms without a frame rate.
+    fn slack(&self) -> gst::ClockTime {
+        match self.fps {
+            Some((n, d)) => gst::ClockTime::from_nseconds(1_500_000_000 * d / n.max(1)),
+            None => gst::ClockTime::from_mseconds(50),
+        }
+    }
+
     /// Frames in `t` of video, when the frame rate is known.
     fn frames_in(&self, t: gst::ClockTime) -> Option<u64> {
         let (n, d) = self.fps?;
@@ -427,6 +436,7 @@ pub fn run_video(
     };
     let refs: Vec<&gst::Element> = chain.iter().collect();
     let (pipeline, _) = video::decoding_pipeline(input, &refs)?;
+    let reached = stream_ends(&pipeline);
     let total = stream.duration.and_then(|d| stream.frames_in(d));
     if progress {
         eprintln!(
@@ -438,16 +448,19 @@ pub fn run_video(
     let result = run(&pipeline, input, &stream, total, &decoded, start, progress);
     let _ = pipeline.set_state(gst::State::Null);
     result?;
-    // Success only when every frame the file declares was decoded, and every decoded frame
-    // has its line, its encoded frame and its COCO entry.
+    // Success only when the file was decoded to the end it declares, and every decoded
+    // frame has its line, its encoded frame and its COCO entry.
     let decoded = decoded.load(Ordering::SeqCst);
     let lines = count_lines(jsonl_tmp);
-    if let Some(t) = total.filter(|&t| decoded + 1 < t) {
+    let reached = gst::ClockTime::from_nseconds(reached.load(Ordering::SeqCst));
+    if let Some(declared) = stream.duration.filter(|&d| reached + stream.slack() < d) {
         return Err(file_error(
             input,
             format!(
-                "only {decoded} of the {t} frames the file declares could be decoded (truncated \
-                 or damaged?); nothing was written to {}",
+                "decoding ended at {:.3} s of the {:.3} s the file declares, after {decoded} \
+                 frames (truncated or damaged?); nothing was written to {}",
+                reached.nseconds() as f64 / 1e9,
+                declared.nseconds() as f64 / 1e9,
                 out_dir.display()
             ),
         ));
@@ -517,6 +530,43 @@ fn encoder_input(encoder: &gst::Element) -> Arc<AtomicU64> {
         });
     }
     n
+}
+
+/// The furthest stream time (end of a buffer) any decoded stream of `pipeline` reaches, video
+/// or not: the container's duration is that of its longest stream (an audio track may
+/// outlast the video), so a file is cut short only when no stream reaches that end.
+fn stream_ends(pipeline: &gst::Pipeline) -> Arc<AtomicU64> {
+    let end = Arc::new(AtomicU64::new(0));
+    let decodebins = pipeline
+        .children()
+        .into_iter()
+        .filter(|e| e.factory().is_some_and(|f| f.name().ends_with("decodebin")));
+    for decode in decodebins {
+        let end = end.clone();
+        decode.connect_pad_added(move |_, pad| {
+            let end = end.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(buffer) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let Some(pts) = buffer.pts() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let stop = pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO);
+                let stream_time = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|ev| {
+                        ev.segment()
+                            .downcast_ref::<gst::ClockTime>()
+                            .and_then(|s| s.to_stream_time(stop))
+                    })
+                    .unwrap_or(stop);
+                end.fetch_max(stream_time.nseconds(), Ordering::SeqCst);
+                gst::PadProbeReturn::Ok
+            });
+        });
+    }
+    end
 }
 
 /// Counts the buffers entering `element`'s sink pad.

@@ -111,6 +111,9 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     check_output_file(out, job.out_flag)?;
     check_output_file(&checkpoint_path(out), job.out_flag)?;
     let t = job.train;
+    if !t.resume {
+        train::checkpoint::refuse_unfinished(&checkpoint_path(out))?;
+    }
     // Image files are listed (and checked) before the model loads; a video is decoded once
     // the model input size is known.
     let images = match job.input {

@@ -679,3 +679,79 @@ fn training_twice_writes_byte_identical_tokens_and_checkpoints() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_new_run_does_not_replace_an_unfinished_checkpoint() {
+    // Rerunning an interrupted `train` without --resume replaced its checkpoint at the new
+    // run's first step: the steps done were lost.
+    let dir = temp_dir("unfinished");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for t in 0..2 {
+        write_png(&frames.join(format!("f{t}.png")), &frame(t, 2, 64), 64);
+    }
+    let out = dir.join("tok.safetensors");
+    let ckpt = dir.join("tok.ckpt.safetensors");
+    // Interrupted: killed once its first checkpoints are written.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
+        .args(["train", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(&frames)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--batch-size",
+            "1",
+            "--num-tokens",
+            "16",
+            "--num-candidates",
+            "6",
+        ])
+        .args([
+            "--num-keypoints",
+            "3",
+            "--num-indices",
+            "2",
+            "--map-res",
+            "16",
+        ])
+        .args([
+            "--checkpoint-every",
+            "1",
+            "--seed",
+            "3",
+            "--steps",
+            "100000",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ckpt.is_file() {
+        assert!(start.elapsed().as_secs() < 120, "no checkpoint written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = std::fs::read(&ckpt).unwrap();
+    let res = train_cli(&frames, &out, &["--steps", "4"]);
+    let err = stderr_of(&res);
+    assert!(!res.status.success(), "{err}");
+    assert!(
+        err.contains("tok.ckpt.safetensors")
+            && err.contains("unfinished run")
+            && err.contains("of 100000")
+            && err.contains("--resume"),
+        "{err}"
+    );
+    assert!(!err.contains("step 1/"), "refused before training: {err}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), kept);
+    // A finished checkpoint may be replaced by a new run.
+    std::fs::remove_file(&ckpt).unwrap();
+    for steps in ["2", "3"] {
+        let res = train_cli(&frames, &out, &["--steps", steps]);
+        assert!(res.status.success(), "{}", stderr_of(&res));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -134,6 +134,34 @@ impl Trainer<'_> {
     }
 }
 
+/// Refuses to start a new run (no `--resume`) over the checkpoint at `path` when it holds an
+/// unfinished one (fewer steps done than it was started for): the new run would replace it
+/// at its first checkpoint. A finished or unreadable checkpoint may be replaced.
+pub fn refuse_unfinished(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let Ok((_, header)) = SafeTensors::read_metadata(&bytes) else {
+        return Ok(());
+    };
+    let meta = header.metadata().clone().unwrap_or_default();
+    let step = meta.get("step").and_then(|s| s.parse::<usize>().ok());
+    let steps = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str::<TrainConfig>(c).ok())
+        .map(|c| c.steps);
+    match (step, steps) {
+        (Some(step), Some(steps)) if step < steps => Err(Error::checkpoint(
+            path,
+            format!(
+                "holds an unfinished run (step {step} of {steps}); continue it with --resume, \
+                 or remove the file to train anew"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `; not used there: a, b; new: c` for two lists of data items (empty when either list is
 /// unknown or they only differ in content).
 fn items_diff(there: &[String], now: &[String]) -> String {
