@@ -390,7 +390,7 @@ fn sigterm_stops_every_worker_and_keeps_what_is_done() {
         return;
     }
     let out = dir.join("out");
-    let mut child = corpus_cmd(&clips, &out)
+    let child = corpus_cmd(&clips, &out)
         .args(["--workers", "2"])
         .stderr(Stdio::piped())
         .spawn()
