@@ -161,16 +161,22 @@ fn count_lines(path: &Path) -> u64 {
 /// The model, the tokens and the element's settings, checked as the element will check them
 /// at start, so that a mistake fails before any decoding or training with an error naming
 /// the file at fault.
-pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<(), Error> {
-    let (device, dtype) = c.device.device.open()?;
+///
+/// The model comes from the cache the elements share, and is returned: while the caller
+/// holds it, the elements it starts use it instead of loading their own.
+pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<Arc<Model>, Error> {
+    c.device.device.open()?;
+    // The element's cache logs through GStreamer.
+    video::init()?;
     let tokens = Tokens::load(tokens_path)?;
-    let model = Arc::new(Model::load(&c.model, &device, dtype)?);
+    let model = gststablekeypoints::shared_model(&c.model, &c.device.device.to_string())
+        .map_err(Error::Invalid)?;
     let opts = DetectOptions {
         augmentations: c.element.pass.augmentations,
         crop: c.crop.crop.into(),
         ..Default::default()
     };
-    Detector::new(model, &tokens, opts).map_err(|e| match e {
+    Detector::new(model.clone(), &tokens, opts).map_err(|e| match e {
         Error::Invalid(m) => Error::Tokens {
             path: tokens_path.to_path_buf(),
             msg: m,
@@ -192,7 +198,7 @@ pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<(), 
         pose.regressor()
             .map_err(|e| Error::Invalid(format!("--pose {}: {e}", path.display())))?;
     }
-    Ok(())
+    Ok(model)
 }
 
 /// What the element is told for every video of a run, and which outputs it writes.
@@ -286,9 +292,10 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
             out_dir.display()
         )));
     }
-    if let Some(t) = &c.tokens {
-        check_model_and_tokens(&c, t)?;
-    }
+    let _model = match &c.tokens {
+        Some(t) => Some(check_model_and_tokens(&c, t)?),
+        None => None,
+    };
     // Fail before training when the element or the file cannot run.
     register_element()?;
     preroll(input)?;
@@ -408,14 +415,16 @@ pub fn run_video(
             .build();
         let filter = make("capsfilter")?;
         filter.set_property("caps", &caps);
-        // Encoding runs on its own thread, a few frames behind inference.
+        // The encoder gets a thread of its own (a few frames behind inference): on the
+        // element's streaming thread x264enc encoded the same frames differently from run to
+        // run (GStreamer 1.22), as if it depended on what had run on that thread before.
         let queue = make("queue")?;
         queue.set_property("max-size-buffers", 4u32);
         queue.set_property("max-size-bytes", 0u32);
         queue.set_property("max-size-time", 0u64);
         let encoder = make("x264enc")?;
         encoder.set_property_from_str("speed-preset", "veryfast");
-        let encoded = encoder_input(&encoder);
+        let encoded = count_buffers(&encoder);
         let sink = make("filesink")?;
         sink.set_property("location", temps[1].to_string_lossy().as_ref());
         chain.extend([
@@ -502,34 +511,6 @@ pub fn run_video(
         seconds: start.elapsed().as_secs_f64(),
         outputs,
     })
-}
-
-/// Counts the buffers entering the encoder, and takes the keypoints' region-of-interest metas
-/// off them: x264enc reads such metas as quantiser offsets, and with them (and the encoder on
-/// the element's thread) the same frames were encoded differently from run to run.
-fn encoder_input(encoder: &gst::Element) -> Arc<AtomicU64> {
-    let n = Arc::new(AtomicU64::new(0));
-    let counter = n.clone();
-    if let Some(pad) = encoder.static_pad("sink") {
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            if let Some(buffer) = info.buffer_mut() {
-                if buffer
-                    .meta::<gst_video::VideoRegionOfInterestMeta>()
-                    .is_some()
-                {
-                    let b = buffer.make_mut();
-                    while let Some(m) = b.meta_mut::<gst_video::VideoRegionOfInterestMeta>() {
-                        if m.remove().is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
-    n
 }
 
 /// The furthest stream time (end of a buffer) any decoded stream of `pipeline` reaches, video

@@ -255,6 +255,28 @@ fn four_shards_in_four_processes_cover_every_video_once() {
 }
 
 #[test]
+fn the_model_is_loaded_once_for_all_the_videos_of_a_run() {
+    let dir = temp_dir("one-model");
+    let Some(_) = make_corpus(&dir.join("clips"), 3, 2) else {
+        return;
+    };
+    let mut c = corpus_cmd(&dir.join("clips"), &dir.join("out"));
+    c.args(["--workers", "2"])
+        .env("GST_DEBUG", "stablekeypoints:5")
+        .env("GST_DEBUG_NO_COLOR", "1");
+    let o = run(c);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(logged(&err, "done").len(), 3, "{err}");
+    let count = |s: &str| err.lines().filter(|l| l.contains(s)).count();
+    assert_eq!(count(": loaded from disk"), 1, "{err}");
+    assert!(
+        count(": already loaded") >= 3,
+        "every element reuses it: {err}"
+    );
+}
+
+#[test]
 fn the_same_shard_twice_at_once_does_each_video_once() {
     // A replaced pod may overlap the one it replaces: the folder locks keep them apart.
     let dir = temp_dir("twice");

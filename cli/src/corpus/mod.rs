@@ -78,7 +78,8 @@ pub fn cmd_process_corpus(c: &ProcessCmd, inputs: &Path) -> Result<ExitCode, Err
     let choice = corpus::choose_shard(c.corpus.shard, c.corpus.shard_count, |k| {
         std::env::var(k).ok()
     })?;
-    check_model_and_tokens(c, tokens)?;
+    // One model for every pipeline of the run: the elements share the one held here.
+    let _model = check_model_and_tokens(c, tokens)?;
     register_element()?;
     std::fs::create_dir_all(out_dir).map_err(|e| {
         Error::Invalid(format!(
@@ -102,9 +103,6 @@ pub fn cmd_process_corpus(c: &ProcessCmd, inputs: &Path) -> Result<ExitCode, Err
         inputs.display(),
         out_dir.display()
     );
-    // One model for every pipeline of the run (the elements share what someone holds).
-    let _model = gststablekeypoints::shared_model(&c.model, &c.device.device.to_string())
-        .map_err(|e| Error::Invalid(format!("--model {}: {e}", c.model.display())))?;
     let run = Run {
         out_dir,
         job: ElementJob::new(c, tokens),
@@ -208,6 +206,7 @@ fn log(run: &Run, video: &Video, outcome: &Outcome, n: usize, total: usize) {
             *frames as f64 / seconds.max(1e-9)
         ),
         Outcome::Skipped => format!("skipped {}: done before ({DONE})", video.key),
+        Outcome::Failed { error, attempt: 0 } => format!("FAILED {}: {error}", video.key),
         Outcome::Failed { error, attempt } => format!(
             "FAILED {} (attempt {attempt} of {}): {error}",
             video.key, run.max_attempts
@@ -247,8 +246,14 @@ fn process_one(run: &Run, video: &Video) -> Outcome {
     let stamp = InputStamp::of(&video.source);
     let stamp_or_default = stamp.as_ref().copied().unwrap_or_default();
     let done: Option<Done> = corpus::read_record(&folder.join(DONE)).ok().flatten();
-    if let (Ok(s), Some(d)) = (&stamp, &done) {
-        if d.covers(s, &run.settings, &folder) {
+    if let Some(d) = &done {
+        // An input that cannot be stat'ed (gone, or a remote URI) is taken as unchanged, as
+        // corpus-status does.
+        let covered = match &stamp {
+            Ok(s) => d.covers(s, &run.settings, &folder),
+            Err(_) => d.settings == run.settings && d.outputs_present(&folder),
+        };
+        if covered {
             return Outcome::Skipped;
         }
     }

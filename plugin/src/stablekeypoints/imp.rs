@@ -355,10 +355,22 @@ pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String>
         .find(|(k, _)| *k == key)
         .and_then(|(_, w)| w.upgrade())
     {
+        gst::debug!(
+            CAT,
+            "model {} on {}: already loaded",
+            key.0.display(),
+            key.1
+        );
         return Ok(m);
     }
     let (dev, dtype) = parse_device(device)?;
     let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
+    gst::info!(
+        CAT,
+        "model {} on {}: loaded from disk",
+        key.0.display(),
+        key.1
+    );
     cache.push((key, Arc::downgrade(&model)));
     Ok(model)
 }
