@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{data, flat, rel_err};
-use stablekeypoints::model::{MapRecorder, MapSpec};
+use stablekeypoints::model::{LayerSet, MapRecorder, MapSpec};
 use stablekeypoints::ops::warp::Affine;
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::collections::HashMap;
@@ -72,7 +72,7 @@ fn check_model(name: &str) {
             Some(n) => ((zg * a).unwrap() + (n * s).unwrap()).unwrap(),
             None => (zg * a).unwrap(),
         };
-        let mut rec = MapRecorder::new(side / 2, 4, map_res, None);
+        let mut rec = MapRecorder::new(side / 2, LayerSet::first(4), map_res, None);
         c.model.unet.record(&zt, t as f64, &ctx, &mut rec).unwrap();
         let sides: Vec<i64> = g(&c, "layer_sides").to_vec1().unwrap();
         assert_eq!(
@@ -100,7 +100,7 @@ fn check_model(name: &str) {
             &ctx,
             &MapSpec {
                 timestep: t,
-                num_layers: 4,
+                layers: LayerSet::first(4),
                 map_res,
             },
             None,

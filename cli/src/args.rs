@@ -188,6 +188,7 @@ impl DetectArgs {
             noise: !self.pass.no_noise,
             crop: self.crop.crop.into(),
             weighted_peak: self.peak == Peak::Weighted,
+            ..DetectSettings::default()
         }
     }
 }
