@@ -80,18 +80,33 @@ fn make_clip_as(dir: &Path, name: &str, format: &str, encode: &[&str]) -> Option
     }
 }
 
-/// The raw format decodebin gives for `path` (to be sure a test decodes what it says).
+/// The raw format decodebin gives for `path` (to be sure a test decodes what it says), read
+/// from the first decoded sample in process: `gst-launch-1.0 -v` can reach EOS before it
+/// prints the sink's caps on a loaded machine.
 fn decoded_format(path: &Path) -> String {
-    let loc = format!("location={}", path.display());
-    let out = gst(&["-v", "filesrc", &loc, "!", "decodebin", "!", "fakesink"]).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter(|l| l.contains("GstFakeSink") && l.contains("caps = video/x-raw"))
-        .find_map(|l| {
-            let i = l.find("format=(string)")? + "format=(string)".len();
-            Some(l[i..].split([',', ' ']).next()?.to_string())
-        })
-        .unwrap_or_else(|| panic!("no decoded caps for {}: {text}", path.display()))
+    use gst::prelude::*;
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! appsink name=sink sync=false",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.pull_sample();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let sample = sample.unwrap_or_else(|e| panic!("no decoded frame in {}: {e}", path.display()));
+    let caps = sample.caps().expect("a decoded sample has caps");
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.name(), "video/x-raw", "{}: {caps}", path.display());
+    s.get::<String>("format").unwrap()
 }
 
 /// Tiny training settings: a few steps on small maps.

@@ -789,7 +789,13 @@ fn broker_outage_mid_stream_drops_and_counts_then_delivery_resumes() {
         .publish(topic, rumqttc::QoS::AtLeastOnce, false, b"end".to_vec())
         .unwrap();
     got.extend(sub.until_marker(b"end", 20).iter().map(|p| record(p)));
-    assert!(got.len() as u64 <= sent);
+    // Records in flight when the broker died count as dropped although the broker may have
+    // forwarded them before dying: at most rumqttc's in-flight window (100) of them.
+    assert!(
+        got.len() as u64 <= sent + 100,
+        "received {} records, sent {sent}",
+        got.len()
+    );
     for pair in got.windows(2) {
         assert!(pair[1].frame > pair[0].frame, "each record once, in order");
     }
