@@ -296,6 +296,7 @@ fn strategies_and_multi_subject_steps_match_pytorch() {
             ("equivariance", equi, scalar("equivariance")),
             ("loss", out.loss, scalar("loss")),
         ] {
+            eprintln!("{case}: {what} within {:.1e}", rel(a, b));
             assert!(rel(a, b) < 1e-5, "{case}: {what} {a} vs {b}");
         }
         let want = flat(t("grad"));

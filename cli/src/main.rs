@@ -6,6 +6,7 @@ mod bench;
 mod detect;
 mod eval;
 mod images;
+mod import;
 #[cfg(feature = "video")]
 mod process;
 mod progress;
@@ -49,6 +50,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Eval(c) => eval::cmd_eval(c),
         #[cfg(feature = "video")]
         Command::Process(c) => process::cmd_process(c),
+        Command::ImportTokens(c) => import::cmd_import_tokens(c),
+        Command::ImportPose(c) => import::cmd_import_pose(c),
         Command::Bench(c) => bench::cmd_bench(c),
         Command::Completions(c) => {
             clap_complete::generate(

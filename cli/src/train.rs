@@ -2,10 +2,12 @@
 //! `stablekeypoints::train`; videos are decoded by `crate::video`).
 
 use crate::args::{SeedArg, TrainArgs, TrainCmd};
-use crate::images::{is_image, ImageFiles};
+use crate::images::{is_csv, is_image, ImageFiles, LabelImages};
 use crate::progress::{duration, Progress};
 use candle_core::DType;
 use stablekeypoints::device::DeviceSpec;
+use stablekeypoints::ops::warp::AugmentRanges;
+use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::train::{
     self, checkpoint_path, Event, Outcome, RunOptions, TrainConfig, TrainData, Trainer,
 };
@@ -13,9 +15,10 @@ use stablekeypoints::{CropMode, Error, Model};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-/// A path is treated as a video when it is a file that is not a png/jpg image.
+/// A path is treated as a video when it is a file that is neither a png/jpg image nor a
+/// label CSV.
 pub fn is_video(path: &Path) -> bool {
-    path.is_file() && !is_image(path)
+    path.is_file() && !is_image(path) && !is_csv(path)
 }
 
 /// What `train` (and `process` before it runs the element) trains with.
@@ -67,11 +70,22 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     let t = job.train;
     // Image files are listed (and checked) before the model loads; a video is decoded once
     // the model input size is known.
-    let images = if is_video(job.input) {
+    let images: Option<Box<dyn TrainData>> = if is_video(job.input) {
         None
+    } else if is_csv(job.input) && job.input.is_file() {
+        Some(Box::new(LabelImages::new(
+            job.input,
+            t.max_frames,
+            job.crop,
+        )?))
     } else {
-        Some(ImageFiles::new(job.input, t.max_frames, job.crop)?)
+        Some(Box::new(ImageFiles::new(
+            job.input,
+            t.max_frames,
+            job.crop,
+        )?))
     };
+    let augment = t.augment.apply(AugmentRanges::default())?;
     // Gradients through f16 activations underflow: training computes in f32 everywhere.
     let (device, _) = job.device.open()?;
     let model = Model::load(job.model, &device, DType::F32)?;
@@ -97,9 +111,17 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         num_indices: t.num_indices,
         input_size,
         map_res: t.map_res,
+        num_layers: TrainConfig::default().num_layers,
+        layers: t.layers,
+        timestep: timestep_of_noise_level(t.noise_level)?,
+        sigma: t.sigma,
+        sharpening_weight: t.sharpening_weight,
+        equivariance_weight: t.equivariance_weight,
+        top_k_strategy: t.top_k_strategy.into(),
+        num_subjects: t.num_subjects,
+        augment,
         seed: job.seed.seed,
         flip: t.flip,
-        ..TrainConfig::default()
     };
     let opts = RunOptions {
         checkpoint: Some(checkpoint_path(out)),
@@ -108,7 +130,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     };
     let frames;
     let data: &dyn TrainData = match &images {
-        Some(d) => d,
+        Some(d) => d.as_ref(),
         None => {
             frames = video_frames(job, cfg.input_size)?;
             &frames
