@@ -393,6 +393,36 @@ fn noise_level_and_stretch_equal_the_core() {
     assert_ne!(stretch, t20, "crop-mode=stretch has no effect");
 }
 
+/// `tokens=DIR` with the reference's `embedding.pt` and `indices.pt` (written by
+/// `torch.save` in the golden script) detects as the core with that directory.
+#[test]
+fn tokens_directory_of_the_references_files() {
+    use gst_video::VideoFormat as F;
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    let (model, dir) = (data.join("tiny-sd1"), data.join("reference-tokens"));
+    let extra = format!(
+        "model={} tokens={} input-size=128",
+        model.display(),
+        dir.display()
+    );
+    let (mut hn, info) = harness(&extra, F::Rgb, 64, 48);
+    let tokens = Tokens::load(&dir).unwrap();
+    let model =
+        stablekeypoints::Model::load(&model, &candle_core::Device::Cpu, candle_core::DType::F32)
+            .unwrap();
+    let opts = DetectOptions {
+        input_size: Some(128),
+        ..Default::default()
+    };
+    let mut det = Detector::new(Arc::new(model), &tokens, opts).unwrap();
+    let input = frame_buffer(&info, 0);
+    let expected = core_detect(&mut det, &input, &info);
+    hn.push(input).unwrap();
+    let meta = read_meta(&hn.pull().unwrap());
+    assert_eq!(meta.keypoints.len(), tokens.indices.len());
+    assert_matches_core(&meta, &expected);
+}
+
 /// `device=cuda:0` (f16) reports the CPU's keypoint scores, frame by frame, in a decoder's
 /// format. Built with `--features cuda`; needs a GPU (scripts/gpu-check.sh).
 #[cfg(feature = "cuda")]
