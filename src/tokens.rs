@@ -367,11 +367,7 @@ impl Tokens {
                 TensorView::new(Dtype::I64, vec![self.indices.len()], &idx).expect("sizes match"),
             ),
         ];
-        let mut meta: std::collections::HashMap<String, String> = self
-            .extra
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut meta: BTreeMap<String, String> = self.extra.clone();
         for (k, v) in KNOWN.iter().zip([
             self.input_size,
             self.map_res,
@@ -392,8 +388,8 @@ impl Tokens {
         ] {
             meta.insert(k.to_string(), v);
         }
-        let bytes = safetensors::tensor::serialize(views, Some(meta))
-            .map_err(|e| Error::tokens(path, e.to_string()))?;
+        let bytes =
+            crate::util::safetensors_bytes(views, &meta).map_err(|e| Error::tokens(path, e))?;
         crate::util::write_atomic(path, &bytes)
     }
 }

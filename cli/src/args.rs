@@ -6,10 +6,12 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use stablekeypoints::device::DeviceSpec;
 use stablekeypoints::eval::Protocol;
+use stablekeypoints::limits;
 use stablekeypoints::model::init::TinyArch;
 use stablekeypoints::model::LayerSet;
 use stablekeypoints::ops::warp::AugmentRanges;
 use stablekeypoints::options::timestep_of_noise_level;
+use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
 use stablekeypoints::train::select::TopKStrategy;
 use stablekeypoints::train::TrainConfig;
 use stablekeypoints::{CropMode, DetectSettings, Error, Tokens};
@@ -81,12 +83,12 @@ pub fn check(matches: &ArgMatches) -> Result<(), clap::Error> {
     ))
 }
 
-/// Square sides, counts: at least 1.
-pub fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
+/// Counts with bounds (`stablekeypoints::limits`, the element's too): the error names the
+/// range, and clap adds the flag and the value.
+fn bounded(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| {
+        let n = s.trim().parse::<usize>().map_err(|e| e.to_string())?;
+        limits::check(n, min, max)
     }
 }
 
@@ -202,16 +204,16 @@ pub struct CropArg {
 #[command(next_help_heading = "Detection")]
 pub struct DetectArgs {
     /// Square model input side, a multiple of 64 for SD [default: the tokens file's]
-    #[arg(long, value_name = "S", value_parser = positive)]
+    #[arg(long, value_name = "S", value_parser = bounded(1, MAX_INPUT_SIZE))]
     pub size: Option<usize>,
     /// Attention-map resolution R [default: the tokens file's, 128 for SD]
-    #[arg(long, value_name = "R", value_parser = positive)]
+    #[arg(long, value_name = "R", value_parser = bounded(1, MAX_MAP_RES))]
     pub map_res: Option<usize>,
     /// Peak read off each map
     #[arg(long, value_enum, value_name = "MODE", default_value_t = Peak::Argmax)]
     pub peak: Peak,
     /// Test-time augmentation passes [default: 1 = none; eval: 10, every pass a random warp]
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = bounded(1, limits::MAX_AUGMENTATIONS))]
     pub augmentations: Option<usize>,
     /// Zero DDIM noise instead of seeded noise (deterministic per image)
     #[arg(long)]
@@ -236,7 +238,8 @@ pub struct DetectArgs {
 #[derive(Args, Clone, Debug)]
 pub struct PassArgs {
     /// Test-time augmentation passes (1 = none)
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = positive)]
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = bounded(1, limits::MAX_AUGMENTATIONS))]
     pub augmentations: usize,
     /// Zero DDIM noise instead of seeded noise (deterministic per image)
     #[arg(long)]
@@ -340,11 +343,16 @@ pub struct InitModelCmd {
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
     /// Token embeddings in the tokens file [default: 100, 500 for sd15/sd21]
-    #[arg(long, visible_alias = "tokens", value_name = "N", value_parser = positive)]
+    #[arg(long, visible_alias = "tokens", value_name = "N",
+          value_parser = bounded(1, limits::MAX_NUM_TOKENS))]
     pub num_tokens: Option<usize>,
     /// Keypoint tokens in the tokens file
-    #[arg(long, visible_alias = "keypoints", value_name = "K", default_value_t = 10, value_parser = positive)]
+    #[arg(long, visible_alias = "keypoints", value_name = "K", default_value_t = 10,
+          value_parser = bounded(1, limits::MAX_NUM_KEYPOINTS))]
     pub num_keypoints: usize,
+    /// Write into a --out folder that is not empty (replacing its model and tokens files)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -403,31 +411,38 @@ fn train_defaults() -> TrainConfig {
 #[command(next_help_heading = "Training")]
 pub struct TrainArgs {
     /// Optimiser steps
-    #[arg(long, value_name = "N", default_value_t = train_defaults().steps)]
+    #[arg(long, value_name = "N", default_value_t = train_defaults().steps,
+          value_parser = bounded(1, limits::MAX_STEPS))]
     pub steps: usize,
     /// Images per step (gradient accumulation)
-    #[arg(long, value_name = "B", default_value_t = train_defaults().batch_size, value_parser = positive)]
+    #[arg(long, value_name = "B", default_value_t = train_defaults().batch_size,
+          value_parser = bounded(1, limits::MAX_TRAIN_BATCH_SIZE))]
     pub batch_size: usize,
     /// Adam learning rate
     #[arg(long, value_name = "LR", default_value_t = train_defaults().lr)]
     pub lr: f64,
     /// N, the token embeddings learned
-    #[arg(long, value_name = "N", default_value_t = train_defaults().num_tokens, value_parser = positive)]
+    #[arg(long, value_name = "N", default_value_t = train_defaults().num_tokens,
+          value_parser = bounded(1, limits::MAX_NUM_TOKENS))]
     pub num_tokens: usize,
     /// K, the keypoints kept
-    #[arg(long, value_name = "K", default_value_t = train_defaults().num_keypoints, value_parser = positive)]
+    #[arg(long, value_name = "K", default_value_t = train_defaults().num_keypoints,
+          value_parser = bounded(1, limits::MAX_NUM_KEYPOINTS))]
     pub num_keypoints: usize,
     /// Gaussian-KL candidates per image
-    #[arg(long, value_name = "N", default_value_t = train_defaults().num_candidates, value_parser = positive)]
+    #[arg(long, value_name = "N", default_value_t = train_defaults().num_candidates,
+          value_parser = bounded(1, limits::MAX_NUM_TOKENS))]
     pub num_candidates: usize,
     /// Images in the final vote
-    #[arg(long, value_name = "N", default_value_t = train_defaults().num_indices, value_parser = positive)]
+    #[arg(long, value_name = "N", default_value_t = train_defaults().num_indices,
+          value_parser = bounded(1, limits::MAX_NUM_INDICES))]
     pub num_indices: usize,
     /// Square model input side [default: the model's native size]
-    #[arg(long, value_name = "S", value_parser = positive)]
+    #[arg(long, value_name = "S", value_parser = bounded(1, MAX_INPUT_SIZE))]
     pub size: Option<usize>,
     /// Attention-map resolution R
-    #[arg(long, value_name = "R", default_value_t = train_defaults().map_res, value_parser = positive)]
+    #[arg(long, value_name = "R", default_value_t = train_defaults().map_res,
+          value_parser = bounded(1, MAX_MAP_RES))]
     pub map_res: usize,
     /// The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0 (-1 = the last, t = 0); recorded in the tokens file
     #[arg(long, value_name = "I", default_value_t = -1, allow_negative_numbers = true, value_parser = noise_level)]
@@ -448,7 +463,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, value_name = "S", default_value_t = Strategy::Gaussian)]
     pub top_k_strategy: Strategy,
     /// Subjects per image: peaks per map in the Gaussian ranking and the sharpening targets
-    #[arg(long, value_name = "N", default_value_t = train_defaults().num_subjects, value_parser = positive)]
+    #[arg(long, value_name = "N", default_value_t = train_defaults().num_subjects, value_parser = bounded(1, limits::MAX_NUM_SUBJECTS))]
     pub num_subjects: usize,
     #[command(flatten)]
     pub augment: AugmentArgs,
@@ -456,13 +471,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub flip: bool,
     /// Write the checkpoint every N steps and after the last (0 = only after the last)
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = bounded(0, limits::MAX_STEPS))]
     pub checkpoint_every: usize,
     /// Continue from the checkpoint next to the output
     #[arg(long)]
     pub resume: bool,
     /// Images kept, spread uniformly over the sorted list or the video [default: all images; 300 frames of a video]
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = bounded(1, limits::MAX_FRAMES))]
     pub max_frames: Option<usize>,
 }
 
@@ -662,7 +677,7 @@ pub struct ImportTokensCmd {
     #[arg(long, value_name = "TOKENS.safetensors")]
     pub out: PathBuf,
     /// The reference's --feature_upsample_res
-    #[arg(long, value_name = "R", default_value_t = 128, value_parser = positive)]
+    #[arg(long, value_name = "R", default_value_t = 128, value_parser = bounded(1, MAX_MAP_RES))]
     pub map_res: usize,
     /// The reference's --noise_level
     #[arg(long, value_name = "I", default_value_t = -1, allow_negative_numbers = true, value_parser = noise_level)]
@@ -730,16 +745,17 @@ pub struct BenchCmd {
     #[arg(long, value_name = "FILE", conflicts_with = "conv")]
     pub tokens: Option<PathBuf>,
     /// Square model input side [default: the tokens file's]
-    #[arg(long, value_name = "S", value_parser = positive, conflicts_with = "conv")]
+    #[arg(long, value_name = "S", value_parser = bounded(1, MAX_INPUT_SIZE), conflicts_with = "conv")]
     pub size: Option<usize>,
     /// Attention-map resolution [default: the tokens file's]
-    #[arg(long, value_name = "R", value_parser = positive, conflicts_with = "conv")]
+    #[arg(long, value_name = "R", value_parser = bounded(1, MAX_MAP_RES), conflicts_with = "conv")]
     pub map_res: Option<usize>,
     /// Timed runs after the warm-up
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive)]
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = bounded(1, limits::MAX_RUNS))]
     pub runs: usize,
     /// Frames per forward pass
-    #[arg(long, value_name = "B", default_value_t = 1, value_parser = positive, conflicts_with = "conv")]
+    #[arg(long, value_name = "B", default_value_t = 1,
+          value_parser = bounded(1, limits::MAX_BATCH_SIZE), conflicts_with = "conv")]
     pub batch: usize,
     /// Compute device: cpu (f32) or cuda:N (f16)
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = device, conflicts_with = "conv")]

@@ -5,6 +5,7 @@ use crate::args::{EvalCmd, MetricName};
 use crate::detect::detector;
 use crate::progress::Progress;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
+use stablekeypoints::util::check_output_file;
 use stablekeypoints::{Error, Model, Tokens};
 use std::sync::Arc;
 
@@ -102,6 +103,10 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
         }
         None => Vec::new(),
     };
+
+    if let Some(p) = &c.save_regressor {
+        check_output_file(p, "--save-regressor")?;
+    }
 
     let (device, dtype) = c.detect.device.device.open()?;
     let tokens_path = c.model.tokens_path();

@@ -6,23 +6,9 @@ use stablekeypoints::train::{Fnv, TrainData};
 use stablekeypoints::{CropMode, Error, FrameRef, PixelFormat};
 use std::path::{Path, PathBuf};
 
+/// An image file decoded upright (EXIF orientation applied), as RGB8.
 pub fn read_image(path: &Path) -> Result<image::RgbImage, Error> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
-        .with_guessed_format()
-        .map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
-        .decode()
-        .map_err(|e| Error::Image {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    Ok(img.to_rgb8())
+    stablekeypoints::imagefile::read_rgb(path)
 }
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -68,14 +54,21 @@ fn find_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Image files decoded on demand (a step costs far more than a decode).
+/// Image files, each decoded once up front to check it, then on demand (a step costs far
+/// more than a decode).
 pub struct ImageFiles {
     paths: Vec<PathBuf>,
+    /// `paths` relative to the input folder: the data set's identity in checkpoints.
+    names: Vec<String>,
     crop: CropMode,
     fingerprint: String,
 }
 
 impl ImageFiles {
+    /// Lists the images of `input`, decodes each one to check it (those that do not decode
+    /// are skipped and listed on stderr; none left is an error naming them), then keeps
+    /// `max_frames` of the good ones. The data set is identified by the files kept, so a
+    /// checkpoint still resumes after a skipped file is removed.
     pub fn new(input: &Path, max_frames: Option<usize>, crop: CropMode) -> Result<Self, Error> {
         let mut paths = Vec::new();
         if input.is_dir() {
@@ -102,23 +95,75 @@ impl ImageFiles {
                 input.display()
             )));
         }
+        let listed = paths.len();
+        let mut skipped = Vec::new();
+        let (mut smallest, mut largest) = ((u32::MAX, u32::MAX), (0, 0));
+        paths.retain(|p| match read_image(p) {
+            Ok(img) => {
+                let d = img.dimensions();
+                if d.0 as u64 * d.1 as u64 > largest.0 as u64 * largest.1 as u64 {
+                    largest = d;
+                }
+                if (d.0 as u64 * d.1 as u64) < smallest.0 as u64 * smallest.1 as u64 {
+                    smallest = d;
+                }
+                true
+            }
+            Err(e) => {
+                skipped.push(e.to_string());
+                false
+            }
+        });
+        if paths.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: none of the {listed} images can be read: {}",
+                input.display(),
+                skipped.join("; ")
+            )));
+        }
+        eprintln!(
+            "checked {listed} images in {}: {} readable ({}x{} to {}x{}){}",
+            input.display(),
+            paths.len(),
+            smallest.0,
+            smallest.1,
+            largest.0,
+            largest.1,
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", {} skipped:", skipped.len())
+            }
+        );
+        for s in &skipped {
+            eprintln!("  skipped {s}");
+        }
         if let Some(m) = max_frames.filter(|&m| m > 0 && m < paths.len()) {
             paths = spread(paths.len(), m)
                 .into_iter()
                 .map(|j| paths[j].clone())
                 .collect();
         }
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                p.strip_prefix(input)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
         let mut h = Fnv::new();
         h.write(format!("{crop:?}").as_bytes());
-        for p in &paths {
-            let rel = p.strip_prefix(input).unwrap_or(p);
-            h.write(rel.to_string_lossy().as_bytes());
+        for (p, name) in paths.iter().zip(&names) {
+            h.write(name.as_bytes());
             let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
             h.write(&len.to_le_bytes());
         }
         let fingerprint = format!("{} images, {}", paths.len(), h.hex());
         Ok(Self {
             paths,
+            names,
             crop,
             fingerprint,
         })
@@ -137,6 +182,9 @@ impl TrainData for ImageFiles {
     }
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+    fn items(&self) -> Vec<String> {
+        self.names.clone()
     }
 }
 

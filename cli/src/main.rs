@@ -8,6 +8,8 @@ mod eval;
 mod images;
 mod import;
 #[cfg(feature = "video")]
+mod interrupt;
+#[cfg(feature = "video")]
 mod process;
 mod progress;
 mod train;
@@ -37,6 +39,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            // Stopped by a signal: the shell's convention, 128 + its number.
+            #[cfg(feature = "video")]
+            if let Some(sig) = interrupt::received() {
+                return ExitCode::from((128 + sig) as u8);
+            }
             ExitCode::FAILURE
         }
     }
@@ -66,9 +73,35 @@ fn run(cli: Cli) -> Result<(), Error> {
 }
 
 fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {
+    let out = &c.out;
+    if out.exists() && !out.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--out {}: is a file, not a folder",
+            out.display()
+        )));
+    }
+    // A downloaded model must not be replaced by random weights by mistake.
+    let held: Vec<String> = std::fs::read_dir(out)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !held.is_empty() && !c.force {
+        let mut held = held;
+        held.sort();
+        held.truncate(4);
+        return Err(Error::Invalid(format!(
+            "--out {}: the folder is not empty (it holds {}); choose an empty or new folder, \
+             or add --force to replace the model and tokens files in it",
+            out.display(),
+            held.join(", ")
+        )));
+    }
     let big = matches!(c.arch, args::Arch::Sd15 | args::Arch::Sd21);
     let n = c.num_tokens.unwrap_or(if big { 500 } else { 100 });
-    init_model(&c.out, c.arch.into(), c.seed, n, c.num_keypoints)?;
-    println!("wrote {:?} model and tokens to {}", c.arch, c.out.display());
+    init_model(out, c.arch.into(), c.seed, n, c.num_keypoints)?;
+    println!("wrote {:?} model and tokens to {}", c.arch, out.display());
     Ok(())
 }

@@ -12,12 +12,16 @@
 //! `SKP_PLUGIN_PATH` loads another build of it instead.
 
 use crate::args::ProcessCmd;
+use crate::interrupt;
 use crate::progress::Progress;
 use crate::train::{self, TrainJob};
 use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
 use gst::prelude::*;
-use stablekeypoints::{CropMode, Error};
+use stablekeypoints::util::StagedOutputs;
+use stablekeypoints::{CropMode, DetectOptions, Detector, Error, Model, Tokens};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Environment variable naming another build of the plugin: the `.so` itself or a folder
@@ -69,10 +73,21 @@ struct Stream {
 }
 
 impl Stream {
+    /// How far short of the declared duration decoding may end: 1.5 frames (the last frame's
+    /// rounding), 50 ms without a frame rate.
+    fn slack(&self) -> gst::ClockTime {
+        match self.fps {
+            Some((n, d)) => gst::ClockTime::from_nseconds(1_500_000_000 * d / n.max(1)),
+            None => gst::ClockTime::from_mseconds(50),
+        }
+    }
+
     /// Frames in `t` of video, when the frame rate is known.
     fn frames_in(&self, t: gst::ClockTime) -> Option<u64> {
         let (n, d) = self.fps?;
-        Some((t.nseconds() as u128 * n as u128 / (d as u128 * 1_000_000_000)) as u64)
+        // Nearest: durations are rounded to nanoseconds.
+        let den = d as u128 * 1_000_000_000;
+        Some(((t.nseconds() as u128 * n as u128 + den / 2) / den) as u64)
     }
 }
 
@@ -133,17 +148,32 @@ fn preroll(path: &Path) -> Result<Stream, Error> {
     result
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .unwrap_or(0)
 }
 
-fn count_lines(path: &Path) -> usize {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
+/// The model, the tokens and the element's settings, checked as the element will check them
+/// at start, so that a mistake fails before any decoding or training with an error naming
+/// the file at fault.
+fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<(), Error> {
+    let (device, dtype) = c.device.device.open()?;
+    let tokens = Tokens::load(tokens_path)?;
+    let model = Arc::new(Model::load(&c.model, &device, dtype)?);
+    let opts = DetectOptions {
+        augmentations: c.element.pass.augmentations,
+        crop: c.crop.crop.into(),
+        ..Default::default()
+    };
+    Detector::new(model, &tokens, opts).map_err(|e| match e {
+        Error::Invalid(m) => Error::Tokens {
+            path: tokens_path.to_path_buf(),
+            msg: m,
+        },
+        e => e,
+    })?;
+    Ok(())
 }
 
 pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
@@ -161,19 +191,46 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
         });
     }
     let crop: CropMode = c.crop.crop.into();
+    // Everything that can be checked is checked before any decoding or training: the output
+    // folder, the model and the tokens; the outputs are written under temporary names and
+    // renamed into place only once complete, so that a failure leaves earlier results as
+    // they were.
+    let out_dir = &c.out_dir;
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--out-dir {}: is a file, not a folder",
+            out_dir.display()
+        )));
+    }
+    if let Some(t) = &c.tokens {
+        check_model_and_tokens(&c, t)?;
+    }
     // Fail before training when the element or the file cannot run.
     register_element()?;
     let stream = preroll(input)?;
-    std::fs::create_dir_all(&c.out_dir).map_err(|e| io_err(&c.out_dir, e))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        Error::Invalid(format!(
+            "--out-dir {}: cannot create it: {e}",
+            out_dir.display()
+        ))
+    })?;
+    let jsonl = out_dir.join("keypoints.jsonl");
+    let mp4 = out_dir.join("annotated.mp4");
+    let mut staged = StagedOutputs::new();
+    let jsonl_tmp = staged.stage(&jsonl, "--out-dir")?;
+    let mp4_tmp = staged.stage(&mp4, "--out-dir")?;
 
     let tokens = match &c.tokens {
         Some(t) => t.clone(),
         None => {
-            let out = c.out_dir.join("tokens.safetensors");
+            // Written (atomically) as soon as training ends: a complete result of its own,
+            // kept even if the pipeline then fails.
+            let out = out_dir.join("tokens.safetensors");
             train::run(&TrainJob {
                 model: &c.model,
                 input,
                 out: &out,
+                out_flag: "--out-dir",
                 train: &c.train,
                 seed: &c.seed,
                 crop,
@@ -183,18 +240,11 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
         }
     };
 
-    let jsonl = c.out_dir.join("keypoints.jsonl");
-    let mp4 = c.out_dir.join("annotated.mp4");
-    for p in [&jsonl, &mp4] {
-        if p.exists() {
-            std::fs::remove_file(p).map_err(|e| io_err(p, e))?;
-        }
-    }
     let element = make("stablekeypoints")?;
     let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
     path_prop("model", &c.model);
     path_prop("tokens", &tokens);
-    path_prop("json-location", &jsonl);
+    path_prop("json-location", &jsonl_tmp);
     element.set_property_from_str(
         "crop-mode",
         match crop {
@@ -221,9 +271,12 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     let encoder = make("x264enc")?;
     encoder.set_property_from_str("speed-preset", "veryfast");
     let sink = make("filesink")?;
-    sink.set_property("location", mp4.to_string_lossy().as_ref());
+    sink.set_property("location", mp4_tmp.to_string_lossy().as_ref());
+    let first = make("videoconvert")?;
+    let decoded = count_buffers(&first);
+    let encoded = count_buffers(&encoder);
     let chain = [
-        make("videoconvert")?,
+        first,
         element,
         make("videoconvert")?,
         make("videoscale")?,
@@ -234,19 +287,49 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     ];
     let refs: Vec<&gst::Element> = chain.iter().collect();
     let (pipeline, _) = video::decoding_pipeline(input, &refs)?;
+    let reached = stream_ends(&pipeline);
     let total = stream.duration.and_then(|d| stream.frames_in(d));
+    // From here on SIGINT/SIGTERM stop the pipeline; the temporary files are then removed.
+    let armed = interrupt::Armed::new();
     eprintln!(
         "running {} frames of {} through the stablekeypoints element",
         total.map_or("the".to_string(), |n| n.to_string()),
         input.display()
     );
     let start = Instant::now();
-    let result = run(&pipeline, input, &stream, total, start);
+    let result = run(&pipeline, input, &stream, total, &decoded, start);
     let _ = pipeline.set_state(gst::State::Null);
+    drop(armed);
     result?;
-    let n = count_lines(&jsonl);
+    // Success only when the file was decoded to the end it declares, and every decoded
+    // frame has its line and its encoded frame.
+    let decoded = decoded.load(Ordering::SeqCst);
+    let encoded = encoded.load(Ordering::SeqCst);
+    let lines = count_lines(&jsonl_tmp);
+    let reached = gst::ClockTime::from_nseconds(reached.load(Ordering::SeqCst));
+    if let Some(declared) = stream.duration.filter(|&d| reached + stream.slack() < d) {
+        return Err(file_error(
+            input,
+            format!(
+                "decoding ended at {:.3} s of the {:.3} s the file declares, after {decoded} \
+                 frames (truncated or damaged?); nothing was written to {}",
+                reached.nseconds() as f64 / 1e9,
+                declared.nseconds() as f64 / 1e9,
+                out_dir.display()
+            ),
+        ));
+    }
+    if lines != decoded || encoded != decoded {
+        return Err(Error::Invalid(format!(
+            "the pipeline stopped early: {decoded} frames decoded from {}, but {lines} keypoint \
+             lines and {encoded} annotated frames written; nothing was written to {}",
+            input.display(),
+            out_dir.display()
+        )));
+    }
+    staged.commit()?;
     eprintln!(
-        "wrote {} ({n} frames) and {} in {:.1} s",
+        "wrote {} ({lines} frames) and {} in {:.1} s",
         jsonl.display(),
         mp4.display(),
         start.elapsed().as_secs_f64()
@@ -254,13 +337,64 @@ pub fn cmd_process(c: ProcessCmd) -> Result<(), Error> {
     Ok(())
 }
 
-/// Plays the pipeline to EOS with progress: frames done of total, from the pipeline's
-/// position and duration.
+/// The furthest stream time (end of a buffer) any decoded stream of `pipeline` reaches, video
+/// or not: the container's duration is that of its longest stream (an audio track may
+/// outlast the video), so a file is cut short only when no stream reaches that end.
+fn stream_ends(pipeline: &gst::Pipeline) -> Arc<AtomicU64> {
+    let end = Arc::new(AtomicU64::new(0));
+    let decodebins = pipeline
+        .children()
+        .into_iter()
+        .filter(|e| e.factory().is_some_and(|f| f.name().ends_with("decodebin")));
+    for decode in decodebins {
+        let end = end.clone();
+        decode.connect_pad_added(move |_, pad| {
+            let end = end.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(buffer) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let Some(pts) = buffer.pts() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let stop = pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO);
+                let stream_time = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|ev| {
+                        ev.segment()
+                            .downcast_ref::<gst::ClockTime>()
+                            .and_then(|s| s.to_stream_time(stop))
+                    })
+                    .unwrap_or(stop);
+                end.fetch_max(stream_time.nseconds(), Ordering::SeqCst);
+                gst::PadProbeReturn::Ok
+            });
+        });
+    }
+    end
+}
+
+/// Counts the buffers entering `element`'s sink pad.
+fn count_buffers(element: &gst::Element) -> Arc<AtomicU64> {
+    let n = Arc::new(AtomicU64::new(0));
+    let counter = n.clone();
+    if let Some(pad) = element.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    n
+}
+
+/// Plays the pipeline to EOS with progress (frames decoded of the total), or stops it at
+/// SIGINT/SIGTERM.
 fn run(
     pipeline: &gst::Pipeline,
     input: &Path,
     stream: &Stream,
     total: Option<u64>,
+    decoded: &AtomicU64,
     start: Instant,
 ) -> Result<(), Error> {
     let what = "the stablekeypoints pipeline failed";
@@ -268,8 +402,14 @@ fn run(
     let bus = pipeline.bus().expect("a pipeline has a bus");
     let mut bar = Progress::new(total.unwrap_or(0), "frame {pos}/{len} [{bar:30}] {eta}");
     loop {
+        if let Some(sig) = interrupt::received() {
+            return Err(Error::Invalid(format!(
+                "interrupted by {}: stopped the pipeline; the earlier outputs are unchanged",
+                interrupt::name(sig)
+            )));
+        }
         let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(200),
+            gst::ClockTime::from_mseconds(100),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
         match msg.as_ref().map(|m| m.view()) {
@@ -280,11 +420,11 @@ fn run(
                 ))
             }
             Some(_) => {
-                if let Some(t) = total {
-                    bar.set(t, "", true, || {
-                        format!("frame {t}/{t} ({:.0} s)", start.elapsed().as_secs_f64())
-                    });
-                }
+                let done = decoded.load(Ordering::SeqCst);
+                bar.set(done, "", true, || {
+                    let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                    format!("frame {done}{of} ({:.0} s)", start.elapsed().as_secs_f64())
+                });
                 break;
             }
             None => {

@@ -11,6 +11,7 @@ use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::train::{
     self, checkpoint_path, Event, Outcome, RunOptions, TrainConfig, TrainData, Trainer,
 };
+use stablekeypoints::util::{available_memory, check_output_file, human_bytes};
 use stablekeypoints::{CropMode, Error, Model};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -26,6 +27,8 @@ pub struct TrainJob<'a> {
     pub model: &'a Path,
     pub input: &'a Path,
     pub out: &'a Path,
+    /// The flag that named `out` (`--out`, or `--out-dir` for `process`), for errors.
+    pub out_flag: &'static str,
     pub train: &'a TrainArgs,
     pub seed: &'a SeedArg,
     pub crop: CropMode,
@@ -37,6 +40,7 @@ pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
         model: &c.model,
         input: &c.input,
         out: &c.out,
+        out_flag: "--out",
         train: &c.train,
         seed: &c.seed,
         crop: c.crop.crop.into(),
@@ -58,16 +62,33 @@ fn video_frames(job: &TrainJob, _size: usize) -> Result<ImageFiles, Error> {
     )))
 }
 
+/// The largest buffers of a step, the all-token maps of an image pair (`[2, N, R, R]` f32 on
+/// the device, its host copy and the selection's working copy), must fit in memory.
+fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
+    let (n, r) = (cfg.num_tokens as u64, cfg.map_res as u64);
+    let need = 3 * 2 * n * r * r * 4;
+    match available_memory() {
+        Some(avail) if need > avail => Err(Error::Invalid(format!(
+            "--num-tokens {n} with --map-res {r}: a step holds about {} of attention maps \
+             (2 images x N x R x R floats, 3 copies), more than the {} of memory available; \
+             lower either",
+            human_bytes(need),
+            human_bytes(avail)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(job: &TrainJob) -> Result<(), Error> {
     let out = job.out;
-    // Made before hours of training, so that a bad --out fails now, not at the checkpoint.
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
+    // Checked (and its folder made) before hours of training, so that a bad --out fails
+    // now, not when the result is written.
+    check_output_file(out, job.out_flag)?;
+    check_output_file(&checkpoint_path(out), job.out_flag)?;
     let t = job.train;
+    if !t.resume {
+        train::checkpoint::refuse_unfinished(&checkpoint_path(out))?;
+    }
     // Image files are listed (and checked) before the model loads; a video is decoded once
     // the model input size is known.
     let images: Option<Box<dyn TrainData>> = if is_video(job.input) {
@@ -123,6 +144,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         seed: job.seed.seed,
         flip: t.flip,
     };
+    check_memory(&cfg)?;
     let opts = RunOptions {
         checkpoint: Some(checkpoint_path(out)),
         checkpoint_every: t.checkpoint_every,

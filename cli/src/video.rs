@@ -12,6 +12,7 @@ use crate::progress::Progress;
 use gst::prelude::*;
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{Fnv, TrainData};
+use stablekeypoints::util::{available_memory, human_bytes};
 use stablekeypoints::{CropMode, Error, FrameRef, PixelFormat};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -449,6 +450,18 @@ impl VideoFrames {
         let scale = (size as f64 / side).min(1.0);
         let width = ((dw * scale).round() as usize).max(1);
         let height = ((dh * scale).round() as usize).max(1);
+        // The kept frames stay in memory (RGBA): they must fit.
+        let need = indices.len() as u64 * (width * height * 4) as u64;
+        if let Some(avail) = available_memory().filter(|&a| need > a / 2) {
+            return Err(Error::Invalid(format!(
+                "--max-frames {}: {} frames of {width}x{height} RGBA take {}, more than half of \
+                 the {} of memory available; keep fewer frames",
+                indices.len(),
+                indices.len(),
+                human_bytes(need),
+                human_bytes(avail)
+            )));
+        }
         let frames = decode_frames(path, width, height, &indices, info.frames)?;
         let indices = indices[..frames.len()].to_vec();
         let mut h = Fnv::new();

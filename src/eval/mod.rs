@@ -91,29 +91,19 @@ impl Sample {
     }
 }
 
-/// Decodes an image file to RGB8.
-pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::Image {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    Ok(img.to_rgb8())
-}
+/// Decodes an image file to RGB8, upright (EXIF orientation applied).
+pub use crate::imagefile::read_rgb;
 
-/// The model input of one row's image (`[3, size, size]` in [0, 1]) and its fit,
-/// multiplied by the row's foreground mask when it names one (as the reference's Human3.6M
-/// loader). A missing or unreadable image or mask is an error naming it and its CSV line.
+/// The model input of one row's image (`[3, size, size]` in [0, 1], multiplied by the row's
+/// foreground mask when it names one, as the reference's Human3.6M loader), its fit, and its
+/// item key (a hash of its pixels, [`crate::detect::content_key`]). A missing or unreadable
+/// image or mask is an error naming it and its CSV line.
 pub fn row_input(
     set: &LabelSet,
     row: &LabelRow,
     size: usize,
     crop: CropMode,
-) -> Result<(Vec<f32>, Fit)> {
+) -> Result<(Vec<f32>, Fit, u64)> {
     let at = |msg: String| {
         Error::Invalid(format!(
             "{}:{}: {}: {msg}",
@@ -141,7 +131,7 @@ pub fn row_input(
         })?;
         apply_mask(&mut input, &plane)?;
     }
-    Ok((input, fit))
+    Ok((input, fit, crate::detect::content_key(w, h, img.as_raw())))
 }
 
 /// Detects the keypoints of every image of `set`, in order, each multiplied by its mask
@@ -154,7 +144,10 @@ pub fn detect_set(
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::with_capacity(set.rows.len());
     for (i, row) in set.rows.iter().enumerate() {
-        let (input, fit) = row_input(set, row, det.input_size(), det.options().crop)?;
+        let (input, fit, key) = row_input(set, row, det.input_size(), det.options().crop)?;
+        // Noise and warps per image, so that neither the CSV order nor the other rows
+        // change an image's keypoints.
+        det.set_item_key(key);
         let d = det.detect_prepared(input, &fit)?;
         out.push(Sample {
             image: row.image.clone(),
@@ -181,12 +174,12 @@ fn masked_plane(
     size: usize,
     crop: CropMode,
 ) -> std::result::Result<Vec<f32>, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| format!("cannot read image: {e}"))?
+    let img = crate::imagefile::read_upright(path)
+        .map_err(|e| match e {
+            Error::Io { source, .. } => source.to_string(),
+            Error::Image { msg, .. } => format!("cannot read image: {msg}"),
+            e => e.to_string(),
+        })?
         .to_luma8();
     if (img.width() as usize, img.height() as usize) != (w, h) {
         return Err(format!(

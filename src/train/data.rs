@@ -20,6 +20,11 @@ pub trait TrainData {
     fn fingerprint(&self) -> String {
         format!("{} images", self.len())
     }
+    /// Names of the items used (e.g. image files), recorded in checkpoints so that a refused
+    /// resume can say which ones differ; empty when the items have no names.
+    fn items(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Images already at the model input size, held in memory.

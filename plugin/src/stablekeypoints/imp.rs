@@ -61,7 +61,8 @@ const DEFAULT_RADIUS: u32 = 0;
 const DEFAULT_LINE_WIDTH: u32 = 0;
 const DEFAULT_POST_MESSAGES: bool = false;
 const DEFAULT_BATCH_SIZE: u32 = 1;
-const MAX_BATCH_SIZE: u32 = 64;
+const MAX_BATCH_SIZE: u32 = stablekeypoints::limits::MAX_BATCH_SIZE as u32;
+const MAX_AUGMENTATIONS: u32 = stablekeypoints::limits::MAX_AUGMENTATIONS as u32;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
 const DEFAULT_INFERENCE_DELAY_MS: u32 = 0;
 
@@ -228,6 +229,8 @@ impl Stats {
 struct Pending {
     buffer: gst::Buffer,
     index: u64,
+    /// Item key of its noise: frames since the start or the last flush.
+    key: u64,
     late: bool,
     /// In the batch; otherwise only waiting behind it.
     infer: bool,
@@ -300,6 +303,8 @@ struct State {
     queued: Option<(gst::Buffer, bool)>,
     smoother: KeypointSmoother,
     next_index: u64,
+    /// Frames since the start or the last flush: the next frame's noise key.
+    next_key: u64,
 }
 
 /// The `json-location` file.
@@ -589,6 +594,7 @@ impl StableKeypoints {
     fn infer(
         &self,
         buffers: &[&gst::BufferRef],
+        keys: &[u64],
         info: &gst_video::VideoInfo,
     ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
         let (mut detector, delay) = {
@@ -610,7 +616,9 @@ impl StableKeypoints {
                         .iter()
                         .map(|f| frame_ref(f, info))
                         .collect::<Result<Vec<_>, _>>()?;
-                    return detector.detect_frames(&frames).map_err(|e| e.to_string());
+                    return detector
+                        .detect_frames_keyed(&frames, keys)
+                        .map_err(|e| e.to_string());
                 };
                 let stride = to_rgb.stride();
                 let rgb = to_rgb
@@ -622,7 +630,9 @@ impl StableKeypoints {
                     .map(|p| FrameRef::packed(CORE_FORMAT, w, h, p.as_slice(), stride))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| e.to_string())?;
-                detector.detect_frames(&frames).map_err(|e| e.to_string())
+                detector
+                    .detect_frames_keyed(&frames, keys)
+                    .map_err(|e| e.to_string())
             });
         std::thread::sleep(delay.saturating_mul(buffers.len() as u32));
         let elapsed = started.elapsed();
@@ -735,6 +745,8 @@ impl StableKeypoints {
             }
             let index = state.next_index;
             state.next_index += 1;
+            let key = state.next_key;
+            state.next_key += 1;
             let due = state.schedule.due(s.inference_interval as u64);
             let infer = due && !late;
             if infer {
@@ -757,6 +769,7 @@ impl StableKeypoints {
             let frame = Pending {
                 buffer,
                 index,
+                key,
                 late,
                 infer,
             };
@@ -795,10 +808,11 @@ impl StableKeypoints {
             .filter(|f| f.infer)
             .map(|f| f.buffer.as_ref())
             .collect();
+        let keys: Vec<u64> = frames.iter().filter(|f| f.infer).map(|f| f.key).collect();
         let mut keypoints = if buffers.is_empty() {
             Vec::new()
         } else {
-            self.infer(&buffers, &info)?
+            self.infer(&buffers, &keys, &info)?
         }
         .into_iter();
         let mut st = lock(&self.state);
@@ -1234,6 +1248,7 @@ impl StableKeypoints {
             queued: None,
             smoother: KeypointSmoother::default(),
             next_index: 0,
+            next_key: 0,
         };
         Ok((state, warmup, json))
     }
@@ -1287,13 +1302,13 @@ impl ObjectImpl for StableKeypoints {
                     .nick("Augmentations")
                     .blurb("Test-time augmentation passes per inference (1 = none)")
                     .minimum(1)
-                    .maximum(64)
+                    .maximum(MAX_AUGMENTATIONS)
                     .default_value(DEFAULT_AUGMENTATIONS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("seed")
                     .nick("Seed")
-                    .blurb("Seed of the diffusion noise and of the augmentation warps")
+                    .blurb("Seed of the diffusion noise and of the augmentation warps (per frame: the seed and the frame's index since the start or the last flush)")
                     .default_value(DEFAULT_SEED)
                     .mutable_ready()
                     .build(),
@@ -1673,6 +1688,7 @@ impl BaseTransformImpl for StableKeypoints {
                     state.smoother.reset();
                     state.schedule.reset();
                     state.last = None;
+                    state.next_key = 0;
                 }
                 *lock(&self.earliest) = None;
             }
