@@ -12,10 +12,10 @@
 use crate::error::{Error, Result};
 use crate::frame::{to_model_input, CropMode, Fit, FrameRef};
 use crate::keypoints::{argmax_peak, weighted_peak, MapPeak};
-use crate::model::{Context, MapSpec, Model};
+use crate::model::{Context, LayerSet, MapSpec, Model};
 use crate::ops::resample::{resize, Interp};
 use crate::ops::rng::{mix64, Rng};
-use crate::ops::warp::{warp, Affine, SamplePlan};
+use crate::ops::warp::{warp, Affine, AugmentRanges, SamplePlan};
 use crate::tokens::{Tokens, MAX_INPUT_SIZE, MAX_MAP_RES};
 use crate::util::Fnv;
 use candle_core::{DType, Device, Tensor};
@@ -56,8 +56,11 @@ pub enum PeakMode {
 pub struct DetectOptions {
     pub input_size: Option<usize>,
     pub map_res: Option<usize>,
-    pub num_layers: Option<usize>,
+    /// The observed layers averaged (the reference's `--layers`); None = the tokens file's.
+    pub layers: Option<LayerSet>,
     pub timestep: Option<usize>,
+    /// Ranges of the test-time augmentation warps.
+    pub augment: Option<AugmentRanges>,
     /// Test-time augmentation passes. More than one: every pass is a random warp (the first
     /// too), as the reference's `--augmentation_iterations`. One: a plain pass, unless
     /// `warp_every_pass`.
@@ -78,8 +81,9 @@ impl Default for DetectOptions {
         Self {
             input_size: None,
             map_res: None,
-            num_layers: None,
+            layers: None,
             timestep: None,
+            augment: None,
             augmentations: 1,
             warp_every_pass: false,
             seed: 0,
@@ -125,6 +129,7 @@ pub struct Detector {
     k: usize,
     size: usize,
     spec: MapSpec,
+    augment: AugmentRanges,
     opts: DetectOptions,
     /// Item key of the next image or frame given without one.
     next_key: u64,
@@ -152,13 +157,15 @@ impl Detector {
                 "input size {size} or map_res {map_res} is too large (at most {MAX_INPUT_SIZE} and {MAX_MAP_RES})"
             )));
         }
-        let num_layers = opts.num_layers.unwrap_or(tokens.num_layers);
         let timestep = opts.timestep.unwrap_or(tokens.timestep);
-        if map_res == 0 || num_layers == 0 || timestep >= 1000 {
+        if map_res == 0 || timestep >= 1000 {
             return Err(Error::Invalid(format!(
-                "invalid map_res {map_res}, num_layers {num_layers} or timestep {timestep}"
+                "invalid map_res {map_res} or timestep {timestep}"
             )));
         }
+        let layers = opts.layers.unwrap_or(tokens.layers);
+        let augment = opts.augment.unwrap_or(tokens.augment);
+        augment.validate().map_err(Error::Invalid)?;
         let dev = &model.device;
         let emb = Tensor::from_slice(
             &tokens.embeddings,
@@ -175,9 +182,10 @@ impl Detector {
             size,
             spec: MapSpec {
                 timestep,
-                num_layers,
+                layers,
                 map_res,
             },
+            augment,
             next_key: 0,
             opts,
             model,
@@ -199,6 +207,17 @@ impl Detector {
 
     pub fn options(&self) -> &DetectOptions {
         &self.opts
+    }
+
+    /// What each pass records: timestep, averaged layers, map resolution (options resolved
+    /// against the tokens file).
+    pub fn map_spec(&self) -> MapSpec {
+        self.spec
+    }
+
+    /// Ranges of the test-time augmentation warps in use.
+    pub fn augment(&self) -> AugmentRanges {
+        self.augment
     }
 
     fn device(&self) -> &Device {
@@ -275,7 +294,7 @@ impl Detector {
             return Ok((up, Some(m)));
         }
         let warps: Vec<Affine> = (0..self.opts.augmentations)
-            .map(|_| Affine::random(&mut rng))
+            .map(|_| Affine::random_in(&mut rng, &self.augment))
             .collect();
         Ok((self.augmented(image, &warps, &mut rng)?, None))
     }

@@ -18,6 +18,9 @@ pub const MAX_STEPS: usize = 1_000_000;
 pub const MAX_NUM_TOKENS: usize = 4096;
 /// Keypoint tokens (`--num-keypoints`).
 pub const MAX_NUM_KEYPOINTS: usize = 256;
+/// Subjects per image (`--num-subjects`): peaks per map, each masking a disc of 0.05 x the
+/// map side around it.
+pub const MAX_NUM_SUBJECTS: usize = 64;
 /// Images in the final vote (`--num-indices`).
 pub const MAX_NUM_INDICES: usize = 100_000;
 /// Frames or images kept for training (`--max-frames`).

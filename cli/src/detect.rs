@@ -5,17 +5,18 @@ use crate::images::read_image;
 use stablekeypoints::detect::content_key;
 use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
 use stablekeypoints::util::{check_output_file, safetensors_bytes, write_atomic};
-use stablekeypoints::{Detector, Error, FrameRef, Model, PixelFormat, Tokens};
+use stablekeypoints::{DetectSettings, Detector, Error, FrameRef, Model, PixelFormat, Tokens};
 use std::path::Path;
 use std::sync::Arc;
 
-/// The detector for `args`; a bad `--size` or `--map-res` is blamed on the flag, a value the
-/// tokens file brings on the tokens file.
+/// The detector with `settings` (from `args`); a bad `--size` or `--map-res` is blamed on
+/// the flag, a value the tokens file brings on the tokens file.
 pub fn detector(
     model: Arc<Model>,
     tokens: &Tokens,
     tokens_path: &Path,
     args: &DetectArgs,
+    settings: &DetectSettings,
 ) -> Result<Detector, Error> {
     if let Some(s) = args.size {
         let m = model.size_multiple();
@@ -31,7 +32,7 @@ pub fn detector(
             "--map-res {r}: at most {MAX_MAP_RES}"
         )));
     }
-    Detector::new(model, tokens, args.settings().to_options()).map_err(|e| match e {
+    Detector::new(model, tokens, settings.to_options()?).map_err(|e| match e {
         Error::Invalid(m) => Error::Tokens {
             path: tokens_path.to_path_buf(),
             msg: m,
@@ -54,7 +55,8 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let tokens = Tokens::load(&tokens_path)?;
     let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
-    let mut det = detector(model, &tokens, &tokens_path, &c.detect)?;
+    let settings = c.detect.settings(&tokens)?;
+    let mut det = detector(model, &tokens, &tokens_path, &c.detect, &settings)?;
     for (i, (name, img)) in images.iter().enumerate() {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;

@@ -1,5 +1,6 @@
-//! Image files: decoding, and a folder of them as training data.
+//! Image files: decoding, and a folder of them or a label CSV's images as training data.
 
+use stablekeypoints::eval::{row_input, LabelSet};
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{Fnv, TrainData};
 use stablekeypoints::{CropMode, Error, FrameRef, PixelFormat};
@@ -16,6 +17,19 @@ pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+pub fn is_csv(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// `m` of `n` indices spread uniformly, first and last included when m > 1.
+fn spread(n: usize, m: usize) -> Vec<usize> {
+    (0..m)
+        .map(|i| if m == 1 { 0 } else { i * (n - 1) / (m - 1) })
+        .collect()
 }
 
 /// Image files under `dir`, recursively, sorted by path.
@@ -125,13 +139,9 @@ impl ImageFiles {
             eprintln!("  skipped {s}");
         }
         if let Some(m) = max_frames.filter(|&m| m > 0 && m < paths.len()) {
-            // Uniformly over the whole sorted list, first and last included when m > 1.
-            let n = paths.len();
-            paths = (0..m)
-                .map(|i| {
-                    let j = if m == 1 { 0 } else { i * (n - 1) / (m - 1) };
-                    paths[j].clone()
-                })
+            paths = spread(paths.len(), m)
+                .into_iter()
+                .map(|j| paths[j].clone())
                 .collect();
         }
         let names: Vec<String> = paths
@@ -175,5 +185,62 @@ impl TrainData for ImageFiles {
     }
     fn items(&self) -> Vec<String> {
         self.names.clone()
+    }
+}
+
+/// The images of a label CSV (the `eval` format; coordinates unused), each multiplied by
+/// its mask when the row names one, as the reference's Human3.6M loader.
+pub struct LabelImages {
+    set: LabelSet,
+    crop: CropMode,
+    fingerprint: String,
+}
+
+impl LabelImages {
+    /// Every image and mask must exist (checked now, before the model loads); `max_frames`
+    /// keeps that many rows spread over the file.
+    pub fn new(csv: &Path, max_frames: Option<usize>, crop: CropMode) -> Result<Self, Error> {
+        let mut set = LabelSet::load(csv)?;
+        if let Some(m) = max_frames.filter(|&m| m > 0 && m < set.rows.len()) {
+            let keep = spread(set.rows.len(), m);
+            set.rows = keep.into_iter().map(|j| set.rows[j].clone()).collect();
+        }
+        let base = csv.parent().unwrap_or(Path::new(""));
+        let mut h = Fnv::new();
+        h.write(format!("{crop:?}").as_bytes());
+        for row in &set.rows {
+            for p in std::iter::once(&row.image).chain(row.mask.as_ref()) {
+                let meta = std::fs::metadata(p).map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}:{}: {}: {e}",
+                        csv.display(),
+                        row.line,
+                        p.display()
+                    ))
+                })?;
+                let rel = p.strip_prefix(base).unwrap_or(p);
+                h.write(rel.to_string_lossy().as_bytes());
+                h.write(&meta.len().to_le_bytes());
+            }
+        }
+        let masks = set.rows.iter().filter(|r| r.mask.is_some()).count();
+        let fingerprint = format!("{} images ({masks} masked), {}", set.rows.len(), h.hex());
+        Ok(Self {
+            set,
+            crop,
+            fingerprint,
+        })
+    }
+}
+
+impl TrainData for LabelImages {
+    fn len(&self) -> usize {
+        self.set.rows.len()
+    }
+    fn image(&self, index: usize, size: usize) -> Result<Vec<f32>, Error> {
+        Ok(row_input(&self.set, &self.set.rows[index], size, self.crop)?.0)
+    }
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
     }
 }

@@ -8,6 +8,7 @@ mod corpus;
 mod detect;
 mod eval;
 mod images;
+mod import;
 #[cfg(feature = "video")]
 mod interrupt;
 #[cfg(feature = "video")]
@@ -63,6 +64,8 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         #[cfg(feature = "video")]
         Command::Process(c) => return process::cmd_process(c),
         Command::CorpusStatus(c) => return status::cmd_corpus_status(c),
+        Command::ImportTokens(c) => import::cmd_import_tokens(c),
+        Command::ImportPose(c) => import::cmd_import_pose(c),
         Command::Bench(c) => bench::cmd_bench(c),
         Command::Completions(c) => {
             clap_complete::generate(

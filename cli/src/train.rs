@@ -2,10 +2,12 @@
 //! `stablekeypoints::train`; videos are decoded by `crate::video`).
 
 use crate::args::{SeedArg, TrainArgs, TrainCmd};
-use crate::images::{is_image, ImageFiles};
+use crate::images::{is_csv, is_image, ImageFiles, LabelImages};
 use crate::progress::{duration, Progress};
 use candle_core::DType;
 use stablekeypoints::device::DeviceSpec;
+use stablekeypoints::ops::warp::AugmentRanges;
+use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::train::{
     self, checkpoint_path, Event, Outcome, RunOptions, TrainConfig, TrainData, Trainer,
 };
@@ -14,9 +16,10 @@ use stablekeypoints::{CropMode, Error, Model};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-/// A path is treated as a video when it is a file that is not a png/jpg image.
+/// A path is treated as a video when it is a file that is neither a png/jpg image nor a
+/// label CSV.
 pub fn is_video(path: &Path) -> bool {
-    path.is_file() && !is_image(path)
+    path.is_file() && !is_image(path) && !is_csv(path)
 }
 
 /// What is trained on.
@@ -116,15 +119,19 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     }
     // Image files are listed (and checked) before the model loads; a video is decoded once
     // the model input size is known.
-    let images = match job.input {
-        TrainInput::Path(p) if !is_video(p) => Some(ImageFiles::new(p, t.max_frames, job.crop)?),
-        TrainInput::Path(_) => None,
+    let images: Option<Box<dyn TrainData>> = match job.input {
+        TrainInput::Path(p) if is_video(p) => None,
+        TrainInput::Path(p) if is_csv(p) && p.is_file() => {
+            Some(Box::new(LabelImages::new(p, t.max_frames, job.crop)?))
+        }
+        TrainInput::Path(p) => Some(Box::new(ImageFiles::new(p, t.max_frames, job.crop)?)),
         TrainInput::Corpus(p) => {
             // The list is checked now; its videos are decoded once the input size is known.
             stablekeypoints::corpus::work_list(p, None)?;
             None
         }
     };
+    let augment = t.augment.apply(AugmentRanges::default())?;
     // Gradients through f16 activations underflow: training computes in f32 everywhere.
     let (device, _) = job.device.open()?;
     let model = Model::load(job.model, &device, DType::F32)?;
@@ -150,9 +157,17 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         num_indices: t.num_indices,
         input_size,
         map_res: t.map_res,
+        num_layers: TrainConfig::default().num_layers,
+        layers: t.layers,
+        timestep: timestep_of_noise_level(t.noise_level)?,
+        sigma: t.sigma,
+        sharpening_weight: t.sharpening_weight,
+        equivariance_weight: t.equivariance_weight,
+        top_k_strategy: t.top_k_strategy.into(),
+        num_subjects: t.num_subjects,
+        augment,
         seed: job.seed.seed,
         flip: t.flip,
-        ..TrainConfig::default()
     };
     check_memory(&cfg)?;
     let opts = RunOptions {
@@ -162,7 +177,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     };
     let frames;
     let data: &dyn TrainData = match &images {
-        Some(d) => d,
+        Some(d) => d.as_ref(),
         None => {
             frames = video_frames(job, cfg.input_size)?;
             frames.as_ref()

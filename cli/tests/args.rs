@@ -38,7 +38,7 @@ fn assert_usage_error(o: &Output, needles: &[&str]) {
 #[test]
 fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
     // (subcommand, flags its help must list, a default it must show)
-    let cases: [(&str, &[&str], &str); 7] = [
+    let cases: [(&str, &[&str], &str); 9] = [
         (
             "init-model",
             &["--out", "--arch", "--num-tokens"],
@@ -51,18 +51,44 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
                 "--tokens",
                 "--augmentations",
                 "--peak",
+                "--noise-level",
+                "--layers",
+                "--augment-degrees",
+                "--augment-scale",
+                "--augment-translate",
+                "stretch",
                 "<IMAGE>...",
             ],
             "[default: letterbox]",
         ),
         (
             "train",
-            &["--input", "--steps", "--max-frames", "--resume"],
+            &[
+                "--input",
+                "--steps",
+                "--max-frames",
+                "--resume",
+                "--noise-level",
+                "--layers",
+                "--sigma",
+                "--sharpening-weight",
+                "--equivariance-weight",
+                "--top-k-strategy",
+                "--num-subjects",
+                "--augment-degrees",
+                "stretch",
+            ],
             "[default: 500]",
         ),
         (
             "eval",
-            &["--metric", "--eyes", "--save-regressor"],
+            &[
+                "--metric",
+                "--eyes",
+                "--save-regressor",
+                "--protocol",
+                "--noise-level",
+            ],
             "[default: cpu]",
         ),
         (
@@ -71,6 +97,16 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
             "[default: 1]",
         ),
         ("bench", &["--conv", "--runs", "--batch"], "[default: 3]"),
+        (
+            "import-tokens",
+            &["<DIR>", "--out", "--noise-level", "--layers", "--map-res"],
+            "[default: 128]",
+        ),
+        (
+            "import-pose",
+            &["<REGRESSOR.pt>", "--label-order", "--tokens", "--names"],
+            "",
+        ),
         ("completions", &["<SHELL>", "bash"], ""),
     ];
     for (cmd, flags, default) in cases {
@@ -115,6 +151,8 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
         "eval",
         "process",
         "bench",
+        "import-tokens",
+        "import-pose",
         "completions",
     ] {
         assert!(top.contains(sub), "{top}");
@@ -213,6 +251,43 @@ fn bad_values_name_the_flag_and_the_value() {
         "eval", "--model", "m", "--train", "a", "--test", "b", "--metric", "mse",
     ]);
     assert_usage_error(&o, &["invalid value 'mse'", "--metric", "taichi"]);
+    // The reference's knobs: out-of-range noise level, bad layer list, a half range.
+    let o = run(&["detect", "--model", "m", "--noise-level", "50", "a.png"]);
+    assert_usage_error(&o, &["'50'", "--noise-level", "-50..49"]);
+    let o = run(&["detect", "--model", "m", "--noise-level", "-51", "a.png"]);
+    assert_usage_error(&o, &["'-51'", "--noise-level"]);
+    let o = run(&["detect", "--model", "m", "--layers", "0,x", "a.png"]);
+    assert_usage_error(&o, &["'0,x'", "--layers", "layer index"]);
+    let o = run(&["detect", "--model", "m", "--augment-scale", "0.9", "a.png"]);
+    assert_usage_error(&o, &["'0.9'", "--augment-scale", "two numbers"]);
+    let o = run(&[
+        "train",
+        "--model",
+        "m",
+        "--input",
+        "i",
+        "--out",
+        "o",
+        "--top-k-strategy",
+        "random",
+    ]);
+    assert_usage_error(&o, &["'random'", "--top-k-strategy", "entropy"]);
+    let o = run(&[
+        "eval",
+        "--model",
+        "m",
+        "--train",
+        "a",
+        "--test",
+        "b",
+        "--metric",
+        "pck",
+        "--protocol",
+        "kaggle",
+    ]);
+    assert_usage_error(&o, &["'kaggle'", "--protocol", "visibility"]);
+    let o = run(&["import-pose", "r.pt", "--out", "p.json"]);
+    assert_usage_error(&o, &["--label-order"]);
 }
 
 #[test]

@@ -100,7 +100,7 @@ fn eval_cli(dir: &Path, extra: &[&str]) -> Output {
         .arg(dir.join("train.csv"))
         .arg("--test")
         .arg(dir.join("test.csv"))
-        .args(["--no-noise", "--size", "64"])
+        .args(["--no-noise", "--size", "64", "--augmentations", "1"])
         .args(extra)
         .output()
         .unwrap()
@@ -119,7 +119,8 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
         synthetic_image(&mut r).save(dir.join(&name)).unwrap();
         rows.push((name, vec![Some([0.0, 0.0]); 3]));
     }
-    // Detect as the CLI will (no noise, one pass, the tokens' settings).
+    // Detect as the CLI will (no noise, one pass, a random warp as every eval pass, the
+    // tokens' settings; train then test images with one detector).
     write_csv(&dir.join("all.csv"), &rows, false);
     let all = LabelSet::load(&dir.join("all.csv")).unwrap();
     let model = Arc::new(Model::load(&tiny_dir(), &Device::Cpu, DType::F32).unwrap());
@@ -128,6 +129,8 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
     let opts = DetectOptions {
         noise: false,
         input_size: Some(64),
+        augmentations: 1,
+        warp_every_pass: true,
         ..Default::default()
     };
     let mut det = Detector::new(model.clone(), &tokens, opts.clone()).unwrap();

@@ -484,6 +484,8 @@ fn cli_trains_on_an_image_folder() {
     assert_eq!(tok.indices.len(), 3);
     assert_eq!(tok.num_tokens, 16);
     assert_eq!(tok.input_size, 128);
+    // The reference's noise_level -1: t = 0.
+    assert_eq!(tok.timestep, 0);
     assert!(tok.extra.contains_key("model_config_hash"));
     assert!(checkpoint_path(&out).is_file());
 

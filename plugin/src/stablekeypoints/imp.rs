@@ -48,6 +48,8 @@ const DEFAULT_INPUT_SIZE: u32 = 0;
 const DEFAULT_AUGMENTATIONS: u32 = 1;
 const DEFAULT_SEED: u64 = 0;
 const DEFAULT_NOISE: bool = true;
+/// `noise-level` of the tokens file's timestep (one below the reference's valid indices).
+const NOISE_LEVEL_FROM_TOKENS: i32 = -51;
 const DEFAULT_INFERENCE_INTERVAL: u32 = 1;
 const DEFAULT_KEYPOINT_THRESHOLD: f64 = 0.0;
 const DEFAULT_MIN_CUTOFF: f64 = 1.0;
@@ -80,6 +82,11 @@ pub enum CropModeProp {
         nick = "center-crop"
     )]
     CenterCrop = 1,
+    #[enum_value(
+        name = "Stretch: resize each axis on its own (PIL bilinear), as the reference's loaders",
+        nick = "stretch"
+    )]
+    Stretch = 2,
 }
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
@@ -124,6 +131,7 @@ struct Settings {
     augmentations: u32,
     seed: u64,
     noise: bool,
+    noise_level: i32,
     batch_size: u32,
     batch_timeout: u32,
     inference_delay: u32,
@@ -154,6 +162,7 @@ impl Default for Settings {
             augmentations: DEFAULT_AUGMENTATIONS,
             seed: DEFAULT_SEED,
             noise: DEFAULT_NOISE,
+            noise_level: NOISE_LEVEL_FROM_TOKENS,
             batch_size: DEFAULT_BATCH_SIZE,
             batch_timeout: DEFAULT_BATCH_TIMEOUT_MS,
             inference_delay: DEFAULT_INFERENCE_DELAY_MS,
@@ -1183,14 +1192,20 @@ impl StableKeypoints {
                 ("Cannot load model {}: {}", model_dir.display(), e)
             )
         })?;
+        let timestep = (s.noise_level != NOISE_LEVEL_FROM_TOKENS)
+            .then(|| stablekeypoints::options::timestep_of_noise_level(s.noise_level as isize))
+            .transpose()
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("noise-level: {}", e)))?;
         let opts = DetectOptions {
             input_size: (s.input_size > 0).then_some(s.input_size as usize),
             augmentations: s.augmentations.max(1) as usize,
             seed: s.seed,
             noise: s.noise,
+            timestep,
             crop: match s.crop_mode {
                 CropModeProp::Letterbox => CropMode::Letterbox,
                 CropModeProp::CenterCrop => CropMode::CenterCrop,
+                CropModeProp::Stretch => CropMode::Stretch,
             },
             ..Default::default()
         };
@@ -1313,6 +1328,14 @@ impl ObjectImpl for StableKeypoints {
                     .nick("Noise")
                     .blurb("Add seeded diffusion noise at the timestep (as the paper); off = deterministic per frame")
                     .default_value(DEFAULT_NOISE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("noise-level")
+                    .nick("Noise level")
+                    .blurb("The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0 (-1 = the last, t = 0); -51 = the tokens file's timestep")
+                    .minimum(NOISE_LEVEL_FROM_TOKENS)
+                    .maximum(49)
+                    .default_value(NOISE_LEVEL_FROM_TOKENS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("batch-size")
@@ -1461,6 +1484,7 @@ impl ObjectImpl for StableKeypoints {
             "augmentations" => s.augmentations = value.get().expect("type checked upstream"),
             "seed" => s.seed = value.get().expect("type checked upstream"),
             "noise" => s.noise = value.get().expect("type checked upstream"),
+            "noise-level" => s.noise_level = value.get().expect("type checked upstream"),
             "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
             "batch-timeout" => s.batch_timeout = value.get().expect("type checked upstream"),
             "inference-delay-ms" => s.inference_delay = value.get().expect("type checked upstream"),
@@ -1502,6 +1526,7 @@ impl ObjectImpl for StableKeypoints {
             "augmentations" => s.augmentations.to_value(),
             "seed" => s.seed.to_value(),
             "noise" => s.noise.to_value(),
+            "noise-level" => s.noise_level.to_value(),
             "batch-size" => s.batch_size.to_value(),
             "batch-timeout" => s.batch_timeout.to_value(),
             "inference-delay-ms" => s.inference_delay.to_value(),
