@@ -161,6 +161,8 @@ fn core_keypoints(image: &Path, opts: DetectOptions) -> Vec<[f32; 2]> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3).unwrap();
     let mut det = Detector::new(tiny(), &tiny_tokens(), opts).unwrap();
+    // As `detect` does: noise and warps seeded by the image's content (issue 13).
+    det.set_item_key(stablekeypoints::detect::content_key(w, h, img.as_raw()));
     det.detect_frame(&frame)
         .unwrap()
         .keypoints
