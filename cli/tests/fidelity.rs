@@ -6,6 +6,7 @@
 //! tests/fidelity.rs check against PyTorch, PIL and numpy.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
+use stablekeypoints::detect::content_key;
 use stablekeypoints::eval::{self, row_input, LabelSet, Metric, PoseModel, Protocol};
 use stablekeypoints::model::LayerSet;
 use stablekeypoints::ops::warp::AugmentRanges;
@@ -161,8 +162,8 @@ fn core_keypoints(image: &Path, opts: DetectOptions) -> Vec<[f32; 2]> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3).unwrap();
     let mut det = Detector::new(tiny(), &tiny_tokens(), opts).unwrap();
-    // As `detect` does: noise and warps seeded by the image's content (issue 13).
-    det.set_item_key(stablekeypoints::detect::content_key(w, h, img.as_raw()));
+    // The CLI keys each image's noise and warps by its pixels.
+    det.set_item_key(content_key(w, h, img.as_raw()));
     det.detect_frame(&frame)
         .unwrap()
         .keypoints
