@@ -18,6 +18,7 @@ pub mod model;
 pub mod ops;
 pub mod options;
 pub mod pose;
+pub mod stream;
 pub mod tokens;
 pub mod torchfile;
 pub mod track;

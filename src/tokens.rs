@@ -159,6 +159,28 @@ impl Tokens {
         self.indices.len()
     }
 
+    /// Identity of these tokens: 64-bit FNV-1a of the shape, the embeddings' f32 bits and the
+    /// indices (little-endian), as 16 hex digits. Equal for the same tokens whatever file or
+    /// directory they were read from; carried in the keypoint metadata so that consumers can
+    /// tell which tokens produced keypoints.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&(self.num_tokens as u64).to_le_bytes());
+        eat(&(self.context_dim as u64).to_le_bytes());
+        for v in &self.embeddings {
+            eat(&v.to_bits().to_le_bytes());
+        }
+        for &i in &self.indices {
+            eat(&(i as u64).to_le_bytes());
+        }
+        format!("{h:016x}")
+    }
+
     /// A tokens file, or a directory with the reference's `embedding.pt` and `indices.pt`
     /// ([`Self::load_reference`]).
     pub fn load(path: &Path) -> Result<Self> {
@@ -447,6 +469,34 @@ mod tests {
         t.map_res = 64;
         t.extra.insert("steps".into(), "500".into());
         t
+    }
+
+    #[test]
+    fn fingerprint_depends_on_embeddings_and_indices_only() {
+        let a = sample();
+        let mut b = sample();
+        b.map_res = 128;
+        b.extra.clear();
+        assert_eq!(a.fingerprint(), b.fingerprint(), "metadata is not identity");
+        assert_eq!(a.fingerprint().len(), 16);
+        b.embeddings[5] += 1e-6;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let mut c = sample();
+        c.indices = vec![0, 2];
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        // No tokens: the hash of two zero u64 sizes, by hand (xor 0, multiply, 16 times).
+        let empty = Tokens {
+            embeddings: vec![],
+            num_tokens: 0,
+            context_dim: 0,
+            indices: vec![],
+            ..sample()
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for _ in 0..16 {
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        assert_eq!(empty.fingerprint(), format!("{h:016x}"));
     }
 
     #[test]

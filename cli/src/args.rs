@@ -383,28 +383,58 @@ impl From<Arch> for TinyArch {
     }
 }
 
+/// `detect --format` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table per image.
+    #[default]
+    Table,
+    /// One JSON record per image (the elements' JSON lines schema).
+    Json,
+    /// One COCO keypoint results document (with --pose, a COCO keypoint dataset).
+    Coco,
+}
+
 /// Keypoints of images (any size; letterboxed to the model's square input by default).
 ///
 /// Prints one record per image; x, y are pixels of the original image, nx, ny the same
-/// normalised to [0, 1], score the peak of the keypoint's averaged attention map.
+/// normalised to [0, 1], confidence the peak of the keypoint's averaged attention map.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   stablekeypoints detect --model out/model photo.jpg
-  stablekeypoints detect --model sd15 --tokens taichi.safetensors --augmentations 10 --json *.png")]
+  stablekeypoints detect --model sd15 --tokens taichi.safetensors --augmentations 10 --json *.png
+  stablekeypoints detect --model sd15 --tokens taichi.safetensors --pose pose.json --format coco *.png")]
 pub struct DetectCmd {
     #[command(flatten)]
     pub model: ModelTokensArgs,
     /// Write the first image's maps: `maps` [K, R, R] (single pass) and `maps_full` [K, S, S]
     #[arg(long, value_name = "OUT.safetensors")]
     pub dump_maps: Option<PathBuf>,
-    /// One JSON record per image instead of a table
-    #[arg(long)]
+    /// Output: a table, JSON lines, or COCO keypoint results
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Same as --format json
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Pose file (eval --save-regressor): also the named landmarks and their skeleton
+    #[arg(long, value_name = "POSE.json")]
+    pub pose: Option<PathBuf>,
     #[command(flatten)]
     pub detect: DetectArgs,
     /// Images (png, jpg)
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
+}
+
+impl DetectCmd {
+    /// `--format`, or json with `--json`.
+    pub fn output(&self) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
+        } else {
+            self.format
+        }
+    }
 }
 
 fn train_defaults() -> TrainConfig {
@@ -640,14 +670,18 @@ pub struct ElementArgs {
     /// Draw each keypoint's id next to it
     #[arg(long)]
     pub draw_ids: bool,
+    /// Pose file (eval --save-regressor) fitted with --tokens: named landmarks and their
+    /// skeleton, drawn and exported (the element's `pose`)
+    #[arg(long, value_name = "POSE.json", requires = "tokens")]
+    pub pose: Option<PathBuf>,
 }
 
 /// A video in, keypoints and an annotated video out; or a corpus of videos (--inputs), as
 /// one shard of a cluster job array.
 ///
 /// Trains on VIDEO unless --tokens is given (writing DIR/tokens.safetensors), then runs every
-/// frame through the stablekeypoints element into DIR/keypoints.jsonl (the element's JSON
-/// lines) and DIR/annotated.mp4 (keypoints drawn).
+/// frame through the stablekeypoints element into DIR/keypoints.jsonl (JSON
+/// lines), DIR/keypoints.coco.json with --coco and DIR/annotated.mp4 (keypoints drawn).
 ///
 /// With --inputs (a list file of video paths or URIs, or a folder searched for videos), each
 /// video of this shard goes to DIR/<name>/ with a done.json; a rerun skips what is done and

@@ -1,11 +1,15 @@
 //! `detect`: keypoints of image files.
 
-use crate::args::{DetectArgs, DetectCmd};
+use crate::args::{DetectArgs, DetectCmd, OutputFormat};
 use crate::images::read_image;
 use stablekeypoints::detect::content_key;
+use stablekeypoints::export::coco::Coco;
+use stablekeypoints::export::Record;
+use stablekeypoints::pose::{PoseModel, Regressor};
 use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
 use stablekeypoints::util::{check_output_file, safetensors_bytes, write_atomic};
 use stablekeypoints::{DetectSettings, Detector, Error, FrameRef, Model, PixelFormat, Tokens};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,6 +58,12 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
         .map(|p| read_image(p).map(|i| (p.display().to_string(), i)))
         .collect::<Result<Vec<_>, _>>()?;
     let tokens = Tokens::load(&tokens_path)?;
+    let pose = c
+        .pose
+        .as_deref()
+        .map(|p| load_pose(p, &tokens, &tokens_path))
+        .transpose()?;
+    let mut coco = Coco::new();
     let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
     let settings = c.detect.settings(&tokens)?;
     let mut det = detector(model, &tokens, &tokens_path, &c.detect, &settings)?;
@@ -69,33 +79,77 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
                 dump_maps(out, &maps, low.as_ref())?;
             }
         }
-        if c.json {
-            let kps: Vec<_> = d
-                .keypoints
-                .iter()
-                .map(|k| {
-                    serde_json::json!({"id": k.id, "x": k.x * w as f32, "y": k.y * h as f32,
-                                       "nx": k.x, "ny": k.y, "score": k.score})
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::json!({"image": name, "width": w, "height": h, "keypoints": kps})
-            );
-        } else {
-            println!("{name} ({w}x{h})");
-            for k in &d.keypoints {
-                println!(
-                    "  {:>3}  x {:8.2}  y {:8.2}  score {:.5}",
-                    k.id,
-                    k.x * w as f32,
-                    k.y * h as f32,
-                    k.score
-                );
+        let mut record = Record::still(
+            i as u64,
+            Some(name),
+            w as u32,
+            h as u32,
+            &d.keypoints,
+            0.0, // the element's default keypoint-threshold: every keypoint is visible
+        );
+        if let Some((p, reg)) = &pose {
+            record.add_pose(p, reg)?;
+        }
+        match c.output() {
+            OutputFormat::Json => {
+                std::io::stdout()
+                    .write_all(&record.to_line())
+                    .map_err(stdout_err)?;
             }
+            OutputFormat::Coco => coco
+                .add(i as u64, Some(name), &record)
+                .map_err(Error::Invalid)?,
+            OutputFormat::Table => print_table(&record),
         }
     }
+    if c.output() == OutputFormat::Coco {
+        let mut out = std::io::stdout();
+        out.write_all(&coco.to_json())
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(stdout_err)?;
+    }
     Ok(())
+}
+
+/// The table of one image: a line per keypoint, then one per landmark.
+fn print_table(r: &Record) {
+    let name = r.image.as_deref().unwrap_or("");
+    println!("{name} ({}x{})", r.width, r.height);
+    for k in &r.keypoints {
+        println!(
+            "  {:>3}  x {:8.2}  y {:8.2}  confidence {:.5}",
+            k.id, k.x, k.y, k.confidence
+        );
+    }
+    for l in r.pose.iter().flatten() {
+        println!("  {:>12}  x {:8.2}  y {:8.2}", l.name, l.x, l.y);
+    }
+}
+
+fn stdout_err(e: std::io::Error) -> Error {
+    Error::Io {
+        path: "<standard output>".into(),
+        source: e,
+    }
+}
+
+/// A pose file and its regressor, checked against the tokens as the elements check it
+/// (same keypoint count, token indices and, when recorded, fingerprint); errors name the
+/// pose file.
+pub fn load_pose(
+    path: &Path,
+    tokens: &Tokens,
+    tokens_path: &Path,
+) -> Result<(PoseModel, Regressor), Error> {
+    let pose = PoseModel::load(path)?;
+    let source = format!("tokens {}", tokens_path.display());
+    pose.check_tokens(&tokens.indices, &tokens.fingerprint(), &source)
+        .map_err(|m| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(format!("cannot use this pose: {m}")),
+        })?;
+    let reg = pose.regressor()?;
+    Ok((pose, reg))
 }
 
 /// `maps` [K, R, R] (single pass) when available, and the input-size maps as `maps_full`,

@@ -142,7 +142,8 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
     let spec = det.map_spec();
 
     if let Some(path) = &c.save_regressor {
-        let pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;
+        let mut pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;
+        pose.tokens_hash = Some(tokens.fingerprint());
         pose.save(path)?;
         eprintln!("wrote {}", path.display());
     }

@@ -1,10 +1,12 @@
 //! `process`: the offline path for a video. Trains tokens on the video unless `--tokens` is
 //! given, then runs every frame through the `stablekeypoints` element in a GStreamer
-//! pipeline of this process, writing `keypoints.jsonl` (the element's `json-location`) and
-//! an annotated `annotated.mp4`:
+//! pipeline of this process, writing `keypoints.jsonl` and `keypoints.coco.json`
+//! (`stablekeypointspublish`) and an annotated `annotated.mp4`:
 //!
 //! ```text
-//! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true ! videoconvert
+//! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true [pose=POSE]
+//!   ! stablekeypointspublish location=keypoints.jsonl
+//!   ! stablekeypointspublish location=keypoints.coco.json format=coco ! videoconvert
 //!   ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
 //! ```
 //!
@@ -372,7 +374,6 @@ pub fn run_video(
     let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
     path_prop("model", job.model);
     path_prop("tokens", job.tokens);
-    path_prop("json-location", jsonl_tmp);
     if let Some(pose) = job.pose {
         path_prop("pose", pose);
     }
@@ -392,7 +393,9 @@ pub fn run_video(
     element.set_property("device", job.device.to_string());
     let first = make("videoconvert")?;
     let decoded = count_buffers(&first);
-    let mut chain = vec![first, element];
+    let jsonl = make("stablekeypointspublish")?;
+    jsonl.set_property("location", jsonl_tmp.to_string_lossy().as_ref());
+    let mut chain = vec![first, element, jsonl];
     let publish = if job.coco {
         let p = make("stablekeypointspublish")?;
         p.set_property_from_str("format", "coco");

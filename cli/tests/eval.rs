@@ -189,6 +189,7 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
     assert_eq!(pose.names, ["head", "left", "right"]);
     assert_eq!(pose.skeleton, [[0, 1], [0, 2]]);
     assert_eq!(pose.token_indices, tokens.indices);
+    assert_eq!(pose.tokens_hash, Some(tokens.fingerprint()));
     assert_eq!(pose.weights.len(), 2 * tokens.indices.len());
 
     // The same labels with the images' order shuffled (a fixed derangement).

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 const FRAMES: usize = 30;
 
 fn bin() -> Command {
@@ -205,7 +207,7 @@ fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
             .arg(&clip)
             .arg("--out-dir")
             .arg(out_dir)
-            .args(["--no-noise", "--seed", "5"])
+            .args(["--no-noise", "--seed", "5", "--coco"])
             .args(extra)
             .output()
             .unwrap()
@@ -237,11 +239,45 @@ fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
         assert_eq!(l["keypoints"].as_array().unwrap().len(), 4, "{l}");
     }
     assert_eq!(decoded_frames(&d1.join("annotated.mp4")), FRAMES);
+    // COCO keypoint results, one per frame, the JSON lines' keypoints in COCO's pixel-index
+    // coordinates (x - 0.5), by COCO's field rules.
+    let read_json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let coco = read_json(&d1.join("keypoints.coco.json"));
+    let results = common::check_results(&coco, 4, &[(96, 72); FRAMES]);
+    assert_eq!(results.len(), FRAMES);
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    for (i, (res, l)) in results.iter().zip(&lines).enumerate() {
+        assert_eq!(coco[i]["image_id"], i);
+        for (t, kp) in res.iter().zip(l["keypoints"].as_array().unwrap()) {
+            assert!(
+                (t.0 - (f(&kp["x"]) - 0.5).clamp(0.0, 95.0)).abs() < 1e-3,
+                "{kp}"
+            );
+            assert!(
+                (t.1 - (f(&kp["y"]) - 0.5).clamp(0.0, 71.0)).abs() < 1e-3,
+                "{kp}"
+            );
+            assert_eq!(t.2, 2);
+        }
+    }
 
-    // With tokens: no training, the same keypoints.
+    // With tokens: no training, the same keypoints; with a pose fitted with them, the
+    // landmarks in the JSON lines and a COCO keypoint dataset.
     let d2 = dir.join("out2");
     let tokens = d1.join("tokens.safetensors");
-    let out = run(&d2, &["--tokens", tokens.to_str().unwrap()]);
+    let pose = dir.join("pose.json");
+    common::write_pose(&pose, &stablekeypoints::Tokens::load(&tokens).unwrap());
+    let out = run(
+        &d2,
+        &[
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--pose",
+            pose.to_str().unwrap(),
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("training"), "{err}");
@@ -252,6 +288,36 @@ fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
         assert_eq!(a["keypoints"], b["keypoints"]);
     }
     assert_eq!(decoded_frames(&d2.join("annotated.mp4")), FRAMES);
+    let coco = read_json(&d2.join("keypoints.coco.json"));
+    let (cat, anns) = common::check_dataset(&coco);
+    assert_eq!(cat["keypoints"], serde_json::json!(common::POSE_NAMES));
+    assert_eq!(cat["skeleton"], serde_json::json!([[1, 2], [2, 3]]));
+    assert_eq!(anns.len(), FRAMES);
+    for (ann, l) in anns.iter().zip(&again) {
+        let norm: Vec<(f64, f64)> = l["keypoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kp| (f(&kp["nx"]), f(&kp["ny"])))
+            .collect();
+        let want = common::hand_landmarks(&norm);
+        for ((t, lm), (x, y)) in ann.iter().zip(l["pose"].as_array().unwrap()).zip(want) {
+            assert!(
+                (f(&lm["nx"]) - x).abs() < 1e-5 && (f(&lm["ny"]) - y).abs() < 1e-5,
+                "{lm}"
+            );
+            let (px, py) = (f(&lm["x"]), f(&lm["y"]));
+            if (0.0..96.0).contains(&px) && (0.0..72.0).contains(&py) {
+                assert!(
+                    (t.0 - (px - 0.5).max(0.0)).abs() < 1e-3
+                        && (t.1 - (py - 0.5).max(0.0)).abs() < 1e-3
+                );
+                assert_eq!(t.2, 2);
+            } else {
+                assert_eq!(*t, (0.0, 0.0, 0));
+            }
+        }
+    }
 }
 
 #[test]
