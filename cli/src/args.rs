@@ -670,10 +670,6 @@ pub struct ElementArgs {
     /// Draw each keypoint's id next to it
     #[arg(long)]
     pub draw_ids: bool,
-    /// Pose file (eval --save-regressor) fitted with --tokens: named landmarks and their
-    /// skeleton, drawn and exported (the element's `pose`)
-    #[arg(long, value_name = "POSE.json", requires = "tokens")]
-    pub pose: Option<PathBuf>,
 }
 
 /// A video in, keypoints and an annotated video out; or a corpus of videos (--inputs), as
