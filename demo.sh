@@ -17,7 +17,7 @@ ln -sf "$target/debug/libgststablekeypoints.so" out/plugin/libgststablekeypoints
 export GST_PLUGIN_PATH="$PWD/out/plugin"
 
 echo "== tiny demo model (random weights) -> out/model"
-"$target/debug/stablekeypoints" init-model --out out/model
+"$target/debug/stablekeypoints" init-model --out out/model --force  # the demo's own folder
 
 echo "== synthetic clip -> out/input.mp4"
 gst-launch-1.0 -q videotestsrc num-buffers=60 pattern=ball \

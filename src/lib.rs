@@ -4,13 +4,16 @@
 //! GStreamer-free; the plugin crate and the CLI are glue over this library.
 
 pub mod alloc;
+pub mod corpus;
 pub mod detect;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod export;
 pub mod frame;
+pub mod imagefile;
 pub mod keypoints;
+pub mod limits;
 pub mod model;
 pub mod ops;
 pub mod options;

@@ -140,6 +140,8 @@ pub struct Pending<F> {
     pub frame: F,
     /// Index since the start of the stream.
     pub index: u64,
+    /// Item key of its noise and warps: frames since the start or the last flush.
+    pub key: u64,
     pub late: bool,
     /// In the batch; otherwise only waiting behind it.
     pub infer: bool,
@@ -177,6 +179,15 @@ impl<F> Batch<F> {
         self.frames.iter().filter(|p| p.infer).map(|p| &p.frame)
     }
 
+    /// The item keys of [`Batch::to_infer`]'s frames.
+    pub fn keys(&self) -> Vec<u64> {
+        self.frames
+            .iter()
+            .filter(|p| p.infer)
+            .map(|p| p.key)
+            .collect()
+    }
+
     pub fn num_infer(&self) -> usize {
         self.frames.iter().filter(|p| p.infer).count()
     }
@@ -201,6 +212,7 @@ pub struct Scheduler<F> {
     /// Arrival of the first pending frame (for the batch timeout).
     pending_since: Option<Instant>,
     next_index: u64,
+    next_key: u64,
 }
 
 impl<F> Default for Scheduler<F> {
@@ -212,6 +224,7 @@ impl<F> Default for Scheduler<F> {
             pending_infer: 0,
             pending_since: None,
             next_index: 0,
+            next_key: 0,
         }
     }
 }
@@ -221,6 +234,8 @@ impl<F> Scheduler<F> {
     pub fn push(&mut self, frame: F, late: bool, now: Instant, s: &StreamSettings) -> Pushed<F> {
         let index = self.next_index;
         self.next_index += 1;
+        let key = self.next_key;
+        self.next_key += 1;
         let due = self.schedule.due(s.interval);
         let infer = due && !late;
         if infer {
@@ -236,6 +251,7 @@ impl<F> Scheduler<F> {
         let p = Pending {
             frame,
             index,
+            key,
             late,
             infer,
         };
@@ -292,8 +308,9 @@ impl<F> Scheduler<F> {
     }
 
     /// A new stream (flush): queued frames are dropped, the next frame is inferred, and no
-    /// keypoints of before are held. Frame indices go on.
+    /// keypoints of before are held. Frame indices go on; noise keys start again at 0.
     pub fn flush(&mut self) {
+        self.next_key = 0;
         self.pending.clear();
         self.pending_infer = 0;
         self.pending_since = None;

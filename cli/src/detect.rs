@@ -2,22 +2,25 @@
 
 use crate::args::{DetectArgs, DetectCmd, OutputFormat};
 use crate::images::read_image;
+use stablekeypoints::detect::content_key;
 use stablekeypoints::export::coco::Coco;
 use stablekeypoints::export::Record;
 use stablekeypoints::pose::{PoseModel, Regressor};
 use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
-use stablekeypoints::{Detector, Error, FrameRef, Model, PixelFormat, Tokens};
+use stablekeypoints::util::{check_output_file, safetensors_bytes, write_atomic};
+use stablekeypoints::{DetectSettings, Detector, Error, FrameRef, Model, PixelFormat, Tokens};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The detector for `args`; a bad `--size` or `--map-res` is blamed on the flag, a value the
-/// tokens file brings on the tokens file.
+/// The detector with `settings` (from `args`); a bad `--size` or `--map-res` is blamed on
+/// the flag, a value the tokens file brings on the tokens file.
 pub fn detector(
     model: Arc<Model>,
     tokens: &Tokens,
     tokens_path: &Path,
     args: &DetectArgs,
+    settings: &DetectSettings,
 ) -> Result<Detector, Error> {
     if let Some(s) = args.size {
         let m = model.size_multiple();
@@ -33,7 +36,7 @@ pub fn detector(
             "--map-res {r}: at most {MAX_MAP_RES}"
         )));
     }
-    Detector::new(model, tokens, args.settings().to_options()).map_err(|e| match e {
+    Detector::new(model, tokens, settings.to_options()?).map_err(|e| match e {
         Error::Invalid(m) => Error::Tokens {
             path: tokens_path.to_path_buf(),
             msg: m,
@@ -44,6 +47,9 @@ pub fn detector(
 
 pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
     let tokens_path = c.model.tokens_path();
+    if let Some(out) = &c.dump_maps {
+        check_output_file(out, "--dump-maps")?;
+    }
     let (device, dtype) = c.detect.device.device.open()?;
     // Read every input first so that a bad image fails before minutes of model work.
     let images = c
@@ -59,10 +65,14 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
         .transpose()?;
     let mut coco = Coco::new();
     let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
-    let mut det = detector(model, &tokens, &tokens_path, &c.detect)?;
+    let settings = c.detect.settings(&tokens)?;
+    let mut det = detector(model, &tokens, &tokens_path, &c.detect, &settings)?;
     for (i, (name, img)) in images.iter().enumerate() {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
+        // Noise and warps per image content: an image's keypoints do not depend on the
+        // other images or their order.
+        det.set_item_key(content_key(w, h, img.as_raw()));
         let (d, maps, low) = det.detect_frame_full(&frame)?;
         if i == 0 {
             if let Some(out) = &c.dump_maps {
@@ -142,27 +152,36 @@ pub fn load_pose(
     Ok((pose, reg))
 }
 
-/// `maps` [K, R, R] (single pass) when available, and the input-size maps as `maps_full`.
+/// `maps` [K, R, R] (single pass) when available, and the input-size maps as `maps_full`,
+/// written atomically.
 fn dump_maps(
     path: &Path,
     full: &candle_core::Tensor,
     low: Option<&candle_core::Tensor>,
 ) -> Result<(), Error> {
-    let mut m = std::collections::HashMap::new();
-    if let Some(l) = low {
-        m.insert(
-            "maps".to_string(),
-            l.to_dtype(candle_core::DType::F32)?
-                .to_device(&candle_core::Device::Cpu)?,
-        );
+    let host = |t: &candle_core::Tensor| -> Result<(Vec<usize>, Vec<u8>), Error> {
+        let t = t
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?;
+        let v = t.flatten_all()?.to_vec1::<f32>()?;
+        Ok((
+            t.dims().to_vec(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ))
+    };
+    let full = host(full)?;
+    let low = low.map(host).transpose()?;
+    fn view((shape, data): &(Vec<usize>, Vec<u8>)) -> safetensors::tensor::TensorView<'_> {
+        safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::F32, shape.clone(), data)
+            .expect("sizes match")
     }
-    m.insert(
-        "maps_full".to_string(),
-        full.to_dtype(candle_core::DType::F32)?
-            .to_device(&candle_core::Device::Cpu)?,
-    );
-    candle_core::safetensors::save(&m, path).map_err(|e| Error::Io {
+    let mut views = vec![("maps_full", view(&full))];
+    if let Some(l) = &low {
+        views.push(("maps", view(l)));
+    }
+    let bytes = safetensors_bytes(views, &Default::default()).map_err(|e| Error::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(path, &bytes)
 }

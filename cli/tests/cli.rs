@@ -402,6 +402,164 @@ fn cli_reads_a_reference_token_directory() {
     assert_eq!(from_dir, detect(&data("tiny-sd1/tokens.safetensors")));
 }
 
+fn records(out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_same_image_gets_the_same_keypoints_wherever_it_appears() {
+    // Issue 13: `detect img.png img.png` gave two different answers: the noise was one
+    // stream per run. Now it is drawn per image, from the seed and the image's content.
+    let tiny = data("tiny-sd1");
+    let (a, b) = (tiny.join("image.png"), tiny.join("image_wide.png"));
+    let tokens = tiny.join("tokens.safetensors");
+    let flags = ["--json", "--augmentations", "3", "--seed", "4"];
+    let one = records(&detect(&tiny, &tokens, &flags, &[&a, &a, &b]));
+    let other = records(&detect(&tiny, &tokens, &flags, &[&b, &a]));
+    assert_eq!(one[0]["keypoints"], one[1]["keypoints"]);
+    assert_eq!(one[0]["keypoints"], other[1]["keypoints"]);
+    assert_eq!(one[2]["keypoints"], other[0]["keypoints"]);
+    // A copy under another name is the same image.
+    let d = tmpdir("same-image");
+    let copy = d.join("copy.png");
+    std::fs::copy(&a, &copy).unwrap();
+    let alone = records(&detect(&tiny, &tokens, &flags, &[&copy]));
+    assert_eq!(alone[0]["keypoints"], one[0]["keypoints"]);
+    // The seed still matters.
+    let reseeded = records(&detect(
+        &tiny,
+        &tokens,
+        &["--json", "--augmentations", "3", "--seed", "5"],
+        &[&a],
+    ));
+    assert_ne!(reseeded[0]["keypoints"], one[0]["keypoints"]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A little-endian TIFF header with one IFD entry: Orientation (0x0112) = `o`.
+fn exif_orientation(o: u16) -> Vec<u8> {
+    let mut v = b"II*\0".to_vec();
+    v.extend(8u32.to_le_bytes());
+    v.extend(1u16.to_le_bytes());
+    v.extend(0x0112u16.to_le_bytes());
+    v.extend(3u16.to_le_bytes());
+    v.extend(1u32.to_le_bytes());
+    v.extend(o.to_le_bytes());
+    v.extend([0, 0]);
+    v.extend(0u32.to_le_bytes());
+    v
+}
+
+#[test]
+fn exif_orientation_is_applied_before_detection() {
+    // Issue 13: a JPEG with EXIF orientation 6 was processed as stored (on its side).
+    use image::ImageEncoder;
+    let tiny = data("tiny-sd1");
+    let tokens = tiny.join("tokens.safetensors");
+    let stored = image::open(tiny.join("image_wide.png")).unwrap().to_rgb8(); // 160x120
+    let (w, h) = stored.dimensions();
+    let d = tmpdir("exif");
+    // Orientation 6: shown rotated 90 degrees clockwise.
+    let upright = image::imageops::rotate90(&stored);
+    let upright_png = d.join("upright.png");
+    upright.save(&upright_png).unwrap();
+    let tagged_png = d.join("tagged.png");
+    {
+        let mut e =
+            image::codecs::png::PngEncoder::new(std::fs::File::create(&tagged_png).unwrap());
+        e.set_exif_metadata(exif_orientation(6)).unwrap();
+        e.write_image(stored.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+    }
+    let tagged_jpg = d.join("tagged.jpg");
+    {
+        let f = std::fs::File::create(&tagged_jpg).unwrap();
+        let mut e = image::codecs::jpeg::JpegEncoder::new_with_quality(f, 95);
+        e.set_exif_metadata(exif_orientation(6)).unwrap();
+        e.write_image(stored.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+    }
+    let r = records(&detect(
+        &tiny,
+        &tokens,
+        &["--json"],
+        &[&upright_png, &tagged_png, &tagged_jpg],
+    ));
+    for rec in &r {
+        assert_eq!(
+            (rec["width"].as_u64(), rec["height"].as_u64()),
+            (Some(120), Some(160)),
+            "{rec}"
+        );
+    }
+    // The same upright pixels: the same keypoints.
+    assert_eq!(r[0]["keypoints"], r[1]["keypoints"]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn outputs_written_twice_are_byte_identical() {
+    let d = tmpdir("twice");
+    for m in ["m1", "m2"] {
+        let out = run(bin().args(["init-model", "--out"]).arg(d.join(m)));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for f in [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "tokens.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(d.join("m1").join(f)).unwrap(),
+            std::fs::read(d.join("m2").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let tiny = data("tiny-sd1");
+    let img = tiny.join("image.png");
+    for n in ["a", "b"] {
+        let path = d.join(format!("{n}.safetensors"));
+        let out = detect(
+            &tiny,
+            &tiny.join("tokens.safetensors"),
+            &["--dump-maps", path.to_str().unwrap()],
+            &[&img],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read(d.join("a.safetensors")).unwrap(),
+        std::fs::read(d.join("b.safetensors")).unwrap()
+    );
+    // --dump-maps is checked before the model runs.
+    let out = detect(
+        &tiny,
+        &tiny.join("tokens.safetensors"),
+        &["--dump-maps", d.to_str().unwrap()],
+        &[&img],
+    );
+    assert_clean_error(&out, &["--dump-maps", "is a folder"]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 /// The JSON records and the COCO document of `detect` agree, by COCO's field rules: one
 /// result per image, `x - 0.5` in COCO's pixel-index coordinates, v = 2 (every keypoint
 /// visible), the score the mean confidence; with a pose, a dataset whose category has the

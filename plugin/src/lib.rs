@@ -29,7 +29,9 @@ mod track;
 pub use overlay::{palette_rgb, StableKeypointsOverlay};
 pub use pose::StableKeypointsPose;
 pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
-pub use stablekeypoints::{CropModeProp, GapPolicyProp, StableKeypoints, MESSAGE_NAME};
+pub use stablekeypoints::{
+    shared_model, CropModeProp, GapPolicyProp, StableKeypoints, MESSAGE_NAME,
+};
 pub use track::{SmoothingProp, StableKeypointsTrack, TrackGapProp};
 
 // The plugin's Rust allocations (model activations) reuse freed large blocks instead of

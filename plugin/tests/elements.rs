@@ -76,6 +76,8 @@ fn kind_of(p: &glib::ParamSpec) -> &'static str {
     let t = p.value_type();
     if t == glib::Type::STRING {
         "string"
+    } else if t == glib::Type::I32 {
+        "int"
     } else if t == glib::Type::U32 {
         "uint"
     } else if t == glib::Type::U64 {
@@ -102,6 +104,7 @@ fn default_of(p: &glib::ParamSpec) -> Option<String> {
                 .unwrap()
                 .unwrap_or_else(|| "none".into()),
         ),
+        "int" => Some(v.get::<i32>().unwrap().to_string()),
         "uint" => Some(v.get::<u32>().unwrap().to_string()),
         "uint64" => Some(v.get::<u64>().unwrap().to_string()),
         "bool" => Some(v.get::<bool>().unwrap().to_string()),

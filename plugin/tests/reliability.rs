@@ -1377,6 +1377,8 @@ fn flush_starts_a_new_stream() {
         assert!(hn.push_event(segment_event()));
         while hn.try_pull().is_some() {}
         let f = frame(10);
+        // Its noise is that of frame 0 again: frames are counted from the flush.
+        det.set_item_key(0);
         let expected = f.detect(&mut det, &info);
         hn.push(timed(f.standard_buffer(&info, 0), 0)).unwrap();
         let out = pull_all(&mut hn);
@@ -1899,4 +1901,102 @@ fn json_write_failure_leaves_only_whole_lines() {
     assert!(len > 0 && len <= limit, "{len} bytes");
     let lines = json_lines(&json);
     assert!(!lines.is_empty());
+}
+
+#[test]
+fn a_frame_s_noise_is_keyed_by_its_index_since_the_start_or_the_last_flush() {
+    // Frame i's noise comes from (seed, i), i counting every frame since the start or the
+    // last flush (inferred or not): with inference-interval=2, frames 0, 2, 4 are inferred
+    // with keys 0, 2, 4, whatever was inferred before them.
+    let info = video_info(F::Rgb, 32, 24);
+    let frame = |i: u64| Pixels::random(F::Rgb, 32, 24, 700 + i);
+    for extra in ["inference-interval=2", "inference-interval=2 batch-size=2"] {
+        let mut hn = harness(&format!("{extra} gap-policy=none"), info.to_caps().unwrap());
+        let mut det = core_detector();
+        let mut first = Vec::new();
+        for i in 0..5 {
+            hn.push(timed(frame(i).standard_buffer(&info, i), i))
+                .unwrap();
+        }
+        hn.push_event(gst::event::Eos::new());
+        let out = pull_all(&mut hn);
+        assert_eq!(out.len(), 5, "{extra}");
+        for i in [0u64, 2, 4] {
+            det.set_item_key(i);
+            let want = frame(i).detect(&mut det, &info);
+            let m = read_meta(&out[i as usize]);
+            assert_matches_core(&m, &want, &format!("{extra}: frame {i}"));
+            first.push(m);
+        }
+        // Key 1 on frame 2 (what a shared stream would have given it) differs.
+        det.set_item_key(1);
+        let other = frame(2).detect(&mut det, &info);
+        let scores =
+            |k: &[stablekeypoints::Keypoint]| k.iter().map(|k| k.score).collect::<Vec<_>>();
+        assert_ne!(
+            first[1]
+                .keypoints
+                .iter()
+                .map(|k| k.confidence)
+                .collect::<Vec<_>>(),
+            scores(&other.keypoints),
+            "{extra}"
+        );
+    }
+    // After a flush the count starts again: the same frames give the same keypoints.
+    let mut hn = harness("", info.to_caps().unwrap());
+    let run = |hn: &mut gst_check::Harness| -> Vec<FrameKeypoints> {
+        for i in 0..3 {
+            hn.push(timed(frame(i).standard_buffer(&info, i), i))
+                .unwrap();
+        }
+        pull_all(hn).iter().map(|b| read_meta(b)).collect()
+    };
+    let a = run(&mut hn);
+    assert!(hn.push_event(gst::event::FlushStart::new()));
+    assert!(hn.push_event(gst::event::FlushStop::new(true)));
+    assert!(hn.push_event(segment_event()));
+    let b = run(&mut hn);
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.keypoints, y.keypoints);
+    }
+}
+
+#[test]
+fn count_properties_have_the_cli_s_bounds() {
+    init();
+    let e = gst::ElementFactory::make("stablekeypoints")
+        .build()
+        .unwrap();
+    for (name, max) in [
+        ("augmentations", stablekeypoints::limits::MAX_AUGMENTATIONS),
+        ("batch-size", stablekeypoints::limits::MAX_BATCH_SIZE),
+    ] {
+        let p = e.find_property(name).unwrap();
+        let p = p.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();
+        assert_eq!((p.minimum(), p.maximum()), (1, max as u32), "{name}");
+    }
+    // A value past the bound that reaches the detector anyway is refused at start.
+    let tokens = Tokens::load(&tokens_path()).unwrap();
+    let model = Arc::new(
+        Model::load(
+            model_dir(),
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32,
+        )
+        .unwrap(),
+    );
+    let opts = DetectOptions {
+        augmentations: stablekeypoints::limits::MAX_AUGMENTATIONS + 1,
+        ..Default::default()
+    };
+    let e = Detector::new(model, &tokens, opts)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("augmentations 65") && e.contains("between 1 and 64"),
+        "{e}"
+    );
 }

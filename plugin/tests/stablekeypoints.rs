@@ -168,6 +168,7 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         "augmentations",
         "seed",
         "noise",
+        "noise-level",
         "batch-size",
         "batch-timeout",
         "inference-interval",
@@ -285,6 +286,82 @@ fn harness_metadata_equals_core_detection_rgb_i420_nv12() {
             assert_matches_core(&meta, &expected);
         }
     }
+}
+
+/// `noise-level` picks the reference's DDIM timestep by index (-2 = t = 20) and
+/// `crop-mode=stretch` resizes each axis on its own: the core with those options, which
+/// tests/golden.rs and tests/fidelity.rs check against diffusers and PIL. The default
+/// (-51) is the tokens file's timestep, which -1 (t = 0) equals for this file.
+#[test]
+fn noise_level_and_stretch_equal_the_core() {
+    use gst_video::VideoFormat as F;
+    let (w, h) = (96, 48);
+    let run = |extra: &str, opts: DetectOptions| {
+        let (mut hn, info) = harness(extra, F::Rgb, w, h);
+        let mut det = core_detector_with(opts);
+        let mut metas = Vec::new();
+        for i in 0..2 {
+            let input = frame_buffer(&info, i);
+            let expected = core_detect(&mut det, &input, &info);
+            hn.push(input).unwrap();
+            let meta = read_meta(&hn.pull().unwrap());
+            assert_matches_core(&meta, &expected);
+            metas.push(meta);
+        }
+        (hn, metas)
+    };
+    let (hn, default) = run("", DetectOptions::default());
+    let e = hn.element().unwrap();
+    assert_eq!(e.property::<i32>("noise-level"), -51);
+    let (_, t0) = run("noise-level=-1", DetectOptions::default());
+    assert_eq!(default, t0);
+    let (_, t20) = run(
+        "noise-level=-2",
+        DetectOptions {
+            timestep: Some(20),
+            ..Default::default()
+        },
+    );
+    let (_, stretch) = run(
+        "noise-level=-2 crop-mode=stretch",
+        DetectOptions {
+            timestep: Some(20),
+            crop: CropMode::Stretch,
+            ..Default::default()
+        },
+    );
+    assert_ne!(t20, default, "noise-level has no effect");
+    assert_ne!(stretch, t20, "crop-mode=stretch has no effect");
+}
+
+/// `tokens=DIR` with the reference's `embedding.pt` and `indices.pt` (written by
+/// `torch.save` in the golden script) detects as the core with that directory.
+#[test]
+fn tokens_directory_of_the_references_files() {
+    use gst_video::VideoFormat as F;
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    let (model, dir) = (data.join("tiny-sd1"), data.join("reference-tokens"));
+    let extra = format!(
+        "model={} tokens={} input-size=128",
+        model.display(),
+        dir.display()
+    );
+    let (mut hn, info) = harness(&extra, F::Rgb, 64, 48);
+    let tokens = Tokens::load(&dir).unwrap();
+    let model =
+        stablekeypoints::Model::load(&model, &candle_core::Device::Cpu, candle_core::DType::F32)
+            .unwrap();
+    let opts = DetectOptions {
+        input_size: Some(128),
+        ..Default::default()
+    };
+    let mut det = Detector::new(Arc::new(model), &tokens, opts).unwrap();
+    let input = frame_buffer(&info, 0);
+    let expected = core_detect(&mut det, &input, &info);
+    hn.push(input).unwrap();
+    let meta = read_meta(&hn.pull().unwrap());
+    assert_eq!(meta.keypoints.len(), tokens.indices.len());
+    assert_matches_core(&meta, &expected);
 }
 
 /// `device=cuda:0` (f16) reports the CPU's keypoint scores, frame by frame, in a decoder's

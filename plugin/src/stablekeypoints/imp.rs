@@ -34,7 +34,7 @@ use crate::meta::TokenIdentity;
 use crate::overlay::{draw_buffer, frame_scene, Blender, DrawSettings};
 use crate::pose::Pose;
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "stablekeypoints",
         gst::DebugColorFlags::empty(),
@@ -47,6 +47,8 @@ pub(super) const DEFAULT_INPUT_SIZE: u32 = 0;
 pub(super) const DEFAULT_AUGMENTATIONS: u32 = 1;
 pub(super) const DEFAULT_SEED: u64 = 0;
 pub(super) const DEFAULT_NOISE: bool = true;
+/// `noise-level` of the tokens file's timestep (one below the reference's valid indices).
+pub(super) const NOISE_LEVEL_FROM_TOKENS: i32 = -51;
 pub(super) const DEFAULT_INFERENCE_INTERVAL: u32 = 1;
 pub(super) const DEFAULT_KEYPOINT_THRESHOLD: f64 = 0.0;
 pub(super) const DEFAULT_DRAW: bool = false;
@@ -54,7 +56,8 @@ pub(super) const DEFAULT_DRAW_IDS: bool = false;
 pub(super) const DEFAULT_RADIUS: u32 = 0;
 pub(super) const DEFAULT_LINE_WIDTH: u32 = 0;
 pub(super) const DEFAULT_BATCH_SIZE: u32 = 1;
-pub(super) const MAX_BATCH_SIZE: u32 = 64;
+pub(super) const MAX_BATCH_SIZE: u32 = stablekeypoints::limits::MAX_BATCH_SIZE as u32;
+pub(super) const MAX_AUGMENTATIONS: u32 = stablekeypoints::limits::MAX_AUGMENTATIONS as u32;
 pub(super) const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
 
 /// Asked by downstream elements that need the inference interval (the track element's
@@ -72,6 +75,7 @@ pub(super) struct Settings {
     pub augmentations: u32,
     pub seed: u64,
     pub noise: bool,
+    pub noise_level: i32,
     pub batch_size: u32,
     pub batch_timeout: u32,
     pub inference_interval: u32,
@@ -95,6 +99,7 @@ impl Default for Settings {
             augmentations: DEFAULT_AUGMENTATIONS,
             seed: DEFAULT_SEED,
             noise: DEFAULT_NOISE,
+            noise_level: NOISE_LEVEL_FROM_TOKENS,
             batch_size: DEFAULT_BATCH_SIZE,
             batch_timeout: DEFAULT_BATCH_TIMEOUT_MS,
             inference_interval: DEFAULT_INFERENCE_INTERVAL,
@@ -192,6 +197,7 @@ impl StableKeypoints {
     fn infer(
         &self,
         buffers: &[&gst::BufferRef],
+        keys: &[u64],
         info: &gst_video::VideoInfo,
     ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
         let (mut detector, delay) = {
@@ -201,7 +207,13 @@ impl StableKeypoints {
             (detector, state.delay)
         };
         let started = Instant::now();
-        let result = infer::detect(&mut detector, lock(&self.convert).as_mut(), buffers, info);
+        let result = infer::detect(
+            &mut detector,
+            lock(&self.convert).as_mut(),
+            buffers,
+            keys,
+            info,
+        );
         std::thread::sleep(delay.saturating_mul(buffers.len() as u32));
         let elapsed = started.elapsed();
         if let Some(state) = lock(&self.state).as_mut() {
@@ -317,7 +329,7 @@ impl StableKeypoints {
         let keypoints = if buffers.is_empty() {
             Vec::new()
         } else {
-            self.infer(&buffers, &info)?
+            self.infer(&buffers, &batch.keys(), &info)?
         };
         let mut st = lock(&self.state);
         let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
@@ -485,6 +497,7 @@ impl BaseTransformImpl for StableKeypoints {
             augmentations: s.augmentations,
             seed: s.seed,
             noise: s.noise,
+            noise_level: s.noise_level,
             delay,
         })?;
         gst::info!(

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::imp::CAT;
 use super::CropModeProp;
 use crate::convert::{ToRgb, CORE_FORMAT};
 use crate::formats::frame_ref;
@@ -26,6 +27,8 @@ pub struct LoadSettings<'a> {
     pub augmentations: u32,
     pub seed: u64,
     pub noise: bool,
+    /// The reference's `noise_level`; [`super::imp::NOISE_LEVEL_FROM_TOKENS`] = the tokens'.
+    pub noise_level: i32,
     /// Testing aid: added to every inference and to the warm-up.
     pub delay: Duration,
 }
@@ -48,7 +51,7 @@ fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), St
     stablekeypoints::device::parse(s).map_err(|e| e.to_string())
 }
 
-fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
+pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
     let key = (
         dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
         device.trim().to_string(),
@@ -60,10 +63,22 @@ fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
         .find(|(k, _)| *k == key)
         .and_then(|(_, w)| w.upgrade())
     {
+        gst::debug!(
+            CAT,
+            "model {} on {}: already loaded",
+            key.0.display(),
+            key.1
+        );
         return Ok(m);
     }
     let (dev, dtype) = parse_device(device)?;
     let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
+    gst::info!(
+        CAT,
+        "model {} on {}: loaded from disk",
+        key.0.display(),
+        key.1
+    );
     cache.push((key, Arc::downgrade(&model)));
     Ok(model)
 }
@@ -132,13 +147,17 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
         augmentations: s.augmentations.max(1) as usize,
         seed: s.seed,
         noise: s.noise,
+        noise_level: (s.noise_level != super::imp::NOISE_LEVEL_FROM_TOKENS)
+            .then_some(s.noise_level as isize),
         crop: match s.crop_mode {
             CropModeProp::Letterbox => CropMode::Letterbox,
             CropModeProp::CenterCrop => CropMode::CenterCrop,
+            CropModeProp::Stretch => CropMode::Stretch,
         },
         ..Default::default()
     }
-    .to_options();
+    .to_options()
+    .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("noise-level: {}", e)))?;
     let bad = |e: stablekeypoints::Error| {
         gst::error_msg!(
             gst::LibraryError::Settings,
@@ -176,6 +195,7 @@ pub fn detect(
     detector: &mut Detector,
     convert: Option<&mut ToRgb>,
     buffers: &[&gst::BufferRef],
+    keys: &[u64],
     info: &gst_video::VideoInfo,
 ) -> Result<Vec<Vec<Keypoint>>, String> {
     let mapped = buffers
@@ -189,7 +209,7 @@ pub fn detect(
                 .iter()
                 .map(|f| frame_ref(f, info))
                 .collect::<Result<Vec<_>, _>>()?;
-            detector.detect_frames(&frames)
+            detector.detect_frames_keyed(&frames, keys)
         }
         Some(to_rgb) => {
             let stride = to_rgb.stride();
@@ -202,7 +222,7 @@ pub fn detect(
                 .map(|p| FrameRef::packed(CORE_FORMAT, w, h, p.as_slice(), stride))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?;
-            detector.detect_frames(&frames)
+            detector.detect_frames_keyed(&frames, keys)
         }
     };
     detections

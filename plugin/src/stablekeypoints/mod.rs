@@ -37,6 +37,11 @@ pub enum CropModeProp {
         nick = "center-crop"
     )]
     CenterCrop = 1,
+    #[enum_value(
+        name = "Stretch: resize each axis on its own (PIL bilinear), as the reference's loaders",
+        nick = "stretch"
+    )]
+    Stretch = 2,
 }
 
 /// Keypoints of the frames that are not inferred (interpolation is the track element's).
@@ -69,6 +74,17 @@ impl StableKeypoints {
     pub fn set_test_inference_delay(&self, delay: std::time::Duration) {
         self.imp().set_test_inference_delay(delay);
     }
+}
+
+/// The model of `dir` on `device` (the element's `model` and `device` properties), from the
+/// cache elements share: loaded now unless an element holds it. While the caller keeps it,
+/// elements that start reuse it instead of loading their own (the CLI keeps one across the
+/// videos of a corpus).
+pub fn shared_model(
+    dir: &std::path::Path,
+    device: &str,
+) -> Result<std::sync::Arc<::stablekeypoints::Model>, String> {
+    infer::load_model(dir, device)
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -46,13 +46,13 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .nick("Augmentations")
             .blurb("Test-time augmentation passes per inference (1 = none)")
             .minimum(1)
-            .maximum(64)
+            .maximum(MAX_AUGMENTATIONS)
             .default_value(DEFAULT_AUGMENTATIONS)
             .mutable_ready()
             .build(),
         glib::ParamSpecUInt64::builder("seed")
             .nick("Seed")
-            .blurb("Seed of the diffusion noise and of the augmentation warps")
+            .blurb("Seed of the diffusion noise and of the augmentation warps (per frame: the seed and the frame's index since the start or the last flush)")
             .default_value(DEFAULT_SEED)
             .mutable_ready()
             .build(),
@@ -60,6 +60,14 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .nick("Noise")
             .blurb("Add seeded diffusion noise at the timestep (as the paper); off = deterministic per frame")
             .default_value(DEFAULT_NOISE)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecInt::builder("noise-level")
+            .nick("Noise level")
+            .blurb("The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0 (-1 = the last, t = 0); -51 = the tokens file's timestep")
+            .minimum(NOISE_LEVEL_FROM_TOKENS)
+            .maximum(49)
+            .default_value(NOISE_LEVEL_FROM_TOKENS)
             .mutable_ready()
             .build(),
         glib::ParamSpecUInt::builder("batch-size")
@@ -153,6 +161,7 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) {
         "augmentations" => s.augmentations = get(),
         "seed" => s.seed = value.get().expect("type checked upstream"),
         "noise" => s.noise = value.get().expect("type checked upstream"),
+        "noise-level" => s.noise_level = value.get().expect("type checked upstream"),
         "batch-size" => s.batch_size = get(),
         "batch-timeout" => s.batch_timeout = get(),
         "inference-interval" => s.inference_interval = get(),
@@ -179,6 +188,7 @@ pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
         "augmentations" => s.augmentations.to_value(),
         "seed" => s.seed.to_value(),
         "noise" => s.noise.to_value(),
+        "noise-level" => s.noise_level.to_value(),
         "batch-size" => s.batch_size.to_value(),
         "batch-timeout" => s.batch_timeout.to_value(),
         "inference-interval" => s.inference_interval.to_value(),
