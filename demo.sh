@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Newcomer demo: installs the system packages, builds, generates the tiny random demo model
-# and tokens, encodes a synthetic clip, and runs the `stablekeypoints` element in a real
-# gst-launch-1.0 pipeline that writes an annotated MP4 and a JSON lines file.
+# and tokens, encodes a synthetic clip, and runs the elements (inference, publish, overlay)
+# in a real gst-launch-1.0 pipeline that writes an annotated MP4 and a JSON lines file.
 # Usage: ./demo.sh     (outputs in out/)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +17,7 @@ ln -sf "$target/debug/libgststablekeypoints.so" out/plugin/libgststablekeypoints
 export GST_PLUGIN_PATH="$PWD/out/plugin"
 
 echo "== tiny demo model (random weights) -> out/model"
-"$target/debug/stablekeypoints" init-model --out out/model
+"$target/debug/stablekeypoints" init-model --out out/model --force  # the demo's own folder
 
 echo "== synthetic clip -> out/input.mp4"
 gst-launch-1.0 -q videotestsrc num-buffers=60 pattern=ball \
@@ -28,7 +28,8 @@ echo "== running the element"
 set -x
 time gst-launch-1.0 filesrc location=out/input.mp4 ! decodebin \
   ! stablekeypoints model=out/model tokens=out/model/tokens.safetensors \
-      draw=true draw-ids=true json-location=out/keypoints.jsonl \
+  ! stablekeypointspublish location=out/keypoints.jsonl \
+  ! stablekeypointsoverlay draw-ids=true \
   ! videoconvert ! x264enc ! mp4mux ! filesink location=out/demo.mp4
 set +x
 

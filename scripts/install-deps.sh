@@ -3,9 +3,11 @@
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
 # plugins-bad: x265enc and h265parse, for the element's HEVC 10-bit pipeline test.
+# python3-gi + the GStreamer typelibs: the Python metadata consumer test (tests/dlstreamer.rs).
 pkgs=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
       gstreamer1.0-plugins-bad gstreamer1.0-libav meson ninja-build
+      python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
       mosquitto)  # MQTT broker of the publish element's tests (started by the tests themselves)
 missing=()
 for p in "${pkgs[@]}"; do

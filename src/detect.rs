@@ -1,19 +1,45 @@
 //! Image -> keypoints (method.md section 4): maps of the K selected tokens, bilinear
 //! upsampling to the input size, optional test-time augmentation, peak extraction.
+//!
+//! **Randomness per item.** The diffusion noise and the augmentation warps of an image or
+//! frame are drawn from [`item_rng`]`(seed, key)`, the item's own generator, never from a
+//! stream shared with other items: the keypoints of an item depend on the seed, its pixels
+//! and its key only, not on what was detected before it or next to it in a batch. The CLI
+//! keys images by their content ([`content_key`]), the element frames by their index since
+//! the start or the last flush; calls without a key number the items this detector has seen
+//! (the n-th frame is item n, as in a video).
 
 use crate::error::{Error, Result};
 use crate::frame::{to_model_input, CropMode, Fit, FrameRef};
 use crate::keypoints::{argmax_peak, weighted_peak, MapPeak};
-use crate::model::{Context, MapSpec, Model};
+use crate::model::{Context, LayerSet, MapSpec, Model};
 use crate::ops::resample::{resize, Interp};
-use crate::ops::rng::Rng;
-use crate::ops::warp::{warp, Affine, SamplePlan};
+use crate::ops::rng::{mix64, Rng};
+use crate::ops::warp::{warp, Affine, AugmentRanges, SamplePlan};
 use crate::tokens::{Tokens, MAX_INPUT_SIZE, MAX_MAP_RES};
+use crate::util::Fnv;
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
-/// Largest number of augmentation passes run as one batch.
-const MAX_TTA_BATCH: usize = 4;
+/// Augmentation passes run as one batch; their maps are accumulated batch by batch, so any
+/// number of passes runs in the memory of this many.
+const TTA_CHUNK: usize = 4;
+
+/// The generator of item `key`'s noise and augmentation warps under `seed` (see the module
+/// documentation): its warps first, then the noise of each pass in order.
+pub fn item_rng(seed: u64, key: u64) -> Rng {
+    Rng::new(mix64(mix64(seed) ^ key))
+}
+
+/// Content key of an image for [`Detector::set_item_key`]: a hash of its size and its RGB8
+/// pixels, so that the same image gets the same noise wherever it appears.
+pub fn content_key(width: usize, height: usize, rgb: &[u8]) -> u64 {
+    let mut h = Fnv::new();
+    h.write(&(width as u64).to_le_bytes());
+    h.write(&(height as u64).to_le_bytes());
+    h.write(rgb);
+    h.finish()
+}
 
 /// How a keypoint is read off its map.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -30,8 +56,11 @@ pub enum PeakMode {
 pub struct DetectOptions {
     pub input_size: Option<usize>,
     pub map_res: Option<usize>,
-    pub num_layers: Option<usize>,
+    /// The observed layers averaged (the reference's `--layers`); None = the tokens file's.
+    pub layers: Option<LayerSet>,
     pub timestep: Option<usize>,
+    /// Ranges of the test-time augmentation warps.
+    pub augment: Option<AugmentRanges>,
     /// Test-time augmentation passes. More than one: every pass is a random warp (the first
     /// too), as the reference's `--augmentation_iterations`. One: a plain pass, unless
     /// `warp_every_pass`.
@@ -39,7 +68,7 @@ pub struct DetectOptions {
     /// Warp a single pass too, as the reference does for any pass count (`eval`'s default;
     /// `detect` and the element keep one plain pass as the fast default).
     pub warp_every_pass: bool,
-    /// Seed of the noise and of the augmentation warps.
+    /// Seed of the noise and of the augmentation warps (per item: see [`item_rng`]).
     pub seed: u64,
     /// Add seeded DDIM noise at the timestep (the reference) or none (deterministic per image).
     pub noise: bool,
@@ -52,8 +81,9 @@ impl Default for DetectOptions {
         Self {
             input_size: None,
             map_res: None,
-            num_layers: None,
+            layers: None,
             timestep: None,
+            augment: None,
             augmentations: 1,
             warp_every_pass: false,
             seed: 0,
@@ -99,8 +129,10 @@ pub struct Detector {
     k: usize,
     size: usize,
     spec: MapSpec,
+    augment: AugmentRanges,
     opts: DetectOptions,
-    rng: Rng,
+    /// Item key of the next image or frame given without one.
+    next_key: u64,
 }
 
 impl Detector {
@@ -113,9 +145,8 @@ impl Detector {
                 model.context_dim()
             )));
         }
-        if opts.augmentations == 0 {
-            return Err(Error::Invalid("augmentations must be at least 1".into()));
-        }
+        crate::limits::check(opts.augmentations, 1, crate::limits::MAX_AUGMENTATIONS)
+            .map_err(|m| Error::Invalid(format!("augmentations {}: {m}", opts.augmentations)))?;
         let size = opts.input_size.unwrap_or(tokens.input_size);
         model.check_input_size(size)?;
         let map_res = opts.map_res.unwrap_or(tokens.map_res);
@@ -126,13 +157,15 @@ impl Detector {
                 "input size {size} or map_res {map_res} is too large (at most {MAX_INPUT_SIZE} and {MAX_MAP_RES})"
             )));
         }
-        let num_layers = opts.num_layers.unwrap_or(tokens.num_layers);
         let timestep = opts.timestep.unwrap_or(tokens.timestep);
-        if map_res == 0 || num_layers == 0 || timestep >= 1000 {
+        if map_res == 0 || timestep >= 1000 {
             return Err(Error::Invalid(format!(
-                "invalid map_res {map_res}, num_layers {num_layers} or timestep {timestep}"
+                "invalid map_res {map_res} or timestep {timestep}"
             )));
         }
+        let layers = opts.layers.unwrap_or(tokens.layers);
+        let augment = opts.augment.unwrap_or(tokens.augment);
+        augment.validate().map_err(Error::Invalid)?;
         let dev = &model.device;
         let emb = Tensor::from_slice(
             &tokens.embeddings,
@@ -149,10 +182,11 @@ impl Detector {
             size,
             spec: MapSpec {
                 timestep,
-                num_layers,
+                layers,
                 map_res,
             },
-            rng: Rng::new(opts.seed),
+            augment,
+            next_key: 0,
             opts,
             model,
         })
@@ -175,16 +209,51 @@ impl Detector {
         &self.opts
     }
 
+    /// What each pass records: timestep, averaged layers, map resolution (options resolved
+    /// against the tokens file).
+    pub fn map_spec(&self) -> MapSpec {
+        self.spec
+    }
+
+    /// Ranges of the test-time augmentation warps in use.
+    pub fn augment(&self) -> AugmentRanges {
+        self.augment
+    }
+
     fn device(&self) -> &Device {
         &self.model.device
     }
 
-    /// Selected tokens' maps [B, K, R, R] for images [B, 3, S, S] in [0, 1].
-    pub fn maps(&mut self, images: &Tensor) -> Result<Tensor> {
+    /// The item key the next image or frame given without a key gets (later ones take the
+    /// following keys). The CLI sets it to the image's [`content_key`].
+    pub fn set_item_key(&mut self, key: u64) {
+        self.next_key = key;
+    }
+
+    /// The item key of the next image or frame given without a key.
+    pub fn next_item_key(&self) -> u64 {
+        self.next_key
+    }
+
+    fn take_key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key = k.wrapping_add(1);
+        k
+    }
+
+    /// Maps [B, K, R, R] of images [B, 3, S, S]; `draw(i, noise)` fills image i's noise.
+    fn maps_drawn(
+        &self,
+        images: &Tensor,
+        draw: &mut dyn FnMut(usize, &mut [f32]),
+    ) -> Result<Tensor> {
         let z = self.model.encode(images)?;
         let noise = if self.opts.noise {
+            let per = z.elem_count() / z.dim(0)?.max(1);
             let mut v = vec![0f32; z.elem_count()];
-            self.rng.fill_normal(&mut v);
+            for (i, c) in v.chunks_exact_mut(per.max(1)).enumerate() {
+                draw(i, c);
+            }
             Some(Tensor::from_vec(v, z.shape(), self.device())?)
         } else {
             None
@@ -198,6 +267,15 @@ impl Detector {
         )
     }
 
+    /// Selected tokens' maps [B, K, R, R] for images [B, 3, S, S] in [0, 1], each image an
+    /// item of its own (the next B keys).
+    pub fn maps(&mut self, images: &Tensor) -> Result<Tensor> {
+        let b = images.dim(0)?;
+        let seed = self.opts.seed;
+        let mut rngs: Vec<Rng> = (0..b).map(|_| item_rng(seed, self.take_key())).collect();
+        self.maps_drawn(images, &mut |i, buf| rngs[i].fill_normal(buf))
+    }
+
     /// Averaged keypoint maps [K, S, S] of one image [3, S, S]: one pass, or one pass per
     /// augmentation warp with the maps warped back and averaged.
     pub fn keypoint_maps(&mut self, image: &Tensor) -> Result<Tensor> {
@@ -207,49 +285,61 @@ impl Detector {
     /// As `keypoint_maps`, also returning the map-resolution maps [K, R, R] of an
     /// unaugmented pass (None with augmentation).
     pub fn keypoint_maps_full(&mut self, image: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let mut rng = item_rng(self.opts.seed, self.take_key());
         if self.opts.augmentations <= 1 && !self.opts.warp_every_pass {
-            let m = self.maps(&image.unsqueeze(0)?)?.squeeze(0)?;
+            let m = self
+                .maps_drawn(&image.unsqueeze(0)?, &mut |_, buf| rng.fill_normal(buf))?
+                .squeeze(0)?;
             let up = resize(&m, self.size, self.size, Interp::Bilinear)?;
             return Ok((up, Some(m)));
         }
         let warps: Vec<Affine> = (0..self.opts.augmentations)
-            .map(|_| Affine::random(&mut self.rng))
+            .map(|_| Affine::random_in(&mut rng, &self.augment))
             .collect();
-        Ok((self.keypoint_maps_with(image, &warps)?, None))
+        Ok((self.augmented(image, &warps, &mut rng)?, None))
     }
 
-    /// Test-time augmentation with the given warps (each warp is one pass).
+    /// Test-time augmentation with the given warps (each warp is one pass); the image is one
+    /// item (the next key), whose generator gives the passes' noise.
     pub fn keypoint_maps_with(&mut self, image: &Tensor, warps: &[Affine]) -> Result<Tensor> {
-        let s = self.size;
-        let plans: Vec<SamplePlan> = warps
-            .iter()
-            .map(|a| SamplePlan::new(a, s, s, s, s))
-            .collect();
-        let warped = plans
-            .iter()
-            .map(|p| warp(image, p))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        // Passes run in batches; a cap keeps SD-size activations within memory.
-        let mut chunks = Vec::new();
-        for c in warped.chunks(MAX_TTA_BATCH) {
-            chunks.push(self.maps(&Tensor::stack(c, 0)?)?);
+        let mut rng = item_rng(self.opts.seed, self.take_key());
+        self.augmented(image, warps, &mut rng)
+    }
+
+    /// The passes run [`TTA_CHUNK`] at a time and their warped-back maps and coverage are
+    /// summed as they come, so memory does not grow with the number of passes.
+    fn augmented(&self, image: &Tensor, warps: &[Affine], rng: &mut Rng) -> Result<Tensor> {
+        if warps.is_empty() {
+            return Err(Error::Invalid(
+                "test-time augmentation needs at least one warp".into(),
+            ));
         }
-        let maps = resize(&Tensor::cat(&chunks, 0)?, s, s, Interp::Bilinear)?;
+        let s = self.size;
         let ones = Tensor::ones((1, s, s), DType::F32, self.device())?;
         let mut sum: Option<Tensor> = None;
         let mut count: Option<Tensor> = None;
-        for (i, a) in warps.iter().enumerate() {
-            let back = SamplePlan::new(&a.inverse(), s, s, s, s);
-            let m = warp(&maps.get(i)?, &back)?;
-            let c = warp(&ones, &back)?;
-            sum = Some(match sum {
-                Some(x) => (x + m)?,
-                None => m,
-            });
-            count = Some(match count {
-                Some(x) => (x + c)?,
-                None => c,
-            });
+        for chunk in warps.chunks(TTA_CHUNK) {
+            let warped = chunk
+                .iter()
+                .map(|a| warp(image, &SamplePlan::new(a, s, s, s, s)))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let maps = self.maps_drawn(&Tensor::stack(&warped, 0)?, &mut |_, buf| {
+                rng.fill_normal(buf)
+            })?;
+            let maps = resize(&maps, s, s, Interp::Bilinear)?;
+            for (i, a) in chunk.iter().enumerate() {
+                let back = SamplePlan::new(&a.inverse(), s, s, s, s);
+                let m = warp(&maps.get(i)?, &back)?;
+                let c = warp(&ones, &back)?;
+                sum = Some(match sum {
+                    Some(x) => (x + m)?,
+                    None => m,
+                });
+                count = Some(match count {
+                    Some(x) => (x + c)?,
+                    None => c,
+                });
+            }
         }
         let (sum, count) = (sum.expect("warps"), count.expect("warps"));
         // sum / count where count > 0, else 0.
@@ -306,12 +396,40 @@ impl Detector {
 
     /// Keypoints of several frames, in order, with one forward pass for all of them (one
     /// pass per frame with test-time augmentation, whose passes are batched already). The
-    /// noise is drawn in frame order, so the results are those of `detect_frame` on each
+    /// frames are the next items (keys), so the results are those of `detect_frame` on each
     /// frame in turn.
     pub fn detect_frames(&mut self, frames: &[FrameRef]) -> Result<Vec<Detection>> {
-        if self.opts.augmentations > 1 || self.opts.warp_every_pass || frames.len() < 2 {
-            return frames.iter().map(|f| self.detect_frame(f)).collect();
+        let keys: Vec<u64> = frames.iter().map(|_| self.take_key()).collect();
+        self.detect_frames_keyed(frames, &keys)
+    }
+
+    /// As `detect_frames`, frame i being item `keys[i]`; the next key is then the last one
+    /// plus 1.
+    pub fn detect_frames_keyed(
+        &mut self,
+        frames: &[FrameRef],
+        keys: &[u64],
+    ) -> Result<Vec<Detection>> {
+        if keys.len() != frames.len() {
+            return Err(Error::Invalid(format!(
+                "{} item keys for {} frames",
+                keys.len(),
+                frames.len()
+            )));
         }
+        if self.opts.augmentations > 1 || self.opts.warp_every_pass || frames.len() < 2 {
+            return frames
+                .iter()
+                .zip(keys)
+                .map(|(f, &k)| {
+                    self.set_item_key(k);
+                    self.detect_frame(f)
+                })
+                .collect();
+        }
+        let seed = self.opts.seed;
+        let mut rngs: Vec<Rng> = keys.iter().map(|&k| item_rng(seed, k)).collect();
+        self.set_item_key(keys[keys.len() - 1].wrapping_add(1));
         let s = self.size;
         let mut pixels = Vec::with_capacity(frames.len() * 3 * s * s);
         let mut fits = Vec::with_capacity(frames.len());
@@ -321,7 +439,8 @@ impl Detector {
             fits.push(fit);
         }
         let images = Tensor::from_vec(pixels, (frames.len(), 3, s, s), self.device())?;
-        let maps = resize(&self.maps(&images)?, s, s, Interp::Bilinear)?;
+        let maps = self.maps_drawn(&images, &mut |i, buf| rngs[i].fill_normal(buf))?;
+        let maps = resize(&maps, s, s, Interp::Bilinear)?;
         fits.iter()
             .enumerate()
             .map(|(i, fit)| Ok(map_back(self.keypoints_of(&maps.get(i)?)?, fit)))
@@ -437,6 +556,124 @@ mod tests {
         }
         let mut d = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
         assert!(d.detect_frames(&[]).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tiny(name: &str) -> (std::path::PathBuf, Arc<Model>, Tokens) {
+        let dir = std::env::temp_dir().join(format!("skp-detect-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init_model(&dir, TinyArch::TinySd1, 3, 24, 5).unwrap();
+        let model = Arc::new(
+            Model::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap(),
+        );
+        let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
+        (dir, model, tokens)
+    }
+
+    fn pixels(w: usize, h: usize, salt: usize) -> Vec<u8> {
+        (0..w * h * 3)
+            .map(|p| ((p * 31 + salt * 97) % 251) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn an_item_s_keypoints_depend_on_its_key_not_on_its_place() {
+        let (dir, model, tokens) = tiny("keys");
+        let (a, b) = (pixels(40, 30, 1), pixels(40, 30, 2));
+        let fa = FrameRef::packed(PixelFormat::Rgb, 40, 30, &a, 120).unwrap();
+        let fb = FrameRef::packed(PixelFormat::Rgb, 40, 30, &b, 120).unwrap();
+        let (ka, kb) = (content_key(40, 30, &a), content_key(40, 30, &b));
+        assert_ne!(ka, kb);
+        for augmentations in [1, 3] {
+            let opts = DetectOptions {
+                augmentations,
+                ..Default::default()
+            };
+            let mut det = Detector::new(model.clone(), &tokens, opts).unwrap();
+            let mut run = |order: &[(&FrameRef, u64)]| -> Vec<Detection> {
+                order
+                    .iter()
+                    .map(|(f, k)| {
+                        det.set_item_key(*k);
+                        det.detect_frame(f).unwrap()
+                    })
+                    .collect()
+            };
+            let ab = run(&[(&fa, ka), (&fb, kb)]);
+            let ba = run(&[(&fb, kb), (&fa, ka)]);
+            let aa = run(&[(&fa, ka), (&fa, ka)]);
+            assert_eq!(ab[0], ba[1], "augmentations {augmentations}");
+            assert_eq!(ab[1], ba[0], "augmentations {augmentations}");
+            assert_eq!(aa[0], aa[1], "augmentations {augmentations}");
+            // The key is what decides: another key, other noise (and warps).
+            let other = run(&[(&fa, ka ^ 1)]);
+            let maps = |d: &Detection| d.keypoints.iter().map(|k| k.score).collect::<Vec<_>>();
+            assert_ne!(
+                maps(&other[0]),
+                maps(&ab[0]),
+                "augmentations {augmentations}"
+            );
+        }
+        // Keyed batches equal keyed single frames, whatever the batch holds.
+        let mut det = Detector::new(model.clone(), &tokens, DetectOptions::default()).unwrap();
+        let batch = det.detect_frames_keyed(&[fb, fa], &[kb, ka]).unwrap();
+        assert_eq!(det.next_item_key(), ka.wrapping_add(1));
+        det.set_item_key(ka);
+        assert_eq!(det.detect_frame(&fa).unwrap(), batch[1]);
+        assert!(det.detect_frames_keyed(&[fa], &[]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn augmentation_passes_accumulated_in_chunks_equal_one_at_a_time() {
+        let (dir, model, tokens) = tiny("chunks");
+        let det = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
+        let s = det.input_size();
+        let px = pixels(s, s, 5);
+        let frame = FrameRef::packed(PixelFormat::Rgb, s, s, &px, s * 3).unwrap();
+        let (input, _) = to_model_input(&frame, s, CropMode::Letterbox);
+        let image = Tensor::from_vec(input, (3, s, s), &candle_core::Device::Cpu).unwrap();
+        // 9 passes: chunks of 4, 4 and 1.
+        let mut r = Rng::new(11);
+        let warps: Vec<Affine> = (0..9).map(|_| Affine::random(&mut r)).collect();
+        let got = det.augmented(&image, &warps, &mut Rng::new(4)).unwrap();
+        // By hand: each pass alone, its noise drawn in pass order from the same generator.
+        let mut rng = Rng::new(4);
+        let ones = Tensor::ones((1, s, s), DType::F32, &candle_core::Device::Cpu).unwrap();
+        let (mut sum, mut count) = (None::<Tensor>, None::<Tensor>);
+        for a in &warps {
+            let w = warp(&image, &SamplePlan::new(a, s, s, s, s)).unwrap();
+            let m = det
+                .maps_drawn(&w.unsqueeze(0).unwrap(), &mut |_, b| rng.fill_normal(b))
+                .unwrap();
+            let m = resize(&m, s, s, Interp::Bilinear).unwrap().get(0).unwrap();
+            let back = SamplePlan::new(&a.inverse(), s, s, s, s);
+            let (m, c) = (warp(&m, &back).unwrap(), warp(&ones, &back).unwrap());
+            sum = Some(sum.map_or(m.clone(), |x| (x + m).unwrap()));
+            count = Some(count.map_or(c.clone(), |x| (x + c).unwrap()));
+        }
+        let (sum, count) = (
+            sum.unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            count
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        );
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let plane = s * s;
+        let mut max_err = 0f32;
+        for (i, g) in got.iter().enumerate() {
+            let c = count[i % plane];
+            let want = if c > 0.0 { sum[i] / c } else { 0.0 };
+            max_err = max_err.max((g - want).abs() / want.abs().max(1e-6));
+        }
+        assert!(max_err < 1e-5, "relative error {max_err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,7 +9,8 @@
 //! | field | type | meaning |
 //! |---|---|---|
 //! | `schema` | string | `stablekeypoints-frame/1`; the number grows when a field changes meaning or goes away (new fields may appear without it) |
-//! | `frame` | uint | index of the buffer since the element started (every buffer counts, also those without keypoints) |
+//! | `frame` | uint | index of the buffer since the element started (every buffer counts, also those without keypoints); for `detect`, of the image on the command line |
+//! | `image` | string, optional | `detect` only: the image file |
 //! | `pts` | uint or null | buffer timestamp, nanoseconds |
 //! | `stream_time`, `running_time` | uint or null | the timestamp in the segment's stream and running time, nanoseconds |
 //! | `duration` | uint or null | buffer duration, nanoseconds |
@@ -41,6 +42,8 @@ pub const SCHEMA: &str = "stablekeypoints-frame/1";
 pub struct Record {
     pub schema: String,
     pub frame: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub pts: Option<u64>,
     pub stream_time: Option<u64>,
     pub running_time: Option<u64>,
@@ -128,6 +131,76 @@ impl LandmarkRecord {
 }
 
 impl Record {
+    /// The record of a still image, the `frame`-th (no timestamps; computed from it, so
+    /// not `inferred`): `keypoints` as the detector gives them (normalised), in pixels of a
+    /// `width` x `height` image, visible from `threshold` up.
+    pub fn still(
+        frame: u64,
+        image: Option<&str>,
+        width: u32,
+        height: u32,
+        keypoints: &[crate::Keypoint],
+        threshold: f32,
+    ) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            frame,
+            image: image.map(str::to_string),
+            pts: None,
+            stream_time: None,
+            running_time: None,
+            duration: None,
+            width,
+            height,
+            inferred: false,
+            keypoints: keypoints
+                .iter()
+                .map(|k| {
+                    let visible = k.score >= threshold;
+                    KeypointRecord::new(k.id as u32, k.x, k.y, k.score, visible, width, height)
+                })
+                .collect(),
+            pose: None,
+            skeleton: None,
+        }
+    }
+
+    /// Adds the landmarks `pose` regresses from the record's keypoints (as the elements'
+    /// `pose` does: from `nx`, `ny`, in token order), with its names and skeleton.
+    pub fn add_pose(
+        &mut self,
+        pose: &crate::pose::PoseModel,
+        regressor: &crate::pose::Regressor,
+    ) -> crate::Result<()> {
+        if self.keypoints.len() != regressor.num_keypoints {
+            return Err(crate::Error::Invalid(format!(
+                "the pose reads {} keypoints but the record has {}",
+                regressor.num_keypoints,
+                self.keypoints.len()
+            )));
+        }
+        let xy: Vec<[f64; 2]> = self
+            .keypoints
+            .iter()
+            .map(|k| [f64::from(k.nx), f64::from(k.ny)])
+            .collect();
+        let (w, h) = (self.width, self.height);
+        self.pose = Some(
+            pose.names
+                .iter()
+                .zip(regressor.predict(&xy))
+                .map(|(name, [x, y])| LandmarkRecord::new(name, x as f32, y as f32, w, h))
+                .collect(),
+        );
+        self.skeleton = Some(
+            pose.skeleton
+                .iter()
+                .map(|&[a, b]| [a as u32, b as u32])
+                .collect(),
+        );
+        Ok(())
+    }
+
     /// The record as one line: compact JSON and a newline.
     pub fn to_line(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).expect("records always serialise");
@@ -240,6 +313,7 @@ pub(crate) mod tests {
         Record {
             schema: SCHEMA.into(),
             frame,
+            image: None,
             pts: Some(frame * 40_000_000),
             stream_time: Some(frame * 40_000_000),
             running_time: None,
@@ -261,6 +335,48 @@ pub(crate) mod tests {
             }),
             skeleton: pose.then(|| vec![[0, 1], [1, 2]]),
         }
+    }
+
+    #[test]
+    fn a_still_images_record_with_hand_computed_pixels_visibility_and_landmarks() {
+        use crate::pose::{PoseModel, Regressor};
+        let kp = |id, x, y, score| crate::Keypoint { id, x, y, score };
+        let keypoints = [kp(4, 0.25, 0.5, 0.5), kp(8, 0.75, 0.1, 0.2)];
+        let mut r = Record::still(3, Some("a.png"), 200, 100, &keypoints, 0.3);
+        assert_eq!((r.frame, r.image.as_deref()), (3, Some("a.png")));
+        assert_eq!((r.pts, r.duration, r.inferred), (None, None, false));
+        let k = r.keypoints[1];
+        assert_eq!(
+            (k.id, k.x, k.y, k.nx, k.confidence),
+            (8, 150.0, 10.0, 0.75, 0.2)
+        );
+        assert_eq!((r.keypoints[0].visible, k.visible), (true, false));
+        // Landmark 0 = keypoint 1; landmark 1 = (1 - x0, y0): 0.5 + (x - 0.5) W.
+        let mut w = vec![0.0; 4 * 4];
+        w[2 * 4] = 1.0; // x1 -> l0.x
+        w[3 * 4 + 1] = 1.0; // y1 -> l0.y
+        w[2] = -1.0; // x0 -> l1.x
+        w[4 + 3] = 1.0; // y0 -> l1.y
+        let reg = Regressor {
+            num_keypoints: 2,
+            num_landmarks: 2,
+            weights: w,
+        };
+        let names = Some(vec!["a".to_string(), "b".to_string()]);
+        let pose = PoseModel::new(&reg, vec![4, 8], names, vec![[0, 1]]).unwrap();
+        r.add_pose(&pose, &reg).unwrap();
+        let l = r.pose.as_ref().unwrap();
+        assert_eq!((l[0].name.as_str(), l[0].nx), ("a", 0.75));
+        assert!((l[0].ny - 0.1).abs() < 1e-7);
+        assert_eq!((l[1].nx, l[1].ny, l[1].x, l[1].y), (0.75, 0.5, 150.0, 50.0));
+        assert_eq!(r.skeleton, Some(vec![[0, 1]]));
+        let v: serde_json::Value = serde_json::from_slice(&r.to_line()).unwrap();
+        assert_eq!(v["image"], "a.png");
+        // Other keypoint counts are refused.
+        let mut one = Record::still(0, None, 10, 10, &keypoints[..1], 0.0);
+        assert!(one.add_pose(&pose, &reg).is_err());
+        let v: serde_json::Value = serde_json::from_slice(&one.to_line()).unwrap();
+        assert!(!v.as_object().unwrap().contains_key("image"));
     }
 
     #[test]

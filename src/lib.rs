@@ -4,17 +4,21 @@
 //! GStreamer-free; the plugin crate and the CLI are glue over this library.
 
 pub mod alloc;
+pub mod corpus;
 pub mod detect;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod export;
 pub mod frame;
+pub mod imagefile;
 pub mod keypoints;
+pub mod limits;
 pub mod model;
 pub mod ops;
 pub mod options;
 pub mod pose;
+pub mod stream;
 pub mod tokens;
 pub mod torchfile;
 pub mod track;

@@ -401,6 +401,10 @@ pub struct PoseModel {
     pub skeleton: Vec<[usize; 2]>,
     /// `2K` rows of `2L` weights.
     pub weights: Vec<Vec<f64>>,
+    /// [`crate::Tokens::fingerprint`] of the tokens it was fitted with, when known (files
+    /// written before it was recorded, and imported reference regressors, have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_hash: Option<String>,
 }
 
 impl PoseModel {
@@ -437,6 +441,7 @@ impl PoseModel {
                 .chunks_exact(2 * l)
                 .map(|r| r.to_vec())
                 .collect(),
+            tokens_hash: None,
         })
     }
 
@@ -530,5 +535,36 @@ impl PoseModel {
             });
         }
         Ok(p)
+    }
+
+    /// Checks that this pose reads the keypoints of tokens with these `indices` and
+    /// fingerprint `hash` ([`crate::Tokens::fingerprint`]; `source` names them in the
+    /// message): the same count, the same token indices in the same order, and the same
+    /// fingerprint when the file records one. The error says what differs.
+    pub fn check_tokens(
+        &self,
+        indices: &[usize],
+        hash: &str,
+        source: &str,
+    ) -> std::result::Result<(), String> {
+        if self.num_keypoints != indices.len() {
+            return Err(format!(
+                "it reads {} keypoints but {source} give {}",
+                self.num_keypoints,
+                indices.len()
+            ));
+        }
+        if self.token_indices != indices {
+            return Err(format!(
+                "it was fitted with token indices {:?} but {source} select {:?}",
+                self.token_indices, indices
+            ));
+        }
+        match &self.tokens_hash {
+            Some(h) if h != hash => Err(format!(
+                "it was fitted with tokens of hash {h} but {source} have hash {hash}"
+            )),
+            _ => Ok(()),
+        }
     }
 }

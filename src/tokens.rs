@@ -1,9 +1,12 @@
 //! The learned-tokens file: safetensors with `embeddings` (f32 [N, context_dim]) and
 //! `indices` (i64 [K]), plus string metadata (`input_size`, `map_res`, `num_layers`,
-//! `timestep`, and whatever training records). A directory holding the reference's
+//! `timestep`, `layers`, `augment_degrees`, `augment_scale`, `augment_translate`, and
+//! whatever training records). A directory holding the reference's
 //! `embedding.pt` and `indices.pt` (as its `main.py` saves them) loads too.
 
 use crate::error::{Error, Result};
+use crate::model::LayerSet;
+use crate::ops::warp::AugmentRanges;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,13 +35,27 @@ pub struct Tokens {
     pub indices: Vec<usize>,
     pub input_size: usize,
     pub map_res: usize,
+    /// Observed layers recorded (the reference's 4).
     pub num_layers: usize,
     pub timestep: usize,
+    /// The recorded layers averaged (metadata `layers`, `0,1,2,3`; default: all
+    /// `num_layers`).
+    pub layers: LayerSet,
+    /// Ranges of the test-time augmentation warps (metadata `augment_degrees`,
+    /// `augment_scale` `lo,hi`, `augment_translate` `x,y`; `train` writes its own training
+    /// ranges, as the reference uses one set for both).
+    pub augment: AugmentRanges,
     /// Other metadata (training hyper-parameters, model hash, ...), kept verbatim.
     pub extra: BTreeMap<String, String>,
 }
 
 const KNOWN: [&str; 4] = ["input_size", "map_res", "num_layers", "timestep"];
+
+/// `a,b` as two numbers.
+fn pair(v: &str) -> Option<[f64; 2]> {
+    let (a, b) = v.split_once(',')?;
+    Some([a.trim().parse().ok()?, b.trim().parse().ok()?])
+}
 
 impl Tokens {
     /// Builds a token set, checking that it is usable.
@@ -57,6 +74,8 @@ impl Tokens {
             map_res: DEFAULT_MAP_RES,
             num_layers: DEFAULT_NUM_LAYERS,
             timestep: DEFAULT_TIMESTEP,
+            layers: LayerSet::first(DEFAULT_NUM_LAYERS),
+            augment: AugmentRanges::default(),
             extra: BTreeMap::new(),
         };
         t.validate().map_err(Error::Invalid)?;
@@ -116,12 +135,50 @@ impl Tokens {
                 self.timestep
             ));
         }
+        if self.num_layers > LayerSet::LIMIT {
+            return Err(format!(
+                "metadata `num_layers` = {} is larger than {}",
+                self.num_layers,
+                LayerSet::LIMIT
+            ));
+        }
+        if self.layers.last() >= self.num_layers {
+            return Err(format!(
+                "metadata `layers` = {} names a layer beyond the {} recorded (`num_layers`)",
+                self.layers, self.num_layers
+            ));
+        }
+        self.augment
+            .validate()
+            .map_err(|e| format!("metadata `augment_*`: {e}"))?;
         Ok(())
     }
 
     /// Number of keypoints K.
     pub fn num_keypoints(&self) -> usize {
         self.indices.len()
+    }
+
+    /// Identity of these tokens: 64-bit FNV-1a of the shape, the embeddings' f32 bits and the
+    /// indices (little-endian), as 16 hex digits. Equal for the same tokens whatever file or
+    /// directory they were read from; carried in the keypoint metadata so that consumers can
+    /// tell which tokens produced keypoints.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&(self.num_tokens as u64).to_le_bytes());
+        eat(&(self.context_dim as u64).to_le_bytes());
+        for v in &self.embeddings {
+            eat(&v.to_bits().to_le_bytes());
+        }
+        for &i in &self.indices {
+            eat(&(i as u64).to_le_bytes());
+        }
+        format!("{h:016x}")
     }
 
     /// A tokens file, or a directory with the reference's `embedding.pt` and `indices.pt`
@@ -254,8 +311,11 @@ impl Tokens {
             map_res: DEFAULT_MAP_RES,
             num_layers: DEFAULT_NUM_LAYERS,
             timestep: DEFAULT_TIMESTEP,
+            layers: LayerSet::first(DEFAULT_NUM_LAYERS),
+            augment: AugmentRanges::default(),
             extra: BTreeMap::new(),
         };
+        let mut layers = None;
         if let Some(m) = meta.metadata() {
             for (k, v) in m {
                 let slot = match k.as_str() {
@@ -263,6 +323,31 @@ impl Tokens {
                     "map_res" => &mut t.map_res,
                     "num_layers" => &mut t.num_layers,
                     "timestep" => &mut t.timestep,
+                    "layers" => {
+                        layers = Some(
+                            v.parse::<LayerSet>()
+                                .map_err(|e| bad(format!("metadata `layers` = {v:?}: {e}")))?,
+                        );
+                        continue;
+                    }
+                    "augment_degrees" => {
+                        t.augment.degrees = v
+                            .trim()
+                            .parse()
+                            .map_err(|_| bad(format!("metadata `{k}` = {v:?} is not a number")))?;
+                        continue;
+                    }
+                    "augment_scale" | "augment_translate" => {
+                        let p = pair(v).ok_or_else(|| {
+                            bad(format!("metadata `{k}` = {v:?} is not two numbers `a,b`"))
+                        })?;
+                        if k == "augment_scale" {
+                            t.augment.scale = p;
+                        } else {
+                            t.augment.translate = p;
+                        }
+                        continue;
+                    }
                     _ => {
                         t.extra.insert(k.clone(), v.clone());
                         continue;
@@ -275,6 +360,7 @@ impl Tokens {
                 })?;
             }
         }
+        t.layers = layers.unwrap_or(LayerSet::first(t.num_layers));
         t.validate().map_err(bad)?;
         Ok(t)
     }
@@ -303,11 +389,7 @@ impl Tokens {
                 TensorView::new(Dtype::I64, vec![self.indices.len()], &idx).expect("sizes match"),
             ),
         ];
-        let mut meta: std::collections::HashMap<String, String> = self
-            .extra
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut meta: BTreeMap<String, String> = self.extra.clone();
         for (k, v) in KNOWN.iter().zip([
             self.input_size,
             self.map_res,
@@ -316,8 +398,20 @@ impl Tokens {
         ]) {
             meta.insert(k.to_string(), v.to_string());
         }
-        let bytes = safetensors::tensor::serialize(views, Some(meta))
-            .map_err(|e| Error::tokens(path, e.to_string()))?;
+        let a = &self.augment;
+        for (k, v) in [
+            ("layers", self.layers.to_string()),
+            ("augment_degrees", a.degrees.to_string()),
+            ("augment_scale", format!("{},{}", a.scale[0], a.scale[1])),
+            (
+                "augment_translate",
+                format!("{},{}", a.translate[0], a.translate[1]),
+            ),
+        ] {
+            meta.insert(k.to_string(), v);
+        }
+        let bytes =
+            crate::util::safetensors_bytes(views, &meta).map_err(|e| Error::tokens(path, e))?;
         crate::util::write_atomic(path, &bytes)
     }
 }
@@ -378,6 +472,34 @@ mod tests {
     }
 
     #[test]
+    fn fingerprint_depends_on_embeddings_and_indices_only() {
+        let a = sample();
+        let mut b = sample();
+        b.map_res = 128;
+        b.extra.clear();
+        assert_eq!(a.fingerprint(), b.fingerprint(), "metadata is not identity");
+        assert_eq!(a.fingerprint().len(), 16);
+        b.embeddings[5] += 1e-6;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        let mut c = sample();
+        c.indices = vec![0, 2];
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        // No tokens: the hash of two zero u64 sizes, by hand (xor 0, multiply, 16 times).
+        let empty = Tokens {
+            embeddings: vec![],
+            num_tokens: 0,
+            context_dim: 0,
+            indices: vec![],
+            ..sample()
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for _ in 0..16 {
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        assert_eq!(empty.fingerprint(), format!("{h:016x}"));
+    }
+
+    #[test]
     fn round_trip_keeps_everything() {
         let dir = std::env::temp_dir().join(format!("skp-tokens-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -426,6 +548,68 @@ mod tests {
             Tokens::new(vec![0.0; 3], 1, 3, vec![0]).unwrap().timestep,
             0
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn layers_and_augmentation_ranges_round_trip_and_are_checked() {
+        let dir = std::env::temp_dir().join(format!("skp-tokens-l-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.safetensors");
+        let mut t = sample();
+        // Defaults: every recorded layer, the reference's ranges.
+        assert_eq!(t.layers.indices(), vec![0, 1, 2, 3]);
+        assert_eq!(t.augment, AugmentRanges::default());
+        t.layers = LayerSet::from_indices(&[1, 3]).unwrap();
+        t.augment = AugmentRanges {
+            degrees: 30.0,
+            scale: [0.5, 0.75],
+            translate: [0.1, 0.0],
+        };
+        t.save(&p).unwrap();
+        let back = Tokens::load(&p).unwrap();
+        assert_eq!(back, t);
+        assert!(!back.extra.contains_key("layers"));
+        // A file without `layers` averages its `num_layers`.
+        let emb: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let idx: Vec<u8> = [1i64].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "embeddings",
+                TensorView::new(Dtype::F32, vec![4, 3], &emb).unwrap(),
+            ),
+            (
+                "indices",
+                TensorView::new(Dtype::I64, vec![1], &idx).unwrap(),
+            ),
+        ];
+        let file = |meta: &[(&str, &str)]| {
+            let m: std::collections::HashMap<String, String> = meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            safetensors::tensor::serialize(views.clone(), Some(m)).unwrap()
+        };
+        let t2 = Tokens::from_bytes(&p, &file(&[("num_layers", "2")])).unwrap();
+        assert_eq!(t2.layers.indices(), vec![0, 1]);
+        for (meta, needle) in [
+            (vec![("num_layers", "2"), ("layers", "0,2")], "`layers`"),
+            (vec![("layers", "a")], "`layers`"),
+            (vec![("layers", "")], "`layers`"),
+            (vec![("num_layers", "65")], "`num_layers`"),
+            (vec![("augment_scale", "0.9")], "`augment_scale`"),
+            (vec![("augment_scale", "0.9,0.8")], "scale"),
+            (vec![("augment_degrees", "-3")], "rotation"),
+            (vec![("augment_translate", "x,1")], "`augment_translate`"),
+        ] {
+            let e = Tokens::from_bytes(&p, &file(&meta))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("t.safetensors") && e.contains(needle),
+                "{meta:?}: {e}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

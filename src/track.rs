@@ -1,5 +1,5 @@
-//! Temporal post-processing of per-frame keypoints for video: One-Euro smoothing and
-//! filling the frames between two inferences (hold or linear interpolation).
+//! Temporal post-processing of per-frame keypoints for video: One-Euro smoothing and the
+//! linear interpolation of keypoints between two inferences (used by [`crate::stream`]).
 //!
 //! GStreamer-free so that the plugin, the CLI and offline tools share it.
 
@@ -87,18 +87,6 @@ impl KeypointSmoother {
     }
 }
 
-/// How frames without their own inference get keypoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum GapPolicy {
-    /// No keypoints on such frames.
-    None,
-    /// The last inferred keypoints.
-    #[default]
-    HoldLast,
-    /// Linear interpolation between the inferences before and after (needs look-ahead).
-    Interpolate,
-}
-
 /// Keypoints `t` of the way from `a` to `b` (`t` in [0, 1]), matched by id; ids missing
 /// from `b` keep `a`'s value. Scores are interpolated too.
 pub fn interpolate(a: &[Keypoint], b: &[Keypoint], t: f32) -> Vec<Keypoint> {
@@ -113,39 +101,6 @@ pub fn interpolate(a: &[Keypoint], b: &[Keypoint], t: f32) -> Vec<Keypoint> {
             None => *ka,
         })
         .collect()
-}
-
-/// Decides which frames run inference: every `interval`-th frame after the last inference,
-/// and always the first. Late frames (QoS) skip inference and are retried on the next frame.
-#[derive(Clone, Debug, Default)]
-pub struct Schedule {
-    since_last: Option<u64>,
-}
-
-impl Schedule {
-    /// Whether the next frame should be inferred (`interval` >= 1).
-    pub fn due(&self, interval: u64) -> bool {
-        match self.since_last {
-            None => true,
-            Some(n) => n + 1 >= interval.max(1),
-        }
-    }
-
-    /// Records that a frame was inferred.
-    pub fn inferred(&mut self) {
-        self.since_last = Some(0);
-    }
-
-    /// Records that a frame was not inferred.
-    pub fn skipped(&mut self) {
-        if let Some(n) = &mut self.since_last {
-            *n += 1;
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.since_last = None;
-    }
 }
 
 #[cfg(test)]
@@ -225,29 +180,5 @@ mod tests {
         assert_eq!(m[1], kp(1, 0.75, 0.875));
         assert_eq!(interpolate(&a, &b, 0.0), a);
         assert_eq!(interpolate(&a, &[], 0.5), a);
-    }
-
-    #[test]
-    fn schedule_infers_every_interval_and_retries_after_skips() {
-        let mut s = Schedule::default();
-        let mut pattern = Vec::new();
-        for _ in 0..7 {
-            let due = s.due(3);
-            pattern.push(due);
-            if due {
-                s.inferred()
-            } else {
-                s.skipped()
-            }
-        }
-        assert_eq!(pattern, [true, false, false, true, false, false, true]);
-        // A late due frame is skipped; the next one is due again.
-        let mut s = Schedule::default();
-        s.inferred();
-        s.skipped();
-        assert!(s.due(2));
-        s.skipped(); // late
-        assert!(s.due(2));
-        assert!(Schedule::default().due(0));
     }
 }

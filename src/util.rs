@@ -1,21 +1,61 @@
-//! Small file helpers.
+//! Small file helpers: outputs written under temporary names and renamed into place only
+//! when complete, output paths checked before any work, safetensors files with a canonical
+//! header (byte-identical for the same contents), and a small hash.
 
 use crate::error::{Error, Result};
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` via a temporary file in the same directory and a rename, so a
-/// crash never leaves a half-written file behind.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
+/// 64-bit FNV-1a, for fingerprints and content keys (not security).
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(u64);
+
+impl Fnv {
+    pub fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The folder a file path is in (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+/// The temporary name `path` is written under before the rename: `.NAME.tmpPID` in the same
+/// folder (so that the rename stays on one file system).
+pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    folder_of(path).join(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` via a temporary file in the same directory and a rename, so a
+/// crash never leaves a half-written file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -27,4 +67,223 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// Checks, before any work, that `path` can be written as an output file: it is not a
+/// folder, and its folder exists (it is created if missing) and takes a new file. `what`
+/// names the output in errors (a flag such as `--out`).
+pub fn check_output_file(path: &Path, what: &str) -> Result<()> {
+    let bad = |m: String| Err(Error::Invalid(format!("{what} {}: {m}", path.display())));
+    if path.as_os_str().is_empty() || path.file_name().is_none() {
+        return bad("not a file name".into());
+    }
+    if path.is_dir() {
+        return bad("is a folder; give the name of a file to write".into());
+    }
+    let dir = folder_of(path);
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return bad(format!("cannot create its folder {}: {e}", dir.display()));
+    }
+    let probe = temp_path(path);
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => bad(format!("cannot write in {}: {e}", dir.display())),
+    }
+}
+
+/// Output files staged under temporary names ([`temp_path`]) in their own folders and renamed
+/// into place by [`commit`](Self::commit) once all of them are complete. Dropped without a
+/// commit (an error, an interruption), the temporary files are removed and the previous
+/// outputs are left as they were.
+#[derive(Debug, Default)]
+pub struct StagedOutputs {
+    /// (final path, temporary path)
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl StagedOutputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks `path` ([`check_output_file`]) and returns the temporary path to write it to.
+    pub fn stage(&mut self, path: &Path, what: &str) -> Result<PathBuf> {
+        check_output_file(path, what)?;
+        let tmp = temp_path(path);
+        let _ = std::fs::remove_file(&tmp);
+        self.files.push((path.to_path_buf(), tmp.clone()));
+        Ok(tmp)
+    }
+
+    /// Renames every staged file into place (each rename is atomic).
+    pub fn commit(mut self) -> Result<()> {
+        for (path, tmp) in std::mem::take(&mut self.files) {
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedOutputs {
+    fn drop(&mut self) {
+        for (_, tmp) in &self.files {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A safetensors file of `tensors` with `metadata`, its header in a canonical form (keys
+/// sorted, metadata included), so that the same contents always give the same bytes (the
+/// `safetensors` crate writes its metadata map in hash order).
+pub fn safetensors_bytes<'a>(
+    tensors: Vec<(&'a str, safetensors::tensor::TensorView<'a>)>,
+    metadata: &BTreeMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    let meta = (!metadata.is_empty()).then(|| {
+        metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
+    let bytes = safetensors::tensor::serialize(tensors, meta).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
+    let mut canonical: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    for (k, v) in &header {
+        if k == "__metadata__" {
+            let sorted: serde_json::Map<String, serde_json::Value> = metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            canonical.insert(k, serde_json::Value::Object(sorted));
+        } else {
+            canonical.insert(k, v.clone());
+        }
+    }
+    let mut text = serde_json::to_vec(&canonical).map_err(|e| e.to_string())?;
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// Memory the system can still give (`MemAvailable` of `/proc/meminfo`), when known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `1.5 GiB`, `300 MiB`.
+pub fn human_bytes(b: u64) -> String {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    let b = b as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.0} MiB", b / (1024.0 * 1024.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("skp-util-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn staged_outputs_replace_only_on_commit() {
+        let d = tmp("staged");
+        let a = d.join("a.txt");
+        std::fs::write(&a, "old").unwrap();
+        {
+            let mut s = StagedOutputs::new();
+            let t = s.stage(&a, "--out").unwrap();
+            std::fs::write(&t, "new").unwrap();
+            // Dropped without commit: the old file stays, the temporary is gone.
+        }
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "old");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        let mut s = StagedOutputs::new();
+        let t = s.stage(&a, "--out").unwrap();
+        std::fs::write(&t, "new").unwrap();
+        s.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn output_checks_name_the_flag_and_the_path() {
+        let d = tmp("check");
+        let e = check_output_file(&d, "--out").unwrap_err().to_string();
+        assert!(e.contains("--out") && e.contains("is a folder"), "{e}");
+        let file = d.join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_output_file(&file.join("p.json"), "--save-regressor")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--save-regressor") && e.contains("cannot create"),
+            "{e}"
+        );
+        // A missing folder is created; nothing is left in it.
+        let p = d.join("new/sub/p.json");
+        check_output_file(&p, "--out").unwrap();
+        assert!(d.join("new/sub").is_dir());
+        assert_eq!(std::fs::read_dir(d.join("new/sub")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn safetensors_header_is_canonical_and_readable() {
+        let data: Vec<u8> = (0..24u8).collect();
+        let meta: BTreeMap<String, String> = (0..20)
+            .map(|i| (format!("key{i}"), format!("value {i}")))
+            .collect();
+        let make = || {
+            let views = vec![
+                (
+                    "b",
+                    TensorView::new(Dtype::F32, vec![2, 2], &data[..16]).unwrap(),
+                ),
+                (
+                    "a",
+                    TensorView::new(Dtype::U8, vec![8], &data[16..]).unwrap(),
+                ),
+            ];
+            safetensors_bytes(views, &meta).unwrap()
+        };
+        let first = make();
+        for _ in 0..5 {
+            assert_eq!(make(), first);
+        }
+        let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+        let (k1, k10, k2) = (
+            header.find("\"key1\"").unwrap(),
+            header.find("\"key10\"").unwrap(),
+            header.find("\"key2\"").unwrap(),
+        );
+        assert!(k1 < k10 && k10 < k2, "{header}");
+        let st = SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(st.tensor("b").unwrap().data(), &data[..16]);
+        assert_eq!(st.tensor("a").unwrap().data(), &data[16..]);
+        let (_, m) = SafeTensors::read_metadata(&first).unwrap();
+        assert_eq!(m.metadata().as_ref().unwrap().len(), 20);
+    }
 }

@@ -9,7 +9,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{data, flat, rel_err};
 use stablekeypoints::frame::{FrameRef, PixelFormat};
-use stablekeypoints::model::{MapRecorder, MapSpec};
+use stablekeypoints::model::{LayerSet, MapRecorder, MapSpec};
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ fn errors(name: &str, dtype: DType) -> (f32, f32) {
     let map_res = flat(&g["map_res"])[0] as usize;
     let spec = MapSpec {
         timestep: flat(&g["timestep"])[0] as usize,
-        num_layers: 4,
+        layers: LayerSet::first(4),
         map_res,
     };
     let maps = model
@@ -57,7 +57,7 @@ fn errors(name: &str, dtype: DType) -> (f32, f32) {
         .unwrap();
     let em = rel_err(&maps, &g["maps_zero"]);
     // The recorder's rule picks the same layers on the GPU.
-    let mut rec = MapRecorder::new(zg.dim(2).unwrap() / 2, 4, map_res, None);
+    let mut rec = MapRecorder::new(zg.dim(2).unwrap() / 2, LayerSet::first(4), map_res, None);
     model.unet.record(&zg, 1.0, &ctx, &mut rec).unwrap();
     let sides: Vec<i64> = g["layer_sides"].to_vec1().unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{data, flat, rel_err};
-use stablekeypoints::model::{MapRecorder, MapSpec};
+use stablekeypoints::model::{LayerSet, MapRecorder, MapSpec};
 use stablekeypoints::ops::warp::Affine;
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::collections::HashMap;
@@ -72,7 +72,7 @@ fn check_model(name: &str) {
             Some(n) => ((zg * a).unwrap() + (n * s).unwrap()).unwrap(),
             None => (zg * a).unwrap(),
         };
-        let mut rec = MapRecorder::new(side / 2, 4, map_res, None);
+        let mut rec = MapRecorder::new(side / 2, LayerSet::first(4), map_res, None);
         c.model.unet.record(&zt, t as f64, &ctx, &mut rec).unwrap();
         let sides: Vec<i64> = g(&c, "layer_sides").to_vec1().unwrap();
         assert_eq!(
@@ -100,7 +100,7 @@ fn check_model(name: &str) {
             &ctx,
             &MapSpec {
                 timestep: t,
-                num_layers: 4,
+                layers: LayerSet::first(4),
                 map_res,
             },
             None,
@@ -257,4 +257,61 @@ fn tiny_sd1_matches_diffusers() {
 #[test]
 fn tiny_sd2_fp16_variant_matches_diffusers() {
     check_model("tiny-sd2");
+}
+
+/// The reference's `--layers` and `--noise_level`: a subset of the observed layers averages
+/// exactly those layers' maps (the golden records each layer's maps separately), and noise
+/// level -2 is t = 20 with its own maps.
+fn check_layers_and_noise_level(name: &str) {
+    let c = load(name);
+    let ctx = context(&c);
+    let zg = g(&c, "latent");
+    let map_res = flat(g(&c, "map_res"))[0] as usize;
+    let idx = |n: usize| {
+        let v: Vec<u32> = c.tokens.indices[..n].iter().map(|&i| i as u32).collect();
+        Tensor::from_vec(v, n, &Device::Cpu).unwrap()
+    };
+    let maps = |layers: &[usize], timestep: usize, n: usize| {
+        let spec = MapSpec {
+            timestep,
+            layers: LayerSet::from_indices(layers).unwrap(),
+            map_res,
+        };
+        c.model
+            .maps_from_latent(zg, None, &ctx, &spec, Some(&idx(n)))
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+    };
+    // [4 layers, 2 tokens, R, R] at zero noise, t = 0.
+    let per_layer = g(&c, "layer_maps_zero_sel2");
+    let mean_of = |layers: &[usize]| {
+        let parts: Vec<Tensor> = layers.iter().map(|&l| per_layer.get(l).unwrap()).collect();
+        (Tensor::stack(&parts, 0).unwrap().sum(0).unwrap() / layers.len() as f64).unwrap()
+    };
+    for layers in [&[0][..], &[2], &[1, 3], &[0, 2, 3], &[3, 1]] {
+        let e = rel_err(&maps(layers, 0, 2), &mean_of(layers));
+        assert!(e < 1e-4, "{name}: layers {layers:?} rel err {e}");
+    }
+    // The subset is not the all-layer mean.
+    let apart = rel_err(&maps(&[1, 3], 0, 2), &mean_of(&[0, 1, 2, 3]));
+    assert!(apart > 1e-2, "{name}: layers 1,3 vs all: {apart}");
+
+    let t20 = stablekeypoints::options::timestep_of_noise_level(-2).unwrap();
+    assert_eq!(t20, 20);
+    let k = c.tokens.indices.len();
+    let e = rel_err(&maps(&[0, 1, 2, 3], t20, k), g(&c, "maps_zero_t20_sel"));
+    let at0 = rel_err(&maps(&[0, 1, 2, 3], 0, k), g(&c, "maps_zero_t20_sel"));
+    eprintln!("{name}: maps at noise level -2 rel err {e:.2e} (those of t = 0: {at0:.2e})");
+    assert!(e < 1e-4, "{name}: t = 20 rel err {e}");
+    assert!(
+        at0 > 10.0 * e.max(1e-6),
+        "{name}: t = 0 indistinguishable ({at0})"
+    );
+}
+
+#[test]
+fn layer_subsets_and_noise_levels_match_diffusers() {
+    check_layers_and_noise_level("tiny-sd1");
+    check_layers_and_noise_level("tiny-sd2");
 }

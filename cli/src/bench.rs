@@ -107,7 +107,7 @@ pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
     model.check_input_size(size)?;
     let spec = MapSpec {
         timestep: tokens.timestep,
-        num_layers: tokens.num_layers,
+        layers: tokens.layers,
         map_res,
     };
     let emb = Tensor::from_slice(
@@ -155,13 +155,8 @@ pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
         let noise = Tensor::randn(0f32, 1f32, z.shape(), &device)?.to_dtype(z.dtype())?;
         let zt = ((&z * a_coef)? + (noise * s_coef)?)?;
         let side = z.dim(2)?;
-        let mut rec = MapRecorder::new(
-            side / 2,
-            spec.num_layers,
-            spec.map_res,
-            Some(select.clone()),
-        )
-        .with_timing();
+        let mut rec = MapRecorder::new(side / 2, spec.layers, spec.map_res, Some(select.clone()))
+            .with_timing();
         model
             .unet
             .record(&zt, spec.timestep as f64, &ctx, &mut rec)?;

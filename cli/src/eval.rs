@@ -5,6 +5,7 @@ use crate::args::{EvalCmd, MetricName};
 use crate::detect::detector;
 use crate::progress::Progress;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
+use stablekeypoints::util::check_output_file;
 use stablekeypoints::{Error, Model, Tokens};
 use std::sync::Arc;
 
@@ -68,7 +69,15 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
         )));
     }
     let l = train.num_landmarks;
-    metric.validate(l)?;
+    metric
+        .validate(l)
+        .map_err(|e| match (&metric, c.flip_pairs.is_empty()) {
+            (Metric::OrientationInvariant { .. }, true) => Error::Invalid(format!(
+                "the reference's Human3.6M swap list (the default of --flip-pairs, 32 landmarks) \
+             does not fit the labels: {e}"
+            )),
+            _ => e,
+        })?;
     let names = c.names.as_deref().map(eval::read_names).transpose()?;
     if let (Some(n), Some(p)) = (&names, &c.names) {
         if n.len() != l {
@@ -95,11 +104,23 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
         None => Vec::new(),
     };
 
+    if let Some(p) = &c.save_regressor {
+        check_output_file(p, "--save-regressor")?;
+    }
+
     let (device, dtype) = c.detect.device.device.open()?;
     let tokens_path = c.model.tokens_path();
     let tokens = Tokens::load(&tokens_path)?;
     let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
-    let mut det = detector(model, &tokens, &tokens_path, &c.detect)?;
+    // The reference's evaluation: 10 passes unless told otherwise, every one a random warp.
+    let mut settings = c.detect.settings(&tokens)?;
+    settings.augmentations = c
+        .detect
+        .augmentations
+        .unwrap_or(eval::DEFAULT_AUGMENTATIONS);
+    settings.warp_every_pass = true;
+    let mut det = detector(model, &tokens, &tokens_path, &c.detect, &settings)?;
+    let protocol = Protocol::from(c.protocol);
     let mut detect = |set: &LabelSet, what: &str| {
         let total = set.rows.len() as u64;
         let mut bar = Progress::new(
@@ -116,11 +137,13 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
     };
     let train_samples = detect(&train, "train")?;
     let test_samples = detect(&test, "test")?;
-    let reg = eval::fit(&train_samples, &metric, Protocol::default())?;
-    let report = eval::evaluate(&reg, &test_samples, &metric, Protocol::default())?;
+    let reg = eval::fit(&train_samples, &metric, protocol)?;
+    let report = eval::evaluate(&reg, &test_samples, &metric, protocol)?;
+    let spec = det.map_spec();
 
     if let Some(path) = &c.save_regressor {
-        let pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;
+        let mut pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;
+        pose.tokens_hash = Some(tokens.fingerprint());
         pose.save(path)?;
         eprintln!("wrote {}", path.display());
     }
@@ -128,10 +151,16 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| Error::Invalid(format!("cannot serialise the report: {e}")))?;
         v["train_images"] = train_samples.len().into();
+        v["augmentations"] = settings.augmentations.into();
+        v["timestep"] = spec.timestep.into();
         println!("{v}");
     } else {
         println!("{}: {:.4}", report.metric, report.value);
-        println!("  ({})", report.unit);
+        println!("  ({}; {} protocol)", report.unit, report.protocol);
+        println!(
+            "  detection: {} warped passes per image, timestep {}, layers {}",
+            settings.augmentations, spec.timestep, spec.layers
+        );
         println!(
             "  fitted on {} training images; {} test images, {} scored; {} keypoints -> {} landmarks",
             train_samples.len(),

@@ -3,12 +3,20 @@
 
 mod args;
 mod bench;
+#[cfg(feature = "video")]
+mod corpus;
 mod detect;
 mod eval;
 mod images;
+mod import;
+#[cfg(feature = "video")]
+mod interrupt;
+#[cfg(feature = "video")]
+mod mp4;
 #[cfg(feature = "video")]
 mod process;
 mod progress;
+mod status;
 mod train;
 #[cfg(feature = "video")]
 mod video;
@@ -33,22 +41,31 @@ fn main() -> ExitCode {
         e.exit();
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            // Stopped by a signal: the shell's convention, 128 + its number.
+            #[cfg(feature = "video")]
+            if let Some(sig) = interrupt::received() {
+                return ExitCode::from((128 + sig) as u8);
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// The exit status: 0, or [`status::PARTLY_DONE`] when a corpus is not complete.
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::InitModel(c) => cmd_init_model(c),
         Command::Detect(c) => detect::cmd_detect(c),
         Command::Train(c) => train::cmd_train(c),
         Command::Eval(c) => eval::cmd_eval(c),
         #[cfg(feature = "video")]
-        Command::Process(c) => process::cmd_process(c),
+        Command::Process(c) => return process::cmd_process(c),
+        Command::CorpusStatus(c) => return status::cmd_corpus_status(c),
+        Command::ImportTokens(c) => import::cmd_import_tokens(c),
+        Command::ImportPose(c) => import::cmd_import_pose(c),
         Command::Bench(c) => bench::cmd_bench(c),
         Command::Completions(c) => {
             clap_complete::generate(
@@ -60,12 +77,39 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {
+    let out = &c.out;
+    if out.exists() && !out.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--out {}: is a file, not a folder",
+            out.display()
+        )));
+    }
+    // A downloaded model must not be replaced by random weights by mistake.
+    let held: Vec<String> = std::fs::read_dir(out)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !held.is_empty() && !c.force {
+        let mut held = held;
+        held.sort();
+        held.truncate(4);
+        return Err(Error::Invalid(format!(
+            "--out {}: the folder is not empty (it holds {}); choose an empty or new folder, \
+             or add --force to replace the model and tokens files in it",
+            out.display(),
+            held.join(", ")
+        )));
+    }
     let big = matches!(c.arch, args::Arch::Sd15 | args::Arch::Sd21);
     let n = c.num_tokens.unwrap_or(if big { 500 } else { 100 });
-    init_model(&c.out, c.arch.into(), c.seed, n, c.num_keypoints)?;
-    println!("wrote {:?} model and tokens to {}", c.arch, c.out.display());
+    init_model(out, c.arch.into(), c.seed, n, c.num_keypoints)?;
+    println!("wrote {:?} model and tokens to {}", c.arch, out.display());
     Ok(())
 }

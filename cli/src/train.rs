@@ -2,27 +2,51 @@
 //! `stablekeypoints::train`; videos are decoded by `crate::video`).
 
 use crate::args::{SeedArg, TrainArgs, TrainCmd};
-use crate::images::{is_image, ImageFiles};
+use crate::images::{is_csv, is_image, ImageFiles, LabelImages};
 use crate::progress::{duration, Progress};
 use candle_core::DType;
 use stablekeypoints::device::DeviceSpec;
+use stablekeypoints::ops::warp::AugmentRanges;
+use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::train::{
     self, checkpoint_path, Event, Outcome, RunOptions, TrainConfig, TrainData, Trainer,
 };
+use stablekeypoints::util::{available_memory, check_output_file, human_bytes};
 use stablekeypoints::{CropMode, Error, Model};
 use std::ops::ControlFlow;
 use std::path::Path;
 
-/// A path is treated as a video when it is a file that is not a png/jpg image.
+/// A path is treated as a video when it is a file that is neither a png/jpg image nor a
+/// label CSV.
 pub fn is_video(path: &Path) -> bool {
-    path.is_file() && !is_image(path)
+    path.is_file() && !is_image(path) && !is_csv(path)
+}
+
+/// What is trained on.
+#[derive(Clone, Copy, Debug)]
+pub enum TrainInput<'a> {
+    /// A folder of images, an image or a video (`--input`).
+    Path(&'a Path),
+    /// A corpus of videos (`--inputs`): a list file or a folder.
+    Corpus(&'a Path),
+}
+
+impl TrainInput<'_> {
+    #[cfg(not(feature = "video"))]
+    fn path(&self) -> &Path {
+        match self {
+            TrainInput::Path(p) | TrainInput::Corpus(p) => p,
+        }
+    }
 }
 
 /// What `train` (and `process` before it runs the element) trains with.
 pub struct TrainJob<'a> {
     pub model: &'a Path,
-    pub input: &'a Path,
+    pub input: TrainInput<'a>,
     pub out: &'a Path,
+    /// The flag that named `out` (`--out`, or `--out-dir` for `process`), for errors.
+    pub out_flag: &'static str,
     pub train: &'a TrainArgs,
     pub seed: &'a SeedArg,
     pub crop: CropMode,
@@ -30,10 +54,16 @@ pub struct TrainJob<'a> {
 }
 
 pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
+    let input = match (&c.input, &c.inputs) {
+        (_, Some(corpus)) => TrainInput::Corpus(corpus),
+        (Some(p), None) => TrainInput::Path(p),
+        (None, None) => unreachable!("clap requires --input or --inputs"),
+    };
     run(&TrainJob {
         model: &c.model,
-        input: &c.input,
+        input,
         out: &c.out,
+        out_flag: "--out",
         train: &c.train,
         seed: &c.seed,
         crop: c.crop.crop.into(),
@@ -41,37 +71,67 @@ pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
     })
 }
 
+/// Frames of a video or of a corpus of videos, decoded by GStreamer.
 #[cfg(feature = "video")]
-fn video_frames(job: &TrainJob, size: usize) -> Result<crate::video::VideoFrames, Error> {
-    crate::video::VideoFrames::new(job.input, job.train.max_frames, size, job.crop)
+fn video_frames(job: &TrainJob, size: usize) -> Result<Box<dyn TrainData>, Error> {
+    let (max, crop) = (job.train.max_frames, job.crop);
+    Ok(match job.input {
+        TrainInput::Path(p) => Box::new(crate::video::VideoFrames::new(p, max, size, crop)?),
+        TrainInput::Corpus(p) => Box::new(crate::corpus::CorpusFrames::new(p, max, size, crop)?),
+    })
 }
 
 #[cfg(not(feature = "video"))]
-fn video_frames(job: &TrainJob, _size: usize) -> Result<ImageFiles, Error> {
+fn video_frames(job: &TrainJob, _size: usize) -> Result<Box<dyn TrainData>, Error> {
     Err(Error::Invalid(format!(
         "{}: this build of stablekeypoints has no video input (built without the `video` \
          feature); extract the frames into a folder of png/jpg images",
-        job.input.display()
+        job.input.path().display()
     )))
+}
+
+/// The largest buffers of a step, the all-token maps of an image pair (`[2, N, R, R]` f32 on
+/// the device, its host copy and the selection's working copy), must fit in memory.
+fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
+    let (n, r) = (cfg.num_tokens as u64, cfg.map_res as u64);
+    let need = 3 * 2 * n * r * r * 4;
+    match available_memory() {
+        Some(avail) if need > avail => Err(Error::Invalid(format!(
+            "--num-tokens {n} with --map-res {r}: a step holds about {} of attention maps \
+             (2 images x N x R x R floats, 3 copies), more than the {} of memory available; \
+             lower either",
+            human_bytes(need),
+            human_bytes(avail)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub fn run(job: &TrainJob) -> Result<(), Error> {
     let out = job.out;
-    // Made before hours of training, so that a bad --out fails now, not at the checkpoint.
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
+    // Checked (and its folder made) before hours of training, so that a bad --out fails
+    // now, not when the result is written.
+    check_output_file(out, job.out_flag)?;
+    check_output_file(&checkpoint_path(out), job.out_flag)?;
     let t = job.train;
+    if !t.resume {
+        train::checkpoint::refuse_unfinished(&checkpoint_path(out))?;
+    }
     // Image files are listed (and checked) before the model loads; a video is decoded once
     // the model input size is known.
-    let images = if is_video(job.input) {
-        None
-    } else {
-        Some(ImageFiles::new(job.input, t.max_frames, job.crop)?)
+    let images: Option<Box<dyn TrainData>> = match job.input {
+        TrainInput::Path(p) if is_video(p) => None,
+        TrainInput::Path(p) if is_csv(p) && p.is_file() => {
+            Some(Box::new(LabelImages::new(p, t.max_frames, job.crop)?))
+        }
+        TrainInput::Path(p) => Some(Box::new(ImageFiles::new(p, t.max_frames, job.crop)?)),
+        TrainInput::Corpus(p) => {
+            // The list is checked now; its videos are decoded once the input size is known.
+            stablekeypoints::corpus::work_list(p, None)?;
+            None
+        }
     };
+    let augment = t.augment.apply(AugmentRanges::default())?;
     // Gradients through f16 activations underflow: training computes in f32 everywhere.
     let (device, _) = job.device.open()?;
     let model = Model::load(job.model, &device, DType::F32)?;
@@ -97,10 +157,19 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         num_indices: t.num_indices,
         input_size,
         map_res: t.map_res,
+        num_layers: TrainConfig::default().num_layers,
+        layers: t.layers,
+        timestep: timestep_of_noise_level(t.noise_level)?,
+        sigma: t.sigma,
+        sharpening_weight: t.sharpening_weight,
+        equivariance_weight: t.equivariance_weight,
+        top_k_strategy: t.top_k_strategy.into(),
+        num_subjects: t.num_subjects,
+        augment,
         seed: job.seed.seed,
         flip: t.flip,
-        ..TrainConfig::default()
     };
+    check_memory(&cfg)?;
     let opts = RunOptions {
         checkpoint: Some(checkpoint_path(out)),
         checkpoint_every: t.checkpoint_every,
@@ -108,10 +177,10 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     };
     let frames;
     let data: &dyn TrainData = match &images {
-        Some(d) => d,
+        Some(d) => d.as_ref(),
         None => {
             frames = video_frames(job, cfg.input_size)?;
-            &frames
+            frames.as_ref()
         }
     };
     let mut trainer = Trainer::new(&model, data, cfg.clone())?;

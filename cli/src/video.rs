@@ -12,6 +12,7 @@ use crate::progress::Progress;
 use gst::prelude::*;
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{Fnv, TrainData};
+use stablekeypoints::util::{available_memory, human_bytes};
 use stablekeypoints::{CropMode, Error, FrameRef, PixelFormat};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,7 +46,7 @@ fn package_of(factory: &str) -> &'static str {
     match factory {
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "mp4mux" | "qtdemux" => "gstreamer1.0-plugins-good",
-        "filesrc" | "fakesink" | "capsfilter" => "libgstreamer1.0-0",
+        "filesrc" | "fakesink" | "capsfilter" | "queue" => "libgstreamer1.0-0",
         _ => "gstreamer1.0-plugins-base",
     }
 }
@@ -79,7 +80,8 @@ pub fn describe_error(err: &gst::message::Error) -> String {
     format!("{}{src}", err.error())
 }
 
-/// `filesrc location=path ! decodebin` in a new pipeline, whose first raw video pad is
+/// `filesrc location=path ! decodebin` (`uridecodebin uri=path` when `path` is a URI) in a
+/// new pipeline, whose first raw video pad is
 /// linked to `sink` (already in the pipeline); other streams (audio, a second video) go to
 /// fakesinks. `linked` turns true once the video is linked.
 pub fn decoding_pipeline(
@@ -87,15 +89,26 @@ pub fn decoding_pipeline(
     sink: &[&gst::Element],
 ) -> Result<(gst::Pipeline, Arc<AtomicBool>), Error> {
     let pipeline = gst::Pipeline::new();
-    let src = make("filesrc")?;
-    src.set_property("location", path.to_string_lossy().as_ref());
-    let decode = make("decodebin")?;
-    pipeline
-        .add_many([&src, &decode])
-        .and_then(|_| pipeline.add_many(sink.iter().copied()))
-        .and_then(|_| src.link(&decode))
-        .and_then(|_| gst::Element::link_many(sink.iter().copied()))
-        .map_err(|e| Error::Invalid(format!("cannot build the GStreamer pipeline: {e}")))?;
+    let location = path.to_string_lossy();
+    let decode = if stablekeypoints::corpus::is_uri(&location) {
+        let decode = make("uridecodebin")?;
+        decode.set_property("uri", location.as_ref());
+        pipeline.add(&decode).map(|_| decode)
+    } else {
+        let src = make("filesrc")?;
+        src.set_property("location", location.as_ref());
+        let decode = make("decodebin")?;
+        pipeline
+            .add_many([&src, &decode])
+            .and_then(|_| src.link(&decode))
+            .map(|_| decode)
+    }
+    .and_then(|decode| {
+        pipeline.add_many(sink.iter().copied())?;
+        gst::Element::link_many(sink.iter().copied())?;
+        Ok(decode)
+    })
+    .map_err(|e| Error::Invalid(format!("cannot build the GStreamer pipeline: {e}")))?;
     let linked = Arc::new(AtomicBool::new(false));
     let first = sink[0].downgrade();
     let pipe = pipeline.downgrade();
@@ -192,6 +205,22 @@ impl VideoInfo {
     pub fn display_width(&self) -> f64 {
         self.width as f64 * self.par.0 as f64 / self.par.1.max(1) as f64
     }
+
+    /// The size (square pixels) to decode training frames at for a `size` model input: the
+    /// model input is reached without upscaling (the longer side to `size` for letterbox,
+    /// the shorter for centre-crop), and the frame is never enlarged.
+    pub fn decode_size(&self, size: usize, crop: CropMode) -> (usize, usize) {
+        let (dw, dh) = (self.display_width(), self.height as f64);
+        let side = match crop {
+            CropMode::Letterbox => dw.max(dh),
+            CropMode::CenterCrop | CropMode::Stretch => dw.min(dh),
+        };
+        let scale = (size as f64 / side).min(1.0);
+        (
+            ((dw * scale).round() as usize).max(1),
+            ((dh * scale).round() as usize).max(1),
+        )
+    }
 }
 
 /// Size and pixel aspect ratio of raw video caps.
@@ -222,7 +251,7 @@ fn how_far(pipeline: &gst::Pipeline) -> (u64, String) {
 
 /// First pass: decodes `path` once and returns its frame size and frame count.
 pub fn probe(path: &Path) -> Result<VideoInfo, Error> {
-    if !path.is_file() {
+    if !stablekeypoints::corpus::is_uri(&path.to_string_lossy()) && !path.is_file() {
         return Err(Error::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
@@ -439,16 +468,19 @@ impl VideoFrames {
         eprintln!("decoding {} with GStreamer", path.display());
         let info = probe(path)?;
         let indices = sample_indices(info.frames, max_frames.unwrap_or(DEFAULT_MAX_FRAMES));
-        // Scale so that the model input is reached without upscaling: the longer side to
-        // `size` for letterbox, the shorter for centre-crop; never enlarge.
-        let (dw, dh) = (info.display_width(), info.height as f64);
-        let side = match crop {
-            CropMode::Letterbox => dw.max(dh),
-            CropMode::CenterCrop | CropMode::Stretch => dw.min(dh),
-        };
-        let scale = (size as f64 / side).min(1.0);
-        let width = ((dw * scale).round() as usize).max(1);
-        let height = ((dh * scale).round() as usize).max(1);
+        let (width, height) = info.decode_size(size, crop);
+        // The kept frames stay in memory (RGBA): they must fit.
+        let need = indices.len() as u64 * (width * height * 4) as u64;
+        if let Some(avail) = available_memory().filter(|&a| need > a / 2) {
+            return Err(Error::Invalid(format!(
+                "--max-frames {}: {} frames of {width}x{height} RGBA take {}, more than half of \
+                 the {} of memory available; keep fewer frames",
+                indices.len(),
+                indices.len(),
+                human_bytes(need),
+                human_bytes(avail)
+            )));
+        }
         let frames = decode_frames(path, width, height, &indices, info.frames)?;
         let indices = indices[..frames.len()].to_vec();
         let mut h = Fnv::new();

@@ -38,7 +38,7 @@ fn assert_usage_error(o: &Output, needles: &[&str]) {
 #[test]
 fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
     // (subcommand, flags its help must list, a default it must show)
-    let cases: [(&str, &[&str], &str); 7] = [
+    let cases: [(&str, &[&str], &str); 9] = [
         (
             "init-model",
             &["--out", "--arch", "--num-tokens"],
@@ -51,18 +51,44 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
                 "--tokens",
                 "--augmentations",
                 "--peak",
+                "--noise-level",
+                "--layers",
+                "--augment-degrees",
+                "--augment-scale",
+                "--augment-translate",
+                "stretch",
                 "<IMAGE>...",
             ],
             "[default: letterbox]",
         ),
         (
             "train",
-            &["--input", "--steps", "--max-frames", "--resume"],
+            &[
+                "--input",
+                "--steps",
+                "--max-frames",
+                "--resume",
+                "--noise-level",
+                "--layers",
+                "--sigma",
+                "--sharpening-weight",
+                "--equivariance-weight",
+                "--top-k-strategy",
+                "--num-subjects",
+                "--augment-degrees",
+                "stretch",
+            ],
             "[default: 500]",
         ),
         (
             "eval",
-            &["--metric", "--eyes", "--save-regressor"],
+            &[
+                "--metric",
+                "--eyes",
+                "--save-regressor",
+                "--protocol",
+                "--noise-level",
+            ],
             "[default: cpu]",
         ),
         (
@@ -71,6 +97,16 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
             "[default: 1]",
         ),
         ("bench", &["--conv", "--runs", "--batch"], "[default: 3]"),
+        (
+            "import-tokens",
+            &["<DIR>", "--out", "--noise-level", "--layers", "--map-res"],
+            "[default: 128]",
+        ),
+        (
+            "import-pose",
+            &["<REGRESSOR.pt>", "--label-order", "--tokens", "--names"],
+            "",
+        ),
         ("completions", &["<SHELL>", "bash"], ""),
     ];
     for (cmd, flags, default) in cases {
@@ -115,6 +151,8 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
         "eval",
         "process",
         "bench",
+        "import-tokens",
+        "import-pose",
         "completions",
     ] {
         assert!(top.contains(sub), "{top}");
@@ -202,7 +240,7 @@ fn bad_values_name_the_flag_and_the_value() {
     let o = run(&["detect", "--model", "m", "--device", "tpu:0", "a.png"]);
     assert_usage_error(&o, &["'tpu:0'", "--device", "unknown device"]);
     let o = run(&["detect", "--model", "m", "--augmentations", "0", "a.png"]);
-    assert_usage_error(&o, &["'0'", "--augmentations", "at least 1"]);
+    assert_usage_error(&o, &["'0'", "--augmentations", "between 1 and 64"]);
     // `--seed odd.png` is a bad seed, not a missing image.
     let o = run(&["detect", "--model", "m", "--seed", "odd.png"]);
     assert_usage_error(&o, &["invalid value 'odd.png'", "--seed"]);
@@ -213,6 +251,43 @@ fn bad_values_name_the_flag_and_the_value() {
         "eval", "--model", "m", "--train", "a", "--test", "b", "--metric", "mse",
     ]);
     assert_usage_error(&o, &["invalid value 'mse'", "--metric", "taichi"]);
+    // The reference's knobs: out-of-range noise level, bad layer list, a half range.
+    let o = run(&["detect", "--model", "m", "--noise-level", "50", "a.png"]);
+    assert_usage_error(&o, &["'50'", "--noise-level", "-50..49"]);
+    let o = run(&["detect", "--model", "m", "--noise-level", "-51", "a.png"]);
+    assert_usage_error(&o, &["'-51'", "--noise-level"]);
+    let o = run(&["detect", "--model", "m", "--layers", "0,x", "a.png"]);
+    assert_usage_error(&o, &["'0,x'", "--layers", "layer index"]);
+    let o = run(&["detect", "--model", "m", "--augment-scale", "0.9", "a.png"]);
+    assert_usage_error(&o, &["'0.9'", "--augment-scale", "two numbers"]);
+    let o = run(&[
+        "train",
+        "--model",
+        "m",
+        "--input",
+        "i",
+        "--out",
+        "o",
+        "--top-k-strategy",
+        "random",
+    ]);
+    assert_usage_error(&o, &["'random'", "--top-k-strategy", "entropy"]);
+    let o = run(&[
+        "eval",
+        "--model",
+        "m",
+        "--train",
+        "a",
+        "--test",
+        "b",
+        "--metric",
+        "pck",
+        "--protocol",
+        "kaggle",
+    ]);
+    assert_usage_error(&o, &["'kaggle'", "--protocol", "visibility"]);
+    let o = run(&["import-pose", "r.pt", "--out", "p.json"]);
+    assert_usage_error(&o, &["--label-order"]);
 }
 
 #[test]
@@ -352,4 +427,313 @@ fn runtime_errors_blame_the_flag_or_the_file_that_caused_them() {
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("is a folder"), "{e}");
     assert!(e.contains("tiny-sd1"), "{e}");
+}
+
+#[test]
+fn init_model_refuses_a_folder_that_is_not_empty_without_force() {
+    // Issue 13: `init-model --out DIR` over a downloaded model replaced its weights.
+    let d = std::env::temp_dir().join(format!("skp-args-force-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let m = d.join("model");
+    let o = run(&["init-model", "--out", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let weights = m.join("unet/diffusion_pytorch_model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    let o = run(&["init-model", "--out", m.to_str().unwrap(), "--seed", "7"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("not empty") && e.contains("--force") && e.contains("unet"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    let o = run(&[
+        "init-model",
+        "--out",
+        m.to_str().unwrap(),
+        "--seed",
+        "7",
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(std::fs::read(&weights).unwrap(), before);
+    // Stray positionals and -h: nothing is written.
+    let q = d.join("q");
+    let o = run(&["init-model", "--out", q.to_str().unwrap(), "sd15"]);
+    assert_usage_error(&o, &["unexpected argument 'sd15'"]);
+    let o = run(&["init-model", "--out", q.to_str().unwrap(), "-h"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("Usage: stablekeypoints init-model"));
+    assert!(!q.exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn every_command_refuses_unexpected_positional_arguments() {
+    for args in [
+        &[
+            "train", "--model", "m", "--input", "i", "--out", "o", "extra",
+        ][..],
+        &[
+            "eval", "--model", "m", "--train", "a", "--test", "b", "--metric", "pck", "extra",
+        ],
+        &[
+            "process",
+            "--model",
+            "m",
+            "--input",
+            "i",
+            "--out-dir",
+            "o",
+            "extra",
+        ],
+        &["bench", "--model", "m", "extra"],
+        &["completions", "bash", "extra"],
+    ] {
+        let o = run(args);
+        assert_usage_error(&o, &["unexpected argument 'extra'"]);
+    }
+}
+
+#[test]
+fn every_count_flag_is_bounded_before_any_work() {
+    // Issue 13: `detect --augmentations 1000000` was killed by the OOM killer.
+    let m = tiny();
+    let m = m.to_str().unwrap();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &[
+                "detect",
+                "--model",
+                m,
+                "--augmentations",
+                "1000000",
+                "a.png",
+            ],
+            "--augmentations",
+            "between 1 and 64",
+        ),
+        (
+            &[
+                "eval",
+                "--model",
+                m,
+                "--train",
+                "a",
+                "--test",
+                "b",
+                "--metric",
+                "pck",
+                "--augmentations",
+                "65",
+            ],
+            "--augmentations",
+            "between 1 and 64",
+        ),
+        (
+            &[
+                "process",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out-dir",
+                "o",
+                "--augmentations",
+                "65",
+            ],
+            "--augmentations",
+            "between 1 and 64",
+        ),
+        (
+            &[
+                "train", "--model", m, "--input", "i", "--out", "o", "--steps", "1000001",
+            ],
+            "--steps",
+            "between 1 and 1000000",
+        ),
+        (
+            &[
+                "train", "--model", m, "--input", "i", "--out", "o", "--steps", "0",
+            ],
+            "--steps",
+            "between 1 and 1000000",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out",
+                "o",
+                "--batch-size",
+                "1025",
+            ],
+            "--batch-size",
+            "between 1 and 1024",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out",
+                "o",
+                "--num-tokens",
+                "4097",
+            ],
+            "--num-tokens",
+            "between 1 and 4096",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out",
+                "o",
+                "--num-keypoints",
+                "257",
+            ],
+            "--num-keypoints",
+            "between 1 and 256",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out",
+                "o",
+                "--num-candidates",
+                "4097",
+            ],
+            "--num-candidates",
+            "between 1 and 4096",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out",
+                "o",
+                "--num-indices",
+                "100001",
+            ],
+            "--num-indices",
+            "between 1 and 100000",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out",
+                "o",
+                "--max-frames",
+                "1000001",
+            ],
+            "--max-frames",
+            "between 1 and 1000000",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                m,
+                "--input",
+                "i",
+                "--out",
+                "o",
+                "--map-res",
+                "1025",
+            ],
+            "--map-res",
+            "between 1 and 1024",
+        ),
+        (
+            &["bench", "--model", m, "--runs", "10001"],
+            "--runs",
+            "between 1 and 10000",
+        ),
+        (
+            &["bench", "--model", m, "--batch", "65"],
+            "--batch",
+            "between 1 and 64",
+        ),
+        (
+            &["init-model", "--out", "o", "--num-tokens", "4097"],
+            "--num-tokens",
+            "between 1 and 4096",
+        ),
+        (
+            &["init-model", "--out", "o", "--num-keypoints", "300"],
+            "--num-keypoints",
+            "between 1 and 256",
+        ),
+    ];
+    for (args, flag, range) in cases {
+        let o = run(args);
+        assert_usage_error(&o, &[flag, range]);
+    }
+}
+
+#[test]
+fn training_buffers_that_cannot_fit_in_memory_are_refused_before_training() {
+    // The all-token maps of a step: 2 x N x R x R floats, 3 copies.
+    let need = 3u64 * 2 * 4096 * 1024 * 1024 * 4;
+    let avail = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let l = t
+                .lines()
+                .find(|l| l.starts_with("MemAvailable:"))?
+                .to_string();
+            l.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kb| kb * 1024);
+    let Some(avail) = avail.filter(|&a| a < need) else {
+        eprintln!("SKIPPED: this machine has more than {need} bytes available");
+        return;
+    };
+    let d = std::env::temp_dir().join(format!("skp-args-mem-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    image::RgbImage::new(8, 8).save(d.join("a.png")).unwrap();
+    let o = run(&[
+        "train",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--input",
+        d.to_str().unwrap(),
+        "--out",
+        d.join("t.safetensors").to_str().unwrap(),
+        "--num-tokens",
+        "4096",
+        "--num-candidates",
+        "25",
+        "--map-res",
+        "1024",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--num-tokens 4096") && e.contains("--map-res 1024") && e.contains("available"),
+        "{e} ({avail})"
+    );
+    assert!(!e.contains("step 1"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
 }

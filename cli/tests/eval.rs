@@ -100,7 +100,7 @@ fn eval_cli(dir: &Path, extra: &[&str]) -> Output {
         .arg(dir.join("train.csv"))
         .arg("--test")
         .arg(dir.join("test.csv"))
-        .args(["--no-noise", "--size", "64"])
+        .args(["--no-noise", "--size", "64", "--augmentations", "1"])
         .args(extra)
         .output()
         .unwrap()
@@ -119,7 +119,8 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
         synthetic_image(&mut r).save(dir.join(&name)).unwrap();
         rows.push((name, vec![Some([0.0, 0.0]); 3]));
     }
-    // Detect as the CLI will (no noise, one pass, the tokens' settings).
+    // Detect as the CLI will (no noise, one pass, a random warp as every eval pass, the
+    // tokens' settings; train then test images with one detector).
     write_csv(&dir.join("all.csv"), &rows, false);
     let all = LabelSet::load(&dir.join("all.csv")).unwrap();
     let model = Arc::new(Model::load(&tiny_dir(), &Device::Cpu, DType::F32).unwrap());
@@ -128,6 +129,8 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
     let opts = DetectOptions {
         noise: false,
         input_size: Some(64),
+        augmentations: 1,
+        warp_every_pass: true,
         ..Default::default()
     };
     let mut det = Detector::new(model.clone(), &tokens, opts.clone()).unwrap();
@@ -186,6 +189,7 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
     assert_eq!(pose.names, ["head", "left", "right"]);
     assert_eq!(pose.skeleton, [[0, 1], [0, 2]]);
     assert_eq!(pose.token_indices, tokens.indices);
+    assert_eq!(pose.tokens_hash, Some(tokens.fingerprint()));
     assert_eq!(pose.weights.len(), 2 * tokens.indices.len());
 
     // The same labels with the images' order shuffled (a fixed derangement).
@@ -281,4 +285,131 @@ fn eval_cli_errors_name_the_file_and_line() {
         !out.status.success() && e.contains("invalid value 'mse' for '--metric"),
         "{e}"
     );
+}
+
+/// `eval` with seeded noise and warped passes (so that a shared random stream would make
+/// the order matter), on `train`/`test` CSVs of `dir`.
+fn eval_noisy(dir: &Path, train: &str, test: &str, extra: &[&str]) -> Output {
+    bin()
+        .arg("eval")
+        .arg("--model")
+        .arg(tiny_dir())
+        .arg("--train")
+        .arg(dir.join(train))
+        .arg("--test")
+        .arg(dir.join(test))
+        .args([
+            "--size",
+            "64",
+            "--augmentations",
+            "3",
+            "--metric",
+            "visible",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn noisy_set(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut r = Lcg(77);
+    let mut rows = Vec::new();
+    for i in 0..12 {
+        let name = format!("images/{i:02}.png");
+        synthetic_image(&mut r).save(dir.join(&name)).unwrap();
+        let pts = (0..2)
+            .map(|_| Some([r.next() * 60.0 + 2.0, r.next() * 40.0 + 2.0]))
+            .collect();
+        rows.push((name, pts));
+    }
+    let (train, test) = rows.split_at(8);
+    write_csv(&dir.join("train.csv"), train, false);
+    write_csv(&dir.join("test.csv"), test, false);
+    let rev = |v: &[(String, Vec<Option<[f64; 2]>>)]| v.iter().rev().cloned().collect::<Vec<_>>();
+    write_csv(&dir.join("train_rev.csv"), &rev(train), false);
+    write_csv(&dir.join("test_rev.csv"), &rev(test), false);
+    dir
+}
+
+#[test]
+fn eval_scores_do_not_depend_on_the_csv_order() {
+    // Issue 13: the noise was one stream per run, so reordering the CSV changed the score.
+    let dir = noisy_set("order");
+    let report = |train: &str, test: &str| -> serde_json::Value {
+        let out = eval_noisy(&dir, train, test, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let a = report("train.csv", "test.csv");
+    let b = report("train_rev.csv", "test_rev.csv");
+    let num = |v: &serde_json::Value| v.as_f64().unwrap();
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(1.0);
+    assert!(num(&a["value"]) > 0.0);
+    assert!(close(num(&a["value"]), num(&b["value"])), "{a} vs {b}");
+    for (x, y) in a["per_landmark_px"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["per_landmark_px"].as_array().unwrap())
+    {
+        assert!(close(num(x), num(y)), "{a} vs {b}");
+    }
+    // The noise is really on: another seed gives another score.
+    let c = {
+        let out = eval_noisy(&dir, "train.csv", "test.csv", &["--seed", "9"]);
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert!(!close(num(&a["value"]), num(&c["value"])), "{a} vs {c}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eval_checks_save_regressor_before_detecting_and_writes_it_reproducibly() {
+    // Issue 13: `--save-regressor /missing/dir/p.json` detected everything and then failed.
+    let dir = noisy_set("save");
+    let file = dir.join("file");
+    std::fs::write(&file, "x").unwrap();
+    let bad = file.join("p.json");
+    let out = eval_noisy(
+        &dir,
+        "train.csv",
+        "test.csv",
+        &["--save-regressor", bad.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--save-regressor") && err.contains("file/p.json"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("detecting"),
+        "checked before detection: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // A missing folder is created; the same run twice writes the same bytes.
+    let (p, q) = (dir.join("new/a/p.json"), dir.join("new/b/p.json"));
+    for path in [&p, &q] {
+        let out = eval_noisy(
+            &dir,
+            "train.csv",
+            "test.csv",
+            &["--save-regressor", path.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&q).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 const FRAMES: usize = 30;
 
 fn bin() -> Command {
@@ -205,7 +207,7 @@ fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
             .arg(&clip)
             .arg("--out-dir")
             .arg(out_dir)
-            .args(["--no-noise", "--seed", "5"])
+            .args(["--no-noise", "--seed", "5", "--coco"])
             .args(extra)
             .output()
             .unwrap()
@@ -237,11 +239,45 @@ fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
         assert_eq!(l["keypoints"].as_array().unwrap().len(), 4, "{l}");
     }
     assert_eq!(decoded_frames(&d1.join("annotated.mp4")), FRAMES);
+    // COCO keypoint results, one per frame, the JSON lines' keypoints in COCO's pixel-index
+    // coordinates (x - 0.5), by COCO's field rules.
+    let read_json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let coco = read_json(&d1.join("keypoints.coco.json"));
+    let results = common::check_results(&coco, 4, &[(96, 72); FRAMES]);
+    assert_eq!(results.len(), FRAMES);
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    for (i, (res, l)) in results.iter().zip(&lines).enumerate() {
+        assert_eq!(coco[i]["image_id"], i);
+        for (t, kp) in res.iter().zip(l["keypoints"].as_array().unwrap()) {
+            assert!(
+                (t.0 - (f(&kp["x"]) - 0.5).clamp(0.0, 95.0)).abs() < 1e-3,
+                "{kp}"
+            );
+            assert!(
+                (t.1 - (f(&kp["y"]) - 0.5).clamp(0.0, 71.0)).abs() < 1e-3,
+                "{kp}"
+            );
+            assert_eq!(t.2, 2);
+        }
+    }
 
-    // With tokens: no training, the same keypoints.
+    // With tokens: no training, the same keypoints; with a pose fitted with them, the
+    // landmarks in the JSON lines and a COCO keypoint dataset.
     let d2 = dir.join("out2");
     let tokens = d1.join("tokens.safetensors");
-    let out = run(&d2, &["--tokens", tokens.to_str().unwrap()]);
+    let pose = dir.join("pose.json");
+    common::write_pose(&pose, &stablekeypoints::Tokens::load(&tokens).unwrap());
+    let out = run(
+        &d2,
+        &[
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--pose",
+            pose.to_str().unwrap(),
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("training"), "{err}");
@@ -252,6 +288,36 @@ fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
         assert_eq!(a["keypoints"], b["keypoints"]);
     }
     assert_eq!(decoded_frames(&d2.join("annotated.mp4")), FRAMES);
+    let coco = read_json(&d2.join("keypoints.coco.json"));
+    let (cat, anns) = common::check_dataset(&coco);
+    assert_eq!(cat["keypoints"], serde_json::json!(common::POSE_NAMES));
+    assert_eq!(cat["skeleton"], serde_json::json!([[1, 2], [2, 3]]));
+    assert_eq!(anns.len(), FRAMES);
+    for (ann, l) in anns.iter().zip(&again) {
+        let norm: Vec<(f64, f64)> = l["keypoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kp| (f(&kp["nx"]), f(&kp["ny"])))
+            .collect();
+        let want = common::hand_landmarks(&norm);
+        for ((t, lm), (x, y)) in ann.iter().zip(l["pose"].as_array().unwrap()).zip(want) {
+            assert!(
+                (f(&lm["nx"]) - x).abs() < 1e-5 && (f(&lm["ny"]) - y).abs() < 1e-5,
+                "{lm}"
+            );
+            let (px, py) = (f(&lm["x"]), f(&lm["y"]));
+            if (0.0..96.0).contains(&px) && (0.0..72.0).contains(&py) {
+                assert!(
+                    (t.0 - (px - 0.5).max(0.0)).abs() < 1e-3
+                        && (t.1 - (py - 0.5).max(0.0)).abs() < 1e-3
+                );
+                assert_eq!(t.2, 2);
+            } else {
+                assert_eq!(*t, (0.0, 0.0, 0));
+            }
+        }
+    }
 }
 
 #[test]
@@ -427,4 +493,256 @@ fn any_decoded_raw_format_trains_and_processes() {
             "{name}: {err:?}"
         );
     }
+}
+
+/// Every file in `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn process_with_tokens(clip: &Path, out_dir: &Path, model: &Path, tokens: &Path) -> Output {
+    bin()
+        .args(["process", "--model"])
+        .arg(model)
+        .arg("--input")
+        .arg(clip)
+        .arg("--out-dir")
+        .arg(out_dir)
+        .arg("--tokens")
+        .arg(tokens)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn process_checks_model_and_tokens_before_touching_earlier_outputs() {
+    // Issue 13: a typo in --tokens (or --model) over an earlier result deleted
+    // keypoints.jsonl and truncated annotated.mp4, and the error named the video.
+    let dir = temp_dir("earlier");
+    let Some(clip) = make_clip(&dir) else { return };
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&result);
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["annotated.mp4", "keypoints.jsonl"]);
+    let typo = dir.join("typo.safetensors");
+    for (model, tokens, named) in [
+        (tiny_dir(), typo.clone(), "typo.safetensors"),
+        (dir.join("no-model"), tokens.clone(), "no-model"),
+    ] {
+        let out = process_with_tokens(&clip, &result, &model, &tokens);
+        assert_clean_error(&out, &[named]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("running"),
+            "checked before the pipeline: {err}"
+        );
+        assert!(
+            !err.contains("ball.mp4"),
+            "the file at fault is named, not the video: {err}"
+        );
+        assert_eq!(
+            snapshot(&result),
+            before,
+            "earlier outputs untouched ({named})"
+        );
+    }
+    // An --out-dir that is a file.
+    let file = dir.join("file");
+    std::fs::write(&file, "x").unwrap();
+    let out = process_with_tokens(&clip, &file, &tiny_dir(), &tokens);
+    assert_clean_error(&out, &["--out-dir", "is a file"]);
+}
+
+#[test]
+fn a_truncated_video_is_an_error_not_a_short_success() {
+    // Issue 13: `process` reported "wrote ... (67 frames)" and exited 0 on a clip of 120
+    // frames cut in the middle. Now the frames decoded are checked against the frames the
+    // file declares (and the lines and encoded frames against the frames decoded).
+    let dir = temp_dir("truncated");
+    let Some(clip) = make_clip_as(
+        &dir,
+        "faststart.mp4",
+        "I420",
+        &["x264enc", "!", "mp4mux", "faststart=true"],
+    ) else {
+        return;
+    };
+    let bytes = std::fs::read(&clip).unwrap();
+    let cut = dir.join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    // The whole clip first: the earlier result.
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&result);
+    let out = process_with_tokens(&cut, &result, &tiny_dir(), &tokens);
+    assert_clean_error(
+        &out,
+        &[
+            "cut.mp4",
+            "decoding ended at",
+            "of the 1.000 s the file declares",
+            "nothing was written",
+        ],
+    );
+    assert_eq!(snapshot(&result), before);
+}
+
+#[test]
+fn an_audio_track_longer_than_the_video_is_not_a_truncation() {
+    // A container's duration is its longest stream's: 30 frames (1 s) with 2 s of AAC
+    // declare 2 s, which read as 61 frames refused a complete file as truncated.
+    let dir = temp_dir("audio");
+    let clip = dir.join("av.mp4");
+    let pipeline = format!(
+        "-q videotestsrc pattern=ball num-buffers={FRAMES} \
+         ! video/x-raw,width=96,height=72,framerate=30/1 ! videoconvert \
+         ! video/x-raw,format=I420 ! x264enc ! queue ! mux. \
+         audiotestsrc num-buffers=94 samplesperbuffer=1024 ! audio/x-raw,rate=48000 \
+         ! avenc_aac ! queue ! mux. mp4mux name=mux ! filesink location={}",
+        clip.display()
+    );
+    let args: Vec<&str> = pipeline.split_whitespace().collect();
+    match gst(&args) {
+        Some(o) if o.status.success() => {}
+        o => {
+            let msg = format!(
+                "gst-launch-1.0 cannot make the clip with audio (avenc_aac missing?): {:?}",
+                o.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            );
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return;
+        }
+    }
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(result.join("keypoints.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), FRAMES);
+    assert_eq!(decoded_frames(&result.join("annotated.mp4")), FRAMES);
+}
+
+/// Sends `signal` to `process` once it runs frames through the element: it must stop,
+/// exit with 128 + the signal, leave the earlier outputs as they were and no temporaries.
+fn interrupted(signal: &str, code: i32) {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir(&format!("signal-{signal}"));
+    let Some(clip) = make_clip(&dir) else { return };
+    let long = dir.join("long.mp4");
+    let loc = format!("location={}", long.display());
+    let made = gst(&[
+        "-q",
+        "videotestsrc",
+        "pattern=ball",
+        "num-buffers=600",
+        "!",
+        "video/x-raw,width=96,height=72,framerate=30/1",
+        "!",
+        "videoconvert",
+        "!",
+        "video/x-raw,format=I420",
+        "!",
+        "x264enc",
+        "!",
+        "mp4mux",
+        "!",
+        "filesink",
+        &loc,
+    ])
+    .unwrap();
+    assert!(made.status.success());
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = snapshot(&result);
+    let mut child = bin()
+        .args(["process", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(&long)
+        .arg("--out-dir")
+        .arg(&result)
+        .arg("--tokens")
+        .arg(&tokens)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut err = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        err += &l;
+        err.push('\n');
+        if l.starts_with("running") {
+            break;
+        }
+    }
+    // Into the frames, then the signal.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap()
+        .success());
+    for l in lines {
+        err += &l.unwrap();
+        err.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(code), "{err}");
+    assert!(
+        err.contains(&format!("interrupted by SIG{signal}")),
+        "{err}"
+    );
+    assert!(!err.contains("wrote"), "{err}");
+    assert_eq!(
+        snapshot(&result),
+        before,
+        "earlier outputs as they were, no temporaries"
+    );
+}
+
+#[test]
+fn sigint_stops_process_and_keeps_the_earlier_outputs() {
+    interrupted("INT", 130);
+}
+
+#[test]
+fn sigterm_stops_process_and_keeps_the_earlier_outputs() {
+    interrupted("TERM", 143);
 }

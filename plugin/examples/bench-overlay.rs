@@ -2,14 +2,18 @@
 //! - drawing 10 keypoints with ids and an 18-joint skeleton natively into RGB/I420/NV12
 //!   frames, at 320x240 and 1920x1080 (the default, frame-relative sizes);
 //! - for the formats the core does not read, at 1920x1080: the conversion to RGB for the
-//!   model input, and drawing the same overlay by blending it into the frame.
+//!   model input, and drawing the same overlay by blending it into the frame;
+//! - the `stablekeypointsoverlay` element at 1920x1080, per frame from push to pull:
+//!   reading the metadata (the same keypoints and skeleton), laying it out and drawing it,
+//!   in native formats and in blended ones.
 //!
 //! cargo run --release -p gst-plugin-stablekeypoints --example bench-overlay
 
 use gst_video::prelude::*;
 use gst_video::VideoFormat as F;
 use gststablekeypoints::convert::ToRgb;
-use gststablekeypoints::overlay::{Blender, Canvas, Dot, Layout, Overlay, Style, Yuv};
+use gststablekeypoints::meta::{FrameKeypoints, KeypointMeta, LandmarkMeta, PoseMeta};
+use gststablekeypoints::overlay::{Blender, Canvas, Dot, Layout, Overlay, Skeleton, Style, Yuv};
 use std::time::Instant;
 
 const RUNS: usize = 50;
@@ -38,20 +42,30 @@ const CONVERTED: [F; 20] = [
     F::Rgb16,
 ];
 
+/// Normalised positions of the 10 keypoints and the 18 joints drawn.
+fn keypoint_at(i: usize) -> (f32, f32) {
+    (0.1 + 0.08 * i as f32, 0.5 + 0.3 * ((i as f32) * 0.7).sin())
+}
+
+fn joint_at(i: usize) -> (f32, f32) {
+    (0.2 + 0.03 * i as f32, 0.2 + 0.04 * i as f32)
+}
+
 fn overlay(w: usize, h: usize) -> Overlay {
     let dots: Vec<Dot> = (0..10)
-        .map(|i| Dot {
-            id: i,
-            x: (0.1 + 0.08 * i as f32) * w as f32,
-            y: (0.5 + 0.3 * ((i as f32) * 0.7).sin()) * h as f32,
+        .map(|i| {
+            let (x, y) = keypoint_at(i);
+            Dot {
+                id: i,
+                x: x * w as f32,
+                y: y * h as f32,
+            }
         })
         .collect();
     let joints: Vec<(f32, f32)> = (0..18)
         .map(|i| {
-            (
-                (0.2 + 0.03 * i as f32) * w as f32,
-                (0.2 + 0.04 * i as f32) * h as f32,
-            )
+            let (x, y) = joint_at(i);
+            (x * w as f32, y * h as f32)
         })
         .collect();
     let bones: Vec<[u32; 2]> = (0..17).map(|i| [i, i + 1]).collect();
@@ -61,8 +75,61 @@ fn overlay(w: usize, h: usize) -> Overlay {
         Style::for_frame(w, h, 0, 0),
         &dots,
         true,
-        Some((&joints, &bones)),
+        &[Skeleton {
+            points: &joints,
+            connections: &bones,
+            joints: true,
+        }],
     )
+}
+
+/// The same drawing as metadata on a frame, for the element.
+fn metadata(w: u32, h: u32) -> FrameKeypoints {
+    FrameKeypoints {
+        source_width: w,
+        source_height: h,
+        keypoints: (0..10)
+            .map(|i| {
+                let (x, y) = keypoint_at(i);
+                KeypointMeta {
+                    id: i as u32,
+                    x,
+                    y,
+                    confidence: 0.03,
+                    visible: true,
+                }
+            })
+            .collect(),
+        pose: Some(PoseMeta {
+            landmarks: (0..18)
+                .map(|i| {
+                    let (x, y) = joint_at(i);
+                    LandmarkMeta {
+                        name: format!("j{i}"),
+                        x,
+                        y,
+                    }
+                })
+                .collect(),
+            connections: (0..17).map(|i| [i, i + 1]).collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Median of `f` over `RUNS` runs, each on what `setup` made (not timed).
+fn median_with<T>(mut setup: impl FnMut() -> T, mut f: impl FnMut(T)) -> f64 {
+    f(setup());
+    let mut times: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let input = setup();
+            let t = Instant::now();
+            f(input);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[RUNS / 2]
 }
 
 fn median(mut f: impl FnMut()) -> f64 {
@@ -183,5 +250,44 @@ fn main() {
             convert / 1e3,
             draw / 1e3
         );
+    }
+
+    gststablekeypoints::plugin_register_static().unwrap();
+    println!(
+        "stablekeypointsoverlay draw-ids=true at {w}x{h}, push to pull: metadata read, layout and \
+         drawing of the same overlay (median of {RUNS})"
+    );
+    let meta = metadata(w, h);
+    for format in [
+        F::I420,
+        F::Nv12,
+        F::Rgb,
+        F::Bgrx,
+        F::Y444,
+        F::Yuy2,
+        F::Nv21,
+        F::I42010le,
+    ] {
+        let (info, frame) = test_frame(format, w, h);
+        let mut hn = gst_check::Harness::new("stablekeypointsoverlay");
+        hn.element().unwrap().set_property("draw-ids", true);
+        hn.set_src_caps(info.to_caps().unwrap());
+        let t = median_with(
+            || {
+                let mut b = frame.copy_deep().unwrap();
+                meta.attach(b.get_mut().unwrap());
+                b
+            },
+            |b| {
+                hn.push(b).unwrap();
+                hn.pull().unwrap();
+            },
+        );
+        let how = if matches!(format, F::I420 | F::Nv12 | F::Rgb | F::Bgrx) {
+            "native"
+        } else {
+            "blended"
+        };
+        println!("  {:>10} ({how}): {:6.2} ms", format.to_str(), t / 1e3);
     }
 }

@@ -69,8 +69,7 @@ fn frame(i: u64) -> gst::Buffer {
                 visible: true,
             })
             .collect(),
-        pose: None,
-        rect: (0, 0, 0, 0),
+        ..Default::default()
     };
     let mut b = gst::Buffer::with_size(1).unwrap();
     {
@@ -139,6 +138,7 @@ fn record_bytes(buffer: &gst::BufferRef) -> usize {
     let r = Record {
         schema: SCHEMA.into(),
         frame: 0,
+        image: None,
         pts: t,
         stream_time: t,
         running_time: t,

@@ -50,6 +50,7 @@ pub fn record(
     Record {
         schema: SCHEMA.into(),
         frame: index,
+        image: None,
         pts: ns(times.pts),
         stream_time: ns(times.stream_time),
         running_time: ns(times.running_time),

@@ -1,27 +1,38 @@
-//! GStreamer plugin `stablekeypoints`: the `stablekeypoints` element detects StableKeypoints
-//! (unsupervised keypoints read from Stable Diffusion cross-attention maps) on video frames,
-//! attaches them as metadata, and optionally draws them, posts bus messages and writes JSON
-//! lines. The model code lives in the GStreamer-free `stablekeypoints` crate.
+//! GStreamer plugin `stablekeypoints`, one element per stage:
+//!
+//! - `stablekeypoints`: inference (StableKeypoints: unsupervised keypoints read from Stable
+//!   Diffusion cross-attention maps), attached as metadata to each frame;
+//! - `stablekeypointstrack`: One-Euro smoothing and interpolation between inferences;
+//! - `stablekeypointspose`: named landmarks and a skeleton regressed from the keypoints;
+//! - `stablekeypointsoverlay`: draws the metadata (ours and DL Streamer's keypoints);
+//! - `stablekeypointspublish`: per-frame records to a file, standard output or MQTT.
+//!
+//! The model code lives in the GStreamer-free `stablekeypoints` crate.
 
 use gst::glib;
+use std::sync::{Mutex, MutexGuard};
 
 #[cfg(feature = "analytics")]
 pub mod analytics;
 /// Model input through GStreamer's converter (public for the tests and examples).
 pub mod convert;
 mod export;
+mod formats;
 pub mod meta;
-/// Drawing into raw frames (public for the tests and `examples/bench-overlay.rs`).
+/// The overlay element and its drawing (public for the tests and `examples/bench-overlay.rs`).
 pub mod overlay;
+mod pose;
 mod publish;
 mod stablekeypoints;
+mod track;
 
+pub use overlay::{palette_rgb, StableKeypointsOverlay};
+pub use pose::StableKeypointsPose;
 pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
 pub use stablekeypoints::{
-    CropModeProp, GapPolicyProp, SmoothingProp, StableKeypoints, MESSAGE_NAME,
+    shared_model, CropModeProp, GapPolicyProp, StableKeypoints, MESSAGE_NAME,
 };
-
-pub use overlay::palette_rgb;
+pub use track::{SmoothingProp, StableKeypointsTrack, TrackGapProp};
 
 // The plugin's Rust allocations (model activations) reuse freed large blocks instead of
 // faulting in fresh pages every frame; memory handed to GStreamer goes through GLib's
@@ -32,8 +43,16 @@ pub use overlay::palette_rgb;
 static ALLOC: ::stablekeypoints::alloc::CachingAlloc =
     ::stablekeypoints::alloc::CachingAlloc::new();
 
+/// Locks a mutex; a panic elsewhere must not turn into a panic in the streaming thread.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     stablekeypoints::register(plugin)?;
+    track::register(plugin)?;
+    pose::register(plugin)?;
+    overlay::register(plugin)?;
     publish::register(plugin)
 }
 

@@ -51,6 +51,23 @@ fn harness(extra: &str, info: &gst_video::VideoInfo) -> gst_check::Harness {
     hn
 }
 
+/// Who draws: the inference element's `draw=true`, or `stablekeypointsoverlay` after it.
+const DRAWERS: [bool; 2] = [false, true];
+
+/// A harness drawing with `props` (`draw-ids`, `radius`, ...) into frames of `info`: with
+/// `draw=true` on the inference element, or (`overlay`) by the overlay element after it.
+fn drawing(props: &str, info: &gst_video::VideoInfo, overlay: bool) -> gst_check::Harness {
+    if !overlay {
+        return harness(&format!("draw=true {props}"), info);
+    }
+    let mut hn = chain_harness(&format!(
+        "stablekeypoints {} ! stablekeypointsoverlay {props}",
+        common::props()
+    ));
+    hn.set_src_caps(info.to_caps().unwrap());
+    hn
+}
+
 fn converted_formats() -> Vec<F> {
     element_formats()
         .into_iter()
@@ -402,40 +419,42 @@ fn padded_strides_of_converted_formats_are_read_and_drawn_in_place() {
     let (w, h) = (23, 13);
     let mut checked = 0;
     for (k, format) in converted_formats().into_iter().enumerate() {
-        let info = video_info(format, w, h);
-        if plane_rows(&info).is_none() {
-            continue; // tiled, grouped or paletted: standard layout only (test above)
-        }
-        checked += 1;
-        let standard = random_frame(&info, 900 + k as u64);
-        let expected = core_on_rgb(&mut core_detector(), &standard, &info);
-        // Rows stay aligned to the pixel size, as a decoder's are.
-        let pstride = info
-            .format_info()
-            .pixel_stride()
-            .iter()
-            .copied()
-            .max()
-            .unwrap();
-        let (input, inside) = padded_copy(&standard, &info, 5 * pstride as usize);
-        assert!(
-            rgb_of(&input, &info).0 == rgb_of(&standard, &info).0,
-            "{format:?}: the padded copy is another picture"
-        );
-        let before = bytes(&input);
-        let mut hn = harness("draw=true draw-ids=true radius=2", &info);
-        hn.push(timed(input, 0)).unwrap();
-        let out = hn.pull().unwrap();
-        let what = format!("{format:?} {w}x{h} with padded rows");
-        assert_matches_core(&read_meta(&out), &expected, &what);
-        let after = bytes(&out);
-        assert_eq!(after.len(), before.len(), "{what}");
-        assert!(after != before, "{what}: nothing drawn");
-        for (j, (a, b)) in before.iter().zip(&after).enumerate() {
-            assert!(inside[j] || a == b, "{what}: padding byte {j} changed");
+        for overlay in DRAWERS {
+            let info = video_info(format, w, h);
+            if plane_rows(&info).is_none() {
+                continue; // tiled, grouped or paletted: standard layout only (test above)
+            }
+            checked += 1;
+            let standard = random_frame(&info, 900 + k as u64);
+            let expected = core_on_rgb(&mut core_detector(), &standard, &info);
+            // Rows stay aligned to the pixel size, as a decoder's are.
+            let pstride = info
+                .format_info()
+                .pixel_stride()
+                .iter()
+                .copied()
+                .max()
+                .unwrap();
+            let (input, inside) = padded_copy(&standard, &info, 5 * pstride as usize);
+            assert!(
+                rgb_of(&input, &info).0 == rgb_of(&standard, &info).0,
+                "{format:?}: the padded copy is another picture"
+            );
+            let before = bytes(&input);
+            let mut hn = drawing("draw-ids=true radius=2", &info, overlay);
+            hn.push(timed(input, 0)).unwrap();
+            let out = hn.pull().unwrap();
+            let what = format!("{format:?} {w}x{h} with padded rows (overlay element: {overlay})");
+            assert_matches_core(&read_meta(&out), &expected, &what);
+            let after = bytes(&out);
+            assert_eq!(after.len(), before.len(), "{what}");
+            assert!(after != before, "{what}: nothing drawn");
+            for (j, (a, b)) in before.iter().zip(&after).enumerate() {
+                assert!(inside[j] || a == b, "{what}: padding byte {j} changed");
+            }
         }
     }
-    assert!(checked > 70, "{checked}");
+    assert!(checked > 140, "{checked}");
 }
 
 fn luma([r, g, b]: [u8; 3]) -> f32 {
@@ -483,7 +502,10 @@ const DRAW_FORMATS: [F; 23] = [
 fn drawing_shows_the_dots_near_the_keypoints_only_in_every_family() {
     let (w, h) = (90u32, 60u32);
     let style = Style::for_frame(w as usize, h as usize, 3, 0);
-    for format in DRAW_FORMATS {
+    for (format, overlay) in DRAW_FORMATS
+        .into_iter()
+        .flat_map(|f| DRAWERS.map(|o| (f, o)))
+    {
         let info = video_info(format, w, h);
         let finfo = info.format_info();
         let sub = (0..finfo.n_components() as usize)
@@ -491,7 +513,7 @@ fn drawing_shows_the_dots_near_the_keypoints_only_in_every_family() {
             .max()
             .unwrap() as f32;
         let grey = finfo.is_gray();
-        let mut hn = harness("draw=true radius=3", &info);
+        let mut hn = drawing("radius=3", &info, overlay);
         let input = timed(random_frame(&info, 31), 0);
         let (before, stride) = rgb_of(&input, &info);
         hn.push(input).unwrap();
@@ -556,10 +578,13 @@ fn drawing_shows_the_dots_near_the_keypoints_only_in_every_family() {
 fn id_labels_read_on_white_and_yellow_in_every_family() {
     let (w, h) = (90u32, 60u32);
     let style = Style::for_frame(w as usize, h as usize, 3, 0);
-    for format in DRAW_FORMATS {
+    for (format, overlay) in DRAW_FORMATS
+        .into_iter()
+        .flat_map(|f| DRAWERS.map(|o| (f, o)))
+    {
         let info = video_info(format, w, h);
         for bg in [[255u8, 255, 255], [255, 255, 0]] {
-            let mut hn = harness("draw=true draw-ids=true radius=3", &info);
+            let mut hn = drawing("draw-ids=true radius=3", &info, overlay);
             // The labels are where the element's layout put them: recomputed below from
             // the keypoints in the metadata.
             let input = timed(uniform_frame(&info, bg), 0);
@@ -580,7 +605,7 @@ fn id_labels_read_on_white_and_yellow_in_every_family() {
                     }
                 })
                 .collect();
-            let o = Overlay::new(w as usize, h as usize, style, &dots, true, None);
+            let o = Overlay::new(w as usize, h as usize, style, &dots, true, &[]);
             assert_eq!(o.labels.len(), dots.len(), "{format:?}");
             for l in &o.labels {
                 assert!(

@@ -242,6 +242,30 @@ fn harness(extra: &str, caps: gst::Caps) -> gst_check::Harness {
     hn
 }
 
+/// The inference element (named `skp`, with the tiny model and `extra`) followed by `after`
+/// (`! element ...`), in a harness fed with `caps`.
+fn chain(extra: &str, after: &str, caps: gst::Caps) -> gst_check::Harness {
+    let mut hn = chain_harness(&format!(
+        "stablekeypoints name=skp {} {extra} {after}",
+        props()
+    ));
+    hn.set_src_caps(caps);
+    hn
+}
+
+/// The inference element followed by `stablekeypointstrack` with `track` (and `after`).
+fn tracked(extra: &str, track: &str, caps: gst::Caps) -> gst_check::Harness {
+    chain(extra, &format!("! stablekeypointstrack {track}"), caps)
+}
+
+/// `! stablekeypointspublish location=json` (the JSON lines of a chain).
+fn publish(json: &Path, extra: &str) -> String {
+    format!(
+        "! stablekeypointspublish location={} {extra}",
+        json.display()
+    )
+}
+
 fn pull_all(hn: &mut gst_check::Harness) -> Vec<gst::Buffer> {
     std::iter::from_fn(|| hn.try_pull()).collect()
 }
@@ -918,16 +942,7 @@ fn bad_models_and_tokens_fail_ready_to_paused_naming_file_and_problem() {
         ],
         vec![good_model.clone(), "unknown device \"tpu:0\"".into()],
     ));
-    let p = dir.join("no-such-dir/keypoints.jsonl");
-    cases.push((
-        "json-location in a missing directory",
-        vec![
-            ("model", good_model.clone()),
-            ("tokens", good_tokens.clone()),
-            ("json-location", p.display().to_string()),
-        ],
-        vec![p.display().to_string(), "Cannot create".into()],
-    ));
+    // An uncreatable records file is the publish element's (tests/publish.rs).
 
     let mut failures = Vec::new();
     for (what, props, needles) in &cases {
@@ -1056,8 +1071,9 @@ fn non_square_pixels_keep_keypoints_in_stored_pixels() {
             .build()
             .unwrap();
         let json = scratch().join(format!("par-{format:?}.jsonl"));
-        let mut hn = harness(
-            &format!("post-messages=true json-location={}", json.display()),
+        let mut hn = chain(
+            "",
+            &publish(&json, "post-messages=true"),
             info.to_caps().unwrap(),
         );
         let mut det = core_detector();
@@ -1091,10 +1107,7 @@ fn non_square_pixels_keep_keypoints_in_stored_pixels() {
 fn renegotiation_to_other_sizes_and_formats_mid_stream() {
     let json = scratch().join("renegotiation.jsonl");
     let first = video_info(F::Rgb, 48, 32);
-    let mut hn = harness(
-        &format!("draw=true json-location={}", json.display()),
-        first.to_caps().unwrap(),
-    );
+    let mut hn = chain("draw=true", &publish(&json, ""), first.to_caps().unwrap());
     let mut det = core_detector();
     let mut sizes = Vec::new();
     let mut i = 0u64;
@@ -1133,11 +1146,12 @@ fn renegotiation_to_other_sizes_and_formats_mid_stream() {
 
 #[test]
 fn renegotiation_releases_held_frames_with_their_own_size() {
-    // gap-policy=interpolate holds frames; a caps change must push them first, described
-    // with the caps they were received with.
+    // stablekeypointstrack gap-policy=interpolate holds frames; a caps change must push them
+    // first, described with the caps they were received with.
     let a = video_info(F::Rgb, 40, 30);
-    let mut hn = harness(
-        "inference-interval=4 gap-policy=interpolate",
+    let mut hn = tracked(
+        "inference-interval=4",
+        "gap-policy=interpolate",
         a.to_caps().unwrap(),
     );
     for i in 0..3 {
@@ -1337,11 +1351,14 @@ fn flush_starts_a_new_stream() {
     let info = video_info(F::Rgb, 32, 24);
     for policy in ["interpolate", "hold-last", "none"] {
         let json = scratch().join(format!("flush-{policy}.jsonl"));
-        let mut hn = harness(
-            &format!(
-                "inference-interval=3 gap-policy={policy} smoothing=one-euro json-location={}",
-                json.display()
-            ),
+        // Interpolation is the track element's, after the inference element's hold-last.
+        let (upstream, track) = match policy {
+            "interpolate" => ("hold-last", "gap-policy=interpolate"),
+            p => (p, ""),
+        };
+        let mut hn = tracked(
+            &format!("inference-interval=3 gap-policy={upstream}"),
+            &format!("smoothing=one-euro {track} {}", publish(&json, "")),
             info.to_caps().unwrap(),
         );
         let mut det = core_detector();
@@ -1360,6 +1377,8 @@ fn flush_starts_a_new_stream() {
         assert!(hn.push_event(segment_event()));
         while hn.try_pull().is_some() {}
         let f = frame(10);
+        // Its noise is that of frame 0 again: frames are counted from the flush.
+        det.set_item_key(0);
         let expected = f.detect(&mut det, &info);
         hn.push(timed(f.standard_buffer(&info, 0), 0)).unwrap();
         let out = pull_all(&mut hn);
@@ -1391,8 +1410,8 @@ fn seek_mid_stream_in_a_pipeline() {
     let json = scratch().join("seek.jsonl");
     let desc = format!(
         "videotestsrc pattern=ball ! video/x-raw,format=I420,width=40,height=30,framerate=10/1 \
-         ! stablekeypoints {} inference-interval=4 gap-policy=interpolate json-location={} \
-         ! fakesink name=sink sync=false",
+         ! stablekeypoints {} inference-interval=4 ! stablekeypointstrack gap-policy=interpolate \
+         ! stablekeypointspublish location={} ! fakesink name=sink sync=false",
         props(),
         json.display()
     );
@@ -1450,11 +1469,9 @@ fn seek_mid_stream_in_a_pipeline() {
 fn eos_releases_a_partially_filled_hold() {
     let info = video_info(F::Nv12, 30, 20);
     let json = scratch().join("eos-hold.jsonl");
-    let mut hn = harness(
-        &format!(
-            "inference-interval=5 gap-policy=interpolate json-location={}",
-            json.display()
-        ),
+    let mut hn = tracked(
+        "inference-interval=5",
+        &format!("gap-policy=interpolate {}", publish(&json, "")),
         info.to_caps().unwrap(),
     );
     for i in 0..3 {
@@ -1490,7 +1507,7 @@ fn eos_releases_a_partially_filled_hold() {
         [0, 1, 2]
     );
     assert_eq!(lines[1]["keypoints"], lines[0]["keypoints"]);
-    let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+    let stats = inference_of(&hn).property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("frames-processed").unwrap(), 3);
     assert_eq!(stats.get::<u64>("frames-inferred").unwrap(), 1);
 
@@ -1498,8 +1515,8 @@ fn eos_releases_a_partially_filled_hold() {
     let json = scratch().join("eos-hold-pipeline.jsonl");
     let p = launch(&format!(
         "videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width=24,height=24 \
-         ! stablekeypoints {} inference-interval=5 gap-policy=interpolate json-location={} \
-         ! fakesink name=sink",
+         ! stablekeypoints {} inference-interval=5 ! stablekeypointstrack gap-policy=interpolate \
+         ! stablekeypointspublish location={} ! fakesink name=sink",
         props(),
         json.display()
     ));
@@ -1527,8 +1544,9 @@ fn extreme_qos_and_latency_values_do_not_panic() {
         .fps(gst::Fraction::new(1, 3600))
         .build()
         .unwrap();
-    let mut hn = harness(
-        "inference-interval=4294967295 gap-policy=interpolate",
+    let mut hn = tracked(
+        "inference-interval=4294967295",
+        "gap-policy=interpolate",
         info.to_caps().unwrap(),
     );
     hn.set_upstream_latency(gst::ClockTime::from_mseconds(10));
@@ -1558,7 +1576,7 @@ fn extreme_qos_and_latency_values_do_not_panic() {
     let late = read_meta(&hn.pull().unwrap());
     assert!(late.inferred, "every frame is late now");
     assert_eq!(late.keypoints, first.keypoints);
-    let stats = hn.element().unwrap().property::<gst::Structure>("stats");
+    let stats = inference_of(&hn).property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("frames-processed").unwrap(), 2);
 }
 
@@ -1615,7 +1633,8 @@ fn state_cycles_do_not_leak_threads_or_memory() {
     let json = scratch().join("cycles.jsonl");
     let desc = format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,format=RGB,width=48,height=32,framerate=30/1 \
-         ! stablekeypoints {} post-messages=true draw=true json-location={} ! fakesink name=sink",
+         ! stablekeypoints {} draw=true ! stablekeypointspublish post-messages=true location={} \
+         ! fakesink name=sink",
         props(),
         json.display()
     );
@@ -1670,7 +1689,8 @@ fn state_cycles_do_not_leak_threads_or_memory() {
 
 /// `SKP_SOAK_FRAMES` frames (10,000 by default), every one inferred, through the whole
 /// element (in Y444_10LE, x264enc's default: conversion to RGB and drawing by blending, the
-/// paths that keep buffers across frames; smoothing, messages, JSON lines); RSS must stay
+/// paths that keep buffers across frames; messages, JSON lines), then the track element's
+/// smoothing (which rewrites the metadata of every frame); RSS must stay
 /// flat after the warm-up. Run it with
 /// `cargo test -p gst-plugin-stablekeypoints --test reliability -- --ignored soak`.
 #[test]
@@ -1687,8 +1707,8 @@ fn soak_rss_stays_flat() {
     let json = scratch().join("soak.jsonl");
     let desc = format!(
         "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=Y444_10LE,width=64,height=48,framerate=30/1 \
-         ! stablekeypoints name=skp {} draw=true draw-ids=true smoothing=one-euro post-messages=true \
-           json-location={} ! fakesink name=sink sync=false",
+         ! stablekeypoints name=skp {} draw=true draw-ids=true ! stablekeypointstrack smoothing=one-euro \
+         ! stablekeypointspublish post-messages=true location={} ! fakesink name=sink sync=false",
         props(),
         json.display()
     );
@@ -1760,7 +1780,8 @@ fn json_lines_stay_whole_when_the_pipeline_errors_mid_stream() {
     // Our element fails (a truncated buffer cannot be mapped) after 3 good frames.
     let json = scratch().join("error-mid-stream.jsonl");
     let p = launch(&format!(
-        "appsrc name=src format=time caps={} ! stablekeypoints {} json-location={} ! fakesink",
+        "appsrc name=src format=time caps={} ! stablekeypoints {} ! stablekeypointspublish location={} \
+         ! fakesink",
         info.to_caps().unwrap().to_string().replace(' ', ""),
         props(),
         json.display()
@@ -1800,7 +1821,7 @@ fn json_lines_stay_whole_when_the_pipeline_errors_mid_stream() {
     let json = scratch().join("downstream-error.jsonl");
     let p = launch(&format!(
         "videotestsrc num-buffers=20 ! video/x-raw,format=RGB,width=24,height=16 \
-         ! stablekeypoints {} json-location={} ! identity error-after=4 ! fakesink",
+         ! stablekeypoints {} ! stablekeypointspublish location={} ! identity error-after=4 ! fakesink",
         props(),
         json.display()
     ));
@@ -1817,8 +1838,8 @@ fn json_lines_stay_whole_when_set_to_null_without_eos() {
     let json = scratch().join("null-without-eos.jsonl");
     let p = launch(&format!(
         "videotestsrc is-live=true ! video/x-raw,format=BGRx,width=24,height=16,framerate=50/1 \
-         ! stablekeypoints {} inference-interval=3 gap-policy=interpolate json-location={} \
-         ! fakesink name=sink",
+         ! stablekeypoints {} inference-interval=3 ! stablekeypointstrack gap-policy=interpolate \
+         ! stablekeypointspublish location={} ! fakesink name=sink",
         props(),
         json.display()
     ));
@@ -1839,7 +1860,7 @@ fn json_write_failure_leaves_only_whole_lines() {
     let json = scratch().join("limited.jsonl");
     let pipeline = format!(
         "videotestsrc num-buffers=30 ! video/x-raw,format=RGB,width=24,height=16 \
-         ! stablekeypoints {} json-location={} ! fakesink",
+         ! stablekeypoints {} ! stablekeypointspublish location={} ! fakesink",
         props(),
         json.display()
     );
@@ -1872,11 +1893,110 @@ fn json_write_failure_leaves_only_whole_lines() {
     let err = outcome.unwrap().expect_err("the write fails");
     println!("write failure: {err:?}");
     assert!(
-        err.0.contains("Cannot write keypoints to") && err.0.contains(&json.display().to_string()),
+        err.0.to_lowercase().contains("cannot write keypoints to")
+            && err.0.contains(&json.display().to_string()),
         "{err:?}"
     );
     let len = std::fs::metadata(&json).unwrap().len();
     assert!(len > 0 && len <= limit, "{len} bytes");
     let lines = json_lines(&json);
     assert!(!lines.is_empty());
+}
+
+#[test]
+fn a_frame_s_noise_is_keyed_by_its_index_since_the_start_or_the_last_flush() {
+    // Frame i's noise comes from (seed, i), i counting every frame since the start or the
+    // last flush (inferred or not): with inference-interval=2, frames 0, 2, 4 are inferred
+    // with keys 0, 2, 4, whatever was inferred before them.
+    let info = video_info(F::Rgb, 32, 24);
+    let frame = |i: u64| Pixels::random(F::Rgb, 32, 24, 700 + i);
+    for extra in ["inference-interval=2", "inference-interval=2 batch-size=2"] {
+        let mut hn = harness(&format!("{extra} gap-policy=none"), info.to_caps().unwrap());
+        let mut det = core_detector();
+        let mut first = Vec::new();
+        for i in 0..5 {
+            hn.push(timed(frame(i).standard_buffer(&info, i), i))
+                .unwrap();
+        }
+        hn.push_event(gst::event::Eos::new());
+        let out = pull_all(&mut hn);
+        assert_eq!(out.len(), 5, "{extra}");
+        for i in [0u64, 2, 4] {
+            det.set_item_key(i);
+            let want = frame(i).detect(&mut det, &info);
+            let m = read_meta(&out[i as usize]);
+            assert_matches_core(&m, &want, &format!("{extra}: frame {i}"));
+            first.push(m);
+        }
+        // Key 1 on frame 2 (what a shared stream would have given it) differs.
+        det.set_item_key(1);
+        let other = frame(2).detect(&mut det, &info);
+        let scores =
+            |k: &[stablekeypoints::Keypoint]| k.iter().map(|k| k.score).collect::<Vec<_>>();
+        assert_ne!(
+            first[1]
+                .keypoints
+                .iter()
+                .map(|k| k.confidence)
+                .collect::<Vec<_>>(),
+            scores(&other.keypoints),
+            "{extra}"
+        );
+    }
+    // After a flush the count starts again: the same frames give the same keypoints.
+    let mut hn = harness("", info.to_caps().unwrap());
+    let run = |hn: &mut gst_check::Harness| -> Vec<FrameKeypoints> {
+        for i in 0..3 {
+            hn.push(timed(frame(i).standard_buffer(&info, i), i))
+                .unwrap();
+        }
+        pull_all(hn).iter().map(|b| read_meta(b)).collect()
+    };
+    let a = run(&mut hn);
+    assert!(hn.push_event(gst::event::FlushStart::new()));
+    assert!(hn.push_event(gst::event::FlushStop::new(true)));
+    assert!(hn.push_event(segment_event()));
+    let b = run(&mut hn);
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.keypoints, y.keypoints);
+    }
+}
+
+#[test]
+fn count_properties_have_the_cli_s_bounds() {
+    init();
+    let e = gst::ElementFactory::make("stablekeypoints")
+        .build()
+        .unwrap();
+    for (name, max) in [
+        ("augmentations", stablekeypoints::limits::MAX_AUGMENTATIONS),
+        ("batch-size", stablekeypoints::limits::MAX_BATCH_SIZE),
+    ] {
+        let p = e.find_property(name).unwrap();
+        let p = p.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();
+        assert_eq!((p.minimum(), p.maximum()), (1, max as u32), "{name}");
+    }
+    // A value past the bound that reaches the detector anyway is refused at start.
+    let tokens = Tokens::load(&tokens_path()).unwrap();
+    let model = Arc::new(
+        Model::load(
+            model_dir(),
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32,
+        )
+        .unwrap(),
+    );
+    let opts = DetectOptions {
+        augmentations: stablekeypoints::limits::MAX_AUGMENTATIONS + 1,
+        ..Default::default()
+    };
+    let e = Detector::new(model, &tokens, opts)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("augmentations 65") && e.contains("between 1 and 64"),
+        "{e}"
+    );
 }

@@ -3,12 +3,11 @@
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gststablekeypoints::meta::{FrameKeypoints, ROI_TYPE};
-use stablekeypoints::eval::{PoseModel, Regressor};
+use gststablekeypoints::meta::{FrameKeypoints, Origin, ROI_TYPE};
 use stablekeypoints::frame::YuvMatrix;
 use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Tokens};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 mod common;
 use common::*;
@@ -26,18 +25,6 @@ fn video_info(format: gst_video::VideoFormat, w: u32, h: u32) -> gst_video::Vide
         .fps(gst::Fraction::new(25, 1))
         .build()
         .unwrap()
-}
-
-/// The element's keypoint messages among a pipeline's bus messages, in order.
-fn keypoint_messages(msgs: &[gst::Message]) -> Vec<&gst::StructureRef> {
-    msgs.iter()
-        .filter_map(|m| match m.view() {
-            gst::MessageView::Element(e) => e
-                .structure()
-                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A frame buffer with random content and timestamps of frame `i` at 25 fps.
@@ -121,58 +108,6 @@ fn harness(
     (hn, info)
 }
 
-/// Runs a gst-launch style pipeline to EOS, returning its bus messages or the error text.
-fn run_pipeline(
-    desc: &str,
-    probe_sink: Option<&str>,
-) -> Result<(Vec<gst::Message>, Vec<gst::Buffer>), String> {
-    init();
-    let pipeline = gst::parse::launch(desc).map_err(|e| e.to_string())?;
-    let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
-    let buffers = Arc::new(Mutex::new(Vec::new()));
-    if let Some(name) = probe_sink {
-        let sink = pipeline.by_name(name).expect("named sink");
-        let pad = sink.static_pad("sink").unwrap();
-        let store = buffers.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(b) = info.buffer() {
-                store.lock().unwrap().push(b.copy());
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
-    let bus = pipeline.bus().unwrap();
-    let res = pipeline.set_state(gst::State::Playing);
-    let mut msgs = Vec::new();
-    // A failed state change still posts its error message: read it either way.
-    let mut outcome = res
-        .map(|_| ())
-        .map_err(|_| "state change failed".to_string());
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => {
-                msgs.push(msg);
-                break;
-            }
-            gst::MessageView::Error(e) => {
-                outcome = Err(format!("{}\n{:?}", e.error(), e.debug()));
-                break;
-            }
-            _ => msgs.push(msg),
-        }
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    outcome?;
-    if !msgs
-        .iter()
-        .any(|m| matches!(m.view(), gst::MessageView::Eos(_)))
-    {
-        return Err("no EOS within 120 s".into());
-    }
-    let bufs = std::mem::take(&mut *buffers.lock().unwrap());
-    Ok((msgs, bufs))
-}
-
 /// An encoded clip (MJPEG in AVI: only -base and -good plugins) of `n` frames.
 fn encoded_clip(name: &str, w: u32, h: u32, n: u32) -> PathBuf {
     let path = scratch().join(name);
@@ -233,25 +168,32 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         "augmentations",
         "seed",
         "noise",
+        "noise-level",
         "batch-size",
         "batch-timeout",
         "inference-interval",
         "gap-policy",
         "keypoint-threshold",
-        "smoothing",
-        "min-cutoff",
-        "beta",
-        "d-cutoff",
         "draw",
         "draw-ids",
         "radius",
         "line-width",
-        "post-messages",
-        "json-location",
         "stats",
-        "inference-delay-ms",
     ] {
         assert!(listed.contains(&p), "property {p} missing:\n{text}");
+    }
+    // Moved to stablekeypointstrack and stablekeypointspublish, or a testing aid that is not
+    // a property.
+    for p in [
+        "post-messages",
+        "json-location",
+        "smoothing",
+        "min-cutoff",
+        "beta",
+        "d-cutoff",
+        "inference-delay-ms",
+    ] {
+        assert!(!listed.contains(&p), "property {p} still listed:\n{text}");
     }
     for f in ["I420", "NV12", "RGB", "BGRx"] {
         assert!(text.contains(f), "{f} missing from the caps");
@@ -346,6 +288,82 @@ fn harness_metadata_equals_core_detection_rgb_i420_nv12() {
     }
 }
 
+/// `noise-level` picks the reference's DDIM timestep by index (-2 = t = 20) and
+/// `crop-mode=stretch` resizes each axis on its own: the core with those options, which
+/// tests/golden.rs and tests/fidelity.rs check against diffusers and PIL. The default
+/// (-51) is the tokens file's timestep, which -1 (t = 0) equals for this file.
+#[test]
+fn noise_level_and_stretch_equal_the_core() {
+    use gst_video::VideoFormat as F;
+    let (w, h) = (96, 48);
+    let run = |extra: &str, opts: DetectOptions| {
+        let (mut hn, info) = harness(extra, F::Rgb, w, h);
+        let mut det = core_detector_with(opts);
+        let mut metas = Vec::new();
+        for i in 0..2 {
+            let input = frame_buffer(&info, i);
+            let expected = core_detect(&mut det, &input, &info);
+            hn.push(input).unwrap();
+            let meta = read_meta(&hn.pull().unwrap());
+            assert_matches_core(&meta, &expected);
+            metas.push(meta);
+        }
+        (hn, metas)
+    };
+    let (hn, default) = run("", DetectOptions::default());
+    let e = hn.element().unwrap();
+    assert_eq!(e.property::<i32>("noise-level"), -51);
+    let (_, t0) = run("noise-level=-1", DetectOptions::default());
+    assert_eq!(default, t0);
+    let (_, t20) = run(
+        "noise-level=-2",
+        DetectOptions {
+            timestep: Some(20),
+            ..Default::default()
+        },
+    );
+    let (_, stretch) = run(
+        "noise-level=-2 crop-mode=stretch",
+        DetectOptions {
+            timestep: Some(20),
+            crop: CropMode::Stretch,
+            ..Default::default()
+        },
+    );
+    assert_ne!(t20, default, "noise-level has no effect");
+    assert_ne!(stretch, t20, "crop-mode=stretch has no effect");
+}
+
+/// `tokens=DIR` with the reference's `embedding.pt` and `indices.pt` (written by
+/// `torch.save` in the golden script) detects as the core with that directory.
+#[test]
+fn tokens_directory_of_the_references_files() {
+    use gst_video::VideoFormat as F;
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    let (model, dir) = (data.join("tiny-sd1"), data.join("reference-tokens"));
+    let extra = format!(
+        "model={} tokens={} input-size=128",
+        model.display(),
+        dir.display()
+    );
+    let (mut hn, info) = harness(&extra, F::Rgb, 64, 48);
+    let tokens = Tokens::load(&dir).unwrap();
+    let model =
+        stablekeypoints::Model::load(&model, &candle_core::Device::Cpu, candle_core::DType::F32)
+            .unwrap();
+    let opts = DetectOptions {
+        input_size: Some(128),
+        ..Default::default()
+    };
+    let mut det = Detector::new(Arc::new(model), &tokens, opts).unwrap();
+    let input = frame_buffer(&info, 0);
+    let expected = core_detect(&mut det, &input, &info);
+    hn.push(input).unwrap();
+    let meta = read_meta(&hn.pull().unwrap());
+    assert_eq!(meta.keypoints.len(), tokens.indices.len());
+    assert_matches_core(&meta, &expected);
+}
+
 /// `device=cuda:0` (f16) reports the CPU's keypoint scores, frame by frame, in a decoder's
 /// format. Built with `--features cuda`; needs a GPU (scripts/gpu-check.sh).
 #[cfg(feature = "cuda")]
@@ -370,43 +388,6 @@ fn cuda_device_reports_the_cpu_keypoints() {
             );
         }
     }
-}
-
-/// Pixels (x, y) whose bytes differ between two frames, per plane with its subsampling.
-fn changed_pixels(
-    a: &gst::BufferRef,
-    b: &gst::BufferRef,
-    info: &gst_video::VideoInfo,
-) -> Vec<(usize, f32, f32)> {
-    let fa = gst_video::VideoFrameRef::from_buffer_ref_readable(a, info).unwrap();
-    let fb = gst_video::VideoFrameRef::from_buffer_ref_readable(b, info).unwrap();
-    let mut out = Vec::new();
-    for plane in 0..fa.n_planes() {
-        let stride = fa.plane_stride()[plane as usize] as usize;
-        let (pa, pb) = (fa.plane_data(plane).unwrap(), fb.plane_data(plane).unwrap());
-        let (sub, bpp) = match (info.format(), plane) {
-            (gst_video::VideoFormat::I420, 0) | (gst_video::VideoFormat::Nv12, 0) => (1, 1),
-            (gst_video::VideoFormat::I420, _) => (2, 1),
-            (gst_video::VideoFormat::Nv12, _) => (2, 2),
-            _ => (1, info.format_info().pixel_stride()[0] as usize),
-        };
-        let rows = fa.plane_height(plane) as usize;
-        let cols = (info.width() as usize).div_ceil(sub);
-        for y in 0..rows {
-            for x in 0..cols {
-                let p = y * stride + x * bpp;
-                if pa[p..p + bpp] != pb[p..p + bpp] {
-                    // Centre of the (sub-sampled) sample in frame pixels.
-                    out.push((
-                        plane as usize,
-                        ((x * sub) as f32 + sub as f32 / 2.0),
-                        (y * sub) as f32 + sub as f32 / 2.0,
-                    ));
-                }
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -468,69 +449,6 @@ fn without_draw_output_bytes_equal_input_bytes() {
                 "{format:?}: bytes changed with draw=false"
             );
             assert_eq!(out.pts(), reference.pts());
-        }
-    }
-}
-
-#[test]
-fn messages_and_json_lines_one_per_frame() {
-    let n = 5;
-    let json = scratch().join("keypoints.jsonl");
-    let desc = format!(
-        "videotestsrc num-buffers={n} pattern=smpte ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
-         ! stablekeypoints {} post-messages=true json-location={} ! fakesink name=sink",
-        props(),
-        json.display()
-    );
-    let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
-    let ours = keypoint_messages(&msgs);
-    assert_eq!(ours.len(), n, "one message per frame");
-    let mut last_ts = None;
-    for (s, b) in ours.iter().zip(&bufs) {
-        let ts = s.get::<u64>("timestamp").unwrap();
-        assert_eq!(Some(ts), b.pts().map(|t| t.nseconds()));
-        assert!(last_ts.is_none_or(|l| ts > l), "timestamps increase");
-        last_ts = Some(ts);
-        for f in ["stream-time", "running-time", "duration"] {
-            assert!(s.get::<u64>(f).unwrap() != u64::MAX, "{f} set");
-        }
-        let list = s.get::<gst::List>("keypoints").unwrap();
-        assert_eq!(list.len(), NUM_KEYPOINTS);
-        let meta = read_meta(b);
-        for (v, k) in list.iter().zip(&meta.keypoints) {
-            let kp = v.get::<gst::Structure>().unwrap();
-            assert_eq!(kp.get::<u32>("id").unwrap(), k.id);
-            assert_eq!(kp.get::<f32>("nx").unwrap(), k.x);
-            assert!((kp.get::<f32>("x").unwrap() - k.x * 64.0).abs() < 1e-3);
-        }
-    }
-    let text = std::fs::read_to_string(&json).unwrap();
-    assert!(text.ends_with('\n'));
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
-        .collect();
-    assert_eq!(lines.len(), n, "one JSON line per frame");
-    let mut last_pts = -1i64;
-    for (rec, b) in lines.iter().zip(&bufs) {
-        let pts = rec["pts"].as_i64().unwrap();
-        assert!(pts > last_pts, "pts increase");
-        last_pts = pts;
-        assert!(rec["stream_time"].is_u64());
-        assert_eq!(
-            (rec["width"].as_u64(), rec["height"].as_u64()),
-            (Some(64), Some(48))
-        );
-        assert_eq!(rec["inferred"], false);
-        let kps = rec["keypoints"].as_array().unwrap();
-        let meta = read_meta(b);
-        assert_eq!(kps.len(), NUM_KEYPOINTS);
-        for (j, k) in kps.iter().zip(&meta.keypoints) {
-            assert_eq!(j["id"].as_u64(), Some(k.id as u64));
-            assert!((j["nx"].as_f64().unwrap() - k.x as f64).abs() < 1e-6);
-            assert!((j["x"].as_f64().unwrap() - k.x as f64 * 64.0).abs() < 1e-3);
-            assert!((j["y"].as_f64().unwrap() - k.y as f64 * 48.0).abs() < 1e-3);
-            assert!(j["confidence"].is_f64() && j["visible"].is_boolean());
         }
     }
 }
@@ -612,6 +530,17 @@ fn inference_interval_with_gap_policies() {
     );
     assert_eq!(m[1].keypoints, m[0].keypoints);
     assert_eq!(m[2].keypoints, m[0].keypoints);
+    let origins: Vec<Option<Origin>> = m.iter().map(|f| f.origin).collect();
+    use Origin::{Inference, Interval};
+    assert_eq!(
+        origins,
+        [
+            Some(Inference),
+            Some(Interval),
+            Some(Interval),
+            Some(Inference)
+        ]
+    );
     // none: no metadata on frames without inference.
     let (outs, _) = frames("inference-interval=3 gap-policy=none", 4);
     let has: Vec<bool> = outs
@@ -619,29 +548,7 @@ fn inference_interval_with_gap_policies() {
         .map(|b| FrameKeypoints::from_buffer(b).is_some())
         .collect();
     assert_eq!(has, [true, false, false, true]);
-    // interpolate: frames 1, 2 lie on the line from frame 0 to frame 3, in order; the
-    // frame held at EOS (4) gets frame 3's keypoints.
-    let (outs, _) = frames("inference-interval=3 gap-policy=interpolate", 5);
-    assert_eq!(outs.len(), 5);
-    let pts: Vec<_> = outs.iter().map(|b| b.pts().unwrap()).collect();
-    assert!(pts.windows(2).all(|w| w[0] < w[1]), "order kept: {pts:?}");
-    let m: Vec<FrameKeypoints> = outs.iter().map(|b| read_meta(b)).collect();
-    for (i, t) in [(1, 1.0 / 3.0), (2, 2.0 / 3.0)] {
-        assert!(m[i].inferred);
-        for j in 0..NUM_KEYPOINTS {
-            let (a, b, k) = (m[0].keypoints[j], m[3].keypoints[j], m[i].keypoints[j]);
-            assert!(
-                (k.x - (a.x + (b.x - a.x) * t)).abs() < 1e-5,
-                "frame {i} kp {j}"
-            );
-            assert!(
-                (k.y - (a.y + (b.y - a.y) * t)).abs() < 1e-5,
-                "frame {i} kp {j}"
-            );
-        }
-    }
-    assert!(m[4].inferred);
-    assert_eq!(m[4].keypoints, m[3].keypoints);
+    // interpolate: tests/track.rs (stablekeypointstrack).
 }
 
 #[test]
@@ -660,6 +567,7 @@ fn late_frames_skip_inference_and_reuse_keypoints() {
     hn.push(frame_buffer(&info, 1)).unwrap();
     let late = read_meta(&hn.pull().unwrap());
     assert!(late.inferred);
+    assert_eq!(late.origin, Some(Origin::Late));
     assert_eq!(late.keypoints, first.keypoints);
     let element = hn.element().unwrap();
     let stats = element.property::<gst::Structure>("stats");
@@ -710,180 +618,39 @@ fn model_properties_are_fixed_while_running() {
     let _ = ROI_TYPE;
 }
 
-/// Landmarks of the test pose, by hand from the keypoints `k` (normalised, token order):
-/// a = k0, b = k0 mirrored through the centre, c = (x of k1, 1 - y of k2),
-/// d = (mean of the x of k3 and k4, y of k5).
-fn hand_landmarks(k: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    vec![
-        k[0],
-        (1.0 - k[0].0, 1.0 - k[0].1),
-        (k[1].0, 1.0 - k[2].1),
-        ((k[3].0 + k[4].0) / 2.0, k[5].1),
-    ]
-}
-
-const POSE_NAMES: [&str; 4] = ["a", "b", "c", "d"];
-const POSE_SKELETON: [[usize; 2]; 3] = [[0, 1], [1, 2], [2, 3]];
-
-/// Writes a pose file as `eval --save-regressor` does, with weights realising
-/// [`hand_landmarks`] (`0.5 + (x - 0.5) W`), fitted with `indices` on `k` keypoints.
-fn write_pose(name: &str, k: usize, indices: Vec<usize>) -> PathBuf {
-    let l = POSE_NAMES.len();
-    let mut w = vec![0f64; 2 * k * 2 * l];
-    // Row 2 * kp + axis, column 2 * landmark + axis.
-    let mut set = |kp: usize, axis: usize, lm: usize, lm_axis: usize, v: f64| {
-        if kp < k {
-            w[(2 * kp + axis) * 2 * l + 2 * lm + lm_axis] = v;
-        }
-    };
-    set(0, 0, 0, 0, 1.0);
-    set(0, 1, 0, 1, 1.0);
-    set(0, 0, 1, 0, -1.0);
-    set(0, 1, 1, 1, -1.0);
-    set(1, 0, 2, 0, 1.0);
-    set(2, 1, 2, 1, -1.0);
-    set(3, 0, 3, 0, 0.5);
-    set(4, 0, 3, 0, 0.5);
-    set(5, 1, 3, 1, 1.0);
-    let reg = Regressor {
-        num_keypoints: k,
-        num_landmarks: l,
-        weights: w,
-    };
-    let pose = PoseModel::new(
-        &reg,
-        indices,
-        Some(POSE_NAMES.iter().map(|s| s.to_string()).collect()),
-        POSE_SKELETON.to_vec(),
-    )
-    .unwrap();
-    let path = scratch().join(name);
-    pose.save(&path).unwrap();
-    path
-}
-
-fn test_pose() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let indices = Tokens::load(&tokens_path()).unwrap().indices;
-        write_pose("pose.json", NUM_KEYPOINTS, indices)
-    })
-}
-
-/// The landmarks the core computes from the metadata's keypoints, and by hand.
-fn expected_landmarks(meta: &FrameKeypoints) -> (Vec<[f64; 2]>, Vec<(f64, f64)>) {
-    let k: Vec<[f64; 2]> = meta
-        .keypoints
-        .iter()
-        .map(|k| [k.x as f64, k.y as f64])
-        .collect();
-    let core = PoseModel::load(test_pose())
-        .unwrap()
-        .regressor()
-        .unwrap()
-        .predict(&k);
-    let hand = hand_landmarks(&k.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>());
-    (core, hand)
-}
-
-#[test]
-fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
-    let (n, w, h) = (4usize, 64u32, 48u32);
-    let json = scratch().join("pose.jsonl");
-    let desc = format!(
-        "videotestsrc num-buffers={n} pattern=ball ! video/x-raw,format=RGB,width={w},height={h},framerate=30/1 \
-         ! stablekeypoints {} pose={} post-messages=true json-location={} ! fakesink name=sink",
-        props(),
-        test_pose().display(),
-        json.display()
-    );
-    let (msgs, bufs) = run_pipeline(&desc, Some("sink")).unwrap();
-    assert_eq!(bufs.len(), n);
-    let ours = keypoint_messages(&msgs);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!((ours.len(), lines.len()), (n, n));
-    let mut spread = 0.0f64;
-    for ((b, msg), rec) in bufs.iter().zip(&ours).zip(&lines) {
-        let meta = read_meta(b);
-        let pose = meta.pose.as_ref().expect("pose metadata");
-        let names: Vec<&str> = pose.landmarks.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, POSE_NAMES);
-        assert_eq!(pose.connections, [[0, 1], [1, 2], [2, 3]]);
-        let (core, hand) = expected_landmarks(&meta);
-        let msg_pose = msg.get::<gst::List>("pose").unwrap();
-        let skeleton: Vec<i32> = msg
-            .get::<gst::Array>("skeleton")
-            .unwrap()
-            .iter()
-            .map(|v| v.get::<i32>().unwrap())
-            .collect();
-        assert_eq!(skeleton, [0, 1, 1, 2, 2, 3]);
-        assert_eq!(rec["skeleton"], serde_json::json!([[0, 1], [1, 2], [2, 3]]));
-        let rec_pose = rec["pose"].as_array().unwrap();
-        assert_eq!((msg_pose.len(), rec_pose.len()), (4, 4));
-        for (j, l) in pose.landmarks.iter().enumerate() {
-            let (x, y) = (l.x as f64, l.y as f64);
-            assert!(
-                (x - core[j][0]).abs() < 1e-6 && (y - core[j][1]).abs() < 1e-6,
-                "landmark {j}: {l:?} vs core {:?}",
-                core[j]
-            );
-            assert!(
-                (x - hand[j].0).abs() < 1e-6 && (y - hand[j].1).abs() < 1e-6,
-                "landmark {j}: {l:?} vs hand {:?}",
-                hand[j]
-            );
-            let m = msg_pose.as_slice()[j].get::<gst::Structure>().unwrap();
-            assert_eq!(m.name(), "landmark");
-            assert_eq!(m.get::<&str>("name").unwrap(), POSE_NAMES[j]);
-            assert_eq!(
-                (m.get::<f32>("nx").unwrap(), m.get::<f32>("ny").unwrap()),
-                (l.x, l.y)
-            );
-            assert!((m.get::<f32>("x").unwrap() - l.x * w as f32).abs() < 1e-3);
-            assert!((m.get::<f32>("y").unwrap() - l.y * h as f32).abs() < 1e-3);
-            let r = &rec_pose[j];
-            assert_eq!(r["name"], POSE_NAMES[j]);
-            assert!((r["nx"].as_f64().unwrap() - x).abs() < 1e-6);
-            assert!((r["ny"].as_f64().unwrap() - y).abs() < 1e-6);
-            assert!((r["x"].as_f64().unwrap() - x * w as f64).abs() < 1e-3);
-            assert!((r["y"].as_f64().unwrap() - y * h as f64).abs() < 1e-3);
-        }
-        spread += (pose.landmarks[0].x - pose.landmarks[1].x).abs() as f64;
-    }
-    // The landmarks move with the keypoints (not a constant the regressor fell back to).
-    assert!(spread > 0.0);
-}
-
-/// Squared distance from (x, y) to the segment p-q.
-fn segment_dist2(x: f32, y: f32, p: (f32, f32), q: (f32, f32)) -> f32 {
-    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
-    let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 {
-        (((x - p.0) * dx + (y - p.1) * dy) / len2).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    (x - p.0 - t * dx).powi(2) + (y - p.1 - t * dy).powi(2)
-}
-
 #[test]
 fn pose_skeleton_is_drawn_along_its_segments_and_nowhere_else() {
     use gst_video::VideoFormat as F;
     let (w, h) = (90u32, 60u32);
     let pose_prop = format!("pose={}", test_pose().display());
-    for format in [F::Rgb, F::I420, F::Nv12] {
-        let run = |extra: &str| {
-            let (mut hn, info) = harness(&format!("draw=true radius=4 {extra}"), format, w, h);
+    // Drawn by the inference element (`draw=true pose=...`), and by the pose and overlay
+    // elements after it.
+    for (format, elements) in [F::Rgb, F::I420, F::Nv12]
+        .into_iter()
+        .flat_map(|f| [(f, false), (f, true)])
+    {
+        let run = |pose: bool| {
+            let info = video_info(format, w, h);
+            let mut hn = if elements {
+                let pose = if pose {
+                    format!("! stablekeypointspose {pose_prop}")
+                } else {
+                    String::new()
+                };
+                chain_harness(&format!(
+                    "stablekeypoints {} {pose} ! stablekeypointsoverlay radius=4",
+                    props()
+                ))
+            } else {
+                let extra = if pose { pose_prop.as_str() } else { "" };
+                harness(&format!("draw=true radius=4 {extra}"), format, w, h).0
+            };
+            hn.set_src_caps(info.to_caps().unwrap());
             hn.push(frame_buffer(&info, 3)).unwrap();
             (hn.pull().unwrap(), info)
         };
-        let (plain, info) = run("");
-        let (posed, _) = run(&pose_prop);
+        let (plain, info) = run(false);
+        let (posed, _) = run(true);
         let pose = read_meta(&posed).pose.unwrap();
         let clamp =
             |(x, y): (f32, f32)| (x.clamp(0.0, w as f32 - 0.5), y.clamp(0.0, h as f32 - 0.5));
@@ -981,6 +748,10 @@ fn bad_or_mismatched_pose_files_fail_the_state_change_naming_the_file() {
         (
             write_pose("pose-reversed.json", NUM_KEYPOINTS, reversed),
             "token indices",
+        ),
+        (
+            pose_with_hash("pose-other-hash.json", "0123456789abcdef"),
+            "hash 0123456789abcdef",
         ),
     ];
     for (path, why) in cases {
@@ -1097,15 +868,28 @@ fn batch_size_4_gives_the_metadata_of_batch_size_1_in_order() {
         "inference-interval=3 gap-policy=interpolate",
         "inference-interval=2 gap-policy=none",
     ] {
-        let (mut one, info) = harness(&format!("{pose} {policy}"), F::Rgb, 48, 40);
+        // Interpolation is the track element's, and the pose is regressed after it.
+        let chain = |batch: &str| {
+            policy
+                .strip_suffix(" gap-policy=interpolate")
+                .map(|interval| {
+                    chain_harness(&format!(
+                        "stablekeypoints name=skp {} {interval} {batch} ! stablekeypointstrack \
+                         gap-policy=interpolate ! stablekeypointspose {pose}",
+                        props()
+                    ))
+                })
+        };
+        let info = video_info(F::Rgb, 48, 40);
+        let mut one =
+            chain("").unwrap_or_else(|| harness(&format!("{pose} {policy}"), F::Rgb, 48, 40).0);
+        one.set_src_caps(info.to_caps().unwrap());
         let frames: Vec<(u64, &gst_video::VideoInfo)> = (0..10).map(|i| (i, &info)).collect();
         let (want, _) = run_frames(&mut one, &frames);
-        let (mut four, _) = harness(
-            &format!("{pose} {policy} batch-size=4 batch-timeout=0"),
-            F::Rgb,
-            48,
-            40,
-        );
+        let batch = "batch-size=4 batch-timeout=0";
+        let mut four = chain(batch)
+            .unwrap_or_else(|| harness(&format!("{pose} {policy} {batch}"), F::Rgb, 48, 40).0);
+        four.set_src_caps(info.to_caps().unwrap());
         let items = record_src(&four);
         let (got, counts) = run_frames(&mut four, &frames);
         assert_eq!(got.len(), 10, "{policy:?}: every frame comes out");
@@ -1138,7 +922,7 @@ fn batch_size_4_gives_the_metadata_of_batch_size_1_in_order() {
                 .filter(|i| matches!(i, Item::Buffer(_)))
                 .count();
             assert_eq!(buffers_before, 10, "the partial batch leaves before EOS");
-            let stats = four.element().unwrap().property::<gst::Structure>("stats");
+            let stats = inference_of(&four).property::<gst::Structure>("stats");
             assert_eq!(stats.get::<u64>("frames-inferred").unwrap(), 10);
         }
     }
@@ -1253,7 +1037,7 @@ struct LiveRun {
 }
 
 /// `videotestsrc is-live=true` at 30 fps through the element into a synchronising sink.
-fn run_live(element_props: &str, n: u32) -> LiveRun {
+fn run_live(element_props: &str, delay_ms: u64, n: u32) -> LiveRun {
     init();
     let desc = format!(
         "videotestsrc is-live=true num-buffers={n} pattern=ball \
@@ -1265,6 +1049,13 @@ fn run_live(element_props: &str, n: u32) -> LiveRun {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
+    // The testing aid that stands in for a slower model (not a property).
+    pipeline
+        .by_name("skp")
+        .unwrap()
+        .downcast::<gststablekeypoints::StableKeypoints>()
+        .unwrap()
+        .set_test_inference_delay(std::time::Duration::from_millis(delay_ms));
     let sink = pipeline.by_name("sink").unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let store = seen.clone();
@@ -1318,8 +1109,8 @@ fn live_source_with_a_slow_model_keeps_pace() {
     // 80 ms per inference against 33 ms per frame: inferring every other frame would need
     // 40 ms per frame, more than the source gives.
     let n = 90u32;
-    let slow = "inference-delay-ms=80 inference-interval=2 gap-policy=hold-last";
-    let run = run_live(slow, n);
+    let slow = "inference-interval=2 gap-policy=hold-last";
+    let run = run_live(slow, 80, n);
     let count = |f: &str| run.stats.get::<u64>(f).unwrap();
     let (inferred, late, interval) = (
         count("frames-inferred"),
@@ -1383,7 +1174,7 @@ fn live_source_with_a_slow_model_keeps_pace() {
 
     // The same pipeline without QoS in the element falls behind the source: the bound means
     // something.
-    let run = run_live(&format!("{slow} qos=false"), n);
+    let run = run_live(&format!("{slow} qos=false"), 80, n);
     let last = *run.lag_ms.last().unwrap();
     eprintln!("without QoS: lag at the end {last:.1} ms (bound {bound:.1} ms)");
     assert_eq!(run.stats.get::<u64>("frames-skipped").unwrap(), 0);

@@ -17,7 +17,9 @@ pub use metrics::{Metric, MetricValue, Protocol, Scored};
 
 use crate::detect::{DetectOptions, Detector};
 use crate::error::{Error, Result};
-use crate::frame::{apply_mask, mask_to_model_input, to_model_input, FrameRef, PixelFormat};
+use crate::frame::{
+    apply_mask, mask_to_model_input, to_model_input, CropMode, Fit, FrameRef, PixelFormat,
+};
 
 /// Test-time augmentation passes of the reference's evaluation (`--augmentation_iterations`).
 pub const DEFAULT_AUGMENTATIONS: usize = 10;
@@ -89,23 +91,52 @@ impl Sample {
     }
 }
 
-/// Decodes an image file to RGB8.
-pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::Image {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
+/// Decodes an image file to RGB8, upright (EXIF orientation applied).
+pub use crate::imagefile::read_rgb;
+
+/// The model input of one row's image (`[3, size, size]` in [0, 1], multiplied by the row's
+/// foreground mask when it names one, as the reference's Human3.6M loader), its fit, and its
+/// item key (a hash of its pixels, [`crate::detect::content_key`]). A missing or unreadable
+/// image or mask is an error naming it and its CSV line.
+pub fn row_input(
+    set: &LabelSet,
+    row: &LabelRow,
+    size: usize,
+    crop: CropMode,
+) -> Result<(Vec<f32>, Fit, u64)> {
+    let at = |msg: String| {
+        Error::Invalid(format!(
+            "{}:{}: {}: {msg}",
+            set.path.display(),
+            row.line,
+            row.image.display()
+        ))
+    };
+    let img = read_rgb(&row.image).map_err(|e| match e {
+        Error::Io { source, .. } => at(source.to_string()),
+        Error::Image { msg, .. } => at(format!("cannot read image: {msg}")),
+        e => e,
+    })?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
+    let (mut input, fit) = to_model_input(&frame, size, crop);
+    if let Some(mask) = &row.mask {
+        let plane = masked_plane(mask, w, h, size, crop).map_err(|m| {
+            Error::Invalid(format!(
+                "{}:{}: mask {}: {m}",
+                set.path.display(),
+                row.line,
+                mask.display()
+            ))
         })?;
-    Ok(img.to_rgb8())
+        apply_mask(&mut input, &plane)?;
+    }
+    Ok((input, fit, crate::detect::content_key(w, h, img.as_raw())))
 }
 
 /// Detects the keypoints of every image of `set`, in order, each multiplied by its mask
-/// when the row names one. `progress(done, total)` is called after each image. A missing or
-/// unreadable image or mask is an error naming it and its CSV line.
+/// when the row names one ([`row_input`]). `progress(done, total)` is called after each
+/// image.
 pub fn detect_set(
     det: &mut Detector,
     set: &LabelSet,
@@ -113,42 +144,15 @@ pub fn detect_set(
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::with_capacity(set.rows.len());
     for (i, row) in set.rows.iter().enumerate() {
-        let at = |msg: String| {
-            Error::Invalid(format!(
-                "{}:{}: {}: {msg}",
-                set.path.display(),
-                row.line,
-                row.image.display()
-            ))
-        };
-        let img = read_rgb(&row.image).map_err(|e| match e {
-            Error::Io { source, .. } => at(source.to_string()),
-            Error::Image { msg, .. } => at(format!("cannot read image: {msg}")),
-            e => e,
-        })?;
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
-        let d = match &row.mask {
-            None => det.detect_frame(&frame)?,
-            Some(mask) => {
-                let (size, crop) = (det.input_size(), det.options().crop);
-                let (mut input, fit) = to_model_input(&frame, size, crop);
-                let plane = masked_plane(mask, w, h, size, crop).map_err(|m| {
-                    Error::Invalid(format!(
-                        "{}:{}: mask {}: {m}",
-                        set.path.display(),
-                        row.line,
-                        mask.display()
-                    ))
-                })?;
-                apply_mask(&mut input, &plane)?;
-                det.detect_prepared(input, &fit)?
-            }
-        };
+        let (input, fit, key) = row_input(set, row, det.input_size(), det.options().crop)?;
+        // Noise and warps per image, so that neither the CSV order nor the other rows
+        // change an image's keypoints.
+        det.set_item_key(key);
+        let d = det.detect_prepared(input, &fit)?;
         out.push(Sample {
             image: row.image.clone(),
-            width: w,
-            height: h,
+            width: fit.width,
+            height: fit.height,
             keypoints: d
                 .keypoints
                 .iter()
@@ -168,14 +172,14 @@ fn masked_plane(
     w: usize,
     h: usize,
     size: usize,
-    crop: crate::frame::CropMode,
+    crop: CropMode,
 ) -> std::result::Result<Vec<f32>, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| format!("cannot read image: {e}"))?
+    let img = crate::imagefile::read_upright(path)
+        .map_err(|e| match e {
+            Error::Io { source, .. } => source.to_string(),
+            Error::Image { msg, .. } => format!("cannot read image: {msg}"),
+            e => e.to_string(),
+        })?
         .to_luma8();
     if (img.width() as usize, img.height() as usize) != (w, h) {
         return Err(format!(

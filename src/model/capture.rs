@@ -12,11 +12,115 @@ use crate::ops::resample::bicubic_matrix;
 use candle_core::{DType, Result, Tensor};
 use std::collections::HashMap;
 
-/// Which maps to keep and how many layers to average.
+/// Which of the observed layers (the up-path cross-attentions of side <= latent/2, in
+/// execution order) are averaged: bit `i` = the `i`-th. The reference's `--layers`
+/// (default `0 1 2 3`, the first four); a set, so order and repeats do not matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Vec<usize>", into = "Vec<usize>")]
+pub struct LayerSet(u64);
+
+impl LayerSet {
+    /// Layer indices must be below this.
+    pub const LIMIT: usize = 64;
+
+    /// The first `n` layers (`n` clamped to 1..=[`Self::LIMIT`]).
+    pub fn first(n: usize) -> Self {
+        let n = n.clamp(1, Self::LIMIT);
+        Self(if n == Self::LIMIT {
+            u64::MAX
+        } else {
+            (1u64 << n) - 1
+        })
+    }
+
+    /// The set of `indices`; empty or out-of-range indices are an error saying so.
+    pub fn from_indices(indices: &[usize]) -> std::result::Result<Self, String> {
+        if indices.is_empty() {
+            return Err(
+                "the layer list is empty (give observed-layer indices such as 0,1,2,3)".into(),
+            );
+        }
+        let mut bits = 0u64;
+        for &i in indices {
+            if i >= Self::LIMIT {
+                return Err(format!(
+                    "layer index {i} is too large (observed layers are numbered from 0, below {})",
+                    Self::LIMIT
+                ));
+            }
+            bits |= 1 << i;
+        }
+        Ok(Self(bits))
+    }
+
+    pub fn contains(&self, i: usize) -> bool {
+        i < Self::LIMIT && self.0 & (1 << i) != 0
+    }
+
+    /// Number of layers averaged.
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The highest index: recording may stop once it is recorded.
+    pub fn last(&self) -> usize {
+        63 - self.0.leading_zeros() as usize
+    }
+
+    /// The indices, ascending.
+    pub fn indices(&self) -> Vec<usize> {
+        (0..Self::LIMIT).filter(|&i| self.contains(i)).collect()
+    }
+}
+
+impl TryFrom<Vec<usize>> for LayerSet {
+    type Error = String;
+    fn try_from(v: Vec<usize>) -> std::result::Result<Self, String> {
+        Self::from_indices(&v)
+    }
+}
+
+impl From<LayerSet> for Vec<usize> {
+    fn from(l: LayerSet) -> Self {
+        l.indices()
+    }
+}
+
+impl std::fmt::Display for LayerSet {
+    /// Comma-separated indices, `0,1,2,3` (what [`std::str::FromStr`] reads).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s: Vec<String> = self.indices().iter().map(|i| i.to_string()).collect();
+        f.write_str(&s.join(","))
+    }
+}
+
+impl std::str::FromStr for LayerSet {
+    type Err = String;
+    /// `0,1,2,3` (spaces allowed around the commas).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let idx = s
+            .split(',')
+            .map(|p| {
+                p.trim().parse::<usize>().map_err(|_| {
+                    format!("{p:?} in {s:?} is not a layer index (comma-separated integers from 0)")
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Self::from_indices(&idx)
+    }
+}
+
+/// Which maps to keep and which layers to average.
 #[derive(Debug)]
 pub struct MapRecorder {
     max_side: usize,
-    num_layers: usize,
+    layers: LayerSet,
+    /// Observed layers so far (averaged or not).
+    seen: usize,
     map_res: usize,
     /// Token indices to keep (softmax still runs over all N); `None` keeps all.
     select: Option<Tensor>,
@@ -29,11 +133,13 @@ pub struct MapRecorder {
 }
 
 impl MapRecorder {
-    /// Records the first `num_layers` up-path cross-attentions with side <= `max_side`.
-    pub fn new(max_side: usize, num_layers: usize, map_res: usize, select: Option<Tensor>) -> Self {
+    /// Averages the up-path cross-attentions with side <= `max_side` whose index (in
+    /// execution order among those) is in `layers`.
+    pub fn new(max_side: usize, layers: LayerSet, map_res: usize, select: Option<Tensor>) -> Self {
         Self {
             max_side,
-            num_layers,
+            layers,
+            seen: 0,
             map_res,
             select,
             sum: None,
@@ -49,11 +155,12 @@ impl MapRecorder {
         self.max_side
     }
 
+    /// Layers averaged so far.
     pub fn recorded(&self) -> usize {
         self.sides.len()
     }
 
-    /// Spatial sides of the recorded layers, in execution order.
+    /// Spatial sides of the averaged layers, in execution order.
     pub fn sides(&self) -> &[usize] {
         &self.sides
     }
@@ -75,13 +182,18 @@ impl MapRecorder {
     }
 
     pub fn complete(&self) -> bool {
-        self.sides.len() >= self.num_layers
+        self.seen > self.layers.last()
     }
 
     /// Adds one layer's maps; `q` is the query projection of `attn` [B, s*s, C] (the
     /// layer's own, shared with its attention), `k` its heads-split keys [1, h, N, d].
     /// Returns true once all layers are recorded.
     fn record(&mut self, attn: &Attention, q: &Tensor, k: &Tensor, side: usize) -> Result<bool> {
+        let index = self.seen;
+        self.seen += 1;
+        if !self.layers.contains(index) {
+            return Ok(self.complete());
+        }
         let start = std::time::Instant::now();
         let (b, l, c) = q.dims3()?;
         if l != side * side {
@@ -202,7 +314,7 @@ impl MapRecorder {
 }
 
 impl CrossAttentionHook for MapRecorder {
-    /// Up-path layers of side <= `max_side`, until `num_layers` are recorded.
+    /// Up-path layers of side <= `max_side`, until the last of `layers` is recorded.
     fn wants(&self, stage: Stage, side: usize) -> bool {
         stage == Stage::Up && side <= self.max_side && !self.complete()
     }
@@ -211,13 +323,44 @@ impl CrossAttentionHook for MapRecorder {
         self.record(attn, q, k, side)
     }
 
+    /// Fewer observed layers than `layers` names (a small input) average those there are,
+    /// as the reference's `collect_maps`; none of them is an error.
     fn end_of_pass(&mut self) -> Result<()> {
-        if !self.complete() && self.recorded() == 0 {
+        if self.recorded() == 0 {
             candle_core::bail!(
-                "no up-path cross-attention layer has a side <= {} at this input size",
-                self.max_side
+                "only {} up-path cross-attention layers have a side <= {} at this input size, \
+                 none of the layers {} to be averaged (observed layers are numbered from 0)",
+                self.seen,
+                self.max_side,
+                self.layers
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_sets_parse_print_and_bound() {
+        let l: LayerSet = "3, 0,2".parse().unwrap();
+        assert_eq!(l.indices(), vec![0, 2, 3]);
+        assert_eq!(
+            (l.len(), l.last(), l.to_string()),
+            (3, 3, "0,2,3".to_string())
+        );
+        assert!(l.contains(2) && !l.contains(1) && !l.contains(64));
+        assert_eq!(LayerSet::first(4).indices(), vec![0, 1, 2, 3]);
+        assert_eq!(LayerSet::first(64).len(), 64);
+        assert_eq!("1,1".parse::<LayerSet>().unwrap().indices(), vec![1]);
+        for bad in ["", "a", "1,", "-1", "64"] {
+            assert!(bad.parse::<LayerSet>().is_err(), "{bad:?}");
+        }
+        let json = serde_json::to_string(&l).unwrap();
+        assert_eq!(json, "[0,2,3]");
+        assert_eq!(serde_json::from_str::<LayerSet>(&json).unwrap(), l);
+        assert!(serde_json::from_str::<LayerSet>("[]").is_err());
     }
 }

@@ -16,7 +16,7 @@ use crate::ops::schedule::DdimSchedule;
 use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
 
-pub use capture::MapRecorder;
+pub use capture::{LayerSet, MapRecorder};
 pub use config::{UNetConfig, VaeConfig};
 pub use transformer::{Context, CrossAttentionHook, Stage};
 pub use unet::UNet;
@@ -56,11 +56,11 @@ pub fn weights_file(dir: &Path, sub: &str) -> Result<PathBuf> {
     })
 }
 
-/// What to record: DDIM timestep, number of observed layers, map resolution R.
+/// What to record: DDIM timestep, the observed layers averaged, map resolution R.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSpec {
     pub timestep: usize,
-    pub num_layers: usize,
+    pub layers: LayerSet,
     pub map_res: usize,
 }
 
@@ -164,7 +164,7 @@ impl Model {
     ) -> Result<Tensor> {
         let MapSpec {
             timestep: t,
-            num_layers,
+            layers,
             map_res,
         } = *spec;
         let (a, s) = self.schedule.noise_coefficients(t);
@@ -173,7 +173,7 @@ impl Model {
             None => (z * a)?,
         };
         let side = z.dim(2)?;
-        let mut rec = MapRecorder::new(side / 2, num_layers, map_res, select.cloned());
+        let mut rec = MapRecorder::new(side / 2, layers, map_res, select.cloned());
         self.unet.record(&zt, t as f64, ctx, &mut rec)?;
         Ok(rec.finish()?)
     }

@@ -21,6 +21,13 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// SplitMix64's finaliser: a bijective mix of 64 bits, for deriving independent seeds.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Natural logarithm for finite `x > 0` from basic IEEE operations only (libm `ln` may differ
 /// between platforms in the last bit). Accurate to a few ulp.
 fn portable_ln(x: f64) -> f64 {

@@ -51,14 +51,71 @@ impl Affine {
         }
     }
 
-    /// Random augmentation warp (method.md section 3). Draw order from `rng`: angle uniform in
-    /// [-15, 15] degrees, scale in [0.8, 1.0], tx in [-0.25, 0.25], ty in [-0.25, 0.25].
+    /// Random augmentation warp with the reference's ranges ([`AugmentRanges::default`]).
     pub fn random(rng: &mut Rng) -> Self {
-        let angle = rng.uniform_range(-15.0, 15.0);
-        let scale = rng.uniform_range(0.8, 1.0);
-        let tx = rng.uniform_range(-0.25, 0.25);
-        let ty = rng.uniform_range(-0.25, 0.25);
+        Self::random_in(rng, &AugmentRanges::default())
+    }
+
+    /// Random augmentation warp (method.md section 3), as the reference's
+    /// `RandomAffineWithInverse`. Draw order from `rng`: angle uniform in
+    /// [-degrees, degrees], scale in [scale.0, scale.1], tx in [-translate.0, translate.0],
+    /// ty in [-translate.1, translate.1].
+    pub fn random_in(rng: &mut Rng, r: &AugmentRanges) -> Self {
+        let angle = rng.uniform_range(-r.degrees, r.degrees);
+        let scale = rng.uniform_range(r.scale[0], r.scale[1]);
+        let tx = rng.uniform_range(-r.translate[0], r.translate[0]);
+        let ty = rng.uniform_range(-r.translate[1], r.translate[1]);
         Self::from_params(angle, scale, tx, ty)
+    }
+}
+
+/// Ranges of the random augmentation warps (training and test-time augmentation); `Default`
+/// is the reference's (`--augment_degrees 15 --augment_scale 0.8 1.0 --augment_translate
+/// 0.25 0.25`).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AugmentRanges {
+    /// Rotation: uniform in [-degrees, degrees].
+    pub degrees: f64,
+    /// Scale: uniform in [scale[0], scale[1]].
+    pub scale: [f64; 2],
+    /// Translation per axis, in normalised coordinates ([-1, 1] spans the image): uniform in
+    /// [-translate[i], translate[i]].
+    pub translate: [f64; 2],
+}
+
+impl Default for AugmentRanges {
+    fn default() -> Self {
+        Self {
+            degrees: 15.0,
+            scale: [0.8, 1.0],
+            translate: [0.25, 0.25],
+        }
+    }
+}
+
+impl AugmentRanges {
+    /// Finite, non-negative rotation and translation, `0 < scale[0] <= scale[1]`; the error
+    /// says which range is wrong.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.degrees.is_finite() && self.degrees >= 0.0) {
+            return Err(format!(
+                "augmentation rotation {} must be a finite number of degrees >= 0",
+                self.degrees
+            ));
+        }
+        let [lo, hi] = self.scale;
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi) {
+            return Err(format!(
+                "augmentation scale range {lo},{hi} must satisfy 0 < low <= high"
+            ));
+        }
+        if self.translate.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(format!(
+                "augmentation translation {},{} must be finite and >= 0",
+                self.translate[0], self.translate[1]
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -515,6 +572,55 @@ mod tests {
         let ty = r2.uniform_range(-0.25, 0.25);
         assert_eq!(got, Affine::from_params(angle, scale, tx, ty));
         assert_eq!(r1.next_u64(), r2.next_u64());
+    }
+
+    #[test]
+    fn custom_ranges_bound_the_warps_and_keep_the_draw_order() {
+        let r = AugmentRanges {
+            degrees: 40.0,
+            scale: [0.5, 0.6],
+            translate: [0.0, 0.1],
+        };
+        let mut rng = Rng::new(5);
+        let mut widest = 0f64;
+        for _ in 0..1000 {
+            let a = Affine::random_in(&mut rng, &r).theta;
+            let s = f64::from(a[0][0]).hypot(f64::from(a[0][1]));
+            assert!((0.5 - 1e-6..=0.6 + 1e-6).contains(&s), "{s}");
+            let angle = f64::from(a[0][1]).atan2(f64::from(a[0][0])).to_degrees();
+            assert!(angle.abs() <= 40.0 + 1e-3, "{angle}");
+            widest = widest.max(angle.abs());
+            assert_eq!(a[0][2], 0.0);
+            assert!(a[1][2].abs() <= 0.1);
+        }
+        assert!(widest > 35.0, "rotations reach the range: {widest}");
+        let mut r1 = Rng::new(8);
+        let mut r2 = Rng::new(8);
+        let want = Affine::from_params(
+            r2.uniform_range(-40.0, 40.0),
+            r2.uniform_range(0.5, 0.6),
+            r2.uniform_range(-0.0, 0.0),
+            r2.uniform_range(-0.1, 0.1),
+        );
+        assert_eq!(Affine::random_in(&mut r1, &r), want);
+        assert!(AugmentRanges::default().validate().is_ok());
+        for bad in [
+            AugmentRanges { degrees: -1.0, ..r },
+            AugmentRanges {
+                scale: [0.9, 0.8],
+                ..r
+            },
+            AugmentRanges {
+                scale: [0.0, 0.8],
+                ..r
+            },
+            AugmentRanges {
+                translate: [f64::NAN, 0.0],
+                ..r
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

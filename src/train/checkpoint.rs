@@ -5,7 +5,7 @@ use super::config::TrainConfig;
 use super::Trainer;
 use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const CHECKPOINT_FORMAT: &str = "stablekeypoints-train-checkpoint/1";
@@ -28,7 +28,7 @@ impl Trainer<'_> {
             ("adam_m", view(&m, n, c)),
             ("adam_v", view(&v, n, c)),
         ];
-        let meta: HashMap<String, String> = [
+        let meta: BTreeMap<String, String> = [
             ("format", CHECKPOINT_FORMAT.to_string()),
             ("step", self.step.to_string()),
             ("adam_step", self.adam.step.to_string()),
@@ -38,11 +38,15 @@ impl Trainer<'_> {
             ),
             ("model_config_hash", self.model_hash.clone()),
             ("data_fingerprint", self.data.fingerprint()),
+            (
+                "data_items",
+                serde_json::to_string(&self.data.items()).expect("strings serialise"),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let out = safetensors::tensor::serialize(views, Some(meta))
+        let out = crate::util::safetensors_bytes(views, &meta)
             .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
         crate::util::write_atomic(path, &out)
     }
@@ -82,10 +86,15 @@ impl Trainer<'_> {
             ));
         }
         if get("data_fingerprint")? != &self.data.fingerprint() {
+            let there: Vec<String> = meta
+                .get("data_items")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
             return Err(bad(format!(
-                "made with different training data ({} there, {} now)",
+                "made with different training data ({} there, {} now{})",
                 get("data_fingerprint")?,
-                self.data.fingerprint()
+                self.data.fingerprint(),
+                items_diff(&there, &self.data.items())
             )));
         }
         let parse = |k: &str| -> Result<u64> {
@@ -123,6 +132,59 @@ impl Trainer<'_> {
         self.step = step;
         Ok(())
     }
+}
+
+/// Refuses to start a new run (no `--resume`) over the checkpoint at `path` when it holds an
+/// unfinished one (fewer steps done than it was started for): the new run would replace it
+/// at its first checkpoint. A finished or unreadable checkpoint may be replaced.
+pub fn refuse_unfinished(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let Ok((_, header)) = SafeTensors::read_metadata(&bytes) else {
+        return Ok(());
+    };
+    let meta = header.metadata().clone().unwrap_or_default();
+    let step = meta.get("step").and_then(|s| s.parse::<usize>().ok());
+    let steps = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str::<TrainConfig>(c).ok())
+        .map(|c| c.steps);
+    match (step, steps) {
+        (Some(step), Some(steps)) if step < steps => Err(Error::checkpoint(
+            path,
+            format!(
+                "holds an unfinished run (step {step} of {steps}); continue it with --resume, \
+                 or remove the file to train anew"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `; not used there: a, b; new: c` for two lists of data items (empty when either list is
+/// unknown or they only differ in content).
+fn items_diff(there: &[String], now: &[String]) -> String {
+    if there.is_empty() || now.is_empty() {
+        return String::new();
+    }
+    let list = |v: Vec<&String>| {
+        let mut s: Vec<&str> = v.iter().take(5).map(|s| s.as_str()).collect();
+        if v.len() > 5 {
+            s.push("...");
+        }
+        s.join(", ")
+    };
+    let gone: Vec<&String> = there.iter().filter(|i| !now.contains(i)).collect();
+    let new: Vec<&String> = now.iter().filter(|i| !there.contains(i)).collect();
+    let mut out = String::new();
+    if !gone.is_empty() {
+        out += &format!("; not used now: {}", list(gone));
+    }
+    if !new.is_empty() {
+        out += &format!("; new now: {}", list(new));
+    }
+    out
 }
 
 /// Where `train` keeps its checkpoint for an output file: `tokens.safetensors` ->

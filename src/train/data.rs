@@ -20,6 +20,11 @@ pub trait TrainData {
     fn fingerprint(&self) -> String {
         format!("{} images", self.len())
     }
+    /// Names of the items used (e.g. image files), recorded in checkpoints so that a refused
+    /// resume can say which ones differ; empty when the items have no names.
+    fn items(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Images already at the model input size, held in memory.
@@ -123,7 +128,7 @@ impl Trainer<'_> {
         let image = shuffled_index(self.cfg.seed, STREAM_ORDER, iteration, self.data.len());
         let mut rng = stream(self.cfg.seed, STREAM_ITER, iteration);
         let flipped = self.cfg.flip && rng.uniform() < 0.5;
-        let affine = Affine::random(&mut rng);
+        let affine = Affine::random_in(&mut rng, &self.cfg.augment);
         let s = self.cfg.input_size;
         let img = self.image_tensor(image, flipped)?;
         let z = self.latent(image, flipped, Some(&img))?;

@@ -4,30 +4,7 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// 64-bit FNV-1a, for fingerprints (not security).
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv(u64);
-
-impl Fnv {
-    pub fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use crate::util::Fnv;
 
 /// Hash of the model's `unet/config.json` and `vae/config.json` (keys sorted, `_`-prefixed
 /// bookkeeping keys such as `_diffusers_version` dropped), recorded in tokens and checkpoints.

@@ -1,9 +1,11 @@
 //! The training objective of one image (method.md section 3): token selection on detached
 //! maps, then sharpening and equivariance MSEs on the tracked ones.
 
-use super::select::{argmax, argmax_locations, furthest_point_sampling, rank_candidates};
+use super::select::{
+    argmax, argmax_locations, furthest_point_sampling, gaussian_mean, k_max_pixels,
+    rank_candidates, SelectConfig,
+};
 use crate::error::Result;
-use crate::keypoints::gaussian_target;
 use crate::ops::warp::{warp_with, DevicePlan};
 use candle_core::{DType, Tensor};
 
@@ -15,35 +17,28 @@ pub const SIGMA: f32 = 2.0;
 /// The tokens one training image optimises.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selection {
-    /// Gaussian-KL candidates of the unwarped maps, best first.
+    /// Candidates of the unwarped maps (the strategy's ranking), best first.
     pub candidates: Vec<usize>,
     /// Furthest-point sample of the candidates on the warped image's argmax locations.
     pub tokens: Vec<usize>,
-    /// Flat argmax pixel of each selected token's unwarped map (sharpening target centre).
-    pub peaks: Vec<usize>,
+    /// Per selected token, the flat peak pixels of its unwarped map (one per subject,
+    /// [`k_max_pixels`]): the sharpening target's centres.
+    pub peaks: Vec<Vec<usize>>,
 }
 
 /// Chooses the tokens from host copies of the maps of the image (`maps`) and of its warp
 /// (`warped`), both `[n, r, r]` flat.
-pub fn select(
-    maps: &[f32],
-    warped: &[f32],
-    n: usize,
-    r: usize,
-    num_candidates: usize,
-    k: usize,
-    sigma: f32,
-) -> Selection {
-    let candidates = rank_candidates(maps, n, r, num_candidates, sigma);
+pub fn select(maps: &[f32], warped: &[f32], n: usize, r: usize, cfg: &SelectConfig) -> Selection {
+    let candidates = rank_candidates(maps, n, r, cfg);
     let plane = r * r;
     let loc = |t: usize| {
         let i = argmax(&warped[t * plane..(t + 1) * plane]);
         (i / r, i % r)
     };
-    let tokens = furthest_point_sampling(&candidates, loc, k);
+    let tokens = furthest_point_sampling(&candidates, loc, cfg.num_keypoints);
     let peaks = tokens
         .iter()
-        .map(|&t| argmax(&maps[t * plane..(t + 1) * plane]))
+        .map(|&t| k_max_pixels(&maps[t * plane..(t + 1) * plane], r, cfg.num_subjects))
         .collect();
     Selection {
         candidates,
@@ -53,24 +48,18 @@ pub fn select(
 }
 
 /// The vote's per-image pick: candidates and furthest point sampling on the same maps.
-pub fn vote_pick(
-    maps: &[f32],
-    n: usize,
-    r: usize,
-    num_candidates: usize,
-    k: usize,
-    sigma: f32,
-) -> Vec<usize> {
-    let candidates = rank_candidates(maps, n, r, num_candidates, sigma);
+pub fn vote_pick(maps: &[f32], n: usize, r: usize, cfg: &SelectConfig) -> Vec<usize> {
+    let candidates = rank_candidates(maps, n, r, cfg);
     let locs = argmax_locations(maps, n, r);
-    furthest_point_sampling(&candidates, |t| locs[t], k)
+    furthest_point_sampling(&candidates, |t| locs[t], cfg.num_keypoints)
 }
 
-/// Peak-1 Gaussians `[K, r, r]` (flat) centred on the given flat argmax pixels.
-pub fn sharpening_targets(r: usize, peaks: &[usize], sigma: f32) -> Vec<f32> {
+/// Sharpening targets `[K, r, r]` (flat): per token the mean of peak-1 Gaussians centred on
+/// its peak pixels (one Gaussian per subject).
+pub fn sharpening_targets(r: usize, peaks: &[Vec<usize>], sigma: f32) -> Vec<f32> {
     peaks
         .iter()
-        .flat_map(|&p| gaussian_target(r, r, (p % r) as f32 + 0.5, (p / r) as f32 + 0.5, sigma))
+        .flat_map(|p| gaussian_mean(r, p, sigma))
         .collect()
 }
 
@@ -134,7 +123,7 @@ mod tests {
 
     #[test]
     fn targets_are_peak_one_at_pixel_centres() {
-        let t = sharpening_targets(8, &[0, 8 * 3 + 5], 2.0);
+        let t = sharpening_targets(8, &[vec![0], vec![8 * 3 + 5]], 2.0);
         assert_eq!(t.len(), 2 * 64);
         assert_eq!(t[0], 1.0);
         assert_eq!(t[64 + 8 * 3 + 5], 1.0);
@@ -156,7 +145,7 @@ mod tests {
         let sel = Selection {
             candidates: vec![2, 0, 1],
             tokens: vec![2, 0],
-            peaks: vec![argmax(&vals[32..48]), argmax(&vals[0..16])],
+            peaks: vec![vec![argmax(&vals[32..48])], vec![argmax(&vals[0..16])]],
         };
         let plan = SamplePlan::new(&Affine::identity(), r, r, r, r)
             .to_device(&dev, DType::F32)
@@ -240,7 +229,14 @@ mod tests {
         for p in [0, 1, 63, 5] {
             warped.extend(spike(p));
         }
-        let sel = select(&maps, &warped, 4, r, 3, 2, 2.0);
+        let cfg = SelectConfig {
+            strategy: crate::train::select::TopKStrategy::Gaussian,
+            num_candidates: 3,
+            num_keypoints: 2,
+            sigma: 2.0,
+            num_subjects: 1,
+        };
+        let sel = select(&maps, &warped, 4, r, &cfg);
         assert_eq!(sel.candidates.len(), 3);
         assert!(!sel.candidates.contains(&3));
         // Farthest pair on the warped locations: 0 (pixel 0) or 1 (pixel 1) with 2 (pixel 63);
@@ -248,7 +244,7 @@ mod tests {
         assert!(sel.tokens.contains(&2));
         assert_eq!(sel.tokens.len(), 2);
         for (t, p) in sel.tokens.iter().zip(&sel.peaks) {
-            assert_eq!(*p, [9, 20, 30][*t]);
+            assert_eq!(*p, vec![[9, 20, 30][*t]]);
         }
     }
 }

@@ -75,9 +75,7 @@ impl Trainer<'_> {
                     &host[plane..],
                     n,
                     r,
-                    self.cfg.num_candidates,
-                    self.cfg.num_keypoints,
-                    self.cfg.sigma,
+                    &self.cfg.select_config(),
                 )
             }
         };
@@ -148,9 +146,7 @@ impl Trainer<'_> {
                     &host[n * plane..],
                     n,
                     r,
-                    self.cfg.num_candidates,
-                    self.cfg.num_keypoints,
-                    self.cfg.sigma,
+                    &self.cfg.select_config(),
                 );
                 let mut v = Vec::with_capacity(2 * sel.tokens.len() * plane);
                 for img in 0..2 {

@@ -74,7 +74,17 @@ pub fn run(
             )));
         }
         trainer.load_checkpoint(path)?;
-        last_good = Some(trainer.step());
+        let (done, steps) = (trainer.step(), trainer.config().steps);
+        if done > steps {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "{done} steps are done, more than the {steps} asked for; resume with \
+                     --steps {done} or more (or train anew without --resume)"
+                ),
+            ));
+        }
+        last_good = Some(done);
         if on_event(Event::Resumed {
             step: trainer.step(),
         })

@@ -1,7 +1,93 @@
-//! Host-side token selection (method.md section 3): Gaussian-KL candidate ranking, furthest
-//! point sampling and the dataset-wide vote. Maps are row-major `r x r` f32 slices.
+//! Host-side token selection (method.md section 3): candidate ranking (Gaussian KL, entropy
+//! or a fixed set, the reference's `--top_k_strategy`), furthest point sampling and the
+//! dataset-wide vote. Maps are row-major `r x r` f32 slices.
 
 use crate::keypoints::gaussian_target;
+use serde::{Deserialize, Serialize};
+
+/// How each image's candidate tokens are ranked (the reference's `--top_k_strategy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopKStrategy {
+    /// The lowest KL divergence from Gaussians at the map's peaks ([`gaussian_kl_subjects`]).
+    #[default]
+    Gaussian,
+    /// The lowest entropy of the map's softmax over its pixels ([`softmax_entropy`]).
+    Entropy,
+    /// Always tokens `0..num_candidates`, whatever the maps.
+    Consistent,
+}
+
+impl TopKStrategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Gaussian => "gaussian",
+            Self::Entropy => "entropy",
+            Self::Consistent => "consistent",
+        }
+    }
+}
+
+/// How one image's tokens are chosen: rank `num_candidates` by `strategy`, then furthest
+/// point sampling of `num_keypoints`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelectConfig {
+    pub strategy: TopKStrategy,
+    pub num_candidates: usize,
+    pub num_keypoints: usize,
+    /// Gaussian sigma in pixels at the map resolution.
+    pub sigma: f32,
+    /// Peaks per map (the reference's `num_subjects`).
+    pub num_subjects: usize,
+}
+
+/// Around an earlier peak, pixels closer than this fraction of the map side are masked
+/// before the next peak is taken (the reference's `find_k_max_pixels`: 0.05 x the side).
+pub const SUBJECT_MASK_FRACTION: f64 = 0.05;
+
+/// The `num` peaks of a map for `num` subjects, as flat pixel indices: the arg-max, then
+/// the arg-max of the map with every pixel whose index lies within `0.05 r` of the previous
+/// peak's centre (index + 0.5) set to 0, and so on (so later peaks can repeat when the
+/// rest of the map is 0, as in the reference). Masked pixels become 0, so this assumes a
+/// non-negative map, as attention probabilities are.
+pub fn k_max_pixels(map: &[f32], r: usize, num: usize) -> Vec<usize> {
+    let first = argmax(map);
+    if num <= 1 {
+        return vec![first];
+    }
+    let radius2 = (SUBJECT_MASK_FRACTION * r as f64).powi(2);
+    let mut m = map.to_vec();
+    let mut peaks = vec![first];
+    while peaks.len() < num {
+        let p = *peaks.last().expect("non-empty");
+        let (pr, pc) = ((p / r) as f64 + 0.5, (p % r) as f64 + 0.5);
+        for (i, v) in m.iter_mut().enumerate() {
+            let (dy, dx) = ((i / r) as f64 - pr, (i % r) as f64 - pc);
+            if dx * dx + dy * dy <= radius2 {
+                *v *= 0.0;
+            }
+        }
+        peaks.push(argmax(&m));
+    }
+    peaks
+}
+
+/// The mean of peak-1 Gaussians at the given flat pixels (centres at +0.5), `[r, r]` flat:
+/// the reference's `gaussian_circles` for one map.
+pub fn gaussian_mean(r: usize, peaks: &[usize], sigma: f32) -> Vec<f32> {
+    if let [p] = peaks {
+        return gaussian_target(r, r, (p % r) as f32 + 0.5, (p / r) as f32 + 0.5, sigma);
+    }
+    let mut acc = vec![0f64; r * r];
+    for &p in peaks {
+        let g = gaussian_target(r, r, (p % r) as f32 + 0.5, (p / r) as f32 + 0.5, sigma);
+        for (a, v) in acc.iter_mut().zip(g) {
+            *a += f64::from(v);
+        }
+    }
+    let n = peaks.len() as f64;
+    acc.into_iter().map(|a| (a / n) as f32).collect()
+}
 
 /// Added to the map logits before the pixel softmax and to the Gaussian target before it is
 /// normalised (reference `epsilon`).
@@ -22,8 +108,13 @@ pub fn argmax(map: &[f32]) -> usize {
 /// The Gaussian target of the KL ranking for a map whose argmax is the flat pixel `peak`:
 /// `exp(-d²/2σ²)` around that pixel's centre, plus [`KL_EPSILON`], normalised to sum 1.
 pub fn kl_target(r: usize, peak: usize, sigma: f32) -> Vec<f32> {
-    let (row, col) = (peak / r, peak % r);
-    let mut t = gaussian_target(r, r, col as f32 + 0.5, row as f32 + 0.5, sigma);
+    kl_target_peaks(r, &[peak], sigma)
+}
+
+/// [`kl_target`] for several peaks: the mean of their Gaussians, plus [`KL_EPSILON`],
+/// normalised to sum 1.
+pub fn kl_target_peaks(r: usize, peaks: &[usize], sigma: f32) -> Vec<f32> {
+    let mut t = gaussian_mean(r, peaks, sigma);
     for v in &mut t {
         *v += KL_EPSILON;
     }
@@ -37,8 +128,14 @@ pub fn kl_target(r: usize, peak: usize, sigma: f32) -> Vec<f32> {
 /// KL(target || softmax(map + eps)) of one map, the target being [`kl_target`] at the map's
 /// argmax. Lower = more like a single Gaussian blob. Non-finite maps give +inf.
 pub fn gaussian_kl(map: &[f32], r: usize, sigma: f32) -> f64 {
+    gaussian_kl_subjects(map, r, sigma, 1)
+}
+
+/// [`gaussian_kl`] against the target of the map's `num_subjects` peaks ([`k_max_pixels`],
+/// [`kl_target_peaks`]): the reference's `find_top_k_gaussian` score.
+pub fn gaussian_kl_subjects(map: &[f32], r: usize, sigma: f32, num_subjects: usize) -> f64 {
     assert_eq!(map.len(), r * r, "gaussian_kl: map is not {r}x{r}");
-    let t = kl_target(r, argmax(map), sigma);
+    let t = kl_target_peaks(r, &k_max_pixels(map, r, num_subjects), sigma);
     // log softmax(x + eps)_i = (x_i + eps) - logsumexp(x + eps)
     let xs: Vec<f64> = map.iter().map(|&v| f64::from(v + KL_EPSILON)).collect();
     let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -61,20 +158,61 @@ pub fn gaussian_kl(map: &[f32], r: usize, sigma: f32) -> f64 {
     }
 }
 
-/// The `num` tokens of `maps` ([n, r, r], flat) with the lowest [`gaussian_kl`], best first
-/// (ties: lower token index first).
-pub fn rank_candidates(maps: &[f32], n: usize, r: usize, num: usize, sigma: f32) -> Vec<usize> {
+/// Entropy (nats) of `softmax(map)` over its pixels, each log-probability taken of the
+/// probability clamped to `[eps, 1 - eps]` (`eps` = f32's machine epsilon), as torch's
+/// `Categorical(probs=...).entropy()` computes it. Non-finite maps give +inf.
+pub fn softmax_entropy(map: &[f32]) -> f64 {
+    let eps = f64::from(f32::EPSILON);
+    let max = map
+        .iter()
+        .map(|&v| f64::from(v))
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return f64::INFINITY;
+    }
+    let z: f64 = map.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+    let h = -map
+        .iter()
+        .map(|&v| {
+            let p = (f64::from(v) - max).exp() / z;
+            p * p.clamp(eps, 1.0 - eps).ln()
+        })
+        .sum::<f64>();
+    if h.is_nan() {
+        f64::INFINITY
+    } else {
+        h
+    }
+}
+
+/// The score the ranking sorts by (lower = better): [`gaussian_kl_subjects`] or
+/// [`softmax_entropy`] per token of `maps` ([n, r, r], flat); None for `Consistent`.
+pub fn candidate_scores(maps: &[f32], n: usize, r: usize, cfg: &SelectConfig) -> Option<Vec<f64>> {
     assert_eq!(
         maps.len(),
         n * r * r,
         "rank_candidates: maps are not [{n}, {r}, {r}]"
     );
     let plane = r * r;
-    let kl = parallel_map(n, |i| {
-        gaussian_kl(&maps[i * plane..(i + 1) * plane], r, sigma)
-    });
+    let map = |i: usize| &maps[i * plane..(i + 1) * plane];
+    match cfg.strategy {
+        TopKStrategy::Gaussian => Some(parallel_map(n, |i| {
+            gaussian_kl_subjects(map(i), r, cfg.sigma, cfg.num_subjects)
+        })),
+        TopKStrategy::Entropy => Some(parallel_map(n, |i| softmax_entropy(map(i)))),
+        TopKStrategy::Consistent => None,
+    }
+}
+
+/// The `cfg.num_candidates` tokens of `maps` ([n, r, r], flat) with the lowest score, best
+/// first (ties: lower token index first); `Consistent`: tokens `0..num_candidates`.
+pub fn rank_candidates(maps: &[f32], n: usize, r: usize, cfg: &SelectConfig) -> Vec<usize> {
+    let num = cfg.num_candidates.min(n);
+    let Some(score) = candidate_scores(maps, n, r, cfg) else {
+        return (0..num).collect();
+    };
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| kl[a].total_cmp(&kl[b]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)));
     order.truncate(num);
     order
 }
@@ -282,8 +420,93 @@ mod tests {
         maps.extend(&perfect);
         maps.extend(&broad);
         maps.extend(&perfect);
-        assert_eq!(rank_candidates(&maps, 4, r, 4, 2.0), vec![1, 3, 2, 0]);
-        assert_eq!(rank_candidates(&maps, 4, r, 2, 2.0), vec![1, 3]);
+        let cfg = |num| SelectConfig {
+            strategy: TopKStrategy::Gaussian,
+            num_candidates: num,
+            num_keypoints: 2,
+            sigma: 2.0,
+            num_subjects: 1,
+        };
+        assert_eq!(rank_candidates(&maps, 4, r, &cfg(4)), vec![1, 3, 2, 0]);
+        assert_eq!(rank_candidates(&maps, 4, r, &cfg(2)), vec![1, 3]);
+        // Consistent: the first tokens whatever the maps.
+        let fixed = SelectConfig {
+            strategy: TopKStrategy::Consistent,
+            ..cfg(3)
+        };
+        assert_eq!(rank_candidates(&maps, 4, r, &fixed), vec![0, 1, 2]);
+        // Entropy: the flat map (token 0) has the largest entropy, ln(r²).
+        let ent = SelectConfig {
+            strategy: TopKStrategy::Entropy,
+            ..cfg(4)
+        };
+        assert_eq!(*rank_candidates(&maps, 4, r, &ent).last().unwrap(), 0);
+        assert!((softmax_entropy(&maps[..r * r]) - ((r * r) as f64).ln()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn softmax_entropy_by_hand() {
+        // p = softmax([0, ln 3]) = [1/4, 3/4]: H = -(1/4 ln 1/4 + 3/4 ln 3/4).
+        let h = softmax_entropy(&[0.0, 3f32.ln()]);
+        let want = -(0.25f64 * 0.25f64.ln() + 0.75 * 0.75f64.ln());
+        assert!((h - want).abs() < 1e-7, "{h} vs {want}");
+        // Probabilities below eps count as eps inside the log (torch clamps them).
+        let h = softmax_entropy(&[0.0, -40.0]);
+        let p1 = (-40f64).exp() / (1.0 + (-40f64).exp());
+        let want = -((1.0 - p1) * (1.0 - p1).min(1.0 - f64::from(f32::EPSILON)).ln()
+            + p1 * f64::from(f32::EPSILON).ln());
+        assert!((h - want).abs() < 1e-12, "{h} vs {want}");
+        assert_eq!(softmax_entropy(&[f32::NAN, 1.0]), f64::INFINITY);
+    }
+
+    #[test]
+    fn k_max_pixels_masks_a_radius_around_earlier_peaks() {
+        // 40 x 40: radius 0.05 * 40 = 2 px from the peak's centre (index + 0.5).
+        let r = 40;
+        let mut m = vec![0f32; r * r];
+        m[10 * r + 10] = 1.0;
+        m[10 * r + 11] = 0.9; // d² = 0.25 + 0.25 from (10.5, 10.5): masked
+        m[12 * r + 12] = 0.8; // d² = 2.25 + 2.25 = 4.5 > 4: kept
+        m[30 * r + 5] = 0.7;
+        assert_eq!(k_max_pixels(&m, r, 1), vec![10 * r + 10]);
+        assert_eq!(
+            k_max_pixels(&m, r, 3),
+            vec![10 * r + 10, 12 * r + 12, 30 * r + 5]
+        );
+        // Pixel (12, 11): d² = (12 - 10.5)² + (11 - 10.5)² = 2.5 <= 4, masked by the first.
+        m[12 * r + 11] = 0.85;
+        assert_eq!(k_max_pixels(&m, r, 2), vec![10 * r + 10, 12 * r + 12]);
+        // Everything masked: the arg-max of zeros is pixel 0, as torch's.
+        let mut one = vec![0f32; r * r];
+        one[5] = 1.0;
+        assert_eq!(k_max_pixels(&one, r, 3), vec![5, 0, 0]);
+    }
+
+    #[test]
+    fn multi_subject_targets_are_the_mean_of_their_gaussians() {
+        let r = 16;
+        let t = gaussian_mean(r, &[3 * r + 4, 12 * r + 9], 2.0);
+        let a = gaussian_target(r, r, 4.5, 3.5, 2.0);
+        let b = gaussian_target(r, r, 9.5, 12.5, 2.0);
+        for i in 0..r * r {
+            assert!((t[i] - (a[i] + b[i]) / 2.0).abs() < 1e-7);
+        }
+        assert_eq!(
+            gaussian_mean(r, &[7], 2.0),
+            gaussian_target(r, r, 7.5, 0.5, 2.0)
+        );
+        // A two-blob map (non-negative, as attention maps are) fits the two-subject target
+        // better than the one-subject one.
+        let two: Vec<f32> = gaussian_mean(r, &[3 * r + 4, 12 * r + 9], 2.0)
+            .iter()
+            .map(|v| 8.0 * v)
+            .collect();
+        assert_eq!(k_max_pixels(&two, r, 2), vec![3 * r + 4, 12 * r + 9]);
+        let (kl1, kl2) = (
+            gaussian_kl_subjects(&two, r, 2.0, 1),
+            gaussian_kl_subjects(&two, r, 2.0, 2),
+        );
+        assert!(kl2 < 0.5 * kl1, "{kl2} vs {kl1}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Random streams: every random choice of training is a pure function of
 //! `(seed, stream tag, index)`, so a resumed run continues exactly like an uninterrupted one.
 
-use crate::ops::rng::Rng;
+use crate::ops::rng::{mix64, Rng};
 
 /// Random streams (tags of [`stream`]).
 pub(super) const STREAM_INIT: u64 = 1;
@@ -9,12 +9,6 @@ pub(super) const STREAM_ORDER: u64 = 2;
 pub(super) const STREAM_ITER: u64 = 3;
 pub(super) const STREAM_VOTE_ORDER: u64 = 4;
 pub(super) const STREAM_VOTE: u64 = 5;
-
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// Independent generator for `(seed, tag, index)`.
 pub(super) fn stream(seed: u64, tag: u64, index: u64) -> Rng {

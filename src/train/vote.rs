@@ -10,6 +10,7 @@ use crate::tokens::Tokens;
 use candle_core::Tensor;
 
 impl Trainer<'_> {
+    /// The dataset-wide vote: for `num_indices` images, the candidates and furthest
     /// point sampling on the image's maps; returns the K most picked `(token, count)`.
     pub fn vote(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<(usize, usize)>> {
         let (n, r) = (self.cfg.num_tokens, self.cfg.map_res);
@@ -28,14 +29,7 @@ impl Trainer<'_> {
                 self.model
                     .maps_from_latent(&z, Some(&noise), &ctx, &self.cfg.map_spec(), None)?;
             let host = to_host(&maps)?;
-            picks.push(vote_pick(
-                &host,
-                n,
-                r,
-                self.cfg.num_candidates,
-                self.cfg.num_keypoints,
-                self.cfg.sigma,
-            ));
+            picks.push(vote_pick(&host, n, r, &self.cfg.select_config()));
             progress(v as usize + 1, total);
         }
         Ok(select::vote(&picks, self.cfg.num_keypoints))
@@ -53,7 +47,10 @@ impl Trainer<'_> {
         t.input_size = self.cfg.input_size;
         t.map_res = self.cfg.map_res;
         t.num_layers = self.cfg.num_layers;
+        t.layers = self.cfg.layers;
         t.timestep = self.cfg.timestep;
+        // The reference evaluates with the ranges it trained with.
+        t.augment = self.cfg.augment;
         let counts: Vec<usize> = votes.iter().map(|v| v.1).collect();
         for (k, v) in [
             ("generator", "stablekeypoints train".to_string()),

@@ -1,26 +1,95 @@
-//! The `stablekeypoints` element.
+//! The `stablekeypoints` inference element.
 //!
 //! ```text
 //! gst-launch-1.0 filesrc location=clip.mp4 ! decodebin ! stablekeypoints model=out/model \
-//!     tokens=out/model/tokens.safetensors draw=true ! videoconvert ! autovideosink
+//!     tokens=out/model/tokens.safetensors ! stablekeypointsoverlay ! videoconvert ! autovideosink
 //! ```
 //!
 //! In-place video filter: every buffer gets one `GstVideoRegionOfInterestMeta` of type
-//! `stablekeypoints` with a `keypoints` parameter structure (see [`crate::meta`]).
+//! `stablekeypoints` with a `keypoints` parameter structure (see [`crate::meta`]). Frame
+//! scheduling, batching and the gap policy are [`stablekeypoints::stream`]; drawing
+//! (`draw=true`) is the overlay element's code and `pose` the pose element's.
 
 use gst::glib;
 use gst::prelude::*;
+use gst::subclass::prelude::*;
 
 mod imp;
+mod infer;
+mod output;
+mod props;
+mod stats;
 
-pub use imp::{CropModeProp, GapPolicyProp, SmoothingProp, MESSAGE_NAME};
+pub use crate::export::MESSAGE_NAME;
+pub(crate) use imp::SCHEDULE_QUERY;
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStableKeypointsCropMode")]
+pub enum CropModeProp {
+    #[enum_value(
+        name = "Letterbox: scale the whole frame into the square, pad with black",
+        nick = "letterbox"
+    )]
+    Letterbox = 0,
+    #[enum_value(
+        name = "Center crop: scale the short side to the square, cut the centre",
+        nick = "center-crop"
+    )]
+    CenterCrop = 1,
+    #[enum_value(
+        name = "Stretch: resize each axis on its own (PIL bilinear), as the reference's loaders",
+        nick = "stretch"
+    )]
+    Stretch = 2,
+}
+
+/// Keypoints of the frames that are not inferred (interpolation is the track element's).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStableKeypointsGapPolicy")]
+pub enum GapPolicyProp {
+    #[enum_value(
+        name = "None: frames without inference carry no keypoints",
+        nick = "none"
+    )]
+    None = 0,
+    #[enum_value(
+        name = "Hold last: repeat the last inferred keypoints",
+        nick = "hold-last"
+    )]
+    HoldLast = 1,
+}
 
 glib::wrapper! {
     pub struct StableKeypoints(ObjectSubclass<imp::StableKeypoints>)
         @extends gst_video::VideoFilter, gst_base::BaseTransform, gst::Element, gst::Object;
 }
 
+impl StableKeypoints {
+    /// Testing aid, deliberately not a property: every inference (and the warm-up) of this
+    /// instance takes `delay` longer, to act as a slower model. Read when the element
+    /// starts (READY -> PAUSED).
+    #[doc(hidden)]
+    pub fn set_test_inference_delay(&self, delay: std::time::Duration) {
+        self.imp().set_test_inference_delay(delay);
+    }
+}
+
+/// The model of `dir` on `device` (the element's `model` and `device` properties), from the
+/// cache elements share: loaded now unless an element holds it. While the caller keeps it,
+/// elements that start reuse it instead of loading their own (the CLI keeps one across the
+/// videos of a corpus).
+pub fn shared_model(
+    dir: &std::path::Path,
+    device: &str,
+) -> Result<std::sync::Arc<::stablekeypoints::Model>, String> {
+    infer::load_model(dir, device)
+}
+
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    CropModeProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    GapPolicyProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "stablekeypoints",

@@ -2,10 +2,14 @@
 //! tiny generated model, and the core detector the element's output is compared with.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use gst::prelude::*;
+use gst_video::prelude::*;
+use gststablekeypoints::meta::FrameKeypoints;
+use stablekeypoints::eval::{PoseModel, Regressor};
 use stablekeypoints::model::init::{init_model, TinyArch};
 use stablekeypoints::{DetectOptions, Detector, Model, PixelFormat, Tokens};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 pub const NUM_KEYPOINTS: usize = 6;
 pub const NUM_TOKENS: usize = 24;
@@ -286,4 +290,230 @@ pub fn assert_matches_core(
             "{what}: {m:?} vs {k:?}"
         );
     }
+}
+
+/// A Harness around a chain of elements in gst-launch syntax (e.g. `stablekeypoints
+/// name=skp ... ! stablekeypointstrack ...`), fed and drained at its ends.
+pub fn chain_harness(desc: &str) -> gst_check::Harness {
+    init();
+    gst_check::Harness::new_parse(desc)
+}
+
+/// The inference element of a harness: the element itself, or the one named `skp` in a
+/// chain.
+pub fn inference_of(hn: &gst_check::Harness) -> gst::Element {
+    let element = hn.element().expect("harness element");
+    match element.downcast_ref::<gst::Bin>() {
+        Some(bin) => bin
+            .by_name("skp")
+            .expect("an element named skp in the chain"),
+        None => element,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A pose file realising hand-picked landmarks, for the pose element and `pose=`.
+
+/// Landmarks of the test pose, by hand from the keypoints `k` (normalised, token order):
+/// a = k0, b = k0 mirrored through the centre, c = (x of k1, 1 - y of k2),
+/// d = (mean of the x of k3 and k4, y of k5).
+pub fn hand_landmarks(k: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    vec![
+        k[0],
+        (1.0 - k[0].0, 1.0 - k[0].1),
+        (k[1].0, 1.0 - k[2].1),
+        ((k[3].0 + k[4].0) / 2.0, k[5].1),
+    ]
+}
+
+pub const POSE_NAMES: [&str; 4] = ["a", "b", "c", "d"];
+pub const POSE_SKELETON: [[usize; 2]; 3] = [[0, 1], [1, 2], [2, 3]];
+
+/// Writes a pose file as `eval --save-regressor` does, with weights realising
+/// [`hand_landmarks`] (`0.5 + (x - 0.5) W`), fitted with `indices` on `k` keypoints.
+pub fn write_pose(name: &str, k: usize, indices: Vec<usize>) -> PathBuf {
+    let l = POSE_NAMES.len();
+    let mut w = vec![0f64; 2 * k * 2 * l];
+    // Row 2 * kp + axis, column 2 * landmark + axis.
+    let mut set = |kp: usize, axis: usize, lm: usize, lm_axis: usize, v: f64| {
+        if kp < k {
+            w[(2 * kp + axis) * 2 * l + 2 * lm + lm_axis] = v;
+        }
+    };
+    set(0, 0, 0, 0, 1.0);
+    set(0, 1, 0, 1, 1.0);
+    set(0, 0, 1, 0, -1.0);
+    set(0, 1, 1, 1, -1.0);
+    set(1, 0, 2, 0, 1.0);
+    set(2, 1, 2, 1, -1.0);
+    set(3, 0, 3, 0, 0.5);
+    set(4, 0, 3, 0, 0.5);
+    set(5, 1, 3, 1, 1.0);
+    let reg = Regressor {
+        num_keypoints: k,
+        num_landmarks: l,
+        weights: w,
+    };
+    let pose = PoseModel::new(
+        &reg,
+        indices,
+        Some(POSE_NAMES.iter().map(|s| s.to_string()).collect()),
+        POSE_SKELETON.to_vec(),
+    )
+    .unwrap();
+    let path = scratch().join(name);
+    pose.save(&path).unwrap();
+    path
+}
+
+pub fn test_pose() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let indices = Tokens::load(&tokens_path()).unwrap().indices;
+        write_pose("pose.json", NUM_KEYPOINTS, indices)
+    })
+}
+
+/// The landmarks the core computes from the metadata's keypoints, and by hand.
+pub fn expected_landmarks(meta: &FrameKeypoints) -> (Vec<[f64; 2]>, Vec<(f64, f64)>) {
+    let k: Vec<[f64; 2]> = meta
+        .keypoints
+        .iter()
+        .map(|k| [k.x as f64, k.y as f64])
+        .collect();
+    let core = PoseModel::load(test_pose())
+        .unwrap()
+        .regressor()
+        .unwrap()
+        .predict(&k);
+    let hand = hand_landmarks(&k.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>());
+    (core, hand)
+}
+
+// ---------------------------------------------------------------------------------------
+// Drawing checks.
+
+/// Pixels (x, y) whose bytes differ between two frames, per plane with its subsampling.
+pub fn changed_pixels(
+    a: &gst::BufferRef,
+    b: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Vec<(usize, f32, f32)> {
+    let fa = gst_video::VideoFrameRef::from_buffer_ref_readable(a, info).unwrap();
+    let fb = gst_video::VideoFrameRef::from_buffer_ref_readable(b, info).unwrap();
+    let mut out = Vec::new();
+    for plane in 0..fa.n_planes() {
+        let stride = fa.plane_stride()[plane as usize] as usize;
+        let (pa, pb) = (fa.plane_data(plane).unwrap(), fb.plane_data(plane).unwrap());
+        let (sub, bpp) = match (info.format(), plane) {
+            (gst_video::VideoFormat::I420, 0) | (gst_video::VideoFormat::Nv12, 0) => (1, 1),
+            (gst_video::VideoFormat::I420, _) => (2, 1),
+            (gst_video::VideoFormat::Nv12, _) => (2, 2),
+            _ => (1, info.format_info().pixel_stride()[0] as usize),
+        };
+        let rows = fa.plane_height(plane) as usize;
+        let cols = (info.width() as usize).div_ceil(sub);
+        for y in 0..rows {
+            for x in 0..cols {
+                let p = y * stride + x * bpp;
+                if pa[p..p + bpp] != pb[p..p + bpp] {
+                    // Centre of the (sub-sampled) sample in frame pixels.
+                    out.push((
+                        plane as usize,
+                        ((x * sub) as f32 + sub as f32 / 2.0),
+                        (y * sub) as f32 + sub as f32 / 2.0,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Squared distance from (x, y) to the segment p-q.
+pub fn segment_dist2(x: f32, y: f32, p: (f32, f32), q: (f32, f32)) -> f32 {
+    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 {
+        (((x - p.0) * dx + (y - p.1) * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (x - p.0 - t * dx).powi(2) + (y - p.1 - t * dy).powi(2)
+}
+
+// ---------------------------------------------------------------------------------------
+// Pipelines.
+
+/// The element's keypoint messages among a pipeline's bus messages, in order.
+pub fn keypoint_messages(msgs: &[gst::Message]) -> Vec<&gst::StructureRef> {
+    msgs.iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == gststablekeypoints::MESSAGE_NAME),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a gst-launch style pipeline to EOS, returning its bus messages or the error text.
+pub fn run_pipeline(
+    desc: &str,
+    probe_sink: Option<&str>,
+) -> Result<(Vec<gst::Message>, Vec<gst::Buffer>), String> {
+    init();
+    let pipeline = gst::parse::launch(desc).map_err(|e| e.to_string())?;
+    let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+    let buffers = Arc::new(Mutex::new(Vec::new()));
+    if let Some(name) = probe_sink {
+        let sink = pipeline.by_name(name).expect("named sink");
+        let pad = sink.static_pad("sink").unwrap();
+        let store = buffers.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(b) = info.buffer() {
+                store.lock().unwrap().push(b.copy());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    let bus = pipeline.bus().unwrap();
+    let res = pipeline.set_state(gst::State::Playing);
+    let mut msgs = Vec::new();
+    // A failed state change still posts its error message: read it either way.
+    let mut outcome = res
+        .map(|_| ())
+        .map_err(|_| "state change failed".to_string());
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => {
+                msgs.push(msg);
+                break;
+            }
+            gst::MessageView::Error(e) => {
+                outcome = Err(format!("{}\n{:?}", e.error(), e.debug()));
+                break;
+            }
+            _ => msgs.push(msg),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    outcome?;
+    if !msgs
+        .iter()
+        .any(|m| matches!(m.view(), gst::MessageView::Eos(_)))
+    {
+        return Err("no EOS within 120 s".into());
+    }
+    let bufs = std::mem::take(&mut *buffers.lock().unwrap());
+    Ok((msgs, bufs))
+}
+
+/// The test pose (`test_pose`) recording `hash` as its tokens' fingerprint.
+pub fn pose_with_hash(name: &str, hash: &str) -> PathBuf {
+    let mut pose = PoseModel::load(test_pose()).unwrap();
+    pose.tokens_hash = Some(hash.into());
+    let path = scratch().join(name);
+    pose.save(&path).unwrap();
+    path
 }

@@ -1,4 +1,4 @@
-//! The keypoint metadata the element attaches to every buffer, and a typed API to read it.
+//! The keypoint metadata the elements attach to every buffer, and a typed API to read it.
 //!
 //! Each buffer carries one `GstVideoRegionOfInterestMeta` with `roi_type` [`ROI_TYPE`]
 //! whose rectangle is the bounding box of the visible keypoints in frame pixels (the whole
@@ -12,11 +12,15 @@
 //! | `confidence` | array of float | peak of the keypoint's attention map (higher = surer) |
 //! | `visible` | array of boolean | `confidence >= keypoint-threshold` |
 //! | `inferred` | boolean | true when not computed from this frame (held, interpolated, QoS) |
+//! | `origin` | string | `inference`, `interval` (held: not due), `late` (held: QoS), `interpolated` |
+//! | `keypoint-threshold` | float | the threshold `visible` was computed with |
 //! | `model` | string | the model directory |
-//! | `source-width`, `source-height` | int | frame size the keypoints refer to |
+//! | `source-width`, `source-height` | int | frame size the keypoints were computed on |
+//! | `token-indices` | array of int | the tokens file's `indices` (which tokens gave the keypoints) |
+//! | `tokens-hash` | string | [`stablekeypoints::Tokens::fingerprint`] of the tokens |
 //!
-//! With the element's `pose` property set, a second parameter structure named
-//! [`POSE_PARAM_NAME`] carries the landmarks regressed from the keypoints:
+//! With a pose, a second parameter structure named [`POSE_PARAM_NAME`] carries the
+//! landmarks regressed from the keypoints:
 //!
 //! | field | type | meaning |
 //! |---|---|---|
@@ -24,10 +28,18 @@
 //! | `point-connections` | array of int | skeleton: pairs of indices into `point-names`, flattened `a0, b0, a1, b1, ...` |
 //! | `x`, `y` | array of float | landmark positions normalised to the frame (may leave [0, 1]) |
 //!
+//! The same meta also carries the keypoints (and landmarks) in DL Streamer's layout, for its
+//! `gvawatermark` and `gvametaconvert` (see [`dlstreamer`]).
+//!
 //! Positions are normalised because converters rescale ROI rectangles but not parameters.
 
 use gst::prelude::*;
 use std::fmt;
+
+pub mod carrier;
+pub mod dlstreamer;
+
+pub use stablekeypoints::stream::Origin;
 
 /// `roi_type` of the element's region-of-interest meta.
 pub const ROI_TYPE: &str = "stablekeypoints";
@@ -35,6 +47,14 @@ pub const ROI_TYPE: &str = "stablekeypoints";
 pub const PARAM_NAME: &str = "keypoints";
 /// Name of the pose parameter structure.
 pub const POSE_PARAM_NAME: &str = "pose";
+
+/// The parameter structures our elements write (and rewrite).
+const OUR_PARAMS: [&str; 4] = [
+    PARAM_NAME,
+    POSE_PARAM_NAME,
+    dlstreamer::KEYPOINTS_TENSOR,
+    dlstreamer::POSE_TENSOR,
+];
 
 /// Field names of the parameter structure.
 pub mod fields {
@@ -48,10 +68,20 @@ pub mod fields {
     pub const MODEL: &str = "model";
     pub const SOURCE_WIDTH: &str = "source-width";
     pub const SOURCE_HEIGHT: &str = "source-height";
+    pub const ORIGIN: &str = "origin";
+    pub const THRESHOLD: &str = "keypoint-threshold";
+    pub const TOKEN_INDICES: &str = "token-indices";
+    pub const TOKENS_HASH: &str = "tokens-hash";
     /// Pose structure only.
     pub const POINT_NAMES: &str = "point-names";
     /// Pose structure only.
     pub const POINT_CONNECTIONS: &str = "point-connections";
+}
+
+fn roi_count(buffer: &gst::BufferRef) -> i32 {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .count() as i32
 }
 
 /// `stablekeypoints-<K>-kp`.
@@ -96,8 +126,26 @@ pub struct PoseMeta {
     pub connections: Vec<[u32; 2]>,
 }
 
+/// Which tokens produced the keypoints.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TokenIdentity {
+    /// The tokens file's `indices`, in keypoint order.
+    pub indices: Vec<u32>,
+    /// [`stablekeypoints::Tokens::fingerprint`].
+    pub hash: String,
+}
+
+impl TokenIdentity {
+    pub fn of(tokens: &stablekeypoints::Tokens) -> Self {
+        Self {
+            indices: tokens.indices.iter().map(|&i| i as u32).collect(),
+            hash: tokens.fingerprint(),
+        }
+    }
+}
+
 /// The keypoints of one frame.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct FrameKeypoints {
     pub semantic_tag: String,
     pub model: String,
@@ -105,11 +153,17 @@ pub struct FrameKeypoints {
     pub source_height: u32,
     pub inferred: bool,
     pub keypoints: Vec<KeypointMeta>,
-    /// Landmarks of the element's `pose` file, if one is set.
+    /// Landmarks of a pose file, if one is applied.
     pub pose: Option<PoseMeta>,
     /// The ROI rectangle (x, y, w, h) in pixels of the buffer it was read from; on a buffer
     /// that was rescaled after the element this is the rescaled box.
     pub rect: (u32, u32, u32, u32),
+    /// Where the keypoints come from (`None` when the producer did not say).
+    pub origin: Option<Origin>,
+    /// The confidence threshold of `visible` (`None` when the producer did not say).
+    pub threshold: Option<f32>,
+    /// The tokens that produced the keypoints (`None` when the producer did not say).
+    pub tokens: Option<TokenIdentity>,
 }
 
 /// Metadata that does not have the documented layout.
@@ -241,7 +295,7 @@ impl FrameKeypoints {
     /// The parameter structure.
     pub fn to_structure(&self) -> gst::Structure {
         let k = &self.keypoints;
-        gst::Structure::builder(PARAM_NAME)
+        let mut st = gst::Structure::builder(PARAM_NAME)
             .field(fields::SEMANTIC_TAG, &self.semantic_tag)
             .field(
                 fields::IDS,
@@ -261,10 +315,25 @@ impl FrameKeypoints {
             .field(fields::MODEL, &self.model)
             .field(fields::SOURCE_WIDTH, self.source_width as i32)
             .field(fields::SOURCE_HEIGHT, self.source_height as i32)
-            .build()
+            .build();
+        if let Some(o) = self.origin {
+            st.set(fields::ORIGIN, o.as_str());
+        }
+        if let Some(t) = self.threshold {
+            st.set(fields::THRESHOLD, t);
+        }
+        if let Some(t) = &self.tokens {
+            st.set(
+                fields::TOKEN_INDICES,
+                gst::Array::new(t.indices.iter().map(|&i| (i as i32).to_send_value())),
+            );
+            st.set(fields::TOKENS_HASH, &t.hash);
+        }
+        st
     }
 
-    /// Parses the keypoints parameter structure (`rect` is left at zero, `pose` at None).
+    /// Parses the keypoints parameter structure (`rect` is left at zero, `pose` at None; the
+    /// optional fields may be missing).
     pub fn from_structure(s: &gst::StructureRef) -> Result<Self, MetaError> {
         if s.name() != PARAM_NAME {
             return Err(MetaError(format!("structure is named {}", s.name())));
@@ -311,13 +380,43 @@ impl FrameKeypoints {
                 .collect(),
             pose: None,
             rect: (0, 0, 0, 0),
+            origin: match s.get_optional::<String>(fields::ORIGIN) {
+                Ok(None) => None,
+                Ok(Some(o)) => Some(
+                    Origin::parse(&o)
+                        .ok_or_else(|| MetaError(format!("field `{}` is {o:?}", fields::ORIGIN)))?,
+                ),
+                Err(e) => return Err(MetaError(format!("field `{}`: {e}", fields::ORIGIN))),
+            },
+            threshold: s
+                .get_optional::<f32>(fields::THRESHOLD)
+                .map_err(|e| MetaError(format!("field `{}`: {e}", fields::THRESHOLD)))?,
+            tokens: match s.has_field(fields::TOKEN_INDICES) {
+                false => None,
+                true => Some(TokenIdentity {
+                    indices: typed::<i32>(s, fields::TOKEN_INDICES)?
+                        .into_iter()
+                        .map(|i| {
+                            u32::try_from(i).map_err(|_| {
+                                MetaError(format!("`{}` holds {i}", fields::TOKEN_INDICES))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    hash: get_str(fields::TOKENS_HASH)?,
+                }),
+            },
         })
     }
 
     /// Bounding box (x, y, w, h) in source pixels of the visible keypoints; the whole frame
     /// when none is visible. Never empty for a non-empty frame.
     pub fn bounding_box(&self) -> (u32, u32, u32, u32) {
-        let (w, h) = (self.source_width, self.source_height);
+        self.bounding_box_in(self.source_width, self.source_height)
+    }
+
+    /// [`Self::bounding_box`] in a `w` x `h` frame (the keypoints are normalised, so this is
+    /// the box after a scaler too).
+    pub fn bounding_box_in(&self, w: u32, h: u32) -> (u32, u32, u32, u32) {
         let pts: Vec<(f32, f32)> = self
             .keypoints
             .iter()
@@ -347,202 +446,92 @@ impl FrameKeypoints {
         (bx, by, hi(x1, bx, w) - bx, hi(y1, by, h) - by)
     }
 
-    /// Adds the ROI meta with the parameter structure(s) to `buffer`.
+    /// Adds the ROI meta with the parameter structures to `buffer`, a frame of the source
+    /// size. Its `id` is the number of ROI metas already on the buffer (so that consumers
+    /// that can only look ROI metas up by id, such as PyGObject on GStreamer 1.22, find it
+    /// next to others); it has no parent (-1).
     pub fn attach(&self, buffer: &mut gst::BufferRef) {
-        let mut meta =
-            gst_video::VideoRegionOfInterestMeta::add(buffer, ROI_TYPE, self.bounding_box());
-        meta.add_param(self.to_structure());
-        if let Some(pose) = &self.pose {
-            meta.add_param(pose.to_structure());
+        let id = roi_count(buffer);
+        let (w, h) = (self.source_width, self.source_height);
+        self.add_roi(buffer, w, h, (id, -1), Vec::new());
+    }
+
+    /// Replaces the keypoints on `buffer`, a `w` x `h` frame, with these: the first ROI meta
+    /// of [`ROI_TYPE`] is rebuilt with the same id and parent, a new rectangle and our
+    /// structures; its other parameter structures and every other meta are kept. Attaches
+    /// anew when the buffer has none.
+    pub fn replace(&self, buffer: &mut gst::BufferRef, w: u32, h: u32) {
+        use gst::buffer::BufferMetaForeachAction as A;
+        use std::ops::ControlFlow;
+        let mut kept = None;
+        buffer.foreach_meta_mut(|mut m| {
+            let Some(roi) = m.downcast_ref::<gst_video::VideoRegionOfInterestMeta>() else {
+                return ControlFlow::Continue(A::Keep);
+            };
+            if roi.roi_type() != ROI_TYPE {
+                return ControlFlow::Continue(A::Keep);
+            }
+            let others: Vec<gst::Structure> = roi
+                .params()
+                .filter(|p| !OUR_PARAMS.contains(&p.name().as_str()))
+                .map(|p| p.to_owned())
+                .collect();
+            kept = Some(((roi.id(), roi.parent_id()), others));
+            ControlFlow::Break(A::Remove)
+        });
+        let (ids, others) = kept.unwrap_or_else(|| ((roi_count(buffer), -1), Vec::new()));
+        self.add_roi(buffer, w, h, ids, others);
+    }
+
+    fn add_roi(
+        &self,
+        buffer: &mut gst::BufferRef,
+        w: u32,
+        h: u32,
+        (id, parent): (i32, i32),
+        others: Vec<gst::Structure>,
+    ) {
+        let rect = self.bounding_box_in(w, h);
+        let (ours, pose) = (
+            self.to_structure(),
+            self.pose.as_ref().map(PoseMeta::to_structure),
+        );
+        carrier::attach(buffer, &ours, pose.as_ref());
+        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, ROI_TYPE, rect);
+        meta.set_id(id);
+        meta.set_parent_id(parent);
+        let mut params = vec![ours];
+        params.extend(pose);
+        params.push(dlstreamer::keypoints_tensor(self, rect, w, h));
+        params.extend(dlstreamer::pose_tensor(self, rect, w, h));
+        for p in params.into_iter().chain(others) {
+            meta.add_param(p);
         }
     }
 
-    /// Reads the element's metadata from `buffer`: `None` if there is none.
+    /// Reads the keypoint metadata from `buffer`: `None` if there is none. After a scaler,
+    /// whose ROI meta copy lost its parameter structures, they come from the
+    /// [`carrier`]; `rect` is the (rescaled) ROI rectangle.
     pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Result<Self, MetaError>> {
-        buffer
+        let roi = buffer
             .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-            .find(|m| m.roi_type() == ROI_TYPE)
-            .map(|m| {
-                let s = m
-                    .param(PARAM_NAME)
-                    .ok_or_else(|| MetaError(format!("no `{PARAM_NAME}` parameter structure")))?;
-                let mut f = Self::from_structure(s)?;
-                f.pose = m
-                    .param(POSE_PARAM_NAME)
-                    .map(PoseMeta::from_structure)
-                    .transpose()?;
-                f.rect = m.rect();
-                Ok(f)
-            })
+            .find(|m| m.roi_type() == ROI_TYPE);
+        let on_roi = roi.as_ref().and_then(|m| {
+            let k = m.param(PARAM_NAME)?.to_owned();
+            Some((k, m.param(POSE_PARAM_NAME).map(|p| p.to_owned())))
+        });
+        let Some((keypoints, pose)) = on_roi.or_else(|| carrier::read(buffer)) else {
+            return roi.map(|_| Err(MetaError(format!("no `{PARAM_NAME}` parameter structure"))));
+        };
+        let parse = || {
+            let mut f = Self::from_structure(&keypoints)?;
+            f.pose = pose.as_deref().map(PoseMeta::from_structure).transpose()?;
+            f.rect = roi.as_ref().map_or_else(|| f.bounding_box(), |m| m.rect());
+            Ok(f)
+        };
+        Some(parse())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> FrameKeypoints {
-        FrameKeypoints {
-            semantic_tag: semantic_tag(3),
-            model: "m".into(),
-            source_width: 100,
-            source_height: 50,
-            inferred: true,
-            keypoints: vec![
-                KeypointMeta {
-                    id: 0,
-                    x: 0.105,
-                    y: 0.2,
-                    confidence: 0.5,
-                    visible: true,
-                },
-                KeypointMeta {
-                    id: 1,
-                    x: 0.5,
-                    y: 0.9,
-                    confidence: 0.01,
-                    visible: false,
-                },
-                KeypointMeta {
-                    id: 2,
-                    x: 0.3,
-                    y: 0.6,
-                    confidence: 0.4,
-                    visible: true,
-                },
-            ],
-            pose: None,
-            rect: (0, 0, 0, 0),
-        }
-    }
-
-    fn sample_pose() -> PoseMeta {
-        let lm = |name: &str, x, y| LandmarkMeta {
-            name: name.into(),
-            x,
-            y,
-        };
-        PoseMeta {
-            landmarks: vec![
-                lm("head", 0.5, 0.1),
-                lm("hip", 0.45, 0.6),
-                lm("foot", 1.2, -0.1),
-            ],
-            connections: vec![[0, 1], [1, 2]],
-        }
-    }
-
-    #[test]
-    fn structure_round_trips_and_has_the_documented_types() {
-        gst::init().unwrap();
-        let f = sample();
-        let s = f.to_structure();
-        assert_eq!(s.name(), "keypoints");
-        assert_eq!(
-            s.get::<&str>("semantic-tag").unwrap(),
-            "stablekeypoints-3-kp"
-        );
-        let x = s.get::<gst::Array>("x").unwrap();
-        assert_eq!(x.as_slice()[0].type_(), glib::Type::F32);
-        let vis = s.get::<gst::Array>("visible").unwrap();
-        assert_eq!(vis.as_slice()[1].type_(), glib::Type::BOOL);
-        assert_eq!(s.get::<i32>("source-width").unwrap(), 100);
-        assert_eq!(FrameKeypoints::from_structure(&s).unwrap(), f);
-        // Survives serialisation to text and back (what C and Python consumers see).
-        let text = s.to_string();
-        let parsed: gst::Structure = text.parse().unwrap();
-        assert_eq!(FrameKeypoints::from_structure(&parsed).unwrap(), f);
-    }
-
-    #[test]
-    fn bounding_box_covers_visible_points() {
-        let f = sample();
-        // x 10.5 .. 30, y 10 .. 30 in a 100x50 frame.
-        assert_eq!(f.bounding_box(), (10, 10, 20, 20));
-        let mut none = f.clone();
-        none.keypoints.iter_mut().for_each(|k| k.visible = false);
-        assert_eq!(none.bounding_box(), (0, 0, 100, 50));
-        let mut edge = f.clone();
-        edge.keypoints = vec![KeypointMeta {
-            id: 0,
-            x: 1.0,
-            y: 1.0,
-            confidence: 1.0,
-            visible: true,
-        }];
-        assert_eq!(edge.bounding_box(), (99, 49, 1, 1));
-    }
-
-    #[test]
-    fn attach_and_read_back() {
-        gst::init().unwrap();
-        let mut buf = gst::Buffer::with_size(4).unwrap();
-        let f = sample();
-        f.attach(buf.get_mut().unwrap());
-        let back = FrameKeypoints::from_buffer(&buf).unwrap().unwrap();
-        assert_eq!(back.rect, (10, 10, 20, 20));
-        assert_eq!(back.keypoints, f.keypoints);
-        assert!(FrameKeypoints::from_buffer(&gst::Buffer::new()).is_none());
-    }
-
-    #[test]
-    fn pose_structure_round_trips_through_text_and_the_buffer() {
-        gst::init().unwrap();
-        let pose = sample_pose();
-        let s = pose.to_structure();
-        assert_eq!(s.name(), "pose");
-        let names = s.get::<gst::Array>("point-names").unwrap();
-        assert_eq!(names.as_slice()[2].get::<&str>().unwrap(), "foot");
-        let conn = s.get::<gst::Array>("point-connections").unwrap();
-        let flat: Vec<i32> = conn.iter().map(|v| v.get::<i32>().unwrap()).collect();
-        assert_eq!(flat, [0, 1, 1, 2]);
-        let parsed: gst::Structure = s.to_string().parse().unwrap();
-        assert_eq!(PoseMeta::from_structure(&parsed).unwrap(), pose);
-
-        let mut f = sample();
-        f.pose = Some(pose);
-        let mut buf = gst::Buffer::with_size(4).unwrap();
-        f.attach(buf.get_mut().unwrap());
-        let back = FrameKeypoints::from_buffer(&buf).unwrap().unwrap();
-        assert_eq!(back.pose, f.pose);
-        // The pose does not move the keypoints' box (the foot lies outside the frame).
-        assert_eq!(back.rect, (10, 10, 20, 20));
-    }
-
-    #[test]
-    fn malformed_pose_structures_are_errors() {
-        gst::init().unwrap();
-        let good = sample_pose().to_structure();
-        let mut s = good.clone();
-        s.set("point-connections", gst::Array::new([0i32.to_send_value()]));
-        assert!(PoseMeta::from_structure(&s).unwrap_err().0.contains("odd"));
-        let mut s = good.clone();
-        s.set(
-            "point-connections",
-            gst::Array::new([0i32.to_send_value(), 3i32.to_send_value()]),
-        );
-        assert!(PoseMeta::from_structure(&s).unwrap_err().0.contains("3"));
-        let mut s = good.clone();
-        s.set("x", gst::Array::new([1.0f32.to_send_value()]));
-        assert!(PoseMeta::from_structure(&s)
-            .unwrap_err()
-            .0
-            .contains("lengths"));
-        let mut s = good;
-        s.remove_field("point-names");
-        assert!(PoseMeta::from_structure(&s).is_err());
-    }
-
-    #[test]
-    fn malformed_structures_are_errors() {
-        gst::init().unwrap();
-        let mut s = sample().to_structure();
-        s.set("y", gst::Array::new([1.0f32.to_send_value()]));
-        assert!(FrameKeypoints::from_structure(&s)
-            .unwrap_err()
-            .0
-            .contains("lengths"));
-        s.remove_field("x");
-        assert!(FrameKeypoints::from_structure(&s).is_err());
-    }
-}
+mod tests;

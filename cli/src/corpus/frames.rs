@@ -1,0 +1,170 @@
+//! `train --inputs`: training frames sampled uniformly over all the frames of a corpus of
+//! videos (the method learns its tokens from a data set, not from one clip).
+
+use crate::video::{self, index_list, sample_indices, DEFAULT_MAX_FRAMES};
+use stablekeypoints::corpus::work_list;
+use stablekeypoints::frame::to_model_input;
+use stablekeypoints::train::{Fnv, TrainData};
+use stablekeypoints::util::{available_memory, human_bytes};
+use stablekeypoints::{CropMode, Error, FrameRef, PixelFormat};
+use std::path::{Path, PathBuf};
+
+struct Frame {
+    width: usize,
+    height: usize,
+    rgba: Vec<u8>,
+}
+
+/// Frames of many videos, held as RGBA at a size where the model input needs no upscaling.
+pub struct CorpusFrames {
+    frames: Vec<Frame>,
+    /// `KEY#FRAME` per frame: the data set's identity in checkpoints.
+    names: Vec<String>,
+    crop: CropMode,
+    fingerprint: String,
+}
+
+impl CorpusFrames {
+    /// Counts the frames of every video of `inputs` (a list file or a folder, as for
+    /// `process --inputs`), then keeps `max_frames` (default [`DEFAULT_MAX_FRAMES`]) spread
+    /// uniformly over the concatenation of all of them in list order, first and last frame
+    /// of the corpus included. Videos that do not decode are skipped and listed; none
+    /// readable is an error.
+    pub fn new(
+        inputs: &Path,
+        max_frames: Option<usize>,
+        size: usize,
+        crop: CropMode,
+    ) -> Result<Self, Error> {
+        let list = work_list(inputs, None)?;
+        eprintln!(
+            "counting the frames of the {} videos of {}",
+            list.len(),
+            inputs.display()
+        );
+        let mut videos = Vec::new();
+        let mut skipped = Vec::new();
+        for v in &list {
+            let location = PathBuf::from(v.source.location());
+            match video::probe(&location) {
+                Ok(info) if info.frames > 0 => videos.push((v, location, info)),
+                Ok(_) => skipped.push(format!("{}: no frames", v.key)),
+                Err(e) => skipped.push(e.to_string()),
+            }
+        }
+        for s in &skipped {
+            eprintln!("  skipped {s}");
+        }
+        if videos.is_empty() {
+            return Err(Error::Invalid(format!(
+                "--inputs {}: none of the {} videos can be decoded",
+                inputs.display(),
+                list.len()
+            )));
+        }
+        let total: usize = videos.iter().map(|(_, _, i)| i.frames).sum();
+        let picks = sample_indices(total, max_frames.unwrap_or(DEFAULT_MAX_FRAMES));
+        // Global frame index -> (video, frame of that video).
+        let mut keep: Vec<Vec<usize>> = vec![Vec::new(); videos.len()];
+        let (mut v, mut first) = (0, 0);
+        for &g in &picks {
+            while g >= first + videos[v].2.frames {
+                first += videos[v].2.frames;
+                v += 1;
+            }
+            keep[v].push(g - first);
+        }
+        let need: u64 = videos
+            .iter()
+            .zip(&keep)
+            .map(|((_, _, info), k)| {
+                let (w, h) = info.decode_size(size, crop);
+                k.len() as u64 * (w * h * 4) as u64
+            })
+            .sum();
+        if let Some(avail) = available_memory().filter(|&a| need > a / 2) {
+            return Err(Error::Invalid(format!(
+                "--max-frames {}: the frames take {} as RGBA, more than half of the {} of \
+                 memory available; keep fewer frames",
+                picks.len(),
+                human_bytes(need),
+                human_bytes(avail)
+            )));
+        }
+        let mut frames = Vec::with_capacity(picks.len());
+        let mut names = Vec::with_capacity(picks.len());
+        let mut shown = Vec::new();
+        for ((video, location, info), keep) in videos.iter().zip(&keep) {
+            if keep.is_empty() {
+                continue;
+            }
+            let (width, height) = info.decode_size(size, crop);
+            let decoded = video::decode_frames(location, width, height, keep, info.frames)?;
+            for (&i, rgba) in keep.iter().zip(decoded) {
+                names.push(format!("{}#{i}", video.key));
+                frames.push(Frame {
+                    width,
+                    height,
+                    rgba,
+                });
+            }
+            shown.push(format!("{}: {}", video.key, index_list(keep)));
+        }
+        let mut h = Fnv::new();
+        h.write(format!("{crop:?}").as_bytes());
+        for (name, f) in names.iter().zip(&frames) {
+            h.write(name.as_bytes());
+            h.write(&(f.width as u64).to_le_bytes());
+            h.write(&(f.height as u64).to_le_bytes());
+            h.write(&f.rgba);
+        }
+        let fingerprint = format!(
+            "corpus {} ({} frames of {} videos), {}",
+            inputs.display(),
+            frames.len(),
+            shown.len(),
+            h.hex()
+        );
+        eprintln!(
+            "sampled {} of the {total} frames of {} videos uniformly, from {} of them{}:",
+            frames.len(),
+            videos.len(),
+            shown.len(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} skipped)", skipped.len())
+            }
+        );
+        const SHOW: usize = 20;
+        for s in shown.iter().take(SHOW) {
+            eprintln!("  {s}");
+        }
+        if shown.len() > SHOW {
+            eprintln!("  ... and {} more videos", shown.len() - SHOW);
+        }
+        Ok(Self {
+            frames,
+            names,
+            crop,
+            fingerprint,
+        })
+    }
+}
+
+impl TrainData for CorpusFrames {
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+    fn image(&self, index: usize, size: usize) -> Result<Vec<f32>, Error> {
+        let f = &self.frames[index];
+        let frame = FrameRef::packed(PixelFormat::Rgba, f.width, f.height, &f.rgba, f.width * 4)?;
+        Ok(to_model_input(&frame, size, self.crop).0)
+    }
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+    fn items(&self) -> Vec<String> {
+        self.names.clone()
+    }
+}

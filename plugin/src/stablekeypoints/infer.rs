@@ -1,0 +1,231 @@
+//! The inference element's model side: loading (shared by instances with the same model
+//! and device), the warm-up, and running a batch of mapped frames through the detector.
+
+use stablekeypoints::options::DetectSettings;
+use stablekeypoints::{CropMode, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens};
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::imp::CAT;
+use super::CropModeProp;
+use crate::convert::{ToRgb, CORE_FORMAT};
+use crate::formats::frame_ref;
+use crate::lock;
+use crate::meta::TokenIdentity;
+use crate::pose::Pose;
+
+/// What `start()` needs to know.
+pub struct LoadSettings<'a> {
+    pub model: Option<&'a Path>,
+    pub tokens: Option<&'a Path>,
+    pub pose: Option<&'a Path>,
+    pub device: &'a str,
+    pub input_size: u32,
+    pub crop_mode: CropModeProp,
+    pub augmentations: u32,
+    pub seed: u64,
+    pub noise: bool,
+    /// The reference's `noise_level`; [`super::imp::NOISE_LEVEL_FROM_TOKENS`] = the tokens'.
+    pub noise_level: i32,
+    /// Testing aid: added to every inference and to the warm-up.
+    pub delay: Duration,
+}
+
+/// A loaded model with its tokens.
+pub struct Loaded {
+    pub detector: Detector,
+    pub tokens: TokenIdentity,
+    pub pose: Option<Pose>,
+    pub model_name: String,
+    /// One frame's time, measured on a grey frame.
+    pub warmup: Duration,
+}
+
+/// Models already loaded by some element instance, shared by path and device.
+type ModelCache = Vec<((PathBuf, String), Weak<Model>)>;
+static MODELS: LazyLock<Mutex<ModelCache>> = LazyLock::new(Default::default);
+
+fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), String> {
+    stablekeypoints::device::parse(s).map_err(|e| e.to_string())
+}
+
+pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
+    let key = (
+        dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+        device.trim().to_string(),
+    );
+    let mut cache = lock(&MODELS);
+    cache.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(m) = cache
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        gst::debug!(
+            CAT,
+            "model {} on {}: already loaded",
+            key.0.display(),
+            key.1
+        );
+        return Ok(m);
+    }
+    let (dev, dtype) = parse_device(device)?;
+    let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
+    gst::info!(
+        CAT,
+        "model {} on {}: loaded from disk",
+        key.0.display(),
+        key.1
+    );
+    cache.push((key, Arc::downgrade(&model)));
+    Ok(model)
+}
+
+/// Loads model, tokens and pose, and times one frame. Errors name the file and the cause.
+pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
+    let model_dir = s.model.map(Path::to_path_buf).ok_or_else(|| {
+        gst::error_msg!(
+            gst::LibraryError::Settings,
+            ("The `model` property is not set (a diffusers directory with unet/ and vae/)")
+        )
+    })?;
+    if !model_dir.is_dir() {
+        let what = if model_dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(gst::error_msg!(
+            gst::ResourceError::NotFound,
+            ("Model directory {} {}", model_dir.display(), what)
+        ));
+    }
+    // Cheap layout checks first, so a wrong directory is reported as such.
+    for sub in ["unet", "vae"] {
+        stablekeypoints::model::weights_file(&model_dir, sub).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("Cannot load model {}: {}", model_dir.display(), e)
+            )
+        })?;
+    }
+    let tokens_path = s
+        .tokens
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| model_dir.join("tokens.safetensors"));
+    // The core's errors name the file at fault.
+    let tokens = Tokens::load(&tokens_path).map_err(|e| {
+        gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot load tokens: {}", e))
+    })?;
+    let pose = s
+        .pose
+        .map(|p| {
+            let pose = Pose::load(p)?;
+            let source = format!("tokens {}", tokens_path.display());
+            pose.check(&tokens.indices, &tokens.fingerprint(), &source)?;
+            Ok(pose)
+        })
+        .transpose()
+        .map_err(|e| match e {
+            crate::pose::PoseError::Load(m) => {
+                gst::error_msg!(gst::ResourceError::OpenRead, ("{}", m))
+            }
+            crate::pose::PoseError::Unusable(m) => {
+                gst::error_msg!(gst::LibraryError::Settings, ("{}", m))
+            }
+        })?;
+    let model = load_model(&model_dir, s.device).map_err(|e| {
+        gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Cannot load model {}: {}", model_dir.display(), e)
+        )
+    })?;
+    let opts = DetectSettings {
+        input_size: s.input_size as usize,
+        augmentations: s.augmentations.max(1) as usize,
+        seed: s.seed,
+        noise: s.noise,
+        noise_level: (s.noise_level != super::imp::NOISE_LEVEL_FROM_TOKENS)
+            .then_some(s.noise_level as isize),
+        crop: match s.crop_mode {
+            CropModeProp::Letterbox => CropMode::Letterbox,
+            CropModeProp::CenterCrop => CropMode::CenterCrop,
+            CropModeProp::Stretch => CropMode::Stretch,
+        },
+        ..Default::default()
+    }
+    .to_options()
+    .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("noise-level: {}", e)))?;
+    let bad = |e: stablekeypoints::Error| {
+        gst::error_msg!(
+            gst::LibraryError::Settings,
+            (
+                "Model {} with tokens {}: {}",
+                model_dir.display(),
+                tokens_path.display(),
+                e
+            )
+        )
+    };
+    let detector = Detector::new(model.clone(), &tokens, opts.clone()).map_err(bad)?;
+    // Time one frame on a separate detector (its noise stream stays untouched) so the
+    // latency query has an answer before the first buffer.
+    let size = detector.input_size();
+    let grey = vec![128u8; size * size * 3];
+    let started = Instant::now();
+    let frame = FrameRef::packed(PixelFormat::Rgb, size, size, &grey, size * 3).map_err(bad)?;
+    Detector::new(model, &tokens, opts)
+        .and_then(|mut d| d.detect_frame(&frame))
+        .map_err(bad)?;
+    std::thread::sleep(s.delay);
+    Ok(Loaded {
+        detector,
+        tokens: TokenIdentity::of(&tokens),
+        pose,
+        model_name: model_dir.display().to_string(),
+        warmup: started.elapsed(),
+    })
+}
+
+/// Runs `detector` on `buffers` (frames of `info`) as one batch: straight from the mapped
+/// planes for the formats the core reads, through `convert` for the others.
+pub fn detect(
+    detector: &mut Detector,
+    convert: Option<&mut ToRgb>,
+    buffers: &[&gst::BufferRef],
+    keys: &[u64],
+    info: &gst_video::VideoInfo,
+) -> Result<Vec<Vec<Keypoint>>, String> {
+    let mapped = buffers
+        .iter()
+        .map(|b| gst_video::VideoFrameRef::from_buffer_ref_readable(b, info))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot map the frame: {e}"))?;
+    let detections = match convert {
+        None => {
+            let frames = mapped
+                .iter()
+                .map(|f| frame_ref(f, info))
+                .collect::<Result<Vec<_>, _>>()?;
+            detector.detect_frames_keyed(&frames, keys)
+        }
+        Some(to_rgb) => {
+            let stride = to_rgb.stride();
+            let rgb = to_rgb
+                .convert(&mapped)
+                .map_err(|e| format!("cannot convert the frame to RGB: {e}"))?;
+            let (w, h) = (info.width() as usize, info.height() as usize);
+            let frames = rgb
+                .iter()
+                .map(|p| FrameRef::packed(CORE_FORMAT, w, h, p.as_slice(), stride))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            detector.detect_frames_keyed(&frames, keys)
+        }
+    };
+    detections
+        .map(|d| d.into_iter().map(|d| d.keypoints).collect())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,203 @@
+//! The inference element's properties (names, ranges, defaults and when they may change).
+
+use gst::glib;
+use gst::prelude::*;
+
+use super::imp::*;
+use super::{CropModeProp, GapPolicyProp};
+use std::path::PathBuf;
+
+pub(super) fn specs() -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecString::builder("model")
+            .nick("Model")
+            .blurb("Stable Diffusion model directory in diffusers layout (unet/ and vae/)")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("tokens")
+            .nick("Tokens")
+            .blurb("Learned tokens file (safetensors); default: <model>/tokens.safetensors")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("pose")
+            .nick("Pose")
+            .blurb("Pose file from `stablekeypoints eval --save-regressor`: regress named landmarks and a skeleton from the keypoints")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("device")
+            .nick("Device")
+            .blurb("Compute device: cpu, or cuda:N when built with the cuda feature")
+            .default_value(Some(DEFAULT_DEVICE))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("input-size")
+            .nick("Input size")
+            .blurb("Side of the square model input in pixels (0 = from the tokens file)")
+            .maximum(4096)
+            .default_value(DEFAULT_INPUT_SIZE)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("crop-mode", CropModeProp::Letterbox)
+            .nick("Crop mode")
+            .blurb("How a non-square frame becomes the square model input")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("augmentations")
+            .nick("Augmentations")
+            .blurb("Test-time augmentation passes per inference (1 = none)")
+            .minimum(1)
+            .maximum(MAX_AUGMENTATIONS)
+            .default_value(DEFAULT_AUGMENTATIONS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("seed")
+            .nick("Seed")
+            .blurb("Seed of the diffusion noise and of the augmentation warps (per frame: the seed and the frame's index since the start or the last flush)")
+            .default_value(DEFAULT_SEED)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("noise")
+            .nick("Noise")
+            .blurb("Add seeded diffusion noise at the timestep (as the paper); off = deterministic per frame")
+            .default_value(DEFAULT_NOISE)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecInt::builder("noise-level")
+            .nick("Noise level")
+            .blurb("The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0 (-1 = the last, t = 0); -51 = the tokens file's timestep")
+            .minimum(NOISE_LEVEL_FROM_TOKENS)
+            .maximum(49)
+            .default_value(NOISE_LEVEL_FROM_TOKENS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("batch-size")
+            .nick("Batch size")
+            .blurb("Frames inferred together in one forward pass (adds latency: frames wait for their batch)")
+            .minimum(1)
+            .maximum(MAX_BATCH_SIZE)
+            .default_value(DEFAULT_BATCH_SIZE)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("batch-timeout")
+            .nick("Batch timeout")
+            .blurb("With batch-size > 1: infer a partial batch when a frame arrives this many ms after its first frame (0 = never)")
+            .default_value(DEFAULT_BATCH_TIMEOUT_MS)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt::builder("inference-interval")
+            .nick("Inference interval")
+            .blurb("Run inference on every N-th frame (1 = every frame); see gap-policy")
+            .minimum(1)
+            .default_value(DEFAULT_INFERENCE_INTERVAL)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("gap-policy", GapPolicyProp::HoldLast)
+            .nick("Gap policy")
+            .blurb("Keypoints of frames without inference")
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecDouble::builder("keypoint-threshold")
+            .nick("Keypoint threshold")
+            .blurb("Keypoints with a lower confidence are kept but marked not visible")
+            .minimum(0.0)
+            .default_value(DEFAULT_KEYPOINT_THRESHOLD)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecBoolean::builder("draw")
+            .nick("Draw")
+            .blurb("Draw the visible keypoints into the frames")
+            .default_value(DEFAULT_DRAW)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecBoolean::builder("draw-ids")
+            .nick("Draw ids")
+            .blurb("Draw each keypoint's id beside it (with draw=true)")
+            .default_value(DEFAULT_DRAW_IDS)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt::builder("radius")
+            .nick("Radius")
+            .blurb("Radius of the drawn keypoints in pixels (0 = from the frame size: max(3, min(width, height) / 100))")
+            .maximum(1024)
+            .default_value(DEFAULT_RADIUS)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt::builder("line-width")
+            .nick("Line width")
+            .blurb("Width of the pose skeleton's lines in pixels (0 = half the radius, at least 2)")
+            .maximum(1024)
+            .default_value(DEFAULT_LINE_WIDTH)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+            .nick("Statistics")
+            .blurb("frames-processed, frames-inferred, frames-skipped (late), frames-interval-skipped, mean/last-inference-ms, warmup-ms")
+            .read_only()
+            .build(),
+    ]
+}
+
+/// Sets property `name` of `s` (the type was checked by GObject).
+pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) {
+    let path = |v: &glib::Value| {
+        v.get::<Option<String>>()
+            .expect("type checked upstream")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    let get = || value.get().expect("type checked upstream");
+    match name {
+        "model" => s.model = path(value),
+        "tokens" => s.tokens = path(value),
+        "pose" => s.pose = path(value),
+        "device" => {
+            s.device = value
+                .get::<Option<String>>()
+                .expect("type checked upstream")
+                .unwrap_or_else(|| DEFAULT_DEVICE.into())
+        }
+        "input-size" => s.input_size = get(),
+        "crop-mode" => s.crop_mode = value.get().expect("type checked upstream"),
+        "augmentations" => s.augmentations = get(),
+        "seed" => s.seed = value.get().expect("type checked upstream"),
+        "noise" => s.noise = value.get().expect("type checked upstream"),
+        "noise-level" => s.noise_level = value.get().expect("type checked upstream"),
+        "batch-size" => s.batch_size = get(),
+        "batch-timeout" => s.batch_timeout = get(),
+        "inference-interval" => s.inference_interval = get(),
+        "gap-policy" => s.gap_policy = value.get().expect("type checked upstream"),
+        "keypoint-threshold" => s.keypoint_threshold = value.get().expect("type checked upstream"),
+        "draw" => s.draw = value.get().expect("type checked upstream"),
+        "draw-ids" => s.draw_ids = value.get().expect("type checked upstream"),
+        "radius" => s.radius = get(),
+        "line-width" => s.line_width = get(),
+        _ => unimplemented!(),
+    }
+}
+
+/// The value of property `name` of `s` (not `stats`, which is not a setting).
+pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).to_value();
+    match name {
+        "model" => path(&s.model),
+        "tokens" => path(&s.tokens),
+        "pose" => path(&s.pose),
+        "device" => s.device.to_value(),
+        "input-size" => s.input_size.to_value(),
+        "crop-mode" => s.crop_mode.to_value(),
+        "augmentations" => s.augmentations.to_value(),
+        "seed" => s.seed.to_value(),
+        "noise" => s.noise.to_value(),
+        "noise-level" => s.noise_level.to_value(),
+        "batch-size" => s.batch_size.to_value(),
+        "batch-timeout" => s.batch_timeout.to_value(),
+        "inference-interval" => s.inference_interval.to_value(),
+        "gap-policy" => s.gap_policy.to_value(),
+        "keypoint-threshold" => s.keypoint_threshold.to_value(),
+        "draw" => s.draw.to_value(),
+        "draw-ids" => s.draw_ids.to_value(),
+        "radius" => s.radius.to_value(),
+        "line-width" => s.line_width.to_value(),
+        _ => unimplemented!(),
+    }
+}
