@@ -18,7 +18,7 @@ stages=("$@")
 ((${#stages[@]})) || stages=(data vae latents unet finetune pack check diagnose tokens baselines)
 
 cargo build --release -p skp-world -p stablekeypoints-cli
-world=target/release/skp-world
+world() { target/release/skp-world "$@" --force; }  # data is a pure function of its seeds
 skp=target/release/stablekeypoints
 # --resume where a run left a checkpoint (train refuses --resume without one).
 resume() { [[ -e $1/tokens.ckpt.safetensors ]] && echo --resume || true; }
@@ -30,17 +30,17 @@ EVAL_FLAGS=(--train $W/fit/labels.csv --test $W/test/labels.csv --metric taichi 
 for s in "${stages[@]}"; do
   case $s in
     data)
-      $world dataset --out $W/train.safetensors --count 16000 --seed 1
-      $world dataset --out $W/train-drop.safetensors --count 6000 --seed 7 \
+      world dataset --out $W/train.safetensors --count 16000 --seed 1
+      world dataset --out $W/train-drop.safetensors --count 6000 --seed 7 \
           --drop-fraction 0.8 --drop-rate 0.5
-      $world dataset --out $W/train-drop2.safetensors --count 6000 --seed 8 \
+      world dataset --out $W/train-drop2.safetensors --count 6000 --seed 8 \
           --drop-fraction 0.8 --drop-rate 0.5
-      $world dataset --out $W/train-drop3.safetensors --count 6000 --seed 9 \
+      world dataset --out $W/train-drop3.safetensors --count 6000 --seed 9 \
           --drop-fraction 0.8 --drop-rate 0.5
-      $world dataset --out $W/heldout.safetensors --count 512 --seed 2 --drop-fraction 0
-      $world labelled --out $W/fit --count 300 --seed 3
-      $world labelled --out $W/test --count 200 --seed 4
-      $world labelled --out $W/unlabelled --count 500 --seed 6 ;;
+      world dataset --out $W/heldout.safetensors --count 512 --seed 2 --drop-fraction 0
+      world labelled --out $W/fit --count 300 --seed 3
+      world labelled --out $W/test --count 200 --seed 4
+      world labelled --out $W/unlabelled --count 500 --seed 6 ;;
     vae) py vae --data $W/train.safetensors --out $W/model \
            --steps 1200 --batch 16 --crop 32 --lr 1e-3 --seed 0 --resume ;;
     latents)
@@ -86,7 +86,7 @@ for s in "${stages[@]}"; do
           --out $W/baseline-tiny/tokens.safetensors "${TRAIN_FLAGS[@]}" $(resume $W/baseline-tiny)
       $skp eval --model $W/tiny-sd1 --size 128 --tokens $W/baseline-tiny/tokens.safetensors \
           "${EVAL_FLAGS[@]}"
-      $world mean-pose --train $W/fit/labels.csv --test $W/test/labels.csv ;;
+      target/release/skp-world mean-pose --train $W/fit/labels.csv --test $W/test/labels.csv ;;
     *) echo "unknown stage $s" >&2; exit 1 ;;
   esac
 done
