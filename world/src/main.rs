@@ -106,7 +106,9 @@ fn positive_f32(s: &str) -> Result<f32, String> {
 }
 
 fn side(s: &str) -> Result<usize, String> {
-    let v: usize = s.parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    let v: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
     (16..=4096)
         .contains(&v)
         .then_some(v)

@@ -135,3 +135,107 @@ pub fn mean_pose(train: &Path, test: &Path, image_size: f64) -> Result<MeanPose,
         per_joint_px: std::array::from_fn(|j| sum[j] / n[j] as f64),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> String {
+        let mut s = "image".to_string();
+        for j in JOINTS {
+            s.push_str(&format!(",{j}_x,{j}_y"));
+        }
+        s + "\n"
+    }
+
+    /// A label row with `head` at (hx, hy), `neck` at (10, 10) and every other joint hidden.
+    fn row(name: &str, hx: f64, hy: f64) -> String {
+        format!("{name},{hx},{hy},10,10{}\n", ",,".repeat(NUM_JOINTS - 2))
+    }
+
+    /// A label row with `head` at (hx, hy) and every other joint visible at (10, 10).
+    fn full_row(name: &str, hx: f64, hy: f64) -> String {
+        format!("{name},{hx},{hy}{}\n", ",10,10".repeat(NUM_JOINTS - 1))
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmp(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("skp-world-score-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn score_is_the_mean_distance_over_visible_joints() {
+        let d = tmp("score");
+        let labels = write(
+            &d,
+            "labels.csv",
+            &(header() + &row("a", 0.0, 0.0) + &row("b", 4.0, 4.0)),
+        );
+        // Frame 0: head 5 px off (3-4-5), neck exact; frame 1: head exact, neck 2 px off;
+        // a landmark of a hidden joint (left_ankle) is not scored.
+        let lm = |n: &str, x: f64, y: f64| format!(r#"{{"name":"{n}","x":{x},"y":{y}}}"#);
+        let jsonl = write(
+            &d,
+            "k.jsonl",
+            &format!(
+                "{{\"frame\":0,\"pose\":[{},{},{}]}}\n{{\"frame\":1,\"pose\":[{},{}]}}\n",
+                lm("head", 3.0, 4.0),
+                lm("neck", 10.0, 10.0),
+                lm("left_ankle", 99.0, 99.0),
+                lm("head", 4.0, 4.0),
+                lm("neck", 12.0, 10.0)
+            ),
+        );
+        let s = score(&labels, &jsonl).unwrap();
+        assert_eq!((s.frames, s.joints), (2, 4));
+        assert!((s.mean_px - 7.0 / 4.0).abs() < 1e-12, "{}", s.mean_px);
+        assert!((s.per_joint_px[0] - 2.5).abs() < 1e-12);
+        assert!((s.per_joint_px[1] - 1.0).abs() < 1e-12);
+        assert!(s.per_joint_px[12].is_nan());
+
+        let bad = write(&d, "bad.jsonl", "{\"frame\":0}\n");
+        let e = score(&labels, &bad).unwrap_err();
+        assert!(e.contains("bad.jsonl:1") && e.contains("pose"), "{e}");
+        let late = write(&d, "late.jsonl", "{\"frame\":7,\"pose\":[]}\n");
+        assert!(score(&labels, &late)
+            .unwrap_err()
+            .contains("frame 7 has no label"));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn mean_pose_predicts_the_training_mean() {
+        let d = tmp("mean");
+        // Training head positions (0,0) and (4,0): mean (2,0); every other joint at (10,10).
+        let train = write(
+            &d,
+            "train.csv",
+            &(header() + &full_row("a", 0.0, 0.0) + &full_row("b", 4.0, 0.0)),
+        );
+        let test = write(
+            &d,
+            "test.csv",
+            &(header() + &full_row("c", 2.0, 3.0) + &full_row("d", 2.0, 0.0)),
+        );
+        let m = mean_pose(&train, &test, 128.0).unwrap();
+        // Head errors 3 and 0, the others 0: per image sums 3 and 0 at 128, 6 and 0 at 256.
+        assert!((m.taichi - 3.0).abs() < 1e-12, "{}", m.taichi);
+        assert!((m.mean_px - 3.0 / (2 * NUM_JOINTS) as f64).abs() < 1e-12);
+        assert!((m.per_joint_px[0] - 1.5).abs() < 1e-12);
+        let e = mean_pose(
+            &write(&d, "short.csv", &(header() + "a,1,2\n")),
+            &test,
+            128.0,
+        )
+        .unwrap_err();
+        assert!(e.contains("short.csv:2") && e.contains("fields"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
