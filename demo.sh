@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Newcomer demo: installs the system packages, builds, generates the tiny random demo model
-# and tokens, encodes a synthetic clip, and runs the elements (inference, publish, overlay)
-# in a real gst-launch-1.0 pipeline that writes an annotated MP4 and a JSON lines file.
+# Newcomer demo: installs the system packages, builds, renders a slow motion clip of the
+# figure world (skp-world), encodes it with GStreamer, and runs the elements (inference, pose,
+# publish, overlay) with the committed figure model, its learned tokens and pose file in a
+# real gst-launch-1.0 pipeline that writes an annotated MP4 and a JSON lines file; then
+# scores the pose against the clip's true joints.
 # Usage: ./demo.sh     (outputs in out/)
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-deps.sh
 
 echo "== building (cargo, debug profile shared with ./test.sh)"
-cargo build -p stablekeypoints-cli -p gst-plugin-stablekeypoints
+cargo build -p stablekeypoints-cli -p gst-plugin-stablekeypoints -p skp-world
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 mkdir -p out/plugin
@@ -16,27 +18,32 @@ mkdir -p out/plugin
 ln -sf "$target/debug/libgststablekeypoints.so" out/plugin/libgststablekeypoints.so
 export GST_PLUGIN_PATH="$PWD/out/plugin"
 
-echo "== tiny demo model (random weights) -> out/model"
-"$target/debug/stablekeypoints" init-model --out out/model --force  # the demo's own folder
-
-echo "== synthetic clip -> out/input.mp4"
-gst-launch-1.0 -q videotestsrc num-buffers=60 pattern=ball \
-  ! video/x-raw,format=I420,width=320,height=240,framerate=15/1 \
+model=models/figure
+echo "== motion clip of the figure world (10 s, 256x256, seed 5) -> out/input.mp4"
+rm -rf out/clip  # the demo's own folder
+"$target/debug/skp-world" clip --out out/clip --frames 150 --fps 15 --size 256 --seed 5
+gst-launch-1.0 -q multifilesrc location=out/clip/frames/%05d.png index=0 \
+    caps=image/png,framerate=15/1 ! pngdec ! videoconvert ! video/x-raw,format=I420 \
   ! x264enc ! mp4mux ! filesink location=out/input.mp4
 
 echo "== running the element"
 set -x
 time gst-launch-1.0 filesrc location=out/input.mp4 ! decodebin \
-  ! stablekeypoints model=out/model tokens=out/model/tokens.safetensors \
+  ! stablekeypoints model=$model tokens=$model/tokens.safetensors \
+  ! stablekeypointspose pose=$model/pose.json \
   ! stablekeypointspublish location=out/keypoints.jsonl \
   ! stablekeypointsoverlay draw-ids=true \
   ! videoconvert ! x264enc ! mp4mux ! filesink location=out/demo.mp4
 set +x
 
 echo
+echo "== pose against the clip's true joints"
+"$target/debug/skp-world" score --labels out/clip/labels.csv --jsonl out/keypoints.jsonl
+echo
 echo "annotated video: $PWD/out/demo.mp4"
 echo "keypoints:       $PWD/out/keypoints.jsonl ($(wc -l < out/keypoints.jsonl) frames)"
 echo "first record:    $(head -c 300 out/keypoints.jsonl)..."
-echo "try it on your own video:"
+echo "try it on your own video (the figure model knows only the figure world; learn tokens for"
+echo "your footage with 'stablekeypoints train', see the README):"
 echo "  GST_PLUGIN_PATH=$GST_PLUGIN_PATH gst-launch-1.0 filesrc location=YOUR.mp4 ! decodebin \\"
-echo "    ! stablekeypoints model=out/model draw=true ! videoconvert ! autovideosink"
+echo "    ! stablekeypoints model=$model tokens=$model/tokens.safetensors draw=true ! videoconvert ! autovideosink"
