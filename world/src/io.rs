@@ -43,7 +43,7 @@ pub fn label_line(image: &str, r: &Render) -> String {
     s
 }
 
-fn label_header() -> String {
+pub(crate) fn label_header() -> String {
     let mut s = "image".to_string();
     for j in JOINTS {
         let _ = write!(s, ",{j}_x,{j}_y");

@@ -140,14 +140,6 @@ pub fn mean_pose(train: &Path, test: &Path, image_size: f64) -> Result<MeanPose,
 mod tests {
     use super::*;
 
-    fn header() -> String {
-        let mut s = "image".to_string();
-        for j in JOINTS {
-            s.push_str(&format!(",{j}_x,{j}_y"));
-        }
-        s + "\n"
-    }
-
     /// A label row with `head` at (hx, hy), `neck` at (10, 10) and every other joint hidden.
     fn row(name: &str, hx: f64, hy: f64) -> String {
         format!("{name},{hx},{hy},10,10{}\n", ",,".repeat(NUM_JOINTS - 2))
@@ -176,7 +168,7 @@ mod tests {
         let labels = write(
             &d,
             "labels.csv",
-            &(header() + &row("a", 0.0, 0.0) + &row("b", 4.0, 4.0)),
+            &(crate::io::label_header() + &row("a", 0.0, 0.0) + &row("b", 4.0, 4.0)),
         );
         // Frame 0: head 5 px off (3-4-5), neck exact; frame 1: head exact, neck 2 px off;
         // a landmark of a hidden joint (left_ankle) is not scored.
@@ -217,12 +209,12 @@ mod tests {
         let train = write(
             &d,
             "train.csv",
-            &(header() + &full_row("a", 0.0, 0.0) + &full_row("b", 4.0, 0.0)),
+            &(crate::io::label_header() + &full_row("a", 0.0, 0.0) + &full_row("b", 4.0, 0.0)),
         );
         let test = write(
             &d,
             "test.csv",
-            &(header() + &full_row("c", 2.0, 3.0) + &full_row("d", 2.0, 0.0)),
+            &(crate::io::label_header() + &full_row("c", 2.0, 3.0) + &full_row("d", 2.0, 0.0)),
         );
         let m = mean_pose(&train, &test, 128.0).unwrap();
         // Head errors 3 and 0, the others 0: per image sums 3 and 0 at 128, 6 and 0 at 256.
@@ -230,7 +222,7 @@ mod tests {
         assert!((m.mean_px - 3.0 / (2 * NUM_JOINTS) as f64).abs() < 1e-12);
         assert!((m.per_joint_px[0] - 1.5).abs() < 1e-12);
         let e = mean_pose(
-            &write(&d, "short.csv", &(header() + "a,1,2\n")),
+            &write(&d, "short.csv", &(crate::io::label_header() + "a,1,2\n")),
             &test,
             128.0,
         )
