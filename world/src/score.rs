@@ -1,6 +1,7 @@
 //! Compares the element's JSON lines (`pose` landmarks per frame) with a clip's true joints.
 
 use crate::figure::{JOINTS, NUM_JOINTS};
+use crate::render::Render;
 use std::path::Path;
 
 /// Mean landmark error over the visible joints of a clip.
@@ -15,7 +16,7 @@ pub struct Score {
 }
 
 /// Parses a label CSV written by `skp-world` (header, then image and x,y per joint).
-pub fn read_labels(path: &Path) -> Result<Vec<[Option<[f64; 2]>; NUM_JOINTS]>, String> {
+pub fn read_labels(path: &Path) -> Result<Vec<Joints>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
@@ -99,10 +100,28 @@ pub struct MeanPose {
 }
 
 pub fn mean_pose(train: &Path, test: &Path, image_size: f64) -> Result<MeanPose, String> {
-    let (train, test) = (read_labels(train)?, read_labels(test)?);
+    mean_pose_of(&read_labels(train)?, &read_labels(test)?, image_size)
+}
+
+/// One image's joints in pixels, `None` where not visible (a row of a label CSV).
+pub type Joints = [Option<[f64; 2]>; NUM_JOINTS];
+
+/// A render's visible joints.
+pub fn joints_of(r: &Render) -> Joints {
+    std::array::from_fn(|j| {
+        r.visible[j].then(|| [f64::from(r.joints[j][0]), f64::from(r.joints[j][1])])
+    })
+}
+
+/// [`mean_pose`] of label rows.
+pub fn mean_pose_of(
+    train: &[Joints],
+    test: &[Joints],
+    image_size: f64,
+) -> Result<MeanPose, String> {
     let mut mean = [[0.0f64; 2]; NUM_JOINTS];
     let mut count = [0usize; NUM_JOINTS];
-    for row in &train {
+    for row in train {
         for (j, p) in row.iter().enumerate() {
             if let Some([x, y]) = p {
                 mean[j][0] += x;
@@ -119,7 +138,7 @@ pub fn mean_pose(train: &Path, test: &Path, image_size: f64) -> Result<MeanPose,
     }
     let (mut sum, mut n) = ([0.0f64; NUM_JOINTS], [0usize; NUM_JOINTS]);
     let mut taichi = 0.0;
-    for row in &test {
+    for row in test {
         for (j, p) in row.iter().enumerate() {
             if let Some([x, y]) = p {
                 let e = ((x - mean[j][0]).powi(2) + (y - mean[j][1]).powi(2)).sqrt();
