@@ -43,6 +43,22 @@ impl Conv2d {
         })
     }
 
+    /// A layer from its tensors (`weight` [cout, cin, k, k]).
+    pub fn from_tensors(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        Self {
+            weight,
+            bias,
+            stride,
+            padding,
+            flipped: Arc::default(),
+        }
+    }
+
     /// Winograd pays off once there are enough 4x4 output tiles to amortise the weight
     /// transform (measured with `stablekeypoints bench --conv`).
     fn use_winograd(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> bool {
