@@ -6,10 +6,10 @@ mod bench;
 #[cfg(feature = "video")]
 mod corpus;
 mod detect;
+mod distill;
 mod eval;
 mod images;
 mod import;
-#[cfg(feature = "video")]
 mod interrupt;
 #[cfg(feature = "video")]
 mod mp4;
@@ -45,7 +45,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             // Stopped by a signal: the shell's convention, 128 + its number.
-            #[cfg(feature = "video")]
             if let Some(sig) = interrupt::received() {
                 return ExitCode::from((128 + sig) as u8);
             }
@@ -67,6 +66,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::ImportTokens(c) => import::cmd_import_tokens(c),
         Command::ImportPose(c) => import::cmd_import_pose(c),
         Command::Bench(c) => bench::cmd_bench(c),
+        Command::Distill(c) => distill::cmd_distill(c),
         Command::Completions(c) => {
             clap_complete::generate(
                 c.shell,

@@ -73,20 +73,29 @@ pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
 
 /// Frames of a video or of a corpus of videos, decoded by GStreamer.
 #[cfg(feature = "video")]
-fn video_frames(job: &TrainJob, size: usize) -> Result<Box<dyn TrainData>, Error> {
-    let (max, crop) = (job.train.max_frames, job.crop);
-    Ok(match job.input {
+pub(crate) fn video_frames(
+    input: TrainInput,
+    max: Option<usize>,
+    size: usize,
+    crop: CropMode,
+) -> Result<Box<dyn TrainData>, Error> {
+    Ok(match input {
         TrainInput::Path(p) => Box::new(crate::video::VideoFrames::new(p, max, size, crop)?),
         TrainInput::Corpus(p) => Box::new(crate::corpus::CorpusFrames::new(p, max, size, crop)?),
     })
 }
 
 #[cfg(not(feature = "video"))]
-fn video_frames(job: &TrainJob, _size: usize) -> Result<Box<dyn TrainData>, Error> {
+pub(crate) fn video_frames(
+    input: TrainInput,
+    _max: Option<usize>,
+    _size: usize,
+    _crop: CropMode,
+) -> Result<Box<dyn TrainData>, Error> {
     Err(Error::Invalid(format!(
         "{}: this build of stablekeypoints has no video input (built without the `video` \
          feature); extract the frames into a folder of png/jpg images",
-        job.input.path().display()
+        input.path().display()
     )))
 }
 
@@ -179,7 +188,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     let data: &dyn TrainData = match &images {
         Some(d) => d.as_ref(),
         None => {
-            frames = video_frames(job, cfg.input_size)?;
+            frames = video_frames(job.input, t.max_frames, cfg.input_size, job.crop)?;
             frames.as_ref()
         }
     };

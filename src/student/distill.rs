@@ -496,7 +496,7 @@ impl Distiller {
             })
             .collect::<Result<Vec<_>>>()?;
         let pred = net::forward(&x, &|i, t| {
-            net::graph_conv(t, vars[i].0.as_tensor(), vars[i].1.as_tensor(), LAYERS[i].4)
+            super::graph::conv(t, vars[i].0.as_tensor(), vars[i].1.as_tensor(), LAYERS[i].4)
         })?;
         // Sum over a keypoint's cells, mean over keypoints and images: the loss does not
         // shrink with the map's size.
@@ -682,6 +682,29 @@ impl Distiller {
             }
         }
         Ok(true)
+    }
+}
+
+/// Refuses to start a new run over the checkpoint of an unfinished one (which `--resume`
+/// would continue).
+pub fn refuse_unfinished(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let Ok((_, header)) = safetensors::SafeTensors::read_metadata(&bytes) else {
+        return Ok(());
+    };
+    let meta = header.metadata().clone().unwrap_or_default();
+    let num = |k: &str| meta.get(k).and_then(|s| s.parse::<usize>().ok());
+    match (num("step"), num("steps")) {
+        (Some(step), Some(steps)) if step < steps => Err(Error::checkpoint(
+            path,
+            format!(
+                "holds an unfinished distillation (step {step} of {steps}); continue it with \
+                 --resume, or remove the file to distil anew"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -8,6 +8,7 @@
 //! refused as it is for the teacher.
 
 pub mod distill;
+pub mod graph;
 pub mod net;
 
 use crate::detect::{map_back, Detection, Keypoint};

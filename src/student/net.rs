@@ -120,13 +120,6 @@ impl FastConvs {
     }
 }
 
-/// Differentiable convolution with bias, for training.
-pub fn graph_conv(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize) -> Result<Tensor> {
-    let pad = w.dim(2)? / 2;
-    x.conv2d(w, pad, stride, 1, 1)?
-        .broadcast_add(&b.reshape((1, (), 1, 1))?)
-}
-
 /// One keypoint read off a heatmap [h, w]: arg-max, refined by a parabola through its
 /// neighbours on each axis; `(x, y)` normalised to the input square, and the peak value.
 pub fn heatmap_peak(m: &[f32], h: usize, w: usize) -> (f32, f32, f32) {

@@ -1,0 +1,254 @@
+//! `distill`: a student network from a teacher (glue over `stablekeypoints::student`).
+
+use crate::args::DistillCmd;
+use crate::images::{is_csv, ImageFiles, LabelImages};
+use crate::interrupt;
+use crate::progress::{duration, Progress};
+use crate::train::{is_video, video_frames, TrainInput};
+use stablekeypoints::detect::DetectOptions;
+use stablekeypoints::student::distill::{
+    self, checkpoint_path, labels_path, DistillConfig, DistillEvent, Distiller, Inputs, LabelEvent,
+    LabelIdentity, TeacherId,
+};
+use stablekeypoints::train::{model_config_hash, TrainData};
+use stablekeypoints::util::check_output_file;
+use stablekeypoints::{Detector, Error, Model, Tokens};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The inputs, as `train` reads them.
+fn open_data(
+    input: TrainInput,
+    max: Option<usize>,
+    size: usize,
+    crop: stablekeypoints::CropMode,
+) -> Result<Box<dyn TrainData>, Error> {
+    Ok(match input {
+        TrainInput::Path(p) if is_video(p) => video_frames(input, max, size, crop)?,
+        TrainInput::Path(p) if is_csv(p) && p.is_file() => {
+            Box::new(LabelImages::new(p, max, crop)?)
+        }
+        TrainInput::Path(p) => Box::new(ImageFiles::new(p, max, crop)?),
+        TrainInput::Corpus(_) => video_frames(input, max, size, crop)?,
+    })
+}
+
+fn stopped(what: &str) -> Error {
+    let sig = interrupt::received().unwrap_or(libc::SIGINT);
+    Error::Invalid(format!(
+        "stopped by {} during {what}; rerun with --resume to continue",
+        interrupt::name(sig)
+    ))
+}
+
+pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
+    let out = &c.out;
+    let (labels_file, ckpt) = (labels_path(out), checkpoint_path(out));
+    for p in [out, &labels_file, &ckpt] {
+        check_output_file(p, "--out")?;
+    }
+    if !c.resume {
+        distill::refuse_unfinished(&ckpt)?;
+        if labels_file.exists() {
+            return Err(Error::Invalid(format!(
+                "{} holds the teacher's labels of an earlier run; continue it with --resume, \
+                 or remove the file to label anew",
+                labels_file.display()
+            )));
+        }
+    }
+    let input = match (&c.input, &c.inputs) {
+        (_, Some(corpus)) => TrainInput::Corpus(corpus),
+        (Some(p), None) => TrainInput::Path(p),
+        (None, None) => unreachable!("clap requires --input or --inputs"),
+    };
+    let crop = c.crop.crop.into();
+    let tokens_path = c.model.tokens_path();
+    let tokens = Tokens::load(&tokens_path)?;
+    let (device, dtype) = c.device.device.open()?;
+    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
+    let teacher_size = tokens.input_size;
+    let data = open_data(input, c.max_frames, teacher_size, crop)?;
+    if data.is_empty() {
+        return Err(Error::Invalid("no inputs to distil from".into()));
+    }
+    let augment = c.augment.apply(tokens.augment)?;
+    let opts = DetectOptions {
+        augmentations: c.teacher_augmentations,
+        seed: c.seed.seed,
+        crop,
+        ..Default::default()
+    };
+    let mut teacher = Detector::new(model.clone(), &tokens, opts).map_err(|e| match e {
+        Error::Invalid(m) => Error::Tokens {
+            path: tokens_path.clone(),
+            msg: m,
+        },
+        e => e,
+    })?;
+    let teacher_id = TeacherId {
+        model: model_config_hash(&c.model.model)?,
+        tokens_hash: tokens.fingerprint(),
+        token_indices: tokens.indices.clone(),
+    };
+    let id = LabelIdentity {
+        teacher_model: teacher_id.model.clone(),
+        tokens_hash: teacher_id.tokens_hash.clone(),
+        data: data.fingerprint(),
+        teacher_augmentations: c.teacher_augmentations,
+        seed: c.seed.seed,
+    };
+    let _armed = interrupt::Armed::new();
+    let started = Instant::now();
+    eprintln!(
+        "labelling {} inputs with the teacher ({} keypoints, {} pass{} each); cache {}",
+        data.len(),
+        tokens.indices.len(),
+        c.teacher_augmentations,
+        if c.teacher_augmentations == 1 {
+            ""
+        } else {
+            "es"
+        },
+        labels_file.display()
+    );
+    let mut bar = Progress::new(data.len() as u64, "label {pos}/{len} [{bar:30}] {eta}");
+    let labels = distill::label(
+        &mut teacher,
+        data.as_ref(),
+        &labels_file,
+        &id,
+        50,
+        &mut |ev| {
+            match ev {
+                LabelEvent::Resumed { done, total } => {
+                    bar.println(&format!("resumed labelling at {done} of {total}"));
+                    bar.set(done as u64, "", false, String::new);
+                }
+                LabelEvent::Item { done, total } => {
+                    bar.set(done as u64, "", done == total || done % 100 == 0, || {
+                        format!("label {done}/{total}")
+                    });
+                }
+            }
+            if interrupt::received().is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )?;
+    bar.finish();
+    let labels = labels.ok_or_else(|| stopped("labelling"))?;
+    let label_seconds = started.elapsed().as_secs_f64();
+    drop(teacher);
+    drop(model);
+    let inputs = Inputs::read(data.as_ref(), teacher_size, c.student_size)?;
+    let cfg = DistillConfig {
+        widths: c.widths,
+        input_size: c.student_size,
+        crop,
+        steps: c.steps,
+        batch_size: c.batch_size,
+        lr: c.lr,
+        sigma: c.sigma,
+        holdout_every: c.holdout_every,
+        seed: c.seed.seed,
+        augment,
+        jitter: c.jitter,
+        checkpoint_every: c.checkpoint_every,
+    };
+    let mut d = Distiller::new(cfg.clone(), &labels, teacher_id)?;
+    if c.resume && ckpt.is_file() {
+        d.load_checkpoint(&ckpt)?;
+        if d.step() > cfg.steps {
+            return Err(Error::Invalid(format!(
+                "{}: {} steps are done, more than the {} asked for; resume with --steps {} or more",
+                ckpt.display(),
+                d.step(),
+                cfg.steps,
+                d.step()
+            )));
+        }
+        eprintln!("resumed at step {}", d.step());
+    }
+    let k = labels.k;
+    eprintln!(
+        "distilling into a {}x{} student (widths {:?}, {} parameters, {:.3} GFLOP per frame) on {} inputs, {} held out, for {} steps of {}; checkpoint {}",
+        cfg.input_size,
+        cfg.input_size,
+        cfg.widths,
+        stablekeypoints::student::net::parameters(&cfg.widths, k),
+        stablekeypoints::student::net::flops(&cfg.widths, k, cfg.input_size) as f64 / 1e9,
+        d.train_items().len(),
+        d.holdout_items().len(),
+        cfg.steps,
+        cfg.batch_size,
+        ckpt.display()
+    );
+    let mut steps = Progress::new(cfg.steps as u64, "step {pos}/{len} [{bar:30}] {msg}");
+    let mut last_holdout = f32::NAN;
+    let train_started = Instant::now();
+    let finished = d.run(&inputs, &labels, &ckpt, 250, &mut |ev| {
+        match ev {
+            DistillEvent::Resumed { step } => steps.set(step as u64, "", false, String::new),
+            DistillEvent::Holdout { step, error_px } => {
+                last_holdout = error_px;
+                steps.println(&format!(
+                    "step {step}: held-out error {error_px:.2} px (at {0}x{0})",
+                    cfg.input_size
+                ));
+            }
+            DistillEvent::Step { stats, eta_seconds } => {
+                let msg = format!(
+                    "loss {:.5} {:.2} s/step ETA {}",
+                    stats.loss,
+                    stats.seconds,
+                    duration(eta_seconds)
+                );
+                steps.set(stats.step as u64, &msg, true, || {
+                    format!("step {}/{} {msg}", stats.step, stats.steps)
+                });
+            }
+        }
+        if interrupt::received().is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    steps.finish();
+    if !finished {
+        return Err(stopped(&format!(
+            "training (checkpoint {})",
+            ckpt.display()
+        )));
+    }
+    let mut w = d.weights();
+    let extra = &mut w.info.extra;
+    extra.insert(
+        "teacher_augmentations".into(),
+        c.teacher_augmentations.to_string(),
+    );
+    extra.insert("inputs".into(), labels.points.len().to_string());
+    extra.insert("steps".into(), cfg.steps.to_string());
+    extra.insert("batch_size".into(), cfg.batch_size.to_string());
+    extra.insert("seed".into(), cfg.seed.to_string());
+    if last_holdout.is_finite() {
+        extra.insert("holdout_error_px".into(), format!("{last_holdout:.3}"));
+    }
+    w.save(out)?;
+    eprintln!(
+        "wrote {} (labelling {}, training {}{})",
+        out.display(),
+        duration(label_seconds),
+        duration(train_started.elapsed().as_secs_f64()),
+        if last_holdout.is_finite() {
+            format!(", held-out error {last_holdout:.2} px")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
