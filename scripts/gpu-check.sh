@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check on a lent CUDA machine (README, "Benchmark"): the CUDA tests, then the
+# One-shot GPU check on a lent CUDA machine (docs/performance.md, "GPU"): the CUDA tests, then the
 # SD 1.5 architecture (random weights) at 512x512 in f16, batch 1 and 8, with the per-stage
 # split. Runs the binaries scripts/gpu-build.sh put in .gpu/ (that machine has no Rust and
 # no network); builds them first where .gpu/ is missing. Usage: scripts/gpu-check.sh [OUT_DIR]

@@ -102,7 +102,7 @@ impl ObjectImpl for StableKeypointsOverlay {
                     .build(),
                 glib::ParamSpecBoolean::builder("draw-ids")
                     .nick("Draw ids")
-                    .blurb("Draw each keypoint's id beside it")
+                    .blurb("Draw each keypoint's id beside it (another producer's points: their index)")
                     .default_value(DEFAULT_DRAW_IDS)
                     .mutable_playing()
                     .build(),

@@ -213,18 +213,18 @@ impl ObjectImpl for StableKeypointsPublish {
                 string(
                     "address",
                     "Broker address",
-                    "MQTT broker: host[:port], mqtt://host[:port] (1883) or mqtts://host[:port] (TLS, 8883)",
+                    "MQTT broker: host[:port], mqtt://host[:port] (1883) or mqtts://host[:port] (TLS, 8883); IPv6 hosts in brackets",
                 ),
                 glib::ParamSpecString::builder("topic")
                     .nick("Topic")
-                    .blurb("MQTT topic of the records")
+                    .blurb("MQTT topic of the records (no + or #)")
                     .default_value(Some(DEFAULT_TOPIC))
                     .mutable_ready()
                     .build(),
                 string(
                     "client-id",
                     "Client id",
-                    "MQTT client id; default: stablekeypoints-<pid>-<n>",
+                    "MQTT client id, unique on the broker; default: stablekeypoints-<pid>-<n>",
                 ),
                 // Not `qos`: that is BaseTransform's own property (QoS events).
                 glib::ParamSpecEnum::builder_with_default("mqtt-qos", DEFAULT_QOS)
@@ -233,7 +233,7 @@ impl ObjectImpl for StableKeypointsPublish {
                     .mutable_ready()
                     .build(),
                 string("username", "Username", "MQTT user name"),
-                string("password", "Password", "MQTT password (with username)"),
+                string("password", "Password", "MQTT password (with username); reads back as *****"),
                 string(
                     "tls-ca-file",
                     "TLS CA file",
@@ -247,7 +247,7 @@ impl ObjectImpl for StableKeypointsPublish {
                 string(
                     "tls-key-file",
                     "TLS key file",
-                    "PEM file of the client certificate's private key",
+                    "PEM file of the client certificate's private key (with tls-cert-file)",
                 ),
                 glib::ParamSpecUInt::builder("queue-size")
                     .nick("Queue size")
@@ -277,12 +277,12 @@ impl ObjectImpl for StableKeypointsPublish {
                     .build(),
                 glib::ParamSpecUInt64::builder("records-sent")
                     .nick("Records sent")
-                    .blurb("Records written (file, stdout) or delivered to the broker as far as the QoS level confirms")
+                    .blurb("Records written (file, stdout: lines, or frames in the COCO document) or delivered to the broker as far as the QoS level confirms")
                     .read_only()
                     .build(),
                 glib::ParamSpecUInt64::builder("records-dropped")
                     .nick("Records dropped")
-                    .blurb("Records dropped because the broker was away or the queue full")
+                    .blurb("Records dropped because the broker was away, the queue full, or they were still queued at stop")
                     .read_only()
                     .build(),
             ]

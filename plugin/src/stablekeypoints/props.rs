@@ -21,18 +21,18 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecString::builder("pose")
             .nick("Pose")
-            .blurb("Pose file from `stablekeypoints eval --save-regressor`: regress named landmarks and a skeleton from the keypoints")
+            .blurb("Pose file from `stablekeypoints eval --save-regressor`: regress named landmarks and a skeleton from the keypoints, as stablekeypointspose does (checked against the tokens at start)")
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("device")
             .nick("Device")
-            .blurb("Compute device: cpu, or cuda:N when built with the cuda feature")
+            .blurb("Compute device: cpu (f32), or cuda:N (f16) when built with the cuda feature")
             .default_value(Some(DEFAULT_DEVICE))
             .mutable_ready()
             .build(),
         glib::ParamSpecUInt::builder("input-size")
             .nick("Input size")
-            .blurb("Side of the square model input in pixels (0 = from the tokens file)")
+            .blurb("Side of the square model input in pixels, a multiple of 64 for SD (0 = from the tokens file)")
             .maximum(4096)
             .default_value(DEFAULT_INPUT_SIZE)
             .mutable_ready()
@@ -64,7 +64,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecInt::builder("noise-level")
             .nick("Noise level")
-            .blurb("The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0 (-1 = the last, t = 0); -51 = the tokens file's timestep")
+            .blurb("The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0, negative from the end (-1 = t = 0, -2 = t = 20); -51 = the tokens file's timestep")
             .minimum(NOISE_LEVEL_FROM_TOKENS)
             .maximum(49)
             .default_value(NOISE_LEVEL_FROM_TOKENS)
@@ -93,19 +93,19 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecEnum::builder_with_default("gap-policy", GapPolicyProp::HoldLast)
             .nick("Gap policy")
-            .blurb("Keypoints of frames without inference")
+            .blurb("Keypoints of frames without inference; for interpolation add stablekeypointstrack gap-policy=interpolate")
             .mutable_playing()
             .build(),
         glib::ParamSpecDouble::builder("keypoint-threshold")
             .nick("Keypoint threshold")
-            .blurb("Keypoints with a lower confidence are kept but marked not visible")
+            .blurb("Keypoints with a lower confidence are kept but marked not visible (and not drawn)")
             .minimum(0.0)
             .default_value(DEFAULT_KEYPOINT_THRESHOLD)
             .mutable_playing()
             .build(),
         glib::ParamSpecBoolean::builder("draw")
             .nick("Draw")
-            .blurb("Draw the visible keypoints into the frames")
+            .blurb("Draw the visible keypoints (and with pose the skeleton) into the frames, as stablekeypointsoverlay does")
             .default_value(DEFAULT_DRAW)
             .mutable_playing()
             .build(),
@@ -117,7 +117,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("radius")
             .nick("Radius")
-            .blurb("Radius of the drawn keypoints in pixels (0 = from the frame size: max(3, min(width, height) / 100))")
+            .blurb("Radius of the drawn keypoints in pixels (0 = from the frame size: max(3, min(width, height) / 100), 10 at 1080p)")
             .maximum(1024)
             .default_value(DEFAULT_RADIUS)
             .mutable_playing()
@@ -131,7 +131,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
-            .blurb("frames-processed, frames-inferred, frames-skipped (late), frames-interval-skipped, mean/last-inference-ms, warmup-ms")
+            .blurb("frames-processed, frames-inferred, frames-skipped (late, QoS), frames-interval-skipped (not due under inference-interval), mean-inference-ms, last-inference-ms (a batch's time per frame), warmup-ms")
             .read_only()
             .build(),
     ]

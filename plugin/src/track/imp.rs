@@ -253,7 +253,7 @@ impl ObjectImpl for StableKeypointsTrack {
             vec![
                 glib::ParamSpecEnum::builder_with_default("smoothing", SmoothingProp::None)
                     .nick("Smoothing")
-                    .blurb("Temporal smoothing of keypoint positions")
+                    .blurb("Temporal smoothing of keypoint positions, on the buffer timestamps")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecDouble::builder("min-cutoff")
@@ -279,7 +279,7 @@ impl ObjectImpl for StableKeypointsTrack {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("gap-policy", TrackGapProp::HoldLast)
                     .nick("Gap policy")
-                    .blurb("Frames the inference element did not infer: pass them on, or hold them and interpolate")
+                    .blurb("Frames the inference element did not infer: pass them on, or hold them and interpolate (adds up to N - 1 frames of latency for inference-interval N)")
                     .mutable_playing()
                     .build(),
             ]
