@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use stablekeypoints::detect::item_rng;
+use stablekeypoints::estimator::Estimator;
 use stablekeypoints::eval::{self, LabelSet, Metric, Protocol, Sample, Scored};
 use stablekeypoints::frame::{resize_pil_bilinear, to_model_input};
 use stablekeypoints::ops::rng::Rng;
@@ -632,7 +633,7 @@ fn eval_masks_multiply_the_image() {
         crop: CropMode::Stretch,
         ..Default::default()
     };
-    let mut det = Detector::new(tiny(), &tokens, opts).unwrap();
+    let mut det = Estimator::teacher(Detector::new(tiny(), &tokens, opts).unwrap());
     let s = eval::detect_set(&mut det, &set, &mut |_, _| {}).unwrap();
     // A full mask changes nothing; an empty one leaves a black image.
     assert_eq!(s[1].keypoints, s[0].keypoints);

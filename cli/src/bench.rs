@@ -71,10 +71,134 @@ fn bench_conv(runs: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// The CPU's model name and the widest vector extension the kernels dispatch to.
+pub fn cpu_line() -> String {
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    #[cfg(target_arch = "x86_64")]
+    let isa = if std::arch::is_x86_feature_detected!("avx512f") {
+        "AVX-512"
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        "AVX2"
+    } else {
+        "SSE2"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let isa = "no x86 SIMD";
+    format!(
+        "{name}, {isa}, {} threads",
+        candle_core::utils::get_num_threads()
+    )
+}
+
+/// A student's per-stage timings: preprocessing a 16:9 frame, the network, the peaks.
+fn bench_student(c: &BenchCmd, path: &std::path::Path) -> Result<(), Error> {
+    use std::time::Instant;
+    for (flag, given) in [
+        ("--tokens", c.tokens.is_some()),
+        ("--size", c.size.is_some()),
+        ("--map-res", c.map_res.is_some()),
+    ] {
+        if given {
+            return Err(Error::Invalid(format!(
+                "{flag} does not apply to the student {}",
+                path.display()
+            )));
+        }
+    }
+    let (device, _) = c.device.open()?;
+    let t0 = Instant::now();
+    let student = stablekeypoints::student::Student::load(path, &device)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let info = &student.info;
+    let size = info.input_size;
+    let (w, h) = (size * 16 / 9, size);
+    let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31) % 251) as u8).collect();
+    let frame = FrameRef::packed(PixelFormat::Rgb, w, h, &pixels, w * 3)?;
+    let frames = vec![frame; c.batch];
+    let names = ["preprocess", "network", "extraction", "total"];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for run in 0..=c.runs {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let start = Instant::now();
+        let mut px = Vec::with_capacity(c.batch * 3 * size * size);
+        for f in &frames {
+            px.extend(stablekeypoints::frame::to_model_input(f, size, info.crop).0);
+        }
+        let x = candle_core::Tensor::from_vec(px, (c.batch, 3, size, size), &device)?;
+        let pre = ms(start);
+        let t = Instant::now();
+        let heat = student.heatmaps(&x)?;
+        device.synchronize()?;
+        let net = ms(t);
+        let t = Instant::now();
+        std::hint::black_box(student.keypoints_of(&heat)?);
+        let extract = ms(t);
+        if run > 0 {
+            for (i, v) in [pre, net, extract, ms(start)].into_iter().enumerate() {
+                times[i].push(v);
+            }
+        }
+    }
+    let flops = stablekeypoints::student::net::flops(&info.widths, info.num_keypoints, size)
+        * c.batch as u64;
+    println!(
+        "student {} (widths {:?}, {} parameters), input {size}x{size}, K={}, device {:?}",
+        path.display(),
+        info.widths,
+        stablekeypoints::student::net::parameters(&info.widths, info.num_keypoints),
+        info.num_keypoints,
+        device
+    );
+    println!("cpu {}", cpu_line());
+    println!("load {load_ms:.1} ms, runs {} (+1 warm-up)", c.runs);
+    let total = median_ms(&mut times[names.len() - 1].clone());
+    for (i, (name, v)) in names.iter().zip(times.iter_mut()).enumerate() {
+        let m = median_ms(v);
+        let rate = if i == 1 || i == 3 {
+            format!(
+                "  {:7.3} GFLOP  {:6.1} GFLOP/s",
+                flops as f64 / 1e9,
+                flops as f64 / m / 1e6
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{name:>14}: {m:10.2} ms  ({:5.1}%){rate}",
+            100.0 * m / total
+        );
+    }
+    println!(
+        "{:>14}: {:10.2}  (batch {})",
+        "frames/s",
+        c.batch as f64 * 1e3 / total,
+        c.batch
+    );
+    if let Some(r) = peak_rss_mib() {
+        println!("{:>14}: {r:10.0} MiB", "peak RSS");
+    }
+    Ok(())
+}
+
 /// Per-stage timings of one frame (median of `--runs` after a warm-up run).
 pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
     if c.conv {
         return bench_conv(c.runs);
+    }
+    if let Some(p) = c
+        .model
+        .as_deref()
+        .filter(|p| stablekeypoints::student::is_student_file(p))
+    {
+        return bench_student(&c, p);
     }
     use candle_core::Tensor;
     use stablekeypoints::frame::to_model_input;
@@ -206,6 +330,7 @@ pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
         device,
         dtype
     );
+    println!("cpu {}", cpu_line());
     println!("load {load_ms:.0} ms, token K/V precompute {ctx_ms:.1} ms, runs {runs} (+1 warm-up)");
     let total = median_ms(&mut times[names.len() - 1].clone());
     for ((name, v), f) in names.iter().zip(times.iter_mut()).zip(flops) {

@@ -1,11 +1,14 @@
 //! `detect`: keypoints of image files.
 
-use crate::args::{DetectArgs, DetectCmd, OutputFormat};
+use crate::args::{DetectArgs, DetectCmd, ModelTokensArgs, OutputFormat};
 use crate::images::read_image;
 use stablekeypoints::detect::content_key;
+use stablekeypoints::estimator::{Estimator, KeypointIdentity};
 use stablekeypoints::export::coco::Coco;
 use stablekeypoints::export::Record;
+use stablekeypoints::model::MapSpec;
 use stablekeypoints::pose::{PoseModel, Regressor};
+use stablekeypoints::student::Student;
 use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
 use stablekeypoints::util::{check_output_file, safetensors_bytes, write_atomic};
 use stablekeypoints::{DetectSettings, Detector, Error, FrameRef, Model, PixelFormat, Tokens};
@@ -45,40 +48,121 @@ pub fn detector(
     })
 }
 
+/// What `--model` names, opened: a student file, or a model folder with its tokens.
+pub struct Opened {
+    pub estimator: Estimator,
+    /// The tokens the keypoints are those of (a student's are its teacher's).
+    pub keys: KeypointIdentity,
+    /// Those tokens in messages: `tokens FILE` or `student FILE`.
+    pub source: String,
+    /// The teacher's map settings (none for a student).
+    pub spec: Option<MapSpec>,
+}
+
+/// Opens `--model` with `settings(tokens)`; with a student, the teacher's detection flags
+/// are errors naming them.
+pub fn open(
+    m: &ModelTokensArgs,
+    args: &DetectArgs,
+    settings: impl FnOnce(&Tokens) -> Result<DetectSettings, Error>,
+) -> Result<Opened, Error> {
+    let (device, dtype) = args.device.device.open()?;
+    if Estimator::is_student(&m.model) {
+        let teacher_only: Vec<&str> = [
+            ("--size", args.size.is_some()),
+            ("--map-res", args.map_res.is_some()),
+            ("--augmentations", args.augmentations.is_some()),
+            ("--no-noise", args.no_noise),
+            ("--noise-level", args.noise_level.is_some()),
+            ("--layers", args.layers.is_some()),
+            ("--augment-*", args.augment.given()),
+        ]
+        .into_iter()
+        .filter_map(|(f, given)| given.then_some(f))
+        .collect();
+        if !teacher_only.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} only apply to a diffusion model, not to the student {}",
+                teacher_only.join(", "),
+                m.model.display()
+            )));
+        }
+        let student = Student::load(&m.model, &device)?;
+        if let Some(t) = &m.tokens {
+            student.check_tokens(&Tokens::load(t)?, t)?;
+        }
+        if stablekeypoints::CropMode::from(args.crop.crop) != student.info.crop {
+            return Err(Error::Invalid(format!(
+                "--crop: the student {} was distilled with crop mode {:?}",
+                m.model.display(),
+                student.info.crop
+            )));
+        }
+        return Ok(Opened {
+            keys: KeypointIdentity {
+                indices: student.info.token_indices.clone(),
+                hash: student.info.tokens_hash.clone(),
+            },
+            source: format!("student {}", m.model.display()),
+            estimator: Estimator::Student(student),
+            spec: None,
+        });
+    }
+    let tokens_path = m.tokens_path();
+    let tokens = Tokens::load(&tokens_path)?;
+    let model = Arc::new(Model::load(&m.model, &device, dtype)?);
+    let settings = settings(&tokens)?;
+    let det = detector(model, &tokens, &tokens_path, args, &settings)?;
+    Ok(Opened {
+        keys: KeypointIdentity::of(&tokens),
+        source: format!("tokens {}", tokens_path.display()),
+        spec: Some(det.map_spec()),
+        estimator: Estimator::teacher(det),
+    })
+}
+
 pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
-    let tokens_path = c.model.tokens_path();
     if let Some(out) = &c.dump_maps {
         check_output_file(out, "--dump-maps")?;
     }
-    let (device, dtype) = c.detect.device.device.open()?;
     // Read every input first so that a bad image fails before minutes of model work.
     let images = c
         .images
         .iter()
         .map(|p| read_image(p).map(|i| (p.display().to_string(), i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let tokens = Tokens::load(&tokens_path)?;
+    let mut opened = open(&c.model, &c.detect, |t| c.detect.settings(t))?;
+    if c.dump_maps.is_some() && opened.spec.is_none() {
+        return Err(Error::Invalid(format!(
+            "--dump-maps: the {} has heatmaps, not attention maps",
+            opened.source
+        )));
+    }
     let pose = c
         .pose
         .as_deref()
-        .map(|p| load_pose(p, &tokens, &tokens_path))
+        .map(|p| load_pose(p, &opened.keys, &opened.source))
         .transpose()?;
     let mut coco = Coco::new();
-    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
-    let settings = c.detect.settings(&tokens)?;
-    let mut det = detector(model, &tokens, &tokens_path, &c.detect, &settings)?;
     for (i, (name, img)) in images.iter().enumerate() {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3)?;
         // Noise and warps per image content: an image's keypoints do not depend on the
         // other images or their order.
-        det.set_item_key(content_key(w, h, img.as_raw()));
-        let (d, maps, low) = det.detect_frame_full(&frame)?;
-        if i == 0 {
-            if let Some(out) = &c.dump_maps {
-                dump_maps(out, &maps, low.as_ref())?;
+        let key = content_key(w, h, img.as_raw());
+        let d = match &mut opened.estimator {
+            Estimator::Teacher(det) => {
+                det.set_item_key(key);
+                let (d, maps, low) = det.detect_frame_full(&frame)?;
+                if i == 0 {
+                    if let Some(out) = &c.dump_maps {
+                        dump_maps(out, &maps, low.as_ref())?;
+                    }
+                }
+                d
             }
-        }
+            e => e.detect_frame(&frame, key)?,
+        };
         let mut record = Record::still(
             i as u64,
             Some(name),
@@ -133,17 +217,16 @@ fn stdout_err(e: std::io::Error) -> Error {
     }
 }
 
-/// A pose file and its regressor, checked against the tokens as the elements check it
-/// (same keypoint count, token indices and, when recorded, fingerprint); errors name the
-/// pose file.
+/// A pose file and its regressor, checked against the keypoints' tokens as the elements
+/// check it (same keypoint count, token indices and, when recorded, fingerprint); errors
+/// name the pose file. `source` names the tokens (`tokens FILE`, `student FILE`).
 pub fn load_pose(
     path: &Path,
-    tokens: &Tokens,
-    tokens_path: &Path,
+    keys: &KeypointIdentity,
+    source: &str,
 ) -> Result<(PoseModel, Regressor), Error> {
     let pose = PoseModel::load(path)?;
-    let source = format!("tokens {}", tokens_path.display());
-    pose.check_tokens(&tokens.indices, &tokens.fingerprint(), &source)
+    pose.check_tokens(&keys.indices, &keys.hash, source)
         .map_err(|m| Error::Io {
             path: path.to_path_buf(),
             source: std::io::Error::other(format!("cannot use this pose: {m}")),

@@ -2,12 +2,11 @@
 //! on the test images (glue over `stablekeypoints::eval`).
 
 use crate::args::{EvalCmd, MetricName};
-use crate::detect::detector;
+use crate::detect::open;
 use crate::progress::Progress;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
 use stablekeypoints::util::check_output_file;
-use stablekeypoints::{Error, Model, Tokens};
-use std::sync::Arc;
+use stablekeypoints::Error;
 
 /// The metric, refusing the options of the other metrics.
 fn metric(c: &EvalCmd) -> Result<Metric, Error> {
@@ -108,18 +107,20 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
         check_output_file(p, "--save-regressor")?;
     }
 
-    let (device, dtype) = c.detect.device.device.open()?;
-    let tokens_path = c.model.tokens_path();
-    let tokens = Tokens::load(&tokens_path)?;
-    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
-    // The reference's evaluation: 10 passes unless told otherwise, every one a random warp.
-    let mut settings = c.detect.settings(&tokens)?;
-    settings.augmentations = c
-        .detect
-        .augmentations
-        .unwrap_or(eval::DEFAULT_AUGMENTATIONS);
-    settings.warp_every_pass = true;
-    let mut det = detector(model, &tokens, &tokens_path, &c.detect, &settings)?;
+    // The reference's evaluation: 10 passes unless told otherwise, every one a random warp
+    // (a student has one deterministic pass).
+    let mut augmentations = 1;
+    let mut opened = open(&c.model, &c.detect, |tokens| {
+        let mut settings = c.detect.settings(tokens)?;
+        settings.augmentations = c
+            .detect
+            .augmentations
+            .unwrap_or(eval::DEFAULT_AUGMENTATIONS);
+        settings.warp_every_pass = true;
+        augmentations = settings.augmentations;
+        Ok(settings)
+    })?;
+    let det = &mut opened.estimator;
     let protocol = Protocol::from(c.protocol);
     let mut detect = |set: &LabelSet, what: &str| {
         let total = set.rows.len() as u64;
@@ -127,7 +128,7 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
             total,
             &format!("detecting {what} {{pos}}/{{len}} [{{bar:30}}] {{eta}}"),
         );
-        let out = eval::detect_set(&mut det, set, &mut |done, total| {
+        let out = eval::detect_set(det, set, &mut |done, total| {
             bar.set(done as u64, "", done == total || done % 50 == 0, || {
                 format!("detecting {what} {done}/{total}")
             });
@@ -139,11 +140,10 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
     let test_samples = detect(&test, "test")?;
     let reg = eval::fit(&train_samples, &metric, protocol)?;
     let report = eval::evaluate(&reg, &test_samples, &metric, protocol)?;
-    let spec = det.map_spec();
 
     if let Some(path) = &c.save_regressor {
-        let mut pose = PoseModel::new(&reg, tokens.indices.clone(), names.clone(), skeleton)?;
-        pose.tokens_hash = Some(tokens.fingerprint());
+        let mut pose = PoseModel::new(&reg, opened.keys.indices.clone(), names.clone(), skeleton)?;
+        pose.tokens_hash = Some(opened.keys.hash.clone());
         pose.save(path)?;
         eprintln!("wrote {}", path.display());
     }
@@ -151,16 +151,23 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
         let mut v = serde_json::to_value(&report)
             .map_err(|e| Error::Invalid(format!("cannot serialise the report: {e}")))?;
         v["train_images"] = train_samples.len().into();
-        v["augmentations"] = settings.augmentations.into();
-        v["timestep"] = spec.timestep.into();
+        v["augmentations"] = augmentations.into();
+        if let Some(spec) = &opened.spec {
+            v["timestep"] = spec.timestep.into();
+        } else {
+            v["student"] = opened.source.clone().into();
+        }
         println!("{v}");
     } else {
         println!("{}: {:.4}", report.metric, report.value);
         println!("  ({}; {} protocol)", report.unit, report.protocol);
-        println!(
-            "  detection: {} warped passes per image, timestep {}, layers {}",
-            settings.augmentations, spec.timestep, spec.layers
-        );
+        match &opened.spec {
+            Some(spec) => println!(
+                "  detection: {augmentations} warped passes per image, timestep {}, layers {}",
+                spec.timestep, spec.layers
+            ),
+            None => println!("  detection: the {}, one pass per image", opened.source),
+        }
         println!(
             "  fitted on {} training images; {} test images, {} scored; {} keypoints -> {} landmarks",
             train_samples.len(),

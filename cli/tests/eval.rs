@@ -3,6 +3,7 @@
 //! error, shuffled labels a large one; and its errors.
 
 use candle_core::{DType, Device};
+use stablekeypoints::estimator::Estimator;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
 use std::path::{Path, PathBuf};
@@ -133,7 +134,7 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
         warp_every_pass: true,
         ..Default::default()
     };
-    let mut det = Detector::new(model.clone(), &tokens, opts.clone()).unwrap();
+    let mut det = Estimator::teacher(Detector::new(model.clone(), &tokens, opts.clone()).unwrap());
     let samples = eval::detect_set(&mut det, &all, &mut |_, _| {}).unwrap();
     let spread = |a: usize| {
         let v: Vec<f64> = samples.iter().map(|s| s.keypoints[0][a]).collect();

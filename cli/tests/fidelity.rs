@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use stablekeypoints::detect::content_key;
+use stablekeypoints::estimator::Estimator;
 use stablekeypoints::eval::{self, row_input, LabelSet, Metric, PoseModel, Protocol};
 use stablekeypoints::model::LayerSet;
 use stablekeypoints::ops::warp::AugmentRanges;
@@ -320,7 +321,7 @@ fn eval_runs_ten_warped_passes_and_the_chosen_protocol() {
         input_size: Some(64),
         ..eval::default_detect_options()
     };
-    let mut det = Detector::new(tiny(), &tiny_tokens(), opts).unwrap();
+    let mut det = Estimator::teacher(Detector::new(tiny(), &tiny_tokens(), opts).unwrap());
     let tr = eval::detect_set(&mut det, &train_set, &mut |_, _| {}).unwrap();
     let te = eval::detect_set(&mut det, &test_set, &mut |_, _| {}).unwrap();
     let metric = Metric::InterOcular { left: 0, right: 1 };

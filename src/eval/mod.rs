@@ -15,8 +15,9 @@ pub use crate::pose::{pinv, pinv_sym, PoseModel, Regressor};
 pub use csv::{LabelRow, LabelSet};
 pub use metrics::{Metric, MetricValue, Protocol, Scored};
 
-use crate::detect::{DetectOptions, Detector};
+use crate::detect::DetectOptions;
 use crate::error::{Error, Result};
+use crate::estimator::Estimator;
 use crate::frame::{
     apply_mask, mask_to_model_input, to_model_input, CropMode, Fit, FrameRef, PixelFormat,
 };
@@ -138,17 +139,16 @@ pub fn row_input(
 /// when the row names one ([`row_input`]). `progress(done, total)` is called after each
 /// image.
 pub fn detect_set(
-    det: &mut Detector,
+    det: &mut Estimator,
     set: &LabelSet,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::with_capacity(set.rows.len());
     for (i, row) in set.rows.iter().enumerate() {
-        let (input, fit, key) = row_input(set, row, det.input_size(), det.options().crop)?;
+        let (input, fit, key) = row_input(set, row, det.input_size(), det.crop())?;
         // Noise and warps per image, so that neither the CSV order nor the other rows
         // change an image's keypoints.
-        det.set_item_key(key);
-        let d = det.detect_prepared(input, &fit)?;
+        let d = det.detect_prepared(input, &fit, key)?;
         out.push(Sample {
             image: row.image.clone(),
             width: fit.width,

@@ -15,8 +15,9 @@ use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 use gst_video::subclass::prelude::*;
 
+use stablekeypoints::estimator::Estimator;
 use stablekeypoints::stream::{self, GapPolicy, Resolved, Scheduler, StreamSettings, Verdict};
-use stablekeypoints::{Detector, Keypoint};
+use stablekeypoints::Keypoint;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -130,7 +131,7 @@ impl Settings {
 
 struct State {
     /// Taken out while an inference runs so that no lock is held meanwhile.
-    detector: Option<Detector>,
+    detector: Option<Estimator>,
     num_keypoints: usize,
     tokens: TokenIdentity,
     pose: Option<Arc<Pose>>,

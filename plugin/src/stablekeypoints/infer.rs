@@ -1,7 +1,9 @@
 //! The inference element's model side: loading (shared by instances with the same model
 //! and device), the warm-up, and running a batch of mapped frames through the detector.
 
+use stablekeypoints::estimator::{Estimator, KeypointIdentity};
 use stablekeypoints::options::DetectSettings;
+use stablekeypoints::student::Student;
 use stablekeypoints::{CropMode, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens};
 
 use std::path::{Path, PathBuf};
@@ -33,9 +35,9 @@ pub struct LoadSettings<'a> {
     pub delay: Duration,
 }
 
-/// A loaded model with its tokens.
+/// A loaded model with its tokens, or a student.
 pub struct Loaded {
-    pub detector: Detector,
+    pub detector: Estimator,
     pub tokens: TokenIdentity,
     pub pose: Option<Pose>,
     pub model_name: String,
@@ -91,6 +93,9 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
             ("The `model` property is not set (a diffusers directory with unet/ and vae/)")
         )
     })?;
+    if Estimator::is_student(&model_dir) {
+        return open_student(&model_dir, s);
+    }
     if !model_dir.is_dir() {
         let what = if model_dir.exists() {
             "is not a directory"
@@ -119,23 +124,11 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     let tokens = Tokens::load(&tokens_path).map_err(|e| {
         gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot load tokens: {}", e))
     })?;
-    let pose = s
-        .pose
-        .map(|p| {
-            let pose = Pose::load(p)?;
-            let source = format!("tokens {}", tokens_path.display());
-            pose.check(&tokens.indices, &tokens.fingerprint(), &source)?;
-            Ok(pose)
-        })
-        .transpose()
-        .map_err(|e| match e {
-            crate::pose::PoseError::Load(m) => {
-                gst::error_msg!(gst::ResourceError::OpenRead, ("{}", m))
-            }
-            crate::pose::PoseError::Unusable(m) => {
-                gst::error_msg!(gst::LibraryError::Settings, ("{}", m))
-            }
-        })?;
+    let pose = load_pose(
+        s,
+        &KeypointIdentity::of(&tokens),
+        &format!("tokens {}", tokens_path.display()),
+    )?;
     let model = load_model(&model_dir, s.device).map_err(|e| {
         gst::error_msg!(
             gst::ResourceError::OpenRead,
@@ -169,7 +162,8 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
             )
         )
     };
-    let detector = Detector::new(model.clone(), &tokens, opts.clone()).map_err(bad)?;
+    let detector =
+        Estimator::teacher(Detector::new(model.clone(), &tokens, opts.clone()).map_err(bad)?);
     // Time one frame on a separate detector (its noise stream stays untouched) so the
     // latency query has an answer before the first buffer.
     let size = detector.input_size();
@@ -182,9 +176,85 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     std::thread::sleep(s.delay);
     Ok(Loaded {
         detector,
-        tokens: TokenIdentity::of(&tokens),
+        tokens: token_identity(&KeypointIdentity::of(&tokens)),
         pose,
         model_name: model_dir.display().to_string(),
+        warmup: started.elapsed(),
+    })
+}
+
+fn token_identity(k: &KeypointIdentity) -> TokenIdentity {
+    TokenIdentity {
+        indices: k.indices.iter().map(|&i| i as u32).collect(),
+        hash: k.hash.clone(),
+    }
+}
+
+/// The pose file of `s`, checked against the keypoints' tokens (`source` names them).
+fn load_pose(
+    s: &LoadSettings,
+    keys: &KeypointIdentity,
+    source: &str,
+) -> Result<Option<Pose>, gst::ErrorMessage> {
+    s.pose
+        .map(|p| {
+            let pose = Pose::load(p)?;
+            pose.check(&keys.indices, &keys.hash, source)?;
+            Ok(pose)
+        })
+        .transpose()
+        .map_err(|e| match e {
+            crate::pose::PoseError::Load(m) => {
+                gst::error_msg!(gst::ResourceError::OpenRead, ("{}", m))
+            }
+            crate::pose::PoseError::Unusable(m) => {
+                gst::error_msg!(gst::LibraryError::Settings, ("{}", m))
+            }
+        })
+}
+
+/// A student file as the model: its keypoints are its teacher tokens'; `tokens`, when set,
+/// must be those tokens. Options of the diffusion model (noise, augmentations, input size)
+/// do not apply to a student and are ignored.
+fn open_student(path: &Path, s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
+    let (dev, _) = parse_device(s.device)
+        .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("device: {}", e)))?;
+    let student = Student::load(path, &dev).map_err(|e| {
+        gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Cannot load student {}: {}", path.display(), e)
+        )
+    })?;
+    if let Some(t) = s.tokens {
+        let tokens = Tokens::load(t).map_err(|e| {
+            gst::error_msg!(gst::ResourceError::OpenRead, ("Cannot load tokens: {}", e))
+        })?;
+        student
+            .check_tokens(&tokens, t)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
+    }
+    let keys = KeypointIdentity {
+        indices: student.info.token_indices.clone(),
+        hash: student.info.tokens_hash.clone(),
+    };
+    let pose = load_pose(s, &keys, &format!("student {}", path.display()))?;
+    let size = student.info.input_size;
+    let grey = vec![128u8; size * size * 3];
+    let started = Instant::now();
+    let bad = |e: stablekeypoints::Error| {
+        gst::error_msg!(
+            gst::LibraryError::Settings,
+            ("Student {}: {}", path.display(), e)
+        )
+    };
+    let frame = FrameRef::packed(PixelFormat::Rgb, size, size, &grey, size * 3).map_err(bad)?;
+    student.detect_frames(&[frame]).map_err(bad)?;
+    std::thread::sleep(s.delay);
+    Ok(Loaded {
+        detector: Estimator::Student(student),
+        tokens: token_identity(&keys),
+        pose,
+        model_name: path.display().to_string(),
         warmup: started.elapsed(),
     })
 }
@@ -192,7 +262,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
 /// Runs `detector` on `buffers` (frames of `info`) as one batch: straight from the mapped
 /// planes for the formats the core reads, through `convert` for the others.
 pub fn detect(
-    detector: &mut Detector,
+    detector: &mut Estimator,
     convert: Option<&mut ToRgb>,
     buffers: &[&gst::BufferRef],
     keys: &[u64],
