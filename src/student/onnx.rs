@@ -9,7 +9,7 @@
 use super::{net, StudentWeights};
 use crate::error::{Error, Result};
 
-/// ONNX IR version written (ONNX 1.13 and later read it).
+/// ONNX IR version written (ONNX 1.10 on; with opset 17, runtimes built on ONNX 1.12 on).
 pub const IR_VERSION: i64 = 8;
 /// Version of the default (`ai.onnx`) operator set the graph uses.
 pub const OPSET: i64 = 17;
