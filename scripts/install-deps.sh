@@ -8,6 +8,7 @@ pkgs=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
       gstreamer1.0-plugins-bad gstreamer1.0-libav meson ninja-build
       python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+      protobuf-compiler  # protoc: candle-onnx (dev-dependency of the ONNX export test) builds its protos
       mosquitto)  # MQTT broker of the publish element's tests (started by the tests themselves)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -28,7 +28,7 @@ impl KeypointIdentity {
 
 pub enum Estimator {
     Teacher(Box<Detector>),
-    Student(Student),
+    Student(Box<Student>),
 }
 
 impl Estimator {

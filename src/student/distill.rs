@@ -655,12 +655,13 @@ impl Distiller {
         while self.step < self.cfg.steps {
             let stats = self.train_step(inputs, labels)?;
             let due = self.step == self.cfg.steps
-                || (self.cfg.checkpoint_every > 0 && self.step % self.cfg.checkpoint_every == 0);
+                || (self.cfg.checkpoint_every > 0
+                    && self.step.is_multiple_of(self.cfg.checkpoint_every));
             if due {
                 self.save_checkpoint(checkpoint)?;
             }
             if holdout_every_steps > 0
-                && (self.step % holdout_every_steps == 0 || self.step == self.cfg.steps)
+                && (self.step.is_multiple_of(holdout_every_steps) || self.step == self.cfg.steps)
                 && !self.holdout_items.is_empty()
             {
                 let error_px = self.error_px(inputs, labels, &self.holdout_items)?;

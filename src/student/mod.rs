@@ -10,6 +10,7 @@
 pub mod distill;
 pub mod graph;
 pub mod net;
+pub mod onnx;
 
 use crate::detect::{map_back, Detection, Keypoint};
 use crate::error::{Error, Result};
