@@ -53,6 +53,7 @@ pub enum Command {
     ImportPose(ImportPoseCmd),
     Bench(BenchCmd),
     Distill(DistillCmd),
+    ExportOnnx(ExportOnnxCmd),
     Completions(CompletionsCmd),
 }
 
@@ -1006,4 +1007,19 @@ pub struct DistillCmd {
     pub crop: CropArg,
     #[command(flatten)]
     pub device: DeviceArg,
+}
+
+/// Export a student file as an ONNX model (image in, K heatmaps out; the preprocessing and
+/// the teacher's identity in its metadata).
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example:\n  stablekeypoints export-onnx student.safetensors --out student.onnx"
+)]
+pub struct ExportOnnxCmd {
+    /// The student file (distill's output)
+    #[arg(value_name = "STUDENT.safetensors")]
+    pub student: PathBuf,
+    /// Output ONNX file
+    #[arg(long, value_name = "FILE.onnx")]
+    pub out: PathBuf,
 }

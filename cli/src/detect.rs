@@ -104,7 +104,7 @@ pub fn open(
                 hash: student.info.tokens_hash.clone(),
             },
             source: format!("student {}", m.model.display()),
-            estimator: Estimator::Student(student),
+            estimator: Estimator::Student(Box::new(student)),
             spec: None,
         });
     }

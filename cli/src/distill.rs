@@ -1,6 +1,7 @@
-//! `distill`: a student network from a teacher (glue over `stablekeypoints::student`).
+//! `distill`: a student network from a teacher (glue over `stablekeypoints::student`), and
+//! `export-onnx`.
 
-use crate::args::DistillCmd;
+use crate::args::{DistillCmd, ExportOnnxCmd};
 use crate::images::{is_csv, ImageFiles, LabelImages};
 use crate::interrupt;
 use crate::progress::{duration, Progress};
@@ -10,8 +11,10 @@ use stablekeypoints::student::distill::{
     self, checkpoint_path, labels_path, DistillConfig, DistillEvent, Distiller, Inputs, LabelEvent,
     LabelIdentity, TeacherId,
 };
+use stablekeypoints::student::net::SIZE_MULTIPLE;
+use stablekeypoints::student::StudentWeights;
 use stablekeypoints::train::{model_config_hash, TrainData};
-use stablekeypoints::util::check_output_file;
+use stablekeypoints::util::{check_output_file, write_atomic};
 use stablekeypoints::{Detector, Error, Model, Tokens};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -57,6 +60,12 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
                 labels_file.display()
             )));
         }
+    }
+    if !c.student_size.is_multiple_of(SIZE_MULTIPLE) {
+        return Err(Error::Invalid(format!(
+            "--student-size {}: must be a multiple of {SIZE_MULTIPLE}",
+            c.student_size
+        )));
     }
     let input = match (&c.input, &c.inputs) {
         (_, Some(corpus)) => TrainInput::Corpus(corpus),
@@ -249,6 +258,22 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+pub fn cmd_export_onnx(c: ExportOnnxCmd) -> Result<(), Error> {
+    check_output_file(&c.out, "--out")?;
+    let w = StudentWeights::load(&c.student)?;
+    let bytes = stablekeypoints::student::onnx::export(&w)?;
+    write_atomic(&c.out, &bytes)?;
+    eprintln!(
+        "wrote {} from {} (input `image` [N, 3, {2}, {2}], output `heatmaps` [N, {3}, {4}, {4}])",
+        c.out.display(),
+        c.student.display(),
+        w.info.input_size,
+        w.info.num_keypoints,
+        w.info.input_size / stablekeypoints::student::net::STRIDE
     );
     Ok(())
 }

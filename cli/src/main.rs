@@ -67,6 +67,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::ImportPose(c) => import::cmd_import_pose(c),
         Command::Bench(c) => bench::cmd_bench(c),
         Command::Distill(c) => distill::cmd_distill(c),
+        Command::ExportOnnx(c) => distill::cmd_export_onnx(c),
         Command::Completions(c) => {
             clap_complete::generate(
                 c.shell,

@@ -393,23 +393,7 @@ impl Distiller {
             extra: BTreeMap::new(),
         };
         info.validate().map_err(Error::Invalid)?;
-        let mut rng = Rng::new(mix64(cfg.seed ^ 0x5354_5544));
-        let params: Vec<(Vec<f32>, Vec<f32>)> = (0..LAYERS.len())
-            .map(|i| {
-                let [co, ci, ks, _] = net::weight_shape(&cfg.widths, k, i);
-                let fan_in = (ci * ks * ks) as f32;
-                // He init for ReLU layers; the head starts small so early heatmaps are flat.
-                let std = if i + 1 == LAYERS.len() {
-                    0.01
-                } else {
-                    (2.0 / fan_in).sqrt()
-                };
-                let mut w = vec![0f32; co * ci * ks * ks];
-                rng.fill_normal(&mut w);
-                w.iter_mut().for_each(|x| *x *= std);
-                (w, vec![0f32; co])
-            })
-            .collect();
+        let params = StudentWeights::random(info.clone(), cfg.seed).layers;
         let adam = params
             .iter()
             .map(|(w, b)| (Adam::new(w.len(), cfg.lr), Adam::new(b.len(), cfg.lr)))

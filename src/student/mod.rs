@@ -9,6 +9,7 @@
 
 pub mod distill;
 pub mod graph;
+pub mod infer;
 pub mod net;
 pub mod onnx;
 
@@ -237,6 +238,27 @@ pub struct StudentWeights {
 }
 
 impl StudentWeights {
+    /// A student with seeded He-initialised weights (the head small, so that early heatmaps
+    /// are flat) and zero biases, for `info`.
+    pub fn random(info: StudentInfo, seed: u64) -> Self {
+        let mut rng = crate::ops::rng::Rng::new(crate::ops::rng::mix64(seed ^ 0x5354_5544));
+        let layers = (0..net::LAYERS.len())
+            .map(|i| {
+                let [co, ci, ks, _] = net::weight_shape(&info.widths, info.num_keypoints, i);
+                let std = if i + 1 == net::LAYERS.len() {
+                    0.01
+                } else {
+                    (2.0 / (ci * ks * ks) as f32).sqrt()
+                };
+                let mut w = vec![0f32; co * ci * ks * ks];
+                rng.fill_normal(&mut w);
+                w.iter_mut().for_each(|x| *x *= std);
+                (w, vec![0f32; co])
+            })
+            .collect();
+        Self { info, layers }
+    }
+
     /// Reads a student file; errors name the file and the tensor or key at fault.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -343,33 +365,47 @@ fn read_f32(
 pub struct Student {
     pub info: StudentInfo,
     pub path: PathBuf,
-    convs: net::FastConvs,
+    run: Runner,
     device: Device,
 }
 
+enum Runner {
+    /// The project's CPU kernels.
+    Cpu(infer::Engine),
+    /// candle's convolutions on another device.
+    Device(net::FastConvs),
+}
+
 impl Student {
-    /// Loads a student file for `device` (the fast kernels are CPU ones; other devices run
-    /// candle's convolutions).
+    /// Loads a student file for `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let w = StudentWeights::load(path)?;
         Self::new(w, path, device)
     }
 
     pub fn new(w: StudentWeights, path: &Path, device: &Device) -> Result<Self> {
-        let convs = w
-            .tensors(device)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (wt, b))| {
-                crate::model::nn::Conv2d::from_tensors(wt, Some(b), net::LAYERS[i].4, {
-                    net::LAYERS[i].3 / 2
-                })
-            })
-            .collect();
+        let run = if device.is_cpu() {
+            Runner::Cpu(infer::Engine::new(&w))
+        } else {
+            Runner::Device(net::FastConvs(
+                w.tensors(device)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (wt, b))| {
+                        crate::model::nn::Conv2d::from_tensors(
+                            wt,
+                            Some(b),
+                            net::LAYERS[i].4,
+                            net::LAYERS[i].3 / 2,
+                        )
+                    })
+                    .collect(),
+            ))
+        };
         Ok(Self {
             info: w.info,
             path: path.to_path_buf(),
-            convs: net::FastConvs(convs),
+            run,
             device: device.clone(),
         })
     }
@@ -380,7 +416,30 @@ impl Student {
 
     /// Heatmaps [B, K, S/4, S/4] of model inputs [B, 3, S, S] in [0, 1].
     pub fn heatmaps(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.convs.forward(&images.to_dtype(DType::F32)?)?)
+        match &self.run {
+            Runner::Cpu(e) => {
+                let (n, _, s, _) = images.dims4()?;
+                if s != self.info.input_size {
+                    return Err(Error::Invalid(format!(
+                        "inputs of side {s} given to the student {} of input size {}",
+                        self.path.display(),
+                        self.info.input_size
+                    )));
+                }
+                let x = images
+                    .to_dtype(DType::F32)?
+                    .to_device(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let h = s / net::STRIDE;
+                Ok(Tensor::from_vec(
+                    e.run(&x, n),
+                    (n, self.info.num_keypoints, h, h),
+                    &Device::Cpu,
+                )?)
+            }
+            Runner::Device(c) => Ok(c.forward(&images.to_dtype(DType::F32)?)?),
+        }
     }
 
     /// Keypoints of each heatmap stack [B, K, H, W], normalised to the input square, with
@@ -417,11 +476,15 @@ impl Student {
         if frames.is_empty() {
             return Ok(Vec::new());
         }
+        use rayon::prelude::*;
         let s = self.info.input_size;
+        let prepared: Vec<(Vec<f32>, Fit)> = frames
+            .par_iter()
+            .map(|f| to_model_input(f, s, self.info.crop))
+            .collect();
         let mut pixels = Vec::with_capacity(frames.len() * 3 * s * s);
         let mut fits = Vec::with_capacity(frames.len());
-        for f in frames {
-            let (input, fit) = to_model_input(f, s, self.info.crop);
+        for (input, fit) in prepared {
             pixels.extend_from_slice(&input);
             fits.push(fit);
         }

@@ -251,7 +251,7 @@ fn open_student(path: &Path, s: &LoadSettings) -> Result<Loaded, gst::ErrorMessa
     student.detect_frames(&[frame]).map_err(bad)?;
     std::thread::sleep(s.delay);
     Ok(Loaded {
-        detector: Estimator::Student(student),
+        detector: Estimator::Student(Box::new(student)),
         tokens: token_identity(&keys),
         pose,
         model_name: path.display().to_string(),
