@@ -26,21 +26,31 @@ gst-launch-1.0 -q multifilesrc location=out/clip/frames/%05d.png index=0 \
     caps=image/png,framerate=15/1 ! pngdec ! videoconvert ! video/x-raw,format=I420 \
   ! x264enc ! mp4mux ! filesink location=out/input.mp4
 
-echo "== running the element"
-set -x
-time gst-launch-1.0 filesrc location=out/input.mp4 ! decodebin \
-  ! stablekeypoints model=$model tokens=$model/tokens.safetensors \
-  ! stablekeypointspose pose=$model/pose.json \
-  ! stablekeypointspublish location=out/keypoints.jsonl \
-  ! stablekeypointsoverlay draw-ids=true \
-  ! videoconvert ! x264enc ! mp4mux ! filesink location=out/demo.mp4
-set +x
+# One literal pipeline, run with the teacher (the diffusion model and its tokens) and with
+# the student distilled from it; each prints its frames per second and its score.
+run() { # NAME MODEL_PROPS
+  echo "== $1: the element with $2"
+  local start end
+  start=$(date +%s.%N)
+  set -x
+  gst-launch-1.0 -q filesrc location=out/input.mp4 ! decodebin \
+    ! stablekeypoints $2 \
+    ! stablekeypointspose pose=$model/pose.json \
+    ! stablekeypointspublish location=out/$1.jsonl \
+    ! stablekeypointsoverlay draw-ids=true \
+    ! videoconvert ! x264enc ! mp4mux ! filesink location=out/$1.mp4
+  { set +x; } 2>/dev/null
+  end=$(date +%s.%N)
+  awk -v n="$(wc -l < out/$1.jsonl)" -v s="$start" -v e="$end" -v name="$1" \
+    'BEGIN { printf "%s: %d frames in %.1f s, %.1f frames/s (decoding and encoding included)\n", name, n, e - s, n / (e - s) }'
+  "$target/debug/skp-world" score --labels out/clip/labels.csv --jsonl out/$1.jsonl
+}
+run demo "model=$model tokens=$model/tokens.safetensors"
+run student "model=$model/student.safetensors"
+cp out/demo.jsonl out/keypoints.jsonl
+echo
 
-echo
-echo "== pose against the clip's true joints"
-"$target/debug/skp-world" score --labels out/clip/labels.csv --jsonl out/keypoints.jsonl
-echo
-echo "annotated video: $PWD/out/demo.mp4"
+echo "annotated video: $PWD/out/demo.mp4 (student: $PWD/out/student.mp4)"
 echo "keypoints:       $PWD/out/keypoints.jsonl ($(wc -l < out/keypoints.jsonl) frames)"
 echo "first record:    $(head -c 300 out/keypoints.jsonl)..."
 echo "try it on your own video (the figure model knows only the figure world; learn tokens for"

@@ -15,6 +15,7 @@ use stablekeypoints::model::blocks::{ResnetBlock, Upsample};
 use stablekeypoints::model::nn::{group_norm, Conv2d, GroupNorm};
 use stablekeypoints::model::{weights, VaeConfig};
 use stablekeypoints::pose::PoseModel;
+use stablekeypoints::student::Student;
 use stablekeypoints::{DetectOptions, Detector, FrameRef, Model, PixelFormat, Tokens};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,11 @@ const MIN_PART_HIT_RATE: f64 = 0.50;
 /// Mean joint error of the committed tokens + pose over the visible joints of the held-out
 /// renders checked here, in pixels at 128 (measured 7.24; the mean pose 33.5).
 const MAX_MEAN_JOINT_ERROR_PX: f64 = 9.0;
+
+/// The committed student with the teacher's pose (measured MEASURED px on these renders).
+const MAX_STUDENT_JOINT_ERROR_PX: f64 = 9.0;
+/// Mean distance of the student's keypoints from the teacher's (measured MEASURED px).
+const MAX_STUDENT_TEACHER_GAP_PX: f64 = 6.0;
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/figure")
@@ -218,10 +224,11 @@ fn part_tokens_peak_on_their_parts() {
     );
 }
 
-#[test]
-fn learned_tokens_find_the_joints() {
+/// Mean error over the visible joints of 16 held-out renders of the landmarks that
+/// `pose.json` regresses from `keypoints(render)` (pixels), and the training renders' mean
+/// pose's on the same renders.
+fn joint_error(keypoints: &mut dyn FnMut(&Render) -> Vec<[f32; 2]>) -> (f64, f64) {
     let dir = model_dir();
-    let mut det = detector(load_model(), "tokens.safetensors");
     let pose = PoseModel::load(&dir.join("pose.json")).expect("pose.json loads");
     let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
     assert_eq!(
@@ -230,12 +237,11 @@ fn learned_tokens_find_the_joints() {
     );
     assert_eq!(pose.num_landmarks, NUM_JOINTS);
     let reg = pose.regressor().unwrap();
-
     let (mut err, mut n) = (0.0f64, 0usize);
     let mut truth = Vec::new();
     for i in 0..16 {
         let r = held_out(i);
-        let kp: Vec<[f64; 2]> = detect(&mut det, &r)
+        let kp: Vec<[f64; 2]> = keypoints(&r)
             .iter()
             .map(|p| [f64::from(p[0]) / SIZE as f64, f64::from(p[1]) / SIZE as f64])
             .collect();
@@ -253,8 +259,14 @@ fn learned_tokens_find_the_joints() {
         .map(|i| joints_of(&Scene::sample(FIT_SEED, i, SceneOptions::HELD_OUT).render(SIZE)))
         .collect();
     let base = mean_pose_of(&fit, &truth, SIZE as f64).unwrap().mean_px;
-    let err = err / n as f64;
-    eprintln!("mean joint error {err:.2} px (mean pose {base:.2} px) over {n} visible joints");
+    (err / n as f64, base)
+}
+
+#[test]
+fn learned_tokens_find_the_joints() {
+    let mut det = detector(load_model(), "tokens.safetensors");
+    let (err, base) = joint_error(&mut |r| detect(&mut det, r));
+    eprintln!("mean joint error {err:.2} px (mean pose {base:.2} px)");
     assert!(
         err <= MAX_MEAN_JOINT_ERROR_PX,
         "mean joint error {err:.2} px exceeds the documented {MAX_MEAN_JOINT_ERROR_PX} px"
@@ -262,5 +274,52 @@ fn learned_tokens_find_the_joints() {
     assert!(
         err <= 0.5 * base,
         "{err:.2} px is not half the mean pose's {base:.2} px"
+    );
+}
+
+/// The committed student (`student.safetensors`, distilled from the committed tokens) with
+/// the teacher's `pose.json` as it is: within the documented error of the true joints, at
+/// most half the mean pose's (a student that ignored its input would give the mean pose),
+/// and near the teacher's own keypoints.
+#[test]
+fn the_student_finds_the_joints_with_the_teacher_s_pose() {
+    let student = Student::load(&model_dir().join("student.safetensors"), &Device::Cpu)
+        .expect("models/figure/student.safetensors loads");
+    let tokens = Tokens::load(&model_dir().join("tokens.safetensors")).unwrap();
+    assert_eq!(student.info.tokens_hash, tokens.fingerprint());
+    let run = |r: &Render| {
+        let frame = FrameRef::packed(PixelFormat::Rgb, SIZE, SIZE, &r.rgb, SIZE * 3).unwrap();
+        let d = student.detect_frames(&[frame]).unwrap().remove(0);
+        (0..d.keypoints.len())
+            .map(|i| {
+                let (x, y) = d.pixel(i);
+                [x, y]
+            })
+            .collect::<Vec<_>>()
+    };
+    let (err, base) = joint_error(&mut |r| run(r));
+    eprintln!("student: mean joint error {err:.2} px (mean pose {base:.2} px)");
+    assert!(
+        err <= MAX_STUDENT_JOINT_ERROR_PX,
+        "mean joint error {err:.2} px exceeds the documented {MAX_STUDENT_JOINT_ERROR_PX} px"
+    );
+    assert!(
+        err <= 0.5 * base,
+        "{err:.2} px is not half the mean pose's {base:.2} px"
+    );
+    let mut det = detector(load_model(), "tokens.safetensors");
+    let (mut gap, mut n) = (0f64, 0usize);
+    for i in 0..16 {
+        let r = held_out(i);
+        for (s, t) in run(&r).iter().zip(detect(&mut det, &r)) {
+            gap += f64::from((s[0] - t[0]).hypot(s[1] - t[1]));
+            n += 1;
+        }
+    }
+    let gap = gap / n as f64;
+    eprintln!("student to teacher keypoints: {gap:.2} px");
+    assert!(
+        gap <= MAX_STUDENT_TEACHER_GAP_PX,
+        "the student's keypoints are {gap:.2} px from the teacher's"
     );
 }
