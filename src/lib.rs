@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod frame;
 pub mod imagefile;
+pub mod init;
 pub mod keypoints;
 pub mod limits;
 pub mod model;

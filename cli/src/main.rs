@@ -23,7 +23,7 @@ mod video;
 
 use args::{Cli, Command, InitModelCmd};
 use clap::{CommandFactory, FromArgMatches};
-use stablekeypoints::model::init::init_model;
+use stablekeypoints::init::init_model;
 use stablekeypoints::Error;
 use std::process::ExitCode;
 
