@@ -14,6 +14,8 @@ mod interrupt;
 #[cfg(feature = "video")]
 mod mp4;
 #[cfg(feature = "video")]
+mod pipeline;
+#[cfg(feature = "video")]
 mod process;
 mod progress;
 mod status;

@@ -1,5 +1,5 @@
 //! Video through GStreamer, linked in process (the core library stays GStreamer-free):
-//! frames for `train` come out of an appsink, and `process` (crate::process) builds its
+//! frames for `train` come out of an appsink, and `process` (crate::pipeline) builds its
 //! pipeline from the same pieces. Errors come from the bus and name the file and the element
 //! that failed; progress comes from the pipeline's position and duration.
 //!

@@ -1,6 +1,6 @@
 //! `process --inputs`: a corpus of videos, run as one task of a cluster job array. The work
 //! list and the records are `stablekeypoints::corpus`'s; this module runs this shard's videos
-//! through [`process::run_video`] on `--workers` threads sharing one loaded model, skips what
+//! through [`pipeline::run_video`] on `--workers` threads sharing one loaded model, skips what
 //! a `done.json` covers, and records each failure in `failed.json` instead of stopping.
 //!
 //! Per video, under its folder's lock: stale temporaries of a killed run are removed, the
@@ -14,7 +14,7 @@ pub use frames::CorpusFrames;
 
 use crate::args::ProcessCmd;
 use crate::interrupt;
-use crate::process::{self, check_model_and_tokens, register_element, ElementJob};
+use crate::pipeline::{self, check_model_and_tokens, register_element, ElementJob};
 use crate::status::PARTLY_DONE;
 use stablekeypoints::corpus::{
     self, Done, Failed, InputStamp, Manifest, OutputFile, Video, DONE, DONE_SCHEMA, FAILED,
@@ -272,7 +272,7 @@ fn process_one(run: &Run, video: &Video) -> Outcome {
     let result = match &stamp {
         Ok(_) => {
             let input = PathBuf::from(video.source.location());
-            process::run_video(&input, &folder, &run.job, false).and_then(|v| {
+            pipeline::run_video(&input, &folder, &run.job, false).and_then(|v| {
                 let mut outputs = std::collections::BTreeMap::new();
                 for p in &v.outputs {
                     let name = p
