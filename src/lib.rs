@@ -4,7 +4,6 @@
 //! GStreamer-free; the plugin crate and the CLI are glue over this library.
 
 pub mod alloc;
-pub mod corpus;
 pub mod detect;
 pub mod device;
 pub mod error;

@@ -3,7 +3,6 @@
 
 mod args;
 mod bench;
-#[cfg(feature = "video")]
 mod corpus;
 mod detect;
 mod eval;
@@ -20,6 +19,7 @@ mod process;
 mod progress;
 mod status;
 mod train;
+mod uri;
 #[cfg(feature = "video")]
 mod video;
 
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The exit status: 0, or [`status::PARTLY_DONE`] when a corpus is not complete.
+/// The exit status: 0, or [`corpus::PARTLY_DONE`] when a corpus is not complete.
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::InitModel(c) => cmd_init_model(c),

@@ -1,7 +1,7 @@
 //! `process`: the offline path for a video. Trains tokens on the video unless `--tokens` is
 //! given, then runs every frame through the `stablekeypoints` element ([`pipeline`]),
 //! writing `keypoints.jsonl`, `keypoints.coco.json` and an annotated `annotated.mp4`; with
-//! `--inputs`, a corpus of videos ([`crate::corpus`]).
+//! `--inputs`, a corpus of videos ([`crate::corpus::run`]).
 
 use crate::args::ProcessCmd;
 use crate::interrupt;
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
     if let Some(inputs) = &c.inputs {
-        return crate::corpus::cmd_process_corpus(&c, inputs);
+        return crate::corpus::run::cmd_process_corpus(&c, inputs);
     }
     let input = c
         .input

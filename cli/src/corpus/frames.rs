@@ -2,7 +2,7 @@
 //! videos (the method learns its tokens from a data set, not from one clip).
 
 use crate::video::{self, index_list, sample_indices, DEFAULT_MAX_FRAMES};
-use stablekeypoints::corpus::work_list;
+use super::source::work_list;
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{Fnv, TrainData};
 use stablekeypoints::util::{available_memory, human_bytes};
