@@ -506,7 +506,7 @@ pub fn map_back(kps: Vec<Keypoint>, fit: &Fit) -> Detection {
 mod tests {
     use super::*;
     use crate::frame::PixelFormat;
-    use crate::model::init::{init_model, TinyArch};
+    use crate::init::{init_model, TinyArch};
 
     #[test]
     fn detect_frames_equals_detect_frame_one_at_a_time() {

@@ -3,28 +3,36 @@
 //!
 //! GStreamer-free; the plugin crate and the CLI are glue over this library.
 
-pub mod alloc;
-pub mod corpus;
+// The method: the Stable Diffusion model and its kernels, frames in and keypoints out,
+// the learned tokens, their training and the paper's evaluation; the student distilled
+// from a model and its tokens, and the estimator that runs either.
 pub mod detect;
-pub mod device;
-pub mod error;
 pub mod estimator;
 pub mod eval;
-pub mod export;
 pub mod frame;
-pub mod imagefile;
 pub mod keypoints;
-pub mod limits;
 pub mod model;
 pub mod ops;
-pub mod options;
 pub mod pose;
-pub mod stream;
 pub mod student;
 pub mod tokens;
+pub mod train;
+
+// Infrastructure: what the method runs on and what the CLI and the elements share.
+// Settings and bounds as users give them, errors, files (staged outputs, images, the
+// authors' token files, export records), random models for demos and tests, video streams
+// (scheduling, smoothing) and the allocator.
+pub mod alloc;
+pub mod device;
+pub mod error;
+pub mod export;
+pub mod imagefile;
+pub mod init;
+pub mod limits;
+pub mod options;
+pub mod stream;
 pub mod torchfile;
 pub mod track;
-pub mod train;
 pub mod util;
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
 //! The command line's flags: one struct per command, and the groups several commands share
 //! (`#[command(flatten)]`), so that a new flag is one field in one place.
 
+#[cfg(feature = "video")]
+use crate::corpus::shard::Shard;
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
-#[cfg(feature = "video")]
-use stablekeypoints::corpus::Shard;
 use stablekeypoints::device::DeviceSpec;
 use stablekeypoints::eval::Protocol;
+use stablekeypoints::init::TinyArch;
 use stablekeypoints::limits;
-use stablekeypoints::model::init::TinyArch;
 use stablekeypoints::model::LayerSet;
 use stablekeypoints::ops::warp::AugmentRanges;
 use stablekeypoints::options::timestep_of_noise_level;

@@ -3,7 +3,6 @@
 
 mod args;
 mod bench;
-#[cfg(feature = "video")]
 mod corpus;
 mod detect;
 mod distill;
@@ -14,16 +13,19 @@ mod interrupt;
 #[cfg(feature = "video")]
 mod mp4;
 #[cfg(feature = "video")]
+mod pipeline;
+#[cfg(feature = "video")]
 mod process;
 mod progress;
 mod status;
 mod train;
+mod uri;
 #[cfg(feature = "video")]
 mod video;
 
 use args::{Cli, Command, InitModelCmd};
 use clap::{CommandFactory, FromArgMatches};
-use stablekeypoints::model::init::init_model;
+use stablekeypoints::init::init_model;
 use stablekeypoints::Error;
 use std::process::ExitCode;
 
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The exit status: 0, or [`status::PARTLY_DONE`] when a corpus is not complete.
+/// The exit status: 0, or [`corpus::PARTLY_DONE`] when a corpus is not complete.
 fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::InitModel(c) => cmd_init_model(c),

@@ -2,25 +2,24 @@
 //! output folder (no task needs to be running, and several may be).
 
 use crate::args::CorpusStatusCmd;
-use stablekeypoints::corpus::{self, State, DONE, FAILED};
+use crate::corpus::records::Done;
+use crate::corpus::state::{self, State};
+use crate::corpus::{DONE, FAILED, PARTLY_DONE};
 use stablekeypoints::Error;
 use std::process::ExitCode;
-
-/// Exit status of `process --inputs` and `corpus-status` when some videos are not done.
-pub const PARTLY_DONE: u8 = 3;
 
 /// Failed videos the text report lists without `--all`.
 const SHOW_FAILED: usize = 20;
 
 pub fn cmd_corpus_status(c: CorpusStatusCmd) -> Result<ExitCode, Error> {
-    let (manifest, videos) = corpus::status(&c.dir)?;
+    let (manifest, videos) = state::status(&c.dir)?;
     let count = |f: fn(&State) -> bool| videos.iter().filter(|v| f(&v.state)).count();
     let done = count(|s| matches!(s, State::Done(_)));
     let failed = count(|s| matches!(s, State::Failed(_)));
     let running = count(|s| matches!(s, State::Running));
     let stale = count(|s| matches!(s, State::Stale));
     let missing = count(|s| matches!(s, State::Missing));
-    let records: Vec<&corpus::Done> = videos
+    let records: Vec<&Done> = videos
         .iter()
         .filter_map(|v| match &v.state {
             State::Done(d) => Some(d.as_ref()),
@@ -42,7 +41,7 @@ pub fn cmd_corpus_status(c: CorpusStatusCmd) -> Result<ExitCode, Error> {
     let per_worker = (busy > 0.0).then(|| frames as f64 / busy);
     let per_hour = (wall > 0.0).then(|| done as f64 * 3600.0 / wall);
     let merged = match &c.merge {
-        Some(out) => Some(corpus::merge_lines(&c.dir, &videos, out)?),
+        Some(out) => Some(state::merge_lines(&c.dir, &videos, out)?),
         None => None,
     };
     let failures: Vec<(&str, u32, &str)> = videos

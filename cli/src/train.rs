@@ -81,7 +81,9 @@ pub(crate) fn video_frames(
 ) -> Result<Box<dyn TrainData>, Error> {
     Ok(match input {
         TrainInput::Path(p) => Box::new(crate::video::VideoFrames::new(p, max, size, crop)?),
-        TrainInput::Corpus(p) => Box::new(crate::corpus::CorpusFrames::new(p, max, size, crop)?),
+        TrainInput::Corpus(p) => Box::new(crate::corpus::frames::CorpusFrames::new(
+            p, max, size, crop,
+        )?),
     })
 }
 
@@ -136,7 +138,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         TrainInput::Path(p) => Some(Box::new(ImageFiles::new(p, t.max_frames, job.crop)?)),
         TrainInput::Corpus(p) => {
             // The list is checked now; its videos are decoded once the input size is known.
-            stablekeypoints::corpus::work_list(p, None)?;
+            crate::corpus::source::work_list(p, None)?;
             None
         }
     };

@@ -1,5 +1,5 @@
 //! Video through GStreamer, linked in process (the core library stays GStreamer-free):
-//! frames for `train` come out of an appsink, and `process` (crate::process) builds its
+//! frames for `train` come out of an appsink, and `process` (crate::pipeline) builds its
 //! pipeline from the same pieces. Errors come from the bus and name the file and the element
 //! that failed; progress comes from the pipeline's position and duration.
 //!
@@ -9,6 +9,7 @@
 //! appsink and keeps the frames sampled uniformly over the whole video.
 
 use crate::progress::Progress;
+use crate::uri::is_uri;
 use gst::prelude::*;
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{Fnv, TrainData};
@@ -90,7 +91,7 @@ pub fn decoding_pipeline(
 ) -> Result<(gst::Pipeline, Arc<AtomicBool>), Error> {
     let pipeline = gst::Pipeline::new();
     let location = path.to_string_lossy();
-    let decode = if stablekeypoints::corpus::is_uri(&location) {
+    let decode = if is_uri(&location) {
         let decode = make("uridecodebin")?;
         decode.set_property("uri", location.as_ref());
         pipeline.add(&decode).map(|_| decode)
@@ -251,7 +252,7 @@ fn how_far(pipeline: &gst::Pipeline) -> (u64, String) {
 
 /// First pass: decodes `path` once and returns its frame size and frame count.
 pub fn probe(path: &Path) -> Result<VideoInfo, Error> {
-    if !stablekeypoints::corpus::is_uri(&path.to_string_lossy()) && !path.is_file() {
+    if !is_uri(&path.to_string_lossy()) && !path.is_file() {
         return Err(Error::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),

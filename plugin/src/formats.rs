@@ -1,10 +1,72 @@
 //! The raw formats the elements take: which ones the core reads and the overlay draws
-//! natively, and the caps of the pad templates (every raw format, native ones first).
+//! natively, their pixel layouts and colour conversion ([`Layout`], [`Yuv`]), and the caps
+//! of the pad templates (every raw format, native ones first).
 
-use crate::overlay::{Layout, Yuv};
 use gst_video::prelude::*;
 use stablekeypoints::frame::YuvMatrix;
 use stablekeypoints::{FrameRef, PixelFormat};
+
+/// Pixel layout of a frame (or rectangle) to draw into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Packed RGB family: bytes per pixel, offsets of R, G, B and of alpha if any.
+    Packed {
+        bpp: usize,
+        rgb: [usize; 3],
+        alpha: Option<usize>,
+    },
+    /// Planar Y, U, V, 4:2:0 (YV12 is this with the chroma planes swapped).
+    I420,
+    Nv12,
+    /// A, Y, U, V bytes (GStreamer's AYUV), colours converted with the canvas's `yuv`.
+    Ayuv,
+}
+
+/// RGB -> Y'CbCr conversion of the overlay colours.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yuv {
+    kr: f32,
+    kb: f32,
+    full_range: bool,
+}
+
+impl Default for Yuv {
+    /// BT.601, limited range.
+    fn default() -> Self {
+        Self::new(YuvMatrix::Bt601, false)
+    }
+}
+
+impl Yuv {
+    pub fn new(matrix: YuvMatrix, full_range: bool) -> Self {
+        let (kr, kb) = match matrix {
+            YuvMatrix::Bt601 => (0.299, 0.114),
+            YuvMatrix::Bt709 => (0.2126, 0.0722),
+        };
+        Self::with_coefficients(kr, kb, full_range)
+    }
+
+    /// Any matrix by its luma coefficients (e.g. BT.2020: 0.2627, 0.0593).
+    pub fn with_coefficients(kr: f32, kb: f32, full_range: bool) -> Self {
+        Self { kr, kb, full_range }
+    }
+
+    /// 8-bit Y, Cb, Cr of an RGB colour.
+    pub fn convert(&self, [r, g, b]: [u8; 3]) -> [u8; 3] {
+        let (kr, kb) = (self.kr, self.kb);
+        let (r, g, b) = (r as f32 / 255.0, g as f32 / 255.0, b as f32 / 255.0);
+        let y = kr * r + (1.0 - kr - kb) * g + kb * b;
+        let cb = (b - y) / (2.0 * (1.0 - kb));
+        let cr = (r - y) / (2.0 * (1.0 - kr));
+        let (ys, yo, cs) = if self.full_range {
+            (255.0, 0.0, 255.0)
+        } else {
+            (219.0, 16.0, 224.0)
+        };
+        let q = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        [q(yo + ys * y), q(128.0 + cs * cb), q(128.0 + cs * cr)]
+    }
+}
 
 /// How the element reads and draws a format without conversion.
 #[derive(Clone, Copy, Debug)]

@@ -4,7 +4,6 @@
 pub mod blocks;
 pub mod capture;
 pub mod config;
-pub mod init;
 pub mod nn;
 pub mod transformer;
 pub mod unet;

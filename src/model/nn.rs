@@ -7,6 +7,10 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, 
 use candle_nn::VarBuilder;
 use std::sync::{Arc, OnceLock};
 
+/// Softmax over the last dimension, differentiable when the input is tracked (the kernels
+/// are `ops::softmax`'s).
+pub use crate::ops::softmax::softmax_last_dim;
+
 /// 2-D convolution with bias (PyTorch `nn.Conv2d`).
 ///
 /// Weights are constants: when the input takes part in a gradient computation the layer
@@ -423,23 +427,10 @@ impl Module for LayerNorm {
     }
 }
 
-/// Softmax over the last dimension; differentiable when the input is tracked.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
-        return crate::ops::softmax::softmax_last_dim_with_grad(x);
-    }
-    if x.track_op() || !x.is_contiguous() {
-        return candle_nn::ops::softmax(x, D::Minus1);
-    }
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.apply_op1_no_bwd(&crate::ops::attnmap::FastSoftmax);
-    }
-    candle_nn::ops::softmax_last_dim(x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::flops;
     use crate::test_util::max_rel;
     use candle_core::Var;
 
@@ -580,5 +571,22 @@ mod tests {
         let y = x.as_tensor().conv2d(&w, 1, 1, 1, 1).unwrap();
         let g = y.sum_all().unwrap().backward().unwrap();
         assert!(g.get(&w).is_some());
+    }
+
+    #[test]
+    fn layers_count_their_multiply_adds() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::zeros(DType::F32, &dev);
+        // 3x3 stride 2 padding 1: 9x9 -> 5x5.
+        let conv = Conv2d::new(vb.pp("c"), 4, 6, 3, 2, 1).unwrap();
+        let x = Tensor::zeros((2, 4, 9, 9), DType::F32, &dev).unwrap();
+        flops::take();
+        conv.forward(&x).unwrap();
+        assert_eq!(flops::take(), 2 * 2 * 6 * 4 * 9 * 5 * 5);
+        let lin = Linear::new(Tensor::zeros((7, 5), DType::F32, &dev).unwrap(), None);
+        lin.forward(&Tensor::zeros((3, 4, 5), DType::F32, &dev).unwrap())
+            .unwrap();
+        assert_eq!(flops::take(), 2 * 3 * 4 * 5 * 7);
+        assert_eq!(flops::take(), 0);
     }
 }

@@ -39,7 +39,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
     for start in (0..l).step_by(rows) {
         let qc = qh.narrow(2, start, rows.min(l - start))?;
         let s = (qc.broadcast_matmul(&kt)? * scale)?;
-        outs.push(crate::model::nn::softmax_last_dim(&s)?.broadcast_matmul(v)?);
+        outs.push(super::softmax::softmax_last_dim(&s)?.broadcast_matmul(v)?);
     }
     let o = if outs.len() == 1 {
         outs.pop().expect("one chunk")

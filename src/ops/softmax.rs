@@ -6,10 +6,24 @@
 //! that dominates the step. [`softmax_last_dim_with_grad`] is one parallel pass each way;
 //! [`UpsampledSoftmaxSelectGrad`] never materialises the [B, R, R, N] tensors at all.
 
-use super::attnmap::UpsampledSoftmaxSelect;
+use super::attnmap::{FastSoftmax, UpsampledSoftmaxSelect};
 use super::simd::{self, multiversion};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
+
+/// Softmax over the last dimension; differentiable when the input is tracked.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        return softmax_last_dim_with_grad(x);
+    }
+    if x.track_op() || !x.is_contiguous() {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.apply_op1_no_bwd(&FastSoftmax);
+    }
+    candle_nn::ops::softmax_last_dim(x)
+}
 
 /// Softmax over the last dim of a contiguous f32/f64 CPU tensor, differentiable.
 pub fn softmax_last_dim_with_grad(x: &Tensor) -> Result<Tensor> {

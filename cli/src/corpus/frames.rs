@@ -1,8 +1,8 @@
 //! `train --inputs`: training frames sampled uniformly over all the frames of a corpus of
 //! videos (the method learns its tokens from a data set, not from one clip).
 
-use crate::video::{self, index_list, sample_indices, DEFAULT_MAX_FRAMES};
-use stablekeypoints::corpus::work_list;
+use super::source::{work_list, Video};
+use crate::video::{self, index_list, sample_indices, VideoInfo, DEFAULT_MAX_FRAMES};
 use stablekeypoints::frame::to_model_input;
 use stablekeypoints::train::{Fnv, TrainData};
 use stablekeypoints::util::{available_memory, human_bytes};
@@ -42,19 +42,7 @@ impl CorpusFrames {
             list.len(),
             inputs.display()
         );
-        let mut videos = Vec::new();
-        let mut skipped = Vec::new();
-        for v in &list {
-            let location = PathBuf::from(v.source.location());
-            match video::probe(&location) {
-                Ok(info) if info.frames > 0 => videos.push((v, location, info)),
-                Ok(_) => skipped.push(format!("{}: no frames", v.key)),
-                Err(e) => skipped.push(e.to_string()),
-            }
-        }
-        for s in &skipped {
-            eprintln!("  skipped {s}");
-        }
+        let (videos, skipped) = probe_all(&list);
         if videos.is_empty() {
             return Err(Error::Invalid(format!(
                 "--inputs {}: none of the {} videos can be decoded",
@@ -64,33 +52,8 @@ impl CorpusFrames {
         }
         let total: usize = videos.iter().map(|(_, _, i)| i.frames).sum();
         let picks = sample_indices(total, max_frames.unwrap_or(DEFAULT_MAX_FRAMES));
-        // Global frame index -> (video, frame of that video).
-        let mut keep: Vec<Vec<usize>> = vec![Vec::new(); videos.len()];
-        let (mut v, mut first) = (0, 0);
-        for &g in &picks {
-            while g >= first + videos[v].2.frames {
-                first += videos[v].2.frames;
-                v += 1;
-            }
-            keep[v].push(g - first);
-        }
-        let need: u64 = videos
-            .iter()
-            .zip(&keep)
-            .map(|((_, _, info), k)| {
-                let (w, h) = info.decode_size(size, crop);
-                k.len() as u64 * (w * h * 4) as u64
-            })
-            .sum();
-        if let Some(avail) = available_memory().filter(|&a| need > a / 2) {
-            return Err(Error::Invalid(format!(
-                "--max-frames {}: the frames take {} as RGBA, more than half of the {} of \
-                 memory available; keep fewer frames",
-                picks.len(),
-                human_bytes(need),
-                human_bytes(avail)
-            )));
-        }
+        let keep = per_video(&picks, &videos);
+        check_memory(&videos, &keep, size, crop)?;
         let mut frames = Vec::with_capacity(picks.len());
         let mut names = Vec::with_capacity(picks.len());
         let mut shown = Vec::new();
@@ -110,21 +73,7 @@ impl CorpusFrames {
             }
             shown.push(format!("{}: {}", video.key, index_list(keep)));
         }
-        let mut h = Fnv::new();
-        h.write(format!("{crop:?}").as_bytes());
-        for (name, f) in names.iter().zip(&frames) {
-            h.write(name.as_bytes());
-            h.write(&(f.width as u64).to_le_bytes());
-            h.write(&(f.height as u64).to_le_bytes());
-            h.write(&f.rgba);
-        }
-        let fingerprint = format!(
-            "corpus {} ({} frames of {} videos), {}",
-            inputs.display(),
-            frames.len(),
-            shown.len(),
-            h.hex()
-        );
+        let fingerprint = fingerprint(inputs, crop, &names, &frames, shown.len());
         eprintln!(
             "sampled {} of the {total} frames of {} videos uniformly, from {} of them{}:",
             frames.len(),
@@ -150,6 +99,90 @@ impl CorpusFrames {
             fingerprint,
         })
     }
+}
+
+/// The videos of `list` that decode, with their locations and what a probe learned; and
+/// the others, each with its reason (printed).
+fn probe_all(list: &[Video]) -> (Vec<(&Video, PathBuf, VideoInfo)>, Vec<String>) {
+    let mut videos = Vec::new();
+    let mut skipped = Vec::new();
+    for v in list {
+        let location = PathBuf::from(v.source.location());
+        match video::probe(&location) {
+            Ok(info) if info.frames > 0 => videos.push((v, location, info)),
+            Ok(_) => skipped.push(format!("{}: no frames", v.key)),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    for s in &skipped {
+        eprintln!("  skipped {s}");
+    }
+    (videos, skipped)
+}
+
+/// Global frame indices (`picks`, sorted) -> the frames to keep of each video.
+fn per_video<T>(picks: &[usize], videos: &[(T, PathBuf, VideoInfo)]) -> Vec<Vec<usize>> {
+    let mut keep: Vec<Vec<usize>> = vec![Vec::new(); videos.len()];
+    let (mut v, mut first) = (0, 0);
+    for &g in picks {
+        while g >= first + videos[v].2.frames {
+            first += videos[v].2.frames;
+            v += 1;
+        }
+        keep[v].push(g - first);
+    }
+    keep
+}
+
+/// Refuses frames that would take more than half of the available memory as RGBA.
+fn check_memory<T>(
+    videos: &[(T, PathBuf, VideoInfo)],
+    keep: &[Vec<usize>],
+    size: usize,
+    crop: CropMode,
+) -> Result<(), Error> {
+    let need: u64 = videos
+        .iter()
+        .zip(keep)
+        .map(|((_, _, info), k)| {
+            let (w, h) = info.decode_size(size, crop);
+            k.len() as u64 * (w * h * 4) as u64
+        })
+        .sum();
+    if let Some(avail) = available_memory().filter(|&a| need > a / 2) {
+        return Err(Error::Invalid(format!(
+            "--max-frames {}: the frames take {} as RGBA, more than half of the {} of memory \
+             available; keep fewer frames",
+            keep.iter().map(Vec::len).sum::<usize>(),
+            human_bytes(need),
+            human_bytes(avail)
+        )));
+    }
+    Ok(())
+}
+
+/// The data set's identity in checkpoints: the crop, and every frame's name and pixels.
+fn fingerprint(
+    inputs: &Path,
+    crop: CropMode,
+    names: &[String],
+    frames: &[Frame],
+    videos: usize,
+) -> String {
+    let mut h = Fnv::new();
+    h.write(format!("{crop:?}").as_bytes());
+    for (name, f) in names.iter().zip(frames) {
+        h.write(name.as_bytes());
+        h.write(&(f.width as u64).to_le_bytes());
+        h.write(&(f.height as u64).to_le_bytes());
+        h.write(&f.rgba);
+    }
+    format!(
+        "corpus {} ({} frames of {videos} videos), {}",
+        inputs.display(),
+        frames.len(),
+        h.hex()
+    )
 }
 
 impl TrainData for CorpusFrames {

@@ -2,7 +2,8 @@
 //! ARGB/AYUV rectangles that GStreamer blends into the frame.
 
 use super::canvas::Canvas;
-use super::scene::{Layout, Overlay, Yuv};
+use super::scene::Overlay;
+use crate::formats::{Layout, Yuv};
 use gst::glib;
 use gst_video::prelude::*;
 

@@ -1,6 +1,7 @@
 //! Rendering a laid-out [`Overlay`] straight into the planes of a frame (or a rectangle).
 
-use super::scene::{palette_rgb, Label, Layout, Overlay, Yuv, BLACK, SKELETON_RGB, WHITE};
+use super::scene::{palette_rgb, Label, Overlay, BLACK, SKELETON_RGB, WHITE};
+use crate::formats::{Layout, Yuv};
 
 /// 3x5 digit glyphs, one row per 3 bits (MSB = left column).
 const DIGITS: [[u8; 5]; 10] = [

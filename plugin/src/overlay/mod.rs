@@ -25,10 +25,11 @@ mod scene;
 #[cfg(test)]
 mod tests;
 
+pub use crate::formats::{Layout, Yuv};
 pub use blend::Blender;
 pub use canvas::Canvas;
 pub use draw::{draw_buffer, render, scene as frame_scene, DrawSettings, Foreign};
-pub use scene::{palette_rgb, Dot, Label, Layout, Overlay, Skeleton, Style, Yuv, SKELETON_RGB};
+pub use scene::{palette_rgb, Dot, Label, Overlay, Skeleton, Style, SKELETON_RGB};
 
 glib::wrapper! {
     pub struct StableKeypointsOverlay(ObjectSubclass<imp::StableKeypointsOverlay>)

@@ -15,17 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::mqtt::{self, Counters};
 use super::output::{Output, Target};
-use super::{FormatProp, QosProp};
+use super::{FormatProp, QosProp, CAT};
 use crate::export::{self, FrameTimes};
 use crate::meta::FrameKeypoints;
-
-pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "stablekeypointspublish",
-        gst::DebugColorFlags::empty(),
-        Some("StableKeypoints record publisher"),
-    )
-});
 
 const DEFAULT_TOPIC: &str = "stablekeypoints";
 const DEFAULT_QOS: QosProp = QosProp::AtMostOnce;

@@ -16,10 +16,20 @@
 
 use gst::glib;
 use gst::prelude::*;
+use std::sync::LazyLock;
 
 mod imp;
 mod mqtt;
 mod output;
+
+/// The element's debug category; its connection thread (`mqtt.rs`) logs through it too.
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "stablekeypointspublish",
+        gst::DebugColorFlags::empty(),
+        Some("StableKeypoints record publisher"),
+    )
+});
 
 /// Record format (`format`).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]

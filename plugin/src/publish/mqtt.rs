@@ -484,7 +484,7 @@ async fn run(
                 let lost = drop_pending(&mut eventloop, c);
                 let msg = e.to_string();
                 gst::debug!(
-                    super::imp::CAT,
+                    super::CAT,
                     "MQTT connection: {msg}; {lost} queued records lost, retrying in {backoff:?}"
                 );
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());

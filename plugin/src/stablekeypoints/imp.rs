@@ -16,18 +16,18 @@ use gst_base::subclass::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use stablekeypoints::estimator::Estimator;
-use stablekeypoints::stream::{self, GapPolicy, Resolved, Scheduler, StreamSettings, Verdict};
+use stablekeypoints::stream::{self, Resolved, Scheduler, Verdict};
 use stablekeypoints::Keypoint;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::infer::{self, LoadSettings};
 use super::output;
+use super::props::{self, Settings};
 use super::stats::Stats;
-use super::{CropModeProp, GapPolicyProp};
+use super::CAT;
 use crate::convert::ToRgb;
 use crate::formats::{core_reads, refusal_reason};
 use crate::lock;
@@ -35,99 +35,9 @@ use crate::meta::TokenIdentity;
 use crate::overlay::{draw_buffer, frame_scene, Blender, DrawSettings};
 use crate::pose::Pose;
 
-pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "stablekeypoints",
-        gst::DebugColorFlags::empty(),
-        Some("StableKeypoints keypoint detector"),
-    )
-});
-
-pub(super) const DEFAULT_DEVICE: &str = "cpu";
-pub(super) const DEFAULT_INPUT_SIZE: u32 = 0;
-pub(super) const DEFAULT_AUGMENTATIONS: u32 = 1;
-pub(super) const DEFAULT_SEED: u64 = 0;
-pub(super) const DEFAULT_NOISE: bool = true;
-/// `noise-level` of the tokens file's timestep (one below the reference's valid indices).
-pub(super) const NOISE_LEVEL_FROM_TOKENS: i32 = -51;
-pub(super) const DEFAULT_INFERENCE_INTERVAL: u32 = 1;
-pub(super) const DEFAULT_KEYPOINT_THRESHOLD: f64 = 0.0;
-pub(super) const DEFAULT_DRAW: bool = false;
-pub(super) const DEFAULT_DRAW_IDS: bool = false;
-pub(super) const DEFAULT_RADIUS: u32 = 0;
-pub(super) const DEFAULT_LINE_WIDTH: u32 = 0;
-pub(super) const DEFAULT_BATCH_SIZE: u32 = 1;
-pub(super) const MAX_BATCH_SIZE: u32 = stablekeypoints::limits::MAX_BATCH_SIZE as u32;
-pub(super) const MAX_AUGMENTATIONS: u32 = stablekeypoints::limits::MAX_AUGMENTATIONS as u32;
-pub(super) const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
-
 /// Asked by downstream elements that need the inference interval (the track element's
 /// interpolation latency); answered with its `inference-interval` field.
 pub const SCHEDULE_QUERY: &str = "stablekeypoints-schedule";
-
-#[derive(Clone, Debug)]
-pub(super) struct Settings {
-    pub model: Option<PathBuf>,
-    pub tokens: Option<PathBuf>,
-    pub pose: Option<PathBuf>,
-    pub device: String,
-    pub input_size: u32,
-    pub crop_mode: CropModeProp,
-    pub augmentations: u32,
-    pub seed: u64,
-    pub noise: bool,
-    pub noise_level: i32,
-    pub batch_size: u32,
-    pub batch_timeout: u32,
-    pub inference_interval: u32,
-    pub gap_policy: GapPolicyProp,
-    pub keypoint_threshold: f64,
-    pub draw: bool,
-    pub draw_ids: bool,
-    pub radius: u32,
-    pub line_width: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            model: None,
-            tokens: None,
-            pose: None,
-            device: DEFAULT_DEVICE.into(),
-            input_size: DEFAULT_INPUT_SIZE,
-            crop_mode: CropModeProp::Letterbox,
-            augmentations: DEFAULT_AUGMENTATIONS,
-            seed: DEFAULT_SEED,
-            noise: DEFAULT_NOISE,
-            noise_level: NOISE_LEVEL_FROM_TOKENS,
-            batch_size: DEFAULT_BATCH_SIZE,
-            batch_timeout: DEFAULT_BATCH_TIMEOUT_MS,
-            inference_interval: DEFAULT_INFERENCE_INTERVAL,
-            gap_policy: GapPolicyProp::HoldLast,
-            keypoint_threshold: DEFAULT_KEYPOINT_THRESHOLD,
-            draw: DEFAULT_DRAW,
-            draw_ids: DEFAULT_DRAW_IDS,
-            radius: DEFAULT_RADIUS,
-            line_width: DEFAULT_LINE_WIDTH,
-        }
-    }
-}
-
-impl Settings {
-    fn stream(&self) -> StreamSettings {
-        StreamSettings {
-            interval: self.inference_interval.max(1) as u64,
-            gap: match self.gap_policy {
-                GapPolicyProp::None => GapPolicy::None,
-                GapPolicyProp::HoldLast => GapPolicy::HoldLast,
-            },
-            batch_size: self.batch_size.max(1) as usize,
-            batch_timeout: (self.batch_timeout > 0)
-                .then(|| Duration::from_millis(self.batch_timeout as u64)),
-        }
-    }
-}
 
 struct State {
     /// Taken out while an inference runs so that no lock is held meanwhile.
@@ -429,7 +339,7 @@ impl ObjectSubclass for StableKeypoints {
 
 impl ObjectImpl for StableKeypoints {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(super::props::specs);
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(props::specs);
         PROPERTIES.as_ref()
     }
 
@@ -444,7 +354,7 @@ impl ObjectImpl for StableKeypoints {
             );
             return;
         }
-        super::props::set(&mut lock(&self.settings), name, value);
+        props::set(&mut lock(&self.settings), name, value);
         gst::debug!(CAT, imp = self, "set `{}`", name);
     }
 
@@ -452,7 +362,7 @@ impl ObjectImpl for StableKeypoints {
         if pspec.name() == "stats" {
             return lock(&self.stats).to_structure().to_value();
         }
-        super::props::get(&lock(&self.settings), pspec.name())
+        props::get(&lock(&self.settings), pspec.name())
     }
 }
 

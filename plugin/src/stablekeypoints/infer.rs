@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::imp::CAT;
 use super::CropModeProp;
+use super::CAT;
 use crate::convert::{ToRgb, CORE_FORMAT};
 use crate::formats::frame_ref;
 use crate::lock;
@@ -29,7 +29,7 @@ pub struct LoadSettings<'a> {
     pub augmentations: u32,
     pub seed: u64,
     pub noise: bool,
-    /// The reference's `noise_level`; [`super::imp::NOISE_LEVEL_FROM_TOKENS`] = the tokens'.
+    /// The reference's `noise_level`; [`super::props::NOISE_LEVEL_FROM_TOKENS`] = the tokens'.
     pub noise_level: i32,
     /// Testing aid: added to every inference and to the warm-up.
     pub delay: Duration,
@@ -140,7 +140,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
         augmentations: s.augmentations.max(1) as usize,
         seed: s.seed,
         noise: s.noise,
-        noise_level: (s.noise_level != super::imp::NOISE_LEVEL_FROM_TOKENS)
+        noise_level: (s.noise_level != super::props::NOISE_LEVEL_FROM_TOKENS)
             .then_some(s.noise_level as isize),
         crop: match s.crop_mode {
             CropModeProp::Letterbox => CropMode::Letterbox,

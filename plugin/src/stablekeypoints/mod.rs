@@ -13,12 +13,22 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use std::sync::LazyLock;
 
 mod imp;
 mod infer;
 mod output;
 mod props;
 mod stats;
+
+/// The element's debug category; its model loading (`infer.rs`) logs through it too.
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "stablekeypoints",
+        gst::DebugColorFlags::empty(),
+        Some("StableKeypoints keypoint detector"),
+    )
+});
 
 pub use crate::export::MESSAGE_NAME;
 pub(crate) use imp::SCHEDULE_QUERY;

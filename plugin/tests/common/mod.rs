@@ -6,7 +6,7 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 use gststablekeypoints::meta::FrameKeypoints;
 use stablekeypoints::eval::{PoseModel, Regressor};
-use stablekeypoints::model::init::{init_model, TinyArch};
+use stablekeypoints::init::{init_model, TinyArch};
 use stablekeypoints::{DetectOptions, Detector, Model, PixelFormat, Tokens};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, OnceLock};

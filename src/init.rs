@@ -4,9 +4,8 @@
 //! The tensor set is whatever the loaders ask for, so a generated model always loads; the
 //! VAE decoder is omitted because keypoints never use it.
 
-use super::config::{UNetConfig, VaeConfig};
-use super::{UNet, VaeEncoder};
 use crate::error::{Error, Result};
+use crate::model::{UNet, UNetConfig, VaeConfig, VaeEncoder};
 use crate::ops::rng::Rng;
 use crate::tokens::Tokens;
 use candle_core::{DType, Device, Shape, Tensor};

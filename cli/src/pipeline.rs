@@ -1,0 +1,615 @@
+//! One video through the `stablekeypoints` element, in a GStreamer pipeline of this
+//! process: what `process --input` runs once and `process --inputs` once per video of its
+//! shard. The keypoints go to `keypoints.jsonl` and `keypoints.coco.json`
+//! (`stablekeypointspublish`), the drawn frames to `annotated.mp4`:
+//!
+//! ```text
+//! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true [pose=POSE]
+//!   ! stablekeypointspublish location=keypoints.jsonl
+//!   ! stablekeypointspublish location=keypoints.coco.json format=coco ! videoconvert
+//!   ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
+//! ```
+//!
+//! The element is this build's (registered statically from the plugin crate);
+//! `SKP_PLUGIN_PATH` loads another build of it instead.
+
+use crate::args::ProcessCmd;
+use crate::interrupt;
+use crate::mp4;
+use crate::progress::Progress;
+use crate::uri::file_uri_path;
+use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
+use gst::prelude::*;
+use stablekeypoints::device::DeviceSpec;
+use stablekeypoints::pose::PoseModel;
+use stablekeypoints::util::StagedOutputs;
+use stablekeypoints::{CropMode, DetectOptions, Detector, Error, Model, Tokens};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Environment variable naming another build of the plugin: the `.so` itself or a folder
+/// holding it.
+pub const PLUGIN_ENV: &str = "SKP_PLUGIN_PATH";
+
+/// Makes the `stablekeypoints` element available: this build's, or the one `SKP_PLUGIN_PATH`
+/// names.
+pub fn register_element() -> Result<(), Error> {
+    video::init()?;
+    match std::env::var_os(PLUGIN_ENV).filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            let loaded = if p.is_file() {
+                gst::Plugin::load_file(&p)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot load it: {e}"))
+            } else if p.is_dir() {
+                if gst::Registry::get().scan_path(&p)
+                    || gst::ElementFactory::find("stablekeypoints").is_some()
+                {
+                    Ok(())
+                } else {
+                    Err("no GStreamer plugin in that folder".into())
+                }
+            } else {
+                Err("no such plugin file or folder".into())
+            };
+            loaded.map_err(|m| Error::Invalid(format!("{PLUGIN_ENV}={}: {m}", p.display())))?;
+        }
+        None => gststablekeypoints::plugin_register_static().map_err(|e| {
+            Error::Invalid(format!("cannot register the stablekeypoints element: {e}"))
+        })?,
+    }
+    if gst::ElementFactory::find("stablekeypoints").is_none() {
+        return Err(Error::Invalid(
+            "the GStreamer element stablekeypoints is not available".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What a short preroll learns of the video: its decoded size, frame rate and duration.
+pub struct Stream {
+    width: usize,
+    height: usize,
+    fps: Option<(u64, u64)>,
+    duration: Option<gst::ClockTime>,
+}
+
+impl Stream {
+    /// How far short of the declared duration decoding may end: 1.5 frames (the last frame's
+    /// rounding), 50 ms without a frame rate.
+    fn slack(&self) -> gst::ClockTime {
+        match self.fps {
+            Some((n, d)) => gst::ClockTime::from_nseconds(1_500_000_000 * d / n.max(1)),
+            None => gst::ClockTime::from_mseconds(50),
+        }
+    }
+
+    /// Frames in `t` of video, when the frame rate is known.
+    fn frames_in(&self, t: gst::ClockTime) -> Option<u64> {
+        let (n, d) = self.fps?;
+        // Nearest: durations are rounded to nanoseconds.
+        let den = d as u128 * 1_000_000_000;
+        Some(((t.nseconds() as u128 * n as u128 + den / 2) / den) as u64)
+    }
+}
+
+/// Decodes the first frame (PAUSED) to learn the stream's caps and duration, so that a file
+/// GStreamer cannot decode fails before any training.
+pub fn preroll(path: &Path) -> Result<Stream, Error> {
+    let sink = make("fakesink")?;
+    let (pipeline, linked) = video::decoding_pipeline(path, &[&sink])?;
+    let what = "cannot decode the video with GStreamer";
+    let result = (|| {
+        set_state(&pipeline, gst::State::Paused, path, what)?;
+        let bus = pipeline.bus().expect("a pipeline has a bus");
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[
+                gst::MessageType::AsyncDone,
+                gst::MessageType::Error,
+                gst::MessageType::Eos,
+            ],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Error(e)) => {
+                return Err(file_error(
+                    path,
+                    format!("{what}: {}", video::describe_error(e)),
+                ))
+            }
+            Some(gst::MessageView::AsyncDone(_)) => {}
+            _ => {
+                return Err(file_error(
+                    path,
+                    format!("{what}: no video frame within 60 s"),
+                ))
+            }
+        }
+        if !linked.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(file_error(path, format!("{what}: no video stream found")));
+        }
+        let caps = sink
+            .static_pad("sink")
+            .and_then(|p| p.current_caps())
+            .ok_or_else(|| file_error(path, format!("{what}: the video has no frames")))?;
+        let (width, height, _) = caps_size(&caps)
+            .ok_or_else(|| file_error(path, format!("{what}: unexpected caps {caps}")))?;
+        let fps = caps
+            .structure(0)
+            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .map(|f| (f.numer() as u64, f.denom() as u64));
+        Ok(Stream {
+            width,
+            height,
+            fps,
+            duration: pipeline.query_duration::<gst::ClockTime>(),
+        })
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+/// The model, the tokens and the element's settings, checked as the element will check them
+/// at start, so that a mistake fails before any decoding or training with an error naming
+/// the file at fault.
+///
+/// The model comes from the cache the elements share, and is returned: while the caller
+/// holds it, the elements it starts use it instead of loading their own.
+pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<Arc<Model>, Error> {
+    c.device.device.open()?;
+    // The element's cache logs through GStreamer.
+    video::init()?;
+    let tokens = Tokens::load(tokens_path)?;
+    let model = gststablekeypoints::shared_model(&c.model, &c.device.device.to_string())
+        .map_err(Error::Invalid)?;
+    let opts = DetectOptions {
+        augmentations: c.element.pass.augmentations,
+        crop: c.crop.crop.into(),
+        ..Default::default()
+    };
+    Detector::new(model.clone(), &tokens, opts).map_err(|e| match e {
+        Error::Invalid(m) => Error::Tokens {
+            path: tokens_path.to_path_buf(),
+            msg: m,
+        },
+        e => e,
+    })?;
+    if let Some(path) = &c.pose {
+        // As the element checks it at start: fitted with these tokens.
+        let pose = PoseModel::load(path)?;
+        if pose.token_indices != tokens.indices {
+            return Err(Error::Invalid(format!(
+                "--pose {}: it was fitted with token indices {:?} but tokens {} select {:?}",
+                path.display(),
+                pose.token_indices,
+                tokens_path.display(),
+                tokens.indices
+            )));
+        }
+        pose.regressor()
+            .map_err(|e| Error::Invalid(format!("--pose {}: {e}", path.display())))?;
+    }
+    Ok(model)
+}
+
+/// What the element is told for every video of a run, and which outputs it writes.
+pub struct ElementJob<'a> {
+    pub model: &'a Path,
+    pub tokens: &'a Path,
+    pub pose: Option<&'a Path>,
+    pub crop: CropMode,
+    pub augmentations: usize,
+    pub seed: u64,
+    pub noise: bool,
+    pub draw_ids: bool,
+    pub device: DeviceSpec,
+    /// `annotated.mp4` (else only the keypoints).
+    pub annotated: bool,
+    /// `keypoints.coco.json` (COCO keypoint results, from `stablekeypointspublish`).
+    pub coco: bool,
+}
+
+impl<'a> ElementJob<'a> {
+    pub fn new(c: &'a ProcessCmd, tokens: &'a Path) -> Self {
+        ElementJob {
+            model: &c.model,
+            tokens,
+            pose: c.pose.as_deref(),
+            crop: c.crop.crop.into(),
+            augmentations: c.element.pass.augmentations,
+            seed: c.seed.seed,
+            noise: !c.element.pass.no_noise,
+            draw_ids: c.element.draw_ids,
+            device: c.device.device,
+            annotated: !c.no_annotated,
+            coco: c.coco,
+        }
+    }
+
+    /// The output files of a video, in `out_dir`.
+    pub fn outputs(&self, out_dir: &Path) -> Vec<PathBuf> {
+        let mut v = vec![out_dir.join(KEYPOINTS)];
+        if self.annotated {
+            v.push(out_dir.join(ANNOTATED));
+        }
+        if self.coco {
+            v.push(out_dir.join(COCO));
+        }
+        v
+    }
+}
+
+pub const KEYPOINTS: &str = "keypoints.jsonl";
+pub const ANNOTATED: &str = "annotated.mp4";
+pub const COCO: &str = "keypoints.coco.json";
+
+/// What one video gave.
+pub struct VideoDone {
+    pub frames: u64,
+    pub seconds: f64,
+    /// The files written (renamed into place).
+    pub outputs: Vec<PathBuf>,
+}
+/// Runs every frame of `input` (a path, or a URI) through the element into `out_dir` (created
+/// if missing), with a progress bar when `progress`. The outputs are staged and renamed into
+/// place only when every frame the file declares was decoded and written to each of them;
+/// otherwise nothing in `out_dir` changes. The caller arms [`interrupt`].
+pub fn run_video(
+    input: &Path,
+    out_dir: &Path,
+    job: &ElementJob,
+    progress: bool,
+) -> Result<VideoDone, Error> {
+    let start = Instant::now();
+    let stream = preroll(input)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        Error::Invalid(format!(
+            "--out-dir {}: cannot create it: {e}",
+            out_dir.display()
+        ))
+    })?;
+    let outputs = job.outputs(out_dir);
+    let mut staged = StagedOutputs::new();
+    let mut temps = Vec::new();
+    for p in &outputs {
+        temps.push(staged.stage(p, "--out-dir")?);
+    }
+    let jsonl_tmp = &temps[0];
+
+    let Chain {
+        elements,
+        decoded,
+        coco,
+        encoded,
+    } = chain(job, &stream, &temps)?;
+    let refs: Vec<&gst::Element> = elements.iter().collect();
+    let (pipeline, _) = video::decoding_pipeline(input, &refs)?;
+    let reached = stream_ends(&pipeline);
+    let total = stream.duration.and_then(|d| stream.frames_in(d));
+    if progress {
+        eprintln!(
+            "running {} frames of {} through the stablekeypoints element",
+            total.map_or("the".to_string(), |n| n.to_string()),
+            input.display()
+        );
+    }
+    let result = run(&pipeline, input, &stream, total, &decoded, start, progress);
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
+    // Success only when the file was decoded to the end it declares, and every decoded
+    // frame has its line, its encoded frame and its COCO entry.
+    let decoded = decoded.load(Ordering::SeqCst);
+    let lines = count_lines(jsonl_tmp);
+    let reached = gst::ClockTime::from_nseconds(reached.load(Ordering::SeqCst));
+    if let Some(declared) = stream.duration.filter(|&d| reached + stream.slack() < d) {
+        return Err(file_error(
+            input,
+            format!(
+                "decoding ended at {:.3} s of the {:.3} s the file declares, after {decoded} \
+                 frames (truncated or damaged?); nothing was written to {}",
+                reached.nseconds() as f64 / 1e9,
+                declared.nseconds() as f64 / 1e9,
+                out_dir.display()
+            ),
+        ));
+    }
+    let written = Written {
+        lines,
+        encoded: encoded.map(|e| e.load(Ordering::SeqCst)),
+        cocos: coco.map(|p| p.property::<u64>("records-sent")),
+    };
+    written.check(decoded, input, out_dir)?;
+    if job.annotated {
+        set_mp4_times(input, &temps[1], &outputs[1])?;
+    }
+    staged.commit()?;
+    Ok(VideoDone {
+        frames: lines,
+        seconds: start.elapsed().as_secs_f64(),
+        outputs,
+    })
+}
+
+/// The elements after the decoder, and what counts the frames through them.
+struct Chain {
+    elements: Vec<gst::Element>,
+    /// Frames decoded (entering the first converter).
+    decoded: Arc<AtomicU64>,
+    /// The COCO publisher, with `coco`.
+    coco: Option<gst::Element>,
+    /// Frames entering the encoder, with `annotated`.
+    encoded: Option<Arc<AtomicU64>>,
+}
+
+/// The element and the outputs of `job`, writing to the staged files `temps` (keypoints
+/// first, as [`ElementJob::outputs`] orders them).
+fn chain(job: &ElementJob, stream: &Stream, temps: &[PathBuf]) -> Result<Chain, Error> {
+    let element = inference_element(job)?;
+    let first = make("videoconvert")?;
+    let decoded = count_buffers(&first);
+    let jsonl = make("stablekeypointspublish")?;
+    jsonl.set_property("location", temps[0].to_string_lossy().as_ref());
+    let mut elements = vec![first, element, jsonl];
+    let coco = if job.coco {
+        let p = make("stablekeypointspublish")?;
+        p.set_property_from_str("format", "coco");
+        p.set_property(
+            "location",
+            temps.last().expect("staged").to_string_lossy().as_ref(),
+        );
+        elements.push(p.clone());
+        Some(p)
+    } else {
+        None
+    };
+    let encoded = if job.annotated {
+        let (tail, encoded) = encoding_tail(stream, &temps[1])?;
+        elements.extend(tail);
+        Some(encoded)
+    } else {
+        let sink = make("fakesink")?;
+        sink.set_property("sync", false);
+        elements.push(sink);
+        None
+    };
+    Ok(Chain {
+        elements,
+        decoded,
+        coco,
+        encoded,
+    })
+}
+
+/// The `stablekeypoints` element, told what `job` says.
+fn inference_element(job: &ElementJob) -> Result<gst::Element, Error> {
+    let element = make("stablekeypoints")?;
+    let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
+    path_prop("model", job.model);
+    path_prop("tokens", job.tokens);
+    if let Some(pose) = job.pose {
+        path_prop("pose", pose);
+    }
+    element.set_property_from_str(
+        "crop-mode",
+        match job.crop {
+            CropMode::Letterbox => "letterbox",
+            CropMode::CenterCrop => "center-crop",
+            CropMode::Stretch => "stretch",
+        },
+    );
+    element.set_property("augmentations", job.augmentations as u32);
+    element.set_property("seed", job.seed);
+    element.set_property("noise", job.noise);
+    element.set_property("draw", job.annotated);
+    element.set_property("draw-ids", job.draw_ids);
+    element.set_property("device", job.device.to_string());
+    Ok(element)
+}
+
+/// The elements that encode the drawn frames into the MP4 file `location`, and the count of
+/// the frames entering the encoder.
+fn encoding_tail(
+    stream: &Stream,
+    location: &Path,
+) -> Result<(Vec<gst::Element>, Arc<AtomicU64>), Error> {
+    // x264 wants even sizes for 4:2:0.
+    let (w, h) = ((stream.width + 1) & !1, (stream.height + 1) & !1);
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", w as i32)
+        .field("height", h as i32)
+        .build();
+    let filter = make("capsfilter")?;
+    filter.set_property("caps", &caps);
+    // The encoder gets a thread of its own (a few frames behind inference): on the
+    // element's streaming thread x264enc encoded the same frames differently from run to
+    // run (GStreamer 1.22), as if it depended on what had run on that thread before.
+    let queue = make("queue")?;
+    queue.set_property("max-size-buffers", 4u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    let encoder = make("x264enc")?;
+    encoder.set_property_from_str("speed-preset", "veryfast");
+    let encoded = count_buffers(&encoder);
+    let sink = make("filesink")?;
+    sink.set_property("location", location.to_string_lossy().as_ref());
+    let tail = vec![
+        queue,
+        make("videoconvert")?,
+        make("videoscale")?,
+        filter,
+        encoder,
+        make("mp4mux")?,
+        sink,
+    ];
+    Ok((tail, encoded))
+}
+
+/// What reached each output: keypoint lines, encoded frames, COCO frames.
+struct Written {
+    lines: u64,
+    encoded: Option<u64>,
+    cocos: Option<u64>,
+}
+
+impl Written {
+    /// Every one of the `decoded` frames must be in every output.
+    fn check(&self, decoded: u64, input: &Path, out_dir: &Path) -> Result<(), Error> {
+        if self.lines == decoded
+            && self.encoded.is_none_or(|e| e == decoded)
+            && self.cocos.is_none_or(|c| c == decoded)
+        {
+            return Ok(());
+        }
+        let mut wrote = vec![format!("{} keypoint lines", self.lines)];
+        wrote.extend(self.encoded.map(|e| format!("{e} annotated frames")));
+        wrote.extend(self.cocos.map(|c| format!("{c} COCO frames")));
+        Err(Error::Invalid(format!(
+            "the pipeline stopped early: {decoded} frames decoded from {}, but {} written; \
+             nothing was written to {}",
+            input.display(),
+            wrote.join(" and "),
+            out_dir.display()
+        )))
+    }
+}
+
+/// The same frames give the same bytes: the MP4 header times of `tmp` (staged for `output`)
+/// are the input's mtime.
+fn set_mp4_times(input: &Path, tmp: &Path, output: &Path) -> Result<(), Error> {
+    let local = file_uri_path(&input.to_string_lossy()).unwrap_or_else(|| input.to_path_buf());
+    let mtime = std::fs::metadata(local)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() + mp4::MP4_EPOCH_OFFSET);
+    mp4::set_times(tmp, mtime).map_err(|e| Error::Io {
+        path: output.to_path_buf(),
+        source: e,
+    })?;
+    Ok(())
+}
+
+/// The furthest stream time (end of a buffer) any decoded stream of `pipeline` reaches, video
+/// or not: the container's duration is that of its longest stream (an audio track may
+/// outlast the video), so a file is cut short only when no stream reaches that end.
+fn stream_ends(pipeline: &gst::Pipeline) -> Arc<AtomicU64> {
+    let end = Arc::new(AtomicU64::new(0));
+    let decodebins = pipeline
+        .children()
+        .into_iter()
+        .filter(|e| e.factory().is_some_and(|f| f.name().ends_with("decodebin")));
+    for decode in decodebins {
+        let end = end.clone();
+        decode.connect_pad_added(move |_, pad| {
+            let end = end.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(buffer) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let Some(pts) = buffer.pts() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let stop = pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO);
+                let stream_time = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|ev| {
+                        ev.segment()
+                            .downcast_ref::<gst::ClockTime>()
+                            .and_then(|s| s.to_stream_time(stop))
+                    })
+                    .unwrap_or(stop);
+                end.fetch_max(stream_time.nseconds(), Ordering::SeqCst);
+                gst::PadProbeReturn::Ok
+            });
+        });
+    }
+    end
+}
+
+/// Counts the buffers entering `element`'s sink pad.
+fn count_buffers(element: &gst::Element) -> Arc<AtomicU64> {
+    let n = Arc::new(AtomicU64::new(0));
+    let counter = n.clone();
+    if let Some(pad) = element.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    }
+    n
+}
+
+/// Plays the pipeline to EOS with progress (frames decoded of the total), or stops it at
+/// SIGINT/SIGTERM.
+fn run(
+    pipeline: &gst::Pipeline,
+    input: &Path,
+    stream: &Stream,
+    total: Option<u64>,
+    decoded: &AtomicU64,
+    start: Instant,
+    progress: bool,
+) -> Result<(), Error> {
+    let what = "the stablekeypoints pipeline failed";
+    set_state(pipeline, gst::State::Playing, input, what)?;
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    let mut bar =
+        progress.then(|| Progress::new(total.unwrap_or(0), "frame {pos}/{len} [{bar:30}] {eta}"));
+    loop {
+        if let Some(sig) = interrupt::received() {
+            return Err(Error::Invalid(format!(
+                "interrupted by {}: stopped the pipeline; the earlier outputs are unchanged",
+                interrupt::name(sig)
+            )));
+        }
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(100),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Error(e)) => {
+                return Err(file_error(
+                    input,
+                    format!("{what}: {}", video::describe_error(e)),
+                ))
+            }
+            Some(_) => {
+                let done = decoded.load(Ordering::SeqCst);
+                let Some(bar) = bar.as_mut() else { break };
+                bar.set(done, "", true, || {
+                    let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                    format!("frame {done}{of} ({:.0} s)", start.elapsed().as_secs_f64())
+                });
+                break;
+            }
+            None => {
+                let Some(bar) = bar.as_mut() else { continue };
+                let done = pipeline
+                    .query_position::<gst::ClockTime>()
+                    .and_then(|p| stream.frames_in(p));
+                if let Some(done) = done {
+                    let log = bar.due(LOG_EVERY);
+                    bar.set(done, "", log, || {
+                        let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+                        format!("frame {done}{of} ({:.0} s)", start.elapsed().as_secs_f64())
+                    });
+                }
+            }
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    Ok(())
+}
