@@ -409,8 +409,14 @@ pub fn run_video(
         None
     };
     let encoded = if job.annotated {
-        // x264 wants even sizes for 4:2:0.
-        let (w, h) = ((stream.width + 1) & !1, (stream.height + 1) & !1);
+        let (w, h) = encoded_size(stream.width, stream.height);
+        if (w, h) != (stream.width, stream.height) && progress {
+            eprintln!(
+                "the annotated video is {w}x{h}: H.264 in MP4 takes even sizes of at least \
+                 {MIN_ENCODED_SIDE} pixels, the video is {}x{}",
+                stream.width, stream.height
+            );
+        }
         let caps = gst::Caps::builder("video/x-raw")
             .field("format", "I420")
             .field("width", w as i32)
@@ -514,6 +520,28 @@ pub fn run_video(
         seconds: start.elapsed().as_secs_f64(),
         outputs,
     })
+}
+
+/// The smallest side of H.264 video in MP4 (`mp4mux` refuses smaller: a pipeline to it never
+/// links).
+pub const MIN_ENCODED_SIDE: usize = 16;
+
+/// The size the annotated video of a `width x height` video is encoded at: the same, rounded
+/// up to even sides (4:2:0), or scaled up (keeping its shape) until both sides are at least
+/// [`MIN_ENCODED_SIDE`].
+pub fn encoded_size(width: usize, height: usize) -> (usize, usize) {
+    let (w, h) = (width.max(1), height.max(1));
+    // Scaled by MIN / the shorter side when that is shorter than MIN (rounded up).
+    let short = w.min(h);
+    let up = |v: usize| {
+        if short < MIN_ENCODED_SIDE {
+            (v * MIN_ENCODED_SIDE).div_ceil(short)
+        } else {
+            v
+        }
+    };
+    let even = |v: usize| (v + 1) & !1;
+    (even(up(w)), even(up(h)))
 }
 
 /// The furthest stream time (end of a buffer) any decoded stream of `pipeline` reaches, video
@@ -628,4 +656,27 @@ fn run(
         bar.finish();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotated_videos_are_scaled_up_to_what_the_encoder_takes() {
+        // Issue 24 (1): a video under 16 pixels never linked to mp4mux and `process` waited
+        // forever.
+        for (size, want) in [
+            ((96, 72), (96, 72)),
+            ((95, 71), (96, 72)),
+            ((1, 1), (16, 16)),
+            ((2, 2), (16, 16)),
+            ((14, 14), (16, 16)),
+            ((640, 8), (1280, 16)),
+            ((8, 640), (16, 1280)),
+            ((15, 40), (16, 44)),
+        ] {
+            assert_eq!(encoded_size(size.0, size.1), want, "{size:?}");
+        }
+    }
 }

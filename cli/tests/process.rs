@@ -746,3 +746,140 @@ fn sigint_stops_process_and_keeps_the_earlier_outputs() {
 fn sigterm_stops_process_and_keeps_the_earlier_outputs() {
     interrupted("TERM", 143);
 }
+
+/// Runs `cmd` to its end, or kills it after `secs` seconds and fails: the cases below used
+/// to wait forever.
+fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let readers = std::thread::spawn(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let _ = pipes.1.read_to_end(&mut err);
+        let _ = pipes.0.read_to_end(&mut out);
+        (out, err)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (_, err) = readers.join().unwrap();
+            panic!(
+                "{cmd:?} still running after {secs} s: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (stdout, stderr) = readers.join().unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// A raw GRAY8 clip of `w x h` pixels in Matroska (no encoder has a minimum size).
+fn tiny_clip(dir: &Path, w: usize, h: usize) -> Option<PathBuf> {
+    let caps = format!("video/x-raw,width={w},height={h},framerate=30/1");
+    let clip = dir.join(format!("v{w}x{h}.mkv"));
+    let loc = format!("location={}", clip.display());
+    let num = format!("num-buffers={FRAMES}");
+    let out = gst(&[
+        "-q",
+        "videotestsrc",
+        "pattern=ball",
+        &num,
+        "!",
+        &caps,
+        "!",
+        "videoconvert",
+        "!",
+        "video/x-raw,format=GRAY8",
+        "!",
+        "matroskamux",
+        "!",
+        "filesink",
+        &loc,
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(clip)
+}
+
+/// The size of the first decoded frame of `path`.
+fn decoded_size(path: &Path) -> (i32, i32) {
+    use gst::prelude::*;
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! appsink name=sink sync=false",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.pull_sample();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let caps = sample.unwrap().caps().unwrap().to_owned();
+    let s = caps.structure(0).unwrap();
+    (s.get("width").unwrap(), s.get("height").unwrap())
+}
+
+#[test]
+fn videos_under_16_pixels_are_processed_with_the_annotated_video_scaled_up() {
+    // Issue 24 (1): below 16 pixels the annotated branch (H.264 in MP4) could not link, the
+    // video went nowhere and `process` never ended.
+    let dir = temp_dir("tiny");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    for ((w, h), encoded) in [((2, 2), (16, 16)), ((640, 8), (1280, 16))] {
+        let Some(clip) = tiny_clip(&dir, w, h) else {
+            return;
+        };
+        let result = dir.join(format!("out{w}x{h}"));
+        let out = output_within(
+            bin()
+                .args(["process", "--model"])
+                .arg(tiny_dir())
+                .arg("--input")
+                .arg(&clip)
+                .arg("--out-dir")
+                .arg(&result)
+                .arg("--tokens")
+                .arg(&tokens),
+            120,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{w}x{h}: {err}");
+        assert!(
+            err.contains(&format!(
+                "the annotated video is {}x{}",
+                encoded.0, encoded.1
+            )),
+            "{err}"
+        );
+        let lines = std::fs::read_to_string(result.join("keypoints.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), FRAMES, "{w}x{h}");
+        let annotated = result.join("annotated.mp4");
+        assert_eq!(decoded_frames(&annotated), FRAMES, "{w}x{h}");
+        assert_eq!(decoded_size(&annotated), encoded);
+    }
+}
