@@ -883,3 +883,60 @@ fn videos_under_16_pixels_are_processed_with_the_annotated_video_scaled_up() {
         assert_eq!(decoded_size(&annotated), encoded);
     }
 }
+
+#[test]
+fn a_file_without_video_says_so_at_once() {
+    // Issue 24 (2): `train --input` on an audio-only file waited forever at 0% CPU, and
+    // `process` gave up after 60 s ("no video frame within 60 s").
+    let dir = temp_dir("audio-only");
+    let clip = dir.join("audio.mp4");
+    let loc = format!("location={}", clip.display());
+    match gst(&[
+        "-q",
+        "audiotestsrc",
+        "num-buffers=40",
+        "!",
+        "avenc_aac",
+        "!",
+        "mp4mux",
+        "!",
+        "filesink",
+        &loc,
+    ]) {
+        Some(o) if o.status.success() => {}
+        o => {
+            let msg = format!("gst-launch-1.0 cannot make an AAC file: {o:?}");
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return;
+        }
+    }
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let started = std::time::Instant::now();
+    let train = output_within(
+        bin()
+            .args(["train", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(&clip)
+            .arg("--out")
+            .arg(dir.join("t.safetensors"))
+            .args(TINY_TRAIN),
+        30,
+    );
+    assert_clean_error(&train, &["audio.mp4", "has no video stream", "audio/x-raw"]);
+    let process = output_within(
+        bin()
+            .args(["process", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(&clip)
+            .arg("--out-dir")
+            .arg(dir.join("out"))
+            .arg("--tokens")
+            .arg(&tokens),
+        30,
+    );
+    assert_clean_error(&process, &["audio.mp4", "has no video stream"]);
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}
