@@ -108,6 +108,79 @@ pub fn output_target(path: &Path, what: &str) -> Result<PathBuf> {
     Err(bad("too many levels of symbolic links".into()))
 }
 
+/// The files a command reads (model, tokens, pose, images, videos, label CSVs), so that no
+/// output replaces one of them ([`Inputs::check`]), whether by the same name or through
+/// another (a hard or symbolic link, `..`): files are compared by (device, inode).
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// (flag, path as given or found in the folder given, (device, inode))
+    files: Vec<(String, PathBuf, (u64, u64))>,
+}
+
+impl Inputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the input `path` (given with the flag `what`): a file, or the files of a folder
+    /// (a model's, a folder of images) to a few levels down. A missing path adds nothing (its
+    /// reader reports it).
+    pub fn add(&mut self, what: &str, path: &Path) -> &mut Self {
+        self.walk(what, path, 4, &|_| true);
+        self
+    }
+
+    /// [`add`](Self::add), keeping only the files of a folder that `keep` accepts (the images
+    /// of a folder of images, not the outputs written beside them).
+    pub fn add_where(&mut self, what: &str, path: &Path, keep: &dyn Fn(&Path) -> bool) {
+        if path.is_dir() {
+            self.walk(what, path, 4, keep);
+        } else {
+            self.add(what, path);
+        }
+    }
+
+    fn walk(&mut self, what: &str, path: &Path, depth: usize, keep: &dyn Fn(&Path) -> bool) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(path) else {
+            return;
+        };
+        if m.is_dir() {
+            if depth == 0 {
+                return;
+            }
+            let Ok(entries) = std::fs::read_dir(path) else {
+                return;
+            };
+            for e in entries.flatten() {
+                self.walk(what, &e.path(), depth - 1, keep);
+            }
+        } else if keep(path) {
+            self.files
+                .push((what.to_string(), path.to_path_buf(), (m.dev(), m.ino())));
+        }
+    }
+
+    /// Refuses the output `path` (given with `what`) when it is one of the inputs, naming both.
+    pub fn check(&self, path: &Path, what: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        // A file that does not exist yet is no input.
+        let Ok(m) = std::fs::metadata(path) else {
+            return Ok(());
+        };
+        let id = (m.dev(), m.ino());
+        match self.files.iter().find(|f| f.2 == id) {
+            Some((flag, input, _)) => Err(Error::Invalid(format!(
+                "{what} {} is the input {flag} {}: an output may not replace an input; \
+                 choose another output name",
+                path.display(),
+                input.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The temporary name `path` is written under before the rename: `.NAME.tmpPID` in the same
 /// folder (so that the rename stays on one file system).
 pub fn temp_path(path: &Path) -> PathBuf {
@@ -376,6 +449,44 @@ mod tests {
         assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
         use std::os::unix::fs::FileTypeExt;
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_output_may_not_be_an_input_by_any_name() {
+        // Issue 24 (5): `train --input clip.mp4 --out clip.mp4` replaced the video.
+        let d = tmp("inputs");
+        let clip = d.join("clip.mp4");
+        std::fs::write(&clip, "video").unwrap();
+        std::fs::create_dir_all(d.join("model/unet")).unwrap();
+        let weights = d.join("model/unet/w.safetensors");
+        std::fs::write(&weights, "w").unwrap();
+        let hard = d.join("hard.mp4");
+        std::fs::hard_link(&clip, &hard).unwrap();
+        let soft = d.join("soft.mp4");
+        std::os::unix::fs::symlink(&clip, &soft).unwrap();
+        let mut inputs = Inputs::new();
+        inputs
+            .add("--input", &clip)
+            .add("--model", &d.join("model"))
+            .add("--tokens", &d.join("missing"));
+        for out in [
+            clip.clone(),
+            hard,
+            soft,
+            d.join("model/../clip.mp4"),
+            d.join("./clip.mp4"),
+        ] {
+            let e = inputs.check(&out, "--out").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("--out {}", out.display()))
+                    && e.contains(&format!("--input {}", clip.display())),
+                "{e}"
+            );
+        }
+        let e = inputs.check(&weights, "--out").unwrap_err().to_string();
+        assert!(e.contains("the input --model"), "{e}");
+        inputs.check(&d.join("new.safetensors"), "--out").unwrap();
         let _ = std::fs::remove_dir_all(&d);
     }
 

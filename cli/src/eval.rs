@@ -5,7 +5,7 @@ use crate::args::{EvalCmd, MetricName};
 use crate::detect::detector;
 use crate::progress::Progress;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
-use stablekeypoints::util::check_output_file;
+use stablekeypoints::util::{check_output_file, Inputs};
 use stablekeypoints::{Error, Model, Tokens};
 use std::sync::Arc;
 
@@ -106,6 +106,25 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
 
     if let Some(p) = &c.save_regressor {
         check_output_file(p, "--save-regressor")?;
+        let mut inputs = Inputs::new();
+        inputs
+            .add("--model", &c.model.model)
+            .add("--tokens", &c.model.tokens_path());
+        for (flag, set) in [("--train", &train), ("--test", &test)] {
+            inputs.add(flag, &set.path);
+            for row in &set.rows {
+                inputs.add(flag, &row.image);
+                if let Some(mask) = &row.mask {
+                    inputs.add(flag, mask);
+                }
+            }
+        }
+        for (flag, path) in [("--names", &c.names), ("--skeleton", &c.skeleton)] {
+            if let Some(path) = path {
+                inputs.add(flag, path);
+            }
+        }
+        inputs.check(p, "--save-regressor")?;
     }
 
     let (device, dtype) = c.detect.device.device.open()?;

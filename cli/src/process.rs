@@ -22,7 +22,7 @@ use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
 use gst::prelude::*;
 use stablekeypoints::device::DeviceSpec;
 use stablekeypoints::pose::PoseModel;
-use stablekeypoints::util::{check_output_file, StagedOutputs};
+use stablekeypoints::util::{check_output_file, Inputs, StagedOutputs};
 use stablekeypoints::{CropMode, DetectOptions, Detector, Error, Model, Tokens};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -237,6 +237,19 @@ impl<'a> ElementJob<'a> {
         }
     }
 
+    /// What a run on `input` reads: no output may replace one of these.
+    pub fn inputs(&self, input: &Path) -> Inputs {
+        let mut inputs = Inputs::new();
+        inputs
+            .add("--input", input)
+            .add("--model", self.model)
+            .add("--tokens", self.tokens);
+        if let Some(pose) = self.pose {
+            inputs.add("--pose", pose);
+        }
+        inputs
+    }
+
     /// The output files of a video, in `out_dir`.
     pub fn outputs(&self, out_dir: &Path) -> Vec<PathBuf> {
         let mut v = vec![out_dir.join(KEYPOINTS)];
@@ -298,9 +311,27 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
         Some(t) => Some(check_model_and_tokens(&c, t)?),
         None => None,
     };
+    // No output may replace an input (`--input OUT/annotated.mp4 --out-dir OUT`).
+    let trained = out_dir.join("tokens.safetensors");
+    let probe = ElementJob::new(&c, c.tokens.as_deref().unwrap_or(Path::new("")));
+    let inputs = probe.inputs(input);
+    for p in probe.outputs(out_dir) {
+        inputs.check(&p, "--out-dir")?;
+    }
+    if c.tokens.is_none() {
+        inputs.check(&trained, "--out-dir")?;
+    }
     // Fail before training when the element or the file cannot run.
     register_element()?;
     preroll(input)?;
+    // One run per folder at a time: a second would replace the first's outputs.
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        Error::Invalid(format!(
+            "--out-dir {}: cannot create it: {e}",
+            out_dir.display()
+        ))
+    })?;
+    let _lock = stablekeypoints::corpus::try_lock_folder(out_dir, "--out-dir")?;
     let tokens = match &c.tokens {
         Some(t) => t.clone(),
         None => {
@@ -311,7 +342,7 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
             }
             // Written (atomically) as soon as training ends: a complete result of its own,
             // kept even if the pipeline then fails.
-            let out = out_dir.join("tokens.safetensors");
+            let out = trained;
             train::run(&TrainJob {
                 model: &c.model,
                 input: TrainInput::Path(input),
@@ -363,6 +394,10 @@ pub fn run_video(
         ))
     })?;
     let outputs = job.outputs(out_dir);
+    let inputs = job.inputs(input);
+    for p in &outputs {
+        inputs.check(p, "--out-dir")?;
+    }
     let mut staged = StagedOutputs::new();
     let mut temps = Vec::new();
     for p in &outputs {

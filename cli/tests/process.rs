@@ -495,10 +495,12 @@ fn any_decoded_raw_format_trains_and_processes() {
     }
 }
 
-/// Every file in `dir` with its bytes.
+/// The files of `dir` and their bytes; the run's lock file (`.lock`, which names the last
+/// run that held the folder) is not an output.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != ".lock")
         .map(|e| {
             let e = e.unwrap();
             (
@@ -939,4 +941,86 @@ fn a_file_without_video_says_so_at_once() {
     );
     assert_clean_error(&process, &["audio.mp4", "has no video stream"]);
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}
+
+#[test]
+fn no_output_replaces_an_input_and_one_run_per_out_dir() {
+    // Issue 24 (5, 6): `train --input clip.mp4 --out clip.mp4` replaced the video with the
+    // tokens; `process --input OUT/annotated.mp4 --out-dir OUT` replaced its own input; and
+    // two runs into one folder both exited 0, the last replacing the other's outputs.
+    let dir = temp_dir("inputs");
+    let Some(clip) = make_clip(&dir) else { return };
+    let before = std::fs::read(&clip).unwrap();
+    let out = bin()
+        .args(["train", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(&clip)
+        .arg("--out")
+        .arg(dir.join("./ball.mp4"))
+        .args(TINY_TRAIN)
+        .output()
+        .unwrap();
+    assert_clean_error(&out, &["--out", "is the input --input", "ball.mp4"]);
+    assert_eq!(std::fs::read(&clip).unwrap(), before);
+
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let annotated = result.join("annotated.mp4");
+    // The annotated video as the input, by its name and through a link.
+    let link = dir.join("link.mp4");
+    std::os::unix::fs::symlink(&annotated, &link).unwrap();
+    for input in [&annotated, &link] {
+        let before = snapshot(&result);
+        let out = process_with_tokens(input, &result, &tiny_dir(), &tokens);
+        assert_clean_error(
+            &out,
+            &["--out-dir", "annotated.mp4", "is the input --input"],
+        );
+        assert_eq!(snapshot(&result), before);
+    }
+
+    // A second run while one holds the folder stops at once, naming the first.
+    let first = std::process::Command::new("flock")
+        .arg(result.join(".lock"))
+        .args([
+            "sh",
+            "-c",
+            "echo process 4242 on elsewhere > \"$0\"; sleep 30",
+        ])
+        .arg(result.join(".lock"))
+        .spawn();
+    let Ok(mut first) = first else {
+        eprintln!("SKIPPED: flock(1) is not installed");
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = output_within(
+        bin()
+            .args(["process", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(&clip)
+            .arg("--out-dir")
+            .arg(&result)
+            .arg("--tokens")
+            .arg(&tokens),
+        30,
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_clean_error(
+        &out,
+        &[
+            "--out-dir",
+            "in use by another run",
+            "process 4242 on elsewhere",
+        ],
+    );
 }
