@@ -68,6 +68,10 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
             test.num_landmarks
         )));
     }
+    // Nothing to fit or to score is an error now, not after minutes of detection (nor a
+    // perfect score of nothing).
+    train.require_visible("training")?;
+    test.require_visible("test")?;
     let l = train.num_landmarks;
     metric
         .validate(l)
@@ -156,8 +160,33 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
     };
     let train_samples = detect(&train, "train")?;
     let test_samples = detect(&test, "test")?;
+    for (set, samples) in [(&train, &train_samples), (&test, &test_samples)] {
+        let sizes: Vec<(usize, usize)> = samples.iter().map(|s| (s.width, s.height)).collect();
+        let lines = set.lines_outside(&sizes);
+        if !lines.is_empty() {
+            let shown: Vec<String> = lines.iter().take(10).map(|l| l.to_string()).collect();
+            let more = if lines.len() > 10 { ", ..." } else { "" };
+            eprintln!(
+                "warning: {}: {} rows have landmarks outside their image (lines {}{more}); \
+                 they count as visible",
+                set.path.display(),
+                lines.len(),
+                shown.join(", ")
+            );
+        }
+    }
     let reg = eval::fit(&train_samples, &metric, protocol)?;
     let report = eval::evaluate(&reg, &test_samples, &metric, protocol)?;
+    if report.scored_images == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: none of its {} images could be scored with --metric {} ({} skipped), so \
+             there is no score",
+            test.path.display(),
+            report.test_images,
+            report.metric,
+            report.skipped_images
+        )));
+    }
     let spec = det.map_spec();
 
     if let Some(path) = &c.save_regressor {
