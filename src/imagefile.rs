@@ -3,25 +3,59 @@
 //! the image as a viewer shows it.
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_IMAGE_PIXELS;
+use crate::util::{available_memory, human_bytes};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use std::path::Path;
 
-/// Decodes `path` and applies its EXIF orientation.
+/// Decodes `path` and applies its EXIF orientation. The size its header declares is checked
+/// before any pixel is allocated: at most [`MAX_IMAGE_PIXELS`], and what decoding holds (the
+/// decoded image, its upright and RGB copies) must fit in the memory available.
 pub fn read_upright(path: &Path) -> Result<DynamicImage> {
     let bad = |e: image::ImageError| Error::Image {
         path: path.to_path_buf(),
         msg: e.to_string(),
     };
-    let mut decoder = ImageReader::open(path)
+    let mut reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .into_decoder()
-        .map_err(bad)?;
+        .map_err(|e| Error::io(path, e))?;
+    // The decoders' own bound too (the default's 512 MiB of allocations refuses large
+    // pictures that the checks below accept).
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(bad)?;
+    check_size(path, decoder.dimensions(), decoder.total_bytes())?;
     let orientation = decoder.orientation().map_err(bad)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Refuses an image of `width x height` pixels (`bytes` decoded) that is too large to decode.
+fn check_size(path: &Path, (width, height): (u32, u32), bytes: u64) -> Result<()> {
+    let too_large = |why: String| Error::Image {
+        path: path.to_path_buf(),
+        msg: format!("it declares {width}x{height} pixels: {why}; refused before decoding"),
+    };
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(too_large(format!(
+            "more than the {} megapixels an image may have",
+            MAX_IMAGE_PIXELS / 1_000_000
+        )));
+    }
+    // Decoded, upright and RGB8: three copies at most.
+    let need = bytes.saturating_mul(3);
+    if let Some(avail) = available_memory().filter(|&a| need > a) {
+        return Err(too_large(format!(
+            "decoding takes about {}, more than the {} of memory available",
+            human_bytes(need),
+            human_bytes(avail)
+        )));
+    }
+    Ok(())
 }
 
 /// [`read_upright`] as RGB8.
@@ -54,6 +88,80 @@ mod tests {
             let v = (40 * (y * 3 + x)) as u8;
             image::Rgb([v, v, v])
         })
+    }
+
+    /// A valid PNG signature and IHDR chunk declaring `w x h` RGB8 pixels, then one small
+    /// IDAT and IEND: a few dozen bytes.
+    fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend((data.len() as u32).to_be_bytes());
+            let start = out.len();
+            out.extend(kind);
+            out.extend(data);
+            let crc = crc32(&out[start..]);
+            out.extend(crc.to_be_bytes());
+        }
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut c = 0xffff_ffffu32;
+            for &b in bytes {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 != 0 {
+                        0xedb8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+            }
+            !c
+        }
+        let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend(w.to_be_bytes());
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
+        chunk(&mut v, b"IHDR", &ihdr);
+        chunk(
+            &mut v,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
+        chunk(&mut v, b"IEND", &[]);
+        v
+    }
+
+    #[test]
+    fn an_image_declaring_a_huge_size_is_refused_before_decoding() {
+        // Issue 24 (3): a 100-byte PNG declaring 30000x30000 pixels was decoded without a
+        // limit (2.7 GB) and the process aborted.
+        let dir = std::env::temp_dir().join(format!("skp-imagefile-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = dir.join("bomb.png");
+        std::fs::write(&png, png_declaring(30000, 30000)).unwrap();
+        // The same header under a JPEG name: the content decides.
+        let misnamed = dir.join("bomb.jpg");
+        std::fs::write(&misnamed, png_declaring(30000, 30000)).unwrap();
+        // A real 8x8 JPEG whose SOF0 is edited to declare 60000x60000.
+        let jpg = dir.join("bomb2.jpg");
+        let mut j = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut j)
+            .write_image(&[128; 8 * 8 * 3], 8, 8, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let sof = j.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        j[sof + 5..sof + 9].copy_from_slice(&[0xea, 0x60, 0xea, 0x60]);
+        std::fs::write(&jpg, &j).unwrap();
+        for (path, size) in [
+            (&png, "30000x30000"),
+            (&misnamed, "30000x30000"),
+            (&jpg, "60000x60000"),
+        ] {
+            let e = read_rgb(path).unwrap_err().to_string();
+            assert!(
+                e.contains(&path.display().to_string()) && e.contains(size),
+                "{e}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

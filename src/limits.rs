@@ -32,6 +32,10 @@ pub const MAX_WORKERS: usize = 64;
 /// Attempts per video across reruns (`--max-attempts`).
 pub const MAX_ATTEMPTS: usize = 1000;
 
+/// Pixels of an image file decoded (`detect`, `eval`, training images): 200 megapixels (a
+/// 16384 x 12288 picture), checked from the header before anything is allocated.
+pub const MAX_IMAGE_PIXELS: u64 = 200_000_000;
+
 /// `Ok(value)` when `min <= value <= max`, else the message `must be between MIN and MAX`.
 pub fn check(value: usize, min: usize, max: usize) -> Result<usize, String> {
     if (min..=max).contains(&value) {

@@ -57,6 +57,10 @@ fn pair(v: &str) -> Option<[f64; 2]> {
     Some([a.trim().parse().ok()?, b.trim().parse().ok()?])
 }
 
+/// The largest magnitude of an embedding value: the text encoder's embeddings are of order 1,
+/// and values near 1e19 already overflow `f32` in the attention's products.
+pub const MAX_EMBEDDING_ABS: f32 = 1e6;
+
 impl Tokens {
     /// Builds a token set, checking that it is usable.
     pub fn new(
@@ -95,6 +99,19 @@ impl Tokens {
         if let Some(i) = self.embeddings.iter().position(|v| !v.is_finite()) {
             return Err(format!(
                 "`embeddings` holds a non-finite value at flat index {i}"
+            ));
+        }
+        // Finite but huge values overflow in the model's attention (NaN maps, blamed on the
+        // model): they are the file's fault.
+        if let Some(i) = self
+            .embeddings
+            .iter()
+            .position(|v| v.abs() > MAX_EMBEDDING_ABS)
+        {
+            return Err(format!(
+                "`embeddings` holds {:e} at flat index {i}, beyond the {MAX_EMBEDDING_ABS:e} a \
+                 token embedding may reach (learned embeddings are of order 1): a damaged file",
+                self.embeddings[i]
             ));
         }
         if self.indices.is_empty() {
@@ -630,6 +647,36 @@ mod tests {
         bad.indices = vec![];
         assert!(bad.validate().unwrap_err().contains("empty"));
         assert!(Tokens::new(vec![], 0, 3, vec![0]).is_err());
+    }
+
+    #[test]
+    fn huge_finite_embeddings_are_blamed_on_the_file() {
+        // Issue 24 (13): a value of 1e30 loaded, then the model's attention overflowed and
+        // the error blamed the model.
+        let dir = std::env::temp_dir().join(format!("skp-tokens-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.safetensors");
+        let mut t = sample();
+        t.save(&path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        // The same file with embedding 5 (2.5 as f32) replaced by 1e30.
+        let at = good
+            .windows(4)
+            .rposition(|w| w == 2.5f32.to_le_bytes())
+            .unwrap();
+        let mut bytes = good.clone();
+        bytes[at..at + 4].copy_from_slice(&1e30f32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Tokens::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("huge.safetensors") && e.contains("1e30") && e.contains("index 5"),
+            "{e}"
+        );
+        t.embeddings[5] = -MAX_EMBEDDING_ABS;
+        t.validate().unwrap();
+        t.embeddings[5] = -2.0 * MAX_EMBEDDING_ABS;
+        assert!(t.validate().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

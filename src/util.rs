@@ -42,6 +42,145 @@ fn folder_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// What `m` is, for errors: "a character device", "a FIFO (named pipe)", ...
+fn kind_of(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The file that writing the output `path` replaces: `path` itself, or the target its
+/// symbolic links lead to (so that the links stay and the target is replaced, atomically, in
+/// its own folder). Refuses a folder, and a device node, FIFO or socket (renaming a new file
+/// over one would replace it with a regular file). `what` names the output in errors (a flag
+/// such as `--out`, a property such as `location`).
+pub fn output_target(path: &Path, what: &str) -> Result<PathBuf> {
+    let bad = |m: String| Error::Invalid(format!("{what} {}: {m}", path.display()));
+    if path.as_os_str().is_empty() || path.file_name().is_none() {
+        return Err(bad("not a file name".into()));
+    }
+    // What the name leads to (through every link), as the kernel sees it: /dev/stdout is a
+    // link to /proc/self/fd/1, whose target text ("pipe:[...]") names no file.
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.is_dir() {
+            return Err(bad("is a folder; give the name of a file to write".into()));
+        }
+        if !m.is_file() {
+            return Err(bad(format!(
+                "is {}, not a regular file: outputs are written to a temporary file renamed \
+                 over the old one, which would replace it; give the name of a regular file",
+                kind_of(&m)
+            )));
+        }
+    }
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+                // A relative target is relative to the link's folder (an absolute one replaces
+                // it in `join`).
+                p = folder_of(&p).join(target);
+            }
+            Ok(_) => return Ok(p),
+            // A new name (or one whose folder cannot be made: writing it says why).
+            Err(_) if p.file_name().is_some() => return Ok(p),
+            Err(_) => {
+                return Err(bad(format!(
+                    "its link leads to {}: not a file name",
+                    p.display()
+                )))
+            }
+        }
+    }
+    Err(bad("too many levels of symbolic links".into()))
+}
+
+/// The files a command reads (model, tokens, pose, images, videos, label CSVs), so that no
+/// output replaces one of them ([`Inputs::check`]), whether by the same name or through
+/// another (a hard or symbolic link, `..`): files are compared by (device, inode).
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// (flag, path as given or found in the folder given, (device, inode))
+    files: Vec<(String, PathBuf, (u64, u64))>,
+}
+
+impl Inputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the input `path` (given with the flag `what`): a file, or the files of a folder
+    /// (a model's, a folder of images) to a few levels down. A missing path adds nothing (its
+    /// reader reports it).
+    pub fn add(&mut self, what: &str, path: &Path) -> &mut Self {
+        self.walk(what, path, 4, &|_| true);
+        self
+    }
+
+    /// [`add`](Self::add), keeping only the files of a folder that `keep` accepts (the images
+    /// of a folder of images, not the outputs written beside them).
+    pub fn add_where(&mut self, what: &str, path: &Path, keep: &dyn Fn(&Path) -> bool) {
+        if path.is_dir() {
+            self.walk(what, path, 4, keep);
+        } else {
+            self.add(what, path);
+        }
+    }
+
+    fn walk(&mut self, what: &str, path: &Path, depth: usize, keep: &dyn Fn(&Path) -> bool) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(path) else {
+            return;
+        };
+        if m.is_dir() {
+            if depth == 0 {
+                return;
+            }
+            let Ok(entries) = std::fs::read_dir(path) else {
+                return;
+            };
+            for e in entries.flatten() {
+                self.walk(what, &e.path(), depth - 1, keep);
+            }
+        } else if keep(path) {
+            self.files
+                .push((what.to_string(), path.to_path_buf(), (m.dev(), m.ino())));
+        }
+    }
+
+    /// Refuses the output `path` (given with `what`) when it is one of the inputs, naming both.
+    pub fn check(&self, path: &Path, what: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        // A file that does not exist yet is no input.
+        let Ok(m) = std::fs::metadata(path) else {
+            return Ok(());
+        };
+        let id = (m.dev(), m.ino());
+        match self.files.iter().find(|f| f.2 == id) {
+            Some((flag, input, _)) => Err(Error::Invalid(format!(
+                "{what} {} is the input {flag} {}: an output may not replace an input; \
+                 choose another output name",
+                path.display(),
+                input.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The temporary name `path` is written under before the rename: `.NAME.tmpPID` in the same
 /// folder (so that the rename stays on one file system).
 pub fn temp_path(path: &Path) -> PathBuf {
@@ -54,13 +193,16 @@ pub fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` via a temporary file in the same directory and a rename, so a
 /// crash never leaves a half-written file behind.
+/// A symbolic link at `path` is kept: its target is replaced ([`output_target`]); a device
+/// node or FIFO is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
+    let target = output_target(path, "cannot write")?;
+    let tmp = temp_path(&target);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &target)
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
@@ -69,22 +211,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Checks, before any work, that `path` can be written as an output file: it is not a
-/// folder, and its folder exists (it is created if missing) and takes a new file. `what`
-/// names the output in errors (a flag such as `--out`).
+/// Checks, before any work, that `path` can be written as an output file: it is a regular
+/// file or a new name, not a folder nor a device ([`output_target`]), and the folder of the
+/// file it replaces exists (it is created if missing) and takes a new file. `what` names the
+/// output in errors (a flag such as `--out`).
 pub fn check_output_file(path: &Path, what: &str) -> Result<()> {
     let bad = |m: String| Err(Error::Invalid(format!("{what} {}: {m}", path.display())));
-    if path.as_os_str().is_empty() || path.file_name().is_none() {
-        return bad("not a file name".into());
-    }
-    if path.is_dir() {
-        return bad("is a folder; give the name of a file to write".into());
-    }
-    let dir = folder_of(path);
+    let target = output_target(path, what)?;
+    let dir = folder_of(&target);
     if let Err(e) = std::fs::create_dir_all(dir) {
         return bad(format!("cannot create its folder {}: {e}", dir.display()));
     }
-    let probe = temp_path(path);
+    let probe = temp_path(&target);
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
@@ -110,11 +248,13 @@ impl StagedOutputs {
     }
 
     /// Checks `path` ([`check_output_file`]) and returns the temporary path to write it to.
+    /// A symbolic link at `path` is kept: its target is what the commit replaces.
     pub fn stage(&mut self, path: &Path, what: &str) -> Result<PathBuf> {
         check_output_file(path, what)?;
-        let tmp = temp_path(path);
+        let target = output_target(path, what)?;
+        let tmp = temp_path(&target);
         let _ = std::fs::remove_file(&tmp);
-        self.files.push((path.to_path_buf(), tmp.clone()));
+        self.files.push((target, tmp.clone()));
         Ok(tmp)
     }
 
@@ -245,6 +385,108 @@ mod tests {
         check_output_file(&p, "--out").unwrap();
         assert!(d.join("new/sub").is_dir());
         assert_eq!(std::fs::read_dir(d.join("new/sub")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn outputs_write_through_symlinks_and_refuse_devices() {
+        // Issue 24 (4): the atomic writers renamed a new file over a symbolic link (and over
+        // /dev/null), replacing it with a regular file.
+        let d = tmp("links");
+        std::fs::create_dir_all(d.join("real")).unwrap();
+        let target = d.join("real/t.safetensors");
+        std::fs::write(&target, "old").unwrap();
+        let link = d.join("link.safetensors");
+        std::os::unix::fs::symlink("real/t.safetensors", &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        // Staged outputs too; a dangling link gets its target created.
+        let dangling = d.join("dangling.json");
+        std::os::unix::fs::symlink(d.join("real/new.json"), &dangling).unwrap();
+        for (path, file) in [
+            (&link, target.clone()),
+            (&dangling, d.join("real/new.json")),
+        ] {
+            let mut s = StagedOutputs::new();
+            let t = s.stage(path, "--out").unwrap();
+            assert_eq!(
+                t.parent(),
+                Some(d.join("real").as_path()),
+                "temp beside the target"
+            );
+            std::fs::write(&t, "staged").unwrap();
+            s.commit().unwrap();
+            assert!(std::fs::symlink_metadata(path)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "staged");
+        }
+        // Device nodes and FIFOs are refused, and stay what they were.
+        let fifo = d.join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let dev_link = d.join("null-link");
+        std::os::unix::fs::symlink("/dev/null", &dev_link).unwrap();
+        for (path, kind) in [
+            (Path::new("/dev/null"), "a character device"),
+            (dev_link.as_path(), "a character device"),
+            (fifo.as_path(), "a FIFO"),
+        ] {
+            let e = check_output_file(path, "--out").unwrap_err().to_string();
+            assert!(e.contains("--out") && e.contains(kind), "{e}");
+            let e = write_atomic(path, b"x").unwrap_err().to_string();
+            assert!(e.contains(kind), "{e}");
+            assert!(StagedOutputs::new().stage(path, "--out").is_err());
+        }
+        assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_output_may_not_be_an_input_by_any_name() {
+        // Issue 24 (5): `train --input clip.mp4 --out clip.mp4` replaced the video.
+        let d = tmp("inputs");
+        let clip = d.join("clip.mp4");
+        std::fs::write(&clip, "video").unwrap();
+        std::fs::create_dir_all(d.join("model/unet")).unwrap();
+        let weights = d.join("model/unet/w.safetensors");
+        std::fs::write(&weights, "w").unwrap();
+        let hard = d.join("hard.mp4");
+        std::fs::hard_link(&clip, &hard).unwrap();
+        let soft = d.join("soft.mp4");
+        std::os::unix::fs::symlink(&clip, &soft).unwrap();
+        let mut inputs = Inputs::new();
+        inputs
+            .add("--input", &clip)
+            .add("--model", &d.join("model"))
+            .add("--tokens", &d.join("missing"));
+        for out in [
+            clip.clone(),
+            hard,
+            soft,
+            d.join("model/../clip.mp4"),
+            d.join("./clip.mp4"),
+        ] {
+            let e = inputs.check(&out, "--out").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("--out {}", out.display()))
+                    && e.contains(&format!("--input {}", clip.display())),
+                "{e}"
+            );
+        }
+        let e = inputs.check(&weights, "--out").unwrap_err().to_string();
+        assert!(e.contains("the input --model"), "{e}");
+        inputs.check(&d.join("new.safetensors"), "--out").unwrap();
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -10,7 +10,7 @@ use stablekeypoints::model::MapSpec;
 use stablekeypoints::pose::{PoseModel, Regressor};
 use stablekeypoints::student::Student;
 use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
-use stablekeypoints::util::{check_output_file, safetensors_bytes, write_atomic};
+use stablekeypoints::util::{check_output_file, safetensors_bytes, write_atomic, Inputs};
 use stablekeypoints::{DetectSettings, Detector, Error, FrameRef, Model, PixelFormat, Tokens};
 use std::io::Write;
 use std::path::Path;
@@ -124,6 +124,17 @@ pub fn open(
 pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
     if let Some(out) = &c.dump_maps {
         check_output_file(out, "--dump-maps")?;
+        let mut inputs = Inputs::new();
+        inputs
+            .add("--model", &c.model.model)
+            .add("--tokens", &c.model.tokens_path());
+        if let Some(pose) = &c.pose {
+            inputs.add("--pose", pose);
+        }
+        for image in &c.images {
+            inputs.add("IMAGE", image);
+        }
+        inputs.check(out, "--dump-maps")?;
     }
     // Read every input first so that a bad image fails before minutes of model work.
     let images = c

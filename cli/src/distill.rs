@@ -14,7 +14,7 @@ use stablekeypoints::student::distill::{
 use stablekeypoints::student::net::SIZE_MULTIPLE;
 use stablekeypoints::student::StudentWeights;
 use stablekeypoints::train::{model_config_hash, TrainData};
-use stablekeypoints::util::{check_output_file, write_atomic};
+use stablekeypoints::util::{check_output_file, write_atomic, Inputs};
 use stablekeypoints::{Detector, Error, Model, Tokens};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -50,6 +50,18 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
     let (labels_file, ckpt) = (labels_path(out), checkpoint_path(out));
     for p in [out, &labels_file, &ckpt] {
         check_output_file(p, "--out")?;
+    }
+    let mut inputs = Inputs::new();
+    inputs
+        .add("--model", &c.model.model)
+        .add("--tokens", &c.model.tokens_path());
+    for (flag, p) in [("--input", &c.input), ("--inputs", &c.inputs)] {
+        if let Some(p) = p {
+            inputs.add(flag, p);
+        }
+    }
+    for p in [out, &labels_file, &ckpt] {
+        inputs.check(p, "--out")?;
     }
     if !c.resume {
         distill::refuse_unfinished(&ckpt)?;
@@ -264,6 +276,9 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
 
 pub fn cmd_export_onnx(c: ExportOnnxCmd) -> Result<(), Error> {
     check_output_file(&c.out, "--out")?;
+    Inputs::new()
+        .add("STUDENT", &c.student)
+        .check(&c.out, "--out")?;
     let w = StudentWeights::load(&c.student)?;
     let bytes = stablekeypoints::student::onnx::export(&w)?;
     write_atomic(&c.out, &bytes)?;

@@ -5,7 +5,7 @@ use crate::args::{EvalCmd, MetricName};
 use crate::detect::open;
 use crate::progress::Progress;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
-use stablekeypoints::util::check_output_file;
+use stablekeypoints::util::{check_output_file, Inputs};
 use stablekeypoints::Error;
 
 /// The metric, refusing the options of the other metrics.
@@ -67,6 +67,10 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
             test.num_landmarks
         )));
     }
+    // Nothing to fit or to score is an error now, not after minutes of detection (nor a
+    // perfect score of nothing).
+    train.require_visible("training")?;
+    test.require_visible("test")?;
     let l = train.num_landmarks;
     metric
         .validate(l)
@@ -105,6 +109,25 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
 
     if let Some(p) = &c.save_regressor {
         check_output_file(p, "--save-regressor")?;
+        let mut inputs = Inputs::new();
+        inputs
+            .add("--model", &c.model.model)
+            .add("--tokens", &c.model.tokens_path());
+        for (flag, set) in [("--train", &train), ("--test", &test)] {
+            inputs.add(flag, &set.path);
+            for row in &set.rows {
+                inputs.add(flag, &row.image);
+                if let Some(mask) = &row.mask {
+                    inputs.add(flag, mask);
+                }
+            }
+        }
+        for (flag, path) in [("--names", &c.names), ("--skeleton", &c.skeleton)] {
+            if let Some(path) = path {
+                inputs.add(flag, path);
+            }
+        }
+        inputs.check(p, "--save-regressor")?;
     }
 
     // The reference's evaluation: 10 passes unless told otherwise, every one a random warp
@@ -138,8 +161,33 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
     };
     let train_samples = detect(&train, "train")?;
     let test_samples = detect(&test, "test")?;
+    for (set, samples) in [(&train, &train_samples), (&test, &test_samples)] {
+        let sizes: Vec<(usize, usize)> = samples.iter().map(|s| (s.width, s.height)).collect();
+        let lines = set.lines_outside(&sizes);
+        if !lines.is_empty() {
+            let shown: Vec<String> = lines.iter().take(10).map(|l| l.to_string()).collect();
+            let more = if lines.len() > 10 { ", ..." } else { "" };
+            eprintln!(
+                "warning: {}: {} rows have landmarks outside their image (lines {}{more}); \
+                 they count as visible",
+                set.path.display(),
+                lines.len(),
+                shown.join(", ")
+            );
+        }
+    }
     let reg = eval::fit(&train_samples, &metric, protocol)?;
     let report = eval::evaluate(&reg, &test_samples, &metric, protocol)?;
+    if report.scored_images == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: none of its {} images could be scored with --metric {} ({} skipped), so \
+             there is no score",
+            test.path.display(),
+            report.test_images,
+            report.metric,
+            report.skipped_images
+        )));
+    }
 
     if let Some(path) = &c.save_regressor {
         let mut pose = PoseModel::new(&reg, opened.keys.indices.clone(), names.clone(), skeleton)?;

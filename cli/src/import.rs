@@ -6,6 +6,7 @@ use stablekeypoints::eval::{self, PoseModel};
 use stablekeypoints::ops::warp::AugmentRanges;
 use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::tokens::MAX_MAP_RES;
+use stablekeypoints::util::Inputs;
 use stablekeypoints::{Error, Tokens};
 use std::path::Path;
 
@@ -45,6 +46,9 @@ pub fn cmd_import_tokens(c: ImportTokensCmd) -> Result<(), Error> {
     ] {
         t.extra.insert(k.to_string(), v);
     }
+    let mut inputs = Inputs::new();
+    inputs.add("DIR", &c.dir);
+    inputs.check(&c.out, "--out")?;
     t.save(&c.out)?;
     eprintln!(
         "wrote {} ({} tokens of width {}, keypoint tokens {:?}; timestep {}, map_res {}, layers {})",
@@ -97,6 +101,18 @@ pub fn cmd_import_pose(c: ImportPoseCmd) -> Result<(), Error> {
         }
         e => e,
     })?;
+    let mut inputs = Inputs::new();
+    inputs.add("REGRESSOR", &c.regressor);
+    for (flag, path) in [
+        ("--tokens", &c.tokens),
+        ("--names", &c.names),
+        ("--skeleton", &c.skeleton),
+    ] {
+        if let Some(path) = path {
+            inputs.add(flag, path);
+        }
+    }
+    inputs.check(&c.out, "--out")?;
     pose.save(&c.out)?;
     eprintln!(
         "wrote {} ({} keypoints -> {} landmarks, tokens {})",

@@ -22,7 +22,7 @@ use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
 use gst::prelude::*;
 use stablekeypoints::device::DeviceSpec;
 use stablekeypoints::pose::PoseModel;
-use stablekeypoints::util::StagedOutputs;
+use stablekeypoints::util::{Inputs, StagedOutputs};
 use stablekeypoints::{CropMode, DetectOptions, Detector, Error, Model, Tokens};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -236,6 +236,19 @@ impl<'a> ElementJob<'a> {
         }
     }
 
+    /// What a run on `input` reads: no output may replace one of these.
+    pub fn inputs(&self, input: &Path) -> Inputs {
+        let mut inputs = Inputs::new();
+        inputs
+            .add("--input", input)
+            .add("--model", self.model)
+            .add("--tokens", self.tokens);
+        if let Some(pose) = self.pose {
+            inputs.add("--pose", pose);
+        }
+        inputs
+    }
+
     /// The output files of a video, in `out_dir`.
     pub fn outputs(&self, out_dir: &Path) -> Vec<PathBuf> {
         let mut v = vec![out_dir.join(KEYPOINTS)];
@@ -279,6 +292,10 @@ pub fn run_video(
         ))
     })?;
     let outputs = job.outputs(out_dir);
+    let inputs = job.inputs(input);
+    for p in &outputs {
+        inputs.check(p, "--out-dir")?;
+    }
     let mut staged = StagedOutputs::new();
     let mut temps = Vec::new();
     for p in &outputs {
@@ -422,8 +439,14 @@ fn encoding_tail(
     stream: &Stream,
     location: &Path,
 ) -> Result<(Vec<gst::Element>, Arc<AtomicU64>), Error> {
-    // x264 wants even sizes for 4:2:0.
-    let (w, h) = ((stream.width + 1) & !1, (stream.height + 1) & !1);
+    let (w, h) = encoded_size(stream.width, stream.height);
+    if (w, h) != (stream.width, stream.height) {
+        eprintln!(
+            "the annotated video is {w}x{h}: H.264 in MP4 takes even sizes of at least \
+             {MIN_ENCODED_SIDE} pixels, the video is {}x{}",
+            stream.width, stream.height
+        );
+    }
     let caps = gst::Caps::builder("video/x-raw")
         .field("format", "I420")
         .field("width", w as i32)
@@ -498,6 +521,28 @@ fn set_mp4_times(input: &Path, tmp: &Path, output: &Path) -> Result<(), Error> {
         source: e,
     })?;
     Ok(())
+}
+
+/// The smallest side of H.264 video in MP4 (`mp4mux` refuses smaller: a pipeline to it never
+/// links).
+pub const MIN_ENCODED_SIDE: usize = 16;
+
+/// The size the annotated video of a `width x height` video is encoded at: the same, rounded
+/// up to even sides (4:2:0), or scaled up (keeping its shape) until both sides are at least
+/// [`MIN_ENCODED_SIDE`].
+pub fn encoded_size(width: usize, height: usize) -> (usize, usize) {
+    let (w, h) = (width.max(1), height.max(1));
+    // Scaled by MIN / the shorter side when that is shorter than MIN (rounded up).
+    let short = w.min(h);
+    let up = |v: usize| {
+        if short < MIN_ENCODED_SIDE {
+            (v * MIN_ENCODED_SIDE).div_ceil(short)
+        } else {
+            v
+        }
+    };
+    let even = |v: usize| (v + 1) & !1;
+    (even(up(w)), even(up(h)))
 }
 
 /// The furthest stream time (end of a buffer) any decoded stream of `pipeline` reaches, video
@@ -612,4 +657,26 @@ fn run(
         bar.finish();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotated_videos_are_scaled_up_to_what_the_encoder_takes() {
+        // A video under 16 pixels never linked to mp4mux and `process` waited forever.
+        for (size, want) in [
+            ((96, 72), (96, 72)),
+            ((95, 71), (96, 72)),
+            ((1, 1), (16, 16)),
+            ((2, 2), (16, 16)),
+            ((14, 14), (16, 16)),
+            ((640, 8), (1280, 16)),
+            ((8, 640), (16, 1280)),
+            ((15, 40), (16, 44)),
+        ] {
+            assert_eq!(encoded_size(size.0, size.1), want, "{size:?}");
+        }
+    }
 }

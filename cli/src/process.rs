@@ -49,9 +49,27 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
         Some(t) => Some(check_model_and_tokens(&c, t)?),
         None => None,
     };
+    // No output may replace an input (`--input OUT/annotated.mp4 --out-dir OUT`).
+    let trained = out_dir.join("tokens.safetensors");
+    let probe = ElementJob::new(&c, c.tokens.as_deref().unwrap_or(Path::new("")));
+    let inputs = probe.inputs(input);
+    for p in probe.outputs(out_dir) {
+        inputs.check(&p, "--out-dir")?;
+    }
+    if c.tokens.is_none() {
+        inputs.check(&trained, "--out-dir")?;
+    }
     // Fail before training when the element or the file cannot run.
     register_element()?;
     preroll(input)?;
+    // One run per folder at a time: a second would replace the first's outputs.
+    std::fs::create_dir_all(out_dir).map_err(|e| {
+        Error::Invalid(format!(
+            "--out-dir {}: cannot create it: {e}",
+            out_dir.display()
+        ))
+    })?;
+    let _lock = crate::corpus::lock::try_lock_folder(out_dir, "--out-dir")?;
     let tokens = match &c.tokens {
         Some(t) => t.clone(),
         None => {
@@ -62,7 +80,7 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
             }
             // Written (atomically) as soon as training ends: a complete result of its own,
             // kept even if the pipeline then fails.
-            let out = out_dir.join("tokens.safetensors");
+            let out = trained;
             train::run(&TrainJob {
                 model: &c.model,
                 input: TrainInput::Path(input),

@@ -6,12 +6,13 @@ use crate::images::{is_csv, is_image, ImageFiles, LabelImages};
 use crate::progress::{duration, Progress};
 use candle_core::DType;
 use stablekeypoints::device::DeviceSpec;
+use stablekeypoints::eval::LabelSet;
 use stablekeypoints::ops::warp::AugmentRanges;
 use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::train::{
     self, checkpoint_path, Event, Outcome, RunOptions, TrainConfig, TrainData, Trainer,
 };
-use stablekeypoints::util::{available_memory, check_output_file, human_bytes};
+use stablekeypoints::util::{available_memory, check_output_file, human_bytes, Inputs};
 use stablekeypoints::{CropMode, Error, Model};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -124,6 +125,28 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     // now, not when the result is written.
     check_output_file(out, job.out_flag)?;
     check_output_file(&checkpoint_path(out), job.out_flag)?;
+    // Nor may it replace what training reads (`--input clip.mp4 --out clip.mp4`).
+    let mut inputs = Inputs::new();
+    inputs.add("--model", job.model);
+    match job.input {
+        TrainInput::Path(p) if is_csv(p) => {
+            inputs.add("--input", p);
+            if let Ok(set) = LabelSet::load(p) {
+                for row in &set.rows {
+                    inputs.add("--input", &row.image);
+                    if let Some(mask) = &row.mask {
+                        inputs.add("--input", mask);
+                    }
+                }
+            }
+        }
+        TrainInput::Path(p) => inputs.add_where("--input", p, &is_image),
+        TrainInput::Corpus(p) => {
+            inputs.add("--inputs", p);
+        }
+    }
+    inputs.check(out, job.out_flag)?;
+    inputs.check(&checkpoint_path(out), job.out_flag)?;
     let t = job.train;
     if !t.resume {
         train::checkpoint::refuse_unfinished(&checkpoint_path(out))?;

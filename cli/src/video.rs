@@ -111,14 +111,41 @@ pub fn decoding_pipeline(
     })
     .map_err(|e| Error::Invalid(format!("cannot build the GStreamer pipeline: {e}")))?;
     let linked = Arc::new(AtomicBool::new(false));
+    // The kinds of stream seen, for the error when none is video.
+    let kinds: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (flag, seen) = (linked.clone(), kinds.clone());
+    // Every stream is exposed by now: a file without video would otherwise wait forever (the
+    // video sink never prerolls, so the pipeline never reaches PAUSED nor EOS).
+    decode.connect_no_more_pads(move |decode| {
+        if !flag.load(Ordering::SeqCst) {
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let msg = if let Some(v) = seen.iter().find(|k| k.starts_with("video/x-raw")) {
+                format!("its video stream cannot be linked to the pipeline ({v})")
+            } else if seen.is_empty() {
+                "the file has no video stream (no stream at all)".to_string()
+            } else {
+                format!("the file has no video stream (only {})", seen.join(", "))
+            };
+            gst::element_error!(decode, gst::StreamError::WrongType, ("{msg}"));
+        }
+    });
     let first = sink[0].downgrade();
     let pipe = pipeline.downgrade();
     let flag = linked.clone();
     decode.connect_pad_added(move |_, pad| {
-        let is_video = pad
-            .current_caps()
+        let caps = pad.current_caps();
+        let is_video = caps
+            .as_ref()
             .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/x-raw")))
             .unwrap_or(false);
+        let kind = match (&caps, is_video) {
+            (Some(c), true) => c.to_string(),
+            (Some(c), false) => c
+                .structure(0)
+                .map_or("an empty stream".into(), |s| s.name().to_string()),
+            (None, _) => "a stream of unknown kind".into(),
+        };
+        kinds.lock().unwrap_or_else(|p| p.into_inner()).push(kind);
         if is_video && !flag.load(Ordering::SeqCst) {
             if let Some(sink_pad) = first.upgrade().and_then(|e| e.static_pad("sink")) {
                 if pad.link(&sink_pad).is_ok() {

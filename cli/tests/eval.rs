@@ -288,6 +288,39 @@ fn eval_cli_errors_name_the_file_and_line() {
     );
 }
 
+#[test]
+fn eval_without_a_visible_landmark_fails_before_detecting_naming_the_csv() {
+    // Issue 24 (12): a test set with no visible landmark scored a perfect 0.0, and a
+    // training set without one failed only after detecting every image, naming no CSV. The
+    // images do not exist: the check comes before any of them is read.
+    let dir = temp_dir("invisible");
+    for (train, test, named, why) in [
+        (
+            "a.png,-1,-1\nb.png,,\n",
+            "c.png,1,2\n",
+            "train.csv",
+            "nothing to fit",
+        ),
+        (
+            "a.png,1,2\n",
+            "c.png,,\nd.png,-3,4\n",
+            "test.csv",
+            "nothing to score",
+        ),
+    ] {
+        std::fs::write(dir.join("train.csv"), train).unwrap();
+        std::fs::write(dir.join("test.csv"), test).unwrap();
+        let out = eval_cli(&dir, &["--metric", "visible"]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+        assert!(
+            e.contains(&dir.join(named).display().to_string()) && e.contains(why),
+            "{e}"
+        );
+    }
+}
+
 /// `eval` with seeded noise and warped passes (so that a shared random stream would make
 /// the order matter), on `train`/`test` CSVs of `dir`.
 fn eval_noisy(dir: &Path, train: &str, test: &str, extra: &[&str]) -> Output {

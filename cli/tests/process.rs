@@ -495,10 +495,12 @@ fn any_decoded_raw_format_trains_and_processes() {
     }
 }
 
-/// Every file in `dir` with its bytes.
+/// The files of `dir` and their bytes; the run's lock file (`.lock`, which names the last
+/// run that held the folder) is not an output.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != ".lock")
         .map(|e| {
             let e = e.unwrap();
             (
@@ -745,4 +747,280 @@ fn sigint_stops_process_and_keeps_the_earlier_outputs() {
 #[test]
 fn sigterm_stops_process_and_keeps_the_earlier_outputs() {
     interrupted("TERM", 143);
+}
+
+/// Runs `cmd` to its end, or kills it after `secs` seconds and fails: the cases below used
+/// to wait forever.
+fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let readers = std::thread::spawn(move || {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let _ = pipes.1.read_to_end(&mut err);
+        let _ = pipes.0.read_to_end(&mut out);
+        (out, err)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (_, err) = readers.join().unwrap();
+            panic!(
+                "{cmd:?} still running after {secs} s: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (stdout, stderr) = readers.join().unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// A raw GRAY8 clip of `w x h` pixels in Matroska (no encoder has a minimum size).
+fn tiny_clip(dir: &Path, w: usize, h: usize) -> Option<PathBuf> {
+    let caps = format!("video/x-raw,width={w},height={h},framerate=30/1");
+    let clip = dir.join(format!("v{w}x{h}.mkv"));
+    let loc = format!("location={}", clip.display());
+    let num = format!("num-buffers={FRAMES}");
+    let out = gst(&[
+        "-q",
+        "videotestsrc",
+        "pattern=ball",
+        &num,
+        "!",
+        &caps,
+        "!",
+        "videoconvert",
+        "!",
+        "video/x-raw,format=GRAY8",
+        "!",
+        "matroskamux",
+        "!",
+        "filesink",
+        &loc,
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(clip)
+}
+
+/// The size of the first decoded frame of `path`.
+fn decoded_size(path: &Path) -> (i32, i32) {
+    use gst::prelude::*;
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! appsink name=sink sync=false",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.pull_sample();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let caps = sample.unwrap().caps().unwrap().to_owned();
+    let s = caps.structure(0).unwrap();
+    (s.get("width").unwrap(), s.get("height").unwrap())
+}
+
+#[test]
+fn videos_under_16_pixels_are_processed_with_the_annotated_video_scaled_up() {
+    // Issue 24 (1): below 16 pixels the annotated branch (H.264 in MP4) could not link, the
+    // video went nowhere and `process` never ended.
+    let dir = temp_dir("tiny");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    for ((w, h), encoded) in [((2, 2), (16, 16)), ((640, 8), (1280, 16))] {
+        let Some(clip) = tiny_clip(&dir, w, h) else {
+            return;
+        };
+        let result = dir.join(format!("out{w}x{h}"));
+        let out = output_within(
+            bin()
+                .args(["process", "--model"])
+                .arg(tiny_dir())
+                .arg("--input")
+                .arg(&clip)
+                .arg("--out-dir")
+                .arg(&result)
+                .arg("--tokens")
+                .arg(&tokens),
+            120,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{w}x{h}: {err}");
+        assert!(
+            err.contains(&format!(
+                "the annotated video is {}x{}",
+                encoded.0, encoded.1
+            )),
+            "{err}"
+        );
+        let lines = std::fs::read_to_string(result.join("keypoints.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), FRAMES, "{w}x{h}");
+        let annotated = result.join("annotated.mp4");
+        assert_eq!(decoded_frames(&annotated), FRAMES, "{w}x{h}");
+        assert_eq!(decoded_size(&annotated), encoded);
+    }
+}
+
+#[test]
+fn a_file_without_video_says_so_at_once() {
+    // Issue 24 (2): `train --input` on an audio-only file waited forever at 0% CPU, and
+    // `process` gave up after 60 s ("no video frame within 60 s").
+    let dir = temp_dir("audio-only");
+    let clip = dir.join("audio.mp4");
+    let loc = format!("location={}", clip.display());
+    match gst(&[
+        "-q",
+        "audiotestsrc",
+        "num-buffers=40",
+        "!",
+        "avenc_aac",
+        "!",
+        "mp4mux",
+        "!",
+        "filesink",
+        &loc,
+    ]) {
+        Some(o) if o.status.success() => {}
+        o => {
+            let msg = format!("gst-launch-1.0 cannot make an AAC file: {o:?}");
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return;
+        }
+    }
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let started = std::time::Instant::now();
+    let train = output_within(
+        bin()
+            .args(["train", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(&clip)
+            .arg("--out")
+            .arg(dir.join("t.safetensors"))
+            .args(TINY_TRAIN),
+        30,
+    );
+    assert_clean_error(&train, &["audio.mp4", "has no video stream", "audio/x-raw"]);
+    let process = output_within(
+        bin()
+            .args(["process", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(&clip)
+            .arg("--out-dir")
+            .arg(dir.join("out"))
+            .arg("--tokens")
+            .arg(&tokens),
+        30,
+    );
+    assert_clean_error(&process, &["audio.mp4", "has no video stream"]);
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}
+
+#[test]
+fn no_output_replaces_an_input_and_one_run_per_out_dir() {
+    // Issue 24 (5, 6): `train --input clip.mp4 --out clip.mp4` replaced the video with the
+    // tokens; `process --input OUT/annotated.mp4 --out-dir OUT` replaced its own input; and
+    // two runs into one folder both exited 0, the last replacing the other's outputs.
+    let dir = temp_dir("inputs");
+    let Some(clip) = make_clip(&dir) else { return };
+    let before = std::fs::read(&clip).unwrap();
+    let out = bin()
+        .args(["train", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(&clip)
+        .arg("--out")
+        .arg(dir.join("./ball.mp4"))
+        .args(TINY_TRAIN)
+        .output()
+        .unwrap();
+    assert_clean_error(&out, &["--out", "is the input --input", "ball.mp4"]);
+    assert_eq!(std::fs::read(&clip).unwrap(), before);
+
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let annotated = result.join("annotated.mp4");
+    // The annotated video as the input, by its name and through a link.
+    let link = dir.join("link.mp4");
+    std::os::unix::fs::symlink(&annotated, &link).unwrap();
+    for input in [&annotated, &link] {
+        let before = snapshot(&result);
+        let out = process_with_tokens(input, &result, &tiny_dir(), &tokens);
+        assert_clean_error(
+            &out,
+            &["--out-dir", "annotated.mp4", "is the input --input"],
+        );
+        assert_eq!(snapshot(&result), before);
+    }
+
+    // A second run while one holds the folder stops at once, naming the first.
+    let first = std::process::Command::new("flock")
+        .arg(result.join(".lock"))
+        .args([
+            "sh",
+            "-c",
+            "echo process 4242 on elsewhere > \"$0\"; sleep 30",
+        ])
+        .arg(result.join(".lock"))
+        .spawn();
+    let Ok(mut first) = first else {
+        eprintln!("SKIPPED: flock(1) is not installed");
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = output_within(
+        bin()
+            .args(["process", "--model"])
+            .arg(tiny_dir())
+            .arg("--input")
+            .arg(&clip)
+            .arg("--out-dir")
+            .arg(&result)
+            .arg("--tokens")
+            .arg(&tokens),
+        30,
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_clean_error(
+        &out,
+        &[
+            "--out-dir",
+            "in use by another run",
+            "process 4242 on elsewhere",
+        ],
+    );
 }

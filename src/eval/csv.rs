@@ -206,6 +206,41 @@ impl LabelSet {
             rows,
         })
     }
+
+    /// Refuses a set where no row has a visible landmark (nothing to fit or score), before
+    /// any detection; `role` says what the set is for ("training", "test").
+    pub fn require_visible(&self, role: &str) -> Result<()> {
+        if self
+            .rows
+            .iter()
+            .any(|r| r.points.iter().any(Option::is_some))
+        {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "{}: no visible landmark in its {} rows (every x or y is empty or negative), so \
+             there is nothing to {}",
+            self.path.display(),
+            self.rows.len(),
+            if role == "test" { "score" } else { "fit" }
+        )))
+    }
+
+    /// Rows with a visible landmark outside their image of `sizes[i]` (width, height) pixels
+    /// (those still count as visible): their 1-based lines in the CSV.
+    pub fn lines_outside(&self, sizes: &[(usize, usize)]) -> Vec<usize> {
+        self.rows
+            .iter()
+            .zip(sizes)
+            .filter(|(r, &(w, h))| {
+                r.points
+                    .iter()
+                    .flatten()
+                    .any(|p| !(0.0..=w as f64).contains(&p[0]) || !(0.0..=h as f64).contains(&p[1]))
+            })
+            .map(|(r, _)| r.line)
+            .collect()
+    }
 }
 
 /// Splits one CSV line into trimmed fields; double-quoted fields may hold commas and `""`.
@@ -281,5 +316,24 @@ mod tests {
         );
         assert_eq!(split_fields("\"a").unwrap_err().0, 1);
         assert_eq!(split_fields("a,\"b\"c").unwrap_err().0, 2);
+    }
+
+    #[test]
+    fn sets_without_visible_landmarks_and_labels_outside_the_image() {
+        // Issue 24 (12): `eval` scored 0.0 when no test landmark was visible, and counted
+        // landmarks far outside the image as visible without a word.
+        let path = Path::new("dir/test.csv");
+        let none = LabelSet::parse("a.png,-1,-1\nb.png,,\n", path).unwrap();
+        let e = none.require_visible("test").unwrap_err().to_string();
+        assert!(
+            e.contains("dir/test.csv") && e.contains("nothing to score"),
+            "{e}"
+        );
+        let e = none.require_visible("training").unwrap_err().to_string();
+        assert!(e.contains("nothing to fit"), "{e}");
+        let set = LabelSet::parse("a.png,1,2\nb.png,5000,3\nc.png,3,-1\n", path).unwrap();
+        set.require_visible("test").unwrap();
+        assert_eq!(set.lines_outside(&[(10, 10); 3]), [2]);
+        assert!(set.lines_outside(&[(6000, 10); 3]).is_empty());
     }
 }

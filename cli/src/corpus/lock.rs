@@ -2,6 +2,7 @@
 
 use super::LOCK;
 use stablekeypoints::{Error, Result};
+use std::io::Write;
 use std::path::Path;
 
 /// The lock of a video's folder (released when dropped, or when the process dies).
@@ -21,9 +22,56 @@ pub fn lock_folder(folder: &Path) -> Result<Option<FolderLock>> {
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
     match file.lock() {
-        Ok(()) => Ok(Some(FolderLock { _file: file })),
+        Ok(()) => Ok(Some(FolderLock::holding(file))),
         Err(e) if no_locks(&e) => Ok(None),
         Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+impl FolderLock {
+    /// The lock of `file`, which now names this process (for the error of a run refused).
+    fn holding(mut file: std::fs::File) -> Self {
+        let _ = file.set_len(0).and_then(|_| {
+            writeln!(
+                file,
+                "process {} on {}",
+                std::process::id(),
+                super::records::host_name()
+            )
+        });
+        FolderLock { _file: file }
+    }
+}
+
+/// Locks `folder`'s [`LOCK`] file without waiting: when another run holds it, the error
+/// names that run (its process and host) and the folder, given with the flag `what`.
+/// `Ok(None)` when the file system has no locks.
+pub fn try_lock_folder(folder: &Path, what: &str) -> Result<Option<FolderLock>> {
+    let path = folder.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(FolderLock::holding(file))),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "another process".into());
+            Err(Error::Invalid(format!(
+                "{what} {}: in use by another run ({holder}, holding {}); wait for it to end \
+                 or choose another folder",
+                folder.display(),
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) if no_locks(&e) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
 
@@ -52,6 +100,10 @@ mod tests {
         let d = test_dir("lock");
         assert!(!is_locked(&d));
         let held = lock_folder(&d).unwrap().expect("local file systems lock");
+        // A second run is refused at once, naming the one that holds it.
+        let e = try_lock_folder(&d, "--out-dir").unwrap_err().to_string();
+        let me = format!("process {} on", std::process::id());
+        assert!(e.contains("--out-dir") && e.contains(&me), "{e}");
         // flock locks belong to the open file: another open sees it held.
         assert!(is_locked(&d));
         let (tx, rx) = std::sync::mpsc::channel();

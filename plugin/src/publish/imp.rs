@@ -303,7 +303,13 @@ impl ObjectImpl for StableKeypointsPublish {
         match name {
             "location" => s.location = string(value),
             "address" => s.address = string(value),
-            "topic" => s.topic = string(value).unwrap_or_else(|| DEFAULT_TOPIC.into()),
+            // Kept as set, empty too: refused at start with the other MQTT settings.
+            "topic" => {
+                s.topic = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
             "client-id" => s.client_id = string(value),
             "mqtt-qos" => s.qos = value.get().expect("type checked upstream"),
             "username" => s.username = string(value),

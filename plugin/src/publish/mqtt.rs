@@ -183,6 +183,38 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, String> {
     }
 }
 
+/// The longest topic MQTT can carry: its length is a 16-bit field.
+const MAX_TOPIC_BYTES: usize = 65_535;
+
+/// Refuses a topic that cannot be published to: empty, longer than [`MAX_TOPIC_BYTES`] (its
+/// length would wrap and subscribers get garbage), with the wildcards `+` or `#` (for
+/// subscriptions only) or a NUL character (forbidden by MQTT).
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    let shown = || {
+        if topic.len() <= 60 {
+            format!("topic={topic}")
+        } else {
+            let cut = (0..=60)
+                .rev()
+                .find(|&i| topic.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("topic={}... ({} bytes)", &topic[..cut], topic.len())
+        }
+    };
+    let why = if topic.is_empty() {
+        "empty: give the topic to publish to"
+    } else if topic.len() > MAX_TOPIC_BYTES {
+        "longer than the 65535 bytes an MQTT topic may have"
+    } else if topic.contains('\0') {
+        "contains a NUL character, which MQTT forbids in topics"
+    } else if topic.contains(['+', '#']) {
+        "contains a wildcard (+ or #): those are for subscribing, not for publishing"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{}: {why}", shown()))
+}
+
 /// The client options of `config`; errors name the property at fault.
 /// Unacknowledged QoS 1/2 publishes at a time (rumqttc's default, named for the accounting:
 /// a record in flight when the connection breaks may have arrived although counted lost).
@@ -191,12 +223,7 @@ const INFLIGHT: u16 = 100;
 pub fn options(config: &Config) -> Result<MqttOptions, String> {
     let ep =
         parse_address(&config.address).map_err(|e| format!("address={}: {e}", config.address))?;
-    if !rumqttc::valid_topic(&config.topic) || config.topic.is_empty() {
-        return Err(format!(
-            "topic={}: not a topic to publish to (empty, or with + or #)",
-            config.topic
-        ));
-    }
+    check_topic(&config.topic)?;
     if config.client_id.is_empty() {
         return Err("client-id is empty".into());
     }
@@ -560,7 +587,18 @@ mod tests {
             assert!(e.contains(want), "{want}: {e}");
         };
         check(&|c| c.topic = "a/#".into(), "topic=a/#");
-        check(&|c| c.topic = String::new(), "topic=");
+        check(&|c| c.topic = "a/+/b".into(), "wildcard");
+        check(&|c| c.topic = String::new(), "topic=: empty");
+        // Issue 24 (11): a topic over 65535 bytes was accepted and subscribers got garbage;
+        // a NUL was accepted too.
+        check(
+            &|c| c.topic = "t".repeat(65_536),
+            "(65536 bytes): longer than",
+        );
+        check(&|c| c.topic = "a\0b".into(), "NUL");
+        let mut longest = good.clone();
+        longest.topic = "t".repeat(65_535);
+        assert!(options(&longest).is_ok());
         check(
             &|c| c.ca_file = Some("/x.pem".into()),
             "tls-ca-file is set but",

@@ -3,6 +3,7 @@
 
 use stablekeypoints::export::coco::Coco;
 use stablekeypoints::export::{LineWriter, Record};
+use stablekeypoints::util::output_target;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -24,8 +25,12 @@ enum Sink {
         path: PathBuf,
         lines: LineWriter<File>,
     },
-    /// Replaced as a whole at each EOS.
-    CocoFile(PathBuf),
+    /// Replaced as a whole at each EOS: `path` is the file a symbolic link `location` leads
+    /// to, `lock` the open file holding its lock.
+    CocoFile {
+        path: PathBuf,
+        lock: File,
+    },
     Stdout(LineWriter<io::Stdout>),
     Mqtt(Publisher),
 }
@@ -40,15 +45,57 @@ pub struct Output {
     counters: Arc<Counters>,
 }
 
-/// Replaces `path` with `bytes` in one step (a crash leaves the old or the new document).
+/// Replaces `path` (a regular file or a new name, see [`output_target`]) with `bytes` in one
+/// step, through `PATH.part` in the same folder: a crash leaves the old or the new document,
+/// and a failure (a full disk) removes the `.part` file.
 fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".part");
     let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Takes the lock (flock) of `file`, open at `path`, so that a second publisher on the same
+/// file is refused instead of interleaving its lines with ours. A file system without locks
+/// goes on without.
+fn lock_file(file: &File, path: &Path) -> Result<(), String> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "location={}: already being written by another publisher (it holds the file's \
+             lock); give each publisher its own file",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e))
+            if e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(37) =>
+        {
+            Ok(())
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(format!("location={}: cannot lock: {e}", path.display()))
+        }
+    }
+}
+
+/// Opens (creating, not truncating) and locks the file at `path`.
+fn open_locked(path: &Path) -> Result<File, String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("location={}: cannot create: {e}", path.display()))?;
+    lock_file(&file, path)?;
+    Ok(file)
 }
 
 impl Output {
@@ -64,14 +111,35 @@ impl Output {
                 let cannot =
                     |e: io::Error| format!("location={}: cannot create: {e}", path.display());
                 match format {
-                    FormatProp::JsonLines => Sink::LinesFile {
-                        lines: LineWriter::create(&path).map_err(cannot)?,
-                        path,
-                    },
+                    // A regular file is locked, then emptied; lines go to a FIFO or a device
+                    // (/dev/stdout) as they come.
+                    FormatProp::JsonLines => {
+                        let regular = !std::fs::metadata(&path).is_ok_and(|m| !m.is_file());
+                        let file = if regular {
+                            let file = open_locked(&path)?;
+                            file.set_len(0).map_err(cannot)?;
+                            file
+                        } else {
+                            File::create(&path).map_err(cannot)?
+                        };
+                        Sink::LinesFile {
+                            lines: LineWriter::new(file),
+                            path,
+                        }
+                    }
                     FormatProp::Coco => {
+                        // Replaced by a rename at each EOS: through a symbolic link, its target
+                        // (in the target's folder); never a device or a FIFO.
+                        let path = output_target(&path, "location").map_err(|e| e.to_string())?;
+                        let lock = open_locked(&path)?;
                         // An empty result list until the first EOS, so the file always parses.
                         replace_file(&path, b"[]\n").map_err(cannot)?;
-                        Sink::CocoFile(path)
+                        // The lock belongs to the file replaced: take the new one's.
+                        drop(lock);
+                        Sink::CocoFile {
+                            lock: open_locked(&path)?,
+                            path,
+                        }
                     }
                 }
             }
@@ -89,7 +157,9 @@ impl Output {
 
     fn name(&self) -> String {
         match &self.sink {
-            Sink::LinesFile { path, .. } | Sink::CocoFile(path) => path.display().to_string(),
+            Sink::LinesFile { path, .. } | Sink::CocoFile { path, .. } => {
+                path.display().to_string()
+            }
             Sink::Stdout(_) => "standard output".into(),
             Sink::Mqtt(_) => "the broker".into(),
         }
@@ -118,7 +188,7 @@ impl Output {
             (Sink::Mqtt(p), FormatProp::Coco) => {
                 p.publish(Coco::frame_json(record.frame, None, record)?);
             }
-            (Sink::CocoFile(_), _) | (Sink::Stdout(_), FormatProp::Coco) => {
+            (Sink::CocoFile { .. }, _) | (Sink::Stdout(_), FormatProp::Coco) => {
                 self.coco.add(record.frame, None, record)?
             }
         }
@@ -143,8 +213,11 @@ impl Output {
             let mut doc = self.coco.to_json();
             doc.push(b'\n');
             match &mut self.sink {
-                Sink::CocoFile(path) => replace_file(path, &doc)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                Sink::CocoFile { path, lock } => {
+                    replace_file(path, &doc)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    *lock = open_locked(path)?;
+                }
                 Sink::Stdout(_) => {
                     let mut out = io::stdout().lock();
                     out.write_all(&doc)
@@ -161,7 +234,7 @@ impl Output {
             Sink::LinesFile { path, lines } => lines
                 .sync()
                 .map_err(|e| format!("cannot flush {}: {e}", path.display()))?,
-            Sink::CocoFile(_) => {}
+            Sink::CocoFile { .. } => {}
             Sink::Stdout(lines) => lines
                 .sync()
                 .map_err(|e| format!("cannot flush standard output: {e}"))?,
@@ -178,5 +251,26 @@ impl Output {
             p.shutdown();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_replace_leaves_no_part_file() {
+        // Issue 24 (13): a write or rename that failed (a full disk) left `PATH.part`.
+        let dir = std::env::temp_dir().join(format!("skp-publish-part-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A folder where the document goes: the `.part` is written, the rename fails.
+        std::fs::create_dir_all(dir.join("doc.json/inside")).unwrap();
+        assert!(replace_file(&dir.join("doc.json"), b"[]\n").is_err());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["doc.json"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
