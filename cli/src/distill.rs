@@ -8,7 +8,7 @@ use crate::progress::{duration, Progress};
 use crate::train::{is_video, video_frames, TrainInput};
 use stablekeypoints::detect::DetectOptions;
 use stablekeypoints::student::distill::{
-    self, checkpoint_path, labels_path, DistillConfig, DistillEvent, Distiller, Inputs, LabelEvent,
+    self, checkpoint_path, labels_path, DistillConfig, DistillEvent, Distiller, Images, LabelEvent,
     LabelIdentity, TeacherId,
 };
 use stablekeypoints::student::net::SIZE_MULTIPLE;
@@ -165,7 +165,7 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
     let label_seconds = started.elapsed().as_secs_f64();
     drop(teacher);
     drop(model);
-    let inputs = Inputs::read(data.as_ref(), teacher_size, c.student_size)?;
+    let images = Images::read(data.as_ref(), teacher_size, c.student_size)?;
     let cfg = DistillConfig {
         widths: c.widths,
         input_size: c.student_size,
@@ -211,7 +211,7 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
     let mut steps = Progress::new(cfg.steps as u64, "step {pos}/{len} [{bar:30}] {msg}");
     let mut last_holdout = f32::NAN;
     let train_started = Instant::now();
-    let finished = d.run(&inputs, &labels, &ckpt, 250, &mut |ev| {
+    let finished = d.run(&images, &labels, &ckpt, 250, &mut |ev| {
         match ev {
             DistillEvent::Resumed { step } => steps.set(step as u64, "", false, String::new),
             DistillEvent::Holdout { step, error_px } => {

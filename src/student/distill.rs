@@ -277,12 +277,12 @@ pub enum DistillEvent<'a> {
 }
 
 /// Student inputs held in memory: `[3, s, s]` planar RGB in [0, 1] per item.
-pub struct Inputs {
+pub struct Images {
     pub size: usize,
     pub images: Vec<Vec<f32>>,
 }
 
-impl Inputs {
+impl Images {
     /// Every item of `data` at the student's size (read at `read_size`, then resized).
     pub fn read(data: &dyn TrainData, read_size: usize, size: usize) -> Result<Self> {
         let need = data.len() as u64 * (3 * size * size * 4) as u64;
@@ -437,7 +437,7 @@ impl Distiller {
     }
 
     /// One step on a batch drawn from the training items.
-    pub fn train_step(&mut self, inputs: &Inputs, labels: &Labels) -> Result<StepStats> {
+    pub fn train_step(&mut self, data: &Images, labels: &Labels) -> Result<StepStats> {
         let started = Instant::now();
         let s = self.cfg.input_size;
         let h = s / STRIDE;
@@ -449,7 +449,7 @@ impl Distiller {
         for _ in 0..bsz {
             let item = self.train_items[rng.below(self.train_items.len())];
             let (img, pts) = augmented(
-                &inputs.images[item],
+                &data.images[item],
                 &labels.points[item],
                 s,
                 &self.cfg.augment,
@@ -521,7 +521,7 @@ impl Distiller {
 
     /// Mean distance (pixels of the student input) between the student's and the
     /// teacher's keypoints over `items`, unwarped.
-    pub fn error_px(&self, inputs: &Inputs, labels: &Labels, items: &[usize]) -> Result<f32> {
+    pub fn error_px(&self, images: &Images, labels: &Labels, items: &[usize]) -> Result<f32> {
         if items.is_empty() {
             return Ok(f32::NAN);
         }
@@ -532,7 +532,7 @@ impl Distiller {
         for chunk in items.chunks(16) {
             let mut px = Vec::with_capacity(chunk.len() * 3 * s * s);
             for &i in chunk {
-                px.extend_from_slice(&inputs.images[i]);
+                px.extend_from_slice(&images.images[i]);
             }
             let x = Tensor::from_vec(px, (chunk.len(), 3, s, s), &Device::Cpu)?;
             let kps = student.keypoints_of(&student.heatmaps(&x)?)?;
@@ -628,7 +628,7 @@ impl Distiller {
     /// `Ok(false)`: stopped by `on_event` (after a checkpoint).
     pub fn run(
         &mut self,
-        inputs: &Inputs,
+        images: &Images,
         labels: &Labels,
         checkpoint: &Path,
         holdout_every_steps: usize,
@@ -637,7 +637,7 @@ impl Distiller {
         let first = self.step;
         let start = Instant::now();
         while self.step < self.cfg.steps {
-            let stats = self.train_step(inputs, labels)?;
+            let stats = self.train_step(images, labels)?;
             let due = self.step == self.cfg.steps
                 || (self.cfg.checkpoint_every > 0
                     && self.step.is_multiple_of(self.cfg.checkpoint_every));
@@ -648,7 +648,7 @@ impl Distiller {
                 && (self.step.is_multiple_of(holdout_every_steps) || self.step == self.cfg.steps)
                 && !self.holdout_items.is_empty()
             {
-                let error_px = self.error_px(inputs, labels, &self.holdout_items)?;
+                let error_px = self.error_px(images, labels, &self.holdout_items)?;
                 let _ = on_event(DistillEvent::Holdout {
                     step: self.step,
                     error_px,
