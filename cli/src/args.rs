@@ -626,8 +626,12 @@ pub struct EvalCmd {
     #[command(flatten)]
     pub model: ModelTokensArgs,
     /// Labels the regressor is fitted on
-    #[arg(long, value_name = "LABELS.csv")]
-    pub train: PathBuf,
+    #[arg(long, value_name = "LABELS.csv", required_unless_present = "pose")]
+    pub train: Option<PathBuf>,
+    /// Score the landmarks of this pose file's regressor instead of fitting one (e.g. a
+    /// teacher's pose on its student's keypoints)
+    #[arg(long, value_name = "POSE.json", conflicts_with_all = ["train", "save_regressor"])]
+    pub pose: Option<PathBuf>,
     /// Labels the metric is computed on
     #[arg(long, value_name = "LABELS.csv")]
     pub test: PathBuf,

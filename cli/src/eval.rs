@@ -56,8 +56,12 @@ fn metric(c: &EvalCmd) -> Result<Metric, Error> {
 pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
     let metric = metric(&c)?;
     // Everything cheap is checked before minutes of detection.
-    let train = LabelSet::load(&c.train)?;
     let test = LabelSet::load(&c.test)?;
+    // With --pose nothing is fitted: the test set stands in for the checks of the training one.
+    let train = match &c.train {
+        Some(p) => LabelSet::load(p)?,
+        None => test.clone(),
+    };
     if train.num_landmarks != test.num_landmarks {
         return Err(Error::Invalid(format!(
             "{} has {} landmarks but {} has {}",
@@ -159,9 +163,30 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
         bar.finish();
         out
     };
-    let train_samples = detect(&train, "train")?;
+    let given_pose = c
+        .pose
+        .as_deref()
+        .map(|p| crate::detect::load_pose(p, &opened.keys, &opened.source))
+        .transpose()?;
+    if let Some((p, _)) = &given_pose {
+        if p.num_landmarks != l {
+            return Err(Error::Invalid(format!(
+                "--pose {}: {} landmarks, but {} has {l}",
+                c.pose.as_ref().expect("given").display(),
+                p.num_landmarks,
+                test.path.display()
+            )));
+        }
+    }
+    let train_samples = match given_pose {
+        Some(_) => Vec::new(),
+        None => detect(&train, "train")?,
+    };
     let test_samples = detect(&test, "test")?;
     for (set, samples) in [(&train, &train_samples), (&test, &test_samples)] {
+        if samples.is_empty() {
+            continue;
+        }
         let sizes: Vec<(usize, usize)> = samples.iter().map(|s| (s.width, s.height)).collect();
         let lines = set.lines_outside(&sizes);
         if !lines.is_empty() {
@@ -176,7 +201,10 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
             );
         }
     }
-    let reg = eval::fit(&train_samples, &metric, protocol)?;
+    let reg = match &given_pose {
+        Some((_, reg)) => reg.clone(),
+        None => eval::fit(&train_samples, &metric, protocol)?,
+    };
     let report = eval::evaluate(&reg, &test_samples, &metric, protocol)?;
     if report.scored_images == 0 {
         return Err(Error::Invalid(format!(
@@ -216,13 +244,13 @@ pub fn cmd_eval(c: EvalCmd) -> Result<(), Error> {
             ),
             None => println!("  detection: the {}, one pass per image", opened.source),
         }
+        let fitted = match &c.pose {
+            Some(p) => format!("the regressor of {}", p.display()),
+            None => format!("fitted on {} training images", train_samples.len()),
+        };
         println!(
-            "  fitted on {} training images; {} test images, {} scored; {} keypoints -> {} landmarks",
-            train_samples.len(),
-            report.test_images,
-            report.scored_images,
-            report.keypoints,
-            report.landmarks
+            "  {fitted}; {} test images, {} scored; {} keypoints -> {} landmarks",
+            report.test_images, report.scored_images, report.keypoints, report.landmarks
         );
         let per: Vec<String> = report
             .per_landmark_px
