@@ -700,8 +700,8 @@ pub struct ElementArgs {
   stablekeypoints process --model sd15 --tokens t.safetensors --inputs videos.txt --out-dir /shared/out \\
       --shard 3/16 --workers 2")]
 pub struct ProcessCmd {
-    /// Diffusers model directory (unet/, vae/)
-    #[arg(long, value_name = "DIR")]
+    /// Diffusers model directory (unet/, vae/), or a student file (distill's)
+    #[arg(long, value_name = "DIR|STUDENT")]
     pub model: PathBuf,
     /// The video file
     #[arg(
@@ -712,7 +712,7 @@ pub struct ProcessCmd {
     )]
     pub input: Option<PathBuf>,
     /// A corpus: a text file of video paths or URIs (one per line), or a folder searched for videos
-    #[arg(long, value_name = "LIST|DIR", requires = "tokens")]
+    #[arg(long, value_name = "LIST|DIR")]
     pub inputs: Option<PathBuf>,
     /// Output folder (created if missing)
     #[arg(long, value_name = "DIR")]
@@ -964,6 +964,16 @@ pub struct DistillCmd {
     /// Output student file (its folder is created if missing)
     #[arg(long, value_name = "STUDENT.safetensors")]
     pub out: PathBuf,
+    /// The teacher's keypoints from an earlier `process` run instead of running the teacher:
+    /// its keypoints.jsonl for --input VIDEO, its --out-dir for --inputs (each video's
+    /// NAME/keypoints.jsonl); frames are matched by timestamp, and only records computed
+    /// from their own frame are used
+    #[arg(
+        long,
+        value_name = "JSONL|DIR",
+        conflicts_with = "teacher_augmentations"
+    )]
+    pub labels: Option<PathBuf>,
     /// Teacher test-time augmentation passes per input (eval's 10 make a better teacher)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = bounded(1, limits::MAX_AUGMENTATIONS))]
     pub teacher_augmentations: usize,

@@ -7,6 +7,9 @@ use crate::interrupt;
 use crate::progress::{duration, Progress};
 use crate::train::{is_video, video_frames, TrainInput};
 use stablekeypoints::detect::DetectOptions;
+use stablekeypoints::export::Record;
+use stablekeypoints::frame::Fit;
+use stablekeypoints::student::distill::Labels;
 use stablekeypoints::student::distill::{
     self, checkpoint_path, labels_path, DistillConfig, DistillEvent, Distiller, Images, LabelEvent,
     LabelIdentity, TeacherId,
@@ -16,7 +19,15 @@ use stablekeypoints::student::StudentWeights;
 use stablekeypoints::train::{model_config_hash, TrainData};
 use stablekeypoints::util::{check_output_file, write_atomic, Inputs};
 use stablekeypoints::{Detector, Error, Model, Tokens};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::path::Path;
+
+#[cfg(feature = "video")]
+use crate::pipeline::KEYPOINTS;
+/// `process`'s JSON lines (its module needs the `video` feature, as labels from videos do).
+#[cfg(not(feature = "video"))]
+const KEYPOINTS: &str = "keypoints.jsonl";
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -87,32 +98,77 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
     let crop = c.crop.crop.into();
     let tokens_path = c.model.tokens_path();
     let tokens = Tokens::load(&tokens_path)?;
-    let (device, dtype) = c.device.device.open()?;
-    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
     let teacher_size = tokens.input_size;
+    if let Some(l) = &c.labels {
+        if !l.exists() {
+            return Err(Error::Invalid(format!(
+                "--labels {}: no such file or folder",
+                l.display()
+            )));
+        }
+    }
     let data = open_data(input, c.max_frames, teacher_size, crop)?;
     if data.is_empty() {
         return Err(Error::Invalid("no inputs to distil from".into()));
     }
-    let augment = c.augment.apply(tokens.augment)?;
+    let teacher_id = TeacherId {
+        model: model_config_hash(&c.model.model)?,
+        tokens_hash: tokens.fingerprint(),
+        token_indices: tokens.indices.clone(),
+    };
+    let _armed = interrupt::Armed::new();
+    let started = Instant::now();
+    let (data, labels): (Box<dyn TrainData>, _) = match &c.labels {
+        Some(path) => {
+            let (keep, labels) = labels_from_records(
+                path,
+                data.as_ref(),
+                teacher_size,
+                crop,
+                tokens.indices.len(),
+            )?;
+            eprintln!(
+                "labels from {}: {} of the {} frames have a record computed from them",
+                path.display(),
+                keep.len(),
+                data.len()
+            );
+            (Box::new(Subset { data, keep }), labels)
+        }
+        None => {
+            let labels = teacher_labels(&c, &tokens, &tokens_path, data.as_ref(), &teacher_id)?;
+            (data, labels)
+        }
+    };
+    let label_seconds = started.elapsed().as_secs_f64();
+    distil(&c, data.as_ref(), &labels, teacher_id, label_seconds)
+}
+
+/// The teacher's keypoints of every input, cached next to the output (resumable).
+fn teacher_labels(
+    c: &DistillCmd,
+    tokens: &Tokens,
+    tokens_path: &Path,
+    data: &dyn TrainData,
+    teacher_id: &TeacherId,
+) -> Result<Labels, Error> {
+    let labels_file = labels_path(&c.out);
+    let (device, dtype) = c.device.device.open()?;
+    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
+    let crop = c.crop.crop.into();
     let opts = DetectOptions {
         augmentations: c.teacher_augmentations,
         seed: c.seed.seed,
         crop,
         ..Default::default()
     };
-    let mut teacher = Detector::new(model.clone(), &tokens, opts).map_err(|e| match e {
+    let mut teacher = Detector::new(model, tokens, opts).map_err(|e| match e {
         Error::Invalid(m) => Error::Tokens {
-            path: tokens_path.clone(),
+            path: tokens_path.to_path_buf(),
             msg: m,
         },
         e => e,
     })?;
-    let teacher_id = TeacherId {
-        model: model_config_hash(&c.model.model)?,
-        tokens_hash: tokens.fingerprint(),
-        token_indices: tokens.indices.clone(),
-    };
     let id = LabelIdentity {
         teacher_model: teacher_id.model.clone(),
         tokens_hash: teacher_id.tokens_hash.clone(),
@@ -120,8 +176,6 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         teacher_augmentations: c.teacher_augmentations,
         seed: c.seed.seed,
     };
-    let _armed = interrupt::Armed::new();
-    let started = Instant::now();
     eprintln!(
         "labelling {} inputs with the teacher ({} keypoints, {} pass{} each); cache {}",
         data.len(),
@@ -135,37 +189,43 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         labels_file.display()
     );
     let mut bar = Progress::new(data.len() as u64, "label {pos}/{len} [{bar:30}] {eta}");
-    let labels = distill::label(
-        &mut teacher,
-        data.as_ref(),
-        &labels_file,
-        &id,
-        50,
-        &mut |ev| {
-            match ev {
-                LabelEvent::Resumed { done, total } => {
-                    bar.println(&format!("resumed labelling at {done} of {total}"));
-                    bar.set(done as u64, "", false, String::new);
-                }
-                LabelEvent::Item { done, total } => {
-                    bar.set(done as u64, "", done == total || done % 100 == 0, || {
-                        format!("label {done}/{total}")
-                    });
-                }
+    let labels = distill::label(&mut teacher, data, &labels_file, &id, 50, &mut |ev| {
+        match ev {
+            LabelEvent::Resumed { done, total } => {
+                bar.println(&format!("resumed labelling at {done} of {total}"));
+                bar.set(done as u64, "", false, String::new);
             }
-            if interrupt::received().is_some() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+            LabelEvent::Item { done, total } => {
+                bar.set(done as u64, "", done == total || done % 100 == 0, || {
+                    format!("label {done}/{total}")
+                });
             }
-        },
-    )?;
+        }
+        if interrupt::received().is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
     bar.finish();
-    let labels = labels.ok_or_else(|| stopped("labelling"))?;
-    let label_seconds = started.elapsed().as_secs_f64();
-    drop(teacher);
-    drop(model);
-    let images = Images::read(data.as_ref(), teacher_size, c.student_size)?;
+    labels.ok_or_else(|| stopped("labelling"))
+}
+
+/// Trains the student on `data` and `labels` and writes it.
+fn distil(
+    c: &DistillCmd,
+    data: &dyn TrainData,
+    labels: &Labels,
+    teacher_id: TeacherId,
+    label_seconds: f64,
+) -> Result<(), Error> {
+    let (out, ckpt) = (&c.out, checkpoint_path(&c.out));
+    let teacher_size = teacher_id_size(c)?;
+    let crop = c.crop.crop.into();
+    let augment = c
+        .augment
+        .apply(Tokens::load(&c.model.tokens_path())?.augment)?;
+    let images = Images::read(data, teacher_size, c.student_size)?;
     let cfg = DistillConfig {
         widths: c.widths,
         input_size: c.student_size,
@@ -180,7 +240,7 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         jitter: c.jitter,
         checkpoint_every: c.checkpoint_every,
     };
-    let mut d = Distiller::new(cfg.clone(), &labels, teacher_id)?;
+    let mut d = Distiller::new(cfg.clone(), labels, teacher_id)?;
     if c.resume && ckpt.is_file() {
         d.load_checkpoint(&ckpt)?;
         if d.step() > cfg.steps {
@@ -211,7 +271,7 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
     let mut steps = Progress::new(cfg.steps as u64, "step {pos}/{len} [{bar:30}] {msg}");
     let mut last_holdout = f32::NAN;
     let train_started = Instant::now();
-    let finished = d.run(&images, &labels, &ckpt, 250, &mut |ev| {
+    let finished = d.run(&images, labels, &ckpt, 250, &mut |ev| {
         match ev {
             DistillEvent::Resumed { step } => steps.set(step as u64, "", false, String::new),
             DistillEvent::Holdout { step, error_px } => {
@@ -248,10 +308,13 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
     }
     let mut w = d.weights();
     let extra = &mut w.info.extra;
-    extra.insert(
-        "teacher_augmentations".into(),
-        c.teacher_augmentations.to_string(),
-    );
+    match &c.labels {
+        Some(p) => extra.insert("labels".into(), p.display().to_string()),
+        None => extra.insert(
+            "teacher_augmentations".into(),
+            c.teacher_augmentations.to_string(),
+        ),
+    };
     extra.insert("inputs".into(), labels.points.len().to_string());
     extra.insert("steps".into(), cfg.steps.to_string());
     extra.insert("batch_size".into(), cfg.batch_size.to_string());
@@ -291,4 +354,123 @@ pub fn cmd_export_onnx(c: ExportOnnxCmd) -> Result<(), Error> {
         w.info.input_size / stablekeypoints::student::net::STRIDE
     );
     Ok(())
+}
+
+/// The teacher's input side (its tokens file's).
+fn teacher_id_size(c: &DistillCmd) -> Result<usize, Error> {
+    Ok(Tokens::load(&c.model.tokens_path())?.input_size)
+}
+
+/// The items of `data` that `keep` names.
+struct Subset {
+    data: Box<dyn TrainData>,
+    keep: Vec<usize>,
+}
+
+impl TrainData for Subset {
+    fn len(&self) -> usize {
+        self.keep.len()
+    }
+    fn image(&self, index: usize, size: usize) -> Result<Vec<f32>, Error> {
+        self.data.image(self.keep[index], size)
+    }
+    fn fingerprint(&self) -> String {
+        format!(
+            "{} (frames with labels: {:?})",
+            self.data.fingerprint(),
+            self.keep
+        )
+    }
+}
+
+/// The labels of `data`'s frames from the JSON lines of an earlier `process` run (`path`:
+/// the file for one video, the `--out-dir` of a corpus), matched by timestamp; only records
+/// computed from their own frame (not held or interpolated ones) count. Returns the items
+/// that have one, and their labels in the model square of side `size`.
+fn labels_from_records(
+    path: &Path,
+    data: &dyn TrainData,
+    size: usize,
+    crop: stablekeypoints::CropMode,
+    k: usize,
+) -> Result<(Vec<usize>, Labels), Error> {
+    let mut files: HashMap<String, HashMap<u64, Vec<[f32; 3]>>> = HashMap::new();
+    let (mut keep, mut points) = (Vec::new(), Vec::new());
+    for i in 0..data.len() {
+        let Some((name, pts)) = data.source(i) else {
+            return Err(Error::Invalid(format!(
+                "--labels {}: the inputs are images, but labels from JSON lines are matched to \
+                 the frames of videos by timestamp",
+                path.display()
+            )));
+        };
+        let Some(pts) = pts else { continue };
+        if !files.contains_key(&name) {
+            let file = if name.is_empty() {
+                path.to_path_buf()
+            } else {
+                path.join(&name).join(KEYPOINTS)
+            };
+            let records = read_records(&file, size, crop, k)?;
+            files.insert(name.clone(), records);
+        }
+        if let Some(p) = files[&name].get(&pts) {
+            keep.push(i);
+            points.push(p.clone());
+        }
+    }
+    if keep.is_empty() {
+        return Err(Error::Invalid(format!(
+            "--labels {}: none of the {} frames has a record computed from it with its \
+             timestamp (was it made from these videos?)",
+            path.display(),
+            data.len()
+        )));
+    }
+    Ok((keep, Labels { k, points }))
+}
+
+/// The records of a JSON lines file computed from their own frame, by timestamp: each
+/// keypoint `[x, y, confidence]` normalised to the model square of side `size`.
+fn read_records(
+    file: &Path,
+    size: usize,
+    crop: stablekeypoints::CropMode,
+    k: usize,
+) -> Result<HashMap<u64, Vec<[f32; 3]>>, Error> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::Io {
+        path: file.to_path_buf(),
+        source: e,
+    })?;
+    let bad = |n: usize, m: String| Error::Invalid(format!("{}:{}: {m}", file.display(), n + 1));
+    let mut out = HashMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let r: Record = serde_json::from_str(line)
+            .map_err(|e| bad(n, format!("not a keypoints record: {e}")))?;
+        // `inferred`: the keypoints were not computed from this frame.
+        let (false, Some(pts)) = (r.inferred, r.pts) else {
+            continue;
+        };
+        if r.keypoints.len() != k {
+            return Err(bad(
+                n,
+                format!("{} keypoints, but the tokens have {k}", r.keypoints.len()),
+            ));
+        }
+        let fit = Fit::new(r.width as usize, r.height as usize, size, crop);
+        let mut p = vec![[0f32; 3]; k];
+        for kp in &r.keypoints {
+            let slot = p
+                .get_mut(kp.id as usize)
+                .ok_or_else(|| bad(n, format!("keypoint id {} of {k}", kp.id)))?;
+            let (x, y) = fit.to_model(kp.x, kp.y);
+            *slot = [x, y, kp.confidence];
+        }
+        out.insert(pts, p);
+    }
+    Ok(out)
 }

@@ -159,6 +159,26 @@ fn count_lines(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// A student file as `--model` (with `--tokens`, those must be its teacher's), checked as the
+/// element will check it, with the pose file.
+pub fn check_student(c: &ProcessCmd) -> Result<(), Error> {
+    let (device, _) = c.device.device.open()?;
+    let student = stablekeypoints::student::Student::load(&c.model, &device)?;
+    if let Some(t) = &c.tokens {
+        student.check_tokens(&Tokens::load(t)?, t)?;
+    }
+    if let Some(path) = &c.pose {
+        PoseModel::load(path)?
+            .check_tokens(
+                &student.info.token_indices,
+                &student.info.tokens_hash,
+                &format!("student {}", c.model.display()),
+            )
+            .map_err(|e| Error::Invalid(format!("--pose {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// The model, the tokens and the element's settings, checked as the element will check them
 /// at start, so that a mistake fails before any decoding or training with an error naming
 /// the file at fault.
@@ -204,7 +224,9 @@ pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<Arc<
 
 /// What the element is told for every video of a run, and which outputs it writes.
 pub struct ElementJob<'a> {
+    /// A model folder or a student file.
     pub model: &'a Path,
+    /// Empty with a student and no `--tokens`.
     pub tokens: &'a Path,
     pub pose: Option<&'a Path>,
     pub crop: CropMode,
@@ -239,10 +261,10 @@ impl<'a> ElementJob<'a> {
     /// What a run on `input` reads: no output may replace one of these.
     pub fn inputs(&self, input: &Path) -> Inputs {
         let mut inputs = Inputs::new();
-        inputs
-            .add("--input", input)
-            .add("--model", self.model)
-            .add("--tokens", self.tokens);
+        inputs.add("--input", input).add("--model", self.model);
+        if !self.tokens.as_os_str().is_empty() {
+            inputs.add("--tokens", self.tokens);
+        }
         if let Some(pose) = self.pose {
             inputs.add("--pose", pose);
         }
@@ -412,7 +434,10 @@ fn inference_element(job: &ElementJob) -> Result<gst::Element, Error> {
     let element = make("stablekeypoints")?;
     let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
     path_prop("model", job.model);
-    path_prop("tokens", job.tokens);
+    // A student needs none (empty: its own).
+    if !job.tokens.as_os_str().is_empty() {
+        path_prop("tokens", job.tokens);
+    }
     if let Some(pose) = job.pose {
         path_prop("pose", pose);
     }

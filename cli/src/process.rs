@@ -5,9 +5,12 @@
 
 use crate::args::ProcessCmd;
 use crate::interrupt;
-use crate::pipeline::{self, check_model_and_tokens, preroll, register_element, ElementJob};
+use crate::pipeline::{
+    self, check_model_and_tokens, check_student, preroll, register_element, ElementJob,
+};
 use crate::train::{self, TrainInput, TrainJob};
 use crate::video::file_error;
+use stablekeypoints::estimator::Estimator;
 use stablekeypoints::util::check_output_file;
 use stablekeypoints::Error;
 use std::path::Path;
@@ -45,7 +48,13 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
             out_dir.display()
         )));
     }
+    // A student runs as it is: nothing to train.
+    let student = Estimator::is_student(&c.model);
     let _model = match &c.tokens {
+        _ if student => {
+            check_student(&c)?;
+            None
+        }
         Some(t) => Some(check_model_and_tokens(&c, t)?),
         None => None,
     };
@@ -56,7 +65,7 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
     for p in probe.outputs(out_dir) {
         inputs.check(&p, "--out-dir")?;
     }
-    if c.tokens.is_none() {
+    if c.tokens.is_none() && !student {
         inputs.check(&trained, "--out-dir")?;
     }
     // Fail before training when the element or the file cannot run.
@@ -72,6 +81,7 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
     let _lock = crate::corpus::lock::try_lock_folder(out_dir, "--out-dir")?;
     let tokens = match &c.tokens {
         Some(t) => t.clone(),
+        None if student => std::path::PathBuf::new(),
         None => {
             // The outputs must be writable before hours of training.
             let probe = ElementJob::new(&c, Path::new(""));

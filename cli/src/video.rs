@@ -367,14 +367,15 @@ pub fn sample_indices(n: usize, m: usize) -> Vec<usize> {
 }
 
 /// Second pass: decodes `path` to RGBA `width x height` (square pixels), whatever raw format
-/// the decoder gives, and returns the frames whose index is in `keep` (sorted), in order.
+/// the decoder gives, and returns the frames whose index is in `keep` (sorted), in order,
+/// each with its timestamp (nanoseconds) when it has one.
 pub fn decode_frames(
     path: &Path,
     width: usize,
     height: usize,
     keep: &[usize],
     total: usize,
-) -> Result<Vec<Vec<u8>>, Error> {
+) -> Result<Vec<(Vec<u8>, Option<u64>)>, Error> {
     init()?;
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
@@ -404,7 +405,7 @@ fn pull_frames(
     height: usize,
     keep: &[usize],
     total: usize,
-) -> Result<Vec<Vec<u8>>, Error> {
+) -> Result<Vec<(Vec<u8>, Option<u64>)>, Error> {
     set_state(
         pipeline,
         gst::State::Playing,
@@ -458,7 +459,7 @@ fn pull_frames(
             for y in 0..height {
                 f.extend_from_slice(&map[y * stride..y * stride + row]);
             }
-            frames.push(f);
+            frames.push((f, buffer.pts().map(|t| t.nseconds())));
             next.next();
         }
         index += 1;
@@ -480,6 +481,8 @@ pub struct VideoFrames {
     width: usize,
     height: usize,
     frames: Vec<Vec<u8>>,
+    /// Each frame's timestamp, nanoseconds.
+    pts: Vec<Option<u64>>,
     crop: CropMode,
     fingerprint: String,
 }
@@ -509,7 +512,10 @@ impl VideoFrames {
                 human_bytes(avail)
             )));
         }
-        let frames = decode_frames(path, width, height, &indices, info.frames)?;
+        let (frames, pts): (Vec<_>, Vec<_>) =
+            decode_frames(path, width, height, &indices, info.frames)?
+                .into_iter()
+                .unzip();
         let indices = indices[..frames.len()].to_vec();
         let mut h = Fnv::new();
         h.write(format!("{crop:?} {width}x{height} {:?}", info).as_bytes());
@@ -539,6 +545,7 @@ impl VideoFrames {
             width,
             height,
             frames,
+            pts,
             crop,
             fingerprint,
         })
@@ -556,6 +563,9 @@ impl TrainData for VideoFrames {
     }
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+    fn source(&self, index: usize) -> Option<(String, Option<u64>)> {
+        Some((String::new(), self.pts[index]))
     }
 }
 

@@ -25,6 +25,12 @@ pub trait TrainData {
     fn items(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Where a video frame comes from: the name of its video's output folder in a corpus's
+    /// output (empty for a single video) and its timestamp in nanoseconds; None for images.
+    /// `distill --labels` finds the frame's record of an earlier `process` run by these.
+    fn source(&self, _index: usize) -> Option<(String, Option<u64>)> {
+        None
+    }
 }
 
 /// Images already at the model input size, held in memory.

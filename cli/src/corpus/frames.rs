@@ -13,6 +13,8 @@ struct Frame {
     width: usize,
     height: usize,
     rgba: Vec<u8>,
+    /// The video's output folder name and the frame's timestamp (nanoseconds).
+    source: (String, Option<u64>),
 }
 
 /// Frames of many videos, held as RGBA at a size where the model input needs no upscaling.
@@ -63,12 +65,13 @@ impl CorpusFrames {
             }
             let (width, height) = info.decode_size(size, crop);
             let decoded = video::decode_frames(location, width, height, keep, info.frames)?;
-            for (&i, rgba) in keep.iter().zip(decoded) {
+            for (&i, (rgba, pts)) in keep.iter().zip(decoded) {
                 names.push(format!("{}#{i}", video.key));
                 frames.push(Frame {
                     width,
                     height,
                     rgba,
+                    source: (video.name.clone(), pts),
                 });
             }
             shown.push(format!("{}: {}", video.key, index_list(keep)));
@@ -196,6 +199,9 @@ impl TrainData for CorpusFrames {
     }
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+    fn source(&self, index: usize) -> Option<(String, Option<u64>)> {
+        Some(self.frames[index].source.clone())
     }
     fn items(&self) -> Vec<String> {
         self.names.clone()

@@ -62,10 +62,18 @@ struct Run<'a> {
 }
 
 pub fn cmd_process_corpus(c: &ProcessCmd, inputs: &Path) -> Result<ExitCode, Error> {
-    let tokens = c
-        .tokens
-        .as_deref()
-        .expect("clap: --inputs requires --tokens");
+    let student = stablekeypoints::estimator::Estimator::is_student(&c.model);
+    let tokens = match c.tokens.as_deref() {
+        Some(t) => t,
+        None if student => Path::new(""),
+        None => {
+            return Err(Error::Invalid(
+                "--inputs needs --tokens (a corpus is processed with given tokens, or with a \
+                 student file as --model)"
+                    .into(),
+            ))
+        }
+    };
     let out_dir = &c.out_dir;
     if out_dir.exists() && !out_dir.is_dir() {
         return Err(Error::Invalid(format!(
@@ -78,7 +86,12 @@ pub fn cmd_process_corpus(c: &ProcessCmd, inputs: &Path) -> Result<ExitCode, Err
         std::env::var(k).ok()
     })?;
     // One model for every pipeline of the run: the elements share the one held here.
-    let _model = check_model_and_tokens(c, tokens)?;
+    let _model = if student {
+        crate::pipeline::check_student(c)?;
+        None
+    } else {
+        Some(check_model_and_tokens(c, tokens)?)
+    };
     register_element()?;
     std::fs::create_dir_all(out_dir).map_err(|e| {
         Error::Invalid(format!(
@@ -406,10 +419,17 @@ impl Attempt<'_> {
 /// Everything that changes a video's outputs: the hashes of the tokens, the model's UNet and
 /// VAE and the pose, and the element's options. A rerun with other settings redoes the video.
 fn settings(c: &ProcessCmd, tokens: &Path) -> Result<serde_json::Value, Error> {
-    let model_files: Vec<PathBuf> = ["unet", "vae"].iter().map(|d| c.model.join(d)).collect();
+    let model_files: Vec<PathBuf> = if c.model.is_file() {
+        vec![c.model.clone()]
+    } else {
+        ["unet", "vae"].iter().map(|d| c.model.join(d)).collect()
+    };
     let job = ElementJob::new(c, tokens);
     Ok(serde_json::json!({
-        "tokens_sha256": sha256_of(&[tokens.to_path_buf()])?,
+        "tokens_sha256": match tokens.as_os_str().is_empty() {
+            true => None,
+            false => Some(sha256_of(&[tokens.to_path_buf()])?),
+        },
         "model_sha256": sha256_of(&model_files)?,
         "pose_sha256": match job.pose {
             Some(p) => Some(sha256_of(&[p.to_path_buf()])?),
