@@ -366,6 +366,9 @@ pub fn sample_indices(n: usize, m: usize) -> Vec<usize> {
     (0..m).map(|i| i * (n - 1) / (m - 1)).collect()
 }
 
+/// A decoded RGBA frame and its timestamp (nanoseconds), when it has one.
+pub type Decoded = (Vec<u8>, Option<u64>);
+
 /// Second pass: decodes `path` to RGBA `width x height` (square pixels), whatever raw format
 /// the decoder gives, and returns the frames whose index is in `keep` (sorted), in order,
 /// each with its timestamp (nanoseconds) when it has one.
@@ -375,7 +378,7 @@ pub fn decode_frames(
     height: usize,
     keep: &[usize],
     total: usize,
-) -> Result<Vec<(Vec<u8>, Option<u64>)>, Error> {
+) -> Result<Vec<Decoded>, Error> {
     init()?;
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
@@ -405,7 +408,7 @@ fn pull_frames(
     height: usize,
     keep: &[usize],
     total: usize,
-) -> Result<Vec<(Vec<u8>, Option<u64>)>, Error> {
+) -> Result<Vec<Decoded>, Error> {
     set_state(
         pipeline,
         gst::State::Playing,
