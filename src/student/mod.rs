@@ -10,6 +10,7 @@
 pub mod distill;
 pub mod graph;
 pub mod infer;
+pub mod labels;
 pub mod net;
 pub mod onnx;
 
