@@ -319,7 +319,7 @@ impl DetectArgs {
 /// The model directory and the tokens file (default: the model's own, as the element).
 #[derive(Args, Clone, Debug)]
 pub struct ModelTokensArgs {
-    /// Diffusers model directory (unet/, vae/)
+    /// Diffusers model directory (unet/, vae/); detect and eval also take a student file
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Learned tokens file [default: DIR/tokens.safetensors]
@@ -867,7 +867,7 @@ pub struct ImportPoseCmd {
   stablekeypoints bench --model out/model --runs 5
   stablekeypoints bench --conv")]
 pub struct BenchCmd {
-    /// Diffusers model directory (unet/, vae/)
+    /// Diffusers model directory (unet/, vae/), or a student file
     #[arg(
         long,
         value_name = "DIR",

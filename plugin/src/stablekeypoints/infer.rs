@@ -98,13 +98,17 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     }
     if !model_dir.is_dir() {
         let what = if model_dir.exists() {
-            "is not a directory"
+            "is not a directory (nor a student file)"
         } else {
             "does not exist"
         };
         return Err(gst::error_msg!(
             gst::ResourceError::NotFound,
-            ("Model directory {} {}", model_dir.display(), what)
+            (
+                "Model {} {} (`model` is a diffusers folder or a student file)",
+                model_dir.display(),
+                what
+            )
         ));
     }
     // Cheap layout checks first, so a wrong directory is reported as such.

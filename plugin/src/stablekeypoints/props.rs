@@ -96,7 +96,11 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecString::builder("model")
             .nick("Model")
-            .blurb("Stable Diffusion model directory in diffusers layout (unet/ and vae/)")
+            .blurb(
+                "Stable Diffusion model directory in diffusers layout (unet/ and vae/), or a \
+                 student file of `stablekeypoints distill` (real time on a CPU; the diffusion \
+                 options noise, noise-level, augmentations and input-size do not apply to it)",
+            )
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("tokens")
