@@ -64,6 +64,24 @@ pub fn check(matches: &ArgMatches) -> Result<(), clap::Error> {
         return Ok(());
     };
     let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    // clap does not enforce `requires = "inputs"` once `--input` (which conflicts with it)
+    // is given.
+    for flag in ["shard", "shard_count", "workers"] {
+        if given(flag) && !given("inputs") {
+            let mut cli = Cli::command();
+            cli.build();
+            let process = cli
+                .find_subcommand_mut("process")
+                .expect("process is a subcommand");
+            return Err(process.error(
+                ErrorKind::MissingRequiredArgument,
+                format!(
+                    "--{} needs --inputs (a corpus); one video (--input) has no shards",
+                    flag.replace('_', "-")
+                ),
+            ));
+        }
+    }
     if !given("tokens") {
         return Ok(());
     }
