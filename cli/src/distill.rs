@@ -141,7 +141,14 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         }
     };
     let label_seconds = started.elapsed().as_secs_f64();
-    distil(&c, data.as_ref(), &labels, teacher_id, label_seconds)
+    distil(
+        &c,
+        &tokens,
+        data.as_ref(),
+        &labels,
+        teacher_id,
+        label_seconds,
+    )
 }
 
 /// The teacher's keypoints of every input, cached next to the output (resumable).
@@ -214,18 +221,16 @@ fn teacher_labels(
 /// Trains the student on `data` and `labels` and writes it.
 fn distil(
     c: &DistillCmd,
+    tokens: &Tokens,
     data: &dyn TrainData,
     labels: &Labels,
     teacher_id: TeacherId,
     label_seconds: f64,
 ) -> Result<(), Error> {
     let (out, ckpt) = (&c.out, checkpoint_path(&c.out));
-    let teacher_size = teacher_id_size(c)?;
     let crop = c.crop.crop.into();
-    let augment = c
-        .augment
-        .apply(Tokens::load(&c.model.tokens_path())?.augment)?;
-    let images = Images::read(data, teacher_size, c.student_size)?;
+    let augment = c.augment.apply(tokens.augment)?;
+    let images = Images::read(data, tokens.input_size, c.student_size)?;
     let cfg = DistillConfig {
         widths: c.widths,
         input_size: c.student_size,
@@ -354,11 +359,6 @@ pub fn cmd_export_onnx(c: ExportOnnxCmd) -> Result<(), Error> {
         w.info.input_size / stablekeypoints::student::net::STRIDE
     );
     Ok(())
-}
-
-/// The teacher's input side (its tokens file's).
-fn teacher_id_size(c: &DistillCmd) -> Result<usize, Error> {
-    Ok(Tokens::load(&c.model.tokens_path())?.input_size)
 }
 
 /// The items of `data` that `keep` names.

@@ -446,20 +446,31 @@ impl Student {
     /// Keypoints of each heatmap stack [B, K, H, W], normalised to the input square, with
     /// confidences on the teacher's scale.
     pub fn keypoints_of(&self, heat: &Tensor) -> Result<Vec<Vec<Keypoint>>> {
-        let (b, k, h, w) = heat.dims4()?;
-        let v = heat.flatten_all()?.to_vec1::<f32>()?;
+        let (b, _, h, _) = heat.dims4()?;
+        self.peaks(&heat.flatten_all()?.to_vec1::<f32>()?, b, h)
+    }
+
+    /// [`Self::keypoints_of`] on the heatmaps of `b` inputs as one flat buffer of side `h`.
+    fn peaks(&self, v: &[f32], b: usize, h: usize) -> Result<Vec<Vec<Keypoint>>> {
+        let k = self.info.num_keypoints;
+        if v.len() != b * k * h * h {
+            return Err(Error::Invalid(format!(
+                "{} heatmap values for {b} inputs of {k} keypoints at {h}x{h}",
+                v.len()
+            )));
+        }
         if v.iter().any(|x| !x.is_finite()) {
             return Err(Error::Invalid(format!(
                 "the student {} produced non-finite heatmaps",
                 self.path.display()
             )));
         }
-        Ok((0..b)
-            .map(|i| {
-                (0..k)
-                    .map(|id| {
-                        let m = &v[(i * k + id) * h * w..(i * k + id + 1) * h * w];
-                        let (x, y, peak) = net::heatmap_peak(m, h, w);
+        Ok(v.chunks_exact(k * h * h)
+            .map(|maps| {
+                maps.chunks_exact(h * h)
+                    .enumerate()
+                    .map(|(id, m)| {
+                        let (x, y, peak) = net::heatmap_peak(m, h, h);
                         Keypoint {
                             id,
                             x,
@@ -503,10 +514,16 @@ impl Student {
                 fits.len()
             )));
         }
-        let images = Tensor::from_vec(pixels, (fits.len(), 3, s, s), &self.device)?;
-        let heat = self.heatmaps(&images)?;
-        Ok(self
-            .keypoints_of(&heat)?
+        let n = fits.len();
+        let kps = match &self.run {
+            // Frames on the CPU go straight to the kernels, without tensors in between.
+            Runner::Cpu(e) => self.peaks(&e.run(&pixels, n), n, s / net::STRIDE)?,
+            Runner::Device(_) => {
+                let images = Tensor::from_vec(pixels, (n, 3, s, s), &self.device)?;
+                self.keypoints_of(&self.heatmaps(&images)?)?
+            }
+        };
+        Ok(kps
             .into_iter()
             .zip(fits)
             .map(|(k, fit)| map_back(k, fit))
