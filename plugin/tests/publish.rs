@@ -485,9 +485,19 @@ impl Broker {
     fn start(name: &str, extra: &str) -> Self {
         let port = free_port();
         let conf = scratch().join(format!("{name}.conf"));
+        // Started as root, mosquitto becomes the `mosquitto` user, who cannot read the
+        // certificates and password files under a private checkout (a clone in `mktemp -d`).
+        // SAFETY: geteuid has no preconditions.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}{extra}"
+            ),
         )
         .unwrap();
         let mut b = Self {
