@@ -2,6 +2,7 @@
 //! frame pixels. Handles the packed RGB layouts and the planar YUV layouts decoders emit.
 
 use crate::error::{Error, Result};
+use rayon::prelude::*;
 
 /// Pixel layouts accepted as input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,8 +130,51 @@ impl<'a> FrameRef<'a> {
         })
     }
 
-    /// RGB in [0, 1] of pixel (x, y).
-    #[inline]
+    /// RGB in [0, 1] of the pixels `xs` of row `y`, into `out` (the format's branch taken
+    /// once per row; YUV converted in a loop the compiler vectorises).
+    fn gather_row(&self, y: usize, xs: &[usize], out: &mut [[f32; 3]], yuv: &mut Vec<[f32; 3]>) {
+        if let Some((bpp, off)) = self.format.packed() {
+            let (d, s) = self.planes[0];
+            let row = &d[y * s..];
+            for (o, &x) in out.iter_mut().zip(xs) {
+                let p = &row[x * bpp..][..bpp];
+                *o = [
+                    p[off[0]] as f32 / 255.0,
+                    p[off[1]] as f32 / 255.0,
+                    p[off[2]] as f32 / 255.0,
+                ];
+            }
+            return;
+        }
+        yuv.clear();
+        let (yd, ys) = self.planes[0];
+        let luma = &yd[y * ys..];
+        match self.format {
+            PixelFormat::I420 => {
+                let (ud, us) = self.planes[1];
+                let (vd, vs) = self.planes[2];
+                let (ur, vr) = (&ud[(y / 2) * us..], &vd[(y / 2) * vs..]);
+                yuv.extend(
+                    xs.iter()
+                        .map(|&x| [luma[x] as f32, ur[x / 2] as f32, vr[x / 2] as f32]),
+                );
+            }
+            _ => {
+                let (uv, s) = self.planes[1];
+                let uvr = &uv[(y / 2) * s..];
+                yuv.extend(xs.iter().map(|&x| {
+                    let p = (x / 2) * 2;
+                    [luma[x] as f32, uvr[p] as f32, uvr[p + 1] as f32]
+                }));
+            }
+        }
+        for (o, &[l, u, v]) in out.iter_mut().zip(yuv.iter()) {
+            *o = yuv_to_rgb(l, u, v, self.matrix, self.full_range);
+        }
+    }
+
+    /// RGB in [0, 1] of pixel (x, y) (the tests' reference for `gather_row`).
+    #[cfg(test)]
     fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
         if let Some((bpp, off)) = self.format.packed() {
             let (d, s) = self.planes[0];
@@ -270,37 +314,91 @@ pub fn to_model_input(frame: &FrameRef, size: usize, mode: CropMode) -> (Vec<f32
     if mode == CropMode::Stretch {
         return (resize_pil_bilinear(frame, size, size), fit);
     }
-    let mut out = vec![0f32; 3 * size * size];
     let inv = 1.0 / fit.scale_x;
     let taps = (inv.ceil() as usize).clamp(1, 4);
-    let (w, h) = (frame.width as f64, frame.height as f64);
-    let plane = size * size;
-    for i in 0..size {
-        for j in 0..size {
-            let mut acc = [0f32; 3];
-            let mut n = 0usize;
-            for ty in 0..taps {
-                for tx in 0..taps {
-                    let mx = j as f64 + (tx as f64 + 0.5) / taps as f64;
-                    let my = i as f64 + (ty as f64 + 0.5) / taps as f64;
-                    let fx = (mx - fit.offset_x) * inv;
-                    let fy = (my - fit.offset_y) * inv;
-                    n += 1;
-                    if fx < 0.0 || fy < 0.0 || fx >= w || fy >= h {
-                        continue; // letterbox padding stays black
-                    }
-                    let c = bilinear(frame, fx - 0.5, fy - 0.5);
-                    for k in 0..3 {
-                        acc[k] += c[k];
+    // The taps x taps supersampled bilinear filter is separable (its samples, their
+    // bilinear weights and the letterbox's black are all per axis), so the frame is read
+    // once per needed pixel, a row at a time, instead of four times per sample.
+    let wx = supersample_axis(size, fit.offset_x, inv, taps, frame.width);
+    let wy = supersample_axis(size, fit.offset_y, inv, taps, frame.height);
+    let mut cols: Vec<usize> = wx.iter().flatten().map(|&(x, _)| x).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    let col_of = |x: usize| cols.binary_search(&x).expect("column gathered");
+    let wx: Vec<Vec<(usize, f32)>> = wx
+        .iter()
+        .map(|t| t.iter().map(|&(x, w)| (col_of(x), w)).collect())
+        .collect();
+    let mut rows: Vec<usize> = wy.iter().flatten().map(|&(y, _)| y).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    // Horizontal pass over the needed rows, [row][size][3], in bands across threads.
+    let mut horiz = vec![[0f32; 3]; rows.len() * size];
+    const BAND: usize = 32;
+    horiz
+        .par_chunks_mut(BAND * size)
+        .zip(rows.par_chunks(BAND))
+        .for_each(|(band, ys)| {
+            let mut line = vec![[0f32; 3]; cols.len()];
+            let mut scratch = Vec::new();
+            for (hrow, &y) in band.chunks_mut(size).zip(ys) {
+                frame.gather_row(y, &cols, &mut line, &mut scratch);
+                for (h, taps) in hrow.iter_mut().zip(&wx) {
+                    for &(c, w) in taps {
+                        for k in 0..3 {
+                            h[k] += w * line[c][k];
+                        }
                     }
                 }
             }
-            for k in 0..3 {
-                out[k * plane + i * size + j] = acc[k] / n as f32;
+        });
+    let plane = size * size;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, taps) in wy.iter().enumerate() {
+        for &(y, w) in taps {
+            let r = rows.binary_search(&y).expect("row gathered");
+            for (j, h) in horiz[r * size..][..size].iter().enumerate() {
+                for k in 0..3 {
+                    out[k * plane + i * size + j] += w * h[k];
+                }
             }
         }
     }
     (out, fit)
+}
+
+/// Along one axis of `len` pixels: for each of `size` outputs, the input pixels of its
+/// `taps` supersamples' bilinear interpolation with their weights (each sample's share
+/// `1 / taps` included). Samples outside the frame contribute nothing (letterbox black).
+fn supersample_axis(
+    size: usize,
+    offset: f64,
+    inv: f64,
+    taps: usize,
+    len: usize,
+) -> Vec<Vec<(usize, f32)>> {
+    (0..size)
+        .map(|o| {
+            let mut ws: Vec<(usize, f32)> = Vec::with_capacity(2 * taps);
+            let mut add = |i: usize, w: f32| match ws.iter_mut().find(|(j, _)| *j == i) {
+                Some((_, v)) => *v += w,
+                None => ws.push((i, w)),
+            };
+            for t in 0..taps {
+                let f = (o as f64 + (t as f64 + 0.5) / taps as f64 - offset) * inv;
+                if f < 0.0 || f >= len as f64 {
+                    continue;
+                }
+                let c = (f - 0.5).clamp(0.0, (len - 1) as f64);
+                let i0 = c.floor() as usize;
+                let a = (c - i0 as f64) as f32;
+                let share = 1.0 / taps as f32;
+                add(i0, (1.0 - a) * share);
+                add((i0 + 1).min(len - 1), a * share);
+            }
+            ws
+        })
+        .collect()
 }
 
 /// The taps of PIL's `BILINEAR` resampling along one axis (`Image.resize`, whole-image box):
@@ -351,10 +449,9 @@ pub fn resize_pil_bilinear(frame: &FrameRef, out_w: usize, out_h: usize) -> Vec<
     // Horizontal pass over every input row: [h][out_w][3].
     let mut rows = vec![0f32; h * out_w * 3];
     let mut line = vec![[0f32; 3]; w];
+    let (all, mut scratch): (Vec<usize>, _) = ((0..w).collect(), Vec::new());
     for y in 0..h {
-        for (x, px) in line.iter_mut().enumerate() {
-            *px = frame.rgb(x, y);
-        }
+        frame.gather_row(y, &all, &mut line, &mut scratch);
         for (i, (lo, wts)) in tx.iter().enumerate() {
             let mut acc = [0f64; 3];
             for (k, &wt) in wts.iter().enumerate() {
@@ -431,31 +528,110 @@ pub fn apply_mask(input: &mut [f32], mask: &[f32]) -> Result<()> {
     Ok(())
 }
 
-fn bilinear(frame: &FrameRef, x: f64, y: f64) -> [f32; 3] {
-    let x = x.clamp(0.0, (frame.width - 1) as f64);
-    let y = y.clamp(0.0, (frame.height - 1) as f64);
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = (
-        (x0 + 1).min(frame.width - 1),
-        (y0 + 1).min(frame.height - 1),
-    );
-    let (ax, ay) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
-    let p00 = frame.rgb(x0, y0);
-    let p01 = frame.rgb(x1, y0);
-    let p10 = frame.rgb(x0, y1);
-    let p11 = frame.rgb(x1, y1);
-    let mut o = [0f32; 3];
-    for k in 0..3 {
-        let top = p00[k] + (p01[k] - p00[k]) * ax;
-        let bot = p10[k] + (p11[k] - p10[k]) * ax;
-        o[k] = top + (bot - top) * ay;
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `to_model_input` as first written: every supersample interpolated on its own.
+    fn model_input_by_samples(frame: &FrameRef, size: usize, mode: CropMode) -> Vec<f32> {
+        let fit = Fit::new(frame.width, frame.height, size, mode);
+        let mut out = vec![0f32; 3 * size * size];
+        let inv = 1.0 / fit.scale_x;
+        let taps = (inv.ceil() as usize).clamp(1, 4);
+        let (w, h) = (frame.width as f64, frame.height as f64);
+        let plane = size * size;
+        for i in 0..size {
+            for j in 0..size {
+                let mut acc = [0f32; 3];
+                for ty in 0..taps {
+                    for tx in 0..taps {
+                        let fx = (j as f64 + (tx as f64 + 0.5) / taps as f64 - fit.offset_x) * inv;
+                        let fy = (i as f64 + (ty as f64 + 0.5) / taps as f64 - fit.offset_y) * inv;
+                        if fx < 0.0 || fy < 0.0 || fx >= w || fy >= h {
+                            continue;
+                        }
+                        let c = bilinear(frame, fx - 0.5, fy - 0.5);
+                        for k in 0..3 {
+                            acc[k] += c[k];
+                        }
+                    }
+                }
+                for k in 0..3 {
+                    out[k * plane + i * size + j] = acc[k] / (taps * taps) as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn separable_fit_equals_sampling_each_supersample() {
+        let mut seed = 9u32;
+        let mut byte = move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 24) as u8
+        };
+        // Shrinking (1 to 4 taps), enlarging, odd sides, both YUV layouts and a packed one.
+        for &(w, h) in &[
+            (1920usize, 1080usize),
+            (227, 128),
+            (33, 57),
+            (300, 301),
+            (7, 5),
+        ] {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let y: Vec<u8> = (0..w * h).map(|_| byte()).collect();
+            let u: Vec<u8> = (0..cw * ch).map(|_| byte()).collect();
+            let v: Vec<u8> = (0..cw * ch).map(|_| byte()).collect();
+            let uv: Vec<u8> = (0..cw * ch * 2).map(|_| byte()).collect();
+            let bgrx: Vec<u8> = (0..w * h * 4).map(|_| byte()).collect();
+            let frames = [
+                FrameRef::new(PixelFormat::I420, w, h, [(&y, w), (&u, cw), (&v, cw)]).unwrap(),
+                FrameRef::new(PixelFormat::Nv12, w, h, [(&y, w), (&uv, cw * 2), (&[], 0)]).unwrap(),
+                FrameRef::packed(PixelFormat::Bgrx, w, h, &bgrx, w * 4).unwrap(),
+            ];
+            for f in &frames {
+                for mode in [CropMode::Letterbox, CropMode::CenterCrop] {
+                    for size in [64, 128] {
+                        let want = model_input_by_samples(f, size, mode);
+                        let (got, _) = to_model_input(f, size, mode);
+                        let err = got
+                            .iter()
+                            .zip(&want)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0f32, f32::max);
+                        assert!(
+                            err < 1e-5,
+                            "{:?} {w}x{h} {mode:?} at {size}: {err}",
+                            f.format
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn bilinear(frame: &FrameRef, x: f64, y: f64) -> [f32; 3] {
+        let x = x.clamp(0.0, (frame.width - 1) as f64);
+        let y = y.clamp(0.0, (frame.height - 1) as f64);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = (
+            (x0 + 1).min(frame.width - 1),
+            (y0 + 1).min(frame.height - 1),
+        );
+        let (ax, ay) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+        let p00 = frame.rgb(x0, y0);
+        let p01 = frame.rgb(x1, y0);
+        let p10 = frame.rgb(x0, y1);
+        let p11 = frame.rgb(x1, y1);
+        let mut o = [0f32; 3];
+        for k in 0..3 {
+            let top = p00[k] + (p01[k] - p00[k]) * ax;
+            let bot = p10[k] + (p11[k] - p10[k]) * ax;
+            o[k] = top + (bot - top) * ay;
+        }
+        o
+    }
 
     #[test]
     fn square_frame_of_model_size_is_copied_exactly() {

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod attnmap;
 mod buf;
 pub mod conv;
+pub mod direct;
 pub mod flops;
 pub mod gemm;
 pub mod norm;

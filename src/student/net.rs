@@ -2,8 +2,8 @@
 //! path and a K-channel heatmap head at a quarter of the input resolution.
 //!
 //! One forward function serves training (candle's differentiable ops on `Var`s) and
-//! inference (the project's CPU kernels: Winograd for 3x3 stride-1, im2col + GEMM for the
-//! rest), so the two can only differ by float rounding.
+//! inference (the project's CPU kernels: a direct kernel for 3x3 stride-1, im2col + GEMM
+//! for the rest), so the two can only differ by float rounding.
 
 use candle_core::{Module, Result, Tensor};
 
