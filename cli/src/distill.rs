@@ -9,6 +9,7 @@ use crate::train::{is_video, video_frames, TrainInput};
 use stablekeypoints::detect::DetectOptions;
 use stablekeypoints::export::Record;
 use stablekeypoints::frame::Fit;
+use stablekeypoints::model::ModelIdentity;
 use stablekeypoints::student::distill::Labels;
 use stablekeypoints::student::distill::{
     self, checkpoint_path, labels_path, DistillConfig, DistillEvent, Distiller, Images, LabelEvent,
@@ -16,7 +17,7 @@ use stablekeypoints::student::distill::{
 };
 use stablekeypoints::student::net::SIZE_MULTIPLE;
 use stablekeypoints::student::StudentWeights;
-use stablekeypoints::train::{model_config_hash, TrainData};
+use stablekeypoints::train::TrainData;
 use stablekeypoints::util::{check_output_file, write_atomic, Inputs};
 use stablekeypoints::{Detector, Error, Model, Tokens};
 use std::collections::HashMap;
@@ -112,7 +113,7 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         return Err(Error::Invalid("no inputs to distil from".into()));
     }
     let teacher_id = TeacherId {
-        model: model_config_hash(&c.model.model)?,
+        model: ModelIdentity::of(&c.model.model)?.weights,
         tokens_hash: tokens.fingerprint(),
         token_indices: tokens.indices.clone(),
     };

@@ -296,6 +296,8 @@ fn resume_after_interruption_gives_identical_tokens() {
     assert_eq!(back.map_res, 32);
     let hash = train::model_config_hash(&tiny_dir()).unwrap();
     assert_eq!(back.extra["model_config_hash"], hash);
+    let id = stablekeypoints::model::ModelIdentity::of(&tiny_dir()).unwrap();
+    assert_eq!(back.extra["model_identity"], id.weights);
     let saved: TrainConfig = serde_json::from_str(&back.extra["train_config"]).unwrap();
     assert_eq!(saved, cfg);
     assert_eq!(
@@ -317,7 +319,35 @@ fn resume_after_interruption_gives_identical_tokens() {
         e.contains("tokens.ckpt.safetensors: checkpoint: made with different settings"),
         "{e}"
     );
+
+    // A checkpoint of other weights is refused; one written before checkpoints recorded
+    // the weights' identity (the configuration hash alone) still resumes.
+    rewrite_metadata(&ckpt, |m| {
+        m.insert("model_identity".into(), "w1-0000000000000000".into());
+    });
+    let e = run_to_end(&model, &data, cfg.clone(), &resume, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("made with a different model"), "{e}");
+    rewrite_metadata(&ckpt, |m| {
+        m.remove("model_identity");
+    });
+    let old = finished(run_to_end(&model, &data, cfg.clone(), &resume, None).unwrap());
+    assert_eq!(old.embeddings, whole.embeddings);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rewrites a safetensors file's metadata in place.
+fn rewrite_metadata(
+    path: &Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    edit(&mut meta);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    safetensors::serialize_to_file(st.tensors(), Some(meta), path).unwrap();
 }
 
 /// Images that turn into NaN after a number of reads.

@@ -1180,3 +1180,67 @@ fn live_source_with_a_slow_model_keeps_pace() {
     assert_eq!(run.stats.get::<u64>("frames-skipped").unwrap(), 0);
     assert!(last > bound, "without QoS the lag stayed at {last:.1} ms");
 }
+
+/// Weights replaced under the same path while an element holds the model: a new element
+/// runs the new weights (the shared model cache is keyed by what the weights are, not by
+/// the folder's path), and the element that held the old ones keeps them.
+#[test]
+fn new_weights_under_a_held_path_are_loaded_not_the_cached_ones() {
+    use gst_video::VideoFormat as F;
+    use stablekeypoints::init::{init_model, TinyArch};
+    init();
+    let dir = scratch().join("swapped-model");
+    let fresh = scratch().join("swapped-model-new");
+    init_model(&dir, TinyArch::TinySd1, 7, NUM_TOKENS, NUM_KEYPOINTS).unwrap();
+    init_model(&fresh, TinyArch::TinySd1, 8, NUM_TOKENS, NUM_KEYPOINTS).unwrap();
+    // Every element runs the first folder's tokens.
+    let element = |model: &std::path::Path| {
+        let e = gst::ElementFactory::make("stablekeypoints")
+            .property("model", model.to_str().unwrap())
+            .property("tokens", dir.join("tokens.safetensors").to_str().unwrap())
+            .build()
+            .unwrap();
+        let mut hn = gst_check::Harness::with_element(&e, Some("sink"), Some("src"));
+        let info = video_info(F::Rgb, 64, 48);
+        hn.set_src_caps(info.to_caps().unwrap());
+        (hn, info)
+    };
+    let keypoints = |hn: &mut gst_check::Harness, info: &gst_video::VideoInfo, i: u64| {
+        hn.push(frame_buffer(info, i)).unwrap();
+        read_meta(&hn.pull().unwrap())
+            .keypoints
+            .iter()
+            .map(|k| (k.x, k.y))
+            .collect::<Vec<_>>()
+    };
+    let (mut old, info) = element(&dir);
+    let before = keypoints(&mut old, &info, 0);
+    // What the old model gives on the next frame (the noise follows the frame count).
+    let (mut witness, _) = element(&dir);
+    keypoints(&mut witness, &info, 0);
+    let next = keypoints(&mut witness, &info, 1);
+    // New weights renamed over the old file, as a deployment replaces them.
+    for part in ["unet", "vae"] {
+        let file = |d: &std::path::Path| d.join(part).join("diffusion_pytorch_model.safetensors");
+        let staged = scratch().join(format!("swapped-{part}.safetensors"));
+        std::fs::copy(file(&fresh), &staged).unwrap();
+        std::fs::rename(&staged, file(&dir)).unwrap();
+    }
+    let (mut new, _) = element(&dir);
+    let after = keypoints(&mut new, &info, 0);
+    let (mut reference, _) = element(&fresh);
+    assert_eq!(
+        after,
+        keypoints(&mut reference, &info, 0),
+        "the new weights ran"
+    );
+    assert_ne!(
+        before, after,
+        "the two models give other keypoints on this frame"
+    );
+    assert_eq!(
+        next,
+        keypoints(&mut old, &info, 1),
+        "the holder kept its model"
+    );
+}

@@ -41,7 +41,8 @@ pub struct StudentInfo {
     /// Side of the square input.
     pub input_size: usize,
     pub crop: CropMode,
-    /// The teacher model's identity (`model_config_hash`, as tokens files and checkpoints record it).
+    /// The teacher model's identity ([`crate::model::ModelIdentity`]'s weights fingerprint,
+    /// as tokens files and checkpoints record it; a configuration hash in older files).
     pub teacher_model: String,
     /// The teacher tokens' fingerprint ([`crate::Tokens::fingerprint`]).
     pub tokens_hash: String,

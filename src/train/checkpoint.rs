@@ -28,24 +28,26 @@ impl Trainer<'_> {
             ("adam_m", view(&m, n, c)),
             ("adam_v", view(&v, n, c)),
         ];
-        let meta: BTreeMap<String, String> = [
-            ("format", CHECKPOINT_FORMAT.to_string()),
-            ("step", self.step.to_string()),
-            ("adam_step", self.adam.step.to_string()),
-            (
-                "config",
-                serde_json::to_string(&self.cfg).expect("config serialises"),
-            ),
-            ("model_config_hash", self.model_hash.clone()),
-            ("data_fingerprint", self.data.fingerprint()),
-            (
-                "data_items",
-                serde_json::to_string(&self.data.items()).expect("strings serialise"),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let meta: BTreeMap<String, String> = self
+            .model_id
+            .entries()
+            .into_iter()
+            .chain([
+                ("format", CHECKPOINT_FORMAT.to_string()),
+                ("step", self.step.to_string()),
+                ("adam_step", self.adam.step.to_string()),
+                (
+                    "config",
+                    serde_json::to_string(&self.cfg).expect("config serialises"),
+                ),
+                ("data_fingerprint", self.data.fingerprint()),
+                (
+                    "data_items",
+                    serde_json::to_string(&self.data.items()).expect("strings serialise"),
+                ),
+            ])
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         let out = crate::util::safetensors_bytes(views, &meta)
             .map_err(|e| Error::checkpoint(path, format!("cannot serialise: {e}")))?;
         crate::util::write_atomic(path, &out)
@@ -80,10 +82,14 @@ impl Trainer<'_> {
                 diff.join(", ")
             )));
         }
-        if get("model_config_hash")? != &self.model_hash {
-            return Err(bad(
-                "made with a different model (config hash differs)".into()
-            ));
+        match self.model_id.matches(&meta) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(bad(
+                    "made with a different model (its weights' identity differs)".into(),
+                ))
+            }
+            None => return Err(bad("missing `model_identity`".into())),
         }
         if get("data_fingerprint")? != &self.data.fingerprint() {
             let there: Vec<String> = meta

@@ -1,11 +1,11 @@
 //! Training data: the images a run sees, and everything random about one iteration
 //! (which image, its flip, the augmentation warp, the noise).
 
-use super::fingerprint::Fnv;
 use super::streams::{shuffled_index, stream, STREAM_ITER, STREAM_ORDER};
 use super::Trainer;
 use crate::error::{Error, Result};
 use crate::ops::warp::{warp, Affine, SamplePlan};
+use crate::util::Fnv;
 use candle_core::Tensor;
 
 /// Training images: planar RGB `[3, size, size]` in [0, 1] on request.

@@ -3,10 +3,10 @@
 use super::adam::Adam;
 use super::config::TrainConfig;
 use super::data::TrainData;
-use super::fingerprint::model_config_hash;
 use super::streams::{stream, STREAM_INIT};
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::model::ModelIdentity;
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -34,7 +34,7 @@ pub struct Trainer<'a> {
     pub(super) adam: Adam,
     pub(super) step: usize,
     pub(super) latents: HashMap<(usize, bool), Tensor>,
-    pub(super) model_hash: String,
+    pub(super) model_id: ModelIdentity,
 }
 
 impl<'a> Trainer<'a> {
@@ -56,7 +56,7 @@ impl<'a> Trainer<'a> {
             embeddings,
             step: 0,
             latents: HashMap::new(),
-            model_hash: model_config_hash(&model.dir)?,
+            model_id: ModelIdentity::of(&model.dir)?,
         })
     }
 
@@ -74,8 +74,8 @@ impl<'a> Trainer<'a> {
         &self.embeddings
     }
 
-    pub fn model_hash(&self) -> &str {
-        &self.model_hash
+    pub fn model_identity(&self) -> &ModelIdentity {
+        &self.model_id
     }
 
     /// The embeddings as an (untracked) tensor on the model's device.

@@ -52,9 +52,8 @@ impl Trainer<'_> {
         // The reference evaluates with the ranges it trained with.
         t.augment = self.cfg.augment;
         let counts: Vec<usize> = votes.iter().map(|v| v.1).collect();
-        for (k, v) in [
+        for (k, v) in self.model_id.entries().into_iter().chain([
             ("generator", "stablekeypoints train".to_string()),
-            ("model_config_hash", self.model_hash.clone()),
             (
                 "train_config",
                 serde_json::to_string(&self.cfg).expect("config serialises"),
@@ -63,7 +62,7 @@ impl Trainer<'_> {
             ("data_fingerprint", self.data.fingerprint()),
             ("selected_indices", format!("{indices:?}")),
             ("selected_counts", format!("{counts:?}")),
-        ] {
+        ]) {
             t.extra.insert(k.to_string(), v);
         }
         Ok(t)

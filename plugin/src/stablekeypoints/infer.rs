@@ -2,11 +2,12 @@
 //! and device), the warm-up, and running a batch of mapped frames through the detector.
 
 use stablekeypoints::estimator::{Estimator, KeypointIdentity};
+use stablekeypoints::model::ModelIdentity;
 use stablekeypoints::options::DetectSettings;
 use stablekeypoints::student::Student;
 use stablekeypoints::{CropMode, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,8 +46,9 @@ pub struct Loaded {
     pub warmup: Duration,
 }
 
-/// Models already loaded by some element instance, shared by path and device.
-type ModelCache = Vec<((PathBuf, String), Weak<Model>)>;
+/// Models already loaded by some element instance, shared by the weights' identity (not
+/// the path: weights replaced in a folder are another model) and device.
+type ModelCache = Vec<((ModelIdentity, String), Weak<Model>)>;
 static MODELS: LazyLock<Mutex<ModelCache>> = LazyLock::new(Default::default);
 
 fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), String> {
@@ -55,7 +57,7 @@ fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), St
 
 pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
     let key = (
-        dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+        ModelIdentity::of(dir).map_err(|e| e.to_string())?,
         device.trim().to_string(),
     );
     let mut cache = lock(&MODELS);
@@ -67,8 +69,9 @@ pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String>
     {
         gst::debug!(
             CAT,
-            "model {} on {}: already loaded",
-            key.0.display(),
+            "model {} ({}) on {}: already loaded",
+            dir.display(),
+            key.0.weights,
             key.1
         );
         return Ok(m);
@@ -77,8 +80,9 @@ pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String>
     let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
     gst::info!(
         CAT,
-        "model {} on {}: loaded from disk",
-        key.0.display(),
+        "model {} ({}) on {}: loaded from disk",
+        dir.display(),
+        key.0.weights,
         key.1
     );
     cache.push((key, Arc::downgrade(&model)));

@@ -1,0 +1,220 @@
+//! One identity for a model, whatever holds it: a fingerprint of its weights (each tensor's
+//! name, shape and a fixed sample of its values at half precision), not of its files, so
+//! the same weights in f32 or f16, or copied to another folder, are the same model for the
+//! model cache, tokens files, checkpoints and student files, and new weights under the same
+//! path are another model. Only the headers and the sampled values are read.
+
+use super::weights_file;
+use crate::error::{Error, Result};
+use crate::util::Fnv;
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Values sampled per tensor, evenly spaced (all of a smaller tensor).
+const SAMPLES: usize = 16;
+
+/// Metadata key of the weights' fingerprint in the files that record a model.
+pub const IDENTITY_KEY: &str = "model_identity";
+/// The older key: a hash of the configuration files alone (files written before
+/// `model_identity` carry only this one).
+pub const CONFIG_HASH_KEY: &str = "model_config_hash";
+
+/// A model's identity as files record it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelIdentity {
+    /// Fingerprint of the weights (`w1-` and 16 hex digits).
+    pub weights: String,
+    /// Hash of `unet/config.json` and `vae/config.json` ([`model_config_hash`]).
+    pub config: String,
+}
+
+impl ModelIdentity {
+    /// The identity of the diffusers folder `dir`.
+    pub fn of(dir: &Path) -> Result<Self> {
+        let mut h = Fnv::new();
+        for part in ["unet", "vae"] {
+            h.write(part.as_bytes());
+            fingerprint_file(&weights_file(dir, part)?, &mut h)?;
+        }
+        Ok(Self {
+            weights: format!("w1-{}", h.hex()),
+            config: model_config_hash(dir)?,
+        })
+    }
+
+    /// The metadata entries that record this identity.
+    pub fn entries(&self) -> [(&'static str, String); 2] {
+        [
+            (IDENTITY_KEY, self.weights.clone()),
+            (CONFIG_HASH_KEY, self.config.clone()),
+        ]
+    }
+
+    /// Whether a file's recorded identity names this model: by the weights' fingerprint
+    /// when the file has one, else by the older configuration hash. `None`: it records
+    /// neither.
+    pub fn matches(&self, meta: &HashMap<String, String>) -> Option<bool> {
+        match (meta.get(IDENTITY_KEY), meta.get(CONFIG_HASH_KEY)) {
+            (Some(w), _) => Some(*w == self.weights),
+            (None, Some(c)) => Some(*c == self.config),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Feeds the tensors of one safetensors file to `h`, by name: name, shape, and
+/// [`SAMPLES`] values as f16 bits (float tensors) or raw bytes (others).
+fn fingerprint_file(path: &Path, h: &mut Fnv) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: mapped read-only for the few reads below (the loaders' contract: the file is
+    // not modified while it is read).
+    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let bad = |m: String| Error::weights(path, m);
+    let st = SafeTensors::deserialize(&mmap)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+    let mut names = st.names();
+    names.sort();
+    for name in names {
+        let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+        h.write(name.as_bytes());
+        for &d in t.shape() {
+            h.write(&(d as u64).to_le_bytes());
+        }
+        // Sub-byte types are sampled by the byte.
+        let size = t.dtype().bitsize().div_ceil(8);
+        let n = t.data().len() / size.max(1);
+        let picks = n.min(SAMPLES);
+        for s in 0..picks {
+            let i = if picks < SAMPLES {
+                s
+            } else {
+                s * (n - 1) / (SAMPLES - 1)
+            };
+            let b = &t.data()[i * size..][..size];
+            let value = match t.dtype() {
+                Dtype::F32 => Some(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                Dtype::F16 => Some(half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                Dtype::BF16 => Some(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                Dtype::F64 => Some(f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
+                _ => None,
+            };
+            match value {
+                // Half precision, so an f16 copy of f32 weights is the same model.
+                Some(v) => h.write(&half::f16::from_f32(v).to_bits().to_le_bytes()),
+                None => h.write(b),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hash of the model's `unet/config.json` and `vae/config.json` (keys sorted, `_`-prefixed
+/// bookkeeping keys such as `_diffusers_version` dropped), recorded in tokens and checkpoints.
+pub fn model_config_hash(dir: &Path) -> Result<String> {
+    fn canon(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().filter(|k| !k.starts_with('_')).collect();
+                keys.sort();
+                out.push('{');
+                for k in keys {
+                    out.push_str(&serde_json::to_string(k).expect("string"));
+                    out.push(':');
+                    canon(&m[k], out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for x in a {
+                    canon(x, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut h = Fnv::new();
+    for part in ["unet", "vae"] {
+        let p = dir.join(part).join("config.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::config(&p, e.to_string()))?;
+        let mut s = String::new();
+        canon(&v, &mut s);
+        h.write(part.as_bytes());
+        h.write(s.as_bytes());
+    }
+    Ok(h.hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model folder with one tensor per part and the given configs.
+    fn folder(dir: &Path, unet: &[f32], f16: bool, unet_config: &str) {
+        for (part, values, config) in [
+            ("unet", unet, unet_config),
+            ("vae", &[0.5f32, -1.0][..], "{\"latent_channels\": 4}"),
+        ] {
+            std::fs::create_dir_all(dir.join(part)).unwrap();
+            std::fs::write(dir.join(part).join("config.json"), config).unwrap();
+            let (dtype, bytes): (Dtype, Vec<u8>) = if f16 && part == "unet" {
+                let b = values
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes());
+                (Dtype::F16, b.collect())
+            } else {
+                (
+                    Dtype::F32,
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            };
+            let view =
+                safetensors::tensor::TensorView::new(dtype, vec![values.len()], &bytes).unwrap();
+            safetensors::serialize_to_file(
+                [("w", view)],
+                None,
+                &dir.join(part).join("diffusion_pytorch_model.safetensors"),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn the_identity_follows_the_weights_not_the_file() {
+        let tmp = std::env::temp_dir().join(format!("skp-identity-{}", std::process::id()));
+        let values: Vec<f32> = (0..100).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let config = "{\"in_channels\": 4}";
+        let id = |name: &str, v: &[f32], f16: bool, c: &str| {
+            let d = tmp.join(name);
+            folder(&d, v, f16, c);
+            ModelIdentity::of(&d).unwrap()
+        };
+        let a = id("a", &values, false, config);
+        // Another folder, the f16 form, a config with other bookkeeping: the same weights.
+        assert_eq!(a.weights, id("copy", &values, false, config).weights);
+        assert_eq!(a.weights, id("half", &values, true, config).weights);
+        let b = id("b", &values, false, "{\"in_channels\": 4, \"_x\": 1}");
+        assert_eq!((a.weights.clone(), a.config.clone()), (b.weights, b.config));
+        // A sampled value changed (the last one is always sampled): another model.
+        let mut other = values.clone();
+        other[99] += 1.0;
+        let c = id("c", &other, false, config);
+        assert_ne!(a.weights, c.weights);
+        assert_eq!(a.config, c.config, "the old hash cannot tell them apart");
+
+        // Files recording the fingerprint are matched by it; older ones by the config hash.
+        let rec = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(a.matches(&rec(IDENTITY_KEY, &a.weights)), Some(true));
+        assert_eq!(a.matches(&rec(IDENTITY_KEY, &c.weights)), Some(false));
+        assert_eq!(a.matches(&rec(CONFIG_HASH_KEY, &c.config)), Some(true));
+        assert_eq!(a.matches(&HashMap::new()), None);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
