@@ -117,6 +117,11 @@ fn bounded(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + C
     }
 }
 
+/// A model argument: a hub id becomes its snapshot folder in the local cache.
+fn model_path(s: &str) -> Result<PathBuf, String> {
+    stablekeypoints::model::resolve_model(std::path::Path::new(s)).map_err(|e| e.to_string())
+}
+
 fn device(s: &str) -> Result<DeviceSpec, String> {
     s.parse().map_err(|e: stablekeypoints::Error| e.to_string())
 }
@@ -337,8 +342,9 @@ impl DetectArgs {
 /// The model directory and the tokens file (default: the model's own, as the element).
 #[derive(Args, Clone, Debug)]
 pub struct ModelTokensArgs {
-    /// Diffusers model directory (unet/, vae/); detect and eval also take a student file
-    #[arg(long, value_name = "DIR")]
+    /// Diffusers model directory (unet/, vae/) or a hub id in the local cache
+    /// (org/name[@revision]); detect and eval also take a student file
+    #[arg(long, value_name = "DIR|ID", value_parser = model_path)]
     pub model: PathBuf,
     /// Learned tokens file [default: DIR/tokens.safetensors]
     #[arg(long, value_name = "FILE")]
@@ -551,8 +557,9 @@ pub struct TrainArgs {
   stablekeypoints train --model out/model --input ball.mp4 --out tokens.safetensors \\
       --steps 100 --batch-size 1 --num-tokens 100 --map-res 32 --num-indices 30")]
 pub struct TrainCmd {
-    /// Diffusers model directory (unet/, vae/)
-    #[arg(long, value_name = "DIR")]
+    /// Diffusers model directory (unet/, vae/) or a hub id in the local cache
+    /// (org/name[@revision])
+    #[arg(long, value_name = "DIR|ID", value_parser = model_path)]
     pub model: PathBuf,
     /// A folder of images, one image, a label CSV (with masks), or a video file
     #[arg(
@@ -718,8 +725,9 @@ pub struct ElementArgs {
   stablekeypoints process --model sd15 --tokens t.safetensors --inputs videos.txt --out-dir /shared/out \\
       --shard 3/16 --workers 2")]
 pub struct ProcessCmd {
-    /// Diffusers model directory (unet/, vae/), or a student file (distill's)
-    #[arg(long, value_name = "DIR|STUDENT")]
+    /// Diffusers model directory (unet/, vae/), a hub id in the local cache
+    /// (org/name[@revision]), or a student file (distill's)
+    #[arg(long, value_name = "DIR|ID|STUDENT", value_parser = model_path)]
     pub model: PathBuf,
     /// The video file
     #[arg(
@@ -885,10 +893,12 @@ pub struct ImportPoseCmd {
   stablekeypoints bench --model out/model --runs 5
   stablekeypoints bench --conv")]
 pub struct BenchCmd {
-    /// Diffusers model directory (unet/, vae/), or a student file
+    /// Diffusers model directory (unet/, vae/), a hub id in the local cache
+    /// (org/name[@revision]), or a student file
     #[arg(
         long,
-        value_name = "DIR",
+        value_name = "DIR|ID|STUDENT",
+        value_parser = model_path,
         required_unless_present = "conv",
         conflicts_with = "conv"
     )]

@@ -721,3 +721,76 @@ fn a_pose_fitted_with_other_tokens_is_a_one_line_error_naming_it() {
     assert_clean_error(&out, &["other.json", "token indices"]);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A hub id is found in the local cache as `huggingface-cli download` leaves it (snapshot
+/// files are links into `blobs/`, `refs/main` names the snapshot) and gives the same
+/// keypoints as the folder; an id that is not cached says where it looked and how to get it.
+#[test]
+fn a_hub_id_in_the_local_cache_is_the_same_model_as_its_folder() {
+    let d = tmpdir("hub");
+    let model = data("tiny-sd1");
+    let repo = d.join("hub").join("models--tiny-org--tiny-sd1");
+    let snapshot = repo.join("snapshots").join("0123abcd");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
+    for (i, part) in ["unet", "vae"].iter().enumerate() {
+        std::fs::create_dir_all(snapshot.join(part)).unwrap();
+        for (j, file) in ["config.json", "diffusion_pytorch_model.safetensors"]
+            .iter()
+            .enumerate()
+        {
+            let blob = repo.join("blobs").join(format!("blob{i}{j}"));
+            std::fs::copy(model.join(part).join(file), &blob).unwrap();
+            std::os::unix::fs::symlink(
+                Path::new("../../../blobs").join(format!("blob{i}{j}")),
+                snapshot.join(part).join(file),
+            )
+            .unwrap();
+        }
+    }
+    let tokens = model.join("tokens.safetensors");
+    let image = data("tiny-sd1/image_wide.png");
+    let by_folder = detect(&model, &tokens, &["--json"], &[&image]);
+    assert!(
+        by_folder.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_folder.stderr)
+    );
+    let mut c = bin();
+    c.env("HF_HUB_CACHE", d.join("hub"))
+        .args([
+            "detect",
+            "--model",
+            "tiny-org/tiny-sd1",
+            "--json",
+            "--tokens",
+        ])
+        .arg(&tokens)
+        .arg(&image);
+    let by_id = run(&mut c);
+    assert!(
+        by_id.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_id.stderr)
+    );
+    assert_eq!(by_id.stdout, by_folder.stdout);
+
+    let mut c = bin();
+    c.env("HF_HUB_CACHE", d.join("hub"))
+        .args(["detect", "--model", "tiny-org/other", "--tokens"])
+        .arg(&tokens)
+        .arg(&image);
+    // clap's form for a bad flag value: the error, then where to find help.
+    let out = run(&mut c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    for needle in [
+        "'--model <DIR|ID>'",
+        "models--tiny-org--other does not exist",
+        "huggingface-cli download tiny-org/other",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

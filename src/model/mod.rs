@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod capture;
 pub mod config;
+pub mod hub;
 pub mod identity;
 pub mod nn;
 pub mod transformer;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use capture::{LayerSet, MapRecorder};
 pub use config::{UNetConfig, VaeConfig};
+pub use hub::resolve_model;
 pub use identity::ModelIdentity;
 pub use transformer::{Context, CrossAttentionHook, Stage};
 pub use unet::UNet;

@@ -97,6 +97,8 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
             ("The `model` property is not set (a diffusers directory with unet/ and vae/)")
         )
     })?;
+    let model_dir = stablekeypoints::model::resolve_model(&model_dir)
+        .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
     if Estimator::is_student(&model_dir) {
         return open_student(&model_dir, s);
     }

@@ -97,7 +97,8 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
         glib::ParamSpecString::builder("model")
             .nick("Model")
             .blurb(
-                "Stable Diffusion model directory in diffusers layout (unet/ and vae/), or a \
+                "Stable Diffusion model directory in diffusers layout (unet/ and vae/), a hub id \
+                 found in the local Hugging Face cache (org/name[@revision]), or a \
                  student file of `stablekeypoints distill` (real time on a CPU; the diffusion \
                  options noise, noise-level, augmentations and input-size do not apply to it)",
             )
