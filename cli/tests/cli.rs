@@ -794,3 +794,61 @@ fn a_hub_id_in_the_local_cache_is_the_same_model_as_its_folder() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Weights in shards with a `*.safetensors.index.json` (as diffusers saves large models)
+/// are the same model as the single file: the same keypoints and the same identity; a
+/// missing shard is an error naming it.
+#[test]
+fn sharded_weights_are_the_same_model_as_the_single_file() {
+    let d = tmpdir("shards");
+    let model = data("tiny-sd1");
+    let sharded = d.join("sharded");
+    copy_dir(&model, &sharded);
+    let unet = sharded.join("unet");
+    let single = unet.join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&single).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let half = names.len() / 2;
+    let mut map = serde_json::Map::new();
+    for (i, part) in [&names[..half], &names[half..]].iter().enumerate() {
+        let file = format!("diffusion_pytorch_model-0000{}-of-00002.safetensors", i + 1);
+        let tensors: Vec<_> = part
+            .iter()
+            .map(|n| (n.to_string(), st.tensor(n).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(tensors, None, &unet.join(&file)).unwrap();
+        for n in part.iter() {
+            map.insert(n.to_string(), file.clone().into());
+        }
+    }
+    std::fs::remove_file(&single).unwrap();
+    let index = unet.join("diffusion_pytorch_model.safetensors.index.json");
+    let json = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(&index, json.to_string()).unwrap();
+
+    let tokens = model.join("tokens.safetensors");
+    let image = data("tiny-sd1/image_wide.png");
+    let whole = detect(&model, &tokens, &["--json"], &[&image]);
+    let shards = detect(&sharded, &tokens, &["--json"], &[&image]);
+    assert!(
+        shards.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shards.stderr)
+    );
+    assert_eq!(shards.stdout, whole.stdout);
+    let id = |m: &Path| stablekeypoints::model::ModelIdentity::of(m).unwrap();
+    assert_eq!(id(&sharded), id(&model));
+
+    std::fs::remove_file(unet.join("diffusion_pytorch_model-00002-of-00002.safetensors")).unwrap();
+    assert_clean_error(
+        &detect(&sharded, &tokens, &[], &[&image]),
+        &[
+            "diffusion_pytorch_model.safetensors.index.json",
+            "shard diffusion_pytorch_model-00002-of-00002.safetensors",
+            "is missing",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -4,7 +4,7 @@
 //! model cache, tokens files, checkpoints and student files, and new weights under the same
 //! path are another model. Only the headers and the sampled values are read.
 
-use super::weights_file;
+use super::weights_files;
 use crate::error::{Error, Result};
 use crate::util::Fnv;
 use memmap2::Mmap;
@@ -36,7 +36,7 @@ impl ModelIdentity {
         let mut h = Fnv::new();
         for part in ["unet", "vae"] {
             h.write(part.as_bytes());
-            fingerprint_file(&weights_file(dir, part)?, &mut h)?;
+            fingerprint_files(&weights_files(dir, part)?, &mut h)?;
         }
         Ok(Self {
             weights: format!("w1-{}", h.hex()),
@@ -64,20 +64,34 @@ impl ModelIdentity {
     }
 }
 
-/// Feeds the tensors of one safetensors file to `h`, by name: name, shape, and
-/// [`SAMPLES`] values as f16 bits (float tensors) or raw bytes (others).
-fn fingerprint_file(path: &Path, h: &mut Fnv) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: mapped read-only for the few reads below (the loaders' contract: the file is
-    // not modified while it is read).
-    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let bad = |m: String| Error::weights(path, m);
-    let st = SafeTensors::deserialize(&mmap)
-        .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-    let mut names = st.names();
+/// Feeds the tensors of a part's safetensors files (one, or its shards) to `h`, by name
+/// across the files: name, shape, and [`SAMPLES`] values as f16 bits (float tensors) or
+/// raw bytes (others).
+fn fingerprint_files(paths: &[std::path::PathBuf], h: &mut Fnv) -> Result<()> {
+    let mut maps = Vec::with_capacity(paths.len());
+    for path in paths {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: mapped read-only for the few reads below (the loaders' contract: the
+        // file is not modified while it is read).
+        maps.push(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    }
+    let mut files = Vec::with_capacity(paths.len());
+    for (path, map) in paths.iter().zip(&maps) {
+        files.push(
+            SafeTensors::deserialize(map)
+                .map_err(|e| Error::weights(path, format!("not a valid safetensors file: {e}")))?,
+        );
+    }
+    let mut names: Vec<(&str, usize)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, st)| st.names().into_iter().map(move |n| (n, i)))
+        .collect();
     names.sort();
-    for name in names {
-        let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+    for (name, i) in names {
+        let t = files[i]
+            .tensor(name)
+            .map_err(|e| Error::weights(&paths[i], e.to_string()))?;
         h.write(name.as_bytes());
         for &d in t.shape() {
             h.write(&(d as u64).to_le_bytes());

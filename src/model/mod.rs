@@ -25,8 +25,10 @@ pub use transformer::{Context, CrossAttentionHook, Stage};
 pub use unet::UNet;
 pub use vae::VaeEncoder;
 
-/// Finds `dir/sub/diffusion_pytorch_model[.fp16].safetensors`.
-pub fn weights_file(dir: &Path, sub: &str) -> Result<PathBuf> {
+/// The weight files of `dir/sub`: `diffusion_pytorch_model[.fp16].safetensors`, or the
+/// shards that `diffusion_pytorch_model[.fp16].safetensors.index.json` names (as diffusers
+/// saves large models).
+pub fn weights_files(dir: &Path, sub: &str) -> Result<Vec<PathBuf>> {
     let d = dir.join(sub);
     if !d.is_dir() {
         let what = if dir.is_dir() {
@@ -39,24 +41,59 @@ pub fn weights_file(dir: &Path, sub: &str) -> Result<PathBuf> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, what),
         });
     }
-    for name in [
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-    ] {
-        let p = d.join(name);
+    for stem in ["diffusion_pytorch_model", "diffusion_pytorch_model.fp16"] {
+        let p = d.join(format!("{stem}.safetensors"));
         if p.is_file() {
-            return Ok(p);
+            return Ok(vec![p]);
+        }
+        let index = d.join(format!("{stem}.safetensors.index.json"));
+        if index.is_file() {
+            return shards(&index);
         }
     }
     let msg = if d.join("diffusion_pytorch_model.bin").exists() {
         "only PyTorch .bin weights found; convert them to safetensors (diffusers `save_pretrained(safe_serialization=True)`)"
     } else {
-        "no diffusion_pytorch_model[.fp16].safetensors"
+        "no diffusion_pytorch_model[.fp16].safetensors nor its .index.json"
     };
     Err(Error::Io {
         path: d,
         source: std::io::Error::new(std::io::ErrorKind::NotFound, msg),
     })
+}
+
+/// The shard files an `*.safetensors.index.json` names in its `weight_map`, each once, in
+/// order of first mention; each must exist next to the index.
+fn shards(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::config(index, e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Error::config(index, "no `weight_map` of tensor names to files"))?;
+    let folder = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (tensor, file) in map {
+        let name = file
+            .as_str()
+            .filter(|f| !f.contains('/') && !f.contains('\\') && !f.starts_with('.'))
+            .ok_or_else(|| {
+                Error::config(index, format!("`{tensor}` maps to {file}, not a file name"))
+            })?;
+        let path = folder.join(name);
+        if !files.contains(&path) {
+            if !path.is_file() {
+                return Err(Error::config(
+                    index,
+                    format!("shard {name} (of `{tensor}`) is missing"),
+                ));
+            }
+            files.push(path);
+        }
+    }
+    Ok(files)
 }
 
 /// What to record: DDIM timestep, the observed layers averaged, map resolution R.
@@ -84,17 +121,20 @@ impl Model {
     /// Loads a diffusers directory (`unet/` and `vae/`). `dtype` is the compute dtype;
     /// f16/bf16/f32 files are converted to it.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let unet_file = weights_file(dir, "unet")?;
-        let vae_file = weights_file(dir, "vae")?;
+        let unet_files = weights_files(dir, "unet")?;
+        let vae_files = weights_files(dir, "vae")?;
         let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
         let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
         let unet = UNet::new(
-            weights::var_builder(&unet_file, dtype, device)?,
+            weights::var_builder(&unet_files, dtype, device)?,
             &unet_config,
         )
-        .map_err(|e| Error::weights(&unet_file, e))?;
-        let vae = VaeEncoder::new(weights::var_builder(&vae_file, dtype, device)?, &vae_config)
-            .map_err(|e| Error::weights(&vae_file, e))?;
+        .map_err(|e| Error::weights(&weights::named(&unet_files), e))?;
+        let vae = VaeEncoder::new(
+            weights::var_builder(&vae_files, dtype, device)?,
+            &vae_config,
+        )
+        .map_err(|e| Error::weights(&weights::named(&vae_files), e))?;
         if vae_config.latent_channels != unet_config.in_channels {
             return Err(Error::config(
                 &dir.join("unet").join("config.json"),

@@ -88,8 +88,66 @@ impl candle_nn::var_builder::SimpleBackend for MmapWeights {
     }
 }
 
-/// A VarBuilder over one memory-mapped safetensors file.
-pub fn var_builder(path: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-    let w = MmapWeights::open(path)?;
-    Ok(VarBuilder::from_backend(Box::new(w), dtype, device.clone()))
+/// The weights of a model part in one file or in shards: each tensor from the file that
+/// holds it.
+struct Shards(Vec<MmapWeights>);
+
+impl Shards {
+    fn holder(&self, name: &str) -> candle_core::Result<&MmapWeights> {
+        self.0
+            .iter()
+            .find(|w| w.meta.info(name).is_some())
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for Shards {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.holder(name)?.get(s, name, init, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.holder(name)?.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.iter().any(|w| w.contains_tensor(name))
+    }
+}
+
+/// A VarBuilder over memory-mapped safetensors files: one, or the shards of one part.
+pub fn var_builder(
+    paths: &[std::path::PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    let backend: Box<dyn candle_nn::var_builder::SimpleBackend> = match paths {
+        [one] => Box::new(MmapWeights::open(one)?),
+        many => Box::new(Shards(
+            many.iter()
+                .map(|p| MmapWeights::open(p))
+                .collect::<Result<_>>()?,
+        )),
+    };
+    Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
+}
+
+/// The path that errors about these weights name: the file, or the shards' folder.
+pub fn named(paths: &[std::path::PathBuf]) -> std::path::PathBuf {
+    match paths {
+        [one] => one.clone(),
+        many => many
+            .first()
+            .and_then(|p| p.parent())
+            .map_or_else(Default::default, Path::to_path_buf),
+    }
 }

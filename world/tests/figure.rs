@@ -93,8 +93,8 @@ impl Decoder {
             !cfg.mid_block_add_attention,
             "the figure VAE has no attention"
         );
-        let file = stablekeypoints::model::weights_file(&model_dir(), "vae").unwrap();
-        let vb: VarBuilder = weights::var_builder(&file, DType::F32, &Device::Cpu).unwrap();
+        let files = stablekeypoints::model::weights_files(&model_dir(), "vae").unwrap();
+        let vb: VarBuilder = weights::var_builder(&files, DType::F32, &Device::Cpu).unwrap();
         let (g, eps, lc) = (cfg.norm_num_groups, 1e-6, cfg.latent_channels);
         let dec = vb.pp("decoder");
         let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();

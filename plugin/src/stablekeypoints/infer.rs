@@ -119,7 +119,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     }
     // Cheap layout checks first, so a wrong directory is reported as such.
     for sub in ["unet", "vae"] {
-        stablekeypoints::model::weights_file(&model_dir, sub).map_err(|e| {
+        stablekeypoints::model::weights_files(&model_dir, sub).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::NotFound,
                 ("Cannot load model {}: {}", model_dir.display(), e)
