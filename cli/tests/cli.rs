@@ -852,3 +852,51 @@ fn sharded_weights_are_the_same_model_as_the_single_file() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// diffusers folders with only PyTorch `.bin` weights (written here in `torch.save`'s zip
+/// format by `tests/python/torch_save.py`, without PyTorch) are the same model as the
+/// safetensors: the same keypoints and the same identity.
+#[test]
+fn bin_weights_are_the_same_model_as_the_safetensors() {
+    let d = tmpdir("bin");
+    let model = data("tiny-sd1");
+    let bins = d.join("bin");
+    copy_dir(&model, &bins);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/torch_save.py");
+    for part in ["unet", "vae"] {
+        let st = bins.join(part).join("diffusion_pytorch_model.safetensors");
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(&st)
+            .arg(bins.join(part).join("diffusion_pytorch_model.bin"))
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_file(st).unwrap();
+    }
+    let tokens = model.join("tokens.safetensors");
+    let image = data("tiny-sd1/image_wide.png");
+    let want = detect(&model, &tokens, &["--json"], &[&image]);
+    let got = detect(&bins, &tokens, &["--json"], &[&image]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.stdout, want.stdout);
+    let id = |m: &Path| stablekeypoints::model::ModelIdentity::of(m).unwrap();
+    assert_eq!(id(&bins), id(&model));
+
+    // A .bin that is not a torch.save archive is an error naming it.
+    let vae = bins.join("vae").join("diffusion_pytorch_model.bin");
+    std::fs::write(&vae, b"not a zip").unwrap();
+    assert_clean_error(
+        &detect(&bins, &tokens, &[], &[&image]),
+        &["diffusion_pytorch_model.bin"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

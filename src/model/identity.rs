@@ -64,10 +64,47 @@ impl ModelIdentity {
     }
 }
 
-/// Feeds the tensors of a part's safetensors files (one, or its shards) to `h`, by name
-/// across the files: name, shape, and [`SAMPLES`] values as f16 bits (float tensors) or
-/// raw bytes (others).
+/// One sampled value: floats at half precision (so an f16 copy of f32 weights is the same
+/// model), other types as their little-endian bytes.
+enum Sample<'a> {
+    Float(f32),
+    Bytes(&'a [u8]),
+}
+
+/// Feeds one tensor to `h`: name, shape and [`SAMPLES`] evenly spaced values of its `n`.
+fn feed<'a>(
+    h: &mut Fnv,
+    name: &str,
+    shape: &[usize],
+    n: usize,
+    value: impl Fn(usize) -> Sample<'a>,
+) {
+    h.write(name.as_bytes());
+    for &d in shape {
+        h.write(&(d as u64).to_le_bytes());
+    }
+    let picks = n.min(SAMPLES);
+    for s in 0..picks {
+        let i = if picks < SAMPLES {
+            s
+        } else {
+            s * (n - 1) / (SAMPLES - 1)
+        };
+        match value(i) {
+            Sample::Float(v) => h.write(&half::f16::from_f32(v).to_bits().to_le_bytes()),
+            Sample::Bytes(b) => h.write(b),
+        }
+    }
+}
+
+/// Feeds the tensors of a part's weight files (one safetensors file, its shards, or a
+/// PyTorch pickle) to `h`, in name order across the files.
 fn fingerprint_files(paths: &[std::path::PathBuf], h: &mut Fnv) -> Result<()> {
+    if let [one] = paths {
+        if super::weights::is_pickle(one) {
+            return fingerprint_pickle(one, h);
+        }
+    }
     let mut maps = Vec::with_capacity(paths.len());
     for path in paths {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -92,32 +129,67 @@ fn fingerprint_files(paths: &[std::path::PathBuf], h: &mut Fnv) -> Result<()> {
         let t = files[i]
             .tensor(name)
             .map_err(|e| Error::weights(&paths[i], e.to_string()))?;
-        h.write(name.as_bytes());
-        for &d in t.shape() {
-            h.write(&(d as u64).to_le_bytes());
-        }
         // Sub-byte types are sampled by the byte.
         let size = t.dtype().bitsize().div_ceil(8);
-        let n = t.data().len() / size.max(1);
-        let picks = n.min(SAMPLES);
-        for s in 0..picks {
-            let i = if picks < SAMPLES {
-                s
-            } else {
-                s * (n - 1) / (SAMPLES - 1)
-            };
-            let b = &t.data()[i * size..][..size];
-            let value = match t.dtype() {
-                Dtype::F32 => Some(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-                Dtype::F16 => Some(half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-                Dtype::BF16 => Some(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-                Dtype::F64 => Some(f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
-                _ => None,
-            };
-            match value {
-                // Half precision, so an f16 copy of f32 weights is the same model.
-                Some(v) => h.write(&half::f16::from_f32(v).to_bits().to_le_bytes()),
-                None => h.write(b),
+        let data = t.data();
+        feed(h, name, t.shape(), data.len() / size.max(1), |i| {
+            let b = &data[i * size..][..size];
+            match t.dtype() {
+                Dtype::F32 => Sample::Float(f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                Dtype::F16 => Sample::Float(half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                Dtype::BF16 => Sample::Float(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                Dtype::F64 => {
+                    Sample::Float(f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                }
+                _ => Sample::Bytes(b),
+            }
+        });
+    }
+    Ok(())
+}
+
+/// [`fingerprint_files`] for a PyTorch pickle: every tensor is read (no memory map), so a
+/// `.bin` costs one extra read of the file at load time.
+fn fingerprint_pickle(path: &Path, h: &mut Fnv) -> Result<()> {
+    use candle_core::DType;
+    let bad = |e: candle_core::Error| Error::weights(path, e.to_string());
+    let pth = candle_core::pickle::PthTensors::new(path, None).map_err(bad)?;
+    let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
+    names.sort();
+    for name in names {
+        let t = pth.get(name).map_err(bad)?.expect("listed tensor");
+        let flat = t.flatten_all().map_err(bad)?;
+        let n = flat.elem_count();
+        match t.dtype() {
+            DType::U8 | DType::U32 | DType::I64 => {
+                let bytes: Vec<Vec<u8>> = match t.dtype() {
+                    DType::U8 => flat
+                        .to_vec1::<u8>()
+                        .map_err(bad)?
+                        .iter()
+                        .map(|v| vec![*v])
+                        .collect(),
+                    DType::U32 => flat
+                        .to_vec1::<u32>()
+                        .map_err(bad)?
+                        .iter()
+                        .map(|v| v.to_le_bytes().to_vec())
+                        .collect(),
+                    _ => flat
+                        .to_vec1::<i64>()
+                        .map_err(bad)?
+                        .iter()
+                        .map(|v| v.to_le_bytes().to_vec())
+                        .collect(),
+                };
+                feed(h, name, t.dims(), n, |i| Sample::Bytes(&bytes[i]));
+            }
+            _ => {
+                let v = flat
+                    .to_dtype(DType::F32)
+                    .and_then(|f| f.to_vec1::<f32>())
+                    .map_err(bad)?;
+                feed(h, name, t.dims(), n, |i| Sample::Float(v[i]));
             }
         }
     }

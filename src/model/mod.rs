@@ -25,9 +25,9 @@ pub use transformer::{Context, CrossAttentionHook, Stage};
 pub use unet::UNet;
 pub use vae::VaeEncoder;
 
-/// The weight files of `dir/sub`: `diffusion_pytorch_model[.fp16].safetensors`, or the
+/// The weight files of `dir/sub`: `diffusion_pytorch_model[.fp16].safetensors`, the
 /// shards that `diffusion_pytorch_model[.fp16].safetensors.index.json` names (as diffusers
-/// saves large models).
+/// saves large models), or a PyTorch `diffusion_pytorch_model[.fp16].bin`.
 pub fn weights_files(dir: &Path, sub: &str) -> Result<Vec<PathBuf>> {
     let d = dir.join(sub);
     if !d.is_dir() {
@@ -51,14 +51,21 @@ pub fn weights_files(dir: &Path, sub: &str) -> Result<Vec<PathBuf>> {
             return shards(&index);
         }
     }
-    let msg = if d.join("diffusion_pytorch_model.bin").exists() {
-        "only PyTorch .bin weights found; convert them to safetensors (diffusers `save_pretrained(safe_serialization=True)`)"
-    } else {
-        "no diffusion_pytorch_model[.fp16].safetensors nor its .index.json"
-    };
+    for name in [
+        "diffusion_pytorch_model.bin",
+        "diffusion_pytorch_model.fp16.bin",
+    ] {
+        let p = d.join(name);
+        if p.is_file() {
+            return Ok(vec![p]);
+        }
+    }
     Err(Error::Io {
         path: d,
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, msg),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no diffusion_pytorch_model[.fp16].safetensors, its .index.json, nor a .bin",
+        ),
     })
 }
 

@@ -124,13 +124,29 @@ impl candle_nn::var_builder::SimpleBackend for Shards {
     }
 }
 
-/// A VarBuilder over memory-mapped safetensors files: one, or the shards of one part.
+/// Whether `path` is a PyTorch pickle (`.bin`, `.pt`, `.pth`, `.ckpt`) rather than safetensors.
+pub fn is_pickle(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "bin" | "pt" | "pth" | "ckpt"))
+}
+
+/// A VarBuilder over memory-mapped safetensors files (one, or the shards of one part), or
+/// over a PyTorch pickle (`torch.save`'s zip format), read without PyTorch.
 pub fn var_builder(
     paths: &[std::path::PathBuf],
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
     let backend: Box<dyn candle_nn::var_builder::SimpleBackend> = match paths {
+        [one] if is_pickle(one) => Box::new(
+            candle_core::pickle::PthTensors::new(one, None).map_err(|e| {
+                Error::weights(
+                    one,
+                    format!("not a PyTorch weights file (torch.save zip): {e}"),
+                )
+            })?,
+        ),
         [one] => Box::new(MmapWeights::open(one)?),
         many => Box::new(Shards(
             many.iter()
