@@ -551,11 +551,13 @@ fn bad_models_and_tokens_fail_ready_to_paused_naming_file_and_problem() {
     )
     .unwrap();
     cases.push((
-        "only .bin weights",
+        "safetensors renamed to .bin",
         model_case(&m),
         vec![
-            m.join("unet").display().to_string(),
-            "only PyTorch .bin".into(),
+            m.join("unet/diffusion_pytorch_model.bin")
+                .display()
+                .to_string(),
+            "not a PyTorch weights file".into(),
         ],
     ));
     let m = model_copy("truncated");

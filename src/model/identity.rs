@@ -153,7 +153,12 @@ fn fingerprint_files(paths: &[std::path::PathBuf], h: &mut Fnv) -> Result<()> {
 fn fingerprint_pickle(path: &Path, h: &mut Fnv) -> Result<()> {
     use candle_core::DType;
     let bad = |e: candle_core::Error| Error::weights(path, e.to_string());
-    let pth = candle_core::pickle::PthTensors::new(path, None).map_err(bad)?;
+    let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| {
+        Error::weights(
+            path,
+            format!("not a PyTorch weights file (torch.save zip): {e}"),
+        )
+    })?;
     let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
     names.sort();
     for name in names {
@@ -228,8 +233,8 @@ pub fn model_config_hash(dir: &Path) -> Result<String> {
     for part in ["unet", "vae"] {
         let p = dir.join(part).join("config.json");
         let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::config(&p, e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::config(&p, format!("not valid JSON: {e}")))?;
         let mut s = String::new();
         canon(&v, &mut s);
         h.write(part.as_bytes());
