@@ -795,6 +795,23 @@ fn a_hub_id_in_the_local_cache_is_the_same_model_as_its_folder() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `form` (the weights of `model` in another form) gives the same keypoints with the
+/// model's tokens and has the same identity.
+fn assert_same_model(form: &Path, model: &Path) {
+    let tokens = model.join("tokens.safetensors");
+    let image = data("tiny-sd1/image_wide.png");
+    let want = detect(model, &tokens, &["--json"], &[&image]);
+    let got = detect(form, &tokens, &["--json"], &[&image]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.stdout, want.stdout);
+    let id = |m: &Path| stablekeypoints::model::ModelIdentity::of(m).unwrap();
+    assert_eq!(id(form), id(model));
+}
+
 /// Weights in shards with a `*.safetensors.index.json` (as diffusers saves large models)
 /// are the same model as the single file: the same keypoints and the same identity; a
 /// missing shard is an error naming it.
@@ -828,18 +845,11 @@ fn sharded_weights_are_the_same_model_as_the_single_file() {
     let json = serde_json::json!({ "metadata": {}, "weight_map": map });
     std::fs::write(&index, json.to_string()).unwrap();
 
-    let tokens = model.join("tokens.safetensors");
-    let image = data("tiny-sd1/image_wide.png");
-    let whole = detect(&model, &tokens, &["--json"], &[&image]);
-    let shards = detect(&sharded, &tokens, &["--json"], &[&image]);
-    assert!(
-        shards.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shards.stderr)
+    assert_same_model(&sharded, &model);
+    let (tokens, image) = (
+        model.join("tokens.safetensors"),
+        data("tiny-sd1/image_wide.png"),
     );
-    assert_eq!(shards.stdout, whole.stdout);
-    let id = |m: &Path| stablekeypoints::model::ModelIdentity::of(m).unwrap();
-    assert_eq!(id(&sharded), id(&model));
 
     std::fs::remove_file(unet.join("diffusion_pytorch_model-00002-of-00002.safetensors")).unwrap();
     assert_clean_error(
@@ -878,18 +888,11 @@ fn bin_weights_are_the_same_model_as_the_safetensors() {
         );
         std::fs::remove_file(st).unwrap();
     }
-    let tokens = model.join("tokens.safetensors");
-    let image = data("tiny-sd1/image_wide.png");
-    let want = detect(&model, &tokens, &["--json"], &[&image]);
-    let got = detect(&bins, &tokens, &["--json"], &[&image]);
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
+    assert_same_model(&bins, &model);
+    let (tokens, image) = (
+        model.join("tokens.safetensors"),
+        data("tiny-sd1/image_wide.png"),
     );
-    assert_eq!(got.stdout, want.stdout);
-    let id = |m: &Path| stablekeypoints::model::ModelIdentity::of(m).unwrap();
-    assert_eq!(id(&bins), id(&model));
 
     // A .bin that is not a torch.save archive is an error naming it.
     let vae = bins.join("vae").join("diffusion_pytorch_model.bin");
