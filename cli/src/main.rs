@@ -18,6 +18,8 @@ mod pipeline;
 mod process;
 mod progress;
 mod status;
+#[cfg(feature = "video")]
+mod timeline;
 mod train;
 mod uri;
 #[cfg(feature = "video")]

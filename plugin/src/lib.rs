@@ -18,6 +18,8 @@ pub mod analytics;
 pub mod convert;
 mod export;
 mod formats;
+/// Nominal frame rates (shared with the CLI).
+pub mod framerate;
 pub mod meta;
 /// The overlay element and its drawing (public for the tests and `examples/bench-overlay.rs`).
 pub mod overlay;
