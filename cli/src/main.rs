@@ -18,7 +18,6 @@ mod pipeline;
 mod process;
 mod progress;
 mod status;
-#[cfg(feature = "video")]
 mod timeline;
 mod train;
 mod uri;

@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true [pose=POSE]
-//!   ! stablekeypointspublish location=keypoints.jsonl
-//!   ! stablekeypointspublish location=keypoints.coco.json format=coco ! videoconvert
-//!   ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
+//!   ! stablekeypointspublish location=keypoints.jsonl frame-index=timestamp
+//!   ! stablekeypointspublish location=keypoints.coco.json format=coco frame-index=timestamp
+//!   ! videoconvert ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
 //! ```
 //!
 //! The element is this build's (registered statically from the plugin crate);
@@ -17,7 +17,7 @@ use crate::args::ProcessCmd;
 use crate::interrupt;
 use crate::mp4;
 use crate::progress::Progress;
-use crate::timeline::Timeline;
+use crate::timeline::{Gap, Timeline};
 use crate::uri::file_uri_path;
 use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
 use gst::prelude::*;
@@ -280,6 +280,8 @@ pub struct VideoDone {
     pub seconds: f64,
     /// The files written (renamed into place).
     pub outputs: Vec<PathBuf>,
+    /// Frames missing between decoded ones (said in a warning too).
+    pub gaps: Vec<Gap>,
 }
 /// Runs every frame of `input` (a path, or a URI) through the element into `out_dir` (created
 /// if missing), with a progress bar when `progress`. The outputs are staged and renamed into
@@ -359,10 +361,14 @@ pub fn run_video(
         set_mp4_times(input, &temps[1], &outputs[1])?;
     }
     staged.commit()?;
+    for gap in timeline.gaps() {
+        eprintln!("warning: {}: {gap}", input.display());
+    }
     Ok(VideoDone {
         frames: lines,
         seconds: start.elapsed().as_secs_f64(),
         outputs,
+        gaps: timeline.gaps().to_vec(),
     })
 }
 
@@ -383,16 +389,11 @@ fn chain(job: &ElementJob, stream: &Stream, temps: &[PathBuf]) -> Result<Chain, 
     let element = inference_element(job)?;
     let first = make("videoconvert")?;
     let timeline = watch_frames(&first, stream.rate);
-    let jsonl = make("stablekeypointspublish")?;
-    jsonl.set_property("location", temps[0].to_string_lossy().as_ref());
+    let jsonl = publisher(&temps[0])?;
     let mut elements = vec![first, element, jsonl];
     let coco = if job.coco {
-        let p = make("stablekeypointspublish")?;
+        let p = publisher(temps.last().expect("staged"))?;
         p.set_property_from_str("format", "coco");
-        p.set_property(
-            "location",
-            temps.last().expect("staged").to_string_lossy().as_ref(),
-        );
         elements.push(p.clone());
         Some(p)
     } else {
@@ -414,6 +415,15 @@ fn chain(job: &ElementJob, stream: &Stream, temps: &[PathBuf]) -> Result<Chain, 
         coco,
         encoded,
     })
+}
+
+/// A `stablekeypointspublish` writing to `location`, its records numbered by the source's
+/// frame index (frames lost in a damaged file leave their numbers unused).
+fn publisher(location: &Path) -> Result<gst::Element, Error> {
+    let p = make("stablekeypointspublish")?;
+    p.set_property("location", location.to_string_lossy().as_ref());
+    p.set_property_from_str("frame-index", "timestamp");
+    Ok(p)
 }
 
 /// The `stablekeypoints` element, told what `job` says.

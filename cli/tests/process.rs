@@ -1081,3 +1081,36 @@ fn a_variable_frame_rate_video_is_processed_frame_by_frame() {
         );
     }
 }
+
+#[test]
+fn frames_lost_in_the_middle_are_reported_and_later_frames_keep_their_index() {
+    // Issue 24, 10: 15 of 120 frames missing in the middle of a file: `process` said
+    // nothing and numbered the frames after the gap 40, 41, ... instead of 55, 56, ...
+    let dir = temp_dir("gap");
+    let ms = |i: u64| (i * 1000).div_ceil(30);
+    let kept: Vec<u64> = (0..40).chain(55..120).collect();
+    let times: Vec<u64> = kept.iter().map(|&i| ms(i)).collect();
+    let Some(clip) = clip_at_times(&dir.join("gap.mp4"), &times, 33, (30, 1), "mp4mux") else {
+        return;
+    };
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("gap.mp4: frames 40 to 54 (15 frames, 1.333 s to 1.833 s) are missing"),
+        "no warning naming the lost frames: {err}"
+    );
+    let got = frames_and_times(&result.join("keypoints.jsonl"));
+    assert_eq!(got.len(), kept.len());
+    for ((frame, pts), (&i, &t)) in got.iter().zip(kept.iter().zip(&times)) {
+        assert_eq!(*frame, i, "the source's frame index");
+        // The muxer's time scale rounds: within a millisecond of the source's time.
+        assert!(
+            pts.abs_diff(t * 1_000_000) <= 1_000_000,
+            "frame {i}: at {pts} ns"
+        );
+    }
+    assert_eq!(decoded_frames(&result.join("annotated.mp4")), kept.len());
+}

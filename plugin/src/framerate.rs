@@ -53,6 +53,33 @@ impl FrameRate {
     }
 }
 
+/// The source's frame index of each frame, from its timestamp: the nearest frame of the
+/// rate, so frames lost upstream leave their indices unused. Never repeats or goes back (a
+/// frame whose timestamp rounds to an index already given gets the next one); without a
+/// rate or a timestamp, the next index.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceIndex {
+    last: Option<u64>,
+}
+
+impl SourceIndex {
+    /// The index of the frame at stream time `t` of a stream of `rate`.
+    pub fn next(&mut self, rate: Option<FrameRate>, t: Option<gst::ClockTime>) -> u64 {
+        let next = self.last.map_or(0, |l| l.saturating_add(1));
+        let index = match (rate, t) {
+            (Some(r), Some(t)) => r.index_at(t).max(next),
+            _ => next,
+        };
+        self.last = Some(index);
+        index
+    }
+
+    /// A new stream (after a flush): the next frame's index comes from its timestamp alone.
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +143,35 @@ mod tests {
                 .index_at(gst::ClockTime::MAX),
             18_446_744_073_710
         );
+    }
+
+    #[test]
+    fn source_indices_skip_lost_frames_and_never_repeat() {
+        let r = FrameRate::new(25, 1);
+        let mut s = SourceIndex::default();
+        let at = |s: &mut SourceIndex, t: Option<u64>| s.next(r, t.map(ms));
+        // Frames 0, 1, 2, then 3 to 5 lost, then 6, 7.
+        let got: Vec<u64> = [0, 40, 80, 240, 280]
+            .into_iter()
+            .map(|t| at(&mut s, Some(t)))
+            .collect();
+        assert_eq!(got, [0, 1, 2, 6, 7]);
+        // A timestamp that rounds back onto 7, or goes back, or is missing: the next index.
+        assert_eq!(at(&mut s, Some(285)), 8);
+        assert_eq!(at(&mut s, Some(100)), 9);
+        assert_eq!(at(&mut s, None), 10);
+        // After a flush (a seek back), the timestamp alone.
+        s.reset();
+        assert_eq!(at(&mut s, Some(80)), 2);
+        // Without a rate: counted.
+        let mut v = SourceIndex::default();
+        assert_eq!(
+            [0, 500, 2000].map(|t| v.next(None, Some(ms(t)))),
+            [0, 1, 2],
+            "a variable-rate stream is counted"
+        );
+        // A stream that does not start at 0 keeps its source indices.
+        let mut late = SourceIndex::default();
+        assert_eq!(late.next(r, Some(ms(400))), 10);
     }
 }

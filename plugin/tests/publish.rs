@@ -1234,3 +1234,42 @@ fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
     // The landmarks move with the keypoints (not a constant the regressor fell back to).
     assert!(spread > 0.0);
 }
+
+#[test]
+fn frame_index_timestamp_keeps_the_source_index_after_lost_frames() {
+    // Issue 24, 10: frames lost upstream (a damaged file) shifted every later record's
+    // `frame` down. With frame-index=timestamp a record's `frame` is the source's: the
+    // stream time (here 40 ms a frame: 25 fps) times the caps' frame rate. Frames 3 to 5
+    // are lost; frame 7 carries no keypoints (no record, its index still used).
+    let metas: Vec<FrameKeypoints> = (0..9).map(|i| meta(i, false)).collect();
+    let sent = [0u32, 1, 2, 6, 7, 8];
+    let run = |name: &str, props: &str, caps: &str| -> Vec<(u64, Option<u64>)> {
+        let path = scratch().join(format!("index-{name}.jsonl"));
+        let mut h = harness(&format!("location={} {props}", path.display()), caps);
+        for &i in &sent {
+            let m = (i != 7).then(|| &metas[i as usize]);
+            h.push(buffer(i, m)).unwrap();
+            h.pull().unwrap();
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        lines(&path).iter().map(|r| (r.frame, r.pts)).collect()
+    };
+    let ms = |i: u64| Some(40_000_000 * i);
+    let caps = "video/x-raw,format=RGB,width=100,height=50,framerate=25/1";
+    assert_eq!(
+        run("timestamp", "frame-index=timestamp", caps),
+        [0, 1, 2, 6, 8].map(|i| (i, ms(i))),
+        "the source's indices"
+    );
+    // The default counts buffers, as before.
+    assert_eq!(
+        run("count", "", caps),
+        [(0, ms(0)), (1, ms(1)), (2, ms(2)), (3, ms(6)), (5, ms(8))]
+    );
+    // Without a frame rate (a variable-rate stream) there is no index to read: counted.
+    let vfr = "video/x-raw,format=RGB,width=100,height=50,framerate=0/1";
+    assert_eq!(
+        run("vfr", "frame-index=timestamp", vfr),
+        [(0, ms(0)), (1, ms(1)), (2, ms(2)), (3, ms(6)), (5, ms(8))]
+    );
+}
