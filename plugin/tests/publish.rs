@@ -179,17 +179,38 @@ fn passthrough_same_buffer_one_record_per_frame_with_metadata() {
 
 #[test]
 fn pixels_refer_to_the_frame_at_the_element() {
-    // Caps of another size than the metadata's source (as after a scaler that keeps the
-    // parameters): the normalised positions stay, the pixels follow the caps.
+    // After a scaler: the normalised positions stay, the pixels follow the caps.
+    let m = meta(1, false);
+    let frame = |m: &FrameKeypoints| {
+        let mut b = gst::Buffer::from_mut_slice(vec![90u8; 100 * 50 * 3]);
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::ZERO);
+            m.attach(b);
+        }
+        b
+    };
     let path = scratch().join("scaled.jsonl");
+    init();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "videoscale ! capsfilter caps=video/x-raw,width=200,height=150 \
+         ! stablekeypointspublish location={}",
+        path.display()
+    ));
+    h.set_src_caps_str("video/x-raw,format=RGB,width=100,height=50,framerate=25/1");
+    h.push(frame(&m)).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_record_is(&lines(&path)[0], &m, 0, 200, 150);
+    // Caps of another size without a scaler (a crop or border changed the frame): no
+    // record, rather than one at the wrong place.
+    let path = scratch().join("other-size.jsonl");
     let mut h = harness(
         &format!("location={}", path.display()),
         "video/x-raw,format=RGB,width=200,height=150,framerate=25/1",
     );
-    let m = meta(1, false);
     h.push(buffer(0, Some(&m))).unwrap();
     assert!(h.push_event(gst::event::Eos::new()));
-    assert_record_is(&lines(&path)[0], &m, 0, 200, 150);
+    assert!(lines(&path).is_empty());
     // Without video caps: the size the keypoints were computed on.
     let path = scratch().join("any-caps.jsonl");
     let mut h = harness(&format!("location={}", path.display()), "application/x-foo");

@@ -18,7 +18,8 @@ use super::output::{Output, Target};
 use super::{FormatProp, FrameIndexProp, QosProp, CAT};
 use crate::export::{self, FrameTimes};
 use crate::framerate::{FrameRate, SourceIndex};
-use crate::meta::FrameKeypoints;
+use crate::meta::geometry::Frames;
+use crate::meta::{FrameKeypoints, ReadError};
 
 const DEFAULT_TOPIC: &str = "stablekeypoints";
 const DEFAULT_QOS: QosProp = QosProp::AtMostOnce;
@@ -113,8 +114,9 @@ impl Settings {
 
 struct State {
     output: Option<Output>,
-    /// Frame size from the caps (video caps only); else the metadata's source size.
-    size: Option<(u32, u32)>,
+    /// The frames from the caps (raw video caps only): the size records are in, and what
+    /// the keypoints are checked against; else the metadata's source size.
+    frames: Option<Frames>,
     /// The caps' frame rate, when usable.
     rate: Option<FrameRate>,
     /// `frame-index=count`.
@@ -125,6 +127,8 @@ struct State {
     warned_dropped: u64,
     last_warning: Option<Instant>,
     warned_malformed: bool,
+    /// Keypoints that no longer fit the frame are warned about once.
+    warned_moved: bool,
 }
 
 #[derive(Default)]
@@ -421,13 +425,14 @@ impl BaseTransformImpl for StableKeypointsPublish {
         *lock(&self.counters) = counters;
         *lock(&self.state) = Some(State {
             output,
-            size: None,
+            frames: None,
             rate: None,
             next_index: 0,
             source_index: SourceIndex::default(),
             warned_dropped: 0,
             last_warning: None,
             warned_malformed: false,
+            warned_moved: false,
         });
         gst::info!(CAT, imp = self, "publishing ({:?})", s.format);
         Ok(())
@@ -444,11 +449,8 @@ impl BaseTransformImpl for StableKeypointsPublish {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        let size = gst_video::VideoInfo::from_caps(incaps)
-            .ok()
-            .map(|i| (i.width(), i.height()));
         if let Some(state) = lock(&self.state).as_mut() {
-            state.size = size;
+            state.frames = Frames::from_caps(incaps);
             state.rate = FrameRate::of_caps(incaps);
         }
         Ok(())
@@ -509,9 +511,14 @@ impl BaseTransformImpl for StableKeypointsPublish {
                 state.source_index.next(state.rate, t)
             }
         };
-        let (mut message, mut error) = (None, None);
-        match FrameKeypoints::from_buffer(buf) {
+        let (mut message, mut error, mut moved) = (None, None, None);
+        match FrameKeypoints::for_frame(buf, state.frames.as_ref()) {
             None => {}
+            Some(Err(e @ ReadError::Moved(_))) if !state.warned_moved => {
+                state.warned_moved = true;
+                moved = Some(e);
+            }
+            Some(Err(ReadError::Moved(_))) => {}
             Some(Err(e)) if !state.warned_malformed => {
                 state.warned_malformed = true;
                 gst::warning!(CAT, imp = self, "frame {}: {}; no record", index, e);
@@ -519,8 +526,9 @@ impl BaseTransformImpl for StableKeypointsPublish {
             Some(Err(_)) => {}
             Some(Ok(frame)) => {
                 let (w, h) = state
-                    .size
-                    .unwrap_or((frame.source_width, frame.source_height));
+                    .frames
+                    .as_ref()
+                    .map_or((frame.source_width, frame.source_height), Frames::size);
                 if post_messages {
                     message = Some(export::message(&frame, index, &times, w, h));
                 }
@@ -532,6 +540,13 @@ impl BaseTransformImpl for StableKeypointsPublish {
         }
         let warning = self.drop_warning(state, false);
         drop(guard);
+        if let Some(e) = moved {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                ("Frame {}: no record of {}", index, e)
+            );
+        }
         if let Some(st) = message {
             self.post(Some(
                 gst::message::Element::builder(st).src(&*self.obj()).build(),
