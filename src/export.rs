@@ -9,7 +9,7 @@
 //! | field | type | meaning |
 //! |---|---|---|
 //! | `schema` | string | `stablekeypoints-frame/1`; the number grows when a field changes meaning or goes away (new fields may appear without it) |
-//! | `frame` | uint | index of the buffer since the element started (every buffer counts, also those without keypoints); for `detect`, of the image on the command line |
+//! | `frame` | uint | index of the buffer since the element started (every buffer counts, also those without keypoints), or with the publish element's `frame-index=timestamp` the source's frame index (stream time x frame rate); for `detect`, of the image on the command line |
 //! | `image` | string, optional | `detect` only: the image file |
 //! | `pts` | uint or null | buffer timestamp, nanoseconds |
 //! | `stream_time`, `running_time` | uint or null | the timestamp in the segment's stream and running time, nanoseconds |

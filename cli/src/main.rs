@@ -18,6 +18,7 @@ mod pipeline;
 mod process;
 mod progress;
 mod status;
+mod timeline;
 mod train;
 mod uri;
 #[cfg(feature = "video")]

@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! filesrc ! decodebin ! videoconvert ! stablekeypoints ... draw=true [pose=POSE]
-//!   ! stablekeypointspublish location=keypoints.jsonl
-//!   ! stablekeypointspublish location=keypoints.coco.json format=coco ! videoconvert
-//!   ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
+//!   ! stablekeypointspublish location=keypoints.jsonl frame-index=timestamp
+//!   ! stablekeypointspublish location=keypoints.coco.json format=coco frame-index=timestamp
+//!   ! videoconvert ! videoscale ! video/x-raw,format=I420 ! x264enc ! mp4mux ! filesink
 //! ```
 //!
 //! The element is this build's (registered statically from the plugin crate);
@@ -17,16 +17,18 @@ use crate::args::ProcessCmd;
 use crate::interrupt;
 use crate::mp4;
 use crate::progress::Progress;
+use crate::timeline::{Gap, Timeline};
 use crate::uri::file_uri_path;
 use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
 use gst::prelude::*;
+use gststablekeypoints::framerate::FrameRate;
 use stablekeypoints::device::DeviceSpec;
 use stablekeypoints::pose::PoseModel;
 use stablekeypoints::util::{Inputs, StagedOutputs};
 use stablekeypoints::{CropMode, DetectOptions, Detector, Error, Model, Tokens};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Environment variable naming another build of the plugin: the `.so` itself or a folder
@@ -73,26 +75,15 @@ pub fn register_element() -> Result<(), Error> {
 pub struct Stream {
     width: usize,
     height: usize,
-    fps: Option<(u64, u64)>,
+    /// `None` for a variable frame rate (caps `framerate=0/1`) or an absurd one.
+    rate: Option<FrameRate>,
     duration: Option<gst::ClockTime>,
 }
 
 impl Stream {
-    /// How far short of the declared duration decoding may end: 1.5 frames (the last frame's
-    /// rounding), 50 ms without a frame rate.
-    fn slack(&self) -> gst::ClockTime {
-        match self.fps {
-            Some((n, d)) => gst::ClockTime::from_nseconds(1_500_000_000 * d / n.max(1)),
-            None => gst::ClockTime::from_mseconds(50),
-        }
-    }
-
     /// Frames in `t` of video, when the frame rate is known.
     fn frames_in(&self, t: gst::ClockTime) -> Option<u64> {
-        let (n, d) = self.fps?;
-        // Nearest: durations are rounded to nanoseconds.
-        let den = d as u128 * 1_000_000_000;
-        Some(((t.nseconds() as u128 * n as u128 + den / 2) / den) as u64)
+        self.rate.map(|r| r.index_at(t))
     }
 }
 
@@ -137,15 +128,10 @@ pub fn preroll(path: &Path) -> Result<Stream, Error> {
             .ok_or_else(|| file_error(path, format!("{what}: the video has no frames")))?;
         let (width, height, _) = caps_size(&caps)
             .ok_or_else(|| file_error(path, format!("{what}: unexpected caps {caps}")))?;
-        let fps = caps
-            .structure(0)
-            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-            .filter(|f| f.numer() > 0 && f.denom() > 0)
-            .map(|f| (f.numer() as u64, f.denom() as u64));
         Ok(Stream {
             width,
             height,
-            fps,
+            rate: FrameRate::of_caps(&caps),
             duration: pipeline.query_duration::<gst::ClockTime>(),
         })
     })();
@@ -294,6 +280,8 @@ pub struct VideoDone {
     pub seconds: f64,
     /// The files written (renamed into place).
     pub outputs: Vec<PathBuf>,
+    /// Frames missing between decoded ones (said in a warning too).
+    pub gaps: Vec<Gap>,
 }
 /// Runs every frame of `input` (a path, or a URI) through the element into `out_dir` (created
 /// if missing), with a progress bar when `progress`. The outputs are staged and renamed into
@@ -327,7 +315,7 @@ pub fn run_video(
 
     let Chain {
         elements,
-        decoded,
+        timeline,
         coco,
         encoded,
     } = chain(job, &stream, &temps)?;
@@ -342,15 +330,16 @@ pub fn run_video(
             input.display()
         );
     }
-    let result = run(&pipeline, input, &stream, total, &decoded, start, progress);
+    let result = run(&pipeline, input, &stream, total, &timeline, start, progress);
     let _ = pipeline.set_state(gst::State::Null);
     result?;
     // Success only when the file was decoded to the end it declares, and every decoded
     // frame has its line, its encoded frame and its COCO entry.
-    let decoded = decoded.load(Ordering::SeqCst);
+    let timeline = lock(&timeline);
+    let decoded = timeline.frames();
     let lines = count_lines(jsonl_tmp);
     let reached = gst::ClockTime::from_nseconds(reached.load(Ordering::SeqCst));
-    if let Some(declared) = stream.duration.filter(|&d| reached + stream.slack() < d) {
+    if let Some(declared) = stream.duration.filter(|&d| reached + timeline.slack() < d) {
         return Err(file_error(
             input,
             format!(
@@ -372,18 +361,22 @@ pub fn run_video(
         set_mp4_times(input, &temps[1], &outputs[1])?;
     }
     staged.commit()?;
+    for gap in timeline.gaps() {
+        eprintln!("warning: {}: {gap}", input.display());
+    }
     Ok(VideoDone {
         frames: lines,
         seconds: start.elapsed().as_secs_f64(),
         outputs,
+        gaps: timeline.gaps().to_vec(),
     })
 }
 
 /// The elements after the decoder, and what counts the frames through them.
 struct Chain {
     elements: Vec<gst::Element>,
-    /// Frames decoded (entering the first converter).
-    decoded: Arc<AtomicU64>,
+    /// The frames decoded (entering the first converter).
+    timeline: Arc<Mutex<Timeline>>,
     /// The COCO publisher, with `coco`.
     coco: Option<gst::Element>,
     /// Frames entering the encoder, with `annotated`.
@@ -395,17 +388,12 @@ struct Chain {
 fn chain(job: &ElementJob, stream: &Stream, temps: &[PathBuf]) -> Result<Chain, Error> {
     let element = inference_element(job)?;
     let first = make("videoconvert")?;
-    let decoded = count_buffers(&first);
-    let jsonl = make("stablekeypointspublish")?;
-    jsonl.set_property("location", temps[0].to_string_lossy().as_ref());
+    let timeline = watch_frames(&first, stream.rate);
+    let jsonl = publisher(&temps[0])?;
     let mut elements = vec![first, element, jsonl];
     let coco = if job.coco {
-        let p = make("stablekeypointspublish")?;
+        let p = publisher(temps.last().expect("staged"))?;
         p.set_property_from_str("format", "coco");
-        p.set_property(
-            "location",
-            temps.last().expect("staged").to_string_lossy().as_ref(),
-        );
         elements.push(p.clone());
         Some(p)
     } else {
@@ -423,10 +411,19 @@ fn chain(job: &ElementJob, stream: &Stream, temps: &[PathBuf]) -> Result<Chain, 
     };
     Ok(Chain {
         elements,
-        decoded,
+        timeline,
         coco,
         encoded,
     })
+}
+
+/// A `stablekeypointspublish` writing to `location`, its records numbered by the source's
+/// frame index (frames lost in a damaged file leave their numbers unused).
+fn publisher(location: &Path) -> Result<gst::Element, Error> {
+    let p = make("stablekeypointspublish")?;
+    p.set_property("location", location.to_string_lossy().as_ref());
+    p.set_property_from_str("frame-index", "timestamp");
+    Ok(p)
 }
 
 /// The `stablekeypoints` element, told what `job` says.
@@ -489,6 +486,13 @@ fn encoding_tail(
     let encoder = make("x264enc")?;
     encoder.set_property_from_str("speed-preset", "veryfast");
     let encoded = count_buffers(&encoder);
+    keep_last_frame(&encoder, stream.rate);
+    let mux = make("mp4mux")?;
+    if stream.rate.is_none() {
+        // The automatic time scale is the caps' rate: 0/1 in a variable-rate stream,
+        // 1000000000/1 for some MP4 files (which overflows).
+        mux.set_property("trak-timescale", 90_000u32);
+    }
     let sink = make("filesink")?;
     sink.set_property("location", location.to_string_lossy().as_ref());
     let tail = vec![
@@ -497,7 +501,7 @@ fn encoding_tail(
         make("videoscale")?,
         filter,
         encoder,
-        make("mp4mux")?,
+        mux,
         sink,
     ];
     Ok((tail, encoded))
@@ -591,20 +595,96 @@ fn stream_ends(pipeline: &gst::Pipeline) -> Arc<AtomicU64> {
                     return gst::PadProbeReturn::Ok;
                 };
                 let stop = pts + buffer.duration().unwrap_or(gst::ClockTime::ZERO);
-                let stream_time = pad
-                    .sticky_event::<gst::event::Segment>(0)
-                    .and_then(|ev| {
-                        ev.segment()
-                            .downcast_ref::<gst::ClockTime>()
-                            .and_then(|s| s.to_stream_time(stop))
-                    })
-                    .unwrap_or(stop);
-                end.fetch_max(stream_time.nseconds(), Ordering::SeqCst);
+                end.fetch_max(stream_time(pad, stop).nseconds(), Ordering::SeqCst);
                 gst::PadProbeReturn::Ok
             });
         });
     }
     end
+}
+
+/// `t`, a buffer timestamp on `pad`, in stream time (unchanged outside a time segment).
+fn stream_time(pad: &gst::Pad, t: gst::ClockTime) -> gst::ClockTime {
+    pad.sticky_event::<gst::event::Segment>(0)
+        .and_then(|ev| {
+            ev.segment()
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|s| s.to_stream_time(t))
+        })
+        .unwrap_or(t)
+}
+
+/// `t`, a buffer timestamp on `pad`, in running time (unchanged outside a time segment).
+fn running_time(pad: &gst::Pad, t: gst::ClockTime) -> gst::ClockTime {
+    pad.sticky_event::<gst::event::Segment>(0)
+        .and_then(|ev| {
+            ev.segment()
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|s| s.to_running_time(t))
+        })
+        .unwrap_or(t)
+}
+
+fn lock(t: &Mutex<Timeline>) -> MutexGuard<'_, Timeline> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The stream times of the frames entering `element`'s sink pad (a stream of `rate`).
+fn watch_frames(element: &gst::Element, rate: Option<FrameRate>) -> Arc<Mutex<Timeline>> {
+    let timeline = Arc::new(Mutex::new(Timeline::new(rate)));
+    let t = timeline.clone();
+    if let Some(pad) = element.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let time = info.buffer().and_then(|b| b.pts());
+            lock(&t).push(time.map(|pts| stream_time(pad, pts)));
+            gst::PadProbeReturn::Ok
+        });
+    }
+    timeline
+}
+
+/// Keeps the annotated video's last frame in it. mp4mux takes a sample's duration from the
+/// next sample's decoding time but the last one's from its buffer, and demuxers cut what is
+/// shown after a track's end: x264enc gives 1 ns without a frame rate, and a frame
+/// reordered across a long pause is shown after the last sample. So the encoded frames
+/// leaving `encoder` last at least until the end of the latest frame that entered it (its
+/// timestamp and duration; in a stream without a `rate`, at least the interval before it),
+/// compared in running time (x264enc shifts its timestamps by 1000 hours).
+fn keep_last_frame(encoder: &gst::Element, rate: Option<FrameRate>) {
+    let (Some(sink), Some(src)) = (encoder.static_pad("sink"), encoder.static_pad("src")) else {
+        return;
+    };
+    // The last frame's timestamp, and the latest end of a frame, that entered.
+    let seen = Arc::new(Mutex::new((None::<gst::ClockTime>, gst::ClockTime::ZERO)));
+    let entered = seen.clone();
+    sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let own = info.buffer().and_then(|b| b.duration());
+        let mut seen = entered.lock().unwrap_or_else(|e| e.into_inner());
+        let duration = match rate {
+            Some(r) => own.unwrap_or_else(|| r.frame_duration()),
+            None => {
+                let before = seen.0.and_then(|l| pts.checked_sub(l)).unwrap_or_default();
+                own.unwrap_or_default().max(before)
+            }
+        };
+        let end = running_time(pad, pts + duration);
+        *seen = (Some(pts), seen.1.max(end));
+        gst::PadProbeReturn::Ok
+    });
+    src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            let end = seen.lock().unwrap_or_else(|e| e.into_inner()).1;
+            let t = buffer.dts_or_pts().map(|t| running_time(pad, t));
+            let wanted = t.and_then(|t| end.checked_sub(t));
+            if let Some(d) = wanted.filter(|&w| buffer.duration().is_none_or(|d| d < w)) {
+                buffer.make_mut().set_duration(d);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Counts the buffers entering `element`'s sink pad.
@@ -627,7 +707,7 @@ fn run(
     input: &Path,
     stream: &Stream,
     total: Option<u64>,
-    decoded: &AtomicU64,
+    timeline: &Mutex<Timeline>,
     start: Instant,
     progress: bool,
 ) -> Result<(), Error> {
@@ -655,7 +735,7 @@ fn run(
                 ))
             }
             Some(_) => {
-                let done = decoded.load(Ordering::SeqCst);
+                let done = lock(timeline).frames();
                 let Some(bar) = bar.as_mut() else { break };
                 bar.set(done, "", true, || {
                     let of = total.map(|t| format!("/{t}")).unwrap_or_default();

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
 }
@@ -1050,4 +1052,57 @@ fn the_cluster_examples_run_with_the_clis_flags() {
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains(&format!("shard 3/{}", hi + 1)), "{err}");
+}
+
+#[test]
+fn a_video_with_lost_frames_is_done_with_its_gaps_recorded() {
+    // Issue 24, 10: frames lost in the middle of a video are named in the log and in its
+    // done.json (`gaps`), and the frames after them keep their source index.
+    let dir = temp_dir("gaps");
+    let clips = dir.join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let ms = |i: u64| (i * 1000).div_ceil(30);
+    let kept: Vec<u64> = (0..10).chain(15..20).collect();
+    let times: Vec<u64> = kept.iter().map(|&i| ms(i)).collect();
+    let clip = clips.join("gap.mp4");
+    if common::clips::clip_at_times(&clip, &times, 33, (30, 1), "mp4mux").is_none()
+        || !make_clip(&clips.join("whole.mp4"), "ball", 4)
+    {
+        return;
+    }
+    let out = dir.join("out");
+    let o = run(corpus_cmd(&clips, &out));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("gap.mp4: frames 10 to 14 (5 frames, 0.333 s to 0.500 s) are missing"),
+        "{err}"
+    );
+    let names: BTreeMap<String, String> = manifest(&out).into_iter().collect();
+    let done = json(&out.join(&names["gap.mp4"]).join("done.json"));
+    assert_eq!(done["frames"], 15);
+    assert_eq!(
+        done["gaps"],
+        serde_json::json!([{
+            "first_frame": 10,
+            "last_frame": 14,
+            "frames": 5,
+            // Nanoseconds in seconds: 10 / 30 s is 333 333 333 ns.
+            "start": 0.333333333,
+            "end": 0.5,
+        }])
+    );
+    let whole = json(&out.join(&names["whole.mp4"]).join("done.json"));
+    assert_eq!(whole["gaps"], serde_json::json!([]));
+    let lines = std::fs::read_to_string(out.join(&names["gap.mp4"]).join("keypoints.jsonl"));
+    let frames: Vec<u64> = lines
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["frame"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(frames, kept);
 }

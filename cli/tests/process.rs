@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
+use common::clips::clip_at_times;
 
 const FRAMES: usize = 30;
 
@@ -1023,4 +1024,93 @@ fn no_output_replaces_an_input_and_one_run_per_out_dir() {
             "process 4242 on elsewhere",
         ],
     );
+}
+
+/// The `frame` and `stream_time` (the time in the source) of every line of a keypoints
+/// file.
+fn frames_and_times(jsonl: &Path) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["frame"].as_u64().unwrap(),
+                v["stream_time"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_variable_frame_rate_video_is_processed_frame_by_frame() {
+    // Issue 24, 9: a file without a frame rate (screen recorders, phones) was refused as
+    // "truncated or damaged" and every output discarded: the decoder gives its last frame
+    // no duration, so decoding "ended" a frame short of what the file declares. Frames 30
+    // ms to 1 s apart, the last one held for a second. Matroska says framerate=0/1; an
+    // MP4 of such frames reads as 1000000000/1, a rate that is no frame rate either.
+    let times: Vec<u64> = vec![
+        0, 30, 70, 100, 400, 430, 1430, 1460, 1500, 1800, 1830, 1870, 2900,
+    ];
+    for (name, mux) in [("vfr.mkv", "matroskamux"), ("vfr.mp4", "mp4mux")] {
+        let dir = temp_dir(&format!("vfr-{mux}"));
+        let Some(clip) = clip_at_times(&dir.join(name), &times, 1000, (0, 1), mux) else {
+            return;
+        };
+        let result = dir.join("result");
+        let tokens = tiny_dir().join("tokens.safetensors");
+        let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(
+            !err.contains("missing"),
+            "{name}: no frame is missing: {err}"
+        );
+        let got = frames_and_times(&result.join("keypoints.jsonl"));
+        let want: Vec<(u64, u64)> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (i as u64, t * 1_000_000))
+            .collect();
+        assert_eq!(got, want, "{name}: every frame, counted, at its own time");
+        // Each frame in the annotated video too (mp4mux used to drop the last one).
+        assert_eq!(
+            decoded_frames(&result.join("annotated.mp4")),
+            times.len(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn frames_lost_in_the_middle_are_reported_and_later_frames_keep_their_index() {
+    // Issue 24, 10: 15 of 120 frames missing in the middle of a file: `process` said
+    // nothing and numbered the frames after the gap 40, 41, ... instead of 55, 56, ...
+    let dir = temp_dir("gap");
+    let ms = |i: u64| (i * 1000).div_ceil(30);
+    let kept: Vec<u64> = (0..40).chain(55..120).collect();
+    let times: Vec<u64> = kept.iter().map(|&i| ms(i)).collect();
+    let Some(clip) = clip_at_times(&dir.join("gap.mp4"), &times, 33, (30, 1), "mp4mux") else {
+        return;
+    };
+    let result = dir.join("result");
+    let tokens = tiny_dir().join("tokens.safetensors");
+    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("gap.mp4: frames 40 to 54 (15 frames, 1.333 s to 1.833 s) are missing"),
+        "no warning naming the lost frames: {err}"
+    );
+    let got = frames_and_times(&result.join("keypoints.jsonl"));
+    assert_eq!(got.len(), kept.len());
+    for ((frame, pts), (&i, &t)) in got.iter().zip(kept.iter().zip(&times)) {
+        assert_eq!(*frame, i, "the source's frame index");
+        // The muxer's time scale rounds: within a millisecond of the source's time.
+        assert!(
+            pts.abs_diff(t * 1_000_000) <= 1_000_000,
+            "frame {i}: at {pts} ns"
+        );
+    }
+    assert_eq!(decoded_frames(&result.join("annotated.mp4")), kept.len());
 }

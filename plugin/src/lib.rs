@@ -18,6 +18,8 @@ pub mod analytics;
 pub mod convert;
 mod export;
 mod formats;
+/// Nominal frame rates and the source's frame indices (shared with the CLI).
+pub mod framerate;
 pub mod meta;
 /// The overlay element and its drawing (public for the tests and `examples/bench-overlay.rs`).
 pub mod overlay;
@@ -28,7 +30,7 @@ mod track;
 
 pub use overlay::{palette_rgb, StableKeypointsOverlay};
 pub use pose::StableKeypointsPose;
-pub use publish::{FormatProp, QosProp, StableKeypointsPublish};
+pub use publish::{FormatProp, FrameIndexProp, QosProp, StableKeypointsPublish};
 pub use stablekeypoints::{
     shared_model, CropModeProp, GapPolicyProp, StableKeypoints, MESSAGE_NAME,
 };

@@ -179,17 +179,38 @@ fn passthrough_same_buffer_one_record_per_frame_with_metadata() {
 
 #[test]
 fn pixels_refer_to_the_frame_at_the_element() {
-    // Caps of another size than the metadata's source (as after a scaler that keeps the
-    // parameters): the normalised positions stay, the pixels follow the caps.
+    // After a scaler: the normalised positions stay, the pixels follow the caps.
+    let m = meta(1, false);
+    let frame = |m: &FrameKeypoints| {
+        let mut b = gst::Buffer::from_mut_slice(vec![90u8; 100 * 50 * 3]);
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::ZERO);
+            m.attach(b);
+        }
+        b
+    };
     let path = scratch().join("scaled.jsonl");
+    init();
+    let mut h = gst_check::Harness::new_parse(&format!(
+        "videoscale ! capsfilter caps=video/x-raw,width=200,height=150 \
+         ! stablekeypointspublish location={}",
+        path.display()
+    ));
+    h.set_src_caps_str("video/x-raw,format=RGB,width=100,height=50,framerate=25/1");
+    h.push(frame(&m)).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_record_is(&lines(&path)[0], &m, 0, 200, 150);
+    // Caps of another size without a scaler (a crop or border changed the frame): no
+    // record, rather than one at the wrong place.
+    let path = scratch().join("other-size.jsonl");
     let mut h = harness(
         &format!("location={}", path.display()),
         "video/x-raw,format=RGB,width=200,height=150,framerate=25/1",
     );
-    let m = meta(1, false);
     h.push(buffer(0, Some(&m))).unwrap();
     assert!(h.push_event(gst::event::Eos::new()));
-    assert_record_is(&lines(&path)[0], &m, 0, 200, 150);
+    assert!(lines(&path).is_empty());
     // Without video caps: the size the keypoints were computed on.
     let path = scratch().join("any-caps.jsonl");
     let mut h = harness(&format!("location={}", path.display()), "application/x-foo");
@@ -1233,4 +1254,43 @@ fn pose_landmarks_in_meta_messages_and_json_equal_the_core_regression() {
     }
     // The landmarks move with the keypoints (not a constant the regressor fell back to).
     assert!(spread > 0.0);
+}
+
+#[test]
+fn frame_index_timestamp_keeps_the_source_index_after_lost_frames() {
+    // Issue 24, 10: frames lost upstream (a damaged file) shifted every later record's
+    // `frame` down. With frame-index=timestamp a record's `frame` is the source's: the
+    // stream time (here 40 ms a frame: 25 fps) times the caps' frame rate. Frames 3 to 5
+    // are lost; frame 7 carries no keypoints (no record, its index still used).
+    let metas: Vec<FrameKeypoints> = (0..9).map(|i| meta(i, false)).collect();
+    let sent = [0u32, 1, 2, 6, 7, 8];
+    let run = |name: &str, props: &str, caps: &str| -> Vec<(u64, Option<u64>)> {
+        let path = scratch().join(format!("index-{name}.jsonl"));
+        let mut h = harness(&format!("location={} {props}", path.display()), caps);
+        for &i in &sent {
+            let m = (i != 7).then(|| &metas[i as usize]);
+            h.push(buffer(i, m)).unwrap();
+            h.pull().unwrap();
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        lines(&path).iter().map(|r| (r.frame, r.pts)).collect()
+    };
+    let ms = |i: u64| Some(40_000_000 * i);
+    let caps = "video/x-raw,format=RGB,width=100,height=50,framerate=25/1";
+    assert_eq!(
+        run("timestamp", "frame-index=timestamp", caps),
+        [0, 1, 2, 6, 8].map(|i| (i, ms(i))),
+        "the source's indices"
+    );
+    // The default counts buffers, as before.
+    assert_eq!(
+        run("count", "", caps),
+        [(0, ms(0)), (1, ms(1)), (2, ms(2)), (3, ms(6)), (5, ms(8))]
+    );
+    // Without a frame rate (a variable-rate stream) there is no index to read: counted.
+    let vfr = "video/x-raw,format=RGB,width=100,height=50,framerate=0/1";
+    assert_eq!(
+        run("vfr", "frame-index=timestamp", vfr),
+        [(0, ms(0)), (1, ms(1)), (2, ms(2)), (3, ms(6)), (5, ms(8))]
+    );
 }

@@ -2,6 +2,7 @@
 //! `corpus.json` per folder, written atomically; and the temporaries of killed writers.
 
 use super::source::{Source, Video};
+use crate::timeline::Gap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stablekeypoints::{Error, Result};
@@ -68,6 +69,10 @@ pub struct Done {
     /// Output file names (in the video's folder) with their sizes and hashes.
     pub outputs: BTreeMap<String, OutputFile>,
     pub frames: u64,
+    /// Frames missing between decoded ones (a file damaged in the middle); empty in
+    /// records written before it was kept.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
     /// Seconds the video took (pipeline start to outputs in place).
     pub seconds: f64,
     /// Unix times (seconds).
@@ -291,6 +296,7 @@ mod tests {
             )]
             .into(),
             frames: 1,
+            gaps: Vec::new(),
             seconds: 0.5,
             started: 1.0,
             finished: 1.5,

@@ -360,6 +360,7 @@ impl Attempt<'_> {
             settings: run.settings.clone(),
             outputs,
             frames: v.frames,
+            gaps: v.gaps,
             seconds: v.seconds,
             started: self.started,
             finished: unix_now(),

@@ -167,6 +167,7 @@ mod tests {
                 )]
                 .into(),
                 frames: 0,
+                gaps: Vec::new(),
                 seconds: 0.0,
                 started: 0.0,
                 finished: 0.0,

@@ -1,8 +1,11 @@
 //! Shared by the CLI tests that read COCO output: a checker of COCO's field rules, written
 //! from the format's description (cocodataset.org, "Keypoint Detection" results and the
-//! keypoint annotation format), not from our writer; and a pose file with a hand-chosen
-//! regressor.
+//! keypoint annotation format), not from our writer; a pose file with a hand-chosen
+//! regressor; and (`clips`) videos with the timestamps a test needs.
 #![allow(dead_code)]
+
+#[cfg(feature = "video")]
+pub mod clips;
 
 use serde_json::Value;
 use stablekeypoints::pose::{PoseModel, Regressor};

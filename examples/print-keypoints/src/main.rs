@@ -7,6 +7,7 @@
 //! ```
 
 use gst::prelude::*;
+use gststablekeypoints::meta::geometry::Frames;
 use gststablekeypoints::meta::FrameKeypoints;
 use std::process::ExitCode;
 
@@ -63,9 +64,11 @@ fn run(video: &str, model: &str, tokens: Option<&str>) -> Result<(), Box<dyn std
 
     sink.static_pad("sink")
         .ok_or("fakesink has no sink pad")?
-        .add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        .add_probe(gst::PadProbeType::BUFFER, |pad, info| {
             if let Some(buffer) = info.buffer() {
-                print_frame(buffer);
+                // The frames' caps: keypoints are only read while they fit the frame.
+                let frames = pad.current_caps().and_then(|c| Frames::from_caps(&c));
+                print_frame(buffer, frames.as_ref());
             }
             gst::PadProbeReturn::Ok
         });
@@ -92,9 +95,9 @@ fn run(video: &str, model: &str, tokens: Option<&str>) -> Result<(), Box<dyn std
     result
 }
 
-fn print_frame(buffer: &gst::BufferRef) {
+fn print_frame(buffer: &gst::BufferRef, frames: Option<&Frames>) {
     let pts = buffer.pts().map_or("none".to_string(), |t| t.to_string());
-    match FrameKeypoints::from_buffer(buffer) {
+    match FrameKeypoints::for_frame(buffer, frames) {
         None => println!("{pts}: no keypoints"),
         Some(Err(e)) => println!("{pts}: {e}"),
         Some(Ok(f)) => {

@@ -32,12 +32,18 @@
 //! `gvawatermark` and `gvametaconvert` (see [`dlstreamer`]).
 //!
 //! Positions are normalised because converters rescale ROI rectangles but not parameters.
+//! They are only true of the picture they were made for: readers go through
+//! [`FrameKeypoints::for_frame`], which drops them after a flip, rotation, crop or border
+//! ([`geometry`]).
 
 use gst::prelude::*;
 use std::fmt;
 
 pub mod carrier;
 pub mod dlstreamer;
+pub mod geometry;
+
+use geometry::{Frames, Geometry, Mismatch};
 
 pub use stablekeypoints::stream::Origin;
 
@@ -177,6 +183,25 @@ impl fmt::Display for MetaError {
 }
 
 impl std::error::Error for MetaError {}
+
+/// Why the keypoints on a buffer are not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    Malformed(MetaError),
+    /// They no longer fit the frame: a geometric transform since they were made.
+    Moved(Mismatch),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Malformed(e) => e.fmt(f),
+            ReadError::Moved(m) => write!(f, "keypoints that no longer fit the frame: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
 
 impl KeypointMeta {
     /// Position in pixels of a `width` x `height` frame.
@@ -450,19 +475,32 @@ impl FrameKeypoints {
     /// size. Its `id` is the number of ROI metas already on the buffer (so that consumers
     /// that can only look ROI metas up by id, such as PyGObject on GStreamer 1.22, find it
     /// next to others); it has no parent (-1).
+    ///
+    /// The carrier records the source size as the frame's geometry; the producer signs it
+    /// with the frame's picture ([`carrier::sign`]).
     pub fn attach(&self, buffer: &mut gst::BufferRef) {
         let id = roi_count(buffer);
-        let (w, h) = (self.source_width, self.source_height);
-        self.add_roi(buffer, w, h, (id, -1), Vec::new());
+        let geometry = Geometry {
+            width: self.source_width,
+            height: self.source_height,
+            signature: None,
+        };
+        self.add_roi(buffer, &geometry, (id, -1), Vec::new());
     }
 
     /// Replaces the keypoints on `buffer`, a `w` x `h` frame, with these: the first ROI meta
     /// of [`ROI_TYPE`] is rebuilt with the same id and parent, a new rectangle and our
     /// structures; its other parameter structures and every other meta are kept. Attaches
-    /// anew when the buffer has none.
+    /// anew when the buffer has none. The carrier records a `w` x `h` frame with the
+    /// signature the buffer's carrier had (these keypoints were checked against it).
     pub fn replace(&self, buffer: &mut gst::BufferRef, w: u32, h: u32) {
         use gst::buffer::BufferMetaForeachAction as A;
         use std::ops::ControlFlow;
+        let geometry = Geometry {
+            width: w,
+            height: h,
+            signature: carrier::read(buffer).and_then(|c| c.made.signature),
+        };
         let mut kept = None;
         buffer.foreach_meta_mut(|mut m| {
             let Some(roi) = m.downcast_ref::<gst_video::VideoRegionOfInterestMeta>() else {
@@ -480,23 +518,24 @@ impl FrameKeypoints {
             ControlFlow::Break(A::Remove)
         });
         let (ids, others) = kept.unwrap_or_else(|| ((roi_count(buffer), -1), Vec::new()));
-        self.add_roi(buffer, w, h, ids, others);
+        self.add_roi(buffer, &geometry, ids, others);
     }
 
+    /// The ROI meta and the carrier, for a frame of `geometry`.
     fn add_roi(
         &self,
         buffer: &mut gst::BufferRef,
-        w: u32,
-        h: u32,
+        geometry: &Geometry,
         (id, parent): (i32, i32),
         others: Vec<gst::Structure>,
     ) {
+        let (w, h) = (geometry.width, geometry.height);
         let rect = self.bounding_box_in(w, h);
         let (ours, pose) = (
             self.to_structure(),
             self.pose.as_ref().map(PoseMeta::to_structure),
         );
-        carrier::attach(buffer, &ours, pose.as_ref());
+        carrier::attach(buffer, &ours, pose.as_ref(), geometry);
         let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, ROI_TYPE, rect);
         meta.set_id(id);
         meta.set_parent_id(parent);
@@ -509,8 +548,32 @@ impl FrameKeypoints {
         }
     }
 
-    /// Reads the keypoint metadata from `buffer`: `None` if there is none. After a scaler,
-    /// whose ROI meta copy lost its parameter structures, they come from the
+    /// Reads the keypoints on `buffer`, one of `frames` (the reader's caps; `None` when they
+    /// are not raw video, and nothing can be checked), if they still fit its picture: the
+    /// ROI meta's structures and the carrier's are trusted only while the carrier's record
+    /// of the frame they were made for matches it ([`geometry::check`]; the signature is
+    /// read from the frame only when the sizes match). `None` if there are none.
+    pub fn for_frame(
+        buffer: &gst::BufferRef,
+        frames: Option<&Frames>,
+    ) -> Option<Result<Self, ReadError>> {
+        let read = Self::from_buffer(buffer)?;
+        if let Some(frames) = frames {
+            let Some(carried) = carrier::read(buffer) else {
+                return Some(Err(ReadError::Moved(Mismatch::NoRecord)));
+            };
+            let (made, scaled) = (&carried.made, carried.size);
+            let signature = || frames.signature(buffer);
+            if let Err(m) = geometry::check(made, scaled, frames.size(), signature) {
+                return Some(Err(ReadError::Moved(m)));
+            }
+        }
+        Some(read.map_err(ReadError::Malformed))
+    }
+
+    /// Reads the keypoint metadata from `buffer` as it was attached, without checking that
+    /// it still fits the frame (see [`Self::for_frame`]): `None` if there is none. After a
+    /// scaler, whose ROI meta copy lost its parameter structures, they come from the
     /// [`carrier`]; `rect` is the (rescaled) ROI rectangle.
     pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Result<Self, MetaError>> {
         let roi = buffer
@@ -520,7 +583,8 @@ impl FrameKeypoints {
             let k = m.param(PARAM_NAME)?.to_owned();
             Some((k, m.param(POSE_PARAM_NAME).map(|p| p.to_owned())))
         });
-        let Some((keypoints, pose)) = on_roi.or_else(|| carrier::read(buffer)) else {
+        let carried = || carrier::read(buffer).map(|c| (c.keypoints, c.pose));
+        let Some((keypoints, pose)) = on_roi.or_else(carried) else {
             return roi.map(|_| Err(MetaError(format!("no `{PARAM_NAME}` parameter structure"))));
         };
         let parse = || {

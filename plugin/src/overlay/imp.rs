@@ -1,6 +1,7 @@
 //! The `stablekeypointsoverlay` element: metadata in, pixels out. Draws each buffer's
 //! keypoints where they are now, so it works after a scaler (positions are normalised; ROI
-//! rectangles are rescaled by GStreamer's meta transform).
+//! rectangles are rescaled by GStreamer's meta transform), and not at all after a flip,
+//! rotation, crop or border moved the picture under them.
 
 use gst::glib;
 use gst::prelude::*;
@@ -14,7 +15,8 @@ use std::sync::{LazyLock, Mutex};
 use super::blend::Blender;
 use super::draw::{draw_buffer, scene, DrawSettings, Foreign};
 use crate::lock;
-use crate::meta::{dlstreamer, FrameKeypoints};
+use crate::meta::geometry::Frames;
+use crate::meta::{dlstreamer, FrameKeypoints, ReadError};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -49,10 +51,12 @@ impl Default for Settings {
 }
 
 struct State {
-    info: gst_video::VideoInfo,
+    frames: Frames,
     blender: Blender,
-    /// Malformed metadata is warned about once per stream.
-    warned: bool,
+    /// Malformed metadata, and keypoints that no longer fit the frame, are warned about
+    /// once per stream each.
+    warned_malformed: bool,
+    warned_moved: bool,
 }
 
 #[derive(Default)]
@@ -62,10 +66,9 @@ pub struct StableKeypointsOverlay {
 }
 
 impl StableKeypointsOverlay {
-    /// Warns once about metadata that cannot be drawn (the frame still passes).
-    fn warn_once(&self, state: &mut State, what: &dyn std::fmt::Display) {
-        if !state.warned {
-            state.warned = true;
+    /// Warns once (`warned`) about metadata that cannot be drawn (the frame still passes).
+    fn warn_once(&self, warned: &mut bool, what: &dyn std::fmt::Display) {
+        if !std::mem::replace(warned, true) {
             gst::element_imp_warning!(
                 self,
                 gst::StreamError::Format,
@@ -187,10 +190,14 @@ impl BaseTransformImpl for StableKeypointsOverlay {
         let s = lock(&self.settings).clone();
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
-        let ours = match FrameKeypoints::from_buffer(buf) {
+        let ours = match FrameKeypoints::for_frame(buf, Some(&state.frames)) {
             Some(Ok(f)) => Some(f),
-            Some(Err(e)) => {
-                self.warn_once(state, &e);
+            Some(Err(e @ ReadError::Malformed(_))) => {
+                self.warn_once(&mut state.warned_malformed, &e);
+                None
+            }
+            Some(Err(e @ ReadError::Moved(_))) => {
+                self.warn_once(&mut state.warned_moved, &e);
                 None
             }
             None => None,
@@ -199,7 +206,7 @@ impl BaseTransformImpl for StableKeypointsOverlay {
         for t in dlstreamer::foreign_tensors(buf) {
             match t {
                 Ok(t) => foreign.push(t),
-                Err(e) => self.warn_once(state, &e),
+                Err(e) => self.warn_once(&mut state.warned_malformed, &e),
             }
         }
         if ours.is_none() && foreign.is_empty() {
@@ -211,10 +218,9 @@ impl BaseTransformImpl for StableKeypointsOverlay {
             ids: s.draw_ids,
             min_confidence: s.min_confidence as f32,
         };
-        let (w, h) = (state.info.width(), state.info.height());
+        let (w, h) = state.frames.size();
         let overlay = scene(w, h, ours.as_ref(), &foreign, &settings);
-        let info = state.info.clone();
-        draw_buffer(buf, &info, &overlay, &mut state.blender).map_err(|e| {
+        draw_buffer(buf, state.frames.info(), &overlay, &mut state.blender).map_err(|e| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
             gst::FlowError::Error
         })?;
@@ -233,13 +239,15 @@ impl VideoFilterImpl for StableKeypointsOverlay {
     ) -> Result<(), gst::LoggableError> {
         gst::debug!(CAT, imp = self, "configured for {:?}", incaps);
         let mut st = lock(&self.state);
+        let frames = Frames::new(in_info.clone());
         match st.as_mut() {
-            Some(state) => state.info = in_info.clone(),
+            Some(state) => state.frames = frames,
             None => {
                 *st = Some(State {
-                    info: in_info.clone(),
+                    frames,
                     blender: Blender::default(),
-                    warned: false,
+                    warned_malformed: false,
+                    warned_moved: false,
                 })
             }
         }

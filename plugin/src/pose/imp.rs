@@ -11,7 +11,8 @@ use std::sync::{LazyLock, Mutex};
 
 use super::regress::{Pose, PoseError};
 use crate::lock;
-use crate::meta::{FrameKeypoints, TokenIdentity};
+use crate::meta::geometry::Frames;
+use crate::meta::{FrameKeypoints, ReadError, TokenIdentity};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -29,9 +30,13 @@ struct Settings {
 struct State {
     pose: Pose,
     info: Option<gst_video::VideoInfo>,
+    /// What the keypoints are checked against (raw video caps only).
+    frames: Option<Frames>,
     /// The tokens last checked against the pose file.
     checked: Option<TokenIdentity>,
     warned_unchecked: bool,
+    /// Keypoints that no longer fit the frame are warned about once.
+    warned_moved: bool,
 }
 
 #[derive(Default)]
@@ -143,8 +148,10 @@ impl BaseTransformImpl for StableKeypointsPose {
         *lock(&self.state) = Some(State {
             pose,
             info: None,
+            frames: None,
             checked: None,
             warned_unchecked: false,
+            warned_moved: false,
         });
         Ok(())
     }
@@ -157,14 +164,28 @@ impl BaseTransformImpl for StableKeypointsPose {
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         if let Some(state) = lock(&self.state).as_mut() {
             state.info = gst_video::VideoInfo::from_caps(incaps).ok();
+            state.frames = Frames::from_caps(incaps);
         }
         self.parent_set_caps(incaps, outcaps)
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut frame = match FrameKeypoints::from_buffer(buf) {
+        let mut guard = lock(&self.state);
+        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let mut frame = match FrameKeypoints::for_frame(buf, state.frames.as_ref()) {
             None => return Ok(gst::FlowSuccess::Ok),
             Some(Ok(f)) => f,
+            Some(Err(e @ ReadError::Moved(_))) => {
+                if !std::mem::replace(&mut state.warned_moved, true) {
+                    drop(guard);
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Not regressing landmarks from {}", e)
+                    );
+                }
+                return Ok(gst::FlowSuccess::Ok);
+            }
             Some(Err(e)) => {
                 gst::warning!(
                     CAT,
@@ -175,8 +196,6 @@ impl BaseTransformImpl for StableKeypointsPose {
                 return Ok(gst::FlowSuccess::Ok);
             }
         };
-        let mut guard = lock(&self.state);
-        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         match &frame.tokens {
             Some(t) if state.checked.as_ref() != Some(t) => {
                 if let Err(e) = state.pose.check_identity(t) {

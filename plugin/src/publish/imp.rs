@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use super::mqtt::{self, Counters};
 use super::output::{Output, Target};
-use super::{FormatProp, QosProp, CAT};
+use super::{FormatProp, FrameIndexProp, QosProp, CAT};
 use crate::export::{self, FrameTimes};
-use crate::meta::FrameKeypoints;
+use crate::framerate::{FrameRate, SourceIndex};
+use crate::meta::geometry::Frames;
+use crate::meta::{FrameKeypoints, ReadError};
 
 const DEFAULT_TOPIC: &str = "stablekeypoints";
 const DEFAULT_QOS: QosProp = QosProp::AtMostOnce;
@@ -25,6 +27,7 @@ const DEFAULT_QUEUE_SIZE: u32 = 256;
 const DEFAULT_FLUSH_TIMEOUT_MS: u32 = 2000;
 const DEFAULT_FORMAT: FormatProp = FormatProp::JsonLines;
 const DEFAULT_POST_MESSAGES: bool = false;
+const DEFAULT_FRAME_INDEX: FrameIndexProp = FrameIndexProp::Count;
 /// At most one dropped-records warning per this interval (and one at EOS).
 const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 /// Name of the details structure of the dropped-records warning.
@@ -46,6 +49,7 @@ struct Settings {
     flush_timeout: u32,
     format: FormatProp,
     post_messages: bool,
+    frame_index: FrameIndexProp,
 }
 
 impl Default for Settings {
@@ -65,6 +69,7 @@ impl Default for Settings {
             flush_timeout: DEFAULT_FLUSH_TIMEOUT_MS,
             format: DEFAULT_FORMAT,
             post_messages: DEFAULT_POST_MESSAGES,
+            frame_index: DEFAULT_FRAME_INDEX,
         }
     }
 }
@@ -109,13 +114,21 @@ impl Settings {
 
 struct State {
     output: Option<Output>,
-    /// Frame size from the caps (video caps only); else the metadata's source size.
-    size: Option<(u32, u32)>,
+    /// The frames from the caps (raw video caps only): the size records are in, and what
+    /// the keypoints are checked against; else the metadata's source size.
+    frames: Option<Frames>,
+    /// The caps' frame rate, when usable.
+    rate: Option<FrameRate>,
+    /// `frame-index=count`.
     next_index: u64,
+    /// `frame-index=timestamp`.
+    source_index: SourceIndex,
     /// `records-dropped` when the last warning was posted.
     warned_dropped: u64,
     last_warning: Option<Instant>,
     warned_malformed: bool,
+    /// Keypoints that no longer fit the frame are warned about once.
+    warned_moved: bool,
 }
 
 #[derive(Default)]
@@ -261,6 +274,11 @@ impl ObjectImpl for StableKeypointsPublish {
                     .blurb("json-lines (one record per frame) or coco (COCO keypoint results)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("frame-index", DEFAULT_FRAME_INDEX)
+                    .nick("Frame index")
+                    .blurb("How each record's `frame` is numbered: count (buffers since the element started) or timestamp (the source's frame index, stream time x frame rate: frames lost upstream leave their numbers unused; frames without a timestamp, and variable-rate streams, are counted on)")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("post-messages")
                     .nick("Post messages")
                     .blurb("Post a `stablekeypoints` element message per frame on the bus")
@@ -321,6 +339,7 @@ impl ObjectImpl for StableKeypointsPublish {
             "flush-timeout" => s.flush_timeout = value.get().expect("type checked upstream"),
             "format" => s.format = value.get().expect("type checked upstream"),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
+            "frame-index" => s.frame_index = value.get().expect("type checked upstream"),
             _ => unimplemented!(),
         }
         gst::debug!(CAT, imp = self, "set `{}`", name);
@@ -345,6 +364,7 @@ impl ObjectImpl for StableKeypointsPublish {
             "flush-timeout" => s.flush_timeout.to_value(),
             "format" => s.format.to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "frame-index" => s.frame_index.to_value(),
             "records-sent" => self.counters().sent().to_value(),
             "records-dropped" => self.counters().dropped().to_value(),
             _ => unimplemented!(),
@@ -405,11 +425,14 @@ impl BaseTransformImpl for StableKeypointsPublish {
         *lock(&self.counters) = counters;
         *lock(&self.state) = Some(State {
             output,
-            size: None,
+            frames: None,
+            rate: None,
             next_index: 0,
+            source_index: SourceIndex::default(),
             warned_dropped: 0,
             last_warning: None,
             warned_malformed: false,
+            warned_moved: false,
         });
         gst::info!(CAT, imp = self, "publishing ({:?})", s.format);
         Ok(())
@@ -426,16 +449,20 @@ impl BaseTransformImpl for StableKeypointsPublish {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        let size = gst_video::VideoInfo::from_caps(incaps)
-            .ok()
-            .map(|i| (i.width(), i.height()));
         if let Some(state) = lock(&self.state).as_mut() {
-            state.size = size;
+            state.frames = Frames::from_caps(incaps);
+            state.rate = FrameRate::of_caps(incaps);
         }
         Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::FlushStop(_) = event.view() {
+            // A seek: the next frame's index comes from its own timestamp.
+            if let Some(state) = lock(&self.state).as_mut() {
+                state.source_index.reset();
+            }
+        }
         if let gst::EventView::Eos(_) = event.view() {
             let timeout = Duration::from_millis(lock(&self.settings).flush_timeout as u64);
             let (result, warning) = match lock(&self.state).as_mut() {
@@ -466,15 +493,32 @@ impl BaseTransformImpl for StableKeypointsPublish {
         &self,
         buf: &gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let post_messages = lock(&self.settings).post_messages;
+        let (post_messages, frame_index) = {
+            let s = lock(&self.settings);
+            (s.post_messages, s.frame_index)
+        };
         let segment = self.obj().segment();
+        let times = FrameTimes::of(buf, &segment);
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let index = state.next_index;
-        state.next_index += 1;
-        let (mut message, mut error) = (None, None);
-        match FrameKeypoints::from_buffer(buf) {
+        let index = match frame_index {
+            FrameIndexProp::Count => {
+                state.next_index += 1;
+                state.next_index - 1
+            }
+            FrameIndexProp::Timestamp => {
+                let t = times.stream_time.or(times.pts);
+                state.source_index.next(state.rate, t)
+            }
+        };
+        let (mut message, mut error, mut moved) = (None, None, None);
+        match FrameKeypoints::for_frame(buf, state.frames.as_ref()) {
             None => {}
+            Some(Err(e @ ReadError::Moved(_))) if !state.warned_moved => {
+                state.warned_moved = true;
+                moved = Some(e);
+            }
+            Some(Err(ReadError::Moved(_))) => {}
             Some(Err(e)) if !state.warned_malformed => {
                 state.warned_malformed = true;
                 gst::warning!(CAT, imp = self, "frame {}: {}; no record", index, e);
@@ -482,9 +526,9 @@ impl BaseTransformImpl for StableKeypointsPublish {
             Some(Err(_)) => {}
             Some(Ok(frame)) => {
                 let (w, h) = state
-                    .size
-                    .unwrap_or((frame.source_width, frame.source_height));
-                let times = FrameTimes::of(buf, &segment);
+                    .frames
+                    .as_ref()
+                    .map_or((frame.source_width, frame.source_height), Frames::size);
                 if post_messages {
                     message = Some(export::message(&frame, index, &times, w, h));
                 }
@@ -496,6 +540,13 @@ impl BaseTransformImpl for StableKeypointsPublish {
         }
         let warning = self.drop_warning(state, false);
         drop(guard);
+        if let Some(e) = moved {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                ("Frame {}: no record of {}", index, e)
+            );
+        }
         if let Some(st) = message {
             self.post(Some(
                 gst::message::Element::builder(st).src(&*self.obj()).build(),

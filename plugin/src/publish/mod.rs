@@ -44,6 +44,22 @@ pub enum FormatProp {
     Coco = 1,
 }
 
+/// How records are numbered (`frame-index`).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStableKeypointsPublishFrameIndex")]
+pub enum FrameIndexProp {
+    /// Buffers since the element started.
+    #[enum_value(name = "Buffers since the element started", nick = "count")]
+    Count = 0,
+    /// The source's frame index: the stream time times the frame rate.
+    #[enum_value(
+        name = "The source's frame index, from the stream time and the frame rate",
+        nick = "timestamp"
+    )]
+    Timestamp = 1,
+}
+
 /// MQTT quality of service (`mqtt-qos`).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
@@ -64,6 +80,7 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     FormatProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    FrameIndexProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     QosProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),

@@ -31,7 +31,8 @@ use super::CAT;
 use crate::convert::ToRgb;
 use crate::formats::{core_reads, refusal_reason};
 use crate::lock;
-use crate::meta::TokenIdentity;
+use crate::meta::geometry::Signature;
+use crate::meta::{carrier, TokenIdentity};
 use crate::overlay::{draw_buffer, frame_scene, Blender, DrawSettings};
 use crate::pose::Pose;
 
@@ -296,6 +297,11 @@ impl StableKeypoints {
                 })?;
             }
             frame.attach(buf);
+            // The picture as it leaves (drawn), so that readers downstream can tell whether
+            // a transform moved it under the keypoints.
+            if let Some(signature) = Signature::of_buffer(buf, &info) {
+                carrier::sign(buf, &signature);
+            }
             #[cfg(feature = "analytics")]
             if let Err(e) = crate::analytics::attach(&frame, buf) {
                 gst::warning!(CAT, imp = self, "cannot add analytics keypoints: {}", e);

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use super::{SmoothingProp, TrackGapProp};
 use crate::lock;
-use crate::meta::FrameKeypoints;
+use crate::meta::geometry::Frames;
+use crate::meta::{FrameKeypoints, ReadError};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -74,13 +75,17 @@ struct Frame {
 #[derive(Default)]
 struct State {
     info: Option<gst_video::VideoInfo>,
+    /// What the keypoints are checked against (raw video caps only).
+    frames: Option<Frames>,
     interpolator: Interpolator<Frame>,
     smoother: KeypointSmoother,
     next_index: u64,
     ready: VecDeque<gst::Buffer>,
     queued: Option<gst::Buffer>,
-    /// Malformed metadata and stale landmarks are warned about once.
+    /// Malformed metadata, keypoints that no longer fit the frame and stale landmarks are
+    /// warned about once.
     warned_malformed: bool,
+    warned_moved: bool,
     warned_pose: bool,
 }
 
@@ -107,14 +112,24 @@ impl StableKeypointsTrack {
     fn accept(&self, state: &mut State, buffer: gst::Buffer, s: &Settings) -> Vec<Tracked<Frame>> {
         let index = state.next_index;
         state.next_index += 1;
-        let meta = match FrameKeypoints::from_buffer(&buffer) {
+        let meta = match FrameKeypoints::for_frame(&buffer, state.frames.as_ref()) {
             Some(Ok(f)) => Some(f),
-            Some(Err(e)) => {
+            Some(Err(e @ ReadError::Malformed(_))) => {
                 if !std::mem::replace(&mut state.warned_malformed, true) {
                     gst::element_imp_warning!(
                         self,
                         gst::StreamError::Format,
                         ("Passing malformed keypoint metadata on untouched: {}", e)
+                    );
+                }
+                None
+            }
+            Some(Err(e @ ReadError::Moved(_))) => {
+                if !std::mem::replace(&mut state.warned_moved, true) {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Not tracking {}", e)
                     );
                 }
                 None
@@ -347,7 +362,10 @@ impl BaseTransformImpl for StableKeypointsTrack {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        lock(&self.state).info = gst_video::VideoInfo::from_caps(incaps).ok();
+        let mut state = lock(&self.state);
+        state.info = gst_video::VideoInfo::from_caps(incaps).ok();
+        state.frames = Frames::from_caps(incaps);
+        drop(state);
         self.parent_set_caps(incaps, outcaps)
     }
 
