@@ -1294,3 +1294,37 @@ fn frame_index_timestamp_keeps_the_source_index_after_lost_frames() {
         [(0, ms(0)), (1, ms(1)), (2, ms(2)), (3, ms(6)), (5, ms(8))]
     );
 }
+
+/// A COCO file is rewritten every few seconds before EOS: a pipeline killed without one
+/// (SIGTERM, a crash) leaves the results of all but its last seconds, never a `[]` that
+/// reads as "no frames".
+#[test]
+fn a_coco_file_keeps_the_frames_of_a_run_stopped_without_eos() {
+    let path = scratch().join("killed.coco.json");
+    let mut h = harness(
+        &format!("location={} format=coco", path.display()),
+        "video/x-raw,format=RGB,width=100,height=50,framerate=25/1",
+    );
+    let frames_in = |path: &Path| {
+        let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let mut ids: Vec<u64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["image_id"].as_u64().unwrap())
+            .collect();
+        ids.dedup();
+        ids.len()
+    };
+    for i in 0..3 {
+        h.push(buffer(i, Some(&meta(i, false)))).unwrap();
+    }
+    assert_eq!(frames_in(&path), 0, "not yet rewritten");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    h.push(buffer(3, Some(&meta(3, false)))).unwrap();
+    assert_eq!(frames_in(&path), 4);
+    h.push(buffer(4, Some(&meta(4, false)))).unwrap();
+    // Dropped without an EOS, as a killed process leaves it.
+    drop(h);
+    assert!(frames_in(&path) >= 4);
+}

@@ -39,7 +39,8 @@ pub enum FormatProp {
     /// One JSON object per frame (schema `stablekeypoints-frame/1`).
     #[enum_value(name = "JSON lines: one record per frame", nick = "json-lines")]
     JsonLines = 0,
-    /// COCO keypoint results: one document at EOS for a file or stdout, one per frame for MQTT.
+    /// COCO keypoint results: one document for a file (rewritten every few seconds and at
+    /// EOS) or stdout (at EOS), one per frame for MQTT.
     #[enum_value(name = "COCO keypoint results", nick = "coco")]
     Coco = 1,
 }

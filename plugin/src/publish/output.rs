@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::mqtt::{self, Counters, Publisher};
 use super::FormatProp;
@@ -25,8 +25,8 @@ enum Sink {
         path: PathBuf,
         lines: LineWriter<File>,
     },
-    /// Replaced as a whole at each EOS: `path` is the file a symbolic link `location` leads
-    /// to, `lock` the open file holding its lock.
+    /// Replaced as a whole at each EOS and every few seconds between: `path` is the file a
+    /// symbolic link `location` leads to, `lock` the open file holding its lock.
     CocoFile {
         path: PathBuf,
         lock: File,
@@ -38,12 +38,19 @@ enum Sink {
 pub struct Output {
     sink: Sink,
     format: FormatProp,
-    /// COCO frames of a file or stdout, written as one document at EOS.
+    /// COCO frames of a file or stdout, written as one document (see [`Output::save_coco`]).
     coco: Coco,
     /// Frames in the COCO document last written.
     coco_written: usize,
+    /// When the COCO file was last replaced, and what that cost.
+    coco_saved: (Instant, Duration),
     counters: Arc<Counters>,
 }
+
+/// The least time between two rewrites of a COCO file before EOS: a process killed without
+/// an EOS (SIGTERM, a crash) loses at most the records of about this long. Rewrites also wait
+/// ten times their own cost, so a long run's growing document costs at most ~10% of the time.
+const COCO_SAVE_EVERY: Duration = Duration::from_secs(2);
 
 /// Replaces `path` (a regular file or a new name, see [`output_target`]) with `bytes` in one
 /// step, through `PATH.part` in the same folder: a crash leaves the old or the new document,
@@ -151,6 +158,7 @@ impl Output {
             format,
             coco: Coco::new(),
             coco_written: 0,
+            coco_saved: (Instant::now(), Duration::ZERO),
             counters,
         })
     }
@@ -188,10 +196,45 @@ impl Output {
             (Sink::Mqtt(p), FormatProp::Coco) => {
                 p.publish(Coco::frame_json(record.frame, None, record)?);
             }
-            (Sink::CocoFile { .. }, _) | (Sink::Stdout(_), FormatProp::Coco) => {
-                self.coco.add(record.frame, None, record)?
+            (Sink::CocoFile { .. }, _) => {
+                self.coco.add(record.frame, None, record)?;
+                let (at, cost) = self.coco_saved;
+                if at.elapsed() >= COCO_SAVE_EVERY.max(cost * 10) {
+                    self.save_coco()?;
+                }
             }
+            (Sink::Stdout(_), FormatProp::Coco) => self.coco.add(record.frame, None, record)?,
         }
+        Ok(())
+    }
+
+    /// Writes the COCO document of every frame so far (a file is replaced in one step; the
+    /// standard output gets it once, at EOS).
+    fn save_coco(&mut self) -> Result<(), String> {
+        if self.coco.len() == self.coco_written {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut doc = self.coco.to_json();
+        doc.push(b'\n');
+        match &mut self.sink {
+            Sink::CocoFile { path, lock } => {
+                replace_file(path, &doc)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                *lock = open_locked(path)?;
+            }
+            Sink::Stdout(_) => {
+                let mut out = io::stdout().lock();
+                out.write_all(&doc)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| format!("cannot write to standard output: {e}"))?
+            }
+            Sink::LinesFile { .. } | Sink::Mqtt(_) => {}
+        }
+        let new = self.coco.len() - self.coco_written;
+        self.counters.add_sent(new as u64);
+        self.coco_written = self.coco.len();
+        self.coco_saved = (Instant::now(), started.elapsed());
         Ok(())
     }
 
@@ -209,26 +252,8 @@ impl Output {
     /// At EOS: writes the COCO document, syncs the file, or waits up to `timeout` for the
     /// broker to take the queued records (false when some are still queued).
     pub fn finish(&mut self, timeout: Duration) -> Result<bool, String> {
-        if self.format == FormatProp::Coco && self.coco.len() != self.coco_written {
-            let mut doc = self.coco.to_json();
-            doc.push(b'\n');
-            match &mut self.sink {
-                Sink::CocoFile { path, lock } => {
-                    replace_file(path, &doc)
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                    *lock = open_locked(path)?;
-                }
-                Sink::Stdout(_) => {
-                    let mut out = io::stdout().lock();
-                    out.write_all(&doc)
-                        .and_then(|_| out.flush())
-                        .map_err(|e| format!("cannot write to standard output: {e}"))?
-                }
-                Sink::LinesFile { .. } | Sink::Mqtt(_) => {}
-            }
-            let new = self.coco.len() - self.coco_written;
-            self.counters.add_sent(new as u64);
-            self.coco_written = self.coco.len();
+        if self.format == FormatProp::Coco {
+            self.save_coco()?;
         }
         match &mut self.sink {
             Sink::LinesFile { path, lines } => lines
