@@ -903,3 +903,28 @@ fn bin_weights_are_the_same_model_as_the_safetensors() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A file where a diffusers folder is needed (a student given to `train`) is named as a
+/// file, not as a folder that does not exist.
+#[test]
+fn a_file_given_as_a_model_folder_is_called_a_file() {
+    let d = tmpdir("file-model");
+    let student =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/figure/student.safetensors");
+    let out = run(bin()
+        .args(["train", "--model"])
+        .arg(&student)
+        .arg("--input")
+        .arg(data("tiny-sd1/image.png"))
+        .arg("--out")
+        .arg(d.join("t.safetensors")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("student.safetensors: is a file, not a diffusers model directory"),
+        "{err}"
+    );
+    assert!(!d.join("t.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}

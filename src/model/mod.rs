@@ -33,6 +33,8 @@ pub fn weights_files(dir: &Path, sub: &str) -> Result<Vec<PathBuf>> {
     if !d.is_dir() {
         let what = if dir.is_dir() {
             format!("no `{sub}/` directory (expected a diffusers model directory)")
+        } else if dir.exists() {
+            "is a file, not a diffusers model directory (unet/ and vae/)".to_string()
         } else {
             "model directory does not exist".to_string()
         };
