@@ -306,12 +306,19 @@ struct Shared {
     counters: Arc<Counters>,
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Why the last record was dropped, recorded when it was (a warning issued after the
+    /// broker came back still names the outage, not the queue).
+    drop_reason: Mutex<Option<String>>,
     stop: tokio::sync::Notify,
     /// Signalled whenever records are confirmed or lost (for [`Publisher::flush`]).
     progress: (Mutex<()>, Condvar),
 }
 
 impl Shared {
+    fn dropped_because(&self, why: String) {
+        *self.drop_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
     fn progressed(&self) {
         let _guard = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
         self.progress.1.notify_all();
@@ -340,6 +347,7 @@ impl Publisher {
             counters,
             connected: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            drop_reason: Mutex::new(None),
             stop: tokio::sync::Notify::new(),
             progress: (Mutex::new(()), Condvar::new()),
         });
@@ -384,23 +392,45 @@ impl Publisher {
     /// full).
     pub fn publish(&self, payload: Vec<u8>) -> bool {
         let c = &self.shared.counters;
-        let ok = self.shared.connected.load(Ordering::Acquire)
-            && self
-                .client
-                .try_publish(self.topic.as_str(), self.qos, false, payload)
-                .is_ok();
-        if ok {
-            c.accepted.fetch_add(1, Ordering::AcqRel);
+        let refused = if !self.shared.connected.load(Ordering::Acquire) {
+            Some(match self.last_error() {
+                Some(e) => format!("not connected to the broker ({e})"),
+                None => "not connected to the broker".to_string(),
+            })
+        } else if self
+            .client
+            .try_publish(self.topic.as_str(), self.qos, false, payload)
+            .is_err()
+        {
+            Some("the queue is full".to_string())
         } else {
-            c.refused.fetch_add(1, Ordering::AcqRel);
+            None
+        };
+        match refused {
+            None => {
+                c.accepted.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Some(why) => {
+                c.refused.fetch_add(1, Ordering::AcqRel);
+                self.shared.dropped_because(why);
+                false
+            }
         }
-        ok
     }
 
-    /// Why the last records were dropped.
-    pub fn last_error(&self) -> Option<String> {
+    fn last_error(&self) -> Option<String> {
         self.shared
             .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why the last record was dropped, as it was when it was.
+    pub fn drop_reason(&self) -> Option<String> {
+        self.shared
+            .drop_reason
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -515,6 +545,9 @@ async fn run(
                     "MQTT connection: {msg}; {lost} queued records lost, retrying in {backoff:?}"
                 );
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+                if lost > 0 {
+                    shared.dropped_because(format!("lost with the connection (broker: {msg})"));
+                }
                 shared.progressed();
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Err(msg));

@@ -241,10 +241,7 @@ impl Output {
     /// Why records were dropped, if the output drops any.
     pub fn drop_reason(&self) -> Option<String> {
         match &self.sink {
-            Sink::Mqtt(p) => Some(
-                p.last_error()
-                    .map_or_else(|| "the queue is full".into(), |e| format!("broker: {e}")),
-            ),
+            Sink::Mqtt(p) => p.drop_reason(),
             _ => None,
         }
     }
