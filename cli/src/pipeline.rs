@@ -364,6 +364,14 @@ pub fn run_video(
     for gap in timeline.gaps() {
         eprintln!("warning: {}: {gap}", input.display());
     }
+    // Within the end's tolerance, but still a frame short of what the file declares.
+    if let Some(total) = total.filter(|&t| decoded < t && timeline.gaps().is_empty()) {
+        eprintln!(
+            "warning: {}: {decoded} of the {total} frames the file declares were decoded \
+             (the end may be cut or damaged)",
+            input.display()
+        );
+    }
     Ok(VideoDone {
         frames: lines,
         seconds: start.elapsed().as_secs_f64(),

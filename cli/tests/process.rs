@@ -1114,3 +1114,51 @@ fn frames_lost_in_the_middle_are_reported_and_later_frames_keep_their_index() {
     }
     assert_eq!(decoded_frames(&result.join("annotated.mp4")), kept.len());
 }
+
+/// A file cut so that its end falls within the end-of-file tolerance (an AVI cut at half
+/// still declares the frames it indexes) is processed with a warning naming the frames
+/// decoded against those declared; the whole file gets none.
+#[test]
+fn a_file_a_frame_short_of_what_it_declares_is_warned_about() {
+    let dir = temp_dir("cut-avi");
+    let Some(whole) = make_clip_as(&dir, "whole.avi", "I420", &["jpegenc", "!", "avimux"]) else {
+        return;
+    };
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.join("cut.avi");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let process = |input: &Path, out: &str| {
+        let o = bin()
+            .args(["process", "--model"])
+            .arg(tiny_dir())
+            .arg("--tokens")
+            .arg(tiny_dir().join("tokens.safetensors"))
+            .arg("--no-noise")
+            .arg("--input")
+            .arg(input)
+            .arg("--out-dir")
+            .arg(dir.join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = process(&whole, "whole");
+    assert!(!err.contains("warning"), "{err}");
+    let err = process(&cut, "cut");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("frames the file declares were decoded"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    // "N of the M frames ...": fewer decoded than declared, and the lines match the N.
+    let words: Vec<&str> = warning.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "of").unwrap();
+    let (decoded, declared): (usize, usize) = (
+        words[at - 1].parse().unwrap(),
+        words[at + 2].parse().unwrap(),
+    );
+    assert!(decoded < declared, "{warning}");
+    let lines = std::fs::read_to_string(dir.join("cut/keypoints.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), decoded);
+    let _ = std::fs::remove_dir_all(&dir);
+}
