@@ -1,7 +1,7 @@
-//! The student's CPU inference: 3x3 stride-1 convolutions (83% of the arithmetic) on the
-//! direct kernel of `ops::direct`, the others as im2col plus one GEMM on the `gemm` crate's
-//! kernels (AVX2 or AVX-512, chosen at run time), with the bias, the residual and the ReLU
-//! applied in one pass over the output. No tensors, no per-op dispatch: at
+//! The student's CPU inference: its 3x3 convolutions (99% of the arithmetic) on the direct
+//! kernel of `ops::direct`, its 1x1 ones as one GEMM on the `gemm` crate's kernels (AVX2 or
+//! AVX-512, chosen at run time), with the bias, the residual and the ReLU applied in one
+//! pass over the output. No tensors, no per-op dispatch: at
 //! 0.2 GFLOP a frame the framework's overheads would cost more than the arithmetic.
 
 use super::net::{self, LAYERS};
@@ -10,15 +10,19 @@ use crate::ops::direct::{self, Epilogue, Packed3x3};
 use rayon::prelude::*;
 
 struct Layer {
-    /// `[cout, cin*k*k]`, row-major.
-    w: Vec<f32>,
-    /// The same weights for the direct kernel, for the 3x3 layers.
-    direct: Option<Packed3x3>,
+    kernel: Kernel,
     b: Vec<f32>,
     cin: usize,
     cout: usize,
-    k: usize,
     stride: usize,
+}
+
+/// A layer's weights, laid out for the kernel that runs it.
+enum Kernel {
+    /// 3x3, stride 1 or 2.
+    Direct(Packed3x3),
+    /// 1x1, stride 1: `[cout, cin]`, row-major.
+    Pointwise(Vec<f32>),
 }
 
 /// A feature map `[c, h, w]`.
@@ -52,13 +56,16 @@ impl Engine {
             .map(|(i, (wt, b))| {
                 let [cout, cin, k, _] = net::weight_shape(&info.widths, info.num_keypoints, i);
                 let stride = LAYERS[i].4;
+                let kernel = match (k, stride) {
+                    (3, _) => Kernel::Direct(Packed3x3::new(wt, cout, cin)),
+                    (1, 1) => Kernel::Pointwise(wt.clone()),
+                    _ => unreachable!("the student has 3x3 and 1x1 stride-1 layers only"),
+                };
                 Layer {
-                    direct: (k == 3).then(|| Packed3x3::new(wt, cout, cin)),
-                    w: wt.clone(),
+                    kernel,
                     b: b.clone(),
                     cin,
                     cout,
-                    k,
                     stride,
                 }
             })
@@ -146,32 +153,27 @@ fn up2_add(a: &Map, skip: &Map) -> Map {
 /// `layer(x)` (padding k/2) + bias (+ `residual`), then `act`.
 fn conv(l: &Layer, x: &Map, act: Act, residual: Option<&Map>, par: gemm::Parallelism) -> Map {
     debug_assert_eq!(x.c, l.cin);
-    if let Some(k) = &l.direct {
-        let e = Epilogue {
-            bias: &l.b,
-            residual: residual.map(|r| &r.v[..]),
-            relu: act == Act::Relu,
-        };
-        let parallel = !matches!(par, gemm::Parallelism::None);
-        return Map {
-            v: direct::conv3x3(&x.v, x.h, x.w, l.stride, k, e, parallel),
-            c: l.cout,
-            h: x.h.div_ceil(l.stride),
-            w: x.w.div_ceil(l.stride),
-        };
-    }
-    let p = l.k / 2;
-    let oh = (x.h + 2 * p - l.k) / l.stride + 1;
-    let ow = (x.w + 2 * p - l.k) / l.stride + 1;
-    let pix = oh * ow;
-    let rows = l.cin * l.k * l.k;
-    let col;
-    let src: &[f32] = if l.k == 1 && l.stride == 1 {
-        &x.v
-    } else {
-        col = im2col(x, l.k, l.stride, oh, ow);
-        &col
+    let w = match &l.kernel {
+        Kernel::Pointwise(w) => w,
+        Kernel::Direct(k) => {
+            let e = Epilogue {
+                bias: &l.b,
+                residual: residual.map(|r| &r.v[..]),
+                relu: act == Act::Relu,
+            };
+            let parallel = !matches!(par, gemm::Parallelism::None);
+            return Map {
+                v: direct::conv3x3(&x.v, x.h, x.w, l.stride, k, e, parallel),
+                c: l.cout,
+                h: x.h.div_ceil(l.stride),
+                w: x.w.div_ceil(l.stride),
+            };
+        }
     };
+    let (oh, ow) = (x.h, x.w);
+    let pix = oh * ow;
+    let rows = l.cin;
+    let src: &[f32] = &x.v;
     // Output starts as the bias (plus the residual) and the product is added to it.
     let mut out = vec![0f32; l.cout * pix];
     for (o, row) in out.chunks_mut(pix).enumerate() {
@@ -184,7 +186,7 @@ fn conv(l: &Layer, x: &Map, act: Act, residual: Option<&Map>, par: gemm::Paralle
             None => row.fill(l.b[o]),
         }
     }
-    // SAFETY: out [cout, pix], w [cout, rows], src [rows, pix], all row-major and in bounds.
+    // SAFETY: out [cout, pix], w [cout, cin], src [cin, pix], all row-major and in bounds.
     unsafe {
         gemm::gemm(
             l.cout,
@@ -194,7 +196,7 @@ fn conv(l: &Layer, x: &Map, act: Act, residual: Option<&Map>, par: gemm::Paralle
             1,
             pix as isize,
             true,
-            l.w.as_ptr(),
+            w.as_ptr(),
             1,
             rows as isize,
             src.as_ptr(),
@@ -217,32 +219,6 @@ fn conv(l: &Layer, x: &Map, act: Act, residual: Option<&Map>, par: gemm::Paralle
         h: oh,
         w: ow,
     }
-}
-
-/// `[c, h, w]` -> `[c*k*k, oh*ow]` columns, zero padding k/2.
-fn im2col(x: &Map, k: usize, s: usize, oh: usize, ow: usize) -> Vec<f32> {
-    let p = k / 2;
-    let pix = oh * ow;
-    let mut col = vec![0f32; x.c * k * k * pix];
-    for (r, dst) in col.chunks_mut(pix).enumerate() {
-        let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-        let plane = &x.v[c * x.h * x.w..(c + 1) * x.h * x.w];
-        for oy in 0..oh {
-            let iy = (oy * s + ky) as isize - p as isize;
-            if iy < 0 || iy >= x.h as isize {
-                continue;
-            }
-            let src = &plane[iy as usize * x.w..(iy as usize + 1) * x.w];
-            let row = &mut dst[oy * ow..(oy + 1) * ow];
-            for (ox, d) in row.iter_mut().enumerate() {
-                let ix = (ox * s + kx) as isize - p as isize;
-                if ix >= 0 && ix < x.w as isize {
-                    *d = src[ix as usize];
-                }
-            }
-        }
-    }
-    col
 }
 
 #[cfg(test)]
