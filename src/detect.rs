@@ -410,35 +410,60 @@ impl Detector {
         frames: &[FrameRef],
         keys: &[u64],
     ) -> Result<Vec<Detection>> {
-        if keys.len() != frames.len() {
+        let s = self.size;
+        let crop = self.opts.crop;
+        let inputs = frames.iter().map(|f| to_model_input(f, s, crop)).collect();
+        self.detect_inputs_keyed(inputs, keys)
+    }
+
+    /// Keypoints of prepared model inputs (a frame's, a region's: [`to_model_input`],
+    /// [`crate::frame::region_to_model_input`]), input i being item `keys[i]`, with one
+    /// forward pass for all of them (one pass per input with test-time augmentation); each
+    /// mapped back to its frame through its fit.
+    pub fn detect_inputs_keyed(
+        &mut self,
+        inputs: Vec<(Vec<f32>, Fit)>,
+        keys: &[u64],
+    ) -> Result<Vec<Detection>> {
+        if keys.len() != inputs.len() {
             return Err(Error::Invalid(format!(
-                "{} item keys for {} frames",
+                "{} item keys for {} model inputs",
                 keys.len(),
-                frames.len()
+                inputs.len()
             )));
         }
-        if self.opts.augmentations > 1 || self.opts.warp_every_pass || frames.len() < 2 {
-            return frames
-                .iter()
+        if self.opts.augmentations > 1 || self.opts.warp_every_pass || inputs.len() < 2 {
+            return inputs
+                .into_iter()
                 .zip(keys)
-                .map(|(f, &k)| {
+                .map(|((input, fit), &k)| {
                     self.set_item_key(k);
-                    self.detect_frame(f)
+                    self.detect_prepared(input, &fit)
                 })
                 .collect();
+        }
+        let s = self.size;
+        if let Some((input, fit)) = inputs
+            .iter()
+            .find(|(i, f)| i.len() != 3 * s * s || f.size != s)
+        {
+            return Err(Error::Invalid(format!(
+                "model input of {} values (fit for {}) given to a detector of input size {s}",
+                input.len(),
+                fit.size
+            )));
         }
         let seed = self.opts.seed;
         let mut rngs: Vec<Rng> = keys.iter().map(|&k| item_rng(seed, k)).collect();
         self.set_item_key(keys[keys.len() - 1].wrapping_add(1));
-        let s = self.size;
-        let mut pixels = Vec::with_capacity(frames.len() * 3 * s * s);
-        let mut fits = Vec::with_capacity(frames.len());
-        for f in frames {
-            let (input, fit) = to_model_input(f, s, self.opts.crop);
+        let n = inputs.len();
+        let mut pixels = Vec::with_capacity(n * 3 * s * s);
+        let mut fits = Vec::with_capacity(n);
+        for (input, fit) in inputs {
             pixels.extend_from_slice(&input);
             fits.push(fit);
         }
-        let images = Tensor::from_vec(pixels, (frames.len(), 3, s, s), self.device())?;
+        let images = Tensor::from_vec(pixels, (n, 3, s, s), self.device())?;
         let maps = self.maps_drawn(&images, &mut |i, buf| rngs[i].fill_normal(buf))?;
         let maps = resize(&maps, s, s, Interp::Bilinear)?;
         fits.iter()

@@ -4,9 +4,10 @@
 
 use crate::detect::{Detection, Detector};
 use crate::error::{Error, Result};
-use crate::frame::{CropMode, Fit, FrameRef};
+use crate::frame::{region_to_model_input, CropMode, Fit, FrameRef, Region};
 use crate::student::Student;
 use crate::tokens::Tokens;
+use rayon::prelude::*;
 use std::path::Path;
 
 /// Which tokens the keypoints are those of: their indices in keypoint order and their
@@ -51,14 +52,47 @@ impl Estimator {
         match self {
             Self::Teacher(d) => d.detect_frames_keyed(frames, keys),
             Self::Student(s) => {
-                if keys.len() != frames.len() {
-                    return Err(Error::Invalid(format!(
-                        "{} item keys for {} frames",
-                        keys.len(),
-                        frames.len()
-                    )));
-                }
+                check_keys(keys.len(), frames.len())?;
                 s.detect_frames(frames)
+            }
+        }
+    }
+
+    /// Keypoints of regions of frames (an object's box: `(frame index, region)`) as one
+    /// batch, region i being item `keys[i]`; each region is squared by the crop mode and
+    /// its keypoints are mapped back to its frame (normalised to the frame, not the box).
+    pub fn detect_regions_keyed(
+        &mut self,
+        frames: &[FrameRef],
+        regions: &[(usize, Region)],
+        keys: &[u64],
+    ) -> Result<Vec<Detection>> {
+        check_keys(keys.len(), regions.len())?;
+        if regions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (size, crop) = (self.input_size(), self.crop());
+        let inputs = regions
+            .par_iter()
+            .map(|(i, r)| {
+                let frame = frames.get(*i).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "region of frame {i} of a batch of {}",
+                        frames.len()
+                    ))
+                })?;
+                region_to_model_input(frame, r, size, crop)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match self {
+            Self::Teacher(d) => d.detect_inputs_keyed(inputs, keys),
+            Self::Student(s) => {
+                let (mut pixels, mut fits) = (Vec::new(), Vec::new());
+                for (input, fit) in inputs {
+                    pixels.extend_from_slice(&input);
+                    fits.push(fit);
+                }
+                s.detect_inputs(pixels, &fits)
             }
         }
     }
@@ -107,5 +141,104 @@ impl Estimator {
 
     pub fn is_student_estimator(&self) -> bool {
         matches!(self, Self::Student(_))
+    }
+}
+
+fn check_keys(keys: usize, items: usize) -> Result<()> {
+    if keys != items {
+        return Err(Error::Invalid(format!(
+            "{keys} item keys for {items} inputs"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::DetectOptions;
+    use crate::frame::PixelFormat;
+    use crate::init::{init_model, TinyArch};
+    use crate::Model;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_region_gives_the_keypoints_of_its_cut_mapped_into_the_frame() {
+        let dir = std::env::temp_dir().join(format!("skp-regions-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init_model(&dir, TinyArch::TinySd1, 3, 24, 5).unwrap();
+        let model = Arc::new(
+            Model::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap(),
+        );
+        let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
+        // A 24x24 cut, and a 40x36 frame holding it at (8, 5) with its edge pixels repeated
+        // around it (so the region's outermost samples read what the cut's do).
+        let (side, (fw, fh), (x0, y0)) = (24usize, (40usize, 36usize), (8usize, 5usize));
+        let cut: Vec<u8> = (0..side * side * 3).map(|p| (p * 31 % 251) as u8).collect();
+        let frame: Vec<u8> = (0..fh)
+            .flat_map(|y| {
+                let cy = y.saturating_sub(y0).min(side - 1);
+                let cut = &cut;
+                (0..fw).flat_map(move |x| {
+                    let cx = x.saturating_sub(x0).min(side - 1);
+                    cut[(cy * side + cx) * 3..][..3].to_vec()
+                })
+            })
+            .collect();
+        let cut_ref = FrameRef::packed(PixelFormat::Rgb, side, side, &cut, side * 3).unwrap();
+        let frame_ref = FrameRef::packed(PixelFormat::Rgb, fw, fh, &frame, fw * 3).unwrap();
+        let whole = Region {
+            x: 0.0,
+            y: 0.0,
+            w: fw as f64,
+            h: fh as f64,
+        };
+        let region = Region {
+            x: x0 as f64,
+            y: y0 as f64,
+            w: side as f64,
+            h: side as f64,
+        };
+        for noise in [false, true] {
+            let opts = DetectOptions {
+                noise,
+                ..Default::default()
+            };
+            let mut by_frame =
+                Estimator::teacher(Detector::new(model.clone(), &tokens, opts.clone()).unwrap());
+            let mut by_region =
+                Estimator::teacher(Detector::new(model.clone(), &tokens, opts).unwrap());
+            let want = by_frame
+                .detect_frames_keyed(&[frame_ref, cut_ref], &[7, 8])
+                .unwrap();
+            let got = by_region
+                .detect_regions_keyed(&[frame_ref], &[(0, whole), (0, region)], &[7, 8])
+                .unwrap();
+            assert_eq!(
+                want[0], got[0],
+                "the whole frame as a region, noise {noise}"
+            );
+            assert_eq!((got[1].width, got[1].height), (fw, fh));
+            for (g, w) in got[1].keypoints.iter().zip(&want[1].keypoints) {
+                let x = (x0 as f32 + w.x * side as f32) / fw as f32;
+                let y = (y0 as f32 + w.y * side as f32) / fh as f32;
+                assert!(
+                    (g.x - x).abs() < 1e-4 && (g.y - y).abs() < 1e-4,
+                    "{g:?} vs {w:?}"
+                );
+                assert!((g.score - w.score).abs() <= 1e-4 * w.score.abs().max(1e-3));
+            }
+            assert!(by_region
+                .detect_regions_keyed(&[frame_ref], &[(1, region)], &[0])
+                .is_err());
+            assert!(by_region
+                .detect_regions_keyed(&[frame_ref], &[(0, region)], &[])
+                .is_err());
+            assert!(by_region
+                .detect_regions_keyed(&[frame_ref], &[], &[])
+                .unwrap()
+                .is_empty());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

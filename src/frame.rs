@@ -252,6 +252,54 @@ impl std::str::FromStr for CropMode {
     }
 }
 
+/// A rectangle of a frame in pixels (continuous coordinates, corners at integers), such as
+/// an object's box. It may reach past the frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Region {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+}
+
+impl Region {
+    /// The box with `margin` of its width and height added on each side.
+    pub fn grown(&self, margin: f64) -> Self {
+        Self {
+            x: self.x - self.w * margin,
+            y: self.y - self.h * margin,
+            w: self.w * (1.0 + 2.0 * margin),
+            h: self.h * (1.0 + 2.0 * margin),
+        }
+    }
+
+    /// The square the model sees of this box, as `mode` squares a frame: letterbox keeps
+    /// the whole box (the square around it, with the frame's pixels beside it, black only
+    /// past the frame's edge), centre-crop its middle square, stretch the box itself.
+    pub fn squared(&self, mode: CropMode) -> Self {
+        let side = match mode {
+            CropMode::Letterbox => self.w.max(self.h),
+            CropMode::CenterCrop => self.w.min(self.h),
+            CropMode::Stretch => return *self,
+        };
+        Self {
+            x: self.x + (self.w - side) / 2.0,
+            y: self.y + (self.h - side) / 2.0,
+            w: side,
+            h: side,
+        }
+    }
+
+    /// Whether the box has a positive, finite size and position.
+    pub fn is_valid(&self) -> bool {
+        [self.x, self.y, self.w, self.h]
+            .iter()
+            .all(|v| v.is_finite())
+            && self.w > 0.0
+            && self.h > 0.0
+    }
+}
+
 /// The axis-aligned mapping between frame pixels and model-input pixels:
 /// model = frame * scale + offset per axis (continuous pixel coordinates, corners at
 /// integers). Letterbox and centre-crop scale both axes alike; stretch does not.
@@ -285,6 +333,23 @@ impl Fit {
         }
     }
 
+    /// `region` of a `width` x `height` frame resized onto the square, each axis on its own
+    /// (square it first with [`Region::squared`] to keep the aspect ratio). What lies
+    /// outside the frame is black, as the letterbox's padding.
+    pub fn of_region(width: usize, height: usize, region: &Region, size: usize) -> Self {
+        let s = size as f64;
+        let (scale_x, scale_y) = (s / region.w, s / region.h);
+        Self {
+            size,
+            width,
+            height,
+            scale_x,
+            scale_y,
+            offset_x: -region.x * scale_x,
+            offset_y: -region.y * scale_y,
+        }
+    }
+
     /// Normalised model coordinates ([0, 1] over the square) -> frame pixels, clamped to the frame.
     pub fn to_frame(&self, nx: f32, ny: f32) -> (f32, f32) {
         let s = self.size as f64;
@@ -314,13 +379,40 @@ pub fn to_model_input(frame: &FrameRef, size: usize, mode: CropMode) -> (Vec<f32
     if mode == CropMode::Stretch {
         return (resize_pil_bilinear(frame, size, size), fit);
     }
-    let inv = 1.0 / fit.scale_x;
-    let taps = (inv.ceil() as usize).clamp(1, 4);
+    (resample(frame, &fit), fit)
+}
+
+/// `region` of `frame` (squared by `mode`, see [`Region::squared`]) as the model's input,
+/// with the bilinear supersampling of [`to_model_input`]; the fit maps back to the frame.
+pub fn region_to_model_input(
+    frame: &FrameRef,
+    region: &Region,
+    size: usize,
+    mode: CropMode,
+) -> Result<(Vec<f32>, Fit)> {
+    if !region.is_valid() {
+        return Err(Error::Invalid(format!(
+            "region {region:?} of a {}x{} frame is empty or not finite",
+            frame.width, frame.height
+        )));
+    }
+    let fit = Fit::of_region(frame.width, frame.height, &region.squared(mode), size);
+    Ok((resample(frame, &fit), fit))
+}
+
+/// The frame through `fit` (an affine map per axis), supersampled bilinearly.
+fn resample(frame: &FrameRef, fit: &Fit) -> Vec<f32> {
+    let size = fit.size;
+    let axis = |offset: f64, scale: f64, len: usize| {
+        let inv = 1.0 / scale;
+        let taps = (inv.ceil() as usize).clamp(1, 4);
+        supersample_axis(size, offset, inv, taps, len)
+    };
     // The taps x taps supersampled bilinear filter is separable (its samples, their
     // bilinear weights and the letterbox's black are all per axis), so the frame is read
     // once per needed pixel, a row at a time, instead of four times per sample.
-    let wx = supersample_axis(size, fit.offset_x, inv, taps, frame.width);
-    let wy = supersample_axis(size, fit.offset_y, inv, taps, frame.height);
+    let wx = axis(fit.offset_x, fit.scale_x, frame.width);
+    let wy = axis(fit.offset_y, fit.scale_y, frame.height);
     let mut cols: Vec<usize> = wx.iter().flatten().map(|&(x, _)| x).collect();
     cols.sort_unstable();
     cols.dedup();
@@ -364,7 +456,7 @@ pub fn to_model_input(frame: &FrameRef, size: usize, mode: CropMode) -> (Vec<f32
             }
         }
     }
-    (out, fit)
+    out
 }
 
 /// Along one axis of `len` pixels: for each of `size` outputs, the input pixels of its
@@ -609,6 +701,132 @@ mod tests {
                 }
             }
         }
+    }
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn a_region_is_the_frame_cut_to_it() {
+        let (w, h) = (97usize, 61usize);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let frame = FrameRef::packed(PixelFormat::Rgb, w, h, &rgb, w * 3).unwrap();
+        // A square region inside the frame equals the frame cut to it (same pixels, letterbox
+        // of a square pads nothing), and its fit maps model coordinates into the region.
+        let (x0, y0, side) = (20usize, 9usize, 40usize);
+        let cut: Vec<u8> = (y0..y0 + side)
+            .flat_map(|y| rgb[(y * w + x0) * 3..][..side * 3].to_vec())
+            .collect();
+        let sub = FrameRef::packed(PixelFormat::Rgb, side, side, &cut, side * 3).unwrap();
+        let region = Region {
+            x: x0 as f64,
+            y: y0 as f64,
+            w: side as f64,
+            h: side as f64,
+        };
+        for mode in [CropMode::Letterbox, CropMode::CenterCrop, CropMode::Stretch] {
+            for size in [16, 32, 64] {
+                let (want, _) = to_model_input(&sub, size, CropMode::CenterCrop);
+                let (got, fit) = region_to_model_input(&frame, &region, size, mode).unwrap();
+                // The outermost samples differ: the cut frame repeats its edge where the
+                // region reads the frame's pixels beyond it.
+                let inner = |v: &[f32]| -> Vec<f32> {
+                    (0..3 * size * size)
+                        .filter(|i| {
+                            let (r, c) = (i / size % size, i % size);
+                            (1..size - 1).contains(&r) && (1..size - 1).contains(&c)
+                        })
+                        .map(|i| v[i])
+                        .collect()
+                };
+                assert!(
+                    max_diff(&inner(&got), &inner(&want)) < 1e-6,
+                    "{mode:?} at {size}"
+                );
+                let (x, y) = fit.to_frame(0.25, 0.75);
+                assert!(
+                    (x - (x0 as f32 + 10.0)).abs() < 1e-4 && (y - (y0 as f32 + 30.0)).abs() < 1e-4
+                );
+            }
+        }
+        // The whole frame as a region is the frame itself, in either squaring mode.
+        let whole = Region {
+            x: 0.0,
+            y: 0.0,
+            w: w as f64,
+            h: h as f64,
+        };
+        for mode in [CropMode::Letterbox, CropMode::CenterCrop] {
+            let (want, wfit) = to_model_input(&frame, 48, mode);
+            let (got, gfit) = region_to_model_input(&frame, &whole, 48, mode).unwrap();
+            assert!(max_diff(&got, &want) < 1e-6, "{mode:?}");
+            assert_eq!(wfit.to_frame(0.3, 0.6), gfit.to_frame(0.3, 0.6));
+        }
+        // Past the frame is black, and empty or non-finite regions are errors.
+        let out = Region {
+            x: -200.0,
+            y: -200.0,
+            w: 50.0,
+            h: 50.0,
+        };
+        let (black, _) = region_to_model_input(&frame, &out, 16, CropMode::Letterbox).unwrap();
+        assert!(black.iter().all(|&v| v == 0.0));
+        for bad in [
+            Region { w: 0.0, ..region },
+            Region { h: -3.0, ..region },
+            Region {
+                x: f64::NAN,
+                ..region
+            },
+            Region {
+                w: f64::INFINITY,
+                ..region
+            },
+        ] {
+            assert!(region_to_model_input(&frame, &bad, 16, CropMode::Letterbox).is_err());
+        }
+    }
+
+    #[test]
+    fn regions_are_grown_and_squared_about_their_centre() {
+        let r = Region {
+            x: 10.0,
+            y: 20.0,
+            w: 40.0,
+            h: 100.0,
+        };
+        assert_eq!(
+            r.grown(0.1),
+            Region {
+                x: 6.0,
+                y: 10.0,
+                w: 48.0,
+                h: 120.0
+            }
+        );
+        assert_eq!(
+            r.squared(CropMode::Letterbox),
+            Region {
+                x: -20.0,
+                y: 20.0,
+                w: 100.0,
+                h: 100.0
+            }
+        );
+        assert_eq!(
+            r.squared(CropMode::CenterCrop),
+            Region {
+                x: 10.0,
+                y: 50.0,
+                w: 40.0,
+                h: 40.0
+            }
+        );
+        assert_eq!(r.squared(CropMode::Stretch), r);
     }
 
     fn bilinear(frame: &FrameRef, x: f64, y: f64) -> [f32; 3] {

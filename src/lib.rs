@@ -40,7 +40,7 @@ mod test_util;
 
 pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};
 pub use error::{Error, Result};
-pub use frame::{CropMode, FrameRef, PixelFormat};
+pub use frame::{CropMode, FrameRef, PixelFormat, Region};
 pub use model::Model;
 pub use options::DetectSettings;
 pub use tokens::Tokens;
