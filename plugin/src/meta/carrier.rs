@@ -19,6 +19,7 @@
 use super::geometry::{Geometry, Signature};
 use gst::glib;
 use gst::glib::translate::{from_glib, IntoGlib};
+use gst::prelude::*;
 use std::sync::Once;
 
 /// Name of the custom meta carrying the structures.
@@ -29,6 +30,10 @@ pub const SIZE_NAME: &str = "GstStableKeypointsSizeMeta";
 /// the frame size and signature (the size meta has the size).
 const KEYPOINTS: &str = "keypoints";
 const POSE: &str = "pose";
+/// Per-object entries: an array of structures named [`OBJECT`] with fields `keypoints` and,
+/// with a pose, `pose`.
+const OBJECTS: &str = "objects";
+const OBJECT: &str = "object";
 const WIDTH: &str = "width";
 const HEIGHT: &str = "height";
 const SIGNATURE: &str = "signature";
@@ -140,12 +145,16 @@ fn add_size(buffer: &mut gst::BufferRef, (w, h): (u32, u32)) -> bool {
     true
 }
 
+/// A set of keypoints as the carrier holds it: the `keypoints` structure and the `pose`
+/// structure, if any.
+pub type Entry = (gst::Structure, Option<gst::Structure>);
+
 /// Attaches (or replaces) the carrier with these structures, made for `geometry`, and the
-/// size meta.
+/// size meta: the whole frame's keypoints (`frame`) and each object's.
 pub fn attach(
     buffer: &mut gst::BufferRef,
-    keypoints: &gst::Structure,
-    pose: Option<&gst::Structure>,
+    frame: Option<&Entry>,
+    objects: &[Entry],
     geometry: &Geometry,
 ) {
     register();
@@ -154,9 +163,23 @@ pub fn attach(
         return;
     };
     let s = meta.mut_structure();
-    s.set(KEYPOINTS, keypoints.clone());
-    if let Some(p) = pose {
-        s.set(POSE, p.clone());
+    if let Some((k, p)) = frame {
+        s.set(KEYPOINTS, k.clone());
+        if let Some(p) = p {
+            s.set(POSE, p.clone());
+        }
+    }
+    if !objects.is_empty() {
+        let entry = |(k, p): &Entry| {
+            let mut o = gst::Structure::builder(OBJECT)
+                .field(KEYPOINTS, k.clone())
+                .build();
+            if let Some(p) = p {
+                o.set(POSE, p.clone());
+            }
+            o.to_send_value()
+        };
+        s.set(OBJECTS, gst::Array::new(objects.iter().map(entry)));
     }
     s.set(WIDTH, geometry.width);
     s.set(HEIGHT, geometry.height);
@@ -187,8 +210,10 @@ pub fn remove(buffer: &mut gst::BufferRef) {
 
 /// What the carrier metas hold.
 pub struct Carried {
-    pub keypoints: gst::Structure,
-    pub pose: Option<gst::Structure>,
+    /// The whole frame's keypoints (full-frame inference).
+    pub frame: Option<Entry>,
+    /// Each object's (top-down inference).
+    pub objects: Vec<Entry>,
     /// The frame the keypoints were made for.
     pub made: Geometry,
     /// Its size after the scalers since, while the size meta is there.
@@ -206,10 +231,25 @@ pub fn read(buffer: &gst::BufferRef) -> Option<Carried> {
             s.get::<u32>(HEIGHT).unwrap_or(0),
         )
     };
+    let entry = |s: &gst::StructureRef| {
+        Some((
+            s.get::<gst::Structure>(KEYPOINTS).ok()?,
+            s.get::<gst::Structure>(POSE).ok(),
+        ))
+    };
+    let objects = s
+        .get::<gst::ArrayRef>(OBJECTS)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.get::<gst::Structure>().ok())
+                .filter_map(|o| entry(&o))
+                .collect()
+        })
+        .unwrap_or_default();
     let (width, height) = dims(s);
     Some(Carried {
-        keypoints: s.get::<gst::Structure>(KEYPOINTS).ok()?,
-        pose: s.get::<gst::Structure>(POSE).ok(),
+        frame: entry(s),
+        objects,
         made: Geometry {
             width,
             height,

@@ -78,16 +78,18 @@ pub mod fields {
     pub const THRESHOLD: &str = "keypoint-threshold";
     pub const TOKEN_INDICES: &str = "token-indices";
     pub const TOKENS_HASH: &str = "tokens-hash";
+    /// Per object (top-down inference): the object's id, stable across frames.
+    pub const OBJECT_ID: &str = "object-id";
+    /// Per object: the object's label (its ROI meta's `roi_type`).
+    pub const OBJECT_LABEL: &str = "object-label";
+    /// Per object: its box `x, y, w, h` normalised to the frame.
+    pub const OBJECT_BOX: &str = "object-box";
+    /// Per object: the id of its ROI meta on the buffer.
+    pub const OBJECT_ROI_ID: &str = "object-roi-id";
     /// Pose structure only.
     pub const POINT_NAMES: &str = "point-names";
     /// Pose structure only.
     pub const POINT_CONNECTIONS: &str = "point-connections";
-}
-
-fn roi_count(buffer: &gst::BufferRef) -> i32 {
-    buffer
-        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-        .count() as i32
 }
 
 /// `stablekeypoints-<K>-kp`.
@@ -150,7 +152,39 @@ impl TokenIdentity {
     }
 }
 
-/// The keypoints of one frame.
+/// The object a set of keypoints belongs to, with top-down inference on an upstream
+/// detector's boxes (`inference-region=roi-list`).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ObjectMeta {
+    /// Stable across frames: the upstream tracker's id (DL Streamer's `object_id`) when it
+    /// set one, else the inference element's (matched by box overlap).
+    pub id: u64,
+    /// The object's ROI meta `roi_type` (e.g. `person`).
+    pub label: String,
+    /// The box, `x, y, w, h` normalised to the frame.
+    pub bbox: [f32; 4],
+    /// The id of the object's ROI meta on the buffer (unique within one buffer only).
+    pub roi_id: i32,
+}
+
+impl ObjectMeta {
+    /// The box in pixels of a `w` x `h` frame, rounded outwards and clipped to it.
+    pub fn rect_in(&self, w: u32, h: u32) -> (u32, u32, u32, u32) {
+        let [x, y, bw, bh] = self.bbox;
+        let clip = |v: f32, max: u32| (v.max(0.0) as u32).min(max);
+        let (x0, y0) = (
+            clip((x * w as f32 + 1e-3).floor(), w),
+            clip((y * h as f32 + 1e-3).floor(), h),
+        );
+        let (x1, y1) = (
+            clip(((x + bw) * w as f32 - 1e-3).ceil(), w),
+            clip(((y + bh) * h as f32 - 1e-3).ceil(), h),
+        );
+        (x0, y0, x1.saturating_sub(x0), y1.saturating_sub(y0))
+    }
+}
+
+/// The keypoints of one frame, or of one object of a frame.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct FrameKeypoints {
     pub semantic_tag: String,
@@ -170,6 +204,8 @@ pub struct FrameKeypoints {
     pub threshold: Option<f32>,
     /// The tokens that produced the keypoints (`None` when the producer did not say).
     pub tokens: Option<TokenIdentity>,
+    /// The object they are those of (`None`: the whole frame's).
+    pub object: Option<ObjectMeta>,
 }
 
 /// Metadata that does not have the documented layout.
@@ -354,6 +390,12 @@ impl FrameKeypoints {
             );
             st.set(fields::TOKENS_HASH, &t.hash);
         }
+        if let Some(o) = &self.object {
+            st.set(fields::OBJECT_ID, o.id);
+            st.set(fields::OBJECT_LABEL, &o.label);
+            st.set(fields::OBJECT_BOX, float_array(o.bbox.into_iter()));
+            st.set(fields::OBJECT_ROI_ID, o.roi_id);
+        }
         st
     }
 
@@ -430,6 +472,27 @@ impl FrameKeypoints {
                     hash: get_str(fields::TOKENS_HASH)?,
                 }),
             },
+            object: match s.has_field(fields::OBJECT_ID) {
+                false => None,
+                true => Some(ObjectMeta {
+                    id: s
+                        .get::<u64>(fields::OBJECT_ID)
+                        .map_err(|e| MetaError(format!("field `{}`: {e}", fields::OBJECT_ID)))?,
+                    label: get_str(fields::OBJECT_LABEL)?,
+                    bbox: floats(s, fields::OBJECT_BOX)?
+                        .try_into()
+                        .map_err(|v: Vec<f32>| {
+                            MetaError(format!(
+                                "`{}` holds {} values, not 4",
+                                fields::OBJECT_BOX,
+                                v.len()
+                            ))
+                        })?,
+                    roi_id: s.get::<i32>(fields::OBJECT_ROI_ID).map_err(|e| {
+                        MetaError(format!("field `{}`: {e}", fields::OBJECT_ROI_ID))
+                    })?,
+                }),
+            },
         })
     }
 
@@ -479,102 +542,90 @@ impl FrameKeypoints {
     /// The carrier records the source size as the frame's geometry; the producer signs it
     /// with the frame's picture ([`carrier::sign`]).
     pub fn attach(&self, buffer: &mut gst::BufferRef) {
-        let id = roi_count(buffer);
-        let geometry = Geometry {
-            width: self.source_width,
-            height: self.source_height,
-            signature: None,
-        };
-        self.add_roi(buffer, &geometry, (id, -1), Vec::new());
+        Self::attach_all(std::slice::from_ref(self), buffer);
     }
 
-    /// Replaces the keypoints on `buffer`, a `w` x `h` frame, with these: the first ROI meta
-    /// of [`ROI_TYPE`] is rebuilt with the same id and parent, a new rectangle and our
-    /// structures; its other parameter structures and every other meta are kept. Attaches
-    /// anew when the buffer has none. The carrier records a `w` x `h` frame with the
-    /// signature the buffer's carrier had (these keypoints were checked against it).
+    /// Replaces the keypoints on `buffer`, a `w` x `h` frame, with these (see
+    /// [`Self::replace_all`]).
     pub fn replace(&self, buffer: &mut gst::BufferRef, w: u32, h: u32) {
-        use gst::buffer::BufferMetaForeachAction as A;
-        use std::ops::ControlFlow;
+        Self::replace_all(std::slice::from_ref(self), buffer, w, h);
+    }
+
+    /// Attaches every set of keypoints of a frame of the source size (the first entry's):
+    /// the whole frame's on a ROI meta of its own ([`Self::attach`]), each object's on the
+    /// object's ROI meta.
+    pub fn attach_all(entries: &[Self], buffer: &mut gst::BufferRef) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let geometry = Geometry {
+            width: first.source_width,
+            height: first.source_height,
+            signature: None,
+        };
+        write_entries(entries, buffer, &geometry);
+    }
+
+    /// Replaces the keypoints on `buffer`, a `w` x `h` frame, with `entries`: the first ROI
+    /// meta of [`ROI_TYPE`] is rebuilt with the same id and parent, a new rectangle and our
+    /// structures (attached anew when the buffer has none); each object's ROI meta (found by
+    /// label and box, its id preferred) is rebuilt with its rectangle, id, parent and other
+    /// parameter structures and our structures; our structures leave ROI metas that have no
+    /// entry any more; every other meta is kept. The carrier records a `w` x `h` frame with
+    /// the signature the buffer's carrier had (these keypoints were checked against it).
+    pub fn replace_all(entries: &[Self], buffer: &mut gst::BufferRef, w: u32, h: u32) {
         let geometry = Geometry {
             width: w,
             height: h,
             signature: carrier::read(buffer).and_then(|c| c.made.signature),
         };
-        let mut kept = None;
-        buffer.foreach_meta_mut(|mut m| {
-            let Some(roi) = m.downcast_ref::<gst_video::VideoRegionOfInterestMeta>() else {
-                return ControlFlow::Continue(A::Keep);
-            };
-            if roi.roi_type() != ROI_TYPE {
-                return ControlFlow::Continue(A::Keep);
-            }
-            let others: Vec<gst::Structure> = roi
-                .params()
-                .filter(|p| !OUR_PARAMS.contains(&p.name().as_str()))
-                .map(|p| p.to_owned())
-                .collect();
-            kept = Some(((roi.id(), roi.parent_id()), others));
-            ControlFlow::Break(A::Remove)
-        });
-        let (ids, others) = kept.unwrap_or_else(|| ((roi_count(buffer), -1), Vec::new()));
-        self.add_roi(buffer, &geometry, ids, others);
-    }
-
-    /// The ROI meta and the carrier, for a frame of `geometry`.
-    fn add_roi(
-        &self,
-        buffer: &mut gst::BufferRef,
-        geometry: &Geometry,
-        (id, parent): (i32, i32),
-        others: Vec<gst::Structure>,
-    ) {
-        let (w, h) = (geometry.width, geometry.height);
-        let rect = self.bounding_box_in(w, h);
-        let (ours, pose) = (
-            self.to_structure(),
-            self.pose.as_ref().map(PoseMeta::to_structure),
-        );
-        carrier::attach(buffer, &ours, pose.as_ref(), geometry);
-        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, ROI_TYPE, rect);
-        meta.set_id(id);
-        meta.set_parent_id(parent);
-        let mut params = vec![ours];
-        params.extend(pose);
-        params.push(dlstreamer::keypoints_tensor(self, rect, w, h));
-        params.extend(dlstreamer::pose_tensor(self, rect, w, h));
-        for p in params.into_iter().chain(others) {
-            meta.add_param(p);
-        }
+        write_entries(entries, buffer, &geometry);
     }
 
     /// Reads the keypoints on `buffer`, one of `frames` (the reader's caps; `None` when they
     /// are not raw video, and nothing can be checked), if they still fit its picture: the
     /// ROI meta's structures and the carrier's are trusted only while the carrier's record
     /// of the frame they were made for matches it ([`geometry::check`]; the signature is
-    /// read from the frame only when the sizes match). `None` if there are none.
+    /// read from the frame only when the sizes match). `None` if there are none. Only the
+    /// whole frame's keypoints: [`Self::all_for_frame`] has every object's too.
     pub fn for_frame(
         buffer: &gst::BufferRef,
         frames: Option<&Frames>,
     ) -> Option<Result<Self, ReadError>> {
         let read = Self::from_buffer(buffer)?;
-        if let Some(frames) = frames {
-            let Some(carried) = carrier::read(buffer) else {
-                return Some(Err(ReadError::Moved(Mismatch::NoRecord)));
-            };
-            let (made, scaled) = (&carried.made, carried.size);
-            let signature = || frames.signature(buffer);
-            if let Err(m) = geometry::check(made, scaled, frames.size(), signature) {
-                return Some(Err(ReadError::Moved(m)));
-            }
+        if let Err(m) = check_fit(buffer, frames) {
+            return Some(Err(ReadError::Moved(m)));
         }
         Some(read.map_err(ReadError::Malformed))
     }
 
-    /// Reads the keypoint metadata from `buffer` as it was attached, without checking that
-    /// it still fits the frame (see [`Self::for_frame`]): `None` if there is none. After a
-    /// scaler, whose ROI meta copy lost its parameter structures, they come from the
-    /// [`carrier`]; `rect` is the (rescaled) ROI rectangle.
+    /// Every set of keypoints on `buffer` that still fits its picture (as
+    /// [`Self::for_frame`] checks): the whole frame's first, if any, then each object's in
+    /// the order of their ROI metas. `None` if there are none.
+    pub fn all_for_frame(
+        buffer: &gst::BufferRef,
+        frames: Option<&Frames>,
+    ) -> Option<Result<Vec<Self>, ReadError>> {
+        let mut read: Vec<Result<Self, MetaError>> =
+            Self::from_buffer(buffer).into_iter().collect();
+        read.extend(objects_from_buffer(buffer));
+        if read.is_empty() {
+            return None;
+        }
+        if let Err(m) = check_fit(buffer, frames) {
+            return Some(Err(ReadError::Moved(m)));
+        }
+        Some(
+            read.into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(ReadError::Malformed),
+        )
+    }
+
+    /// Reads the whole frame's keypoint metadata from `buffer` as it was attached, without
+    /// checking that it still fits the frame (see [`Self::for_frame`]): `None` if there is
+    /// none. After a scaler, whose ROI meta copy lost its parameter structures, they come
+    /// from the [`carrier`]; `rect` is the (rescaled) ROI rectangle.
     pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Result<Self, MetaError>> {
         let roi = buffer
             .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
@@ -583,18 +634,256 @@ impl FrameKeypoints {
             let k = m.param(PARAM_NAME)?.to_owned();
             Some((k, m.param(POSE_PARAM_NAME).map(|p| p.to_owned())))
         });
-        let carried = || carrier::read(buffer).map(|c| (c.keypoints, c.pose));
+        let carried = || carrier::read(buffer).and_then(|c| c.frame);
         let Some((keypoints, pose)) = on_roi.or_else(carried) else {
             return roi.map(|_| Err(MetaError(format!("no `{PARAM_NAME}` parameter structure"))));
         };
         let parse = || {
-            let mut f = Self::from_structure(&keypoints)?;
-            f.pose = pose.as_deref().map(PoseMeta::from_structure).transpose()?;
+            let mut f = parse_entry(&keypoints, pose.as_deref())?;
             f.rect = roi.as_ref().map_or_else(|| f.bounding_box(), |m| m.rect());
             Ok(f)
         };
         Some(parse())
     }
+}
+
+fn parse_entry(
+    keypoints: &gst::StructureRef,
+    pose: Option<&gst::StructureRef>,
+) -> Result<FrameKeypoints, MetaError> {
+    let mut f = FrameKeypoints::from_structure(keypoints)?;
+    f.pose = pose.map(PoseMeta::from_structure).transpose()?;
+    Ok(f)
+}
+
+/// Whether the keypoints on `buffer` were made for its picture (see
+/// [`FrameKeypoints::for_frame`]).
+fn check_fit(buffer: &gst::BufferRef, frames: Option<&Frames>) -> Result<(), Mismatch> {
+    let Some(frames) = frames else {
+        return Ok(());
+    };
+    let carried = carrier::read(buffer).ok_or(Mismatch::NoRecord)?;
+    let signature = || frames.signature(buffer);
+    geometry::check(&carried.made, carried.size, frames.size(), signature)
+}
+
+/// The objects' keypoints: from their ROI metas' structures, or after a scaler (which drops
+/// them) from the carrier, with the rectangle of the ROI meta they belong to.
+fn objects_from_buffer(buffer: &gst::BufferRef) -> Vec<Result<FrameKeypoints, MetaError>> {
+    let rois: Vec<_> = buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter(|m| m.roi_type() != ROI_TYPE)
+        .collect();
+    let on_rois: Vec<_> = rois
+        .iter()
+        .filter_map(|m| {
+            let k = m.param(PARAM_NAME)?;
+            let mut f = parse_entry(k, m.param(POSE_PARAM_NAME));
+            if let Ok(f) = &mut f {
+                f.rect = m.rect();
+            }
+            Some(f)
+        })
+        .collect();
+    if !on_rois.is_empty() {
+        return on_rois;
+    }
+    let Some(carried) = carrier::read(buffer) else {
+        return Vec::new();
+    };
+    let (w, h) = carried
+        .size
+        .unwrap_or((carried.made.width, carried.made.height));
+    let boxes: Vec<Roi> = rois.iter().map(|m| Roi::of(m)).collect();
+    carried
+        .objects
+        .iter()
+        .map(|(k, p)| {
+            let mut f = parse_entry(k, p.as_deref())?;
+            let Some(o) = &f.object else {
+                return Err(MetaError(format!(
+                    "an object entry without `{}`",
+                    fields::OBJECT_ID
+                )));
+            };
+            f.rect = match find_roi(&boxes, o, w, h, &[]) {
+                Some(i) => boxes[i].rect,
+                None => o.rect_in(w, h),
+            };
+            Ok(f)
+        })
+        .collect()
+}
+
+/// What a ROI meta is, to be found again or rebuilt.
+#[derive(Clone, Debug)]
+struct Roi {
+    roi_type: String,
+    rect: (u32, u32, u32, u32),
+    id: i32,
+    parent: i32,
+    /// Parameter structures that are not ours.
+    others: Vec<gst::Structure>,
+    /// It carries our structures.
+    ours: bool,
+}
+
+impl Roi {
+    fn of(m: &gst_video::VideoRegionOfInterestMeta) -> Self {
+        Self {
+            roi_type: m.roi_type().to_string(),
+            rect: m.rect(),
+            id: m.id(),
+            parent: m.parent_id(),
+            others: m
+                .params()
+                .filter(|p| !OUR_PARAMS.contains(&p.name().as_str()))
+                .map(|p| p.to_owned())
+                .collect(),
+            ours: m.params().any(|p| OUR_PARAMS.contains(&p.name().as_str())),
+        }
+    }
+}
+
+fn iou(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f32 {
+    let (ax1, ay1) = (a.0 + a.2, a.1 + a.3);
+    let (bx1, by1) = (b.0 + b.2, b.1 + b.3);
+    let iw = ax1.min(bx1).saturating_sub(a.0.max(b.0)) as f32;
+    let ih = ay1.min(by1).saturating_sub(a.1.max(b.1)) as f32;
+    let inter = iw * ih;
+    let union = (a.2 * a.3) as f32 + (b.2 * b.3) as f32 - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// The ROI meta of `object` among `rois` (not in `taken`): its label, the box overlapping
+/// the object's most (IoU >= 0.5), the same id preferred.
+fn find_roi(rois: &[Roi], object: &ObjectMeta, w: u32, h: u32, taken: &[usize]) -> Option<usize> {
+    let want = object.rect_in(w, h);
+    rois.iter()
+        .enumerate()
+        .filter(|(i, r)| r.roi_type == object.label && !taken.contains(i))
+        .map(|(i, r)| (i, r.id == object.roi_id, iou(r.rect, want)))
+        .filter(|&(_, _, o)| o >= 0.5)
+        .max_by(|a, b| {
+            (a.1, a.2)
+                .partial_cmp(&(b.1, b.2))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .map(|(i, ..)| i)
+}
+
+/// Writes `entries` (the whole frame's and each object's keypoints) on `buffer`, a frame of
+/// `geometry`, replacing ours (see [`FrameKeypoints::replace_all`]).
+fn write_entries(entries: &[FrameKeypoints], buffer: &mut gst::BufferRef, geometry: &Geometry) {
+    use gst::buffer::BufferMetaForeachAction as A;
+    use std::ops::ControlFlow;
+    let (w, h) = (geometry.width, geometry.height);
+    let rois: Vec<Roi> = buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| Roi::of(&m))
+        .collect();
+    // Which ROI meta each entry goes on (`None`: a new one).
+    let mut taken: Vec<usize> = Vec::new();
+    let mut placed: Vec<Option<usize>> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let at = match &e.object {
+            None => rois
+                .iter()
+                .position(|r| r.roi_type == ROI_TYPE)
+                .filter(|i| !taken.contains(i)),
+            Some(o) => find_roi(&rois, o, w, h, &taken),
+        };
+        taken.extend(at);
+        placed.push(at);
+    }
+    // Rebuilt: the ROI metas that get an entry, ours of before, and those that lose ours.
+    let rebuilt: Vec<bool> = rois
+        .iter()
+        .enumerate()
+        .map(|(i, r)| taken.contains(&i) || (r.ours && r.roi_type != ROI_TYPE))
+        .collect();
+    let mut i = 0;
+    buffer.foreach_meta_mut(|mut m| {
+        if m.downcast_ref::<gst_video::VideoRegionOfInterestMeta>()
+            .is_none()
+        {
+            return ControlFlow::Continue(A::Keep);
+        }
+        let remove = rebuilt.get(i).copied().unwrap_or(false);
+        i += 1;
+        ControlFlow::Continue(if remove { A::Remove } else { A::Keep })
+    });
+    let mut next_id = rois
+        .iter()
+        .map(|r| r.id)
+        .max()
+        .map_or(0, |m| m.saturating_add(1));
+    let count = rois.len() as i32;
+    let mut carried_frame = None;
+    let mut carried_objects = Vec::new();
+    for (e, at) in entries.iter().zip(&placed) {
+        let ours = e.to_structure();
+        let pose = e.pose.as_ref().map(PoseMeta::to_structure);
+        let (roi_type, rect, (id, parent), others) = match (&e.object, at.map(|i| &rois[i])) {
+            (None, Some(r)) => (
+                ROI_TYPE.to_string(),
+                e.bounding_box_in(w, h),
+                (r.id, r.parent),
+                r.others.clone(),
+            ),
+            (None, None) => (
+                ROI_TYPE.to_string(),
+                e.bounding_box_in(w, h),
+                (count, -1),
+                Vec::new(),
+            ),
+            (Some(_), Some(r)) => (
+                r.roi_type.clone(),
+                r.rect,
+                (r.id, r.parent),
+                r.others.clone(),
+            ),
+            (Some(o), None) => {
+                next_id += 1;
+                (
+                    o.label.clone(),
+                    o.rect_in(w, h),
+                    (next_id - 1, -1),
+                    Vec::new(),
+                )
+            }
+        };
+        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &roi_type, rect);
+        meta.set_id(id);
+        meta.set_parent_id(parent);
+        let mut params = vec![ours.clone()];
+        params.extend(pose.clone());
+        params.push(dlstreamer::keypoints_tensor(e, rect, w, h));
+        params.extend(dlstreamer::pose_tensor(e, rect, w, h));
+        for p in params.into_iter().chain(others) {
+            meta.add_param(p);
+        }
+        match e.object {
+            None => carried_frame = Some((ours, pose)),
+            Some(_) => carried_objects.push((ours, pose)),
+        }
+    }
+    // ROI metas that lose our structures keep the rest.
+    for (i, r) in rois.iter().enumerate() {
+        if rebuilt[i] && !taken.contains(&i) && r.roi_type != ROI_TYPE {
+            let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &r.roi_type, r.rect);
+            meta.set_id(r.id);
+            meta.set_parent_id(r.parent);
+            for p in &r.others {
+                meta.add_param(p.clone());
+            }
+        }
+    }
+    carrier::attach(buffer, carried_frame.as_ref(), &carried_objects, geometry);
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ fn sample() -> FrameKeypoints {
             indices: vec![4, 0, 9],
             hash: "00ff00ff00ff00ff".into(),
         }),
+        object: None,
     }
 }
 
@@ -249,4 +250,131 @@ fn replace_rebuilds_our_roi_and_keeps_everything_else() {
     assert_eq!(back.keypoints, f.keypoints);
     // Points at (180, 20), (100, 90) and (60, 60) of 200x100.
     assert_eq!(back.rect, (60, 20, 120, 70));
+}
+
+fn person(id: u64, roi_id: i32, bbox: [f32; 4], x: f32) -> FrameKeypoints {
+    let mut f = sample();
+    for k in &mut f.keypoints {
+        k.x = bbox[0] + x * bbox[2];
+    }
+    f.object = Some(ObjectMeta {
+        id,
+        label: "person".into(),
+        bbox,
+        roi_id,
+    });
+    f
+}
+
+#[test]
+fn objects_keypoints_go_on_their_own_roi_metas_and_come_back() {
+    gst::init().unwrap();
+    let mut buf = gst::Buffer::with_size(4).unwrap();
+    let b = buf.get_mut().unwrap();
+    // A detector's metas on a 100x50 frame: two people and a face (ids as a detector sets
+    // them, not unique), one person with a tracker's id.
+    let add = |b: &mut gst::BufferRef, t: &str, rect, id| {
+        let mut m = gst_video::VideoRegionOfInterestMeta::add(b, t, rect);
+        m.set_id(id);
+        m.add_param(
+            gst::Structure::builder("detection")
+                .field("confidence", 0.9f64)
+                .build(),
+        );
+    };
+    add(b, "person", (10, 5, 20, 40), 0);
+    add(b, "face", (12, 6, 5, 5), 0);
+    add(b, "person", (60, 10, 30, 35), 0);
+    let a = person(4, 0, [0.1, 0.1, 0.2, 0.8], 0.5);
+    let c = person(9, 0, [0.6, 0.2, 0.3, 0.7], 0.25);
+    FrameKeypoints::attach_all(&[a.clone(), c.clone()], b);
+    let rois: Vec<_> = b
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .collect();
+    assert_eq!(
+        rois.len(),
+        3,
+        "no ROI meta of ours: the keypoints are on the people's"
+    );
+    assert!(rois.iter().all(|m| m.roi_type() != ROI_TYPE));
+    let face = rois.iter().find(|m| m.roi_type() == "face").unwrap();
+    assert!(face.param(PARAM_NAME).is_none() && face.param("detection").is_some());
+    for m in rois.iter().filter(|m| m.roi_type() == "person") {
+        assert!(
+            m.param("detection").is_some(),
+            "the detector's structures stay"
+        );
+        let k = FrameKeypoints::from_structure(m.param(PARAM_NAME).unwrap()).unwrap();
+        let want = if m.rect().0 == 10 { &a } else { &c };
+        assert_eq!(k.object, want.object);
+        // DL Streamer's tensor is relative to the person's box, not clamped into it.
+        let t = dlstreamer::TensorKeypoints::from_structure(
+            m.param(dlstreamer::KEYPOINTS_TENSOR).unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        let px = t.pixels(m.rect());
+        assert!(
+            (px[0].0 - want.keypoints[0].x * 100.0).abs() < 1e-3,
+            "{px:?}"
+        );
+    }
+    let mut back = FrameKeypoints::all_for_frame(b, None).unwrap().unwrap();
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[0].rect, (10, 5, 20, 40));
+    assert_eq!(back[1].rect, (60, 10, 30, 35));
+    for (g, w) in back.iter().zip([&a, &c]) {
+        assert_eq!((&g.keypoints, &g.object), (&w.keypoints, &w.object));
+    }
+    assert!(
+        FrameKeypoints::from_buffer(b).is_none(),
+        "no whole-frame keypoints"
+    );
+
+    // Rewritten by a later element (one person only now): the other loses ours and keeps
+    // the detector's structure.
+    back[0].keypoints[0].x = 0.2;
+    back.truncate(1);
+    FrameKeypoints::replace_all(&back, b, 100, 50);
+    let again = FrameKeypoints::all_for_frame(b, None).unwrap().unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].keypoints[0].x, 0.2);
+    let rois: Vec<_> = b
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .collect();
+    assert_eq!(rois.len(), 3);
+    assert!(rois.iter().all(|m| m.param("detection").is_some()));
+
+    // A ROI meta that lost its structures (as after a scaler): the carrier has them.
+    let mut plain = gst::Buffer::with_size(4).unwrap();
+    let p = plain.get_mut().unwrap();
+    for m in b.iter_meta::<gst_video::VideoRegionOfInterestMeta>() {
+        let mut n = gst_video::VideoRegionOfInterestMeta::add(p, m.roi_type(), m.rect());
+        n.set_id(m.id());
+    }
+    let carried = carrier::read(b).unwrap();
+    carrier::attach(p, None, &carried.objects, &carried.made);
+    let from_carrier = FrameKeypoints::all_for_frame(p, None).unwrap().unwrap();
+    assert_eq!(from_carrier.len(), 1);
+    assert_eq!(from_carrier[0].keypoints, again[0].keypoints);
+    assert_eq!(from_carrier[0].rect, (10, 5, 20, 40));
+}
+
+#[test]
+fn object_fields_round_trip_and_malformed_ones_are_errors() {
+    gst::init().unwrap();
+    let f = person(u64::MAX, 3, [0.5, 0.5, 0.75, 0.5], 0.1);
+    let s = f.to_structure();
+    assert_eq!(FrameKeypoints::from_structure(&s).unwrap().object, f.object);
+    let mut short = s.clone();
+    short.set(
+        fields::OBJECT_BOX,
+        gst::Array::new([0.5f32.to_send_value()]),
+    );
+    assert!(FrameKeypoints::from_structure(&short).is_err());
+    let mut no_label = s.clone();
+    no_label.remove_field(fields::OBJECT_LABEL);
+    assert!(FrameKeypoints::from_structure(&no_label).is_err());
+    // A box reaching past the frame is clipped to it in pixels.
+    assert_eq!(f.object.unwrap().rect_in(100, 50), (50, 25, 50, 25));
 }
