@@ -284,11 +284,12 @@ pub type Rect = (u32, u32, u32, u32);
 pub type Foreign = (TensorKeypoints, Rect);
 
 /// Every keypoints tensor on the buffer's ROI metas other than ours (whose keypoints are in
-/// `keypoints`), with its ROI rectangle; malformed ones as errors.
+/// `keypoints`, on our ROI meta or on an object's), with its ROI rectangle; malformed ones
+/// as errors.
 pub fn foreign_tensors(buffer: &gst::BufferRef) -> Vec<Result<Foreign, MetaError>> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-        .filter(|m| m.roi_type() != super::ROI_TYPE)
+        .filter(|m| m.roi_type() != super::ROI_TYPE && m.param(super::PARAM_NAME).is_none())
         .flat_map(|m| {
             let rect = m.rect();
             m.params()
