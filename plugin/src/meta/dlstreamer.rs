@@ -289,10 +289,15 @@ pub type Foreign = (TensorKeypoints, Rect);
 pub fn foreign_tensors(buffer: &gst::BufferRef) -> Vec<Result<Foreign, MetaError>> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-        .filter(|m| m.roi_type() != super::ROI_TYPE && m.param(super::PARAM_NAME).is_none())
+        .filter(|m| m.roi_type() != super::ROI_TYPE)
         .flat_map(|m| {
             let rect = m.rect();
+            // On an object's ROI meta with our keypoints, our tensors are those keypoints.
+            let has_ours = m
+                .params()
+                .any(|p| p.name() == super::PARAM_NAME && super::is_ours(p));
             m.params()
+                .filter(move |p| !(has_ours && super::is_ours(p)))
                 .filter_map(|p| TensorKeypoints::from_structure(p).transpose())
                 .map(move |r| r.map(|t| (t, rect)))
                 .collect::<Vec<_>>()

@@ -62,6 +62,25 @@ const OUR_PARAMS: [&str; 4] = [
     dlstreamer::POSE_TENSOR,
 ];
 
+/// Whether `p` is one of the structures our elements write: by name, and for the names
+/// others use too (`keypoints`, `pose`: DL Streamer's tensors may be named so), by our
+/// fields.
+pub fn is_ours(p: &gst::StructureRef) -> bool {
+    match p.name().as_str() {
+        PARAM_NAME => p.has_field(fields::SEMANTIC_TAG),
+        POSE_PARAM_NAME => p.has_field(fields::POINT_NAMES) && !p.has_field("format"),
+        n => OUR_PARAMS.contains(&n),
+    }
+}
+
+/// Our structure `name` on an object's ROI meta.
+fn our_param<'a>(
+    m: &'a gst_video::VideoRegionOfInterestMeta,
+    name: &str,
+) -> Option<&'a gst::StructureRef> {
+    m.params().find(|p| p.name() == name && is_ours(p))
+}
+
 /// Field names of the parameter structure.
 pub mod fields {
     pub const SEMANTIC_TAG: &str = "semantic-tag";
@@ -677,8 +696,8 @@ fn objects_from_buffer(buffer: &gst::BufferRef) -> Vec<Result<FrameKeypoints, Me
     let on_rois: Vec<_> = rois
         .iter()
         .filter_map(|m| {
-            let k = m.param(PARAM_NAME)?;
-            let mut f = parse_entry(k, m.param(POSE_PARAM_NAME));
+            let k = our_param(m, PARAM_NAME)?;
+            let mut f = parse_entry(k, our_param(m, POSE_PARAM_NAME));
             if let Ok(f) = &mut f {
                 f.rect = m.rect();
             }
@@ -737,10 +756,10 @@ impl Roi {
             parent: m.parent_id(),
             others: m
                 .params()
-                .filter(|p| !OUR_PARAMS.contains(&p.name().as_str()))
+                .filter(|p| !is_ours(p))
                 .map(|p| p.to_owned())
                 .collect(),
-            ours: m.params().any(|p| OUR_PARAMS.contains(&p.name().as_str())),
+            ours: m.params().any(is_ours),
         }
     }
 }

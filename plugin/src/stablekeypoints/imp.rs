@@ -23,7 +23,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::infer::{self, LoadSettings};
+use super::infer::{self, LoadSettings, Work};
+use super::objects::{self, Crop, ObjectSettings, Objects};
 use super::output;
 use super::props::{self, Settings};
 use super::stats::Stats;
@@ -32,7 +33,7 @@ use crate::convert::ToRgb;
 use crate::formats::{core_reads, refusal_reason};
 use crate::lock;
 use crate::meta::geometry::Signature;
-use crate::meta::{carrier, TokenIdentity};
+use crate::meta::{carrier, FrameKeypoints, TokenIdentity};
 use crate::overlay::{draw_buffer, frame_scene, Blender, DrawSettings};
 use crate::pose::Pose;
 
@@ -53,6 +54,13 @@ struct State {
     scheduler: Scheduler<gst::Buffer>,
     ready: VecDeque<gst::Buffer>,
     queued: Option<(gst::Buffer, bool)>,
+    /// With roi-list: the objects followed across frames.
+    objects: Objects,
+    /// With roi-list: each inferred frame's crops and their keypoints, in stream order,
+    /// until the frame is finished.
+    inferred_objects: VecDeque<(Vec<Crop>, Vec<Vec<Keypoint>>)>,
+    /// Kinds of bad ROI warned about (each posted once).
+    warned: Vec<&'static str>,
 }
 
 #[derive(Default)]
@@ -105,12 +113,14 @@ impl StableKeypoints {
             .is_some_and(|rt| rt <= earliest)
     }
 
-    /// Runs the detector on the frames as one batch, without holding any lock.
+    /// Runs the detector on the frames (or their regions) as one batch, without holding
+    /// any lock.
     fn infer(
         &self,
         buffers: &[&gst::BufferRef],
         keys: &[u64],
         info: &gst_video::VideoInfo,
+        work: Work,
     ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
         let (mut detector, delay) = {
             let mut st = lock(&self.state);
@@ -125,6 +135,7 @@ impl StableKeypoints {
             buffers,
             keys,
             info,
+            work,
         );
         std::thread::sleep(delay.saturating_mul(buffers.len() as u32));
         let elapsed = started.elapsed();
@@ -238,14 +249,112 @@ impl StableKeypoints {
             (state.scheduler.take_batch(), info)
         };
         let buffers: Vec<&gst::BufferRef> = batch.to_infer().map(|b| b.as_ref()).collect();
-        let keypoints = if buffers.is_empty() {
-            Vec::new()
-        } else {
-            self.infer(&buffers, &batch.keys(), &info)?
+        let keypoints = match s.objects() {
+            _ if buffers.is_empty() => Vec::new(),
+            None => self.infer(&buffers, &batch.keys(), &info, Work::Frames)?,
+            Some(o) => {
+                self.infer_objects(&buffers, &batch.keys(), &info, &o, s)?;
+                // The frames' keypoints are their objects' (queued in `inferred_objects`).
+                vec![Vec::new(); buffers.len()]
+            }
         };
         let mut st = lock(&self.state);
         let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
         Ok(state.scheduler.complete(batch, keypoints, &s.stream()))
+    }
+
+    /// The objects of `buffers` (frames with item keys `keys`), inferred in batches of
+    /// `object-batch-size` crops; queued in `inferred_objects` for their frames.
+    fn infer_objects(
+        &self,
+        buffers: &[&gst::BufferRef],
+        keys: &[u64],
+        info: &gst_video::VideoInfo,
+        o: &ObjectSettings,
+        s: &Settings,
+    ) -> Result<(), gst::FlowError> {
+        let size = (info.width(), info.height());
+        let crops: Vec<Vec<Crop>> = buffers.iter().map(|b| self.select(b, size, o)).collect();
+        let mut regions = Vec::new();
+        let mut crop_keys = Vec::new();
+        for (i, (c, key)) in crops.iter().zip(keys).enumerate() {
+            for (j, crop) in c.iter().enumerate() {
+                regions.push((i, crop.region));
+                // Each object of a frame its own noise: the frame's key and its place.
+                crop_keys.push(
+                    key.wrapping_mul(objects::KEYS_PER_FRAME)
+                        .wrapping_add(j as u64),
+                );
+            }
+        }
+        let mut found = if regions.is_empty() {
+            Vec::new()
+        } else {
+            let work = Work::Regions(&regions, s.object_batch_size.max(1) as usize);
+            self.infer(buffers, &crop_keys, info, work)?
+        }
+        .into_iter();
+        lock(&self.stats).objects_inferred += regions.len() as u64;
+        let mut st = lock(&self.state);
+        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+        for c in crops {
+            let k: Vec<Vec<Keypoint>> = found.by_ref().take(c.len()).collect();
+            state.inferred_objects.push_back((c, k));
+        }
+        Ok(())
+    }
+
+    /// The objects of one frame to infer (or to hold), with the statistics and warnings of
+    /// those left out.
+    fn select(&self, buffer: &gst::BufferRef, size: (u32, u32), o: &ObjectSettings) -> Vec<Crop> {
+        let sel = objects::select(buffer, size, o);
+        {
+            let mut stats = lock(&self.stats);
+            stats.objects_small += sel.small;
+            stats.objects_over_max += sel.over_max;
+            stats.rois_clipped += sel.clipped;
+            stats.rois_skipped += sel.skipped.len() as u64;
+        }
+        let warn = |kind: &'static str, what: String| {
+            gst::debug!(CAT, imp = self, "{}", what);
+            let first = lock(&self.state).as_mut().is_some_and(|st| {
+                !st.warned.contains(&kind) && {
+                    st.warned.push(kind);
+                    true
+                }
+            });
+            if first {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("{} (warned once; counted in stats)", what)
+                );
+            }
+        };
+        if let Some(first) = sel.skipped.first() {
+            warn(
+                "skipped",
+                format!(
+                    "Skipping a region of interest that is empty or outside the frame: {first}"
+                ),
+            );
+        }
+        if sel.clipped > 0 {
+            warn(
+                "clipped",
+                "A region of interest reaches past the frame: clipped to it".into(),
+            );
+        }
+        if sel.over_max > 0 {
+            warn(
+                "over-max",
+                format!(
+                    "A frame has more than max-objects={} objects: the largest are inferred",
+                    o.max_objects
+                ),
+            );
+        }
+        sel.crops
     }
 
     /// Metadata (and with `draw`, the overlay) of one finished frame.
@@ -258,7 +367,7 @@ impl StableKeypoints {
             frame: mut buffer,
             keypoints,
             origin,
-            ..
+            index,
         } = r;
         let Some(keypoints) = keypoints else {
             return Ok(buffer);
@@ -270,16 +379,53 @@ impl StableKeypoints {
             let (n, m) = (state.num_keypoints, state.model_name.clone());
             (info, n, m, state.pose.clone(), state.tokens.clone())
         };
-        let mut frame = output::frame_keypoints(
-            &keypoints,
-            origin,
-            (info.width(), info.height()),
-            s.keypoint_threshold as f32,
-            (num_keypoints, model, tokens),
-        );
-        // From the keypoints as reported (clamped), so consumers can redo it; start() checked
-        // that the pose reads as many keypoints as the detector gives.
-        frame.pose = pose.and_then(|p| p.landmarks(&frame.keypoints).ok());
+        let size = (info.width(), info.height());
+        let entry = |k: &[Keypoint]| {
+            let mut f = output::frame_keypoints(
+                k,
+                origin,
+                size,
+                s.keypoint_threshold as f32,
+                (num_keypoints, model.clone(), tokens.clone()),
+            );
+            // From the keypoints as reported (clamped), so consumers can redo it; start()
+            // checked that the pose reads as many keypoints as the detector gives.
+            f.pose = pose.as_ref().and_then(|p| p.landmarks(&f.keypoints).ok());
+            f
+        };
+        let entries = match s.objects() {
+            None => vec![entry(&keypoints)],
+            Some(o) => {
+                let (crops, inferred) = if origin == stream::Origin::Inference {
+                    let mut st = lock(&self.state);
+                    let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+                    let (c, k) = state.inferred_objects.pop_front().unwrap_or_default();
+                    (c, Some(k))
+                } else {
+                    (self.select(&buffer, size, &o), None)
+                };
+                let resolved = {
+                    let mut st = lock(&self.state);
+                    let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+                    state.objects.resolve(index, &crops, size, inferred, true)
+                };
+                if origin != stream::Origin::Inference {
+                    lock(&self.stats).objects_held +=
+                        resolved.iter().filter(|r| r.keypoints.is_some()).count() as u64;
+                }
+                resolved
+                    .into_iter()
+                    .filter_map(|r| {
+                        let mut f = entry(&r.keypoints?);
+                        f.object = Some(r.object);
+                        Some(f)
+                    })
+                    .collect()
+            }
+        };
+        if entries.is_empty() {
+            return Ok(buffer);
+        }
         {
             let buf = buffer.make_mut();
             if s.draw {
@@ -289,22 +435,25 @@ impl StableKeypoints {
                     ids: s.draw_ids,
                     ..Default::default()
                 };
-                let overlay =
-                    frame_scene(info.width(), info.height(), Some(&frame), &[], &settings);
-                draw_buffer(buf, &info, &overlay, &mut lock(&self.blender)).map_err(|e| {
-                    gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
-                    gst::FlowError::Error
-                })?;
+                for f in &entries {
+                    let overlay = frame_scene(size.0, size.1, Some(f), &[], &settings);
+                    draw_buffer(buf, &info, &overlay, &mut lock(&self.blender)).map_err(|e| {
+                        gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
+                        gst::FlowError::Error
+                    })?;
+                }
             }
-            frame.attach(buf);
+            FrameKeypoints::attach_all(&entries, buf);
             // The picture as it leaves (drawn), so that readers downstream can tell whether
             // a transform moved it under the keypoints.
             if let Some(signature) = Signature::of_buffer(buf, &info) {
                 carrier::sign(buf, &signature);
             }
             #[cfg(feature = "analytics")]
-            if let Err(e) = crate::analytics::attach(&frame, buf) {
-                gst::warning!(CAT, imp = self, "cannot add analytics keypoints: {}", e);
+            for f in &entries {
+                if let Err(e) = crate::analytics::attach(f, buf) {
+                    gst::warning!(CAT, imp = self, "cannot add analytics keypoints: {}", e);
+                }
             }
         }
         Ok(buffer)
@@ -442,6 +591,9 @@ impl BaseTransformImpl for StableKeypoints {
             scheduler: Scheduler::default(),
             ready: VecDeque::new(),
             queued: None,
+            objects: Objects::default(),
+            inferred_objects: VecDeque::new(),
+            warned: Vec::new(),
         });
         *lock(&self.reported_latency) = gst::ClockTime::ZERO;
         Ok(())
@@ -530,6 +682,8 @@ impl BaseTransformImpl for StableKeypoints {
                     state.scheduler.flush();
                     state.ready.clear();
                     state.queued = None;
+                    state.objects.flush();
+                    state.inferred_objects.clear();
                 }
                 *lock(&self.earliest) = None;
             }

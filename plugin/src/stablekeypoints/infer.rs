@@ -5,7 +5,7 @@ use stablekeypoints::estimator::{Estimator, KeypointIdentity};
 use stablekeypoints::model::ModelIdentity;
 use stablekeypoints::options::DetectSettings;
 use stablekeypoints::student::Student;
-use stablekeypoints::{CropMode, Detector, FrameRef, Keypoint, Model, PixelFormat, Tokens};
+use stablekeypoints::{CropMode, Detector, FrameRef, Keypoint, Model, PixelFormat, Region, Tokens};
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -269,27 +269,46 @@ fn open_student(path: &Path, s: &LoadSettings) -> Result<Loaded, gst::ErrorMessa
     })
 }
 
-/// Runs `detector` on `buffers` (frames of `info`) as one batch: straight from the mapped
-/// planes for the formats the core reads, through `convert` for the others.
+/// What a batch infers: its frames, or regions of them (`(frame, region)`, in forward
+/// passes of at most `chunk`).
+pub enum Work<'a> {
+    Frames,
+    Regions(&'a [(usize, Region)], usize),
+}
+
+/// Runs `detector` on `buffers` (frames of `info`) as one batch (`work`; a key per frame or
+/// per region): straight from the mapped planes for the formats the core reads, through
+/// `convert` for the others.
 pub fn detect(
     detector: &mut Estimator,
     convert: Option<&mut ToRgb>,
     buffers: &[&gst::BufferRef],
     keys: &[u64],
     info: &gst_video::VideoInfo,
+    work: Work,
 ) -> Result<Vec<Vec<Keypoint>>, String> {
     let mapped = buffers
         .iter()
         .map(|b| gst_video::VideoFrameRef::from_buffer_ref_readable(b, info))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot map the frame: {e}"))?;
+    let mut run = |frames: &[FrameRef]| match work {
+        Work::Frames => detector.detect_frames_keyed(frames, keys),
+        Work::Regions(regions, chunk) => {
+            let mut out = Vec::with_capacity(regions.len());
+            for (r, k) in regions.chunks(chunk.max(1)).zip(keys.chunks(chunk.max(1))) {
+                out.extend(detector.detect_regions_keyed(frames, r, k)?);
+            }
+            Ok(out)
+        }
+    };
     let detections = match convert {
         None => {
             let frames = mapped
                 .iter()
                 .map(|f| frame_ref(f, info))
                 .collect::<Result<Vec<_>, _>>()?;
-            detector.detect_frames_keyed(&frames, keys)
+            run(&frames)
         }
         Some(to_rgb) => {
             let stride = to_rgb.stride();
@@ -302,7 +321,7 @@ pub fn detect(
                 .map(|p| FrameRef::packed(CORE_FORMAT, w, h, p.as_slice(), stride))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?;
-            detector.detect_frames_keyed(&frames, keys)
+            run(&frames)
         }
     };
     detections

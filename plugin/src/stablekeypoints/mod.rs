@@ -17,6 +17,7 @@ use std::sync::LazyLock;
 
 mod imp;
 mod infer;
+mod objects;
 mod output;
 mod props;
 mod stats;
@@ -71,6 +72,24 @@ pub enum GapPolicyProp {
     HoldLast = 1,
 }
 
+/// What is inferred: the whole frame, or each object an upstream detector found (DL
+/// Streamer's names).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStableKeypointsInferenceRegion")]
+pub enum InferenceRegionProp {
+    #[enum_value(
+        name = "Full frame: one set of keypoints per frame",
+        nick = "full-frame"
+    )]
+    FullFrame = 0,
+    #[enum_value(
+        name = "ROI list: one set per region-of-interest meta of the frame (top-down)",
+        nick = "roi-list"
+    )]
+    RoiList = 1,
+}
+
 glib::wrapper! {
     pub struct StableKeypoints(ObjectSubclass<imp::StableKeypoints>)
         @extends gst_video::VideoFilter, gst_base::BaseTransform, gst::Element, gst::Object;
@@ -100,6 +119,7 @@ pub fn shared_model(
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     CropModeProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     GapPolicyProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    InferenceRegionProp::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "stablekeypoints",

@@ -4,7 +4,8 @@
 use gst::glib;
 use gst::prelude::*;
 
-use super::{CropModeProp, GapPolicyProp};
+use super::objects::{parse_classes, ObjectSettings};
+use super::{CropModeProp, GapPolicyProp, InferenceRegionProp};
 use stablekeypoints::stream::{GapPolicy, StreamSettings};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,11 @@ pub(super) const DEFAULT_BATCH_SIZE: u32 = 1;
 pub(super) const MAX_BATCH_SIZE: u32 = stablekeypoints::limits::MAX_BATCH_SIZE as u32;
 pub(super) const MAX_AUGMENTATIONS: u32 = stablekeypoints::limits::MAX_AUGMENTATIONS as u32;
 pub(super) const DEFAULT_BATCH_TIMEOUT_MS: u32 = 100;
+pub(super) const DEFAULT_OBJECT_MARGIN: f64 = 0.15;
+pub(super) const DEFAULT_MIN_OBJECT_SIZE: u32 = 16;
+pub(super) const DEFAULT_MAX_OBJECTS: u32 = 16;
+pub(super) const MAX_MAX_OBJECTS: u32 = 256;
+pub(super) const DEFAULT_OBJECT_BATCH_SIZE: u32 = 8;
 
 #[derive(Clone, Debug)]
 pub(super) struct Settings {
@@ -48,6 +54,12 @@ pub(super) struct Settings {
     pub draw_ids: bool,
     pub radius: u32,
     pub line_width: u32,
+    pub inference_region: InferenceRegionProp,
+    pub object_class: String,
+    pub object_margin: f64,
+    pub min_object_size: u32,
+    pub max_objects: u32,
+    pub object_batch_size: u32,
 }
 
 impl Default for Settings {
@@ -72,11 +84,27 @@ impl Default for Settings {
             draw_ids: DEFAULT_DRAW_IDS,
             radius: DEFAULT_RADIUS,
             line_width: DEFAULT_LINE_WIDTH,
+            inference_region: InferenceRegionProp::FullFrame,
+            object_class: String::new(),
+            object_margin: DEFAULT_OBJECT_MARGIN,
+            min_object_size: DEFAULT_MIN_OBJECT_SIZE,
+            max_objects: DEFAULT_MAX_OBJECTS,
+            object_batch_size: DEFAULT_OBJECT_BATCH_SIZE,
         }
     }
 }
 
 impl Settings {
+    /// With `inference-region=roi-list`, which objects are inferred.
+    pub(super) fn objects(&self) -> Option<ObjectSettings> {
+        (self.inference_region == InferenceRegionProp::RoiList).then(|| ObjectSettings {
+            classes: parse_classes(&self.object_class),
+            margin: self.object_margin,
+            min_size: self.min_object_size,
+            max_objects: self.max_objects.max(1) as usize,
+        })
+    }
+
     /// What the core's scheduler is told.
     pub(super) fn stream(&self) -> StreamSettings {
         StreamSettings {
@@ -219,9 +247,50 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_LINE_WIDTH)
             .mutable_playing()
             .build(),
+        glib::ParamSpecEnum::builder_with_default("inference-region", InferenceRegionProp::FullFrame)
+            .nick("Inference region")
+            .blurb("full-frame: keypoints of the whole frame; roi-list: keypoints of each object an upstream detector attached as a region-of-interest meta (top-down, as gvaclassify inference-region=roi-list), attached to that object's meta; a frame without objects is not inferred")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("object-class")
+            .nick("Object class")
+            .blurb("With roi-list: the region-of-interest types (roi_type, e.g. person) to infer, comma-separated; empty = all")
+            .default_value(Some(""))
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecDouble::builder("object-margin")
+            .nick("Object margin")
+            .blurb("With roi-list: share of an object's box width and height added on each side before the box is squared by crop-mode (letterbox: the square around it, with the frame's pixels beside it) and inferred")
+            .minimum(0.0)
+            .maximum(2.0)
+            .default_value(DEFAULT_OBJECT_MARGIN)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt::builder("min-object-size")
+            .nick("Minimum object size")
+            .blurb("With roi-list: objects whose box has a shorter side below this many pixels are skipped (counted in stats as objects-small)")
+            .default_value(DEFAULT_MIN_OBJECT_SIZE)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt::builder("max-objects")
+            .nick("Maximum objects")
+            .blurb("With roi-list: objects inferred per frame at most, the largest first (the others are counted in stats as objects-over-max)")
+            .minimum(1)
+            .maximum(MAX_MAX_OBJECTS)
+            .default_value(DEFAULT_MAX_OBJECTS)
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt::builder("object-batch-size")
+            .nick("Object batch size")
+            .blurb("With roi-list: object crops inferred together in one forward pass (batch-size still counts frames)")
+            .minimum(1)
+            .maximum(MAX_BATCH_SIZE)
+            .default_value(DEFAULT_OBJECT_BATCH_SIZE)
+            .mutable_playing()
+            .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
-            .blurb("frames-processed, frames-inferred, frames-skipped (late, QoS), frames-interval-skipped (not due under inference-interval), mean-inference-ms, last-inference-ms (a batch's time per frame), warmup-ms")
+            .blurb("frames-processed, frames-inferred, frames-skipped (late, QoS), frames-interval-skipped (not due under inference-interval), mean-inference-ms, last-inference-ms (a batch's time per frame), warmup-ms; with roi-list: objects-inferred, objects-held (keypoints held, moved with the box), objects-small, objects-over-max, rois-clipped (reaching past the frame), rois-skipped (empty or outside the frame)")
             .read_only()
             .build(),
     ]
@@ -261,6 +330,17 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) {
         "draw-ids" => s.draw_ids = value.get().expect("type checked upstream"),
         "radius" => s.radius = get(),
         "line-width" => s.line_width = get(),
+        "inference-region" => s.inference_region = value.get().expect("type checked upstream"),
+        "object-class" => {
+            s.object_class = value
+                .get::<Option<String>>()
+                .expect("type checked upstream")
+                .unwrap_or_default()
+        }
+        "object-margin" => s.object_margin = value.get().expect("type checked upstream"),
+        "min-object-size" => s.min_object_size = get(),
+        "max-objects" => s.max_objects = get(),
+        "object-batch-size" => s.object_batch_size = get(),
         _ => unimplemented!(),
     }
 }
@@ -288,6 +368,12 @@ pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
         "draw-ids" => s.draw_ids.to_value(),
         "radius" => s.radius.to_value(),
         "line-width" => s.line_width.to_value(),
+        "inference-region" => s.inference_region.to_value(),
+        "object-class" => s.object_class.to_value(),
+        "object-margin" => s.object_margin.to_value(),
+        "min-object-size" => s.min_object_size.to_value(),
+        "max-objects" => s.max_objects.to_value(),
+        "object-batch-size" => s.object_batch_size.to_value(),
         _ => unimplemented!(),
     }
 }

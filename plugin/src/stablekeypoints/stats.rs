@@ -10,6 +10,12 @@ pub(super) struct Stats {
     pub skipped_late: u64,
     /// Not due under `inference-interval`.
     pub skipped_interval: u64,
+    pub objects_inferred: u64,
+    pub objects_held: u64,
+    pub objects_small: u64,
+    pub objects_over_max: u64,
+    pub rois_clipped: u64,
+    pub rois_skipped: u64,
     pub inference_total: Duration,
     pub last_inference: Duration,
     pub warmup: Duration,
@@ -36,6 +42,12 @@ impl Stats {
             .field("mean-inference-ms", ms(st.mean_inference()))
             .field("last-inference-ms", ms(st.last_inference))
             .field("warmup-ms", ms(st.warmup))
+            .field("objects-inferred", st.objects_inferred)
+            .field("objects-held", st.objects_held)
+            .field("objects-small", st.objects_small)
+            .field("objects-over-max", st.objects_over_max)
+            .field("rois-clipped", st.rois_clipped)
+            .field("rois-skipped", st.rois_skipped)
             .build()
     }
 }
