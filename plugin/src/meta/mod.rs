@@ -105,6 +105,8 @@ pub mod fields {
     pub const OBJECT_BOX: &str = "object-box";
     /// Per object: the id of its ROI meta on the buffer.
     pub const OBJECT_ROI_ID: &str = "object-roi-id";
+    /// Per object: the square the keypoints were inferred in, `x, y, w, h` normalised.
+    pub const OBJECT_VIEW: &str = "object-view";
     /// Pose structure only.
     pub const POINT_NAMES: &str = "point-names";
     /// Pose structure only.
@@ -184,6 +186,10 @@ pub struct ObjectMeta {
     pub bbox: [f32; 4],
     /// The id of the object's ROI meta on the buffer (unique within one buffer only).
     pub roi_id: i32,
+    /// The square the keypoints were inferred in (the box with its margin, squared),
+    /// `x, y, w, h` normalised to the frame: the model's view, in which a pose file's
+    /// regressor reads them.
+    pub view: [f32; 4],
 }
 
 impl ObjectMeta {
@@ -304,6 +310,13 @@ fn typed<T: for<'a> glib::value::FromValue<'a> + 'static>(
 
 use gst::glib;
 
+/// A field of 4 floats (a box).
+fn four(s: &gst::StructureRef, name: &str) -> Result<[f32; 4], MetaError> {
+    floats(s, name)?
+        .try_into()
+        .map_err(|v: Vec<f32>| MetaError(format!("`{name}` holds {} values, not 4", v.len())))
+}
+
 impl PoseMeta {
     /// The pose parameter structure.
     pub fn to_structure(&self) -> gst::Structure {
@@ -414,6 +427,7 @@ impl FrameKeypoints {
             st.set(fields::OBJECT_LABEL, &o.label);
             st.set(fields::OBJECT_BOX, float_array(o.bbox.into_iter()));
             st.set(fields::OBJECT_ROI_ID, o.roi_id);
+            st.set(fields::OBJECT_VIEW, float_array(o.view.into_iter()));
         }
         st
     }
@@ -498,18 +512,11 @@ impl FrameKeypoints {
                         .get::<u64>(fields::OBJECT_ID)
                         .map_err(|e| MetaError(format!("field `{}`: {e}", fields::OBJECT_ID)))?,
                     label: get_str(fields::OBJECT_LABEL)?,
-                    bbox: floats(s, fields::OBJECT_BOX)?
-                        .try_into()
-                        .map_err(|v: Vec<f32>| {
-                            MetaError(format!(
-                                "`{}` holds {} values, not 4",
-                                fields::OBJECT_BOX,
-                                v.len()
-                            ))
-                        })?,
+                    bbox: four(s, fields::OBJECT_BOX)?,
                     roi_id: s.get::<i32>(fields::OBJECT_ROI_ID).map_err(|e| {
                         MetaError(format!("field `{}`: {e}", fields::OBJECT_ROI_ID))
                     })?,
+                    view: four(s, fields::OBJECT_VIEW)?,
                 }),
             },
         })

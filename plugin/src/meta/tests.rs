@@ -262,6 +262,7 @@ fn person(id: u64, roi_id: i32, bbox: [f32; 4], x: f32) -> FrameKeypoints {
         label: "person".into(),
         bbox,
         roi_id,
+        view: [bbox[0] - 0.05, bbox[1], bbox[3], bbox[3]],
     });
     f
 }

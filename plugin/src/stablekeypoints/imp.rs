@@ -61,6 +61,8 @@ struct State {
     inferred_objects: VecDeque<(Vec<Crop>, Vec<Vec<Keypoint>>)>,
     /// Kinds of bad ROI warned about (each posted once).
     warned: Vec<&'static str>,
+    /// How the detector squares its input.
+    crop: stablekeypoints::CropMode,
 }
 
 #[derive(Default)]
@@ -249,7 +251,7 @@ impl StableKeypoints {
             (state.scheduler.take_batch(), info)
         };
         let buffers: Vec<&gst::BufferRef> = batch.to_infer().map(|b| b.as_ref()).collect();
-        let keypoints = match s.objects() {
+        let keypoints = match self.object_settings(s) {
             _ if buffers.is_empty() => Vec::new(),
             None => self.infer(&buffers, &batch.keys(), &info, Work::Frames)?,
             Some(o) => {
@@ -261,6 +263,12 @@ impl StableKeypoints {
         let mut st = lock(&self.state);
         let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
         Ok(state.scheduler.complete(batch, keypoints, &s.stream()))
+    }
+
+    /// With `inference-region=roi-list`, what selects the objects.
+    fn object_settings(&self, s: &Settings) -> Option<ObjectSettings> {
+        let crop = lock(&self.state).as_ref().map(|st| st.crop)?;
+        s.objects(crop)
     }
 
     /// The objects of `buffers` (frames with item keys `keys`), inferred in batches of
@@ -393,7 +401,7 @@ impl StableKeypoints {
             f.pose = pose.as_ref().and_then(|p| p.landmarks(&f.keypoints).ok());
             f
         };
-        let entries = match s.objects() {
+        let entries = match self.object_settings(s) {
             None => vec![entry(&keypoints)],
             Some(o) => {
                 let (crops, inferred) = if origin == stream::Origin::Inference {
@@ -580,6 +588,7 @@ impl BaseTransformImpl for StableKeypoints {
             ..Default::default()
         };
         *lock(&self.earliest) = None;
+        let crop = loaded.detector.crop();
         *lock(&self.state) = Some(State {
             num_keypoints: loaded.detector.num_keypoints(),
             detector: Some(loaded.detector),
@@ -594,6 +603,7 @@ impl BaseTransformImpl for StableKeypoints {
             objects: Objects::default(),
             inferred_objects: VecDeque::new(),
             warned: Vec::new(),
+            crop,
         });
         *lock(&self.reported_latency) = gst::ClockTime::ZERO;
         Ok(())

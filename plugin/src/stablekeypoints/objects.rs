@@ -3,7 +3,7 @@
 //! ids, and the keypoints they hold between inferences).
 
 use crate::meta::{ObjectMeta, ROI_TYPE};
-use stablekeypoints::{Keypoint, Region};
+use stablekeypoints::{CropMode, Keypoint, Region};
 
 /// DL Streamer's tracker structure on a ROI meta (`gvatrack`), and its id field.
 pub const TRACKER_PARAM: &str = "object_id";
@@ -24,6 +24,8 @@ pub struct ObjectSettings {
     pub min_size: u32,
     /// Objects inferred per frame, at most (the largest first).
     pub max_objects: usize,
+    /// How the detector squares a box (its crop mode).
+    pub crop: CropMode,
 }
 
 /// The `object-class` property: comma-separated names, blanks ignored.
@@ -46,6 +48,8 @@ pub struct Crop {
     pub tracker_id: Option<u64>,
     /// The box with its margin (squared by the detector's crop mode when cut).
     pub region: Region,
+    /// What the detector sees of it: the region squared, normalised to the frame.
+    pub view: [f32; 4],
 }
 
 impl Crop {
@@ -112,12 +116,21 @@ pub fn select(buffer: &gst::BufferRef, (w, h): (u32, u32), s: &ObjectSettings) -
             w: rect.2 as f64,
             h: rect.3 as f64,
         };
+        let region = box_region.grown(s.margin);
+        let v = region.squared(s.crop);
+        let (fw, fh) = (w as f64, h as f64);
         out.crops.push(Crop {
             roi_id: m.id(),
             label: label.to_string(),
             rect,
             tracker_id,
-            region: box_region.grown(s.margin),
+            region,
+            view: [
+                (v.x / fw) as f32,
+                (v.y / fh) as f32,
+                (v.w / fw) as f32,
+                (v.h / fh) as f32,
+            ],
         });
     }
     if out.crops.len() > s.max_objects {
@@ -158,8 +171,9 @@ struct Followed {
     label: String,
     tracker_id: Option<u64>,
     bbox: [f32; 4],
-    /// Its last inferred keypoints (frame-normalised) and the box they were inferred in.
-    keypoints: Option<(Vec<Keypoint>, [f32; 4])>,
+    /// Its last inferred keypoints (frame-normalised), the box and the view they were
+    /// inferred in.
+    keypoints: Option<(Vec<Keypoint>, [f32; 4], [f32; 4])>,
     last_seen: u64,
 }
 
@@ -215,14 +229,19 @@ impl Objects {
                 let f = &mut self.followed[f];
                 f.bbox = bbox;
                 f.last_seen = index;
-                let keypoints = match inferred.as_mut() {
+                let (keypoints, view) = match inferred.as_mut() {
                     Some(k) => {
                         let k = k.next().unwrap_or_default();
-                        f.keypoints = Some((k.clone(), bbox));
-                        Some(k)
+                        f.keypoints = Some((k.clone(), bbox, c.view));
+                        (Some(k), c.view)
                     }
-                    None if hold => f.keypoints.as_ref().map(|(k, was)| moved(k, *was, bbox)),
-                    None => None,
+                    None if hold => match &f.keypoints {
+                        Some((k, was, view)) => {
+                            (Some(moved(k, *was, bbox)), moved_box(*view, *was, bbox))
+                        }
+                        None => (None, c.view),
+                    },
+                    None => (None, c.view),
                 };
                 Resolved {
                     object: ObjectMeta {
@@ -230,6 +249,7 @@ impl Objects {
                         label: c.label.clone(),
                         bbox,
                         roi_id: c.roi_id,
+                        view,
                     },
                     keypoints,
                 }
@@ -303,17 +323,30 @@ impl Objects {
     }
 }
 
-/// Keypoints inferred in box `was`, moved with the object to box `now` (both normalised).
-fn moved(k: &[Keypoint], was: [f32; 4], now: [f32; 4]) -> Vec<Keypoint> {
+/// The map from box `was` to box `now` (both normalised): point -> point.
+fn box_map(was: [f32; 4], now: [f32; 4]) -> impl Fn(f32, f32) -> (f32, f32) {
     let sx = if was[2] > 0.0 { now[2] / was[2] } else { 1.0 };
     let sy = if was[3] > 0.0 { now[3] / was[3] } else { 1.0 };
+    move |x, y| (now[0] + (x - was[0]) * sx, now[1] + (y - was[1]) * sy)
+}
+
+/// Keypoints inferred in box `was`, moved with the object to box `now`.
+fn moved(k: &[Keypoint], was: [f32; 4], now: [f32; 4]) -> Vec<Keypoint> {
+    let map = box_map(was, now);
     k.iter()
-        .map(|p| Keypoint {
-            x: now[0] + (p.x - was[0]) * sx,
-            y: now[1] + (p.y - was[1]) * sy,
-            ..*p
+        .map(|p| {
+            let (x, y) = map(p.x, p.y);
+            Keypoint { x, y, ..*p }
         })
         .collect()
+}
+
+/// A box (`x, y, w, h`) moved as its object moved from box `was` to box `now`.
+fn moved_box(b: [f32; 4], was: [f32; 4], now: [f32; 4]) -> [f32; 4] {
+    let map = box_map(was, now);
+    let (x0, y0) = map(b[0], b[1]);
+    let (x1, y1) = map(b[0] + b[2], b[1] + b[3]);
+    [x0, y0, x1 - x0, y1 - y0]
 }
 
 #[cfg(test)]
@@ -332,6 +365,7 @@ mod tests {
                 w: rect.2 as f64,
                 h: rect.3 as f64,
             },
+            view: [0.0, 0.0, 1.0, 1.0],
         }
     }
 

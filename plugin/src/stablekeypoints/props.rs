@@ -7,6 +7,7 @@ use gst::prelude::*;
 use super::objects::{parse_classes, ObjectSettings};
 use super::{CropModeProp, GapPolicyProp, InferenceRegionProp};
 use stablekeypoints::stream::{GapPolicy, StreamSettings};
+use stablekeypoints::CropMode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,9 +96,11 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// With `inference-region=roi-list`, which objects are inferred.
-    pub(super) fn objects(&self) -> Option<ObjectSettings> {
+    /// With `inference-region=roi-list`, which objects are inferred by a detector that
+    /// squares boxes as `crop` says.
+    pub(super) fn objects(&self, crop: CropMode) -> Option<ObjectSettings> {
         (self.inference_region == InferenceRegionProp::RoiList).then(|| ObjectSettings {
+            crop,
             classes: parse_classes(&self.object_class),
             margin: self.object_margin,
             min_size: self.min_object_size,
