@@ -21,8 +21,9 @@ pub mod train;
 // Infrastructure: what the method runs on and what the CLI and the elements share.
 // Settings and bounds as users give them, errors, files (staged outputs, images, the
 // authors' token files, export records), random models for demos and tests, video streams
-// (scheduling, smoothing) and the allocator.
+// (scheduling, smoothing), the object boxes of an upstream detector and the allocator.
 pub mod alloc;
+pub mod boxes;
 pub mod device;
 pub mod error;
 pub mod export;

@@ -5,7 +5,9 @@
 //! - `stablekeypointstrack`: One-Euro smoothing and interpolation between inferences;
 //! - `stablekeypointspose`: named landmarks and a skeleton regressed from the keypoints;
 //! - `stablekeypointsoverlay`: draws the metadata (ours and DL Streamer's keypoints);
-//! - `stablekeypointspublish`: per-frame records to a file, standard output or MQTT.
+//! - `stablekeypointspublish`: per-frame records to a file, standard output or MQTT;
+//! - `stablekeypointsboxes`: object boxes from a file as the ROI metadata an upstream
+//!   detector would attach.
 //!
 //! The model code lives in the GStreamer-free `stablekeypoints` crate.
 
@@ -14,6 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 
 #[cfg(feature = "analytics")]
 pub mod analytics;
+/// Object boxes from a file (the DL Streamer names they are attached with are public).
+pub mod boxes;
 /// Model input through GStreamer's converter (public for the tests and examples).
 pub mod convert;
 mod export;
@@ -28,6 +32,7 @@ mod publish;
 mod stablekeypoints;
 mod track;
 
+pub use boxes::{BoxesFrameIndexProp, StableKeypointsBoxes};
 pub use overlay::{palette_rgb, StableKeypointsOverlay};
 pub use pose::StableKeypointsPose;
 pub use publish::{FormatProp, FrameIndexProp, QosProp, StableKeypointsPublish};
@@ -55,7 +60,8 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     track::register(plugin)?;
     pose::register(plugin)?;
     overlay::register(plugin)?;
-    publish::register(plugin)
+    publish::register(plugin)?;
+    boxes::register(plugin)
 }
 
 gst::plugin_define!(

@@ -13,12 +13,13 @@ use gst::prelude::*;
 mod common;
 use common::*;
 
-const ELEMENTS: [&str; 5] = [
+const ELEMENTS: [&str; 6] = [
     "stablekeypoints",
     "stablekeypointstrack",
     "stablekeypointspose",
     "stablekeypointsoverlay",
     "stablekeypointspublish",
+    "stablekeypointsboxes",
 ];
 
 /// Properties every GstObject / GstBaseTransform has; not ours to document.

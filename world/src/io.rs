@@ -3,6 +3,7 @@
 
 use crate::figure::{JOINTS, NUM_JOINTS, NUM_PARTS, SKELETON};
 use crate::motion::Motion;
+use crate::people::{overlapping, People};
 use crate::render::{render, Render};
 use crate::{Scene, SceneOptions};
 use safetensors::tensor::{Dtype, TensorView};
@@ -24,7 +25,12 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 pub fn write_png(path: &Path, r: &Render) -> Result<()> {
-    let img = image::RgbImage::from_raw(r.size as u32, r.size as u32, r.rgb.clone())
+    write_rgb(path, r.size, r.size, &r.rgb)
+}
+
+/// An RGB8 `width` x `height` image as a PNG.
+pub fn write_rgb(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
+    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec())
         .ok_or_else(|| io_err(path, "image buffer has the wrong size"))?;
     img.save(path).map_err(|e| io_err(path, e))
 }
@@ -169,3 +175,46 @@ pub fn write_clip(
     write_pose_names(dir)?;
     Ok(paths)
 }
+
+/// A clip of several figures ([`People`]) as `DIR/frames/NNNNN.png`, the true joints and
+/// boxes in `DIR/people.jsonl`, the boxes alone in `DIR/boxes.jsonl` (the
+/// `stablekeypointsboxes` format) and each figure alone, in the same place and pose over the
+/// same background, as `DIR/alone/<p>/frames/NNNNN.png`. Returns the share of frames in
+/// which some pair of figures' boxes has an IoU of at least [`OVERLAP_IOU`].
+pub fn write_people(dir: &Path, clip: &People, frames: usize) -> Result<f64> {
+    let frame_dir = dir.join("frames");
+    create_dir(&frame_dir)?;
+    for p in 0..clip.figures() {
+        create_dir(&dir.join(format!("alone/{p}/frames")))?;
+    }
+    let (mut people, mut boxes) = (String::new(), String::new());
+    let mut overlaps = 0;
+    for f in 0..frames {
+        let frame = clip.render(f, None);
+        write_rgb(
+            &frame_dir.join(format!("{f:05}.png")),
+            frame.width,
+            frame.height,
+            &frame.rgb,
+        )?;
+        overlaps += overlapping(&frame, OVERLAP_IOU) as usize;
+        let (p, b) = frame.lines(f, clip.fps);
+        let json = |e: serde_json::Error| io_err(dir, e);
+        people.push_str(&serde_json::to_string(&p).map_err(json)?);
+        people.push('\n');
+        boxes.push_str(&serde_json::to_string(&b).map_err(json)?);
+        boxes.push('\n');
+        for p in 0..clip.figures() {
+            let alone = clip.render(f, Some(p));
+            let path = dir.join(format!("alone/{p}/frames/{f:05}.png"));
+            write_rgb(&path, alone.width, alone.height, &alone.rgb)?;
+        }
+    }
+    write(&dir.join("people.jsonl"), people.as_bytes())?;
+    write(&dir.join("boxes.jsonl"), boxes.as_bytes())?;
+    write_pose_names(dir)?;
+    Ok(overlaps as f64 / frames.max(1) as f64)
+}
+
+/// The IoU at which two figures' boxes count as overlapping.
+pub const OVERLAP_IOU: f64 = 0.3;

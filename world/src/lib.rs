@@ -6,6 +6,7 @@
 pub mod figure;
 pub mod io;
 pub mod motion;
+pub mod people;
 pub mod render;
 pub mod rng;
 pub mod score;

@@ -2,7 +2,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use skp_world::figure::JOINTS;
-use skp_world::io::{write_clip, write_dataset, write_labelled};
+use skp_world::io::{write_clip, write_dataset, write_labelled, write_people, OVERLAP_IOU};
+use skp_world::people::{jitter, People};
 use skp_world::SceneOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +56,43 @@ enum Command {
         /// Replace an existing clip folder
         #[arg(long)]
         force: bool,
+    },
+    /// 1 to 4 figures walking across a wide frame, passing each other and the frame's edges:
+    /// DIR/frames/NNNNN.png, DIR/people.jsonl (true boxes, joints, visibility per figure),
+    /// DIR/boxes.jsonl (the boxes for stablekeypointsboxes) and each figure alone in
+    /// DIR/alone/<p>/frames/NNNNN.png; prints the share of frames in which two figures' boxes
+    /// overlap (IoU >= 0.3)
+    People {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        frames: u64,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4))]
+        figures: u64,
+        #[arg(long, default_value_t = 512, value_parser = side)]
+        width: usize,
+        #[arg(long, default_value_t = 256, value_parser = side)]
+        height: usize,
+        #[arg(long, default_value_t = 15.0, value_parser = positive_f32)]
+        fps: f32,
+        /// Replace an existing clip folder
+        #[arg(long)]
+        force: bool,
+    },
+    /// Boxes moved and resized as a detector's would be: each box's centre by up to AMOUNT of
+    /// its width and height, each side scaled by a factor in [1 - AMOUNT, 1 + AMOUNT]
+    /// (independent, uniform); the records are otherwise kept
+    Jitter {
+        #[arg(long, value_name = "IN.jsonl")]
+        boxes: PathBuf,
+        #[arg(long, value_name = "OUT.jsonl")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0.1, value_parser = unit)]
+        amount: f32,
+        #[arg(long)]
+        seed: u64,
     },
     /// Mean error of the element's `pose` landmarks against the clip's true joints
     Score {
@@ -173,6 +211,39 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             check_out(&out, force)?;
             write_clip(&out, seed, frames as usize, fps, size).map(|_| ())
+        }
+        Command::People {
+            out,
+            frames,
+            seed,
+            figures,
+            width,
+            height,
+            fps,
+            force,
+        } => {
+            check_out(&out, force)?;
+            let clip = People::new(seed, figures as usize, frames as usize, fps, width, height);
+            let share = write_people(&out, &clip, frames as usize)?;
+            println!(
+                "{frames} frames of {figures} figures in {}: two figures' boxes overlap \
+                 (IoU >= {OVERLAP_IOU}) in {:.1}% of them",
+                out.display(),
+                100.0 * share
+            );
+            Ok(())
+        }
+        Command::Jitter {
+            boxes,
+            out,
+            amount,
+            seed,
+        } => {
+            let text =
+                std::fs::read_to_string(&boxes).map_err(|e| format!("{}: {e}", boxes.display()))?;
+            let jittered = jitter(&text, amount as f64, seed)
+                .map_err(|e| format!("{}: {e}", boxes.display()))?;
+            std::fs::write(&out, jittered).map_err(|e| format!("{}: {e}", out.display()))
         }
         Command::Score { labels, jsonl } => {
             let s = skp_world::score::score(&labels, &jsonl)?;

@@ -2,7 +2,9 @@
 //! capsules and rounded polygons (coverage from the signed distance), with a part-id buffer
 //! that gives each joint's visibility and each part's visible area.
 
-use crate::figure::{project, Body, Pose, Shape, JOINT_PARTS, NUM_JOINTS, NUM_PARTS, PART_COLOURS};
+use crate::figure::{
+    project, Body, Pose, Projected, Shape, JOINT_PARTS, NUM_JOINTS, NUM_PARTS, PART_COLOURS,
+};
 use crate::rng::Rng;
 
 /// Id-buffer value of pixels no part covers.
@@ -70,10 +72,11 @@ impl Background {
         }
     }
 
-    /// Linear RGB in [0, 1], `[size * size * 3]`, row-major.
-    fn paint(&self, size: usize) -> Vec<f32> {
-        let mut img = vec![0.0f32; size * size * 3];
-        let inv = 1.0 / size as f32;
+    /// Linear RGB in [0, 1], `[width * height * 3]`, row-major: the background stretched
+    /// to a `width` x `height` image (a `size` x `size` render paints it at `size`, `size`).
+    pub fn paint(&self, width: usize, height: usize) -> Vec<f32> {
+        let mut img = vec![0.0f32; width * height * 3];
+        let (inv_w, inv_h) = (1.0 / width as f32, 1.0 / height as f32);
         let lerp = |a: [f32; 3], b: [f32; 3], t: f32| {
             [
                 a[0] + (b[0] - a[0]) * t,
@@ -81,28 +84,32 @@ impl Background {
                 a[2] + (b[2] - a[2]) * t,
             ]
         };
-        for y in 0..size {
-            let v = (y as f32 + 0.5) * inv;
+        let (fw, fh) = (width as f32, height as f32);
+        for y in 0..height {
+            let v = (y as f32 + 0.5) * inv_h;
             let row = match self.floor {
                 Some((h, near, far)) if v >= h => lerp(far, near, (v - h) / (1.0 - h)),
                 _ => lerp(self.top, self.bottom, v),
             };
-            for x in 0..size {
-                let u = (x as f32 + 0.5) * inv;
+            for x in 0..width {
+                let u = (x as f32 + 0.5) * inv_w;
                 let mut c = row;
                 for (r, col, a) in &self.rects {
                     // Soft edges, about one pixel wide at any size.
-                    let d = (r[0] - u).max(u - r[2]).max(r[1] - v).max(v - r[3]) * size as f32;
+                    let d = ((r[0] - u) * fw)
+                        .max((u - r[2]) * fw)
+                        .max((r[1] - v) * fh)
+                        .max((v - r[3]) * fh);
                     let a = a * (0.5 - d).clamp(0.0, 1.0);
                     c = lerp(c, *col, a);
                 }
                 let n = if self.noise > 0.0 {
-                    let mut h = Rng::stream(self.noise_seed, (y * size + x) as u64);
+                    let mut h = Rng::stream(self.noise_seed, (y * width + x) as u64);
                     self.noise * (h.uniform() * 2.0 - 1.0)
                 } else {
                     0.0
                 };
-                let p = &mut img[(y * size + x) * 3..][..3];
+                let p = &mut img[(y * width + x) * 3..][..3];
                 for k in 0..3 {
                     p[k] = c[k] + n;
                 }
@@ -184,7 +191,7 @@ fn scaled(shape: &Shape, s: f32) -> Shape {
     }
 }
 
-fn pixel_bounds(shape: &Shape, size: usize) -> Option<[usize; 4]> {
+fn pixel_bounds(shape: &Shape, width: usize, height: usize) -> Option<[usize; 4]> {
     let mut b = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
     let (pts, r): (Vec<[f32; 2]>, f32) = match shape {
         Shape::Capsule { a, b, r } => (vec![*a, *b], *r),
@@ -196,13 +203,117 @@ fn pixel_bounds(shape: &Shape, size: usize) -> Option<[usize; 4]> {
         b[2] = b[2].max(p[0] + r + 1.0);
         b[3] = b[3].max(p[1] + r + 1.0);
     }
-    let s = size as f32;
-    if b[2] < 0.0 || b[3] < 0.0 || b[0] >= s || b[1] >= s {
+    if b[2] < 0.0 || b[3] < 0.0 || b[0] >= width as f32 || b[1] >= height as f32 {
         return None;
     }
     let lo = |v: f32| v.max(0.0).floor() as usize;
-    let hi = |v: f32| (v.ceil().max(0.0) as usize).min(size);
-    Some([lo(b[0]), lo(b[1]), hi(b[2]), hi(b[3])])
+    let hi = |v: f32, size: usize| (v.ceil().max(0.0) as usize).min(size);
+    Some([lo(b[0]), lo(b[1]), hi(b[2], width), hi(b[3], height)])
+}
+
+/// An image that figures are drawn into one after another (the later over the earlier),
+/// with the part and the figure on top at each pixel. Figure coordinates are normalised to
+/// the image height (a square image: its side).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Canvas {
+    pub width: usize,
+    pub height: usize,
+    /// Linear RGB in [0, 1], row-major.
+    img: Vec<f32>,
+    /// Part on top at each pixel (coverage at least one half), or [`BACKGROUND`].
+    pub ids: Vec<u8>,
+    /// Figure on top at each pixel (its index in drawing calls' `figure`), or [`BACKGROUND`].
+    pub owner: Vec<u8>,
+}
+
+impl Canvas {
+    /// A canvas over a painted background ([`Background::paint`] at this size).
+    pub fn new(painted: Vec<f32>, width: usize, height: usize) -> Self {
+        assert_eq!(painted.len(), width * height * 3, "painted background size");
+        Canvas {
+            width,
+            height,
+            img: painted,
+            ids: vec![BACKGROUND; width * height],
+            owner: vec![BACKGROUND; width * height],
+        }
+    }
+
+    /// Draws `projected` (its parts far to near; those whose `drawn` entry is false left out)
+    /// as figure `figure`. Returns the pixel box `[x0, y0, x1, y1)` of what it covered (at
+    /// least one half), whatever is drawn over it later; `None` when nothing.
+    pub fn draw(
+        &mut self,
+        figure: u8,
+        projected: &Projected,
+        drawn: &[bool; NUM_PARTS],
+    ) -> Option<[usize; 4]> {
+        let (w, h) = (self.width, self.height);
+        let s = h as f32;
+        let mut parts = projected.parts.clone();
+        // Far to near; ties keep the part order.
+        parts.sort_by(|a, b| a.depth.total_cmp(&b.depth));
+        let mut bbox: Option<[usize; 4]> = None;
+        for ps in parts.iter().filter(|ps| drawn[ps.part]) {
+            let shape = scaled(&ps.shape, s);
+            let Some([x0, y0, x1, y1]) = pixel_bounds(&shape, w, h) else {
+                continue;
+            };
+            let col = PART_COLOURS[ps.part].map(|c| c as f32 / 255.0);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let d = signed_distance(&shape, [x as f32 + 0.5, y as f32 + 0.5]);
+                    let a = (0.5 - d).clamp(0.0, 1.0);
+                    if a <= 0.0 {
+                        continue;
+                    }
+                    let i = y * w + x;
+                    let p = &mut self.img[i * 3..][..3];
+                    for k in 0..3 {
+                        p[k] += (col[k] - p[k]) * a;
+                    }
+                    if a >= 0.5 {
+                        self.ids[i] = ps.part as u8;
+                        self.owner[i] = figure;
+                        let b = bbox.get_or_insert([x, y, x + 1, y + 1]);
+                        *b = [b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1)];
+                    }
+                }
+            }
+        }
+        bbox
+    }
+
+    /// Joint positions in pixels of `projected` (drawn as `figure`) and their visibility: a
+    /// joint is visible when it lies in the image and a part of this figure that it belongs
+    /// to is on top there.
+    pub fn joints(
+        &self,
+        figure: u8,
+        projected: &Projected,
+        drawn: &[bool; NUM_PARTS],
+    ) -> ([[f32; 2]; NUM_JOINTS], [bool; NUM_JOINTS]) {
+        let s = self.height as f32;
+        let joints = projected.joints.map(|j| [j[0] * s, j[1] * s]);
+        let visible = std::array::from_fn(|j| {
+            let [x, y] = joints[j];
+            if !(x >= 0.0 && y >= 0.0 && x < self.width as f32 && y < s) {
+                return false;
+            }
+            let i = y as usize * self.width + x as usize;
+            let id = self.ids[i];
+            self.owner[i] == figure && JOINT_PARTS[j].iter().any(|&p| drawn[p] && id == p as u8)
+        });
+        (joints, visible)
+    }
+
+    /// RGB8, row-major.
+    pub fn rgb(&self) -> Vec<u8> {
+        self.img
+            .iter()
+            .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect()
+    }
 }
 
 /// Renders `pose` of `body` over `background` at `size` x `size`; parts whose `drawn` entry
@@ -214,62 +325,23 @@ pub fn render(
     size: usize,
     drawn: &[bool; NUM_PARTS],
 ) -> Render {
-    let mut img = background.paint(size);
-    let mut ids = vec![BACKGROUND; size * size];
+    let mut canvas = Canvas::new(background.paint(size, size), size, size);
     let projected = project(body, pose);
-    let mut parts = projected.parts.clone();
-    // Far to near; ties keep the part order.
-    parts.sort_by(|a, b| a.depth.total_cmp(&b.depth));
+    canvas.draw(0, &projected, drawn);
     let s = size as f32;
-    for ps in parts.iter().filter(|ps| drawn[ps.part]) {
-        let shape = scaled(&ps.shape, s);
-        let Some([x0, y0, x1, y1]) = pixel_bounds(&shape, size) else {
-            continue;
-        };
-        let col = PART_COLOURS[ps.part].map(|c| c as f32 / 255.0);
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let d = signed_distance(&shape, [x as f32 + 0.5, y as f32 + 0.5]);
-                let a = (0.5 - d).clamp(0.0, 1.0);
-                if a <= 0.0 {
-                    continue;
-                }
-                let i = y * size + x;
-                let p = &mut img[i * 3..][..3];
-                for k in 0..3 {
-                    p[k] += (col[k] - p[k]) * a;
-                }
-                if a >= 0.5 {
-                    ids[i] = ps.part as u8;
-                }
-            }
-        }
-    }
-    let rgb = img
-        .iter()
-        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect();
     let mut part_pixels = [0u32; NUM_PARTS];
-    for &id in &ids {
+    for &id in &canvas.ids {
         if id != BACKGROUND {
             part_pixels[id as usize] += 1;
         }
     }
     let min_px = (MIN_PRESENT_FRACTION * s * s).max(1.0) as u32;
     let present = std::array::from_fn(|p| drawn[p] && part_pixels[p] >= min_px);
-    let joints = projected.joints.map(|j| [j[0] * s, j[1] * s]);
-    let visible = std::array::from_fn(|j| {
-        let [x, y] = joints[j];
-        if !(x >= 0.0 && y >= 0.0 && x < s && y < s) {
-            return false;
-        }
-        let id = ids[y as usize * size + x as usize];
-        JOINT_PARTS[j].iter().any(|&p| drawn[p] && id == p as u8)
-    });
+    let (joints, visible) = canvas.joints(0, &projected, drawn);
     Render {
         size,
-        rgb,
-        ids,
+        rgb: canvas.rgb(),
+        ids: canvas.ids,
         joints,
         visible,
         part_pixels,
