@@ -274,8 +274,8 @@ impl Region {
     }
 
     /// The square the model sees of this box, as `mode` squares a frame: letterbox keeps
-    /// the whole box (the square around it, with the frame's pixels beside it, black only
-    /// past the frame's edge), centre-crop its middle square, stretch the box itself.
+    /// the whole box (the square around it, black beside the box), centre-crop its middle
+    /// square, stretch the box itself.
     pub fn squared(&self, mode: CropMode) -> Self {
         let side = match mode {
             CropMode::Letterbox => self.w.max(self.h),
@@ -379,7 +379,7 @@ pub fn to_model_input(frame: &FrameRef, size: usize, mode: CropMode) -> (Vec<f32
     if mode == CropMode::Stretch {
         return (resize_pil_bilinear(frame, size, size), fit);
     }
-    (resample(frame, &fit), fit)
+    (resample(frame, &fit, None), fit)
 }
 
 /// `region` of `frame` (squared by `mode`, see [`Region::squared`]) as the model's input,
@@ -397,22 +397,32 @@ pub fn region_to_model_input(
         )));
     }
     let fit = Fit::of_region(frame.width, frame.height, &region.squared(mode), size);
-    Ok((resample(frame, &fit), fit))
+    // Letterbox pads the box with black, as it pads a frame: no other object beside it.
+    let shown = (mode == CropMode::Letterbox).then_some(region);
+    Ok((resample(frame, &fit, shown), fit))
 }
 
-/// The frame through `fit` (an affine map per axis), supersampled bilinearly.
-fn resample(frame: &FrameRef, fit: &Fit) -> Vec<f32> {
+/// The frame through `fit` (an affine map per axis), supersampled bilinearly; only what
+/// lies in `shown` (all of the frame: `None`), black elsewhere.
+fn resample(frame: &FrameRef, fit: &Fit, shown: Option<&Region>) -> Vec<f32> {
     let size = fit.size;
-    let axis = |offset: f64, scale: f64, len: usize| {
+    let axis = |offset: f64, scale: f64, len: usize, span: (f64, f64)| {
         let inv = 1.0 / scale;
         let taps = (inv.ceil() as usize).clamp(1, 4);
-        supersample_axis(size, offset, inv, taps, len)
+        supersample_axis(size, offset, inv, taps, len, span)
     };
+    let (sx, sy) = shown.map_or(
+        (
+            (f64::NEG_INFINITY, f64::INFINITY),
+            (f64::NEG_INFINITY, f64::INFINITY),
+        ),
+        |r| ((r.x, r.x + r.w), (r.y, r.y + r.h)),
+    );
     // The taps x taps supersampled bilinear filter is separable (its samples, their
     // bilinear weights and the letterbox's black are all per axis), so the frame is read
     // once per needed pixel, a row at a time, instead of four times per sample.
-    let wx = axis(fit.offset_x, fit.scale_x, frame.width);
-    let wy = axis(fit.offset_y, fit.scale_y, frame.height);
+    let wx = axis(fit.offset_x, fit.scale_x, frame.width, sx);
+    let wy = axis(fit.offset_y, fit.scale_y, frame.height, sy);
     let mut cols: Vec<usize> = wx.iter().flatten().map(|&(x, _)| x).collect();
     cols.sort_unstable();
     cols.dedup();
@@ -461,13 +471,15 @@ fn resample(frame: &FrameRef, fit: &Fit) -> Vec<f32> {
 
 /// Along one axis of `len` pixels: for each of `size` outputs, the input pixels of its
 /// `taps` supersamples' bilinear interpolation with their weights (each sample's share
-/// `1 / taps` included). Samples outside the frame contribute nothing (letterbox black).
+/// `1 / taps` included). Samples outside the frame, or outside `lo..hi`, contribute nothing
+/// (letterbox black).
 fn supersample_axis(
     size: usize,
     offset: f64,
     inv: f64,
     taps: usize,
     len: usize,
+    (lo, hi): (f64, f64),
 ) -> Vec<Vec<(usize, f32)>> {
     (0..size)
         .map(|o| {
@@ -478,7 +490,7 @@ fn supersample_axis(
             };
             for t in 0..taps {
                 let f = (o as f64 + (t as f64 + 0.5) / taps as f64 - offset) * inv;
-                if f < 0.0 || f >= len as f64 {
+                if f < lo.max(0.0) || f >= hi.min(len as f64) {
                     continue;
                 }
                 let c = (f - 0.5).clamp(0.0, (len - 1) as f64);
@@ -765,6 +777,22 @@ mod tests {
             let (got, gfit) = region_to_model_input(&frame, &whole, 48, mode).unwrap();
             assert!(max_diff(&got, &want) < 1e-6, "{mode:?}");
             assert_eq!(wfit.to_frame(0.3, 0.6), gfit.to_frame(0.3, 0.6));
+        }
+        // Letterbox pads a tall box with black beside it, not with the frame's pixels.
+        let tall = Region {
+            x: 30.0,
+            y: 10.0,
+            w: 20.0,
+            h: 40.0,
+        };
+        let (lb, _) = region_to_model_input(&frame, &tall, 40, CropMode::Letterbox).unwrap();
+        for c in 0..3 {
+            for y in 0..40 {
+                for x in (0..10).chain(30..40) {
+                    assert_eq!(lb[c * 1600 + y * 40 + x], 0.0, "({x}, {y})");
+                }
+                assert!(lb[c * 1600 + y * 40 + 20] > 0.0 || c > 0);
+            }
         }
         // Past the frame is black, and empty or non-finite regions are errors.
         let out = Region {

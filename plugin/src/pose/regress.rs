@@ -1,7 +1,7 @@
 //! A `pose` file (`stablekeypoints eval --save-regressor`) applied to keypoint metadata:
 //! shared by the `stablekeypointspose` element and the inference element's `pose`.
 
-use crate::meta::{KeypointMeta, LandmarkMeta, PoseMeta, TokenIdentity};
+use crate::meta::{FrameKeypoints, KeypointMeta, LandmarkMeta, PoseMeta, TokenIdentity};
 use stablekeypoints::pose::{PoseModel, Regressor};
 use std::path::{Path, PathBuf};
 
@@ -65,6 +65,35 @@ impl Pose {
     pub fn check_identity(&self, tokens: &TokenIdentity) -> Result<(), PoseError> {
         let indices: Vec<usize> = tokens.indices.iter().map(|&i| i as usize).collect();
         self.check(&indices, &tokens.hash, "the keypoints' tokens")
+    }
+
+    /// Landmarks of a frame's or an object's keypoints: an object's are regressed in the
+    /// view they were inferred in (the regressor reads keypoints of the model's input, as
+    /// `eval` fitted it) and mapped back to the frame.
+    pub fn landmarks_of(&self, f: &FrameKeypoints) -> Result<PoseMeta, PoseError> {
+        let Some([vx, vy, vw, vh]) = f
+            .object
+            .as_ref()
+            .map(|o| o.view)
+            .filter(|v| v[2] > 0.0 && v[3] > 0.0)
+        else {
+            return self.landmarks(&f.keypoints);
+        };
+        let in_view: Vec<KeypointMeta> = f
+            .keypoints
+            .iter()
+            .map(|k| KeypointMeta {
+                x: (k.x - vx) / vw,
+                y: (k.y - vy) / vh,
+                ..*k
+            })
+            .collect();
+        let mut pose = self.landmarks(&in_view)?;
+        for l in &mut pose.landmarks {
+            l.x = vx + l.x * vw;
+            l.y = vy + l.y * vh;
+        }
+        Ok(pose)
     }
 
     /// Landmarks of frame-normalised keypoints in token order, as `eval` regresses them:

@@ -388,7 +388,7 @@ impl StableKeypoints {
             (info, n, m, state.pose.clone(), state.tokens.clone())
         };
         let size = (info.width(), info.height());
-        let entry = |k: &[Keypoint]| {
+        let entry = |k: &[Keypoint], object| {
             let mut f = output::frame_keypoints(
                 k,
                 origin,
@@ -396,13 +396,14 @@ impl StableKeypoints {
                 s.keypoint_threshold as f32,
                 (num_keypoints, model.clone(), tokens.clone()),
             );
+            f.object = object;
             // From the keypoints as reported (clamped), so consumers can redo it; start()
             // checked that the pose reads as many keypoints as the detector gives.
-            f.pose = pose.as_ref().and_then(|p| p.landmarks(&f.keypoints).ok());
+            f.pose = pose.as_ref().and_then(|p| p.landmarks_of(&f).ok());
             f
         };
         let entries = match self.object_settings(s) {
-            None => vec![entry(&keypoints)],
+            None => vec![entry(&keypoints, None)],
             Some(o) => {
                 let (crops, inferred) = if origin == stream::Origin::Inference {
                     let mut st = lock(&self.state);
@@ -423,11 +424,7 @@ impl StableKeypoints {
                 }
                 resolved
                     .into_iter()
-                    .filter_map(|r| {
-                        let mut f = entry(&r.keypoints?);
-                        f.object = Some(r.object);
-                        Some(f)
-                    })
+                    .filter_map(|r| Some(entry(&r.keypoints?, Some(r.object))))
                     .collect()
             }
         };

@@ -263,7 +263,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecDouble::builder("object-margin")
             .nick("Object margin")
-            .blurb("With roi-list: share of an object's box width and height added on each side before the box is squared by crop-mode (letterbox: the square around it, with the frame's pixels beside it) and inferred")
+            .blurb("With roi-list: share of an object's box width and height added on each side before the box is squared by crop-mode (letterbox: black beside the box, so that other objects beside it are not seen) and inferred")
             .minimum(0.0)
             .maximum(2.0)
             .default_value(DEFAULT_OBJECT_MARGIN)

@@ -1,0 +1,130 @@
+//! The figures of top-down keypoints on multi-figure clips (docs/people.md): per-person
+//! joint error in the clip and alone, keypoints nearer another figure's skeleton, and the
+//! engine's frames/s with 1, 2 and 4 people, for the committed teacher and student.
+//!
+//! `cargo run --release -p skp-world --example top_down [-- FRAMES]`
+
+mod measure;
+
+use measure::{measure, Setup};
+use skp_world::people::People;
+use stablekeypoints::estimator::Estimator;
+use stablekeypoints::pose::PoseModel;
+use stablekeypoints::student::Student;
+use stablekeypoints::{DetectOptions, Detector, FrameRef, Model, PixelFormat, Region, Tokens};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn main() {
+    let frames: usize = std::env::args()
+        .nth(1)
+        .map_or(60, |a| a.parse().expect("FRAMES"));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/figure");
+    let model = Arc::new(
+        Model::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32).expect("model"),
+    );
+    let tokens = Tokens::load(&dir.join("tokens.safetensors")).expect("tokens");
+    let reg = PoseModel::load(&dir.join("pose.json"))
+        .unwrap()
+        .regressor()
+        .unwrap();
+    let teacher = || {
+        Estimator::teacher(Detector::new(model.clone(), &tokens, DetectOptions::default()).unwrap())
+    };
+    let student = || {
+        Estimator::Student(Box::new(
+            Student::load(&dir.join("student.safetensors"), &candle_core::Device::Cpu).unwrap(),
+        ))
+    };
+    println!("cpu: {}", cpu_name());
+    println!("| estimator | figures | boxes | margin | overlap | person | frames | keypoints elsewhere | error px | alone px | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, make) in [
+        ("teacher", &teacher as &dyn Fn() -> Estimator),
+        ("student", &student),
+    ] {
+        for figures in [2, 3] {
+            for jitter in [0.0, 0.1] {
+                let s = Setup {
+                    seed: 1,
+                    figures,
+                    frames,
+                    width: 512,
+                    height: 256,
+                    jitter,
+                    margin: std::env::var("SKP_MARGIN").map_or(0.15, |m| m.parse().unwrap()),
+                    step: 1,
+                };
+                let scores = measure(&mut make(), &reg, &s, 16);
+                for p in &scores.people {
+                    println!(
+                        "| {name} | {figures} | {} | {} | {:.0}% | {} | {} | {} of {} ({:.1}%; alone {}) | {:.2} | {:.2} | {:.2} |",
+                        if jitter > 0.0 { "jittered 10%" } else { "true" },
+                        s.margin,
+                        100.0 * scores.overlapping,
+                        p.id,
+                        p.frames,
+                        p.misassigned,
+                        p.keypoints,
+                        100.0 * (1.0 - p.own_share()),
+                        p.misassigned_alone,
+                        p.error,
+                        p.error_alone,
+                        p.error / p.error_alone,
+                    );
+                }
+            }
+        }
+    }
+    // Frames/s of the engine (crop, inference, batch of a frame's people), 1080p frames.
+    println!();
+    println!("| estimator | people | frames/s | crops/s |");
+    println!("|---|---|---|---|");
+    let clip = People::new(1, 4, 60, 15.0, 1920, 1080);
+    let frame = clip.render(30, None);
+    let f = FrameRef::packed(PixelFormat::Rgb, 1920, 1080, &frame.rgb, 1920 * 3).unwrap();
+    let boxes: Vec<Region> = frame
+        .people
+        .iter()
+        .filter_map(|p| p.bbox)
+        .map(|b| {
+            Region {
+                x: b[0] as f64,
+                y: b[1] as f64,
+                w: (b[2] - b[0]) as f64,
+                h: (b[3] - b[1]) as f64,
+            }
+            .grown(0.15)
+        })
+        .collect();
+    for (name, make, runs) in [
+        ("teacher", &teacher as &dyn Fn() -> Estimator, 6usize),
+        ("student", &student, 100),
+    ] {
+        for n in [1usize, 2, 4] {
+            let mut est = make();
+            let items: Vec<(usize, Region)> = (0..n).map(|i| (0, boxes[i % boxes.len()])).collect();
+            let keys: Vec<u64> = (0..n as u64).collect();
+            est.detect_regions_keyed(&[f], &items, &keys).unwrap();
+            let t = Instant::now();
+            for _ in 0..runs {
+                est.detect_regions_keyed(&[f], &items, &keys).unwrap();
+            }
+            let fps = runs as f64 / t.elapsed().as_secs_f64();
+            println!("| {name} | {n} | {fps:.1} | {:.1} |", fps * n as f64);
+        }
+    }
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

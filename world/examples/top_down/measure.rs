@@ -1,0 +1,251 @@
+//! Top-down keypoints on clips of several figures, through the engine as the
+//! `stablekeypoints` element runs them with `inference-region=roi-list`: each figure's box
+//! (true, or jittered as a detector's would be) grown by the margin, squared, inferred with
+//! the other figures of its frame in one batch; the pose file's regressor read in the view.
+//! Scored against the world's true joints, and against the same figure rendered alone in the
+//! same frame (same background, pose, place and box).
+
+use skp_world::figure::{NUM_JOINTS, SKELETON};
+use skp_world::people::{People, PeopleFrame};
+use skp_world::rng::Rng;
+use stablekeypoints::estimator::Estimator;
+use stablekeypoints::pose::Regressor;
+use stablekeypoints::{CropMode, FrameRef, PixelFormat, Region};
+
+/// A clip and how its boxes are made.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub seed: u64,
+    pub figures: usize,
+    pub frames: usize,
+    pub width: usize,
+    pub height: usize,
+    /// Boxes moved and resized by up to this share of their size (0: the true boxes).
+    pub jitter: f64,
+    /// The element's `object-margin`.
+    pub margin: f64,
+    /// Every `step`-th frame is inferred.
+    pub step: usize,
+}
+
+/// One figure over the clip.
+#[derive(Clone, Debug, Default)]
+pub struct PersonScore {
+    pub id: usize,
+    /// Frames in which it was inferred.
+    pub frames: usize,
+    /// Its keypoints, and those nearer another figure's true skeleton than its own.
+    pub keypoints: usize,
+    pub misassigned: usize,
+    pub misassigned_alone: usize,
+    /// Mean error of the regressed joints (visible ones), in the clip and alone, pixels.
+    pub error: f64,
+    pub error_alone: f64,
+}
+
+impl PersonScore {
+    pub fn own_share(&self) -> f64 {
+        1.0 - self.misassigned as f64 / self.keypoints.max(1) as f64
+    }
+}
+
+/// What a clip gave.
+#[derive(Clone, Debug, Default)]
+pub struct Scores {
+    pub people: Vec<PersonScore>,
+    /// Share of the frames where two figures' true boxes overlap with IoU >= 0.3.
+    pub overlapping: f64,
+}
+
+fn segment_distance(p: [f32; 2], a: [f32; 2], b: [f32; 2]) -> f32 {
+    let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 {
+        (((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (p[0] - a[0] - t * dx).hypot(p[1] - a[1] - t * dy)
+}
+
+/// Distance from `p` to a figure's true skeleton (every bone, hidden or not).
+fn skeleton_distance(p: [f32; 2], joints: &[[f32; 2]; NUM_JOINTS]) -> f32 {
+    SKELETON
+        .iter()
+        .map(|&[a, b]| segment_distance(p, joints[a], joints[b]))
+        .fold(f32::INFINITY, f32::min)
+}
+
+/// The box `[x0, y0, x1, y1)` as a region, moved and resized by up to `amount` of its size.
+fn region(b: [usize; 4], amount: f64, rng: &mut Rng) -> Region {
+    let (w, h) = ((b[2] - b[0]) as f64, (b[3] - b[1]) as f64);
+    let mut u = || (rng.uniform() as f64 * 2.0 - 1.0) * amount;
+    let (cx, cy) = (
+        b[0] as f64 + 0.5 * w + u() * w,
+        b[1] as f64 + 0.5 * h + u() * h,
+    );
+    let (w, h) = (w * (1.0 + u()), h * (1.0 + u()));
+    Region {
+        x: cx - 0.5 * w,
+        y: cy - 0.5 * h,
+        w,
+        h,
+    }
+}
+
+/// Keypoints (pixels) of `regions` of `frame`, one batch; the regions are grown by `margin`.
+fn keypoints(
+    est: &mut Estimator,
+    frame: &PeopleFrame,
+    regions: &[Region],
+    margin: f64,
+    key: u64,
+) -> Vec<Vec<[f32; 2]>> {
+    let f = FrameRef::packed(
+        PixelFormat::Rgb,
+        frame.width,
+        frame.height,
+        &frame.rgb,
+        frame.width * 3,
+    )
+    .expect("a packed frame");
+    let items: Vec<(usize, Region)> = regions.iter().map(|r| (0, r.grown(margin))).collect();
+    let keys: Vec<u64> = (0..items.len() as u64).map(|j| key * 1024 + j).collect();
+    est.detect_regions_keyed(&[f], &items, &keys)
+        .expect("inference")
+        .iter()
+        .map(|d| {
+            (0..d.keypoints.len())
+                .map(|i| {
+                    let (x, y) = d.pixel(i);
+                    [x, y]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Joints (pixels) regressed from keypoints (pixels) in the view of `region`.
+fn joints(
+    reg: &Regressor,
+    kp: &[[f32; 2]],
+    region: Region,
+    margin: f64,
+    crop: CropMode,
+) -> Vec<[f64; 2]> {
+    let v = region.grown(margin).squared(crop);
+    let in_view: Vec<[f64; 2]> = kp
+        .iter()
+        .map(|p| [(p[0] as f64 - v.x) / v.w, (p[1] as f64 - v.y) / v.h])
+        .collect();
+    reg.predict(&in_view)
+        .into_iter()
+        .map(|[x, y]| [v.x + x * v.w, v.y + y * v.h])
+        .collect()
+}
+
+fn joint_error(
+    pred: &[[f64; 2]],
+    truth: &[[f32; 2]; NUM_JOINTS],
+    visible: &[bool; NUM_JOINTS],
+) -> (f64, usize) {
+    let mut e = (0.0, 0);
+    for j in (0..NUM_JOINTS).filter(|&j| visible[j]) {
+        e.0 += (pred[j][0] - truth[j][0] as f64).hypot(pred[j][1] - truth[j][1] as f64);
+        e.1 += 1;
+    }
+    e
+}
+
+/// Every figure of the clip `s`, scored (figures smaller than `min_side` pixels skipped, as
+/// the element's `min-object-size`).
+pub fn measure(est: &mut Estimator, reg: &Regressor, s: &Setup, min_side: usize) -> Scores {
+    let clip = People::new(s.seed, s.figures, s.frames, 15.0, s.width, s.height);
+    let crop = est.crop();
+    let mut people: Vec<PersonScore> = (0..s.figures)
+        .map(|id| PersonScore {
+            id,
+            ..Default::default()
+        })
+        .collect();
+    let mut sums = vec![[(0.0f64, 0usize); 2]; s.figures];
+    let mut overlapping = 0;
+    let mut counted = 0;
+    for i in (0..s.frames).step_by(s.step.max(1)) {
+        counted += 1;
+        let frame = clip.render(i, None);
+        if skp_world::people::overlapping(&frame, 0.3) {
+            overlapping += 1;
+        }
+        let mut rng = Rng::stream(s.seed ^ 0x6a69_7474, i as u64);
+        let shown: Vec<(usize, Region)> = frame
+            .people
+            .iter()
+            .filter_map(|p| {
+                let b = p.bbox?;
+                (b[2] - b[0] >= min_side && b[3] - b[1] >= min_side)
+                    .then(|| (p.id, region(b, s.jitter, &mut rng)))
+            })
+            .collect();
+        if shown.is_empty() {
+            continue;
+        }
+        let regions: Vec<Region> = shown.iter().map(|&(_, r)| r).collect();
+        let found = keypoints(est, &frame, &regions, s.margin, i as u64);
+        for ((id, r), kp) in shown.iter().zip(&found) {
+            let me = frame.people.iter().find(|p| p.id == *id).expect("drawn");
+            let score = &mut people[*id];
+            score.frames += 1;
+            for &p in kp {
+                score.keypoints += 1;
+                let own = skeleton_distance(p, &me.joints);
+                if frame
+                    .people
+                    .iter()
+                    .filter(|o| o.id != *id && o.bbox.is_some())
+                    .any(|o| skeleton_distance(p, &o.joints) < own)
+                {
+                    score.misassigned += 1;
+                }
+            }
+            let (e, n) = joint_error(
+                &joints(reg, kp, *r, s.margin, crop),
+                &me.joints,
+                &me.visible,
+            );
+            sums[*id][0].0 += e;
+            sums[*id][0].1 += n;
+            // The same figure alone in the same frame, through the same box.
+            let alone = clip.render(i, Some(*id));
+            let kp_alone = keypoints(est, &alone, &[*r], s.margin, i as u64).remove(0);
+            let me_alone = &alone.people[0];
+            for &p in &kp_alone {
+                let own = skeleton_distance(p, &me.joints);
+                if frame
+                    .people
+                    .iter()
+                    .filter(|o| o.id != *id && o.bbox.is_some())
+                    .any(|o| skeleton_distance(p, &o.joints) < own)
+                {
+                    score.misassigned_alone += 1;
+                }
+            }
+            // Over the joints scored in the clip (those no other figure hides).
+            let (e, n) = joint_error(
+                &joints(reg, &kp_alone, *r, s.margin, crop),
+                &me_alone.joints,
+                &me.visible,
+            );
+            sums[*id][1].0 += e;
+            sums[*id][1].1 += n;
+        }
+    }
+    for (p, [m, a]) in people.iter_mut().zip(sums) {
+        p.error = m.0 / m.1.max(1) as f64;
+        p.error_alone = a.0 / a.1.max(1) as f64;
+    }
+    Scores {
+        people,
+        overlapping: overlapping as f64 / counted.max(1) as f64,
+    }
+}
