@@ -1,7 +1,7 @@
 //! A `pose` file (`stablekeypoints eval --save-regressor`) applied to keypoint metadata:
 //! shared by the `stablekeypointspose` element and the inference element's `pose`.
 
-use crate::meta::{KeypointMeta, LandmarkMeta, PoseMeta, TokenIdentity};
+use crate::meta::{KeypointMeta, LandmarkMeta, ObjectMeta, PoseMeta, TokenIdentity};
 use stablekeypoints::pose::{PoseModel, Regressor};
 use std::path::{Path, PathBuf};
 
@@ -96,6 +96,40 @@ impl Pose {
                 .collect(),
             connections: self.connections.clone(),
         })
+    }
+}
+
+impl Pose {
+    /// Landmarks of an object's keypoints (normalised to a `width` x `height` frame, as are
+    /// the landmarks): regressed in the square around the object's box that the model saw
+    /// (its centre the box's, as the crop modes square it), as [`Pose::landmarks`] regresses
+    /// a frame's. The regression is linear about the square's centre, so the square's size
+    /// (the margin the box was grown by) does not change the landmarks.
+    pub fn landmarks_of_object(
+        &self,
+        keypoints: &[KeypointMeta],
+        object: &ObjectMeta,
+        width: u32,
+        height: u32,
+    ) -> Result<PoseMeta, PoseError> {
+        let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+        let [x, y, bw, bh] = object.bbox;
+        let (cx, cy) = ((x + bw / 2.0) * w, (y + bh / 2.0) * h);
+        let side = (bw * w).max(bh * h).max(1.0);
+        let in_square: Vec<KeypointMeta> = keypoints
+            .iter()
+            .map(|k| KeypointMeta {
+                x: (k.x * w - cx) / side + 0.5,
+                y: (k.y * h - cy) / side + 0.5,
+                ..*k
+            })
+            .collect();
+        let mut pose = self.landmarks(&in_square)?;
+        for l in &mut pose.landmarks {
+            l.x = ((l.x - 0.5) * side + cx) / w;
+            l.y = ((l.y - 0.5) * side + cy) / h;
+        }
+        Ok(pose)
     }
 }
 
