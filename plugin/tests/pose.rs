@@ -285,6 +285,7 @@ fn each_object_gets_its_own_landmarks_regressed_in_its_box() {
             label: "person".into(),
             bbox,
             roi_id: id as i32,
+            ..Default::default()
         });
         m
     };

@@ -1354,6 +1354,7 @@ fn objects(i: u32) -> Vec<FrameKeypoints> {
                 label: "person".into(),
                 bbox,
                 roi_id: id as i32,
+                ..Default::default()
             });
             m
         })

@@ -40,6 +40,7 @@ fn set(id: Option<u64>, x: f32, y: f32, origin: Origin) -> FrameKeypoints {
             // Side by side, a fifth of the frame wide each.
             bbox: [0.2 * (id % 5) as f32, 0.1, 0.2, 0.8],
             roi_id: id as i32,
+            ..Default::default()
         }),
         ..Default::default()
     }
