@@ -101,10 +101,10 @@ impl Pose {
 
 impl Pose {
     /// Landmarks of an object's keypoints (normalised to a `width` x `height` frame, as are
-    /// the landmarks): regressed in the square around the object's box that the model saw
-    /// (its centre the box's, as the crop modes square it), as [`Pose::landmarks`] regresses
-    /// a frame's. The regression is linear about the square's centre, so the square's size
-    /// (the margin the box was grown by) does not change the landmarks.
+    /// the landmarks): regressed in the square the model saw (the object's `view`; without
+    /// one, the square around its box, which has the same centre), as [`Pose::landmarks`]
+    /// regresses a frame's. The regression is linear about the square's centre, so only
+    /// that centre matters, not the square's size.
     pub fn landmarks_of_object(
         &self,
         keypoints: &[KeypointMeta],
@@ -113,7 +113,10 @@ impl Pose {
         height: u32,
     ) -> Result<PoseMeta, PoseError> {
         let (w, h) = (width.max(1) as f32, height.max(1) as f32);
-        let [x, y, bw, bh] = object.bbox;
+        let [x, y, bw, bh] = match object.view {
+            [_, _, vw, vh] if vw > 0.0 && vh > 0.0 => object.view,
+            _ => object.bbox,
+        };
         let (cx, cy) = ((x + bw / 2.0) * w, (y + bh / 2.0) * h);
         let side = (bw * w).max(bh * h).max(1.0);
         let in_square: Vec<KeypointMeta> = keypoints
