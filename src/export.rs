@@ -16,6 +16,7 @@
 //! | `duration` | uint or null | buffer duration, nanoseconds |
 //! | `width`, `height` | uint | size in pixels of the frame that `x`, `y` refer to |
 //! | `inferred` | bool | true when the keypoints were not computed from this frame (held, interpolated, skipped for QoS) |
+//! | `object_id`, `label`, `roi` | uint, string, array | schema `/2` only, see below |
 //! | `keypoints` | array | one [`KeypointRecord`] per keypoint, in token order |
 //! | `pose` | array, optional | with a pose file: one [`LandmarkRecord`] per landmark, in the pose file's order |
 //! | `skeleton` | array, optional | with a pose file: landmark index pairs `[a, b]` (0-based) |
@@ -27,6 +28,17 @@
 //! averaged attention map (higher = surer) and `visible` whether it reaches the element's
 //! `keypoint-threshold`. A landmark is `{"name", "x", "y", "nx", "ny"}` (regressed, so it may
 //! lie outside the frame). Numbers that are not finite are written as `null`.
+//!
+//! # Schema `stablekeypoints-frame/2`: one record per object
+//!
+//! With keypoints per object (top-down inference on an upstream detector's boxes) a frame
+//! has one record per object, each under schema `stablekeypoints-frame/2` ([`OBJECT_SCHEMA`]):
+//! the fields of `/1` (all of the frame's records share `frame` and the times; `keypoints` and
+//! `pose` are the object's, still in pixels and normalised to the whole frame) plus
+//! `object_id` (uint, the object's id, stable across frames), `label` (string, the detector's
+//! label, e.g. `person`) and `roi` (`[x, y, w, h]`, the object's box normalised to the
+//! frame). The whole frame's keypoints (full-frame inference) stay one `/1` record per frame,
+//! so a reader of `/1` that checks `schema` never mistakes an object for a frame.
 
 pub mod coco;
 
@@ -34,8 +46,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 
-/// Value of every record's `schema` field.
+/// Value of the `schema` field of a frame's record (the whole frame's keypoints).
 pub const SCHEMA: &str = "stablekeypoints-frame/1";
+/// Value of the `schema` field of an object's record (one per object of a frame).
+pub const OBJECT_SCHEMA: &str = "stablekeypoints-frame/2";
 
 /// The keypoints of one frame, as one JSON line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,11 +65,25 @@ pub struct Record {
     pub width: u32,
     pub height: u32,
     pub inferred: bool,
+    /// The object's fields (schema [`OBJECT_SCHEMA`]); `None` for a whole frame's record.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRecord>,
     pub keypoints: Vec<KeypointRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pose: Option<Vec<LandmarkRecord>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skeleton: Option<Vec<[u32; 2]>>,
+}
+
+/// The object a [`Record`] of schema [`OBJECT_SCHEMA`] is that of.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Stable across frames.
+    pub object_id: u64,
+    /// The detector's label.
+    pub label: String,
+    /// The object's box `[x, y, w, h]`, normalised to the frame.
+    pub roi: [f32; 4],
 }
 
 /// One keypoint of a [`Record`].
@@ -153,6 +181,7 @@ impl Record {
             width,
             height,
             inferred: false,
+            object: None,
             keypoints: keypoints
                 .iter()
                 .map(|k| {
@@ -321,6 +350,7 @@ pub(crate) mod tests {
             width: w,
             height: h,
             inferred: frame % 2 == 1,
+            object: None,
             keypoints: vec![
                 KeypointRecord::new(3, 0.105, 0.2, 0.5, true, w, h),
                 KeypointRecord::new(7, 0.5, 0.9, 0.01, false, w, h),

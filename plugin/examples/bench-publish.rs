@@ -146,6 +146,7 @@ fn record_bytes(buffer: &gst::BufferRef) -> usize {
         width: 1920,
         height: 1080,
         inferred: false,
+        object: None,
         keypoints: m
             .keypoints
             .iter()

@@ -3,7 +3,9 @@
 //! they write the same fields.
 
 use gst::prelude::*;
-use stablekeypoints::export::{KeypointRecord, LandmarkRecord, Record, SCHEMA};
+use stablekeypoints::export::{
+    KeypointRecord, LandmarkRecord, ObjectRecord, Record, OBJECT_SCHEMA, SCHEMA,
+};
 
 use crate::meta::FrameKeypoints;
 
@@ -38,7 +40,8 @@ impl FrameTimes {
     }
 }
 
-/// The record of frame `index`, positions in pixels of a `width` x `height` frame.
+/// The record of frame `index` (or of one of its objects, schema
+/// [`OBJECT_SCHEMA`]), positions in pixels of a `width` x `height` frame.
 pub fn record(
     frame: &FrameKeypoints,
     index: u64,
@@ -48,7 +51,10 @@ pub fn record(
 ) -> Record {
     let ns = |t: Option<gst::ClockTime>| t.map(|t| t.nseconds());
     Record {
-        schema: SCHEMA.into(),
+        schema: match frame.object {
+            None => SCHEMA.into(),
+            Some(_) => OBJECT_SCHEMA.into(),
+        },
         frame: index,
         image: None,
         pts: ns(times.pts),
@@ -58,6 +64,11 @@ pub fn record(
         width,
         height,
         inferred: frame.inferred,
+        object: frame.object.as_ref().map(|o| ObjectRecord {
+            object_id: o.id,
+            label: o.label.clone(),
+            roi: o.bbox,
+        }),
         keypoints: frame
             .keypoints
             .iter()
@@ -74,7 +85,8 @@ pub fn record(
 }
 
 /// The `stablekeypoints` element message of frame `index` (`facedetect` style: times in
-/// nanoseconds, `GST_CLOCK_TIME_NONE` when unknown).
+/// nanoseconds, `GST_CLOCK_TIME_NONE` when unknown); one of its objects' has their
+/// `object-id`, `object-label` and `object-box` (as the metadata's fields).
 pub fn message(
     frame: &FrameKeypoints,
     index: u64,
@@ -107,6 +119,15 @@ pub fn message(
         .field("inferred", frame.inferred)
         .field("keypoints", list)
         .build();
+    if let Some(o) = &frame.object {
+        use crate::meta::fields;
+        st.set(fields::OBJECT_ID, o.id);
+        st.set(fields::OBJECT_LABEL, &o.label);
+        st.set(
+            fields::OBJECT_BOX,
+            gst::Array::new(o.bbox.iter().map(|v| v.to_send_value())),
+        );
+    }
     if let Some(pose) = &frame.pose {
         let list = gst::List::new(pose.landmarks.iter().map(|l| {
             let (x, y) = l.pixel(width, height);

@@ -2,7 +2,7 @@
 //! `draw=true` (whose drawing tests, in every format family, run through this element too:
 //! `tests/formats.rs`), drawing after a `videoscale`, keypoints another element attached in
 //! DL Streamer's layout (built here as DL Streamer's YOLOv8-pose converter builds them),
-//! `min-confidence`, malformed metadata, and a pipeline.
+//! `min-confidence`, malformed metadata, a pipeline, and objects in their colours.
 
 use gst::glib;
 use gst::prelude::*;
@@ -365,4 +365,73 @@ fn keypoints_survive_converters_and_scalers() {
             "{after}"
         );
     }
+}
+
+#[test]
+fn objects_are_drawn_each_in_its_colour_with_its_box() {
+    use gststablekeypoints::meta::{semantic_tag, FrameKeypoints, KeypointMeta, ObjectMeta};
+    use gststablekeypoints::overlay::object_rgb;
+    let info = info(F::Rgb, 120, 80);
+    let grey = [128, 128, 128];
+    // Objects 1 and 2 side by side, a keypoint in the middle of each box.
+    let object = |id: u64, bbox: [f32; 4]| FrameKeypoints {
+        semantic_tag: semantic_tag(1),
+        model: "hand".into(),
+        source_width: 120,
+        source_height: 80,
+        keypoints: vec![KeypointMeta {
+            id: 0,
+            x: bbox[0] + bbox[2] / 2.0,
+            y: bbox[1] + bbox[3] / 2.0,
+            confidence: 1.0,
+            visible: true,
+        }],
+        object: Some(ObjectMeta {
+            id,
+            label: "person".into(),
+            bbox,
+            roi_id: id as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sets = [
+        object(1, [0.125, 0.25, 0.25, 0.5]),
+        object(2, [0.5, 0.25, 0.375, 0.5]),
+    ];
+    let draw = |props: &str| {
+        let mut hn = gst_check::Harness::new_parse(&format!("stablekeypointsoverlay {props}"));
+        hn.set_src_caps(info.to_caps().unwrap());
+        let mut b = uniform_frame(&info, grey);
+        FrameKeypoints::attach_all(&sets, b.make_mut());
+        hn.push(b).unwrap();
+        hn.pull().unwrap()
+    };
+    let out = draw("radius=3 line-width=2");
+    let (c1, c2) = (object_rgb(1), object_rgb(2));
+    assert_ne!(c1, c2);
+    // Boxes: x 15..45 and 60..105, y 20..60, outlined through their edge pixels.
+    for (c, [x0, x1]) in [(c1, [15, 45]), (c2, [60, 105])] {
+        let mid = (x0 + x1) / 2;
+        assert_eq!(rgb_at(&out, mid, 20), c, "top side");
+        assert_eq!(rgb_at(&out, mid, 59), c, "bottom side");
+        assert_eq!(rgb_at(&out, x0, 30), c, "left side");
+        assert_eq!(rgb_at(&out, x1 - 1, 30), c, "right side");
+        // The keypoint in the middle, in the object's colour; inside the box, untouched.
+        assert_eq!(rgb_at(&out, mid, 40), c, "keypoint");
+        assert_eq!(rgb_at(&out, mid, 28), grey, "inside");
+    }
+    // Outside the boxes nothing is drawn.
+    assert_eq!(rgb_at(&out, 52, 40), grey);
+    assert_eq!(rgb_at(&out, 5, 5), grey);
+    // With ids, each id's label (white digits on black) above its box.
+    let ids = draw("radius=3 line-width=2 draw-ids=true");
+    for x0 in [15, 60] {
+        let label: Vec<[u8; 3]> = (0..10)
+            .flat_map(|dy| (0..8).map(move |dx| (x0 + dx, 8 + dy)))
+            .map(|(x, y)| rgb_at(&ids, x, y))
+            .collect();
+        assert!(label.contains(&[0, 0, 0]) && label.contains(&[255, 255, 255]));
+    }
+    assert_eq!(rgb_at(&out, 16, 9), grey, "no label without draw-ids");
 }

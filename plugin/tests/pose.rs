@@ -1,12 +1,14 @@
 //! The `stablekeypointspose` element: landmarks equal to the core regression (and to the
 //! inference element's `pose`), the tokens' identity in the metadata checked against the
-//! pose file, clear errors for bad files, and metadata rewritten in place. The skeleton
-//! drawing through this element and the overlay is in `tests/stablekeypoints.rs`
+//! pose file, clear errors for bad files, metadata rewritten in place, and each object's
+//! landmarks regressed in its own box. The skeleton drawing through this element and the
+//! overlay is in `tests/stablekeypoints.rs`
 //! (`pose_skeleton_is_drawn_along_its_segments_and_nowhere_else`).
 
 use gst::prelude::*;
 use gststablekeypoints::meta::{
-    dlstreamer::TensorKeypoints, semantic_tag, FrameKeypoints, KeypointMeta, Origin, TokenIdentity,
+    dlstreamer::TensorKeypoints, semantic_tag, FrameKeypoints, KeypointMeta, ObjectMeta, Origin,
+    TokenIdentity,
 };
 use stablekeypoints::Tokens;
 
@@ -261,4 +263,71 @@ fn harness_checks_the_identity_and_keeps_other_metas() {
     let text = e.error().to_string();
     assert!(text.contains("token indices"), "{text}");
     assert!(text.contains(&test_pose().display().to_string()), "{text}");
+}
+
+#[test]
+fn each_object_gets_its_own_landmarks_regressed_in_its_box() {
+    let indices: Vec<u32> = Tokens::load(&tokens_path())
+        .unwrap()
+        .indices
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    // Two objects of the 64x32 frame, side by side, each its keypoints in its box.
+    let object = |id: u64, bbox: [f32; 4]| {
+        let mut m = hand_meta(Some(indices.clone()));
+        for k in &mut m.keypoints {
+            k.x = bbox[0] + k.x * bbox[2];
+            k.y = bbox[1] + k.y * bbox[3];
+        }
+        m.object = Some(ObjectMeta {
+            id,
+            label: "person".into(),
+            bbox,
+            roi_id: id as i32,
+            ..Default::default()
+        });
+        m
+    };
+    let sets = [
+        object(7, [0.0, 0.0, 0.5, 1.0]),
+        object(9, [0.5, 0.25, 0.25, 0.5]),
+    ];
+    let mut b = gst::Buffer::with_size(64 * 32 * 3).unwrap();
+    FrameKeypoints::attach_all(&sets, b.get_mut().unwrap());
+    let mut hn = pose_harness();
+    hn.push(b).unwrap();
+    let got = FrameKeypoints::all_for_frame(&hn.pull().unwrap(), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    for (g, s) in got.iter().zip(&sets) {
+        assert_eq!(g.object, s.object);
+        assert_eq!(g.keypoints, s.keypoints);
+        // The test pose's landmarks with "the centre" the box's: `a` is keypoint 0, `b` its
+        // mirror image through the box's centre, `c` the x of keypoint 1 and the y of
+        // keypoint 2 mirrored, `d` the mean x of keypoints 3 and 4 and the y of 5; all
+        // normalised to the frame.
+        let [x, y, w, h] = s.object.as_ref().unwrap().bbox;
+        let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+        let k = &s.keypoints;
+        let want = [
+            (k[0].x, k[0].y),
+            (2.0 * cx - k[0].x, 2.0 * cy - k[0].y),
+            (k[1].x, 2.0 * cy - k[2].y),
+            ((k[3].x + k[4].x) / 2.0, k[5].y),
+        ];
+        let p = g.pose.as_ref().expect("each object its pose");
+        assert_eq!(p.landmarks.len(), want.len());
+        for (l, (wx, wy)) in p.landmarks.iter().zip(want) {
+            assert!(
+                (l.x - wx).abs() < 1e-5 && (l.y - wy).abs() < 1e-5,
+                "object {:?}, {}: ({}, {}) vs ({wx}, {wy})",
+                s.object,
+                l.name,
+                l.x,
+                l.y
+            );
+        }
+    }
 }

@@ -16,6 +16,12 @@
 //! a landmark inside the frame is 2, one the regressor puts outside it is 0 with x = y = 0
 //! (COCO's "not labelled"). `score` is the mean confidence of the frame's keypoints. The
 //! skeleton is 1-based, as COCO's.
+//!
+//! Records of objects (schema `/2`, one per object of a frame) give one result each, all
+//! with their frame's `image_id` (one image per frame), with the object's box in pixels as
+//! the result's `bbox` (`[x, y, w, h]`, its edges: a box over the whole frame is
+//! `[0, 0, width, height]`), as COCO's detection results have it; in a dataset it is the
+//! annotation's `bbox`.
 
 use super::Record;
 use serde::ser::SerializeSeq;
@@ -60,13 +66,16 @@ impl<'de> Deserialize<'de> for Keypoints {
     }
 }
 
-/// One result (one frame's keypoints or landmarks).
+/// One result (one frame's keypoints or landmarks, or one object's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CocoResult {
     pub image_id: u64,
     pub category_id: u32,
     pub keypoints: Keypoints,
     pub score: f32,
+    /// An object's box `[x, y, w, h]` in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f32; 4]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,7 +135,7 @@ impl Coco {
         Self::default()
     }
 
-    /// Number of frames added.
+    /// Number of results added (a frame's, or each object's).
     pub fn len(&self) -> usize {
         self.results.len()
     }
@@ -135,8 +144,9 @@ impl Coco {
         self.results.is_empty()
     }
 
-    /// Adds one frame as image `image_id`. All records must agree on having a pose and on
-    /// its landmark names and skeleton (one category).
+    /// Adds one frame as image `image_id` (or one object of it: the image is added once for
+    /// consecutive records of the same `image_id`). All records must agree on having a pose
+    /// and on its landmark names and skeleton (one category).
     pub fn add(
         &mut self,
         image_id: u64,
@@ -199,17 +209,25 @@ impl Coco {
         } else {
             conf.iter().sum::<f32>() / conf.len() as f32
         };
-        self.images.push(Image {
-            id: image_id,
-            width: w,
-            height: h,
-            file_name: file_name.map(str::to_string),
+        if self.images.last().map(|i| i.id) != Some(image_id) {
+            self.images.push(Image {
+                id: image_id,
+                width: w,
+                height: h,
+                file_name: file_name.map(str::to_string),
+            });
+        }
+        let bbox = record.object.as_ref().map(|o| {
+            let [x, y, bw, bh] = o.roi;
+            let (w, h) = (w as f32, h as f32);
+            [x * w, y * h, bw * w, bh * h]
         });
         self.results.push(CocoResult {
             image_id,
             category_id: CATEGORY_ID,
             keypoints: Keypoints(keypoints),
             score,
+            bbox,
         });
         Ok(())
     }
@@ -244,7 +262,9 @@ impl Coco {
     }
 }
 
-fn annotation(id: u64, result: CocoResult) -> Annotation {
+fn annotation(id: u64, mut result: CocoResult) -> Annotation {
+    // An object's box is the annotation's (written once).
+    let object_box = result.bbox.take();
     let labelled: Vec<(f32, f32)> = result
         .keypoints
         .0
@@ -252,7 +272,9 @@ fn annotation(id: u64, result: CocoResult) -> Annotation {
         .filter(|k| k.2 > 0)
         .map(|k| (k.0, k.1))
         .collect();
-    let bbox = if labelled.is_empty() {
+    let bbox = if let Some(b) = object_box {
+        b
+    } else if labelled.is_empty() {
         [0.0; 4]
     } else {
         let min = |f: fn(&(f32, f32)) -> f32| labelled.iter().map(f).fold(f32::MAX, f32::min);

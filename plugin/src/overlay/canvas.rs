@@ -37,6 +37,14 @@ impl Canvas<'_> {
     pub fn render(&mut self, o: &Overlay) {
         let s = o.style;
         let half = s.line_width / 2.0;
+        // Objects' boxes under everything else: their colour outlined in black.
+        let box_half = o.outline_half();
+        for ob in &o.objects {
+            self.outline(ob.rect, box_half + s.ring, BLACK);
+        }
+        for ob in &o.objects {
+            self.outline(ob.rect, box_half, ob.colour);
+        }
         // All outlines first, so that no outline cuts through a line or landmark.
         for &[p, q] in &o.bones {
             self.line(p, q, half + s.ring, BLACK);
@@ -55,9 +63,35 @@ impl Canvas<'_> {
             self.circle(d.x, d.y, s.radius + s.ring, BLACK);
             self.circle(d.x, d.y, s.radius, palette_rgb(d.id));
         }
-        for l in &o.labels {
+        for ob in &o.objects {
+            for d in &ob.dots {
+                self.circle(d.x, d.y, s.radius + 2.0 * s.ring, WHITE);
+                self.circle(d.x, d.y, s.radius + s.ring, BLACK);
+                self.circle(d.x, d.y, s.radius, ob.colour);
+            }
+        }
+        for l in o
+            .labels
+            .iter()
+            .chain(o.objects.iter().flat_map(|ob| &ob.label))
+        {
             self.fill(l.x0, l.y0, l.x1, l.y1, BLACK, |_, _| true);
             self.number(l);
+        }
+    }
+
+    /// The sides of the box `[x0, y0, x1, y1)`, through its edge pixels' centres, `half`
+    /// px each side.
+    fn outline(&mut self, rect: [i64; 4], half: f32, colour: [u8; 3]) {
+        let [x0, y0, x1, y1] = rect.map(|v| v as f32);
+        let (x0, y0, x1, y1) = (x0 + 0.5, y0 + 0.5, x1 - 0.5, y1 - 0.5);
+        for (p, q) in [
+            ((x0, y0), (x1, y0)),
+            ((x1, y0), (x1, y1)),
+            ((x1, y1), (x0, y1)),
+            ((x0, y1), (x0, y0)),
+        ] {
+            self.line(p, q, half, colour);
         }
     }
 

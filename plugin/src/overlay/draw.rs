@@ -3,7 +3,7 @@
 
 use super::blend::Blender;
 use super::canvas::Canvas;
-use super::scene::{Dot, Overlay, Skeleton, Style};
+use super::scene::{object_rgb, Dot, ObjectMark, Overlay, Skeleton, Style};
 use crate::formats::{native, yuv_of};
 pub use crate::meta::dlstreamer::Foreign;
 use crate::meta::FrameKeypoints;
@@ -47,6 +47,27 @@ pub fn scene(
     foreign: &[Foreign],
     s: &DrawSettings,
 ) -> Overlay {
+    scene_all(
+        width,
+        height,
+        ours.map(std::slice::from_ref).unwrap_or(&[]),
+        foreign,
+        s,
+    )
+}
+
+/// [`scene`] for every set of keypoints of a frame: the whole frame's as [`scene`] draws
+/// them, and each object's (top-down inference) in the object's colour ([`object_rgb`]),
+/// with its box outlined in that colour, its pose skeleton, and with `ids` the object's id
+/// beside the box (in place of its keypoints' ids).
+pub fn scene_all(
+    width: u32,
+    height: u32,
+    sets: &[FrameKeypoints],
+    foreign: &[Foreign],
+    s: &DrawSettings,
+) -> Overlay {
+    let ours = sets.iter().find(|f| f.object.is_none());
     let mut dots = Vec::new();
     let mut landmarks: Vec<(f32, f32)> = Vec::new();
     let mut connections: &[[u32; 2]] = &[];
@@ -98,9 +119,52 @@ pub fn scene(
         connections: lines,
         joints: false,
     }));
+    let objects: Vec<(&FrameKeypoints, Vec<(f32, f32)>)> = sets
+        .iter()
+        .filter(|f| f.object.is_some())
+        .map(|f| {
+            let landmarks = f.pose.as_ref().map_or_else(Vec::new, |p| {
+                p.landmarks.iter().map(|l| l.pixel(width, height)).collect()
+            });
+            (f, landmarks)
+        })
+        .collect();
+    skeletons.extend(objects.iter().map(|(f, landmarks)| Skeleton {
+        points: landmarks,
+        connections: f.pose.as_ref().map_or(&[], |p| &p.connections),
+        joints: true,
+    }));
+    let marks = objects
+        .iter()
+        .filter_map(|(f, _)| {
+            let o = f.object.as_ref()?;
+            let shown = |visible: bool| f32::from(u8::from(visible)) >= s.min_confidence;
+            let (x, y, bw, bh) = o.rect_in(width, height);
+            let (x, y) = (i64::from(x), i64::from(y));
+            Some(ObjectMark {
+                id: o.id,
+                colour: object_rgb(o.id),
+                rect: [x, y, x + i64::from(bw), y + i64::from(bh)],
+                dots: f
+                    .keypoints
+                    .iter()
+                    .filter(|k| shown(k.visible))
+                    .map(|k| {
+                        let (x, y) = k.pixel(width, height);
+                        Dot {
+                            id: k.id as usize,
+                            x,
+                            y,
+                        }
+                    })
+                    .collect(),
+                label: None,
+            })
+        })
+        .collect();
     let (w, h) = (width as usize, height as usize);
     let style = Style::for_frame(w, h, s.radius, s.line_width);
-    Overlay::new(w, h, style, &dots, s.ids, &skeletons)
+    Overlay::new(w, h, style, &dots, s.ids, &skeletons).with_objects(marks, s.ids)
 }
 
 /// Renders `overlay` into a mapped frame: straight into the planes of the formats with a

@@ -13,7 +13,7 @@ use gst_video::subclass::prelude::*;
 use std::sync::{LazyLock, Mutex};
 
 use super::blend::Blender;
-use super::draw::{draw_buffer, scene, DrawSettings, Foreign};
+use super::draw::{draw_buffer, scene_all, DrawSettings, Foreign};
 use crate::lock;
 use crate::meta::geometry::Frames;
 use crate::meta::{dlstreamer, FrameKeypoints, ReadError};
@@ -190,17 +190,17 @@ impl BaseTransformImpl for StableKeypointsOverlay {
         let s = lock(&self.settings).clone();
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
-        let ours = match FrameKeypoints::for_frame(buf, Some(&state.frames)) {
-            Some(Ok(f)) => Some(f),
+        let ours = match FrameKeypoints::all_for_frame(buf, Some(&state.frames)) {
+            Some(Ok(f)) => f,
             Some(Err(e @ ReadError::Malformed(_))) => {
                 self.warn_once(&mut state.warned_malformed, &e);
-                None
+                Vec::new()
             }
             Some(Err(e @ ReadError::Moved(_))) => {
                 self.warn_once(&mut state.warned_moved, &e);
-                None
+                Vec::new()
             }
-            None => None,
+            None => Vec::new(),
         };
         let mut foreign: Vec<Foreign> = Vec::new();
         for t in dlstreamer::foreign_tensors(buf) {
@@ -209,7 +209,7 @@ impl BaseTransformImpl for StableKeypointsOverlay {
                 Err(e) => self.warn_once(&mut state.warned_malformed, &e),
             }
         }
-        if ours.is_none() && foreign.is_empty() {
+        if ours.is_empty() && foreign.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }
         let settings = DrawSettings {
@@ -219,7 +219,7 @@ impl BaseTransformImpl for StableKeypointsOverlay {
             min_confidence: s.min_confidence as f32,
         };
         let (w, h) = state.frames.size();
-        let overlay = scene(w, h, ours.as_ref(), &foreign, &settings);
+        let overlay = scene_all(w, h, &ours, &foreign, &settings);
         draw_buffer(buf, state.frames.info(), &overlay, &mut state.blender).map_err(|e| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
             gst::FlowError::Error

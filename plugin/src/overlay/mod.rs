@@ -12,7 +12,9 @@
 //! raw format. Each frame's drawing is laid out once ([`Overlay`]: sizes from the frame,
 //! labels placed), then rendered either straight into the frame's planes ([`Canvas`], for
 //! the RGB family, I420/YV12 and NV12) or into small ARGB/AYUV rectangles that GStreamer
-//! blends into any other raw format ([`Blender`]).
+//! blends into any other raw format ([`Blender`]). With keypoints per object (top-down
+//! inference) each object's keypoints and box are drawn in a colour of its own
+//! ([`object_rgb`], from its id), with its id beside the box under `draw-ids`.
 
 use gst::glib;
 use gst::prelude::*;
@@ -28,8 +30,12 @@ mod tests;
 pub use crate::formats::{Layout, Yuv};
 pub use blend::Blender;
 pub use canvas::Canvas;
-pub use draw::{draw_buffer, render, scene as frame_scene, DrawSettings, Foreign};
-pub use scene::{palette_rgb, Dot, Label, Overlay, Skeleton, Style, SKELETON_RGB};
+pub use draw::{
+    draw_buffer, render, scene as frame_scene, scene_all as frame_scene_all, DrawSettings, Foreign,
+};
+pub use scene::{
+    object_rgb, palette_rgb, Dot, Label, ObjectMark, Overlay, Skeleton, Style, SKELETON_RGB,
+};
 
 glib::wrapper! {
     pub struct StableKeypointsOverlay(ObjectSubclass<imp::StableKeypointsOverlay>)

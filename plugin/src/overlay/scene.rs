@@ -36,6 +36,25 @@ pub fn palette_rgb(id: usize) -> [u8; 3] {
     PALETTE[id % PALETTE.len()]
 }
 
+/// The RGB colour of object `id`'s box and keypoints (top-down inference): stable across
+/// frames, different for consecutive ids.
+pub fn object_rgb(id: u64) -> [u8; 3] {
+    PALETTE[(id % PALETTE.len() as u64) as usize]
+}
+
+/// An object's drawing: its box outlined in its colour, its keypoints as dots of that
+/// colour, and its id beside the box's top-left corner when ids are drawn.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectMark {
+    pub id: u64,
+    pub colour: [u8; 3],
+    /// The box `[x0, y0, x1, y1)` in frame pixels.
+    pub rect: [i64; 4],
+    pub dots: Vec<Dot>,
+    /// Placed by [`Overlay::with_objects`].
+    pub label: Option<Label>,
+}
+
 /// Sizes of everything drawn, in frame pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Style {
@@ -129,6 +148,8 @@ pub struct Overlay {
     pub labels: Vec<Label>,
     pub bones: Vec<[(f32, f32); 2]>,
     pub joints: Vec<(f32, f32)>,
+    /// Objects' boxes and keypoints (top-down inference), drawn in their colours.
+    pub objects: Vec<ObjectMark>,
 }
 
 impl Overlay {
@@ -178,11 +199,63 @@ impl Overlay {
             labels,
             bones,
             joints,
+            objects: Vec::new(),
         }
     }
 
+    /// Adds `objects`: their dots clamped into the frame (non-finite ones skipped), their
+    /// boxes clipped to it, and with `ids` each id's label above the box's top-left corner
+    /// (inside the box where there is no room above).
+    pub fn with_objects(mut self, objects: Vec<ObjectMark>, ids: bool) -> Self {
+        let (w, h) = (self.width as i64, self.height as i64);
+        let (fw, fh) = (self.width as f32 - 0.5, self.height as f32 - 0.5);
+        let s = self.style.text_scale;
+        for mut o in objects {
+            o.dots.retain(|d| d.x.is_finite() && d.y.is_finite());
+            for d in &mut o.dots {
+                d.x = d.x.clamp(0.0, fw.max(0.0));
+                d.y = d.y.clamp(0.0, fh.max(0.0));
+            }
+            let [x0, y0, x1, y1] = o.rect;
+            o.rect = [
+                x0.clamp(0, w),
+                y0.clamp(0, h),
+                x1.clamp(0, w),
+                y1.clamp(0, h),
+            ];
+            o.label = (ids && o.rect[0] < o.rect[2] && o.rect[1] < o.rect[3]).then(|| {
+                let digits = o.id.to_string().len() as i64;
+                let (bw, bh) = ((4 * digits + 1) * s, 7 * s);
+                let x0 = o.rect[0].min(w - bw).max(0);
+                let above = o.rect[1] - bh;
+                let y0 = if above >= 0 {
+                    above
+                } else {
+                    o.rect[1].min(h - bh).max(0)
+                };
+                Label {
+                    id: usize::try_from(o.id).unwrap_or(usize::MAX),
+                    x0,
+                    y0,
+                    x1: (x0 + bw).min(w),
+                    y1: (y0 + bh).min(h),
+                }
+            });
+            self.objects.push(o);
+        }
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.dots.is_empty() && self.bones.is_empty() && self.joints.is_empty()
+        self.dots.is_empty()
+            && self.bones.is_empty()
+            && self.joints.is_empty()
+            && self.objects.is_empty()
+    }
+
+    /// Half the width of an object's outline, with its black edge.
+    pub(crate) fn outline_half(&self) -> f32 {
+        (self.style.line_width / 2.0).max(1.0)
     }
 
     /// Boxes [x0, y0, x1, y1) (frame pixels, inside the frame) of each drawn item.
@@ -214,6 +287,19 @@ impl Overlay {
                     .map(|&(x, y)| around(x, y, s.line_width + s.ring)),
             )
             .collect();
+        let pad = (self.outline_half() + s.ring).ceil() as i64 + 1;
+        for o in &self.objects {
+            let [x0, y0, x1, y1] = o.rect;
+            // The four sides of the outline.
+            boxes.extend([
+                [x0 - pad, y0 - pad, x1 + pad, y0 + pad],
+                [x0 - pad, y1 - pad, x1 + pad, y1 + pad],
+                [x0 - pad, y0 - pad, x0 + pad, y1 + pad],
+                [x1 - pad, y0 - pad, x1 + pad, y1 + pad],
+            ]);
+            boxes.extend(o.dots.iter().map(|d| around(d.x, d.y, s.dot_extent())));
+            boxes.extend(o.label.iter().map(|l| [l.x0, l.y0, l.x1, l.y1]));
+        }
         let (w, h) = (self.width as i64, self.height as i64);
         for b in &mut boxes {
             *b = [b[0].max(0), b[1].max(0), b[2].min(w), b[3].min(h)];

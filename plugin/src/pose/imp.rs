@@ -172,7 +172,7 @@ impl BaseTransformImpl for StableKeypointsPose {
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let mut frame = match FrameKeypoints::for_frame(buf, state.frames.as_ref()) {
+        let mut sets = match FrameKeypoints::all_for_frame(buf, state.frames.as_ref()) {
             None => return Ok(gst::FlowSuccess::Ok),
             Some(Ok(f)) => f,
             Some(Err(e @ ReadError::Moved(_))) => {
@@ -196,42 +196,44 @@ impl BaseTransformImpl for StableKeypointsPose {
                 return Ok(gst::FlowSuccess::Ok);
             }
         };
-        match &frame.tokens {
-            Some(t) if state.checked.as_ref() != Some(t) => {
-                if let Err(e) = state.pose.check_identity(t) {
-                    drop(guard);
-                    return Err(self.fail(e));
-                }
-                state.checked = Some(t.clone());
-            }
-            Some(_) => {}
-            None if !state.warned_unchecked => {
-                state.warned_unchecked = true;
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "the keypoint metadata does not name its tokens: {} is not checked against them",
-                    state.pose.path.display()
-                );
-            }
-            None => {}
-        }
-        let pose = match state.pose.landmarks(&frame.keypoints) {
-            Ok(p) => p,
-            Err(e) => {
-                drop(guard);
-                return Err(self.fail(e));
-            }
-        };
-        frame.pose = Some(pose);
         let (w, h) = state
             .info
             .as_ref()
-            .map_or((frame.source_width, frame.source_height), |i| {
+            .map_or((sets[0].source_width, sets[0].source_height), |i| {
                 (i.width(), i.height())
             });
+        // Each set its landmarks: the whole frame's, and each object's in its own box.
+        for frame in &mut sets {
+            match &frame.tokens {
+                Some(t) if state.checked.as_ref() != Some(t) => {
+                    if let Err(e) = state.pose.check_identity(t) {
+                        drop(guard);
+                        return Err(self.fail(e));
+                    }
+                    state.checked = Some(t.clone());
+                }
+                Some(_) => {}
+                None if !state.warned_unchecked => {
+                    state.warned_unchecked = true;
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "the keypoint metadata does not name its tokens: {} is not checked against them",
+                        state.pose.path.display()
+                    );
+                }
+                None => {}
+            }
+            match state.pose.landmarks_of(frame) {
+                Ok(p) => frame.pose = Some(p),
+                Err(e) => {
+                    drop(guard);
+                    return Err(self.fail(e));
+                }
+            }
+        }
         drop(guard);
-        frame.replace(buf, w, h);
+        FrameKeypoints::replace_all(&sets, buf, w, h);
         Ok(gst::FlowSuccess::Ok)
     }
 }

@@ -11,7 +11,8 @@
 //! (and DL Streamer's landmarks tensor) to each buffer's keypoint meta, in place. A pose
 //! file fitted with other tokens than those named in the metadata (`token-indices`) is an
 //! error. The regression is [`regress::Pose`], which the inference element's `pose`
-//! property runs too.
+//! property runs too. With keypoints per object (top-down inference) each object gets its
+//! own landmarks, regressed in the square around its box and normalised to the frame.
 
 use gst::glib;
 use gst::prelude::*;

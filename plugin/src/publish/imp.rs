@@ -271,7 +271,7 @@ impl ObjectImpl for StableKeypointsPublish {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("format", DEFAULT_FORMAT)
                     .nick("Format")
-                    .blurb("json-lines (one record per frame) or coco (COCO keypoint results)")
+                    .blurb("json-lines (one record per frame, or per object) or coco (COCO keypoint results)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("frame-index", DEFAULT_FRAME_INDEX)
@@ -511,8 +511,8 @@ impl BaseTransformImpl for StableKeypointsPublish {
                 state.source_index.next(state.rate, t)
             }
         };
-        let (mut message, mut error, mut moved) = (None, None, None);
-        match FrameKeypoints::for_frame(buf, state.frames.as_ref()) {
+        let (mut messages, mut error, mut moved) = (Vec::new(), None, None);
+        match FrameKeypoints::all_for_frame(buf, state.frames.as_ref()) {
             None => {}
             Some(Err(e @ ReadError::Moved(_))) if !state.warned_moved => {
                 state.warned_moved = true;
@@ -524,17 +524,22 @@ impl BaseTransformImpl for StableKeypointsPublish {
                 gst::warning!(CAT, imp = self, "frame {}: {}; no record", index, e);
             }
             Some(Err(_)) => {}
-            Some(Ok(frame)) => {
-                let (w, h) = state
-                    .frames
-                    .as_ref()
-                    .map_or((frame.source_width, frame.source_height), Frames::size);
-                if post_messages {
-                    message = Some(export::message(&frame, index, &times, w, h));
-                }
-                if let Some(out) = state.output.as_mut() {
-                    let record = export::record(&frame, index, &times, w, h);
-                    error = out.write(&record).err();
+            // One record (and message) per set: the whole frame's, each object's.
+            Some(Ok(sets)) => {
+                for frame in &sets {
+                    let (w, h) = state
+                        .frames
+                        .as_ref()
+                        .map_or((frame.source_width, frame.source_height), Frames::size);
+                    if post_messages {
+                        messages.push(export::message(frame, index, &times, w, h));
+                    }
+                    if let Some(out) = state.output.as_mut() {
+                        if error.is_none() {
+                            let record = export::record(frame, index, &times, w, h);
+                            error = out.write(&record).err();
+                        }
+                    }
                 }
             }
         }
@@ -547,7 +552,7 @@ impl BaseTransformImpl for StableKeypointsPublish {
                 ("Frame {}: no record of {}", index, e)
             );
         }
-        if let Some(st) = message {
+        for st in messages {
             self.post(Some(
                 gst::message::Element::builder(st).src(&*self.obj()).build(),
             ));

@@ -8,7 +8,9 @@
 //!
 //! Passthrough (buffers leave untouched, without a copy): it reads the keypoint metadata of
 //! `stablekeypoints` ([`crate::meta`]) from each buffer and writes one record per frame in
-//! the JSON lines schema of `stablekeypoints::export`, or COCO keypoint results. The
+//! the JSON lines schema of `stablekeypoints::export`, or COCO keypoint results; with
+//! keypoints per object (top-down inference), one record (and COCO result, and MQTT
+//! message) per object, under schema `stablekeypoints-frame/2`. The
 //! streaming thread never waits for the network: records queue for a connection thread, and
 //! when the queue is full or the broker is away they are dropped and counted
 //! (`records-dropped`, plus a rate-limited warning message) while buffers keep flowing; the
@@ -36,11 +38,15 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 #[repr(u32)]
 #[enum_type(name = "GstStableKeypointsPublishFormat")]
 pub enum FormatProp {
-    /// One JSON object per frame (schema `stablekeypoints-frame/1`).
-    #[enum_value(name = "JSON lines: one record per frame", nick = "json-lines")]
+    /// One JSON object per frame (schema `stablekeypoints-frame/1`), or per object of a
+    /// frame (`stablekeypoints-frame/2`).
+    #[enum_value(
+        name = "JSON lines: one record per frame, or per object",
+        nick = "json-lines"
+    )]
     JsonLines = 0,
     /// COCO keypoint results: one document for a file (rewritten every few seconds and at
-    /// EOS) or stdout (at EOS), one per frame for MQTT.
+    /// EOS) or stdout (at EOS), one per frame (or object) for MQTT.
     #[enum_value(name = "COCO keypoint results", nick = "coco")]
     Coco = 1,
 }

@@ -34,7 +34,7 @@ use crate::formats::{core_reads, refusal_reason};
 use crate::lock;
 use crate::meta::geometry::Signature;
 use crate::meta::{carrier, FrameKeypoints, TokenIdentity};
-use crate::overlay::{draw_buffer, frame_scene, Blender, DrawSettings};
+use crate::overlay::{draw_buffer, frame_scene_all, Blender, DrawSettings};
 use crate::pose::Pose;
 
 /// Asked by downstream elements that need the inference interval (the track element's
@@ -440,13 +440,11 @@ impl StableKeypoints {
                     ids: s.draw_ids,
                     ..Default::default()
                 };
-                for f in &entries {
-                    let overlay = frame_scene(size.0, size.1, Some(f), &[], &settings);
-                    draw_buffer(buf, &info, &overlay, &mut lock(&self.blender)).map_err(|e| {
-                        gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
-                        gst::FlowError::Error
-                    })?;
-                }
+                let overlay = frame_scene_all(size.0, size.1, &entries, &[], &settings);
+                draw_buffer(buf, &info, &overlay, &mut lock(&self.blender)).map_err(|e| {
+                    gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
+                    gst::FlowError::Error
+                })?;
             }
             FrameKeypoints::attach_all(&entries, buf);
             // The picture as it leaves (drawn), so that readers downstream can tell whether

@@ -9,14 +9,15 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 
-use stablekeypoints::stream::{interpolation_latency, Interpolator, Origin, Tracked};
-use stablekeypoints::track::{KeypointSmoother, OneEuroParams};
+use stablekeypoints::stream::{interpolation_latency, Origin};
+use stablekeypoints::track::OneEuroParams;
 use stablekeypoints::Keypoint;
 
 use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use super::sets::{Done, Key, Set, Sets, Smoothers};
 use super::{SmoothingProp, TrackGapProp};
 use crate::lock;
 use crate::meta::geometry::Frames;
@@ -33,6 +34,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_MIN_CUTOFF: f64 = 1.0;
 const DEFAULT_BETA: f64 = 0.0;
 const DEFAULT_D_CUTOFF: f64 = 1.0;
+/// An object missing for this long (in frames at the stream's rate, 30 fps when unknown)
+/// is forgotten: when it comes back, its smoothing starts afresh.
+const FORGET_AFTER: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Debug)]
 struct Settings {
@@ -65,10 +69,12 @@ impl Settings {
     }
 }
 
-/// A buffer with its keypoint metadata (parsed once) and its index in the stream.
+/// A buffer with its sets of keypoints (parsed once: the whole frame's, each object's),
+/// their keys and its index in the stream.
 struct Frame {
     buffer: gst::Buffer,
-    meta: Option<FrameKeypoints>,
+    metas: Vec<FrameKeypoints>,
+    keys: Vec<Option<Key>>,
     index: u64,
 }
 
@@ -77,8 +83,8 @@ struct State {
     info: Option<gst_video::VideoInfo>,
     /// What the keypoints are checked against (raw video caps only).
     frames: Option<Frames>,
-    interpolator: Interpolator<Frame>,
-    smoother: KeypointSmoother,
+    sets: Sets<Frame>,
+    smoothers: Smoothers,
     next_index: u64,
     ready: VecDeque<gst::Buffer>,
     queued: Option<gst::Buffer>,
@@ -108,12 +114,23 @@ fn core_keypoints(f: &FrameKeypoints) -> Vec<Keypoint> {
 }
 
 impl StableKeypointsTrack {
-    /// One arriving buffer through the interpolator; returns the frames complete now.
-    fn accept(&self, state: &mut State, buffer: gst::Buffer, s: &Settings) -> Vec<Tracked<Frame>> {
+    /// Frames an object may be missing for before it is forgotten.
+    fn forget_after(state: &State) -> u64 {
+        let rate = state
+            .info
+            .as_ref()
+            .map(|i| i.fps())
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
+        (FORGET_AFTER.as_secs_f64() * rate).ceil() as u64
+    }
+
+    /// One arriving buffer through the interpolation; returns the frames complete now.
+    fn accept(&self, state: &mut State, buffer: gst::Buffer, s: &Settings) -> Vec<Done<Frame>> {
         let index = state.next_index;
         state.next_index += 1;
-        let meta = match FrameKeypoints::for_frame(&buffer, state.frames.as_ref()) {
-            Some(Ok(f)) => Some(f),
+        let metas = match FrameKeypoints::all_for_frame(&buffer, state.frames.as_ref()) {
+            Some(Ok(f)) => f,
             Some(Err(e @ ReadError::Malformed(_))) => {
                 if !std::mem::replace(&mut state.warned_malformed, true) {
                     gst::element_imp_warning!(
@@ -122,7 +139,7 @@ impl StableKeypointsTrack {
                         ("Passing malformed keypoint metadata on untouched: {}", e)
                     );
                 }
-                None
+                Vec::new()
             }
             Some(Err(e @ ReadError::Moved(_))) => {
                 if !std::mem::replace(&mut state.warned_moved, true) {
@@ -132,86 +149,94 @@ impl StableKeypointsTrack {
                         ("Not tracking {}", e)
                     );
                 }
-                None
+                Vec::new()
             }
-            None => None,
+            None => Vec::new(),
         };
-        let t = Tracked {
-            keypoints: meta.as_ref().map(core_keypoints),
-            origin: meta.as_ref().and_then(|m| m.origin),
-            frame: Frame {
-                buffer,
-                meta,
-                index,
-            },
+        let keys = Key::of_all(&metas);
+        let sets = metas
+            .iter()
+            .zip(&keys)
+            .map(|(m, &key)| Set {
+                key,
+                keypoints: core_keypoints(m),
+                origin: m.origin,
+            })
+            .collect();
+        let forget_after = Self::forget_after(state);
+        let frame = Frame {
+            buffer,
+            metas,
+            keys,
+            index,
         };
-        match s.gap_policy {
-            TrackGapProp::Interpolate => state.interpolator.push(t),
-            TrackGapProp::HoldLast => {
-                // Frames held before the policy changed leave first.
-                let mut out = state.interpolator.drain();
-                out.push(t);
-                out
-            }
-        }
+        let interpolate = s.gap_policy == TrackGapProp::Interpolate;
+        state.sets.push(frame, sets, interpolate, forget_after)
     }
 
     /// Smoothing and the rewritten metadata of one complete frame.
-    fn finish(&self, state: &mut State, t: Tracked<Frame>, s: &Settings) -> gst::Buffer {
-        let Tracked {
+    fn finish(&self, state: &mut State, done: Done<Frame>, s: &Settings) -> gst::Buffer {
+        let Done {
             frame:
                 Frame {
                     mut buffer,
-                    meta,
+                    mut metas,
+                    keys,
                     index,
                 },
-            keypoints,
-            origin,
-        } = t;
-        let (Some(mut meta), Some(mut keypoints)) = (meta, keypoints) else {
-            return buffer;
-        };
-        let interpolated = origin == Some(Origin::Interpolated);
+            sets,
+        } = done;
+        let forget_after = Self::forget_after(state);
         let one_euro = s.one_euro();
-        if !interpolated && one_euro.is_none() {
+        let any_interpolated = sets
+            .iter()
+            .any(|(_, origin)| *origin == Some(Origin::Interpolated));
+        if metas.is_empty() || (!any_interpolated && one_euro.is_none()) {
+            state.smoothers.frame_done(forget_after);
             return buffer;
         }
         let (w, h) = state
             .info
             .as_ref()
-            .map_or((meta.source_width, meta.source_height), |i| {
+            .map_or((metas[0].source_width, metas[0].source_height), |i| {
                 (i.width(), i.height())
             });
-        if let Some(p) = one_euro {
-            let t = buffer.pts().map_or_else(
-                || {
-                    let rate = state
-                        .info
-                        .as_ref()
-                        .map(|i| i.fps())
-                        .filter(|f| f.numer() > 0 && f.denom() > 0)
-                        .map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
-                    index as f64 / rate
-                },
-                |t| t.nseconds() as f64 / 1e9,
-            );
-            state.smoother.smooth(&mut keypoints, t, &p);
-        }
-        for (m, k) in meta.keypoints.iter_mut().zip(&keypoints) {
-            m.x = k.x;
-            m.y = k.y;
-            if interpolated {
-                m.confidence = k.score;
-                if let Some(t) = meta.threshold {
-                    m.visible = k.score >= t;
+        let t = buffer.pts().map_or_else(
+            || {
+                let rate = state
+                    .info
+                    .as_ref()
+                    .map(|i| i.fps())
+                    .filter(|f| f.numer() > 0 && f.denom() > 0)
+                    .map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
+                index as f64 / rate
+            },
+            |t| t.nseconds() as f64 / 1e9,
+        );
+        for ((meta, key), (mut keypoints, origin)) in metas.iter_mut().zip(&keys).zip(sets) {
+            let interpolated = origin == Some(Origin::Interpolated);
+            if let (Some(p), Some(key)) = (&one_euro, key) {
+                state.smoothers.smooth(*key, &mut keypoints, t, p);
+            }
+            for (m, k) in meta.keypoints.iter_mut().zip(&keypoints) {
+                m.x = k.x;
+                m.y = k.y;
+                if interpolated {
+                    m.confidence = k.score;
+                    if let Some(t) = meta.threshold {
+                        m.visible = k.score >= t;
+                    }
                 }
             }
+            if interpolated {
+                meta.origin = Some(Origin::Interpolated);
+                meta.inferred = true;
+            }
         }
-        if interpolated {
-            meta.origin = Some(Origin::Interpolated);
-            meta.inferred = true;
-        }
-        if meta.pose.is_some() && !std::mem::replace(&mut state.warned_pose, true) {
+        state.smoothers.frame_done(forget_after);
+        if metas.iter().any(|m| m.pose.is_some())
+            && !std::mem::replace(&mut state.warned_pose, true)
+        {
             gst::warning!(
                 CAT,
                 imp = self,
@@ -219,7 +244,7 @@ impl StableKeypointsTrack {
                  after stablekeypointstrack to regress them from the tracked keypoints"
             );
         }
-        meta.replace(buffer.make_mut(), w, h);
+        FrameKeypoints::replace_all(&metas, buffer.make_mut(), w, h);
         buffer
     }
 
@@ -229,7 +254,7 @@ impl StableKeypointsTrack {
         let s = lock(&self.settings).clone();
         let outs: Vec<gst::Buffer> = {
             let mut state = lock(&self.state);
-            let held = state.interpolator.drain();
+            let held = state.sets.drain();
             held.into_iter()
                 .map(|t| self.finish(&mut state, t, &s))
                 .collect()
@@ -409,8 +434,8 @@ impl BaseTransformImpl for StableKeypointsTrack {
             gst::EventView::FlushStop(_) => {
                 // A new stream: nothing is held, interpolated from or smoothed with.
                 let mut state = lock(&self.state);
-                state.interpolator.flush();
-                state.smoother.reset();
+                state.sets.flush();
+                state.smoothers.reset();
                 state.ready.clear();
                 state.queued = None;
             }

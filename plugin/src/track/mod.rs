@@ -13,11 +13,17 @@
 //! next inference, placing their keypoints on the line between the two (adds that look-ahead
 //! to the pipeline latency). The logic is [`stablekeypoints::stream::Interpolator`] and
 //! [`stablekeypoints::track::KeypointSmoother`].
+//!
+//! With top-down inference (keypoints per object) each object, keyed by its id, is smoothed
+//! and interpolated on its own (`sets.rs`), as its sequence alone would be: an object missing
+//! from the inference that ends a gap keeps the keypoints it carries, one that appears
+//! starts afresh, and one missing for 3 seconds is forgotten.
 
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod sets;
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
