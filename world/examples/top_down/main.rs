@@ -38,8 +38,8 @@ fn main() {
         ))
     };
     println!("cpu: {}", cpu_name());
-    println!("| estimator | figures | boxes | margin | overlap | person | frames | keypoints elsewhere | error px | alone px | ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| estimator | figures | boxes | margin | overlap | person | frames | assigned to another | nearer another's skeleton: clip / alone | error px | alone px | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, make) in [
         ("teacher", &teacher as &dyn Fn() -> Estimator),
         ("student", &student),
@@ -59,7 +59,7 @@ fn main() {
                 let scores = measure(&mut make(), &reg, &s, 16);
                 for p in &scores.people {
                     println!(
-                        "| {name} | {figures} | {} | {} | {:.0}% | {} | {} | {} of {} ({:.1}%; alone {}) | {:.2} | {:.2} | {:.2} |",
+                        "| {name} | {figures} | {} | {} | {:.0}% | {} | {} | {} of {} ({:.1}%) | {} / {} | {:.2} | {:.2} | {:.2} |",
                         if jitter > 0.0 { "jittered 10%" } else { "true" },
                         s.margin,
                         100.0 * scores.overlapping,
@@ -68,7 +68,8 @@ fn main() {
                         p.misassigned,
                         p.keypoints,
                         100.0 * (1.0 - p.own_share()),
-                        p.misassigned_alone,
+                        p.nearer_another,
+                        p.nearer_another_alone,
                         p.error,
                         p.error_alone,
                         p.error / p.error_alone,

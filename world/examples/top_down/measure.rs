@@ -36,8 +36,12 @@ pub struct PersonScore {
     pub frames: usize,
     /// Its keypoints, and those nearer another figure's true skeleton than its own.
     pub keypoints: usize,
+    /// Nearer another figure's skeleton than its own: in the clip, alone (the same
+    /// figure's keypoints, with the others' skeletons where they are in the clip), and in
+    /// the clip but not alone (assigned to another figure).
+    pub nearer_another: usize,
+    pub nearer_another_alone: usize,
     pub misassigned: usize,
-    pub misassigned_alone: usize,
     /// Mean error of the regressed joints (visible ones), in the clip and alone, pixels.
     pub error: f64,
     pub error_alone: f64,
@@ -97,7 +101,7 @@ fn region(b: [usize; 4], amount: f64, rng: &mut Rng) -> Region {
 fn keypoints(
     est: &mut Estimator,
     frame: &PeopleFrame,
-    regions: &[Region],
+    regions: &[(usize, Region)],
     margin: f64,
     key: u64,
 ) -> Vec<Vec<[f32; 2]>> {
@@ -109,8 +113,12 @@ fn keypoints(
         frame.width * 3,
     )
     .expect("a packed frame");
-    let items: Vec<(usize, Region)> = regions.iter().map(|r| (0, r.grown(margin))).collect();
-    let keys: Vec<u64> = (0..items.len() as u64).map(|j| key * 1024 + j).collect();
+    // Each figure its own noise, the same in the clip and alone.
+    let items: Vec<(usize, Region)> = regions.iter().map(|(_, r)| (0, r.grown(margin))).collect();
+    let keys: Vec<u64> = regions
+        .iter()
+        .map(|&(id, _)| key * 1024 + id as u64)
+        .collect();
     est.detect_regions_keyed(&[f], &items, &keys)
         .expect("inference")
         .iter()
@@ -190,24 +198,11 @@ pub fn measure(est: &mut Estimator, reg: &Regressor, s: &Setup, min_side: usize)
         if shown.is_empty() {
             continue;
         }
-        let regions: Vec<Region> = shown.iter().map(|&(_, r)| r).collect();
-        let found = keypoints(est, &frame, &regions, s.margin, i as u64);
+        let found = keypoints(est, &frame, &shown, s.margin, i as u64);
         for ((id, r), kp) in shown.iter().zip(&found) {
             let me = frame.people.iter().find(|p| p.id == *id).expect("drawn");
             let score = &mut people[*id];
             score.frames += 1;
-            for &p in kp {
-                score.keypoints += 1;
-                let own = skeleton_distance(p, &me.joints);
-                if frame
-                    .people
-                    .iter()
-                    .filter(|o| o.id != *id && o.bbox.is_some())
-                    .any(|o| skeleton_distance(p, &o.joints) < own)
-                {
-                    score.misassigned += 1;
-                }
-            }
             let (e, n) = joint_error(
                 &joints(reg, kp, *r, s.margin, crop),
                 &me.joints,
@@ -217,18 +212,25 @@ pub fn measure(est: &mut Estimator, reg: &Regressor, s: &Setup, min_side: usize)
             sums[*id][0].1 += n;
             // The same figure alone in the same frame, through the same box.
             let alone = clip.render(i, Some(*id));
-            let kp_alone = keypoints(est, &alone, &[*r], s.margin, i as u64).remove(0);
+            let kp_alone = keypoints(est, &alone, &[(*id, *r)], s.margin, i as u64).remove(0);
             let me_alone = &alone.people[0];
-            for &p in &kp_alone {
+            // A keypoint nearer another figure's true skeleton than its own: counted as
+            // that figure's when the same keypoint of the figure alone was not (where bodies
+            // cross, a keypoint on its own body can be nearer a limb of the other).
+            let elsewhere = |p: [f32; 2]| {
                 let own = skeleton_distance(p, &me.joints);
-                if frame
+                frame
                     .people
                     .iter()
                     .filter(|o| o.id != *id && o.bbox.is_some())
                     .any(|o| skeleton_distance(p, &o.joints) < own)
-                {
-                    score.misassigned_alone += 1;
-                }
+            };
+            for (&p, &q) in kp.iter().zip(&kp_alone) {
+                score.keypoints += 1;
+                let (clip, alone) = (elsewhere(p), elsewhere(q));
+                score.nearer_another += clip as usize;
+                score.nearer_another_alone += alone as usize;
+                score.misassigned += (clip && !alone) as usize;
             }
             // Over the joints scored in the clip (those no other figure hides).
             let (e, n) = joint_error(
