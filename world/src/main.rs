@@ -101,6 +101,14 @@ enum Command {
         #[arg(long, value_name = "KEYPOINTS.jsonl")]
         jsonl: PathBuf,
     },
+    /// Per figure, mean error of the element's per-object `pose` landmarks (records with
+    /// `object_id`) against a multi-figure clip's true joints
+    ScorePeople {
+        #[arg(long, value_name = "DIR/people.jsonl")]
+        people: PathBuf,
+        #[arg(long, value_name = "KEYPOINTS.jsonl")]
+        jsonl: PathBuf,
+    },
     /// The baseline that predicts the training split's mean pose for every test image, in
     /// `stablekeypoints eval --metric taichi` units and mean pixels
     MeanPose {
@@ -252,6 +260,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 s.frames, s.joints, s.mean_px
             );
             print_errors(&s.per_joint_px);
+            Ok(())
+        }
+        Command::ScorePeople { people, jsonl } => {
+            for (id, s) in skp_world::score::score_people(&people, &jsonl)? {
+                println!(
+                    "figure {id}: {} frames, {} visible joints: mean error {:.2} px",
+                    s.frames, s.joints, s.mean_px
+                );
+            }
             Ok(())
         }
         Command::MeanPose { train, test, size } => {

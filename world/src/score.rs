@@ -87,6 +87,84 @@ pub fn score(labels: &Path, jsonl: &Path) -> Result<Score, String> {
     })
 }
 
+/// Scores per-object records (`stablekeypoints-frame/2`, with `object_id` and `pose`)
+/// against a multi-figure clip's `people.jsonl`: each record's landmarks against the true
+/// joints of the figure whose id is its `object_id` (the boxes files that `skp-world people`
+/// writes give the figures' ids to the objects). Per figure, by id.
+pub fn score_people(people: &Path, jsonl: &Path) -> Result<Vec<(u64, Score)>, String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    // (frame, id) -> true joints, visible ones only.
+    let mut truth = std::collections::HashMap::new();
+    for (i, line) in read(people)?.lines().enumerate() {
+        let at = |m: &str| format!("{}:{}: {m}", people.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
+        let frame = v["frame"].as_u64().ok_or_else(|| at("no `frame`"))?;
+        for p in v["people"].as_array().ok_or_else(|| at("no `people`"))? {
+            let id = p["id"]
+                .as_u64()
+                .ok_or_else(|| at("a person without `id`"))?;
+            let joints: Vec<Option<[f64; 2]>> = (0..NUM_JOINTS)
+                .map(|j| {
+                    let xy = &p["joints"][j];
+                    (p["visible"][j].as_bool() == Some(true))
+                        .then(|| Some([xy[0].as_f64()?, xy[1].as_f64()?]))
+                        .flatten()
+                })
+                .collect();
+            truth.insert((frame, id), joints);
+        }
+    }
+    let mut per: std::collections::BTreeMap<u64, ([f64; NUM_JOINTS], [usize; NUM_JOINTS], usize)> =
+        Default::default();
+    for (i, line) in read(jsonl)?.lines().enumerate() {
+        let at = |m: &str| format!("{}:{}: {m}", jsonl.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(&e.to_string()))?;
+        let frame = v["frame"].as_u64().ok_or_else(|| at("no `frame`"))?;
+        let id = v["object_id"]
+            .as_u64()
+            .ok_or_else(|| at("no `object_id` (run the element with inference-region=roi-list)"))?;
+        let Some(row) = truth.get(&(frame, id)) else {
+            return Err(at(&format!("object {id} is no figure of frame {frame}")));
+        };
+        let pose = v["pose"]
+            .as_array()
+            .ok_or_else(|| at("no `pose` (run the element with pose=...)"))?;
+        let (sum, n, frames) = per
+            .entry(id)
+            .or_insert(([0.0; NUM_JOINTS], [0; NUM_JOINTS], 0));
+        *frames += 1;
+        for lm in pose {
+            let name = lm["name"].as_str().unwrap_or_default();
+            let Some(j) = JOINTS.iter().position(|&n| n == name) else {
+                return Err(at(&format!("unknown landmark {name:?}")));
+            };
+            if let (Some([tx, ty]), Some(x), Some(y)) = (row[j], lm["x"].as_f64(), lm["y"].as_f64())
+            {
+                sum[j] += (x - tx).hypot(y - ty);
+                n[j] += 1;
+            }
+        }
+    }
+    if per.is_empty() {
+        return Err(format!("{}: no object records", jsonl.display()));
+    }
+    Ok(per
+        .into_iter()
+        .map(|(id, (sum, n, frames))| {
+            let joints = n.iter().sum::<usize>();
+            (
+                id,
+                Score {
+                    frames,
+                    joints,
+                    mean_px: sum.iter().sum::<f64>() / joints.max(1) as f64,
+                    per_joint_px: std::array::from_fn(|j| sum[j] / n[j] as f64),
+                },
+            )
+        })
+        .collect())
+}
+
 /// The mean-pose baseline of a labelled split: every test image gets the training split's
 /// mean position of each joint (over the images where it is visible).
 #[derive(Clone, Debug, PartialEq)]
