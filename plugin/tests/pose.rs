@@ -285,7 +285,8 @@ fn each_object_gets_its_own_landmarks_regressed_in_its_box() {
             label: "person".into(),
             bbox,
             roi_id: id as i32,
-            ..Default::default()
+            // Regressed in the square the model saw: here the box itself.
+            view: bbox,
         });
         m
     };
@@ -304,7 +305,7 @@ fn each_object_gets_its_own_landmarks_regressed_in_its_box() {
     for (g, s) in got.iter().zip(&sets) {
         assert_eq!(g.object, s.object);
         assert_eq!(g.keypoints, s.keypoints);
-        // The test pose's landmarks with "the centre" the box's: `a` is keypoint 0, `b` its
+        // The test pose's landmarks with "the centre" the view's (the box's): `a` is keypoint 0, `b` its
         // mirror image through the box's centre, `c` the x of keypoint 1 and the y of
         // keypoint 2 mirrored, `d` the mean x of keypoints 3 and 4 and the y of 5; all
         // normalised to the frame.
