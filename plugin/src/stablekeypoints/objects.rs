@@ -2,12 +2,9 @@
 //! metas are inferred, the crops they become, and the objects followed across frames (their
 //! ids, and the keypoints they hold between inferences).
 
+use crate::boxes::{OBJECT_ID as TRACKER_PARAM, OBJECT_ID_FIELD as TRACKER_ID};
 use crate::meta::{ObjectMeta, ROI_TYPE};
 use stablekeypoints::{CropMode, Keypoint, Region};
-
-/// DL Streamer's tracker structure on a ROI meta (`gvatrack`), and its id field.
-pub const TRACKER_PARAM: &str = "object_id";
-pub const TRACKER_ID: &str = "id";
 
 /// Item keys (noise, warps) per frame: object j of the frame with key k is item
 /// `k * KEYS_PER_FRAME + j`.
