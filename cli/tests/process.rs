@@ -1257,6 +1257,34 @@ fn process_with_boxes_writes_a_record_per_object_and_none_for_frames_without() {
         assert!(!err.contains("running"), "checked before decoding: {err}");
         assert_eq!(snapshot(&result), before, "untouched ({named})");
     }
+    // --object-class keeps those labels only (the element's object-class).
+    let dogs = dir.join("dogs");
+    let out = bin()
+        .args(["process", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(&clip)
+        .arg("--out-dir")
+        .arg(&dogs)
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--boxes")
+        .arg(&boxes)
+        .args(["--object-class", "dog", "--no-annotated"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dogs.join("keypoints.jsonl")).unwrap();
+    let labels: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["label"].clone())
+        .collect();
+    assert_eq!(labels.len(), want.len() / 2);
+    assert!(labels.iter().all(|l| l == "dog"), "{labels:?}");
     // One boxes file is the boxes of one video.
     let out = bin()
         .args(["process", "--model"])
