@@ -228,6 +228,50 @@ pub struct CropArg {
     pub crop: CropName,
 }
 
+/// Keypoints per object, on the boxes a detector wrote to a file (`detect`, `process`).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Objects")]
+pub struct BoxesArgs {
+    /// Boxes file (JSON lines per frame or COCO detections): keypoints of each box, one record per object (schema stablekeypoints-frame/2); a frame without boxes has no record. Frame i is the i-th image (detect) or decoded frame (process); not with --inputs (one file is the boxes of one video)
+    #[arg(long, value_name = "FILE")]
+    pub boxes: Option<PathBuf>,
+    /// With --boxes: the labels to infer, comma-separated [default: all]
+    #[arg(
+        long,
+        value_name = "LABEL,...",
+        requires = "boxes",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub object_class: String,
+    /// With --boxes: share of a box's width and height added on each side before the box is squared by --crop (letterbox: black beside the box)
+    #[arg(long, value_name = "M", requires = "boxes", default_value_t = 0.15,
+          value_parser = object_margin)]
+    pub object_margin: f64,
+}
+
+impl BoxesArgs {
+    /// `--object-class` as names (empty: every label).
+    pub fn classes(&self) -> Vec<String> {
+        self.object_class
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// `--object-margin`: as the element's `object-margin`, 0 to 2.
+fn object_margin(s: &str) -> Result<f64, String> {
+    let m: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=2.0).contains(&m) {
+        Ok(m)
+    } else {
+        Err("must be between 0 and 2".into())
+    }
+}
+
 /// How a frame's keypoints are computed: `detect`, `eval` (and the element's options of
 /// `process`, which takes the ones the element has).
 #[derive(Args, Clone, Debug)]
@@ -447,6 +491,8 @@ pub struct DetectCmd {
     pub pose: Option<PathBuf>,
     #[command(flatten)]
     pub detect: DetectArgs,
+    #[command(flatten)]
+    pub objects: BoxesArgs,
     /// Images (png, jpg)
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
@@ -765,6 +811,8 @@ pub struct ProcessCmd {
     pub device: DeviceArg,
     #[command(flatten)]
     pub element: ElementArgs,
+    #[command(flatten)]
+    pub objects: BoxesArgs,
     #[command(flatten)]
     pub train: TrainArgs,
 }

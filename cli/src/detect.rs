@@ -2,16 +2,19 @@
 
 use crate::args::{DetectArgs, DetectCmd, ModelTokensArgs, OutputFormat};
 use crate::images::read_image;
+use stablekeypoints::boxes::{Boxes, ObjectBox};
 use stablekeypoints::detect::content_key;
 use stablekeypoints::estimator::{Estimator, KeypointIdentity};
 use stablekeypoints::export::coco::Coco;
-use stablekeypoints::export::Record;
+use stablekeypoints::export::{LandmarkRecord, ObjectRecord, Record, OBJECT_SCHEMA};
 use stablekeypoints::model::MapSpec;
 use stablekeypoints::pose::{PoseModel, Regressor};
 use stablekeypoints::student::Student;
 use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
 use stablekeypoints::util::{check_output_file, safetensors_bytes, write_atomic, Inputs};
-use stablekeypoints::{DetectSettings, Detector, Error, FrameRef, Model, PixelFormat, Tokens};
+use stablekeypoints::{
+    DetectSettings, Detector, Error, FrameRef, Model, PixelFormat, Region, Tokens,
+};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -122,6 +125,13 @@ pub fn open(
 }
 
 pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
+    // The boxes file fails first, naming itself (and the line at fault).
+    let boxes = c.objects.boxes.as_deref().map(Boxes::read).transpose()?;
+    if boxes.is_some() && c.dump_maps.is_some() {
+        return Err(Error::Invalid(
+            "--dump-maps: not with --boxes (the maps are those of a whole image)".into(),
+        ));
+    }
     if let Some(out) = &c.dump_maps {
         check_output_file(out, "--dump-maps")?;
         let mut inputs = Inputs::new();
@@ -161,6 +171,25 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
         // Noise and warps per image content: an image's keypoints do not depend on the
         // other images or their order.
         let key = content_key(w, h, img.as_raw());
+        if let Some(boxes) = &boxes {
+            let objects = ObjectJob {
+                boxes,
+                classes: &c.objects.classes(),
+                margin: c.objects.object_margin,
+            };
+            for record in objects.records(&mut opened.estimator, i, name, &frame, key, &pose)? {
+                match c.output() {
+                    OutputFormat::Json => std::io::stdout()
+                        .write_all(&record.to_line())
+                        .map_err(stdout_err)?,
+                    OutputFormat::Coco => coco
+                        .add(i as u64, Some(name), &record)
+                        .map_err(Error::Invalid)?,
+                    OutputFormat::Table => print_table(&record),
+                }
+            }
+            continue;
+        }
         let d = match &mut opened.estimator {
             Estimator::Teacher(det) => {
                 det.set_item_key(key);
@@ -206,10 +235,128 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
     Ok(())
 }
 
-/// The table of one image: a line per keypoint, then one per landmark.
+/// Item keys of objects, as the element keys them: object j of the image with key k is
+/// item `k * KEYS_PER_IMAGE + j`.
+pub const KEYS_PER_IMAGE: u64 = 1024;
+
+/// `--boxes`: keypoints per object of an image.
+struct ObjectJob<'a> {
+    boxes: &'a Boxes,
+    /// Labels inferred; empty = all.
+    classes: &'a [String],
+    margin: f64,
+}
+
+impl ObjectJob<'_> {
+    /// One record per box of image `index` (none without boxes): the box, grown by the
+    /// margin, squared by the crop mode and inferred as item `key * KEYS_PER_IMAGE + j`;
+    /// keypoints normalised to the image. A box with nothing inside the image is skipped.
+    fn records(
+        &self,
+        estimator: &mut Estimator,
+        index: usize,
+        name: &str,
+        frame: &FrameRef,
+        key: u64,
+        pose: &Option<(PoseModel, Regressor)>,
+    ) -> Result<Vec<Record>, Error> {
+        let (w, h) = (frame.width as u32, frame.height as u32);
+        let Some(record) = self.boxes.record_by_frame(index as u64) else {
+            return Ok(Vec::new());
+        };
+        let objects: Vec<(u64, ObjectBox, [u32; 4])> = record
+            .scaled_to(w, h)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, o)| self.classes.is_empty() || self.classes.contains(&o.label))
+            .filter_map(|(j, o)| {
+                let rect = o.pixel_rect(w, h)?;
+                Some((o.id.unwrap_or(j as u64), o, rect))
+            })
+            .collect();
+        let regions: Vec<(usize, Region)> = objects
+            .iter()
+            .map(|(_, _, r)| (0, rect_region(r).grown(self.margin)))
+            .collect();
+        let keys: Vec<u64> = (0..regions.len() as u64)
+            .map(|j| key.wrapping_mul(KEYS_PER_IMAGE).wrapping_add(j))
+            .collect();
+        let detections =
+            estimator.detect_regions_keyed(std::slice::from_ref(frame), &regions, &keys)?;
+        let crop = estimator.crop();
+        let mut out = Vec::with_capacity(objects.len());
+        for (((id, o, rect), (_, region)), d) in objects.iter().zip(&regions).zip(detections) {
+            let mut record = Record::still(index as u64, Some(name), w, h, &d.keypoints, 0.0);
+            record.schema = OBJECT_SCHEMA.into();
+            let (fw, fh) = (w as f32, h as f32);
+            record.object = Some(ObjectRecord {
+                object_id: *id,
+                label: o.label.clone(),
+                roi: [
+                    rect[0] as f32 / fw,
+                    rect[1] as f32 / fh,
+                    (rect[2] - rect[0]) as f32 / fw,
+                    (rect[3] - rect[1]) as f32 / fh,
+                ],
+            });
+            if let Some((p, reg)) = pose {
+                let v = region.squared(crop);
+                let (iw, ih) = (f64::from(w), f64::from(h));
+                let view = [v.x / iw, v.y / ih, v.w / iw, v.h / ih].map(|c| c as f32);
+                add_pose_in_view(&mut record, p, reg, view)?;
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+}
+
+/// A pixel rectangle `[x0, y0, x1, y1)` as a region.
+fn rect_region(r: &[u32; 4]) -> Region {
+    Region {
+        x: r[0] as f64,
+        y: r[1] as f64,
+        w: (r[2] - r[0]) as f64,
+        h: (r[3] - r[1]) as f64,
+    }
+}
+
+/// An object's landmarks, regressed as the pose element regresses them: from its keypoints
+/// in the `view` they were inferred in (`[x, y, w, h]` normalised to the image; the
+/// regressor reads keypoints of the model's input), then mapped back to the image.
+fn add_pose_in_view(
+    record: &mut Record,
+    pose: &PoseModel,
+    reg: &Regressor,
+    view: [f32; 4],
+) -> Result<(), Error> {
+    let [vx, vy, vw, vh] = view;
+    let mut in_view = record.clone();
+    for k in &mut in_view.keypoints {
+        k.nx = (k.nx - vx) / vw;
+        k.ny = (k.ny - vy) / vh;
+    }
+    in_view.add_pose(pose, reg)?;
+    let (w, h) = (record.width, record.height);
+    record.pose = in_view.pose.map(|ls| {
+        ls.iter()
+            .map(|l| LandmarkRecord::new(&l.name, vx + l.nx * vw, vy + l.ny * vh, w, h))
+            .collect()
+    });
+    record.skeleton = in_view.skeleton;
+    Ok(())
+}
+
+/// The table of one image (or object): a line per keypoint, then one per landmark.
 fn print_table(r: &Record) {
     let name = r.image.as_deref().unwrap_or("");
-    println!("{name} ({}x{})", r.width, r.height);
+    match &r.object {
+        Some(o) => println!(
+            "{name} ({}x{}) object {} {} roi {:.4} {:.4} {:.4} {:.4}",
+            r.width, r.height, o.object_id, o.label, o.roi[0], o.roi[1], o.roi[2], o.roi[3]
+        ),
+        None => println!("{name} ({}x{})", r.width, r.height),
+    }
     for k in &r.keypoints {
         println!(
             "  {:>3}  x {:8.2}  y {:8.2}  confidence {:.5}",

@@ -225,6 +225,17 @@ pub struct ElementJob<'a> {
     pub annotated: bool,
     /// `keypoints.coco.json` (COCO keypoint results, from `stablekeypointspublish`).
     pub coco: bool,
+    /// Keypoints per object on these boxes (`stablekeypointsboxes`, `inference-region=roi-list`).
+    pub objects: Option<Objects<'a>>,
+}
+
+/// `--boxes` and the object flags, as the elements take them.
+pub struct Objects<'a> {
+    /// The boxes file (frame i: the i-th decoded frame).
+    pub boxes: &'a Path,
+    /// `object-class`: comma-separated labels, empty for all.
+    pub class: &'a str,
+    pub margin: f64,
 }
 
 impl<'a> ElementJob<'a> {
@@ -241,6 +252,11 @@ impl<'a> ElementJob<'a> {
             device: c.device.device,
             annotated: !c.no_annotated,
             coco: c.coco,
+            objects: c.objects.boxes.as_deref().map(|boxes| Objects {
+                boxes,
+                class: &c.objects.object_class,
+                margin: c.objects.object_margin,
+            }),
         }
     }
 
@@ -253,6 +269,9 @@ impl<'a> ElementJob<'a> {
         }
         if let Some(pose) = self.pose {
             inputs.add("--pose", pose);
+        }
+        if let Some(o) = &self.objects {
+            inputs.add("--boxes", o.boxes);
         }
         inputs
     }
@@ -316,6 +335,7 @@ pub fn run_video(
     let Chain {
         elements,
         timeline,
+        jsonl,
         coco,
         encoded,
     } = chain(job, &stream, &temps)?;
@@ -351,10 +371,22 @@ pub fn run_video(
             ),
         ));
     }
+    // Per object, a frame has as many lines as it has objects (none without): every frame
+    // must then have passed both publishers, and every record reached the file.
+    let per_object = job.objects.is_some();
+    let sent = jsonl.property::<u64>("records-sent");
     let written = Written {
         lines,
+        frames: per_object.then(|| jsonl.property::<u64>("frames-processed")),
+        lost: lines != sent,
         encoded: encoded.map(|e| e.load(Ordering::SeqCst)),
-        cocos: coco.map(|p| p.property::<u64>("records-sent")),
+        cocos: coco.map(|p| {
+            p.property::<u64>(if per_object {
+                "frames-processed"
+            } else {
+                "records-sent"
+            })
+        }),
     };
     written.check(decoded, input, out_dir)?;
     if job.annotated {
@@ -373,7 +405,7 @@ pub fn run_video(
         );
     }
     Ok(VideoDone {
-        frames: lines,
+        frames: decoded,
         seconds: start.elapsed().as_secs_f64(),
         outputs,
         gaps: timeline.gaps().to_vec(),
@@ -385,6 +417,8 @@ struct Chain {
     elements: Vec<gst::Element>,
     /// The frames decoded (entering the first converter).
     timeline: Arc<Mutex<Timeline>>,
+    /// The JSON lines publisher.
+    jsonl: gst::Element,
     /// The COCO publisher, with `coco`.
     coco: Option<gst::Element>,
     /// Frames entering the encoder, with `annotated`.
@@ -398,7 +432,15 @@ fn chain(job: &ElementJob, stream: &Stream, temps: &[PathBuf]) -> Result<Chain, 
     let first = make("videoconvert")?;
     let timeline = watch_frames(&first, stream.rate);
     let jsonl = publisher(&temps[0])?;
-    let mut elements = vec![first, element, jsonl];
+    let mut elements = vec![first];
+    if let Some(o) = &job.objects {
+        // Frame i of the boxes file is the i-th decoded frame.
+        let boxes = make("stablekeypointsboxes")?;
+        boxes.set_property("location", o.boxes.to_string_lossy().as_ref());
+        boxes.set_property_from_str("frame-index", "count");
+        elements.push(boxes);
+    }
+    elements.extend([element, jsonl.clone()]);
     let coco = if job.coco {
         let p = publisher(temps.last().expect("staged"))?;
         p.set_property_from_str("format", "coco");
@@ -420,6 +462,7 @@ fn chain(job: &ElementJob, stream: &Stream, temps: &[PathBuf]) -> Result<Chain, 
     Ok(Chain {
         elements,
         timeline,
+        jsonl,
         coco,
         encoded,
     })
@@ -460,6 +503,11 @@ fn inference_element(job: &ElementJob) -> Result<gst::Element, Error> {
     element.set_property("draw", job.annotated);
     element.set_property("draw-ids", job.draw_ids);
     element.set_property("device", job.device.to_string());
+    if let Some(o) = &job.objects {
+        element.set_property_from_str("inference-region", "roi-list");
+        element.set_property("object-class", o.class);
+        element.set_property("object-margin", o.margin);
+    }
     Ok(element)
 }
 
@@ -518,6 +566,11 @@ fn encoding_tail(
 /// What reached each output: keypoint lines, encoded frames, COCO frames.
 struct Written {
     lines: u64,
+    /// Per object: the frames that passed the JSON lines publisher (a frame has a line per
+    /// object, and none without objects).
+    frames: Option<u64>,
+    /// The file has other than the lines the publisher wrote.
+    lost: bool,
     encoded: Option<u64>,
     cocos: Option<u64>,
 }
@@ -525,13 +578,17 @@ struct Written {
 impl Written {
     /// Every one of the `decoded` frames must be in every output.
     fn check(&self, decoded: u64, input: &Path, out_dir: &Path) -> Result<(), Error> {
-        if self.lines == decoded
+        if self.frames.unwrap_or(self.lines) == decoded
+            && !self.lost
             && self.encoded.is_none_or(|e| e == decoded)
             && self.cocos.is_none_or(|c| c == decoded)
         {
             return Ok(());
         }
-        let mut wrote = vec![format!("{} keypoint lines", self.lines)];
+        let mut wrote = vec![match self.frames {
+            Some(f) => format!("{f} frames of {} keypoint lines", self.lines),
+            None => format!("{} keypoint lines", self.lines),
+        }];
         wrote.extend(self.encoded.map(|e| format!("{e} annotated frames")));
         wrote.extend(self.cocos.map(|c| format!("{c} COCO frames")));
         Err(Error::Invalid(format!(

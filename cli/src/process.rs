@@ -18,6 +18,13 @@ use std::process::ExitCode;
 
 pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
     if let Some(inputs) = &c.inputs {
+        if let Some(b) = &c.objects.boxes {
+            return Err(Error::Invalid(format!(
+                "--boxes {}: not with --inputs: a boxes file numbers the frames of one video \
+                 (process each video with --input and its own --boxes)",
+                b.display()
+            )));
+        }
         return crate::corpus::run::cmd_process_corpus(&c, inputs);
     }
     let input = c
@@ -47,6 +54,11 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
             "--out-dir {}: is a file, not a folder",
             out_dir.display()
         )));
+    }
+    // The boxes are read again by the element; a missing or malformed file fails here,
+    // naming the file (and line), before any decoding or training.
+    if let Some(b) = &c.objects.boxes {
+        stablekeypoints::boxes::Boxes::read(b)?;
     }
     // A student runs as it is: nothing to train.
     let student = Estimator::is_student(&c.model);

@@ -928,3 +928,97 @@ fn a_file_given_as_a_model_folder_is_called_a_file() {
     assert!(!d.join("t.safetensors").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn detect_boxes_gives_one_record_per_object_with_the_cores_keypoints_of_its_box() {
+    use stablekeypoints::detect::content_key;
+    use stablekeypoints::estimator::Estimator;
+    use stablekeypoints::{DetectSettings, Detector, FrameRef, Model, PixelFormat, Region, Tokens};
+    use std::sync::Arc;
+
+    let d = tmpdir("detect-boxes");
+    let tiny = data("tiny-sd1");
+    let tokens = tiny.join("tokens.safetensors");
+    let (a, b) = (tiny.join("image.png"), tiny.join("image_wide.png"));
+    // Image 0 (128x128): two boxes, the second measured on a 64x64 frame (scaled x2); image
+    // 1 has no record; the third has an empty one.
+    let boxes = d.join("boxes.jsonl");
+    std::fs::write(
+        &boxes,
+        concat!(
+            r#"{"frame": 0, "objects": [{"id": 3, "label": "person", "box": [10, 20, 40, 40]}, "#,
+            r#"{"label": "dog", "box": [40, 5, 20, 20], "ignored": 1}], "width": 64, "height": 64}"#,
+            "\n",
+            r#"{"frame": 2, "objects": []}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = detect(
+        &tiny,
+        &tokens,
+        &["--json", "--boxes", boxes.to_str().unwrap()],
+        &[&a, &b, &b],
+    );
+    let recs = records(&out);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    // Scaled to 128x128: the first box doubles too (the record's size applies to all).
+    let want = [
+        (3u64, "person", [20.0, 40.0, 80.0, 80.0]),
+        (1, "dog", [80.0, 10.0, 40.0, 40.0]),
+    ];
+    let img = stablekeypoints::imagefile::read_rgb(&a).unwrap();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3).unwrap();
+    let device = candle_core::Device::Cpu;
+    let t = Tokens::load(&tokens).unwrap();
+    let model = Arc::new(Model::load(&tiny, &device, candle_core::DType::F32).unwrap());
+    let opts = DetectSettings::default().to_options().unwrap();
+    let mut est = Estimator::teacher(Detector::new(model, &t, opts).unwrap());
+    let key = content_key(w, h, img.as_raw());
+    for (j, (r, (id, label, [x, y, bw, bh]))) in recs.iter().zip(want).enumerate() {
+        assert_eq!(r["schema"], "stablekeypoints-frame/2");
+        assert_eq!(r["frame"], 0);
+        assert_eq!(r["object_id"], id);
+        assert_eq!(r["label"], label);
+        let roi: Vec<f64> = serde_json::from_value(r["roi"].clone()).unwrap();
+        let norm = [x / 128.0, y / 128.0, bw / 128.0, bh / 128.0];
+        for (g, n) in roi.iter().zip(norm) {
+            assert!((g - n).abs() < 1e-6, "roi {roi:?} vs {norm:?}");
+        }
+        let region = Region { x, y, w: bw, h: bh }.grown(0.15);
+        let core = est
+            .detect_regions_keyed(
+                &[frame],
+                &[(0, region)],
+                &[key.wrapping_mul(1024) + j as u64],
+            )
+            .unwrap()
+            .remove(0);
+        let kps = r["keypoints"].as_array().unwrap();
+        assert_eq!(kps.len(), core.keypoints.len());
+        for (k, c) in kps.iter().zip(&core.keypoints) {
+            assert_eq!(k["nx"].as_f64().unwrap() as f32, c.x, "{k}");
+            assert_eq!(k["ny"].as_f64().unwrap() as f32, c.y, "{k}");
+        }
+    }
+    // A missing or malformed boxes file is one line naming it (and the line).
+    let missing = d.join("missing.jsonl");
+    let out = detect(
+        &tiny,
+        &tokens,
+        &["--json", "--boxes", missing.to_str().unwrap()],
+        &[&a],
+    );
+    assert_clean_error(&out, &["missing.jsonl"]);
+    let bad = d.join("bad.jsonl");
+    std::fs::write(&bad, "{\"frame\": 0, \"objects\": []}\n{\"frame\": \n").unwrap();
+    let out = detect(
+        &tiny,
+        &tokens,
+        &["--json", "--boxes", bad.to_str().unwrap()],
+        &[&a],
+    );
+    assert_clean_error(&out, &["bad.jsonl:2"]);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -290,6 +290,11 @@ impl ObjectImpl for StableKeypointsPublish {
                     .blurb("Records written (file, stdout: lines, or frames in the COCO document) or delivered to the broker as far as the QoS level confirms")
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt64::builder("frames-processed")
+                    .nick("Frames processed")
+                    .blurb("Buffers that passed the element since it started, with records or without (a frame without keypoint metadata, e.g. no objects, has none); a failed write is not counted")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt64::builder("records-dropped")
                     .nick("Records dropped")
                     .blurb("Records dropped because the broker was away, the queue full, or they were still queued at stop")
@@ -366,6 +371,7 @@ impl ObjectImpl for StableKeypointsPublish {
             "post-messages" => s.post_messages.to_value(),
             "frame-index" => s.frame_index.to_value(),
             "records-sent" => self.counters().sent().to_value(),
+            "frames-processed" => self.counters().frames().to_value(),
             "records-dropped" => self.counters().dropped().to_value(),
             _ => unimplemented!(),
         }
@@ -562,6 +568,7 @@ impl BaseTransformImpl for StableKeypointsPublish {
             gst::element_imp_error!(self, gst::ResourceError::Write, ("{}", e));
             return Err(gst::FlowError::Error);
         }
+        self.counters().add_frame();
         Ok(gst::FlowSuccess::Ok)
     }
 }

@@ -279,6 +279,8 @@ pub struct Counters {
     refused: AtomicU64,
     /// Accepted but never confirmed (connection lost, or stopped first).
     lost: AtomicU64,
+    /// Buffers that passed the element, with records or without.
+    frames: AtomicU64,
 }
 
 impl Counters {
@@ -289,6 +291,16 @@ impl Counters {
     /// Counts records written by an output other than MQTT.
     pub fn add_sent(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Buffers that passed the element (`frames-processed`).
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Acquire)
+    }
+
+    /// Counts a buffer that passed the element, after its records were written or queued.
+    pub fn add_frame(&self) {
+        self.frames.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn dropped(&self) -> u64 {
