@@ -53,7 +53,7 @@ fn each_figure_keeps_its_own_keypoints_and_joint_error() {
             100.0 * scores.overlapping
         );
         for p in &scores.people {
-            let share = p.misassigned as f64 / p.keypoints as f64;
+            let share = 1.0 - p.own_share();
             eprintln!(
                 "jitter {jitter}: figure {} in {} frames: {:.1}% of its keypoints on the other, error {:.2} px, alone {:.2} px",
                 p.id, p.frames, 100.0 * share, p.error, p.error_alone
