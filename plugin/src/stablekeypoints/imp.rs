@@ -353,6 +353,16 @@ impl StableKeypoints {
                 "A region of interest reaches past the frame: clipped to it".into(),
             );
         }
+        if sel.crops.is_empty() && !sel.other_classes.is_empty() {
+            warn(
+                "classes",
+                format!(
+                    "No region of interest of object-class={} on a frame with some of {} (a typo?)",
+                    o.classes.join(","),
+                    sel.other_classes.join(", ")
+                ),
+            );
+        }
         if sel.over_max > 0 {
             warn(
                 "over-max",

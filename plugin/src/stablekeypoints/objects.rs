@@ -70,6 +70,8 @@ pub struct Selection {
     pub clipped: u64,
     /// ROI rectangles empty or wholly outside the frame, skipped (described).
     pub skipped: Vec<String>,
+    /// Types of the ROI metas that `object-class` left out.
+    pub other_classes: Vec<String>,
 }
 
 /// The accepted ROI metas of `buffer`, a `w` x `h` frame, as crops (ours excluded).
@@ -77,7 +79,13 @@ pub fn select(buffer: &gst::BufferRef, (w, h): (u32, u32), s: &ObjectSettings) -
     let mut out = Selection::default();
     for m in buffer.iter_meta::<gst_video::VideoRegionOfInterestMeta>() {
         let label = m.roi_type();
-        if label == ROI_TYPE || !(s.classes.is_empty() || s.classes.iter().any(|c| c == label)) {
+        if label == ROI_TYPE {
+            continue;
+        }
+        if !(s.classes.is_empty() || s.classes.iter().any(|c| c == label)) {
+            if !out.other_classes.iter().any(|c| c == label) {
+                out.other_classes.push(label.to_string());
+            }
             continue;
         }
         let (x, y, rw, rh) = m.rect();
