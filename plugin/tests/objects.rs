@@ -250,3 +250,67 @@ fn object_ids_and_keypoints_survive_a_scaler() {
         );
     }
 }
+
+#[test]
+fn object_ids_survive_track_pose_a_scaler_overlay_and_publish() {
+    // Boxes 3 and 8 on every frame, moving right; the chain as the docs write it.
+    let dir = scratch().join("ids-chain");
+    std::fs::create_dir_all(&dir).unwrap();
+    let boxes = dir.join("boxes.jsonl");
+    let lines: String = (0..6)
+        .map(|f| {
+            format!(
+                "{{\"frame\": {f}, \"objects\": [{{\"id\": 3, \"box\": [{}, 4, 24, 50]}}, {{\"id\": 8, \"box\": [{}, 10, 20, 40]}}]}}\n",
+                4 + f,
+                60 - f
+            )
+        })
+        .collect();
+    std::fs::write(&boxes, lines).unwrap();
+    let jsonl = dir.join("records.jsonl");
+    let (msgs, _) = run_pipeline(
+        &format!(
+            "videotestsrc num-buffers=6 ! video/x-raw,format=RGB,width={W},height={H},framerate=25/1 \
+             ! stablekeypointsboxes location={} \
+             ! stablekeypoints {} inference-region=roi-list inference-interval=2 \
+             ! stablekeypointstrack gap-policy=interpolate smoothing=one-euro \
+             ! stablekeypointspose pose={} ! videoscale ! video/x-raw,width={},height={} \
+             ! stablekeypointsoverlay draw-ids=true ! stablekeypointspublish location={} \
+             ! fakesink",
+            boxes.display(),
+            props(),
+            test_pose().display(),
+            W * 2,
+            H * 2,
+            jsonl.display()
+        ),
+        None,
+    )
+    .unwrap();
+    assert!(
+        !msgs.iter().any(|m| m.type_() == gst::MessageType::Error),
+        "{msgs:?}"
+    );
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        records.len(),
+        12,
+        "two objects on each of 6 frames:\n{text}"
+    );
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["schema"], "stablekeypoints-frame/2");
+        assert_eq!(r["frame"].as_u64().unwrap(), i as u64 / 2);
+        assert_eq!(r["label"], "person");
+        assert!(r["pose"].as_array().is_some_and(|p| !p.is_empty()), "{r}");
+        assert_eq!(r["width"].as_u64().unwrap(), (W * 2) as u64);
+    }
+    let ids: Vec<u64> = records
+        .iter()
+        .map(|r| r["object_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [3, 8].repeat(6));
+}
