@@ -147,28 +147,15 @@ fn number_pair(s: &str) -> Result<[f64; 2], String> {
     ])
 }
 
-/// `--crop` values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum CropName {
-    /// Scale the whole frame into the square and pad with black.
-    #[default]
-    #[value(alias = "pad")]
-    Letterbox,
-    /// Scale the shorter side to the square and cut the centre.
-    #[value(alias = "crop")]
-    CenterCrop,
-    /// Resize each axis on its own (PIL bilinear), as the reference's loaders.
-    Stretch,
-}
-
-impl From<CropName> for CropMode {
-    fn from(c: CropName) -> Self {
-        match c {
-            CropName::Letterbox => CropMode::Letterbox,
-            CropName::CenterCrop => CropMode::CenterCrop,
-            CropName::Stretch => CropMode::Stretch,
-        }
-    }
+/// `--crop`: the core's crop modes by their names (and aliases).
+fn crop_mode() -> impl clap::builder::TypedValueParser<Value = CropMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(CropMode::ALL.map(|m| {
+        PossibleValue::new(m.name())
+            .help(m.summary())
+            .aliases(m.aliases().iter().copied())
+    }))
+    .map(|s| s.parse::<CropMode>().expect("one of the possible values"))
 }
 
 /// `--top-k-strategy` values (the reference's `--top_k_strategy`).
@@ -224,8 +211,8 @@ pub struct SeedArg {
 #[derive(Args, Clone, Debug)]
 pub struct CropArg {
     /// How a non-square image becomes the square model input
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = CropName::Letterbox)]
-    pub crop: CropName,
+    #[arg(long, value_name = "MODE", default_value_t = CropMode::Letterbox, value_parser = crop_mode())]
+    pub crop: CropMode,
 }
 
 /// Keypoints per object, on the boxes a detector wrote to a file (`detect`, `process`).
@@ -369,7 +356,7 @@ impl DetectArgs {
             augmentations: self.augmentations.unwrap_or(1),
             seed: self.seed.seed,
             noise: !self.no_noise,
-            crop: self.crop.crop.into(),
+            crop: self.crop.crop,
             weighted_peak: self.peak == Peak::Weighted,
             noise_level: self.noise_level,
             layers: self.layers,

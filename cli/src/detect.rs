@@ -94,7 +94,7 @@ pub fn open(
         if let Some(t) = &m.tokens {
             student.check_tokens(&Tokens::load(t)?, t)?;
         }
-        if stablekeypoints::CropMode::from(args.crop.crop) != student.info.crop {
+        if args.crop.crop != student.info.crop {
             return Err(Error::Invalid(format!(
                 "--crop: the student {} was distilled with crop mode {:?}",
                 m.model.display(),

@@ -67,7 +67,7 @@ pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
         out_flag: "--out",
         train: &c.train,
         seed: &c.seed,
-        crop: c.crop.crop.into(),
+        crop: c.crop.crop,
         device: c.device.device,
     })
 }

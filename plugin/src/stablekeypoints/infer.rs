@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::CropModeProp;
 use super::CAT;
 use crate::convert::{ToRgb, CORE_FORMAT};
 use crate::formats::frame_ref;
@@ -26,7 +25,7 @@ pub struct LoadSettings<'a> {
     pub pose: Option<&'a Path>,
     pub device: &'a str,
     pub input_size: u32,
-    pub crop_mode: CropModeProp,
+    pub crop_mode: CropMode,
     pub augmentations: u32,
     pub seed: u64,
     pub noise: bool,
@@ -152,11 +151,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
         noise: s.noise,
         noise_level: (s.noise_level != super::props::NOISE_LEVEL_FROM_TOKENS)
             .then_some(s.noise_level as isize),
-        crop: match s.crop_mode {
-            CropModeProp::Letterbox => CropMode::Letterbox,
-            CropModeProp::CenterCrop => CropMode::CenterCrop,
-            CropModeProp::Stretch => CropMode::Stretch,
-        },
+        crop: s.crop_mode,
         ..Default::default()
     }
     .to_options()

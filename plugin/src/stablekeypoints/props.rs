@@ -41,7 +41,7 @@ pub(super) struct Settings {
     pub pose: Option<PathBuf>,
     pub device: String,
     pub input_size: u32,
-    pub crop_mode: CropModeProp,
+    pub crop_mode: CropMode,
     pub augmentations: u32,
     pub seed: u64,
     pub noise: bool,
@@ -71,7 +71,7 @@ impl Default for Settings {
             pose: None,
             device: DEFAULT_DEVICE.into(),
             input_size: DEFAULT_INPUT_SIZE,
-            crop_mode: CropModeProp::Letterbox,
+            crop_mode: CropMode::Letterbox,
             augmentations: DEFAULT_AUGMENTATIONS,
             seed: DEFAULT_SEED,
             noise: DEFAULT_NOISE,
@@ -158,7 +158,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_INPUT_SIZE)
             .mutable_ready()
             .build(),
-        glib::ParamSpecEnum::builder_with_default("crop-mode", CropModeProp::Letterbox)
+        glib::ParamSpecEnum::builder_with_default("crop-mode", CropModeProp::from(CropMode::default()))
             .nick("Crop mode")
             .blurb("How a non-square frame becomes the square model input")
             .mutable_ready()
@@ -319,7 +319,12 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) {
                 .unwrap_or_else(|| DEFAULT_DEVICE.into())
         }
         "input-size" => s.input_size = get(),
-        "crop-mode" => s.crop_mode = value.get().expect("type checked upstream"),
+        "crop-mode" => {
+            s.crop_mode = value
+                .get::<CropModeProp>()
+                .expect("type checked upstream")
+                .into()
+        }
         "augmentations" => s.augmentations = get(),
         "seed" => s.seed = value.get().expect("type checked upstream"),
         "noise" => s.noise = value.get().expect("type checked upstream"),
@@ -357,7 +362,7 @@ pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
         "pose" => path(&s.pose),
         "device" => s.device.to_value(),
         "input-size" => s.input_size.to_value(),
-        "crop-mode" => s.crop_mode.to_value(),
+        "crop-mode" => CropModeProp::from(s.crop_mode).to_value(),
         "augmentations" => s.augmentations.to_value(),
         "seed" => s.seed.to_value(),
         "noise" => s.noise.to_value(),
