@@ -42,7 +42,7 @@ pub fn detector(
             "--map-res {r}: at most {MAX_MAP_RES}"
         )));
     }
-    Detector::new(model, tokens, settings.to_options()?).map_err(|e| match e {
+    Detector::new(model, tokens, settings.to_options()).map_err(|e| match e {
         Error::Invalid(m) => Error::Tokens {
             path: tokens_path.to_path_buf(),
             msg: m,
