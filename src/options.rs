@@ -11,7 +11,10 @@ use crate::ops::warp::AugmentRanges;
 /// Radius in pixels of [`PeakMode::Weighted`] when chosen by name (`--peak weighted`).
 pub const WEIGHTED_PEAK_RADIUS: f32 = 5.0;
 
-/// Detection settings; `Default` is the element's and the CLI's defaults.
+/// The user-facing detection settings: what the CLI's flags and the inference element's
+/// properties say, each value already checked where it entered. Both build this one type;
+/// [`to_options`](Self::to_options) turns it into the engine's [`DetectOptions`].
+/// `Default` is the element's and the CLI's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectSettings {
     /// Square model input side; None = the tokens file's.
