@@ -51,7 +51,9 @@ pub enum PeakMode {
     Weighted { radius: f32 },
 }
 
-/// Detection settings. `None` fields take the tokens file's metadata.
+/// The detector's options, as [`Detector::new`] takes them: resolved from the user-facing
+/// [`DetectSettings`](crate::options::DetectSettings) (or built by the library's callers,
+/// such as `eval`'s protocols). `None` fields take the tokens file's metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectOptions {
     pub input_size: Option<usize>,

@@ -238,17 +238,57 @@ pub enum CropMode {
     Stretch,
 }
 
+impl CropMode {
+    /// Every mode, in the order of the element's `crop-mode` enum values.
+    pub const ALL: [CropMode; 3] = [CropMode::Letterbox, CropMode::CenterCrop, CropMode::Stretch];
+
+    /// The canonical name: the CLI's `--crop` value, the element's `crop-mode` nick and the
+    /// student file's `crop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CropMode::Letterbox => "letterbox",
+            CropMode::CenterCrop => "center-crop",
+            CropMode::Stretch => "stretch",
+        }
+    }
+
+    /// Other names [`FromStr`](std::str::FromStr) accepts for this mode.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            CropMode::Letterbox => &["pad"],
+            CropMode::CenterCrop => &["crop"],
+            CropMode::Stretch => &[],
+        }
+    }
+
+    /// What the mode does, in one line (the CLI's help of each value).
+    pub fn summary(self) -> &'static str {
+        match self {
+            CropMode::Letterbox => "Scale the whole frame into the square and pad with black",
+            CropMode::CenterCrop => "Scale the shorter side to the square and cut the centre",
+            CropMode::Stretch => {
+                "Resize each axis on its own (PIL bilinear), as the reference's loaders"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CropMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for CropMode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "letterbox" | "pad" => Ok(CropMode::Letterbox),
-            "center-crop" | "crop" => Ok(CropMode::CenterCrop),
-            "stretch" => Ok(CropMode::Stretch),
-            _ => Err(Error::Invalid(format!(
-                "unknown crop mode {s:?} (letterbox, center-crop, stretch)"
-            ))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s || m.aliases().contains(&s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|m| m.name()).collect();
+                Error::Invalid(format!("unknown crop mode {s:?} ({})", names.join(", ")))
+            })
     }
 }
 
@@ -921,6 +961,18 @@ mod tests {
         assert_eq!(fit.to_frame(1.0, 1.0), (320.0, 180.0));
         assert_eq!(fit.to_frame(0.25, 0.5), (80.0, 90.0));
         assert_eq!("stretch".parse::<CropMode>().unwrap(), CropMode::Stretch);
+        for (s, mode) in [
+            ("letterbox", CropMode::Letterbox),
+            ("pad", CropMode::Letterbox),
+            ("center-crop", CropMode::CenterCrop),
+            ("crop", CropMode::CenterCrop),
+        ] {
+            assert_eq!(s.parse::<CropMode>().unwrap(), mode);
+        }
+        for mode in CropMode::ALL {
+            assert_eq!(mode.name().parse::<CropMode>().unwrap(), mode);
+            assert_eq!(mode.to_string(), mode.name());
+        }
         assert!("squash"
             .parse::<CropMode>()
             .unwrap_err()

@@ -11,13 +11,16 @@ use crate::ops::warp::AugmentRanges;
 /// Radius in pixels of [`PeakMode::Weighted`] when chosen by name (`--peak weighted`).
 pub const WEIGHTED_PEAK_RADIUS: f32 = 5.0;
 
-/// Detection settings; `Default` is the element's and the CLI's defaults.
+/// The user-facing detection settings: what the CLI's flags and the inference element's
+/// properties say, each value already checked where it entered. Both build this one type;
+/// [`to_options`](Self::to_options) turns it into the engine's [`DetectOptions`].
+/// `Default` is the element's and the CLI's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DetectSettings {
-    /// Square model input side; 0 = the tokens file's.
-    pub input_size: usize,
-    /// Attention-map resolution; 0 = the tokens file's.
-    pub map_res: usize,
+    /// Square model input side; None = the tokens file's.
+    pub input_size: Option<usize>,
+    /// Attention-map resolution; None = the tokens file's.
+    pub map_res: Option<usize>,
     /// Test-time augmentation passes (1 = a single unwarped pass; 0 is refused by the
     /// detector).
     pub augmentations: usize,
@@ -28,9 +31,9 @@ pub struct DetectSettings {
     pub crop: CropMode,
     /// Mass-weighted peak within [`WEIGHTED_PEAK_RADIUS`] instead of the arg-max.
     pub weighted_peak: bool,
-    /// The reference's `noise_level`: an index into the 50 DDIM timesteps (-1 = the last,
-    /// t = 0); None = the tokens file's timestep.
-    pub noise_level: Option<isize>,
+    /// The reference's `noise_level` (checked where it was given); None = the tokens
+    /// file's timestep.
+    pub noise_level: Option<NoiseLevel>,
     /// The observed layers averaged; None = the tokens file's.
     pub layers: Option<LayerSet>,
     /// Test-time augmentation ranges; None = the tokens file's.
@@ -43,8 +46,8 @@ impl Default for DetectSettings {
     fn default() -> Self {
         let d = DetectOptions::default();
         Self {
-            input_size: 0,
-            map_res: 0,
+            input_size: d.input_size,
+            map_res: d.map_res,
             augmentations: d.augmentations,
             seed: d.seed,
             noise: d.noise,
@@ -58,18 +61,57 @@ impl Default for DetectSettings {
     }
 }
 
-/// The timestep of the reference's `noise_level` (an index into its 50 DDIM timesteps,
-/// negative from the end: -1 = t = 0, -2 = t = 20, 0 = t = 980).
+/// The reference's `noise_level`, checked: an index into its 50 DDIM timesteps 980, 960,
+/// ..., 0, negative from the end (-1 = t = 0, -2 = t = 20, 0 = t = 980). Made once where the
+/// value enters (the CLI's `--noise-level`, the element's `noise-level`); its timestep is
+/// then used as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoiseLevel {
+    level: isize,
+    timestep: usize,
+}
+
+impl NoiseLevel {
+    /// The lowest valid level (the first timestep, t = 980).
+    pub const MIN: isize = -50;
+    /// The highest valid level (the last timestep, t = 0).
+    pub const MAX: isize = 49;
+
+    /// `level` if it is one of the schedule's; the error names it and the valid range.
+    pub fn new(level: isize) -> Result<Self> {
+        let timestep = DdimSchedule::stable_diffusion().timestep_of_level(level)?;
+        Ok(Self { level, timestep })
+    }
+
+    /// The level as given.
+    pub fn level(self) -> isize {
+        self.level
+    }
+
+    /// Its DDIM timestep.
+    pub fn timestep(self) -> usize {
+        self.timestep
+    }
+}
+
+impl std::fmt::Display for NoiseLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.level.fmt(f)
+    }
+}
+
+/// The timestep of the reference's `noise_level` (see [`NoiseLevel`]).
 pub fn timestep_of_noise_level(level: isize) -> Result<usize> {
-    DdimSchedule::stable_diffusion().timestep_of_level(level)
+    NoiseLevel::new(level).map(NoiseLevel::timestep)
 }
 
 impl DetectSettings {
-    /// The engine's options; an out-of-range `noise_level` is an error.
-    pub fn to_options(&self) -> Result<DetectOptions> {
-        Ok(DetectOptions {
-            input_size: (self.input_size > 0).then_some(self.input_size),
-            map_res: (self.map_res > 0).then_some(self.map_res),
+    /// The engine's options. Every value was checked where it entered (the noise level is a
+    /// [`NoiseLevel`]), so this cannot fail.
+    pub fn to_options(&self) -> DetectOptions {
+        DetectOptions {
+            input_size: self.input_size,
+            map_res: self.map_res,
             augmentations: self.augmentations,
             seed: self.seed,
             noise: self.noise,
@@ -81,11 +123,11 @@ impl DetectSettings {
             } else {
                 PeakMode::Argmax
             },
-            timestep: self.noise_level.map(timestep_of_noise_level).transpose()?,
+            timestep: self.noise_level.map(NoiseLevel::timestep),
             layers: self.layers,
             augment: self.augment,
             warp_every_pass: self.warp_every_pass,
-        })
+        }
     }
 }
 
@@ -94,9 +136,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_sizes_mean_the_tokens_file_and_defaults_agree() {
+    fn defaults_agree_and_settings_become_options() {
         assert_eq!(
-            DetectSettings::default().to_options().unwrap(),
+            DetectSettings::default().to_options(),
             DetectOptions::default()
         );
         let augment = AugmentRanges {
@@ -104,20 +146,19 @@ mod tests {
             ..Default::default()
         };
         let o = DetectSettings {
-            input_size: 256,
-            map_res: 32,
+            input_size: Some(256),
+            map_res: Some(32),
             augmentations: 3,
             seed: 9,
             noise: false,
             crop: CropMode::CenterCrop,
             weighted_peak: true,
-            noise_level: Some(-2),
+            noise_level: Some(NoiseLevel::new(-2).unwrap()),
             layers: Some(LayerSet::from_indices(&[2]).unwrap()),
             augment: Some(augment),
             warp_every_pass: true,
         }
-        .to_options()
-        .unwrap();
+        .to_options();
         assert_eq!(o.input_size, Some(256));
         assert_eq!(o.map_res, Some(32));
         assert_eq!((o.augmentations, o.seed, o.noise), (3, 9, false));
@@ -127,15 +168,23 @@ mod tests {
         assert_eq!(o.timestep, Some(20));
         assert_eq!(o.layers.unwrap().indices(), vec![2]);
         assert_eq!((o.augment, o.warp_every_pass), (Some(augment), true));
-        let e = DetectSettings {
-            noise_level: Some(50),
-            ..Default::default()
-        }
-        .to_options()
-        .unwrap_err()
-        .to_string();
+        // An out-of-range level is refused where it enters.
+        let e = NoiseLevel::new(50).unwrap_err().to_string();
         assert!(e.contains("noise level 50"), "{e}");
         assert_eq!(timestep_of_noise_level(-1).unwrap(), 0);
         assert_eq!(timestep_of_noise_level(0).unwrap(), 980);
+    }
+
+    #[test]
+    fn noise_levels_are_the_schedule_s_indices() {
+        for level in [NoiseLevel::MIN, -1, 0, NoiseLevel::MAX] {
+            let l = NoiseLevel::new(level).unwrap();
+            assert_eq!(l.level(), level);
+            assert_eq!(l.to_string(), level.to_string());
+        }
+        assert_eq!(NoiseLevel::new(NoiseLevel::MIN).unwrap().timestep(), 980);
+        assert_eq!(NoiseLevel::new(NoiseLevel::MAX).unwrap().timestep(), 0);
+        assert!(NoiseLevel::new(NoiseLevel::MIN - 1).is_err());
+        assert!(NoiseLevel::new(NoiseLevel::MAX + 1).is_err());
     }
 }

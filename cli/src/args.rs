@@ -12,7 +12,7 @@ use stablekeypoints::init::TinyArch;
 use stablekeypoints::limits;
 use stablekeypoints::model::LayerSet;
 use stablekeypoints::ops::warp::AugmentRanges;
-use stablekeypoints::options::timestep_of_noise_level;
+use stablekeypoints::options::NoiseLevel;
 use stablekeypoints::tokens::{MAX_INPUT_SIZE, MAX_MAP_RES};
 use stablekeypoints::train::select::TopKStrategy;
 use stablekeypoints::train::TrainConfig;
@@ -126,11 +126,10 @@ fn device(s: &str) -> Result<DeviceSpec, String> {
     s.parse().map_err(|e: stablekeypoints::Error| e.to_string())
 }
 
-/// `--noise-level`: an index into the 50 DDIM timesteps, checked here.
-fn noise_level(s: &str) -> Result<isize, String> {
+/// `--noise-level`: an index into the 50 DDIM timesteps, checked here (once).
+fn noise_level(s: &str) -> Result<NoiseLevel, String> {
     let i: isize = s.trim().parse().map_err(|e| format!("{e}"))?;
-    timestep_of_noise_level(i).map_err(|e| e.to_string())?;
-    Ok(i)
+    NoiseLevel::new(i).map_err(|e| e.to_string())
 }
 
 fn layer_set(s: &str) -> Result<LayerSet, String> {
@@ -147,28 +146,15 @@ fn number_pair(s: &str) -> Result<[f64; 2], String> {
     ])
 }
 
-/// `--crop` values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum CropName {
-    /// Scale the whole frame into the square and pad with black.
-    #[default]
-    #[value(alias = "pad")]
-    Letterbox,
-    /// Scale the shorter side to the square and cut the centre.
-    #[value(alias = "crop")]
-    CenterCrop,
-    /// Resize each axis on its own (PIL bilinear), as the reference's loaders.
-    Stretch,
-}
-
-impl From<CropName> for CropMode {
-    fn from(c: CropName) -> Self {
-        match c {
-            CropName::Letterbox => CropMode::Letterbox,
-            CropName::CenterCrop => CropMode::CenterCrop,
-            CropName::Stretch => CropMode::Stretch,
-        }
-    }
+/// `--crop`: the core's crop modes by their names (and aliases).
+fn crop_mode() -> impl clap::builder::TypedValueParser<Value = CropMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(CropMode::ALL.map(|m| {
+        PossibleValue::new(m.name())
+            .help(m.summary())
+            .aliases(m.aliases().iter().copied())
+    }))
+    .map(|s| s.parse::<CropMode>().expect("one of the possible values"))
 }
 
 /// `--top-k-strategy` values (the reference's `--top_k_strategy`).
@@ -224,8 +210,8 @@ pub struct SeedArg {
 #[derive(Args, Clone, Debug)]
 pub struct CropArg {
     /// How a non-square image becomes the square model input
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = CropName::Letterbox)]
-    pub crop: CropName,
+    #[arg(long, value_name = "MODE", default_value_t = CropMode::Letterbox, value_parser = crop_mode())]
+    pub crop: CropMode,
 }
 
 /// Keypoints per object, on the boxes a detector wrote to a file (`detect`, `process`).
@@ -294,7 +280,7 @@ pub struct DetectArgs {
     pub no_noise: bool,
     /// The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0 (-1 = the last, t = 0) [default: the tokens file's timestep]
     #[arg(long, value_name = "I", allow_negative_numbers = true, value_parser = noise_level)]
-    pub noise_level: Option<isize>,
+    pub noise_level: Option<NoiseLevel>,
     /// Observed layers averaged, e.g. 0,1,2,3 (the reference's --layers) [default: the tokens file's]
     #[arg(long, value_name = "L,...", value_parser = layer_set)]
     pub layers: Option<LayerSet>,
@@ -364,12 +350,12 @@ impl DetectArgs {
     /// tokens file with the given `--augment-*` flags on top.
     pub fn settings(&self, tokens: &Tokens) -> Result<DetectSettings, Error> {
         Ok(DetectSettings {
-            input_size: self.size.unwrap_or(0),
-            map_res: self.map_res.unwrap_or(0),
+            input_size: self.size,
+            map_res: self.map_res,
             augmentations: self.augmentations.unwrap_or(1),
             seed: self.seed.seed,
             noise: !self.no_noise,
-            crop: self.crop.crop.into(),
+            crop: self.crop.crop,
             weighted_peak: self.peak == Peak::Weighted,
             noise_level: self.noise_level,
             layers: self.layers,
@@ -552,8 +538,8 @@ pub struct TrainArgs {
           value_parser = bounded(1, MAX_MAP_RES))]
     pub map_res: usize,
     /// The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0 (-1 = the last, t = 0); recorded in the tokens file
-    #[arg(long, value_name = "I", default_value_t = -1, allow_negative_numbers = true, value_parser = noise_level)]
-    pub noise_level: isize,
+    #[arg(long, value_name = "I", default_value = "-1", allow_negative_numbers = true, value_parser = noise_level)]
+    pub noise_level: NoiseLevel,
     /// Observed layers averaged, among the 4 recorded (the reference's --layers); recorded in the tokens file
     #[arg(long, value_name = "L,...", default_value = "0,1,2,3", value_parser = layer_set)]
     pub layers: LayerSet,
@@ -888,8 +874,8 @@ pub struct ImportTokensCmd {
     #[arg(long, value_name = "R", default_value_t = 128, value_parser = bounded(1, MAX_MAP_RES))]
     pub map_res: usize,
     /// The reference's --noise_level
-    #[arg(long, value_name = "I", default_value_t = -1, allow_negative_numbers = true, value_parser = noise_level)]
-    pub noise_level: isize,
+    #[arg(long, value_name = "I", default_value = "-1", allow_negative_numbers = true, value_parser = noise_level)]
+    pub noise_level: NoiseLevel,
     /// The reference's --layers
     #[arg(long, value_name = "L,...", default_value = "0,1,2,3", value_parser = layer_set)]
     pub layers: LayerSet,

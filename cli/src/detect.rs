@@ -42,7 +42,7 @@ pub fn detector(
             "--map-res {r}: at most {MAX_MAP_RES}"
         )));
     }
-    Detector::new(model, tokens, settings.to_options()?).map_err(|e| match e {
+    Detector::new(model, tokens, settings.to_options()).map_err(|e| match e {
         Error::Invalid(m) => Error::Tokens {
             path: tokens_path.to_path_buf(),
             msg: m,
@@ -94,7 +94,7 @@ pub fn open(
         if let Some(t) = &m.tokens {
             student.check_tokens(&Tokens::load(t)?, t)?;
         }
-        if stablekeypoints::CropMode::from(args.crop.crop) != student.info.crop {
+        if args.crop.crop != student.info.crop {
             return Err(Error::Invalid(format!(
                 "--crop: the student {} was distilled with crop mode {:?}",
                 m.model.display(),

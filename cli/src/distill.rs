@@ -96,7 +96,7 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         (Some(p), None) => TrainInput::Path(p),
         (None, None) => unreachable!("clap requires --input or --inputs"),
     };
-    let crop = c.crop.crop.into();
+    let crop = c.crop.crop;
     let tokens_path = c.model.tokens_path();
     let tokens = Tokens::load(&tokens_path)?;
     let teacher_size = tokens.input_size;
@@ -163,7 +163,7 @@ fn teacher_labels(
     let labels_file = labels_path(&c.out);
     let (device, dtype) = c.device.device.open()?;
     let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
-    let crop = c.crop.crop.into();
+    let crop = c.crop.crop;
     let opts = DetectOptions {
         augmentations: c.teacher_augmentations,
         seed: c.seed.seed,
@@ -229,7 +229,7 @@ fn distil(
     label_seconds: f64,
 ) -> Result<(), Error> {
     let (out, ckpt) = (&c.out, checkpoint_path(&c.out));
-    let crop = c.crop.crop.into();
+    let crop = c.crop.crop;
     let augment = c.augment.apply(tokens.augment)?;
     let images = Images::read(data, tokens.input_size, c.student_size)?;
     let cfg = DistillConfig {

@@ -4,7 +4,6 @@
 use crate::args::{ImportPoseCmd, ImportTokensCmd, LabelOrder};
 use stablekeypoints::eval::{self, PoseModel};
 use stablekeypoints::ops::warp::AugmentRanges;
-use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::tokens::MAX_MAP_RES;
 use stablekeypoints::util::Inputs;
 use stablekeypoints::{Error, Tokens};
@@ -28,7 +27,7 @@ pub fn cmd_import_tokens(c: ImportTokensCmd) -> Result<(), Error> {
     }
     let mut t = Tokens::load(&c.dir)?;
     t.map_res = c.map_res;
-    t.timestep = timestep_of_noise_level(c.noise_level)?;
+    t.timestep = c.noise_level.timestep();
     t.layers = c.layers;
     if t.layers.last() >= t.num_layers {
         return Err(Error::Invalid(format!(

@@ -180,7 +180,7 @@ pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<Arc<
         .map_err(Error::Invalid)?;
     let opts = DetectOptions {
         augmentations: c.element.pass.augmentations,
-        crop: c.crop.crop.into(),
+        crop: c.crop.crop,
         ..Default::default()
     };
     Detector::new(model.clone(), &tokens, opts).map_err(|e| match e {
@@ -244,7 +244,7 @@ impl<'a> ElementJob<'a> {
             model: &c.model,
             tokens,
             pose: c.pose.as_deref(),
-            crop: c.crop.crop.into(),
+            crop: c.crop.crop,
             augmentations: c.element.pass.augmentations,
             seed: c.seed.seed,
             noise: !c.element.pass.no_noise,
@@ -489,14 +489,7 @@ fn inference_element(job: &ElementJob) -> Result<gst::Element, Error> {
     if let Some(pose) = job.pose {
         path_prop("pose", pose);
     }
-    element.set_property_from_str(
-        "crop-mode",
-        match job.crop {
-            CropMode::Letterbox => "letterbox",
-            CropMode::CenterCrop => "center-crop",
-            CropMode::Stretch => "stretch",
-        },
-    );
+    element.set_property_from_str("crop-mode", job.crop.name());
     element.set_property("augmentations", job.augmentations as u32);
     element.set_property("seed", job.seed);
     element.set_property("noise", job.noise);

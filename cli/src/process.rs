@@ -110,7 +110,7 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
                 out_flag: "--out-dir",
                 train: &c.train,
                 seed: &c.seed,
-                crop: c.crop.crop.into(),
+                crop: c.crop.crop,
                 device: c.device.device,
             })?;
             out

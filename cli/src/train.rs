@@ -8,7 +8,6 @@ use candle_core::DType;
 use stablekeypoints::device::DeviceSpec;
 use stablekeypoints::eval::LabelSet;
 use stablekeypoints::ops::warp::AugmentRanges;
-use stablekeypoints::options::timestep_of_noise_level;
 use stablekeypoints::train::{
     self, checkpoint_path, Event, Outcome, RunOptions, TrainConfig, TrainData, Trainer,
 };
@@ -67,7 +66,7 @@ pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
         out_flag: "--out",
         train: &c.train,
         seed: &c.seed,
-        crop: c.crop.crop.into(),
+        crop: c.crop.crop,
         device: c.device.device,
     })
 }
@@ -193,7 +192,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         map_res: t.map_res,
         num_layers: TrainConfig::default().num_layers,
         layers: t.layers,
-        timestep: timestep_of_noise_level(t.noise_level)?,
+        timestep: t.noise_level.timestep(),
         sigma: t.sigma,
         sharpening_weight: t.sharpening_weight,
         equivariance_weight: t.equivariance_weight,

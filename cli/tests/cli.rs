@@ -973,7 +973,7 @@ fn detect_boxes_gives_one_record_per_object_with_the_cores_keypoints_of_its_box(
     let device = candle_core::Device::Cpu;
     let t = Tokens::load(&tokens).unwrap();
     let model = Arc::new(Model::load(&tiny, &device, candle_core::DType::F32).unwrap());
-    let opts = DetectSettings::default().to_options().unwrap();
+    let opts = DetectSettings::default().to_options();
     let mut est = Estimator::teacher(Detector::new(model, &t, opts).unwrap());
     let key = content_key(w, h, img.as_raw());
     for (j, (r, (id, label, [x, y, bw, bh]))) in recs.iter().zip(want).enumerate() {

@@ -112,7 +112,7 @@ impl StudentInfo {
         );
         m.insert("num_keypoints".into(), self.num_keypoints.to_string());
         m.insert("input_size".into(), self.input_size.to_string());
-        m.insert("crop".into(), crop_name(self.crop).into());
+        m.insert("crop".into(), self.crop.name().into());
         m.insert("input".into(), INPUT_DOC.into());
         m.insert("teacher_model".into(), self.teacher_model.clone());
         m.insert("tokens_hash".into(), self.tokens_hash.clone());
@@ -199,14 +199,6 @@ const KNOWN: [&str; 11] = [
 /// The preprocessing, as recorded in the file and the ONNX export.
 pub const INPUT_DOC: &str =
     "RGB planar [1,3,S,S] float32 in [0,1] (pixel/255), frame fitted to the square by `crop`";
-
-fn crop_name(c: CropMode) -> &'static str {
-    match c {
-        CropMode::Letterbox => "letterbox",
-        CropMode::CenterCrop => "center-crop",
-        CropMode::Stretch => "stretch",
-    }
-}
 
 /// Whether `path` looks like a student file (a file, not a model folder, whose safetensors
 /// header says so). Cheap: reads the header only.

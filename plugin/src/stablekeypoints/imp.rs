@@ -571,12 +571,7 @@ impl BaseTransformImpl for StableKeypoints {
             tokens: s.tokens.as_deref(),
             pose: s.pose.as_deref(),
             device: &s.device,
-            input_size: s.input_size,
-            crop_mode: s.crop_mode,
-            augmentations: s.augmentations,
-            seed: s.seed,
-            noise: s.noise,
-            noise_level: s.noise_level,
+            detect: &s.detect,
             delay,
         })?;
         gst::info!(

@@ -5,13 +5,12 @@ use stablekeypoints::estimator::{Estimator, KeypointIdentity};
 use stablekeypoints::model::ModelIdentity;
 use stablekeypoints::options::DetectSettings;
 use stablekeypoints::student::Student;
-use stablekeypoints::{CropMode, Detector, FrameRef, Keypoint, Model, PixelFormat, Region, Tokens};
+use stablekeypoints::{Detector, FrameRef, Keypoint, Model, PixelFormat, Region, Tokens};
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::CropModeProp;
 use super::CAT;
 use crate::convert::{ToRgb, CORE_FORMAT};
 use crate::formats::frame_ref;
@@ -25,13 +24,8 @@ pub struct LoadSettings<'a> {
     pub tokens: Option<&'a Path>,
     pub pose: Option<&'a Path>,
     pub device: &'a str,
-    pub input_size: u32,
-    pub crop_mode: CropModeProp,
-    pub augmentations: u32,
-    pub seed: u64,
-    pub noise: bool,
-    /// The reference's `noise_level`; [`super::props::NOISE_LEVEL_FROM_TOKENS`] = the tokens'.
-    pub noise_level: i32,
+    /// The detection settings, as the properties set them.
+    pub detect: &'a DetectSettings,
     /// Testing aid: added to every inference and to the warm-up.
     pub delay: Duration,
 }
@@ -145,22 +139,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
             ("Cannot load model {}: {}", model_dir.display(), e)
         )
     })?;
-    let opts = DetectSettings {
-        input_size: s.input_size as usize,
-        augmentations: s.augmentations.max(1) as usize,
-        seed: s.seed,
-        noise: s.noise,
-        noise_level: (s.noise_level != super::props::NOISE_LEVEL_FROM_TOKENS)
-            .then_some(s.noise_level as isize),
-        crop: match s.crop_mode {
-            CropModeProp::Letterbox => CropMode::Letterbox,
-            CropModeProp::CenterCrop => CropMode::CenterCrop,
-            CropModeProp::Stretch => CropMode::Stretch,
-        },
-        ..Default::default()
-    }
-    .to_options()
-    .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("noise-level: {}", e)))?;
+    let opts = s.detect.to_options();
     let bad = |e: stablekeypoints::Error| {
         gst::error_msg!(
             gst::LibraryError::Settings,

@@ -55,6 +55,28 @@ pub enum CropModeProp {
     Stretch = 2,
 }
 
+/// The core's mode of each value: the one translation (the nicks are the core's names,
+/// [`CropMode::name`](::stablekeypoints::CropMode::name)).
+impl From<CropModeProp> for ::stablekeypoints::CropMode {
+    fn from(p: CropModeProp) -> Self {
+        match p {
+            CropModeProp::Letterbox => Self::Letterbox,
+            CropModeProp::CenterCrop => Self::CenterCrop,
+            CropModeProp::Stretch => Self::Stretch,
+        }
+    }
+}
+
+impl From<::stablekeypoints::CropMode> for CropModeProp {
+    fn from(m: ::stablekeypoints::CropMode) -> Self {
+        match m {
+            ::stablekeypoints::CropMode::Letterbox => Self::Letterbox,
+            ::stablekeypoints::CropMode::CenterCrop => Self::CenterCrop,
+            ::stablekeypoints::CropMode::Stretch => Self::Stretch,
+        }
+    }
+}
+
 /// Keypoints of the frames that are not inferred (interpolation is the track element's).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
 #[repr(u32)]
@@ -126,4 +148,23 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
         gst::Rank::NONE,
         StableKeypoints::static_type(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::stablekeypoints::CropMode;
+
+    #[test]
+    fn crop_mode_nicks_are_the_core_names_in_order() {
+        let class = glib::EnumClass::new::<CropModeProp>();
+        let nicks: Vec<&str> = class.values().iter().map(|v| v.nick()).collect();
+        let names: Vec<&str> = CropMode::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(nicks, names);
+        for (i, mode) in CropMode::ALL.into_iter().enumerate() {
+            let prop = CropModeProp::from(mode);
+            assert_eq!(prop as i32, i as i32);
+            assert_eq!(CropMode::from(prop), mode);
+        }
+    }
 }

@@ -6,6 +6,7 @@ use gst::prelude::*;
 
 use super::objects::{parse_classes, ObjectSettings};
 use super::{CropModeProp, GapPolicyProp, InferenceRegionProp};
+use stablekeypoints::options::{DetectSettings, NoiseLevel};
 use stablekeypoints::stream::{GapPolicy, StreamSettings};
 use stablekeypoints::CropMode;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ pub(super) const DEFAULT_AUGMENTATIONS: u32 = 1;
 pub(super) const DEFAULT_SEED: u64 = 0;
 pub(super) const DEFAULT_NOISE: bool = true;
 /// `noise-level` of the tokens file's timestep (one below the reference's valid indices).
-pub(super) const NOISE_LEVEL_FROM_TOKENS: i32 = -51;
+pub(super) const NOISE_LEVEL_FROM_TOKENS: i32 = NoiseLevel::MIN as i32 - 1;
 pub(super) const DEFAULT_INFERENCE_INTERVAL: u32 = 1;
 pub(super) const DEFAULT_KEYPOINT_THRESHOLD: f64 = 0.0;
 pub(super) const DEFAULT_DRAW: bool = false;
@@ -40,12 +41,9 @@ pub(super) struct Settings {
     pub tokens: Option<PathBuf>,
     pub pose: Option<PathBuf>,
     pub device: String,
-    pub input_size: u32,
-    pub crop_mode: CropModeProp,
-    pub augmentations: u32,
-    pub seed: u64,
-    pub noise: bool,
-    pub noise_level: i32,
+    /// `input-size`, `crop-mode`, `augmentations`, `seed`, `noise` and `noise-level`, as the
+    /// core takes them (sentinels made `None` by the setter).
+    pub detect: DetectSettings,
     pub batch_size: u32,
     pub batch_timeout: u32,
     pub inference_interval: u32,
@@ -70,12 +68,15 @@ impl Default for Settings {
             tokens: None,
             pose: None,
             device: DEFAULT_DEVICE.into(),
-            input_size: DEFAULT_INPUT_SIZE,
-            crop_mode: CropModeProp::Letterbox,
-            augmentations: DEFAULT_AUGMENTATIONS,
-            seed: DEFAULT_SEED,
-            noise: DEFAULT_NOISE,
-            noise_level: NOISE_LEVEL_FROM_TOKENS,
+            detect: DetectSettings {
+                input_size: None,
+                crop: CropMode::Letterbox,
+                augmentations: DEFAULT_AUGMENTATIONS as usize,
+                seed: DEFAULT_SEED,
+                noise: DEFAULT_NOISE,
+                noise_level: None,
+                ..Default::default()
+            },
             batch_size: DEFAULT_BATCH_SIZE,
             batch_timeout: DEFAULT_BATCH_TIMEOUT_MS,
             inference_interval: DEFAULT_INFERENCE_INTERVAL,
@@ -158,7 +159,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_INPUT_SIZE)
             .mutable_ready()
             .build(),
-        glib::ParamSpecEnum::builder_with_default("crop-mode", CropModeProp::Letterbox)
+        glib::ParamSpecEnum::builder_with_default("crop-mode", CropModeProp::from(CropMode::default()))
             .nick("Crop mode")
             .blurb("How a non-square frame becomes the square model input")
             .mutable_ready()
@@ -187,7 +188,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .nick("Noise level")
             .blurb("The reference's noise_level: index into the 50 DDIM timesteps 980, 960, ..., 0, negative from the end (-1 = t = 0, -2 = t = 20); -51 = the tokens file's timestep")
             .minimum(NOISE_LEVEL_FROM_TOKENS)
-            .maximum(49)
+            .maximum(NoiseLevel::MAX as i32)
             .default_value(NOISE_LEVEL_FROM_TOKENS)
             .mutable_ready()
             .build(),
@@ -318,12 +319,28 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) {
                 .expect("type checked upstream")
                 .unwrap_or_else(|| DEFAULT_DEVICE.into())
         }
-        "input-size" => s.input_size = get(),
-        "crop-mode" => s.crop_mode = value.get().expect("type checked upstream"),
-        "augmentations" => s.augmentations = get(),
-        "seed" => s.seed = value.get().expect("type checked upstream"),
-        "noise" => s.noise = value.get().expect("type checked upstream"),
-        "noise-level" => s.noise_level = value.get().expect("type checked upstream"),
+        "input-size" => {
+            let size: u32 = get();
+            s.detect.input_size = (size != DEFAULT_INPUT_SIZE).then_some(size as usize)
+        }
+        "crop-mode" => {
+            s.detect.crop = value
+                .get::<CropModeProp>()
+                .expect("type checked upstream")
+                .into()
+        }
+        "augmentations" => {
+            s.detect.augmentations = value.get::<u32>().expect("type checked upstream") as usize
+        }
+        "seed" => s.detect.seed = value.get().expect("type checked upstream"),
+        "noise" => s.detect.noise = value.get().expect("type checked upstream"),
+        "noise-level" => {
+            let level: i32 = value.get().expect("type checked upstream");
+            s.detect.noise_level = (level != NOISE_LEVEL_FROM_TOKENS).then(|| {
+                NoiseLevel::new(level as isize)
+                    .expect("the property's range is the valid levels and the sentinel")
+            })
+        }
         "batch-size" => s.batch_size = get(),
         "batch-timeout" => s.batch_timeout = get(),
         "inference-interval" => s.inference_interval = get(),
@@ -356,12 +373,20 @@ pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
         "tokens" => path(&s.tokens),
         "pose" => path(&s.pose),
         "device" => s.device.to_value(),
-        "input-size" => s.input_size.to_value(),
-        "crop-mode" => s.crop_mode.to_value(),
-        "augmentations" => s.augmentations.to_value(),
-        "seed" => s.seed.to_value(),
-        "noise" => s.noise.to_value(),
-        "noise-level" => s.noise_level.to_value(),
+        "input-size" => s
+            .detect
+            .input_size
+            .map_or(DEFAULT_INPUT_SIZE, |n| n as u32)
+            .to_value(),
+        "crop-mode" => CropModeProp::from(s.detect.crop).to_value(),
+        "augmentations" => (s.detect.augmentations as u32).to_value(),
+        "seed" => s.detect.seed.to_value(),
+        "noise" => s.detect.noise.to_value(),
+        "noise-level" => s
+            .detect
+            .noise_level
+            .map_or(NOISE_LEVEL_FROM_TOKENS, |l| l.level() as i32)
+            .to_value(),
         "batch-size" => s.batch_size.to_value(),
         "batch-timeout" => s.batch_timeout.to_value(),
         "inference-interval" => s.inference_interval.to_value(),
@@ -378,5 +403,30 @@ pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
         "max-objects" => s.max_objects.to_value(),
         "object-batch-size" => s.object_batch_size.to_value(),
         _ => unimplemented!(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value the properties' ranges admit reaches the core's settings (the sentinels
+    /// as `None`) and reads back unchanged.
+    #[test]
+    fn sentinels_become_none_and_values_read_back() {
+        let mut s = Settings::default();
+        for level in NOISE_LEVEL_FROM_TOKENS..=NoiseLevel::MAX as i32 {
+            set(&mut s, "noise-level", &level.to_value());
+            assert_eq!(
+                s.detect.noise_level.map(NoiseLevel::level),
+                (level != NOISE_LEVEL_FROM_TOKENS).then_some(level as isize)
+            );
+            assert_eq!(get(&s, "noise-level").get::<i32>().unwrap(), level);
+        }
+        for (size, want) in [(0u32, None), (256, Some(256))] {
+            set(&mut s, "input-size", &size.to_value());
+            assert_eq!(s.detect.input_size, want);
+            assert_eq!(get(&s, "input-size").get::<u32>().unwrap(), size);
+        }
     }
 }
