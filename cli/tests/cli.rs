@@ -786,7 +786,7 @@ fn a_hub_id_in_the_local_cache_is_the_same_model_as_its_folder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
     for needle in [
-        "'--model <DIR|ID>'",
+        "'--model <DIR|ID|FILE>'",
         "models--tiny-org--other does not exist",
         "huggingface-cli download tiny-org/other",
     ] {
@@ -1142,5 +1142,69 @@ fn single_files_that_cannot_load_say_why() {
         let name = file.file_name().unwrap().to_str().unwrap();
         assert_clean_error(&detect(file, &tokens, &[], &[&image]), &[name, why]);
     }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `--vae` takes the VAE from a folder or a single file: a single file without one plus
+/// its folder's VAE is the folder's model; another VAE is another model. `--no-ema` reads a
+/// single file's plain UNet weights.
+#[test]
+fn vae_and_no_ema_choose_the_parts() {
+    use stablekeypoints::model::{single_file::write_original, ModelIdentity, ModelSource};
+    let d = tmpdir("vae-flag");
+    let folder = single_file_archs(&d).remove(0);
+    let whole = d.join("whole.safetensors");
+    write_original(&folder, &whole, true).unwrap();
+    let mut tensors = candle_core::safetensors::load(&whole, &Device::Cpu).unwrap();
+    let vae_only: std::collections::HashMap<_, _> = tensors
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("first_stage_model.")?.to_string(), v.clone())))
+        .collect();
+    let vae_file = d.join("vae.safetensors");
+    candle_core::safetensors::save(&vae_only, &vae_file).unwrap();
+    tensors.retain(|k, _| !k.starts_with("first_stage_model."));
+    let unet_only = d.join("unet-only.safetensors");
+    candle_core::safetensors::save(&tensors, &unet_only).unwrap();
+
+    let tokens = folder.join("tokens.safetensors");
+    let image = data("tiny-sd1/image_wide.png");
+    let want = detect(&folder, &tokens, &["--json"], &[&image]);
+    let id = |model: &Path, vae: Option<&Path>, no_ema: bool| {
+        ModelIdentity::of_source(&ModelSource {
+            model: model.to_path_buf(),
+            vae: vae.map(Path::to_path_buf),
+            no_ema,
+        })
+        .unwrap()
+        .weights
+    };
+    for vae in [&vae_file, &folder, &folder.join("vae")] {
+        let vae_arg = vae.to_str().unwrap();
+        let got = detect(
+            &unet_only,
+            &tokens,
+            &["--json", "--vae", vae_arg],
+            &[&image],
+        );
+        assert!(
+            got.status.success(),
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(got.stdout, want.stdout, "--vae {vae_arg}");
+        assert_eq!(id(&unet_only, Some(vae), false), id(&folder, None, false));
+    }
+    // Another VAE: another model.
+    let other = data("tiny-sd1");
+    assert_ne!(id(&folder, Some(&other), false), id(&folder, None, false));
+    // --no-ema: the plain (halved) weights.
+    let plain = detect(&whole, &tokens, &["--json", "--no-ema"], &[&image]);
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    assert_ne!(plain.stdout, want.stdout);
+    assert_ne!(id(&whole, None, true), id(&whole, None, false));
     std::fs::remove_dir_all(&d).unwrap();
 }

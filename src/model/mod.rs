@@ -127,6 +127,14 @@ impl From<&Path> for ModelSource {
     }
 }
 
+impl ModelSource {
+    /// Finds both parts and reads their architectures (headers and configs, no tensor),
+    /// so that a wrong folder or file is reported before anything loads.
+    pub fn check(&self) -> Result<()> {
+        Parts::locate(self).map(|_| ())
+    }
+}
+
 /// Where one part's tensors are: weight files under our names, or a single file's tensors
 /// read through the original layout's names.
 pub(crate) enum PartFiles {
