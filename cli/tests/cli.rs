@@ -1208,3 +1208,32 @@ fn vae_and_no_ema_choose_the_parts() {
     assert_ne!(id(&whole, None, true), id(&whole, None, false));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `.ckpt` training checkpoints in the original layout (a dict with `state_dict` beside
+/// `optimizer_states` and counters; written by `tests/python/torch_save.py --ckpt`, without
+/// PyTorch) are the same model as the folder; with EMA copies those are read.
+#[test]
+fn ckpt_files_are_the_same_model_as_the_folder() {
+    use stablekeypoints::model::single_file::write_original;
+    let d = tmpdir("ckpt");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/torch_save.py");
+    for folder in single_file_archs(&d) {
+        let st = folder.with_extension("safetensors");
+        write_original(&folder, &st, true).unwrap();
+        let ckpt = folder.with_extension("ckpt");
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg("--ckpt")
+            .arg(&st)
+            .arg(&ckpt)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same_model(&ckpt, &folder);
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
