@@ -253,13 +253,37 @@ pub fn init_model(
     num_tokens: usize,
     num_keypoints: usize,
 ) -> Result<()> {
+    init_model_from(
+        out,
+        &unet_config_json(arch),
+        &vae_config_json(arch),
+        seed,
+        (num_tokens, num_keypoints),
+        (
+            arch.input_size(),
+            if arch.is_full_size() { 128 } else { 64 },
+        ),
+        &format!("init-model {arch:?} seed {seed}"),
+    )
+}
+
+/// [`init_model`] for any architecture given as its two `config.json` values;
+/// `tokens` = (tokens, keypoints), `sizes` = (input size, map resolution) of the tokens file,
+/// `generator` its `generator` metadata.
+pub fn init_model_from(
+    out: &Path,
+    unet_json: &Value,
+    vae_json: &Value,
+    seed: u64,
+    (num_tokens, num_keypoints): (usize, usize),
+    (input_size, map_res): (usize, usize),
+    generator: &str,
+) -> Result<()> {
     if num_keypoints == 0 || num_keypoints > num_tokens {
         return Err(Error::Invalid(format!(
             "need 1 <= keypoints ({num_keypoints}) <= tokens ({num_tokens})"
         )));
     }
-    let unet_json = unet_config_json(arch);
-    let vae_json = vae_config_json(arch);
     let here = Path::new("<generated>");
     let ucfg = UNetConfig::from_map(here, unet_json.as_object().expect("object"))?;
     let vcfg = VaeConfig::from_map(here, vae_json.as_object().expect("object"))?;
@@ -267,8 +291,8 @@ pub fn init_model(
     let vae = generate(seed.wrapping_add(1), |vb| {
         VaeEncoder::new(vb, &vcfg).map(|_| ())
     })?;
-    write_model_part(&out.join("unet"), &unet_json, &unet)?;
-    write_model_part(&out.join("vae"), &vae_json, &vae)?;
+    write_model_part(&out.join("unet"), unet_json, &unet)?;
+    write_model_part(&out.join("vae"), vae_json, &vae)?;
 
     let mut rng = Rng::new(seed.wrapping_add(2));
     let ctx = ucfg.cross_attention_dim;
@@ -279,11 +303,10 @@ pub fn init_model(
         perm.swap(i, rng.below(i + 1));
     }
     let mut tokens = Tokens::new(emb, num_tokens, ctx, perm[..num_keypoints].to_vec())?;
-    tokens.input_size = arch.input_size();
-    tokens.map_res = if arch.is_full_size() { 128 } else { 64 };
-    tokens.extra.insert(
-        "generator".into(),
-        format!("init-model {arch:?} seed {seed}"),
-    );
+    tokens.input_size = input_size;
+    tokens.map_res = map_res;
+    tokens
+        .extra
+        .insert("generator".into(), generator.to_string());
     tokens.save(&out.join("tokens.safetensors"))
 }

@@ -372,13 +372,40 @@ impl DetectArgs {
 /// The model directory and the tokens file (default: the model's own, as the element).
 #[derive(Args, Clone, Debug)]
 pub struct ModelTokensArgs {
-    /// Diffusers model directory (unet/, vae/) or a hub id in the local cache
-    /// (org/name[@revision]); detect and eval also take a student file
-    #[arg(long, value_name = "DIR|ID", value_parser = model_path)]
+    /// Diffusers model directory (unet/, vae/), a hub id in the local cache
+    /// (org/name[@revision]) or a single-file checkpoint in the original SD layout
+    /// (.safetensors, .ckpt); detect and eval also take a student file
+    #[arg(long, value_name = "DIR|ID|FILE", value_parser = model_path)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Learned tokens file [default: DIR/tokens.safetensors]
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+}
+
+/// Where the parts of `--model` come from, beside it.
+#[derive(Args, Clone, Debug, Default)]
+pub struct WeightsArgs {
+    /// Take the VAE from this diffusers folder (its vae/, or a VAE folder with config.json)
+    /// or single file instead of the model's
+    #[arg(long, value_name = "DIR|FILE")]
+    pub vae: Option<PathBuf>,
+    /// For a single-file checkpoint with EMA weights: use its plain UNet weights instead of
+    /// the EMA copies
+    #[arg(long)]
+    pub no_ema: bool,
+}
+
+impl WeightsArgs {
+    /// The model `model` names, with these parts.
+    pub fn source(&self, model: &std::path::Path) -> stablekeypoints::model::ModelSource {
+        stablekeypoints::model::ModelSource {
+            model: model.to_path_buf(),
+            vae: self.vae.clone(),
+            no_ema: self.no_ema,
+        }
+    }
 }
 
 impl ModelTokensArgs {
@@ -589,10 +616,12 @@ pub struct TrainArgs {
   stablekeypoints train --model out/model --input ball.mp4 --out tokens.safetensors \\
       --steps 100 --batch-size 1 --num-tokens 100 --map-res 32 --num-indices 30")]
 pub struct TrainCmd {
-    /// Diffusers model directory (unet/, vae/) or a hub id in the local cache
-    /// (org/name[@revision])
-    #[arg(long, value_name = "DIR|ID", value_parser = model_path)]
+    /// Diffusers model directory (unet/, vae/), a hub id in the local cache
+    /// (org/name[@revision]) or a single-file checkpoint (.safetensors, .ckpt)
+    #[arg(long, value_name = "DIR|ID|FILE", value_parser = model_path)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// A folder of images, one image, a label CSV (with masks), or a video file
     #[arg(
         long,
@@ -758,9 +787,12 @@ pub struct ElementArgs {
       --shard 3/16 --workers 2")]
 pub struct ProcessCmd {
     /// Diffusers model directory (unet/, vae/), a hub id in the local cache
-    /// (org/name[@revision]), or a student file (distill's)
-    #[arg(long, value_name = "DIR|ID|STUDENT", value_parser = model_path)]
+    /// (org/name[@revision]), a single-file checkpoint (.safetensors, .ckpt), or a student
+    /// file (distill's)
+    #[arg(long, value_name = "DIR|ID|FILE|STUDENT", value_parser = model_path)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// The video file
     #[arg(
         long,

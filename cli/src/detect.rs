@@ -113,7 +113,7 @@ pub fn open(
     }
     let tokens_path = m.tokens_path();
     let tokens = Tokens::load(&tokens_path)?;
-    let model = Arc::new(Model::load(&m.model, &device, dtype)?);
+    let model = Arc::new(Model::open(&m.weights.source(&m.model), &device, dtype)?);
     let settings = settings(&tokens)?;
     let det = detector(model, &tokens, &tokens_path, args, &settings)?;
     Ok(Opened {

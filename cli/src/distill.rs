@@ -113,7 +113,7 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         return Err(Error::Invalid("no inputs to distil from".into()));
     }
     let teacher_id = TeacherId {
-        model: ModelIdentity::of(&c.model.model)?.weights,
+        model: ModelIdentity::of_source(&c.model.weights.source(&c.model.model))?.weights,
         tokens_hash: tokens.fingerprint(),
         token_indices: tokens.indices.clone(),
     };
@@ -162,7 +162,11 @@ fn teacher_labels(
 ) -> Result<Labels, Error> {
     let labels_file = labels_path(&c.out);
     let (device, dtype) = c.device.device.open()?;
-    let model = Arc::new(Model::load(&c.model.model, &device, dtype)?);
+    let model = Arc::new(Model::open(
+        &c.model.weights.source(&c.model.model),
+        &device,
+        dtype,
+    )?);
     let crop = c.crop.crop;
     let opts = DetectOptions {
         augmentations: c.teacher_augmentations,

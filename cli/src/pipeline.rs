@@ -176,8 +176,9 @@ pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<Arc<
     // The element's cache logs through GStreamer.
     video::init()?;
     let tokens = Tokens::load(tokens_path)?;
-    let model = gststablekeypoints::shared_model(&c.model, &c.device.device.to_string())
-        .map_err(Error::Invalid)?;
+    let model =
+        gststablekeypoints::shared_model(&c.weights.source(&c.model), &c.device.device.to_string())
+            .map_err(Error::Invalid)?;
     let opts = DetectOptions {
         augmentations: c.element.pass.augmentations,
         crop: c.crop.crop,
@@ -210,8 +211,9 @@ pub fn check_model_and_tokens(c: &ProcessCmd, tokens_path: &Path) -> Result<Arc<
 
 /// What the element is told for every video of a run, and which outputs it writes.
 pub struct ElementJob<'a> {
-    /// A model folder or a student file.
+    /// A model folder, single file or a student file.
     pub model: &'a Path,
+    pub weights: &'a crate::args::WeightsArgs,
     /// Empty with a student and no `--tokens`.
     pub tokens: &'a Path,
     pub pose: Option<&'a Path>,
@@ -242,6 +244,7 @@ impl<'a> ElementJob<'a> {
     pub fn new(c: &'a ProcessCmd, tokens: &'a Path) -> Self {
         ElementJob {
             model: &c.model,
+            weights: &c.weights,
             tokens,
             pose: c.pose.as_deref(),
             crop: c.crop.crop,
@@ -482,6 +485,10 @@ fn inference_element(job: &ElementJob) -> Result<gst::Element, Error> {
     let element = make("stablekeypoints")?;
     let path_prop = |name: &str, p: &Path| element.set_property(name, p.to_string_lossy().as_ref());
     path_prop("model", job.model);
+    if let Some(vae) = &job.weights.vae {
+        path_prop("vae", vae);
+    }
+    element.set_property("no-ema", job.weights.no_ema);
     // A student needs none (empty: its own).
     if !job.tokens.as_os_str().is_empty() {
         path_prop("tokens", job.tokens);

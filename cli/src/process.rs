@@ -105,6 +105,7 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
             let out = trained;
             train::run(&TrainJob {
                 model: &c.model,
+                weights: &c.weights,
                 input: TrainInput::Path(input),
                 out: &out,
                 out_flag: "--out-dir",

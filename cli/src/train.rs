@@ -43,6 +43,7 @@ impl TrainInput<'_> {
 /// What `train` (and `process` before it runs the element) trains with.
 pub struct TrainJob<'a> {
     pub model: &'a Path,
+    pub weights: &'a crate::args::WeightsArgs,
     pub input: TrainInput<'a>,
     pub out: &'a Path,
     /// The flag that named `out` (`--out`, or `--out-dir` for `process`), for errors.
@@ -61,6 +62,7 @@ pub fn cmd_train(c: TrainCmd) -> Result<(), Error> {
     };
     run(&TrainJob {
         model: &c.model,
+        weights: &c.weights,
         input,
         out: &c.out,
         out_flag: "--out",
@@ -167,7 +169,7 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     let augment = t.augment.apply(AugmentRanges::default())?;
     // Gradients through f16 activations underflow: training computes in f32 everywhere.
     let (device, _) = job.device.open()?;
-    let model = Model::load(job.model, &device, DType::F32)?;
+    let model = Model::open(&job.weights.source(job.model), &device, DType::F32)?;
     let native = model.unet_config.sample_size * model.vae_config.downscale();
     let input_size = t.size.unwrap_or(if native > 0 {
         native

@@ -786,7 +786,7 @@ fn a_hub_id_in_the_local_cache_is_the_same_model_as_its_folder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
     for needle in [
-        "'--model <DIR|ID>'",
+        "'--model <DIR|ID|FILE>'",
         "models--tiny-org--other does not exist",
         "huggingface-cli download tiny-org/other",
     ] {
@@ -808,7 +808,13 @@ fn assert_same_model(form: &Path, model: &Path) {
         String::from_utf8_lossy(&got.stderr)
     );
     assert_eq!(got.stdout, want.stdout);
-    let id = |m: &Path| stablekeypoints::model::ModelIdentity::of(m).unwrap();
+    // The weights' fingerprint; the older config hash is of config.json files, which a
+    // single file does not have.
+    let id = |m: &Path| {
+        stablekeypoints::model::ModelIdentity::of(m)
+            .unwrap()
+            .weights
+    };
     assert_eq!(id(form), id(model));
 }
 
@@ -1020,5 +1026,214 @@ fn detect_boxes_gives_one_record_per_object_with_the_cores_keypoints_of_its_box(
         &[&a],
     );
     assert_clean_error(&out, &["bad.jsonl:2"]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Tiny models whose architecture a single file implies (32 groups; SD 1.x: 8 heads and
+/// convolution projections, SD 2.x: heads of width 64 and linear projections), written by
+/// `init-model`'s generator as diffusers folders.
+fn single_file_archs(d: &Path) -> Vec<PathBuf> {
+    use stablekeypoints::init::{init_model_from, unet_config_json, vae_config_json, TinyArch};
+    let mut vae = vae_config_json(TinyArch::TinySd1);
+    vae["block_out_channels"] = serde_json::json!([32, 32, 64, 64]);
+    vae["norm_num_groups"] = 32.into();
+    let mut sd1 = unet_config_json(TinyArch::TinySd1);
+    sd1["norm_num_groups"] = 32.into();
+    sd1["attention_head_dim"] = 8.into();
+    let mut sd2 = unet_config_json(TinyArch::TinySd2);
+    sd2["norm_num_groups"] = 32.into();
+    sd2["block_out_channels"] = serde_json::json!([64, 64, 128, 128]);
+    sd2["attention_head_dim"] = serde_json::json!([1, 1, 2, 2]);
+    [("sd1-like", sd1), ("sd2-like", sd2)]
+        .into_iter()
+        .map(|(name, unet)| {
+            let dir = d.join(name);
+            init_model_from(&dir, &unet, &vae, 3, (8, 4), (128, 64), name).unwrap();
+            dir
+        })
+        .collect()
+}
+
+/// Single-file checkpoints in the original Stable Diffusion layout (`model.diffusion_model.*`,
+/// `first_stage_model.*`), SD 1.x and 2.x alike, are the same model as their diffusers
+/// folder: the same keypoints and the same identity; with EMA copies those are read, and
+/// `--no-ema` reads the others (another model).
+#[test]
+fn single_files_in_the_original_layout_are_the_same_model_as_the_folder() {
+    use stablekeypoints::model::{single_file::write_original, ModelIdentity, ModelSource};
+    let d = tmpdir("single-file");
+    for folder in single_file_archs(&d) {
+        let plain = folder.with_extension("safetensors");
+        write_original(&folder, &plain, false).unwrap();
+        assert_same_model(&plain, &folder);
+        let ema = folder.with_extension("ema.safetensors");
+        write_original(&folder, &ema, true).unwrap();
+        assert_same_model(&ema, &folder);
+        let no_ema = ModelSource {
+            model: ema.clone(),
+            no_ema: true,
+            ..ModelSource::default()
+        };
+        assert_ne!(
+            ModelIdentity::of_source(&no_ema).unwrap().weights,
+            ModelIdentity::of(&folder).unwrap().weights
+        );
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Single files that are not a model this engine runs end in one line naming the file and
+/// what is wrong: truncated, foreign (no UNet), SDXL, an inpainting UNet, no VAE.
+#[test]
+fn single_files_that_cannot_load_say_why() {
+    use stablekeypoints::model::single_file::write_original;
+    let d = tmpdir("single-file-errors");
+    let folder = single_file_archs(&d).remove(0);
+    let good = d.join("good.safetensors");
+    write_original(&folder, &good, false).unwrap();
+    let tensors = candle_core::safetensors::load(&good, &Device::Cpu).unwrap();
+    let write =
+        |name: &str, edit: &dyn Fn(&mut std::collections::HashMap<String, candle_core::Tensor>)| {
+            let mut t = tensors.clone();
+            edit(&mut t);
+            let p = d.join(name);
+            candle_core::safetensors::save(&t, &p).unwrap();
+            p
+        };
+    let truncated = d.join("truncated.safetensors");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let foreign = write("foreign.safetensors", &|t| {
+        t.retain(|k, _| k.starts_with("first_stage_model."))
+    });
+    let no_vae = write("no-vae.safetensors", &|t| {
+        t.retain(|k, _| !k.starts_with("first_stage_model."))
+    });
+    let sdxl = write("sdxl.safetensors", &|t| {
+        let x = candle_core::Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+        t.insert("conditioner.embedders.0.transformer.x".into(), x);
+    });
+    let inpaint = write("inpaint.safetensors", &|t| {
+        let k = "model.diffusion_model.input_blocks.0.0.weight";
+        let w = candle_core::Tensor::zeros((32, 9, 3, 3), candle_core::DType::F32, &Device::Cpu);
+        t.insert(k.into(), w.unwrap());
+    });
+    let tokens = folder.join("tokens.safetensors");
+    let image = data("tiny-sd1/image_wide.png");
+    for (file, why) in [
+        (&truncated, "not a valid safetensors file"),
+        (
+            &foreign,
+            "not a Stable Diffusion checkpoint in the original layout",
+        ),
+        (
+            &no_vae,
+            "has no VAE (no first_stage_model.* tensors); pass --vae",
+        ),
+        (
+            &sdxl,
+            "is an SDXL checkpoint (conditioner.embedders.* found); SDXL is not supported yet",
+        ),
+        (
+            &inpaint,
+            "the UNet takes 9 input channels (an inpainting UNet)",
+        ),
+    ] {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert_clean_error(&detect(file, &tokens, &[], &[&image]), &[name, why]);
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `--vae` takes the VAE from a folder or a single file: a single file without one plus
+/// its folder's VAE is the folder's model; another VAE is another model. `--no-ema` reads a
+/// single file's plain UNet weights.
+#[test]
+fn vae_and_no_ema_choose_the_parts() {
+    use stablekeypoints::model::{single_file::write_original, ModelIdentity, ModelSource};
+    let d = tmpdir("vae-flag");
+    let folder = single_file_archs(&d).remove(0);
+    let whole = d.join("whole.safetensors");
+    write_original(&folder, &whole, true).unwrap();
+    let mut tensors = candle_core::safetensors::load(&whole, &Device::Cpu).unwrap();
+    let vae_only: std::collections::HashMap<_, _> = tensors
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("first_stage_model.")?.to_string(), v.clone())))
+        .collect();
+    let vae_file = d.join("vae.safetensors");
+    candle_core::safetensors::save(&vae_only, &vae_file).unwrap();
+    tensors.retain(|k, _| !k.starts_with("first_stage_model."));
+    let unet_only = d.join("unet-only.safetensors");
+    candle_core::safetensors::save(&tensors, &unet_only).unwrap();
+
+    let tokens = folder.join("tokens.safetensors");
+    let image = data("tiny-sd1/image_wide.png");
+    let want = detect(&folder, &tokens, &["--json"], &[&image]);
+    let id = |model: &Path, vae: Option<&Path>, no_ema: bool| {
+        ModelIdentity::of_source(&ModelSource {
+            model: model.to_path_buf(),
+            vae: vae.map(Path::to_path_buf),
+            no_ema,
+        })
+        .unwrap()
+        .weights
+    };
+    for vae in [&vae_file, &folder, &folder.join("vae")] {
+        let vae_arg = vae.to_str().unwrap();
+        let got = detect(
+            &unet_only,
+            &tokens,
+            &["--json", "--vae", vae_arg],
+            &[&image],
+        );
+        assert!(
+            got.status.success(),
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(got.stdout, want.stdout, "--vae {vae_arg}");
+        assert_eq!(id(&unet_only, Some(vae), false), id(&folder, None, false));
+    }
+    // Another VAE: another model.
+    let other = data("tiny-sd1");
+    assert_ne!(id(&folder, Some(&other), false), id(&folder, None, false));
+    // --no-ema: the plain (halved) weights.
+    let plain = detect(&whole, &tokens, &["--json", "--no-ema"], &[&image]);
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    assert_ne!(plain.stdout, want.stdout);
+    assert_ne!(id(&whole, None, true), id(&whole, None, false));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `.ckpt` training checkpoints in the original layout (a dict with `state_dict` beside
+/// `optimizer_states` and counters; written by `tests/python/torch_save.py --ckpt`, without
+/// PyTorch) are the same model as the folder; with EMA copies those are read.
+#[test]
+fn ckpt_files_are_the_same_model_as_the_folder() {
+    use stablekeypoints::model::single_file::write_original;
+    let d = tmpdir("ckpt");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/torch_save.py");
+    for folder in single_file_archs(&d) {
+        let st = folder.with_extension("safetensors");
+        write_original(&folder, &st, true).unwrap();
+        let ckpt = folder.with_extension("ckpt");
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg("--ckpt")
+            .arg(&st)
+            .arg(&ckpt)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same_model(&ckpt, &folder);
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }

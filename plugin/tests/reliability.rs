@@ -508,11 +508,15 @@ fn bad_models_and_tokens_fail_ready_to_paused_naming_file_and_problem() {
         model_case(&p),
         vec![p.display().to_string(), "does not exist".into()],
     ));
-    let p = file("model-is-a-file", b"not a directory");
+    // A file is read as a single-file checkpoint.
+    let p = file("model-is-a-file", b"not a checkpoint");
     cases.push((
-        "model is a file",
+        "model is a file that is no checkpoint",
         model_case(&p),
-        vec![p.display().to_string(), "not a directory".into()],
+        vec![
+            p.display().to_string(),
+            "not a valid safetensors file".into(),
+        ],
     ));
     let p = dir.join("empty-model");
     std::fs::create_dir_all(&p).unwrap();

@@ -7,6 +7,7 @@ pub mod config;
 pub mod hub;
 pub mod identity;
 pub mod nn;
+pub mod single_file;
 pub mod transformer;
 pub mod unet;
 pub mod vae;
@@ -105,6 +106,165 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Where a model's weights come from: a diffusers folder or a single-file checkpoint in
+/// the original Stable Diffusion layout (`.safetensors`, `.ckpt`/`.pt`), and optionally the
+/// VAE from elsewhere (a diffusers folder, its `vae/` folder, or a single file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ModelSource {
+    pub model: PathBuf,
+    /// `--vae` / `vae=`: the VAE from this folder or file instead of the model's.
+    pub vae: Option<PathBuf>,
+    /// `--no-ema`: a single file's plain UNet weights even when it has EMA copies.
+    pub no_ema: bool,
+}
+
+impl From<&Path> for ModelSource {
+    fn from(model: &Path) -> Self {
+        Self {
+            model: model.to_path_buf(),
+            ..Self::default()
+        }
+    }
+}
+
+impl ModelSource {
+    /// Finds both parts and reads their architectures (headers and configs, no tensor),
+    /// so that a wrong folder or file is reported before anything loads.
+    pub fn check(&self) -> Result<()> {
+        Parts::locate(self).map(|_| ())
+    }
+}
+
+/// Where one part's tensors are: weight files under our names, or a single file's tensors
+/// read through the original layout's names.
+pub(crate) enum PartFiles {
+    Files(Vec<PathBuf>),
+    Mapped(single_file::Part, PathBuf),
+}
+
+impl PartFiles {
+    fn var_builder(&self, dtype: DType, device: &Device) -> Result<candle_nn::VarBuilder<'static>> {
+        match self {
+            PartFiles::Files(f) => weights::var_builder(f, dtype, device),
+            PartFiles::Mapped(p, _) => Ok(p.var_builder(dtype, device)),
+        }
+    }
+
+    /// The path that errors about this part name.
+    fn named(&self) -> PathBuf {
+        match self {
+            PartFiles::Files(f) => weights::named(f),
+            PartFiles::Mapped(_, p) => p.clone(),
+        }
+    }
+}
+
+/// A model's two parts, located and their architectures read; no tensor loaded yet.
+pub(crate) struct Parts {
+    pub unet: PartFiles,
+    pub vae: PartFiles,
+    pub unet_config: UNetConfig,
+    pub vae_config: VaeConfig,
+    /// Each part's configuration as JSON (`config.json`, or the one a single file implies).
+    pub configs: [(&'static str, serde_json::Value); 2],
+}
+
+fn read_config(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))
+}
+
+/// The VAE named by `--vae`: a single file, a diffusers model folder (its `vae/`), or a
+/// VAE folder itself (`config.json` and weights).
+fn locate_vae(path: &Path) -> Result<(PartFiles, VaeConfig, serde_json::Value)> {
+    if path.is_file() {
+        let (part, cfg, json) = single_file::open_vae(path)?;
+        return Ok((PartFiles::Mapped(part, path.to_path_buf()), cfg, json));
+    }
+    let (dir, sub) = if path.join("vae").is_dir() {
+        (path.to_path_buf(), std::ffi::OsString::from("vae"))
+    } else if path.join("config.json").is_file() {
+        let parent = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+        let name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        (parent, name)
+    } else {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "is neither a VAE file, a VAE folder (config.json + weights) nor a model folder with vae/",
+            ),
+        });
+    };
+    let sub = sub.to_string_lossy().into_owned();
+    let files = weights_files(&dir, &sub)?;
+    let config = dir.join(&sub).join("config.json");
+    let cfg = VaeConfig::from_file(&config)?;
+    Ok((PartFiles::Files(files), cfg, read_config(&config)?))
+}
+
+impl Parts {
+    pub fn locate(source: &ModelSource) -> Result<Self> {
+        let dir = &source.model;
+        let (unet, unet_config, unet_json, own_vae) = if dir.is_file() {
+            let ckpt = single_file::Checkpoint::open(dir, !source.no_ema)?;
+            let own_vae = ckpt
+                .vae
+                .map(|(p, c, j)| (PartFiles::Mapped(p, dir.clone()), c, j));
+            (
+                PartFiles::Mapped(ckpt.unet, dir.clone()),
+                ckpt.unet_config,
+                ckpt.unet_json,
+                own_vae,
+            )
+        } else {
+            let files = weights_files(dir, "unet")?;
+            let config = dir.join("unet").join("config.json");
+            let cfg = UNetConfig::from_file(&config)?;
+            let json = read_config(&config)?;
+            let own_vae = match &source.vae {
+                Some(_) => None,
+                None => {
+                    let files = weights_files(dir, "vae")?;
+                    let config = dir.join("vae").join("config.json");
+                    let cfg = VaeConfig::from_file(&config)?;
+                    Some((PartFiles::Files(files), cfg, read_config(&config)?))
+                }
+            };
+            (PartFiles::Files(files), cfg, json, own_vae)
+        };
+        let (vae, vae_config, vae_json) = match (&source.vae, own_vae) {
+            (Some(v), _) => locate_vae(v)?,
+            (None, Some(own)) => own,
+            (None, None) => {
+                return Err(Error::weights(
+                    dir,
+                    "has no VAE (no first_stage_model.* tensors); pass --vae (the element: vae=) with a VAE folder or file",
+                ))
+            }
+        };
+        if vae_config.latent_channels != unet_config.in_channels {
+            return Err(Error::config(
+                &vae.named(),
+                format!(
+                    "the VAE has latent_channels = {} but the UNet's in_channels = {}",
+                    vae_config.latent_channels, unet_config.in_channels
+                ),
+            ));
+        }
+        Ok(Self {
+            unet,
+            vae,
+            unet_config,
+            vae_config,
+            configs: [("unet", unet_json), ("vae", vae_json)],
+        })
+    }
+}
+
 /// What to record: DDIM timestep, the observed layers averaged, map resolution R.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSpec {
@@ -116,7 +276,9 @@ pub struct MapSpec {
 /// A loaded Stable Diffusion backbone (VAE encoder + UNet).
 #[derive(Debug)]
 pub struct Model {
+    /// The model path (`source.model`).
     pub dir: PathBuf,
+    pub source: ModelSource,
     pub unet: UNet,
     pub vae: VaeEncoder,
     pub unet_config: UNetConfig,
@@ -127,38 +289,26 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a diffusers directory (`unet/` and `vae/`). `dtype` is the compute dtype;
-    /// f16/bf16/f32 files are converted to it.
+    /// Loads a diffusers directory (`unet/` and `vae/`) or a single-file checkpoint.
+    /// `dtype` is the compute dtype; f16/bf16/f32 files are converted to it.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let unet_files = weights_files(dir, "unet")?;
-        let vae_files = weights_files(dir, "vae")?;
-        let unet_config = UNetConfig::from_file(&dir.join("unet").join("config.json"))?;
-        let vae_config = VaeConfig::from_file(&dir.join("vae").join("config.json"))?;
-        let unet = UNet::new(
-            weights::var_builder(&unet_files, dtype, device)?,
-            &unet_config,
-        )
-        .map_err(|e| Error::weights(&weights::named(&unet_files), e))?;
-        let vae = VaeEncoder::new(
-            weights::var_builder(&vae_files, dtype, device)?,
-            &vae_config,
-        )
-        .map_err(|e| Error::weights(&weights::named(&vae_files), e))?;
-        if vae_config.latent_channels != unet_config.in_channels {
-            return Err(Error::config(
-                &dir.join("unet").join("config.json"),
-                format!(
-                    "in_channels = {} but the VAE has latent_channels = {}",
-                    unet_config.in_channels, vae_config.latent_channels
-                ),
-            ));
-        }
+        Self::open(&ModelSource::from(dir), device, dtype)
+    }
+
+    /// Loads the model `source` names (see [`ModelSource`]).
+    pub fn open(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self> {
+        let parts = Parts::locate(source)?;
+        let unet = UNet::new(parts.unet.var_builder(dtype, device)?, &parts.unet_config)
+            .map_err(|e| Error::weights(&parts.unet.named(), e))?;
+        let vae = VaeEncoder::new(parts.vae.var_builder(dtype, device)?, &parts.vae_config)
+            .map_err(|e| Error::weights(&parts.vae.named(), e))?;
         Ok(Self {
-            dir: dir.to_path_buf(),
+            dir: source.model.clone(),
+            source: source.clone(),
             unet,
             vae,
-            unet_config,
-            vae_config,
+            unet_config: parts.unet_config,
+            vae_config: parts.vae_config,
             schedule: DdimSchedule::stable_diffusion(),
             device: device.clone(),
             dtype,

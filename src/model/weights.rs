@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::tensor::{Metadata, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 struct MmapWeights {
@@ -155,6 +156,87 @@ pub fn var_builder(
         )),
     };
     Ok(VarBuilder::from_backend(backend, dtype, device.clone()))
+}
+
+/// A whole checkpoint file's tensors: a memory-mapped safetensors file, or a PyTorch pickle
+/// (`.ckpt`/`.pt`/`.bin`) whose `state_dict` entry (or top level, for a bare state dict)
+/// holds the tensors. Only the names and shapes are read here; a pickle's other entries
+/// (optimizer states, ...) are never read into memory.
+pub(crate) type Backend = std::sync::Arc<dyn candle_nn::var_builder::SimpleBackend>;
+
+pub(crate) fn open_checkpoint(path: &Path) -> Result<(Backend, BTreeMap<String, Vec<usize>>)> {
+    if is_pickle(path) {
+        let not = |e: candle_core::Error| {
+            Error::weights(
+                path,
+                format!(
+                    "not a PyTorch checkpoint (torch.save zip): {}",
+                    one_line(&e)
+                ),
+            )
+        };
+        let pth = match candle_core::pickle::PthTensors::new(path, Some("state_dict")) {
+            Ok(p) => p,
+            Err(_) => candle_core::pickle::PthTensors::new(path, None).map_err(not)?,
+        };
+        let shapes = pth
+            .tensor_infos()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.layout.shape().dims().to_vec()))
+            .collect();
+        return Ok((std::sync::Arc::new(pth), shapes));
+    }
+    let w = MmapWeights::open(path)?;
+    let shapes = w
+        .meta
+        .tensors()
+        .into_iter()
+        .map(|(k, t)| (k, t.shape.clone()))
+        .collect();
+    Ok((std::sync::Arc::new(w), shapes))
+}
+
+fn one_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or("").to_string()
+}
+
+/// Tensors asked for by our (diffusers) names, read under the names a checkpoint file
+/// gives them.
+pub(crate) struct Renamed {
+    pub inner: Backend,
+    /// Our name -> the file's name.
+    pub names: HashMap<String, String>,
+}
+
+impl Renamed {
+    fn name<'a>(&'a self, name: &'a str) -> candle_core::Result<&'a str> {
+        self.names.get(name).map(String::as_str).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+        })
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for Renamed {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.inner.get(s, self.name(name)?, init, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.inner.get_unchecked(self.name(name)?, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
 }
 
 /// The path that errors about these weights name: the file, or the shards' folder.

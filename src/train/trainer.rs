@@ -56,7 +56,7 @@ impl<'a> Trainer<'a> {
             embeddings,
             step: 0,
             latents: HashMap::new(),
-            model_id: ModelIdentity::of(&model.dir)?,
+            model_id: ModelIdentity::of_source(&model.source)?,
         })
     }
 

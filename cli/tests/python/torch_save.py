@@ -1,8 +1,11 @@
 """Writes a safetensors file's tensors as PyTorch's `torch.save` would (the zip format of
 torch >= 1.6: `archive/data.pkl` holding an OrderedDict of `_rebuild_tensor_v2` calls on
-storages in `archive/data/N`), without PyTorch, so tests can make `.bin` weights.
+storages in `archive/data/N`), without PyTorch, so tests can make `.bin` weights, and
+with `--ckpt` as a training checkpoint in the original Stable Diffusion layout would hold
+them: `{"state_dict": ..., "optimizer_states": [...], "global_step": ..., "epoch": ...}`.
 
 Usage: python3 torch_save.py IN.safetensors OUT.bin
+       python3 torch_save.py --ckpt IN.safetensors OUT.ckpt
 """
 import collections
 import json
@@ -59,7 +62,7 @@ class Pickler(pickle.Pickler):
         return None
 
 
-def main(src, dst):
+def main(src, dst, ckpt=False):
     raw = open(src, "rb").read()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
@@ -71,6 +74,12 @@ def main(src, dst):
         storage = Storage(str(i), info["dtype"], (b - a) // SIZES[info["dtype"]])
         state[name] = Tensor(storage, info["shape"])
         blobs.append((storage.key, data[a:b]))
+    if ckpt:
+        # Training extras, with a tensor of their own that readers must never load.
+        extra = Storage(str(len(blobs)), "F32", 4)
+        blobs.append((extra.key, struct.pack("<4f", 1, 2, 3, 4)))
+        state = {"epoch": 0, "global_step": 10, "state_dict": state,
+                 "optimizer_states": [{"state": {0: {"exp_avg": Tensor(extra, [4])}}}]}
     out = __import__("io").BytesIO()
     Pickler(out, protocol=2).dump(state)
     with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as z:
@@ -82,4 +91,7 @@ def main(src, dst):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "--ckpt":
+        main(sys.argv[2], sys.argv[3], ckpt=True)
+    else:
+        main(sys.argv[1], sys.argv[2])

@@ -568,6 +568,8 @@ impl BaseTransformImpl for StableKeypoints {
         let delay = *lock(&self.test_delay);
         let loaded = infer::open(&LoadSettings {
             model: s.model.as_deref(),
+            vae: s.vae.as_deref(),
+            no_ema: s.no_ema,
             tokens: s.tokens.as_deref(),
             pose: s.pose.as_deref(),
             device: &s.device,

@@ -2,7 +2,7 @@
 //! and device), the warm-up, and running a batch of mapped frames through the detector.
 
 use stablekeypoints::estimator::{Estimator, KeypointIdentity};
-use stablekeypoints::model::ModelIdentity;
+use stablekeypoints::model::{ModelIdentity, ModelSource};
 use stablekeypoints::options::DetectSettings;
 use stablekeypoints::student::Student;
 use stablekeypoints::{Detector, FrameRef, Keypoint, Model, PixelFormat, Region, Tokens};
@@ -21,6 +21,10 @@ use crate::pose::Pose;
 /// What `start()` needs to know.
 pub struct LoadSettings<'a> {
     pub model: Option<&'a Path>,
+    /// `vae=`: the VAE from another folder or file.
+    pub vae: Option<&'a Path>,
+    /// `no-ema`: a single file's plain UNet weights.
+    pub no_ema: bool,
     pub tokens: Option<&'a Path>,
     pub pose: Option<&'a Path>,
     pub device: &'a str,
@@ -49,9 +53,10 @@ fn parse_device(s: &str) -> Result<(candle_core::Device, candle_core::DType), St
     stablekeypoints::device::parse(s).map_err(|e| e.to_string())
 }
 
-pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String> {
+pub(super) fn load_model(source: &ModelSource, device: &str) -> Result<Arc<Model>, String> {
+    let dir = &source.model;
     let key = (
-        ModelIdentity::of(dir).map_err(|e| e.to_string())?,
+        ModelIdentity::of_source(source).map_err(|e| e.to_string())?,
         device.trim().to_string(),
     );
     let mut cache = lock(&MODELS);
@@ -71,7 +76,7 @@ pub(super) fn load_model(dir: &Path, device: &str) -> Result<Arc<Model>, String>
         return Ok(m);
     }
     let (dev, dtype) = parse_device(device)?;
-    let model = Arc::new(Model::load(dir, &dev, dtype).map_err(|e| e.to_string())?);
+    let model = Arc::new(Model::open(source, &dev, dtype).map_err(|e| e.to_string())?);
     gst::info!(
         CAT,
         "model {} ({}) on {}: loaded from disk",
@@ -96,30 +101,28 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     if Estimator::is_student(&model_dir) {
         return open_student(&model_dir, s);
     }
-    if !model_dir.is_dir() {
-        let what = if model_dir.exists() {
-            "is not a directory (nor a student file)"
-        } else {
-            "does not exist"
-        };
+    if !model_dir.exists() {
         return Err(gst::error_msg!(
             gst::ResourceError::NotFound,
             (
-                "Model {} {} (`model` is a diffusers folder or a student file)",
-                model_dir.display(),
-                what
+                "Model {} does not exist (`model` is a diffusers folder, a single-file checkpoint or a student file)",
+                model_dir.display()
             )
         ));
     }
-    // Cheap layout checks first, so a wrong directory is reported as such.
-    for sub in ["unet", "vae"] {
-        stablekeypoints::model::weights_files(&model_dir, sub).map_err(|e| {
-            gst::error_msg!(
-                gst::ResourceError::NotFound,
-                ("Cannot load model {}: {}", model_dir.display(), e)
-            )
-        })?;
-    }
+    let source = ModelSource {
+        model: model_dir.clone(),
+        vae: s.vae.map(Path::to_path_buf),
+        no_ema: s.no_ema,
+    };
+    // Cheap layout checks first (no tensor is read), so a wrong directory or file is
+    // reported as such.
+    source.check().map_err(|e| {
+        gst::error_msg!(
+            gst::ResourceError::NotFound,
+            ("Cannot load model {}: {}", model_dir.display(), e)
+        )
+    })?;
     let tokens_path = s
         .tokens
         .map(Path::to_path_buf)
@@ -133,7 +136,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
         &KeypointIdentity::of(&tokens),
         &format!("tokens {}", tokens_path.display()),
     )?;
-    let model = load_model(&model_dir, s.device).map_err(|e| {
+    let model = load_model(&source, s.device).map_err(|e| {
         gst::error_msg!(
             gst::ResourceError::OpenRead,
             ("Cannot load model {}: {}", model_dir.display(), e)

@@ -127,15 +127,15 @@ impl StableKeypoints {
     }
 }
 
-/// The model of `dir` on `device` (the element's `model` and `device` properties), from the
+/// The model `source` names on `device` (the element's `model`, `vae`, `no-ema` and `device` properties), from the
 /// cache elements share: loaded now unless an element holds it. While the caller keeps it,
 /// elements that start reuse it instead of loading their own (the CLI keeps one across the
 /// videos of a corpus).
 pub fn shared_model(
-    dir: &std::path::Path,
+    source: &::stablekeypoints::model::ModelSource,
     device: &str,
 ) -> Result<std::sync::Arc<::stablekeypoints::Model>, String> {
-    infer::load_model(dir, device)
+    infer::load_model(source, device)
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

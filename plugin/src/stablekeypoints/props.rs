@@ -38,6 +38,8 @@ pub(super) const DEFAULT_OBJECT_BATCH_SIZE: u32 = 8;
 #[derive(Clone, Debug)]
 pub(super) struct Settings {
     pub model: Option<PathBuf>,
+    pub vae: Option<PathBuf>,
+    pub no_ema: bool,
     pub tokens: Option<PathBuf>,
     pub pose: Option<PathBuf>,
     pub device: String,
@@ -65,6 +67,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             model: None,
+            vae: None,
+            no_ema: false,
             tokens: None,
             pose: None,
             device: DEFAULT_DEVICE.into(),
@@ -130,10 +134,22 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .nick("Model")
             .blurb(
                 "Stable Diffusion model directory in diffusers layout (unet/ and vae/), a hub id \
-                 found in the local Hugging Face cache (org/name[@revision]), or a \
+                 found in the local Hugging Face cache (org/name[@revision]), a single-file \
+                 checkpoint in the original SD layout (.safetensors, .ckpt), or a \
                  student file of `stablekeypoints distill` (real time on a CPU; the diffusion \
                  options noise, noise-level, augmentations and input-size do not apply to it)",
             )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("vae")
+            .nick("VAE")
+            .blurb("Take the VAE from this diffusers folder (its vae/, or a VAE folder with config.json) or single file instead of the model's")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("no-ema")
+            .nick("No EMA")
+            .blurb("For a single-file checkpoint with EMA weights: use its plain UNet weights instead of the EMA copies")
+            .default_value(false)
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("tokens")
@@ -311,6 +327,8 @@ pub(super) fn set(s: &mut Settings, name: &str, value: &glib::Value) {
     let get = || value.get().expect("type checked upstream");
     match name {
         "model" => s.model = path(value),
+        "vae" => s.vae = path(value),
+        "no-ema" => s.no_ema = value.get().expect("type checked upstream"),
         "tokens" => s.tokens = path(value),
         "pose" => s.pose = path(value),
         "device" => {
@@ -370,6 +388,8 @@ pub(super) fn get(s: &Settings, name: &str) -> glib::Value {
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).to_value();
     match name {
         "model" => path(&s.model),
+        "vae" => path(&s.vae),
+        "no-ema" => s.no_ema.to_value(),
         "tokens" => path(&s.tokens),
         "pose" => path(&s.pose),
         "device" => s.device.to_value(),
