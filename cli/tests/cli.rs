@@ -910,10 +910,10 @@ fn bin_weights_are_the_same_model_as_the_safetensors() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// A file where a diffusers folder is needed (a student given to `train`) is named as a
-/// file, not as a folder that does not exist.
+/// A student file where a diffusion model is needed (given to `train`) is named as a
+/// student file, not as a folder that does not exist or a foreign checkpoint.
 #[test]
-fn a_file_given_as_a_model_folder_is_called_a_file() {
+fn a_student_given_as_a_diffusion_model_is_called_a_student() {
     let d = tmpdir("file-model");
     let student =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/figure/student.safetensors");
@@ -928,7 +928,7 @@ fn a_file_given_as_a_model_folder_is_called_a_file() {
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
     let last = err.trim_end().lines().last().unwrap_or_default();
     assert!(
-        last.contains("student.safetensors: is a file, not a diffusers model directory"),
+        last.contains("student.safetensors: is a student file of `stablekeypoints distill`, not a diffusion model"),
         "{err}"
     );
     assert!(!d.join("t.safetensors").exists());

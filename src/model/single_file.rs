@@ -376,6 +376,13 @@ impl Checkpoint {
                 .keys()
                 .next()
                 .map_or("none".to_string(), |k| k.clone());
+            if is_student_header(path) {
+                return Err(bad(
+                    "is a student file of `stablekeypoints distill`, not a diffusion model \
+                     (here a diffusers folder or a Stable Diffusion checkpoint is needed)"
+                        .into(),
+                ));
+            }
             return Err(bad(format!(
                 "is not a Stable Diffusion checkpoint in the original layout (no `{conv_in}`; \
                  its first tensor is `{example}`); diffusers folders go by their folder"
@@ -797,4 +804,21 @@ mod tests {
             "model_ema.diffusion_modelinput_blocks00weight"
         );
     }
+}
+
+/// Whether `path` is a safetensors file whose header names the student format (the
+/// `student` module's `FORMAT`, which this layer below it does not import).
+fn is_student_header(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(n).min(1 << 20) as usize;
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header).is_ok()
+        && String::from_utf8_lossy(&header).contains("\"stablekeypoints-student/")
 }
