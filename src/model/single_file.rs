@@ -710,6 +710,23 @@ pub fn ema_name(original: &str) -> String {
     format!("{EMA}{}", original["model.".len()..].replace('.', ""))
 }
 
+/// Whether `path` is a safetensors file whose header names the student format (the
+/// `student` module's `FORMAT`, which this layer below it does not import).
+fn is_student_header(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(n).min(1 << 20) as usize;
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header).is_ok()
+        && String::from_utf8_lossy(&header).contains("\"stablekeypoints-student/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -804,21 +821,4 @@ mod tests {
             "model_ema.diffusion_modelinput_blocks00weight"
         );
     }
-}
-
-/// Whether `path` is a safetensors file whose header names the student format (the
-/// `student` module's `FORMAT`, which this layer below it does not import).
-fn is_student_header(path: &Path) -> bool {
-    use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut n = [0u8; 8];
-    if f.read_exact(&mut n).is_err() {
-        return false;
-    }
-    let n = u64::from_le_bytes(n).min(1 << 20) as usize;
-    let mut header = vec![0u8; n];
-    f.read_exact(&mut header).is_ok()
-        && String::from_utf8_lossy(&header).contains("\"stablekeypoints-student/")
 }
