@@ -441,6 +441,11 @@ pub struct InitModelCmd {
     /// Write into a --out folder that is not empty (replacing its model and tokens files)
     #[arg(long)]
     pub force: bool,
+    /// Also write the same weights as one checkpoint in the original Stable Diffusion
+    /// layout (`model.diffusion_model.*`, `first_stage_model.*`), as most SD tools pass
+    /// them around (sd15 and sd21 only): for load-time measurements of that form
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub single_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

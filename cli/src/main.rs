@@ -86,6 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {
     let out = &c.out;
+    let big = matches!(c.arch, args::Arch::Sd15 | args::Arch::Sd21);
     if out.exists() && !out.is_dir() {
         return Err(Error::Invalid(format!(
             "--out {}: is a file, not a folder",
@@ -111,9 +112,39 @@ fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {
             held.join(", ")
         )));
     }
-    let big = matches!(c.arch, args::Arch::Sd15 | args::Arch::Sd21);
     let n = c.num_tokens.unwrap_or(if big { 500 } else { 100 });
+    if let Some(f) = &c.single_file {
+        if !big {
+            return Err(Error::Invalid(format!(
+                "--single-file {}: only sd15 and sd21 can be written in the original layout \
+                 (a single file has no config.json; its reader assumes SD's own layer sizes)",
+                f.display()
+            )));
+        }
+        stablekeypoints::util::check_output_file(f, "--single-file")?;
+    }
     init_model(out, c.arch.into(), c.seed, n, c.num_keypoints)?;
     println!("wrote {:?} model and tokens to {}", c.arch, out.display());
+    if let Some(f) = &c.single_file {
+        // Renamed into place whole: an interrupted run leaves no half-written checkpoint.
+        let mut part = f.as_os_str().to_owned();
+        part.push(".part");
+        let part = std::path::PathBuf::from(part);
+        let written = stablekeypoints::model::single_file::write_original(out, &part, false)
+            .and_then(|()| {
+                std::fs::rename(&part, f).map_err(|e| Error::Io {
+                    path: f.clone(),
+                    source: e,
+                })
+            });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&part);
+        }
+        written?;
+        println!(
+            "wrote the same weights in the original layout to {}",
+            f.display()
+        );
+    }
     Ok(())
 }

@@ -818,6 +818,26 @@ fn assert_same_model(form: &Path, model: &Path) {
     assert_eq!(id(form), id(model));
 }
 
+/// `init-model --single-file` is refused for the miniature architectures (a single file
+/// has no config, and they do not follow SD's layer sizes), before anything is written; the
+/// full-size form is measured in docs/models.md.
+#[test]
+fn init_model_single_file_is_refused_for_tiny_architectures() {
+    let d = tmpdir("init-single");
+    let out = run(bin()
+        .args(["init-model", "--arch", "tiny-sd2", "--out"])
+        .arg(d.join("m"))
+        .arg("--single-file")
+        .arg(d.join("m.safetensors")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("only sd15 and sd21"),
+        "{err}"
+    );
+    assert!(!d.join("m").exists() && !d.join("m.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// Weights in shards with a `*.safetensors.index.json` (as diffusers saves large models)
 /// are the same model as the single file: the same keypoints and the same identity; a
 /// missing shard is an error naming it.
