@@ -242,3 +242,61 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[cfg(test)]
+mod student_tests {
+    use super::*;
+    use crate::frame::PixelFormat;
+
+    /// The committed figure student on regions: the whole frame as a region is the frame,
+    /// and a region's keypoints are those of its cut mapped into the frame, as the teacher's.
+    #[test]
+    fn a_students_regions_are_its_frames_cut() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/figure/student.safetensors");
+        let mut est = Estimator::Student(Box::new(
+            Student::load(&path, &candle_core::Device::Cpu).unwrap(),
+        ));
+        let (side, (fw, fh), (x0, y0)) = (96usize, (200usize, 150usize), (60usize, 30usize));
+        let cut: Vec<u8> = (0..side * side * 3).map(|p| (p * 37 % 251) as u8).collect();
+        let frame: Vec<u8> = (0..fh)
+            .flat_map(|y| {
+                let cy = y.saturating_sub(y0).min(side - 1);
+                let cut = &cut;
+                (0..fw).flat_map(move |x| {
+                    let cx = x.saturating_sub(x0).min(side - 1);
+                    cut[(cy * side + cx) * 3..][..3].to_vec()
+                })
+            })
+            .collect();
+        let cut_ref = FrameRef::packed(PixelFormat::Rgb, side, side, &cut, side * 3).unwrap();
+        let frame_ref = FrameRef::packed(PixelFormat::Rgb, fw, fh, &frame, fw * 3).unwrap();
+        let whole = Region {
+            x: 0.0,
+            y: 0.0,
+            w: fw as f64,
+            h: fh as f64,
+        };
+        let region = Region {
+            x: x0 as f64,
+            y: y0 as f64,
+            w: side as f64,
+            h: side as f64,
+        };
+        let want = est
+            .detect_frames_keyed(&[frame_ref, cut_ref], &[0, 1])
+            .unwrap();
+        let got = est
+            .detect_regions_keyed(&[frame_ref], &[(0, whole), (0, region)], &[0, 1])
+            .unwrap();
+        assert_eq!(want[0], got[0], "the whole frame as a region");
+        for (g, w) in got[1].keypoints.iter().zip(&want[1].keypoints) {
+            let x = (x0 as f32 + w.x * side as f32) / fw as f32;
+            let y = (y0 as f32 + w.y * side as f32) / fh as f32;
+            assert!(
+                (g.x - x).abs() < 1e-4 && (g.y - y).abs() < 1e-4,
+                "{g:?} vs {w:?}"
+            );
+        }
+    }
+}
