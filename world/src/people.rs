@@ -313,6 +313,14 @@ impl PeopleFrame {
     }
 }
 
+/// A box `[x, y, w, h]` moved and resized as [`jitter`] moves each box, drawing from `rng`.
+pub fn jitter_box([x, y, w, h]: [f64; 4], amount: f64, rng: &mut Rng) -> [f64; 4] {
+    let mut u = || (rng.uniform() as f64 * 2.0 - 1.0) * amount;
+    let (cx, cy) = (x + 0.5 * w + u() * w, y + 0.5 * h + u() * h);
+    let (w2, h2) = (w * (1.0 + u()), h * (1.0 + u()));
+    [cx - 0.5 * w2, cy - 0.5 * h2, w2, h2]
+}
+
 /// Each box of a boxes JSON-lines text moved and resized as a detector's would be: its
 /// centre by up to `amount` of its width and height, each side scaled by a factor in
 /// `[1 - amount, 1 + amount]`, all four independent and uniform (stream `seed`, one per
@@ -326,12 +334,8 @@ pub fn jitter(text: &str, amount: f64, seed: u64) -> Result<String, String> {
         let mut rec: BoxesLine =
             serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
         let mut rng = Rng::stream(seed, i as u64);
-        let mut u = || (rng.uniform() as f64 * 2.0 - 1.0) * amount;
         for o in &mut rec.objects {
-            let [x, y, w, h] = o.bbox;
-            let (cx, cy) = (x + 0.5 * w + u() * w, y + 0.5 * h + u() * h);
-            let (w2, h2) = (w * (1.0 + u()), h * (1.0 + u()));
-            o.bbox = [cx - 0.5 * w2, cy - 0.5 * h2, w2, h2];
+            o.bbox = jitter_box(o.bbox, amount, &mut rng);
         }
         out.push_str(&serde_json::to_string(&rec).map_err(|e| format!("line {}: {e}", i + 1))?);
         out.push('\n');

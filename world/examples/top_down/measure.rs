@@ -6,7 +6,7 @@
 //! same frame (same background, pose, place and box).
 
 use skp_world::figure::{NUM_JOINTS, SKELETON};
-use skp_world::people::{People, PeopleFrame};
+use skp_world::people::{jitter_box, People, PeopleFrame};
 use skp_world::rng::Rng;
 use stablekeypoints::estimator::Estimator;
 use stablekeypoints::pose::Regressor;
@@ -82,19 +82,9 @@ fn skeleton_distance(p: [f32; 2], joints: &[[f32; 2]; NUM_JOINTS]) -> f32 {
 
 /// The box `[x0, y0, x1, y1)` as a region, moved and resized by up to `amount` of its size.
 fn region(b: [usize; 4], amount: f64, rng: &mut Rng) -> Region {
-    let (w, h) = ((b[2] - b[0]) as f64, (b[3] - b[1]) as f64);
-    let mut u = || (rng.uniform() as f64 * 2.0 - 1.0) * amount;
-    let (cx, cy) = (
-        b[0] as f64 + 0.5 * w + u() * w,
-        b[1] as f64 + 0.5 * h + u() * h,
-    );
-    let (w, h) = (w * (1.0 + u()), h * (1.0 + u()));
-    Region {
-        x: cx - 0.5 * w,
-        y: cy - 0.5 * h,
-        w,
-        h,
-    }
+    let (x, y) = (b[0] as f64, b[1] as f64);
+    let [x, y, w, h] = jitter_box([x, y, b[2] as f64 - x, b[3] as f64 - y], amount, rng);
+    Region { x, y, w, h }
 }
 
 /// Keypoints (pixels) of `regions` of `frame`, one batch; the regions are grown by `margin`.
