@@ -153,6 +153,21 @@ fn check_keys(keys: usize, items: usize) -> Result<()> {
     Ok(())
 }
 
+/// A `fw` x `fh` RGB frame holding the `side` x `side` picture `cut` at `(x0, y0)`, with its
+/// edge pixels repeated around it (so a region's outermost samples read what the cut's do).
+#[cfg(test)]
+fn around(cut: &[u8], side: usize, (fw, fh): (usize, usize), (x0, y0): (usize, usize)) -> Vec<u8> {
+    (0..fh)
+        .flat_map(|y| {
+            let cy = y.saturating_sub(y0).min(side - 1);
+            (0..fw).flat_map(move |x| {
+                let cx = x.saturating_sub(x0).min(side - 1);
+                cut[(cy * side + cx) * 3..][..3].to_vec()
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,20 +186,10 @@ mod tests {
             Model::load(&dir, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap(),
         );
         let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
-        // A 24x24 cut, and a 40x36 frame holding it at (8, 5) with its edge pixels repeated
-        // around it (so the region's outermost samples read what the cut's do).
+        // A 24x24 cut, and a 40x36 frame holding it at (8, 5).
         let (side, (fw, fh), (x0, y0)) = (24usize, (40usize, 36usize), (8usize, 5usize));
         let cut: Vec<u8> = (0..side * side * 3).map(|p| (p * 31 % 251) as u8).collect();
-        let frame: Vec<u8> = (0..fh)
-            .flat_map(|y| {
-                let cy = y.saturating_sub(y0).min(side - 1);
-                let cut = &cut;
-                (0..fw).flat_map(move |x| {
-                    let cx = x.saturating_sub(x0).min(side - 1);
-                    cut[(cy * side + cx) * 3..][..3].to_vec()
-                })
-            })
-            .collect();
+        let frame = around(&cut, side, (fw, fh), (x0, y0));
         let cut_ref = FrameRef::packed(PixelFormat::Rgb, side, side, &cut, side * 3).unwrap();
         let frame_ref = FrameRef::packed(PixelFormat::Rgb, fw, fh, &frame, fw * 3).unwrap();
         let whole = Region {
@@ -259,16 +264,7 @@ mod student_tests {
         ));
         let (side, (fw, fh), (x0, y0)) = (96usize, (200usize, 150usize), (60usize, 30usize));
         let cut: Vec<u8> = (0..side * side * 3).map(|p| (p * 37 % 251) as u8).collect();
-        let frame: Vec<u8> = (0..fh)
-            .flat_map(|y| {
-                let cy = y.saturating_sub(y0).min(side - 1);
-                let cut = &cut;
-                (0..fw).flat_map(move |x| {
-                    let cx = x.saturating_sub(x0).min(side - 1);
-                    cut[(cy * side + cx) * 3..][..3].to_vec()
-                })
-            })
-            .collect();
+        let frame = around(&cut, side, (fw, fh), (x0, y0));
         let cut_ref = FrameRef::packed(PixelFormat::Rgb, side, side, &cut, side * 3).unwrap();
         let frame_ref = FrameRef::packed(PixelFormat::Rgb, fw, fh, &frame, fw * 3).unwrap();
         let whole = Region {
