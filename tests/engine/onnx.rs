@@ -12,6 +12,8 @@ use stablekeypoints::CropMode;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::common::temp::temp_dir;
+
 const WIDTHS: [usize; 4] = [8, 8, 16, 16];
 const K: usize = 5;
 const SIZE: usize = 64;
@@ -78,8 +80,7 @@ fn exported_student_runs_the_same_in_an_onnx_runtime() {
         bytes,
         "the export is deterministic"
     );
-    let dir = std::env::temp_dir().join(format!("skp-onnx-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("onnx");
     let file = dir.join("student.onnx");
     std::fs::write(&file, &bytes).unwrap();
     let model = candle_onnx::read_file(&file).unwrap();

@@ -1,19 +1,14 @@
 //! Evaluation (issue 4): the pseudo-inverse and the regressor against hand-computed cases,
 //! every metric against hand-computed values, label-file parsing and its errors. The
-//! command end to end is in cli/tests/eval.rs.
+//! command end to end is in cli/tests/cli/eval.rs.
 
 use stablekeypoints::eval::{
     pinv, pinv_sym, LabelSet, Metric, PoseModel, Protocol, Regressor, Scored,
 };
 use stablekeypoints::pose::sym_eigen;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("skp-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use crate::common::temp::temp_dir;
 
 fn assert_close(a: &[f64], b: &[f64], tol: f64) {
     assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
@@ -194,7 +189,7 @@ fn regressor_predicts_half_plus_centred_keypoints_times_w() {
 // ---------------------------------------------------------------- metrics
 
 /// The visibility protocol's tests below do not read `raw`; the paper protocol's are in
-/// tests/fidelity.rs.
+/// tests/engine/fidelity.rs.
 fn scored<'a>(w: f64, h: f64, pred: &'a [[f64; 2]], gt: &'a [Option<[f64; 2]>]) -> Scored<'a> {
     Scored {
         width: w,

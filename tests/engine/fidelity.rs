@@ -19,11 +19,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-fn data(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(p)
-}
+use crate::common::data;
+use crate::common::temp::temp_dir;
 
 fn golden(p: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(data(p), &Device::Cpu).unwrap()
@@ -45,13 +42,6 @@ fn f64s(t: &Tensor) -> Vec<f64> {
         .unwrap()
         .to_vec1()
         .unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("skp-fidelity-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn tiny() -> Arc<Model> {
@@ -200,11 +190,51 @@ fn one_training_step_matches_pytorch() {
 
 /// The reference's other `--top_k_strategy` values and `--num_subjects 3`: one training
 /// step each (tokens/select_golden.safetensors, computed independently in PyTorch).
+/// The ranking's values of `case` on the maps of `sample` with the token embeddings `emb`
+/// (`n` x `c`) against the golden `want`.
+fn ranking_values_match(
+    case: &str,
+    model: &Model,
+    emb: &[f32],
+    (n, c): (usize, usize),
+    sample: &ImageSample,
+    sel_cfg: &stablekeypoints::train::select::SelectConfig,
+    want: &Tensor,
+) {
+    use stablekeypoints::model::MapSpec;
+    use stablekeypoints::train::select::candidate_scores;
+    let ctx = model
+        .prepare_context(&Tensor::from_slice(&emb, (n, c), &Device::Cpu).unwrap())
+        .unwrap();
+    let spec = MapSpec {
+        timestep: 0,
+        layers: stablekeypoints::model::LayerSet::first(4),
+        map_res: 64,
+    };
+    let maps = model
+        .maps_from_latent(
+            &sample.latents.narrow(0, 0, 1).unwrap(),
+            Some(&sample.noise.narrow(0, 0, 1).unwrap()),
+            &ctx,
+            &spec,
+            None,
+        )
+        .unwrap();
+    let ours = candidate_scores(&flat(&maps), n, 64, &sel_cfg).unwrap();
+    let want = f64s(want);
+    let worst = ours
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0f64, f64::max);
+    eprintln!("{case}: ranking values within {worst:.1e}");
+    assert!(worst < 1e-5, "{case}: ranking values off by {worst}");
+}
+
 #[test]
 fn strategies_and_multi_subject_steps_match_pytorch() {
-    use stablekeypoints::model::MapSpec;
     use stablekeypoints::train::loss::sharpening_targets;
-    use stablekeypoints::train::select::{candidate_scores, TopKStrategy};
+    use stablekeypoints::train::select::TopKStrategy;
     let g = golden("tiny-sd1/select_golden.safetensors");
     let model = Model::load(&data("tiny-sd1"), &Device::Cpu, DType::F32).unwrap();
     for (case, strategy, subjects) in [
@@ -253,33 +283,8 @@ fn strategies_and_multi_subject_steps_match_pytorch() {
         let peaks: Vec<usize> = out.selection.peaks.concat();
         assert_eq!(peaks, ids("peaks"), "{case}: peaks");
         // The ranking's values on the same maps.
-        if g.contains_key(&format!("{case}_scores")) {
-            let ctx = model
-                .prepare_context(&Tensor::from_slice(&emb, (n, c), &Device::Cpu).unwrap())
-                .unwrap();
-            let spec = MapSpec {
-                timestep: 0,
-                layers: stablekeypoints::model::LayerSet::first(4),
-                map_res: 64,
-            };
-            let maps = model
-                .maps_from_latent(
-                    &sample.latents.narrow(0, 0, 1).unwrap(),
-                    Some(&sample.noise.narrow(0, 0, 1).unwrap()),
-                    &ctx,
-                    &spec,
-                    None,
-                )
-                .unwrap();
-            let ours = candidate_scores(&flat(&maps), n, 64, &sel_cfg).unwrap();
-            let want = f64s(t("scores"));
-            let worst = ours
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-                .fold(0f64, f64::max);
-            eprintln!("{case}: ranking values within {worst:.1e}");
-            assert!(worst < 1e-5, "{case}: ranking values off by {worst}");
+        if let Some(want) = g.get(&format!("{case}_scores")) {
+            ranking_values_match(case, &model, &emb, (n, c), &sample, &sel_cfg, want);
         }
         if let Some(want) = g.get(&format!("{case}_targets")) {
             let ours = sharpening_targets(64, &out.selection.peaks, 2.0);
@@ -508,7 +513,8 @@ fn reference_token_files_load_directly() {
         (512, 128, 4, 0)
     );
     // Converted to our file and back: the same token set.
-    let out = temp_dir("import").join("tokens.safetensors");
+    let dir = temp_dir("import");
+    let out = dir.join("tokens.safetensors");
     t.save(&out).unwrap();
     assert_eq!(Tokens::load(&out).unwrap(), t);
     // A tensor saved as a view with a storage offset reads from its offset.
