@@ -2,31 +2,12 @@
 //! model (the mechanics; the figure world's test checks what a student learns).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
-}
-
-fn data(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data")
-        .join(p)
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("skp-student-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use crate::common::*;
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run stablekeypoints")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn ok(o: Output) -> Output {
@@ -90,7 +71,7 @@ fn distill(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn distill_resumes_and_every_command_takes_the_student() {
-    let d = tmpdir("mechanics");
+    let d = temp_dir("mechanics");
     let model = data("tiny-sd1");
     let imgs = images(&d.join("images"), 8);
     let student = d.join("out/student.safetensors");
@@ -125,8 +106,15 @@ fn distill_resumes_and_every_command_takes_the_student() {
     assert!(err.contains("resumed at step 3"), "{err}");
     assert_ne!(std::fs::read(&student).unwrap(), before, "two more steps");
 
-    // detect: the student's K keypoints in the image, as JSON records.
     let s = student.to_str().unwrap();
+    detect_takes_the_student(&d, &model, s, &imgs);
+    eval_takes_the_student(&d, &model, s, &imgs);
+    export_onnx_takes_the_student(&d, &model, s);
+}
+
+/// `detect` with the student (`s`, distilled from `model`) on the images `imgs`.
+fn detect_takes_the_student(d: &Path, model: &Path, s: &str, imgs: &[PathBuf]) {
+    // detect: the student's K keypoints in the image, as JSON records.
     let out = ok(run(&[
         "detect",
         "--model",
@@ -185,9 +173,12 @@ fn distill_resumes_and_every_command_takes_the_student() {
         ]),
         &["--size", "student"],
     );
+}
 
-    // eval with the student: one pass per image, and a pose file keyed to the teacher's
-    // tokens.
+/// `eval` with the student: one pass per image, and a pose file keyed to the teacher's
+/// tokens that applies to the teacher too.
+fn eval_takes_the_student(d: &Path, model: &Path, s: &str, imgs: &[PathBuf]) {
+    let tokens = model.join("tokens.safetensors");
     let csv = d.join("labels.csv");
     let rows: String = imgs
         .iter()
@@ -236,7 +227,11 @@ fn distill_resumes_and_every_command_takes_the_student() {
         pose.to_str().unwrap(),
         imgs[2].to_str().unwrap(),
     ]));
+}
 
+/// `export-onnx` of the student, and of a file that is no student.
+fn export_onnx_takes_the_student(d: &Path, model: &Path, s: &str) {
+    let tokens = model.join("tokens.safetensors");
     // export-onnx writes an ONNX protobuf (ModelProto field 1, ir_version = 8).
     let onnx = d.join("student.onnx");
     ok(run(&["export-onnx", s, "--out", onnx.to_str().unwrap()]));
@@ -251,12 +246,11 @@ fn distill_resumes_and_every_command_takes_the_student() {
         ]),
         &["tokens.safetensors", "student"],
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
 fn distill_checks_its_inputs_and_outputs_before_any_work() {
-    let d = tmpdir("checks");
+    let d = temp_dir("checks");
     let model = data("tiny-sd1");
     images(&d.join("images"), 3);
     fails(

@@ -3,7 +3,7 @@
 //! `--protocol`, training with the reference's knobs on a label CSV with masks, and
 //! `import-tokens` / `import-pose` of its `torch.save` files. Maps are checked against the
 //! PyTorch goldens; everything else against the library, whose functions tests/golden.rs and
-//! tests/fidelity.rs check against PyTorch, PIL and numpy.
+//! tests/engine/fidelity.rs check against PyTorch, PIL and numpy.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use stablekeypoints::detect::content_key;
@@ -20,18 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-fn data(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data")
-        .join(p)
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("skp-clifid-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use crate::common::*;
 
 fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
@@ -103,7 +92,7 @@ fn dumped_maps(dir: &Path, extra: &[&str]) -> Tensor {
 
 #[test]
 fn detect_noise_level_and_layers_give_the_references_maps() {
-    let dir = tmpdir("maps");
+    let dir = temp_dir("maps");
     let g =
         candle_core::safetensors::load(data("tiny-sd1/golden.safetensors"), &Device::Cpu).unwrap();
     let default = dumped_maps(&dir, &[]);
@@ -286,7 +275,7 @@ fn label_csv(dir: &Path, name: &str, n: usize, r: &mut Lcg) -> PathBuf {
 
 #[test]
 fn eval_runs_ten_warped_passes_and_the_chosen_protocol() {
-    let dir = tmpdir("eval");
+    let dir = temp_dir("eval");
     let mut r = Lcg(11);
     let train = label_csv(&dir, "train", 5, &mut r);
     let test = label_csv(&dir, "test", 2, &mut r);
@@ -351,9 +340,23 @@ fn eval_runs_ten_warped_passes_and_the_chosen_protocol() {
 
 // ---------------------------------------------------------------------------------- train
 
-#[test]
-fn train_on_a_masked_label_csv_with_the_references_knobs() {
-    let dir = tmpdir("train");
+/// The augmentation ranges of [`REFERENCE_KNOBS`].
+const AUGMENT: AugmentRanges = AugmentRanges {
+    degrees: 5.0,
+    scale: [0.9, 1.0],
+    translate: [0.1, 0.05],
+};
+
+/// `train`'s flags for the reference's knobs, which [`library_tokens`] sets in the library.
+const REFERENCE_KNOBS: &str = "--steps 2 --batch-size 1 --num-tokens 16 --num-candidates 6 \
+    --num-keypoints 3 --num-indices 2 --map-res 16 --seed 2 --noise-level -2 --layers 1,3 \
+    --top-k-strategy entropy --num-subjects 2 --sigma 1.5 --sharpening-weight 50 \
+    --equivariance-weight 500 --augment-degrees 5 --augment-scale 0.9,1.0 \
+    --augment-translate 0.1,0.05";
+
+/// Three images in `dir` and a label CSV whose first two rows have Human3.6M-style masks
+/// (0 and 1); returns the CSV.
+fn write_masked_labels(dir: &Path) -> PathBuf {
     let mut r = Lcg(5);
     let mut csv = String::from("image,mask,x0,y0\n");
     for i in 0..3 {
@@ -379,55 +382,12 @@ fn train_on_a_masked_label_csv_with_the_references_knobs() {
     }
     let labels = dir.join("labels.csv");
     std::fs::write(&labels, csv).unwrap();
-    let out = dir.join("tokens.safetensors");
-    ok(&[
-        "train",
-        "--model",
-        data("tiny-sd1").to_str().unwrap(),
-        "--input",
-        labels.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--batch-size",
-        "1",
-        "--num-tokens",
-        "16",
-        "--num-candidates",
-        "6",
-        "--num-keypoints",
-        "3",
-        "--num-indices",
-        "2",
-        "--map-res",
-        "16",
-        "--seed",
-        "2",
-        "--noise-level",
-        "-2",
-        "--layers",
-        "1,3",
-        "--top-k-strategy",
-        "entropy",
-        "--num-subjects",
-        "2",
-        "--sigma",
-        "1.5",
-        "--sharpening-weight",
-        "50",
-        "--equivariance-weight",
-        "500",
-        "--augment-degrees",
-        "5",
-        "--augment-scale",
-        "0.9,1.0",
-        "--augment-translate",
-        "0.1,0.05",
-    ]);
-    let got = Tokens::load(&out).unwrap();
+    labels
+}
 
-    // The library on the masked model inputs with the same settings.
+/// The library's tokens on the masked model inputs of `labels` with the settings of
+/// [`REFERENCE_KNOBS`]; the mask changes the first image's input.
+fn library_tokens(dir: &Path, labels: &Path) -> Tokens {
     let set = LabelSet::load(&labels).unwrap();
     let images: Vec<Vec<f32>> = set
         .rows
@@ -448,11 +408,6 @@ fn train_on_a_masked_label_csv_with_the_references_knobs() {
     )
     .0;
     assert_ne!(images[0], plain, "the mask changes the input");
-    let augment = AugmentRanges {
-        degrees: 5.0,
-        scale: [0.9, 1.0],
-        translate: [0.1, 0.05],
-    };
     let cfg = TrainConfig {
         steps: 2,
         batch_size: 1,
@@ -470,7 +425,7 @@ fn train_on_a_masked_label_csv_with_the_references_knobs() {
         sigma: 1.5,
         sharpening_weight: 50.0,
         equivariance_weight: 500.0,
-        augment,
+        augment: AUGMENT,
         ..Default::default()
     };
     let model = tiny();
@@ -481,16 +436,36 @@ fn train_on_a_masked_label_csv_with_the_references_knobs() {
         checkpoint_every: 0,
         resume: false,
     };
-    let want = match train::run(&mut trainer, &opts, &mut |_| ControlFlow::Continue(())).unwrap() {
+    match train::run(&mut trainer, &opts, &mut |_| ControlFlow::Continue(())).unwrap() {
         Outcome::Finished { tokens, .. } => *tokens,
         Outcome::Stopped { step } => panic!("stopped at {step}"),
-    };
+    }
+}
+
+#[test]
+fn train_on_a_masked_label_csv_with_the_references_knobs() {
+    let dir = temp_dir("train");
+    let labels = write_masked_labels(&dir);
+    let out = dir.join("tokens.safetensors");
+    let (model, labels_arg) = (data("tiny-sd1"), labels.to_str().unwrap());
+    let mut args = vec![
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        labels_arg,
+    ];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(REFERENCE_KNOBS.split_whitespace());
+    ok(&args);
+    let got = Tokens::load(&out).unwrap();
+    let want = library_tokens(&dir, &labels);
     assert_eq!(got.embeddings, want.embeddings);
     assert_eq!(got.indices, want.indices);
     // Recorded for detection and for whoever reads the file.
     assert_eq!(got.timestep, 20);
     assert_eq!(got.layers.indices(), vec![1, 3]);
-    assert_eq!(got.augment, augment);
+    assert_eq!(got.augment, AUGMENT);
     let cfg: serde_json::Value = serde_json::from_str(&got.extra["train_config"]).unwrap();
     assert_eq!(cfg["top_k_strategy"], "entropy");
     assert_eq!(cfg["num_subjects"], 2);
@@ -514,14 +489,13 @@ fn train_on_a_masked_label_csv_with_the_references_knobs() {
         out.to_str().unwrap(),
     ]);
     assert_runtime_error(&out, &["labels.csv:2", "gone.png"]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ---------------------------------------------------------------------------------- import
 
 #[test]
-fn import_tokens_and_pose_convert_the_references_files() {
-    let dir = tmpdir("import");
+fn import_tokens_converts_the_references_files() {
+    let dir = temp_dir("import");
     let src = data("reference-tokens");
     let file = dir.join("t.safetensors");
     ok(&[
@@ -579,8 +553,14 @@ fn import_tokens_and_pose_convert_the_references_files() {
     assert_runtime_error(&import(&bad, &[]), &["indices.pt"]);
     assert_runtime_error(&import(&src, &["--layers", "1,4"]), &["--layers", "1,4"]);
     assert!(!dir.join("x.safetensors").exists());
+}
 
-    // The regressor, with names and a skeleton, for the tokens next to it.
+/// The regressor, with names and a skeleton, for the tokens next to it.
+#[test]
+fn import_pose_converts_the_references_regressor() {
+    let dir = temp_dir("import-pose");
+    let src = data("reference-tokens");
+    let direct = Tokens::load(&src).unwrap();
     let names = dir.join("names.txt");
     std::fs::write(&names, "a\nb\nc\nd\ne\n").unwrap();
     let skeleton = dir.join("skeleton.txt");
@@ -632,5 +612,4 @@ fn import_tokens_and_pose_convert_the_references_files() {
         &import_pose(&names),
         &["regressor.pt", "names.txt", "2 landmark names"],
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

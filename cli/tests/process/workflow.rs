@@ -8,23 +8,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stablekeypoints"));
-    // The tests choose their shards; the CI runner may be a task of an array itself.
-    for v in [
-        "JOB_COMPLETION_INDEX",
-        "SKP_SHARD_COUNT",
-        "SLURM_ARRAY_TASK_ID",
-        "SLURM_ARRAY_TASK_COUNT",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
-fn tiny() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny-sd1")
-}
+use crate::common::*;
 
 fn ok(mut c: Command) -> Output {
     let o = c.output().unwrap();
@@ -58,35 +42,53 @@ fn records(path: &Path) -> Vec<Value> {
 
 #[test]
 fn label_a_corpus_in_shards_distil_run_the_student_and_export_it() {
-    let d = std::env::temp_dir().join(format!("skp-workflow-{}", std::process::id()));
+    let d = temp_dir("workflow");
     let _ = std::fs::remove_dir_all(&d);
     clip(&d.join("videos/a.mp4"), "ball", 12);
     clip(&d.join("videos/b.mp4"), "smpte", 12);
     let (videos, labelled) = (d.join("videos"), d.join("labelled"));
-    // Two shards, as two tasks of a job array would run them.
+    label_in_shards(&videos, &labelled);
+    let student = d.join("student.safetensors");
+    distil_from_the_labels(&videos, &labelled, &student);
+    let w = stablekeypoints::student::StudentWeights::load(&student).unwrap();
+    confidence_scale_is_the_records_mean(&w, &labelled);
+    run_the_student(&d, &videos, &student, w.info.num_keypoints);
+    let onnx = d.join("student.onnx");
+    let mut c = bin();
+    c.arg("export-onnx").arg(&student).arg("--out").arg(&onnx);
+    ok(c);
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 1000);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Two shards, as two tasks of a job array would run them.
+fn label_in_shards(videos: &Path, labelled: &Path) {
     for shard in ["0/2", "1/2"] {
         let mut c = bin();
         c.args(["process", "--model"])
-            .arg(tiny())
+            .arg(tiny_dir())
             .arg("--tokens")
-            .arg(tiny().join("tokens.safetensors"))
+            .arg(tiny_dir().join("tokens.safetensors"))
             .arg("--inputs")
-            .arg(&videos)
+            .arg(videos)
             .arg("--out-dir")
-            .arg(&labelled)
+            .arg(labelled)
             .args(["--shard", shard, "--no-annotated"]);
         ok(c);
     }
-    let student = d.join("student.safetensors");
+}
+
+/// `distill --labels`: every sampled frame has its record.
+fn distil_from_the_labels(videos: &Path, labelled: &Path, student: &Path) {
     let mut c = bin();
     c.args(["distill", "--model"])
-        .arg(tiny())
+        .arg(tiny_dir())
         .arg("--inputs")
-        .arg(&videos)
+        .arg(videos)
         .arg("--labels")
-        .arg(&labelled)
+        .arg(labelled)
         .arg("--out")
-        .arg(&student)
+        .arg(student)
         .args([
             "--student-size",
             "64",
@@ -109,14 +111,19 @@ fn label_a_corpus_in_shards_distil_run_the_student_and_export_it() {
         err.contains("8 of the 8 frames have a record"),
         "every sampled frame has its record: {err}"
     );
-    // The labels are the records' keypoints: with nothing held out, the student's
-    // confidence scale is their mean confidence over the sampled frames. 8 of the 24 frames
-    // of the corpus (a then b), uniformly: 0, 3, 6, 9, 13, 16, 19, 23, i.e. frames 0, 3, 6, 9
-    // of a and 1, 4, 7, 11 of b.
-    let w = stablekeypoints::student::StudentWeights::load(&student).unwrap();
+}
+
+/// The labels are the records' keypoints: with nothing held out, the student's confidence
+/// scale is their mean confidence over the sampled frames. 8 of the 24 frames of the corpus
+/// (a then b), uniformly: 0, 3, 6, 9, 13, 16, 19, 23, i.e. frames 0, 3, 6, 9 of a and 1, 4,
+/// 7, 11 of b.
+fn confidence_scale_is_the_records_mean(
+    w: &stablekeypoints::student::StudentWeights,
+    labelled: &Path,
+) {
     let mut expected = vec![0f64; w.info.num_keypoints];
     let mut n = 0;
-    for dir in std::fs::read_dir(&labelled).unwrap() {
+    for dir in std::fs::read_dir(labelled).unwrap() {
         let dir = dir.unwrap().path();
         let jsonl = dir.join("keypoints.jsonl");
         if !jsonl.is_file() {
@@ -148,8 +155,11 @@ fn label_a_corpus_in_shards_distil_run_the_student_and_export_it() {
             "keypoint {k}: scale {s}, mean record confidence {e}"
         );
     }
+}
 
-    // The student in the literal decodebin pipeline.
+/// The student in the literal decodebin pipeline, or through `process` where the plugin
+/// library is not built: a record for each of the 12 frames.
+fn run_the_student(d: &Path, videos: &Path, student: &Path, num_keypoints: usize) {
     let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
     let jsonl = d.join("student.jsonl");
     let so = [
@@ -180,14 +190,14 @@ fn label_a_corpus_in_shards_distil_run_the_student_and_export_it() {
         assert_eq!(recs.len(), 12, "every frame");
         assert_eq!(
             recs[0]["keypoints"].as_array().unwrap().len(),
-            w.info.num_keypoints
+            num_keypoints
         );
     } else {
         // The plugin library is built by `cargo build`/`test --workspace`; without it the
         // same element runs in process through `process`.
         let mut c = bin();
         c.args(["process", "--model"])
-            .arg(&student)
+            .arg(student)
             .arg("--input")
             .arg(videos.join("a.mp4"))
             .arg("--out-dir")
@@ -196,11 +206,4 @@ fn label_a_corpus_in_shards_distil_run_the_student_and_export_it() {
         ok(c);
         assert_eq!(records(&d.join("student-run/keypoints.jsonl")).len(), 12);
     }
-
-    let onnx = d.join("student.onnx");
-    let mut c = bin();
-    c.arg("export-onnx").arg(&student).arg("--out").arg(&onnx);
-    ok(c);
-    assert!(std::fs::metadata(&onnx).unwrap().len() > 1000);
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -1,31 +1,18 @@
-//! `stablekeypoints eval` end to end on the tiny model (moved from tests/eval.rs with the
-//! binary): labels that are an exact linear function of the detected keypoints give ~0
+//! `stablekeypoints eval` end to end on the tiny model (the library's evaluation:
+//! tests/engine/eval.rs): labels that are an exact linear function of the detected keypoints give ~0
 //! error, shuffled labels a large one; and its errors.
 
 use candle_core::{DType, Device};
 use stablekeypoints::estimator::Estimator;
 use stablekeypoints::eval::{self, LabelSet, Metric, PoseModel, Protocol};
 use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 
+use crate::common::*;
+
 const VIS: Protocol = Protocol::Visibility;
-
-fn tiny_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny-sd1")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("skp-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
-}
 
 /// Deterministic pseudo-random numbers in [0, 1).
 struct Lcg(u64);
@@ -107,9 +94,14 @@ fn eval_cli(dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-#[test]
-fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
-    let dir = temp_dir("e2e");
+/// A label row: the image and its landmarks (`None`: not visible).
+type Row = (String, Vec<Option<[f64; 2]>>);
+
+/// 44 synthetic images in `dir` detected as the CLI will (no noise, one pass, a random warp
+/// as every eval pass, the tokens' settings; train then test images with one detector), and
+/// labels that are an exact linear function of the detections, landmark 2 hidden on every
+/// fourth image. Returns the detections, the labels and the tokens.
+fn exact_labels(dir: &Path) -> (Vec<eval::Sample>, Vec<Row>, Tokens) {
     let img_dir = dir.join("images");
     std::fs::create_dir_all(&img_dir).unwrap();
     let mut r = Lcg(2024);
@@ -120,8 +112,6 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
         synthetic_image(&mut r).save(dir.join(&name)).unwrap();
         rows.push((name, vec![Some([0.0, 0.0]); 3]));
     }
-    // Detect as the CLI will (no noise, one pass, a random warp as every eval pass, the
-    // tokens' settings; train then test images with one detector).
     write_csv(&dir.join("all.csv"), &rows, false);
     let all = LabelSet::load(&dir.join("all.csv")).unwrap();
     let model = Arc::new(Model::load(&tiny_dir(), &Device::Cpu, DType::F32).unwrap());
@@ -152,6 +142,13 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
         }
         exact.push((rows[i].0.clone(), pts));
     }
+    (samples, exact, tokens)
+}
+
+#[test]
+fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
+    let dir = temp_dir("e2e");
+    let (samples, exact, tokens) = exact_labels(&dir);
     let (train, test) = exact.split_at(32);
     write_csv(&dir.join("train.csv"), train, true);
     write_csv(&dir.join("test.csv"), test, false);
@@ -193,8 +190,14 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
     assert_eq!(pose.tokens_hash, Some(tokens.fingerprint()));
     assert_eq!(pose.weights.len(), 2 * tokens.indices.len());
 
-    // The same labels with the images' order shuffled (a fixed derangement).
-    let shuffle = |rows: &[(String, Vec<Option<[f64; 2]>>)]| {
+    shuffled_labels_score_far_worse(&dir, train, test, value);
+    library_metrics_agree(&samples, train, test);
+}
+
+/// The same labels with the images' order shuffled (a fixed derangement) through the CLI:
+/// far worse than the exact labels' `value`.
+fn shuffled_labels_score_far_worse(dir: &Path, train: &[Row], test: &[Row], value: f64) {
+    let shuffle = |rows: &[Row]| {
         let k = rows.len();
         (0..k)
             .map(|i| (rows[i].0.clone(), rows[(i * 7 + 3) % k].1.clone()))
@@ -202,7 +205,7 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
     };
     write_csv(&dir.join("train.csv"), &shuffle(train), true);
     write_csv(&dir.join("test.csv"), &shuffle(test), false);
-    let out = eval_cli(&dir, &["--metric", "taichi"]);
+    let out = eval_cli(dir, &["--metric", "taichi"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -221,10 +224,12 @@ fn eval_end_to_end_exact_labels_score_zero_and_shuffled_labels_do_not() {
         "shuffled {shuffled} vs exact {value}"
     );
     assert!(stdout.contains("per landmark"), "{stdout}");
+}
 
-    // The other metrics agree: ~perfect on exact labels (library path, same detections).
+/// The other metrics agree: ~perfect on exact labels (library path, same detections).
+fn library_metrics_agree(samples: &[eval::Sample], train: &[Row], test: &[Row]) {
     let train_s = &samples[..32];
-    let fit_rows = |set: &[(String, Vec<Option<[f64; 2]>>)], s: &[eval::Sample]| {
+    let fit_rows = |set: &[Row], s: &[eval::Sample]| {
         s.iter()
             .zip(set)
             .map(|(s, r)| eval::Sample {
@@ -346,7 +351,7 @@ fn eval_noisy(dir: &Path, train: &str, test: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn noisy_set(name: &str) -> PathBuf {
+fn noisy_set(name: &str) -> TempDir {
     let dir = temp_dir(name);
     std::fs::create_dir_all(dir.join("images")).unwrap();
     let mut r = Lcg(77);

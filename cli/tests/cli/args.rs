@@ -2,114 +2,76 @@
 //! errors that blame what was typed (a typo'd flag, a bad value, flags a command would
 //! ignore). Nothing here loads a model for long: errors come before that.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stablekeypoints"))
-}
+use crate::common::*;
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run stablekeypoints")
 }
 
-fn tiny() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny-sd1")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// A usage error: exit code 2, no panic, every needle on stderr.
 fn assert_usage_error(o: &Output, needles: &[&str]) {
+    assert_usage_error_in("", o, needles);
+}
+
+/// [`assert_usage_error`] for the row `what` of a table.
+fn assert_usage_error_in(what: &str, o: &Output, needles: &[&str]) {
     let e = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(o.status.code(), Some(2), "{what}: {e}");
+    assert!(!e.contains("panicked"), "{what}: {e}");
     for n in needles {
-        assert!(e.contains(n), "{e:?} does not mention {n:?}");
+        assert!(e.contains(n), "{what}: {e:?} does not mention {n:?}");
     }
 }
 
+/// (subcommand, flags its help must list, a default it must show)
+const HELP_ROWS: [(&str, &str, &str); 9] = [
+    (
+        "init-model",
+        "--out --arch --num-tokens",
+        "[default: tiny-sd1]",
+    ),
+    (
+        "detect",
+        "--model --tokens --augmentations --peak --noise-level --layers --augment-degrees \
+         --augment-scale --augment-translate stretch <IMAGE>...",
+        "[default: letterbox]",
+    ),
+    (
+        "train",
+        "--input --steps --max-frames --resume --noise-level --layers --sigma \
+         --sharpening-weight --equivariance-weight --top-k-strategy --num-subjects \
+         --augment-degrees stretch",
+        "[default: 500]",
+    ),
+    (
+        "eval",
+        "--metric --eyes --save-regressor --protocol --noise-level",
+        "[default: cpu]",
+    ),
+    (
+        "process",
+        "--out-dir --tokens --draw-ids --steps",
+        "[default: 1]",
+    ),
+    ("bench", "--conv --runs --batch", "[default: 3]"),
+    (
+        "import-tokens",
+        "<DIR> --out --noise-level --layers --map-res",
+        "[default: 128]",
+    ),
+    (
+        "import-pose",
+        "<REGRESSOR.pt> --label-order --tokens --names",
+        "",
+    ),
+    ("completions", "<SHELL> bash", ""),
+];
+
 #[test]
 fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
-    // (subcommand, flags its help must list, a default it must show)
-    let cases: [(&str, &[&str], &str); 9] = [
-        (
-            "init-model",
-            &["--out", "--arch", "--num-tokens"],
-            "[default: tiny-sd1]",
-        ),
-        (
-            "detect",
-            &[
-                "--model",
-                "--tokens",
-                "--augmentations",
-                "--peak",
-                "--noise-level",
-                "--layers",
-                "--augment-degrees",
-                "--augment-scale",
-                "--augment-translate",
-                "stretch",
-                "<IMAGE>...",
-            ],
-            "[default: letterbox]",
-        ),
-        (
-            "train",
-            &[
-                "--input",
-                "--steps",
-                "--max-frames",
-                "--resume",
-                "--noise-level",
-                "--layers",
-                "--sigma",
-                "--sharpening-weight",
-                "--equivariance-weight",
-                "--top-k-strategy",
-                "--num-subjects",
-                "--augment-degrees",
-                "stretch",
-            ],
-            "[default: 500]",
-        ),
-        (
-            "eval",
-            &[
-                "--metric",
-                "--eyes",
-                "--save-regressor",
-                "--protocol",
-                "--noise-level",
-            ],
-            "[default: cpu]",
-        ),
-        (
-            "process",
-            &["--out-dir", "--tokens", "--draw-ids", "--steps"],
-            "[default: 1]",
-        ),
-        ("bench", &["--conv", "--runs", "--batch"], "[default: 3]"),
-        (
-            "import-tokens",
-            &["<DIR>", "--out", "--noise-level", "--layers", "--map-res"],
-            "[default: 128]",
-        ),
-        (
-            "import-pose",
-            &["<REGRESSOR.pt>", "--label-order", "--tokens", "--names"],
-            "",
-        ),
-        ("completions", &["<SHELL>", "bash"], ""),
-    ];
-    for (cmd, flags, default) in cases {
+    for (cmd, flags, default) in HELP_ROWS {
         for help in ["--help", "-h"] {
             let o = run(&[cmd, help]);
             let text = stdout(&o);
@@ -118,7 +80,7 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
                 text.contains(&format!("Usage: stablekeypoints {cmd}")),
                 "{cmd} {help}: {text}"
             );
-            for f in flags {
+            for f in flags.split_whitespace() {
                 assert!(text.contains(f), "{cmd} {help} does not list {f}: {text}");
             }
             assert!(
@@ -142,19 +104,12 @@ fn every_subcommand_has_its_own_help_with_defaults_and_examples() {
         stdout(&run(&["help", "train"])),
         stdout(&run(&["train", "--help"]))
     );
-    // The top level lists the subcommands; no arguments at all prints it too (exit 2).
+}
+
+#[test]
+fn the_top_level_help_lists_the_subcommands_and_no_arguments_print_it() {
     let top = stdout(&run(&["--help"]));
-    for sub in [
-        "init-model",
-        "detect",
-        "train",
-        "eval",
-        "process",
-        "bench",
-        "import-tokens",
-        "import-pose",
-        "completions",
-    ] {
+    for (sub, _, _) in HELP_ROWS {
         assert!(top.contains(sub), "{top}");
     }
     let none = run(&[]);
@@ -324,8 +279,7 @@ fn flags_a_command_would_ignore_are_errors() {
     let o = run(&["bench", "--conv", "--model", "m"]);
     assert_usage_error(&o, &["--conv", "--model"]);
     // eval: a metric's options with another metric; a skeleton without a pose file.
-    let d = std::env::temp_dir().join(format!("skp-args-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
+    let d = temp_dir("args");
     std::fs::write(d.join("l.csv"), "a.png,1,2\n").unwrap();
     let l = d.join("l.csv");
     let l = l.to_str().unwrap();
@@ -356,7 +310,7 @@ fn flags_a_command_would_ignore_are_errors() {
 
 #[test]
 fn old_flag_names_stay_as_aliases_and_the_last_value_wins() {
-    let d = std::env::temp_dir().join(format!("skp-args-alias-{}", std::process::id()));
+    let d = temp_dir("args-alias");
     let _ = std::fs::remove_dir_all(&d);
     let o = run(&[
         "init-model",
@@ -377,11 +331,11 @@ fn old_flag_names_stay_as_aliases_and_the_last_value_wins() {
 
 #[test]
 fn runtime_errors_blame_the_flag_or_the_file_that_caused_them() {
-    let img = tiny().join("image.png");
+    let img = tiny_dir().join("image.png");
     // --size that the model cannot take: the flag, not the tokens file, is named.
     let o = bin()
         .args(["detect", "--model"])
-        .arg(tiny())
+        .arg(tiny_dir())
         .args(["--size", "100"])
         .arg(&img)
         .output()
@@ -397,7 +351,7 @@ fn runtime_errors_blame_the_flag_or_the_file_that_caused_them() {
     // --tokens defaults to the model's tokens.safetensors, as the element's does.
     let o = bin()
         .args(["detect", "--json", "--no-noise", "--model"])
-        .arg(tiny())
+        .arg(tiny_dir())
         .arg(&img)
         .output()
         .unwrap();
@@ -405,9 +359,9 @@ fn runtime_errors_blame_the_flag_or_the_file_that_caused_them() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let with = bin()
         .args(["detect", "--json", "--no-noise", "--model"])
-        .arg(tiny())
+        .arg(tiny_dir())
         .arg("--tokens")
-        .arg(tiny().join("tokens.safetensors"))
+        .arg(tiny_dir().join("tokens.safetensors"))
         .arg(&img)
         .output()
         .unwrap();
@@ -418,9 +372,9 @@ fn runtime_errors_blame_the_flag_or_the_file_that_caused_them() {
     // process on a folder says it is a folder.
     let o = bin()
         .args(["process", "--model"])
-        .arg(tiny())
+        .arg(tiny_dir())
         .arg("--input")
-        .arg(tiny())
+        .arg(tiny_dir())
         .args(["--out-dir", "/nonexistent/out"])
         .output()
         .unwrap();
@@ -432,7 +386,7 @@ fn runtime_errors_blame_the_flag_or_the_file_that_caused_them() {
 #[test]
 fn init_model_refuses_a_folder_that_is_not_empty_without_force() {
     // Issue 13: `init-model --out DIR` over a downloaded model replaced its weights.
-    let d = std::env::temp_dir().join(format!("skp-args-force-{}", std::process::id()));
+    let d = temp_dir("args-force");
     let _ = std::fs::remove_dir_all(&d);
     let m = d.join("model");
     let o = run(&["init-model", "--out", m.to_str().unwrap()]);
@@ -495,199 +449,58 @@ fn every_command_refuses_unexpected_positional_arguments() {
     }
 }
 
+/// The arguments of `command` around a flag under test: what comes before it and after it
+/// in a command line that would otherwise run with the model `m`.
+fn around_a_flag<'a>(command: &'a str, m: &'a str) -> (Vec<&'a str>, Vec<&'a str>) {
+    match command {
+        "detect" => (vec!["detect", "--model", m], vec!["a.png"]),
+        "eval" => (
+            vec!["eval", "--model", m, "--train", "a", "--test", "b"],
+            vec!["--metric", "pck"],
+        ),
+        "process" => (
+            vec!["process", "--model", m, "--input", "i", "--out-dir", "o"],
+            vec![],
+        ),
+        "train" => (
+            vec!["train", "--model", m, "--input", "i", "--out", "o"],
+            vec![],
+        ),
+        "bench" => (vec!["bench", "--model", m], vec![]),
+        "init-model" => (vec!["init-model", "--out", "o"], vec![]),
+        _ => unreachable!("no command line for {command}"),
+    }
+}
+
 #[test]
 fn every_count_flag_is_bounded_before_any_work() {
     // Issue 13: `detect --augmentations 1000000` was killed by the OOM killer.
-    let m = tiny();
+    let m = tiny_dir();
     let m = m.to_str().unwrap();
-    let cases: &[(&[&str], &str, &str)] = &[
-        (
-            &[
-                "detect",
-                "--model",
-                m,
-                "--augmentations",
-                "1000000",
-                "a.png",
-            ],
-            "--augmentations",
-            "between 1 and 64",
-        ),
-        (
-            &[
-                "eval",
-                "--model",
-                m,
-                "--train",
-                "a",
-                "--test",
-                "b",
-                "--metric",
-                "pck",
-                "--augmentations",
-                "65",
-            ],
-            "--augmentations",
-            "between 1 and 64",
-        ),
-        (
-            &[
-                "process",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out-dir",
-                "o",
-                "--augmentations",
-                "65",
-            ],
-            "--augmentations",
-            "between 1 and 64",
-        ),
-        (
-            &[
-                "train", "--model", m, "--input", "i", "--out", "o", "--steps", "1000001",
-            ],
-            "--steps",
-            "between 1 and 1000000",
-        ),
-        (
-            &[
-                "train", "--model", m, "--input", "i", "--out", "o", "--steps", "0",
-            ],
-            "--steps",
-            "between 1 and 1000000",
-        ),
-        (
-            &[
-                "train",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out",
-                "o",
-                "--batch-size",
-                "1025",
-            ],
-            "--batch-size",
-            "between 1 and 1024",
-        ),
-        (
-            &[
-                "train",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out",
-                "o",
-                "--num-tokens",
-                "4097",
-            ],
-            "--num-tokens",
-            "between 1 and 4096",
-        ),
-        (
-            &[
-                "train",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out",
-                "o",
-                "--num-keypoints",
-                "257",
-            ],
-            "--num-keypoints",
-            "between 1 and 256",
-        ),
-        (
-            &[
-                "train",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out",
-                "o",
-                "--num-candidates",
-                "4097",
-            ],
-            "--num-candidates",
-            "between 1 and 4096",
-        ),
-        (
-            &[
-                "train",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out",
-                "o",
-                "--num-indices",
-                "100001",
-            ],
-            "--num-indices",
-            "between 1 and 100000",
-        ),
-        (
-            &[
-                "train",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out",
-                "o",
-                "--max-frames",
-                "1000001",
-            ],
-            "--max-frames",
-            "between 1 and 1000000",
-        ),
-        (
-            &[
-                "train",
-                "--model",
-                m,
-                "--input",
-                "i",
-                "--out",
-                "o",
-                "--map-res",
-                "1025",
-            ],
-            "--map-res",
-            "between 1 and 1024",
-        ),
-        (
-            &["bench", "--model", m, "--runs", "10001"],
-            "--runs",
-            "between 1 and 10000",
-        ),
-        (
-            &["bench", "--model", m, "--batch", "65"],
-            "--batch",
-            "between 1 and 64",
-        ),
-        (
-            &["init-model", "--out", "o", "--num-tokens", "4097"],
-            "--num-tokens",
-            "between 1 and 4096",
-        ),
-        (
-            &["init-model", "--out", "o", "--num-keypoints", "300"],
-            "--num-keypoints",
-            "between 1 and 256",
-        ),
+    // (command, flag, value, the range the error names)
+    let rows = [
+        ("detect", "--augmentations", "1000000", "between 1 and 64"),
+        ("eval", "--augmentations", "65", "between 1 and 64"),
+        ("process", "--augmentations", "65", "between 1 and 64"),
+        ("train", "--steps", "1000001", "between 1 and 1000000"),
+        ("train", "--steps", "0", "between 1 and 1000000"),
+        ("train", "--batch-size", "1025", "between 1 and 1024"),
+        ("train", "--num-tokens", "4097", "between 1 and 4096"),
+        ("train", "--num-keypoints", "257", "between 1 and 256"),
+        ("train", "--num-candidates", "4097", "between 1 and 4096"),
+        ("train", "--num-indices", "100001", "between 1 and 100000"),
+        ("train", "--max-frames", "1000001", "between 1 and 1000000"),
+        ("train", "--map-res", "1025", "between 1 and 1024"),
+        ("bench", "--runs", "10001", "between 1 and 10000"),
+        ("bench", "--batch", "65", "between 1 and 64"),
+        ("init-model", "--num-tokens", "4097", "between 1 and 4096"),
+        ("init-model", "--num-keypoints", "300", "between 1 and 256"),
     ];
-    for (args, flag, range) in cases {
-        let o = run(args);
-        assert_usage_error(&o, &[flag, range]);
+    for (command, flag, value, range) in rows {
+        let (before, after) = around_a_flag(command, m);
+        let args = [before, vec![flag, value], after].concat();
+        let what = format!("{command} {flag} {value}");
+        assert_usage_error_in(&what, &run(&args), &[flag, range]);
     }
 }
 
@@ -709,14 +522,14 @@ fn training_buffers_that_cannot_fit_in_memory_are_refused_before_training() {
         eprintln!("SKIPPED: this machine has more than {need} bytes available");
         return;
     };
-    let d = std::env::temp_dir().join(format!("skp-args-mem-{}", std::process::id()));
+    let d = temp_dir("args-mem");
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     image::RgbImage::new(8, 8).save(d.join("a.png")).unwrap();
     let o = run(&[
         "train",
         "--model",
-        tiny().to_str().unwrap(),
+        tiny_dir().to_str().unwrap(),
         "--input",
         d.to_str().unwrap(),
         "--out",
