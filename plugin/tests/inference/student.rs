@@ -2,7 +2,7 @@
 //! student's on the same pixels, with the teacher tokens' identity in the metadata, so that
 //! a pose fitted for those tokens applies and one for other tokens is refused.
 
-mod common;
+use crate::common;
 
 use common::*;
 use stablekeypoints::student::{Student, StudentInfo, StudentWeights};

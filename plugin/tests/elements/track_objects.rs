@@ -6,7 +6,7 @@ use gststablekeypoints::meta::{
     semantic_tag, FrameKeypoints, KeypointMeta, ObjectMeta, Origin, TokenIdentity,
 };
 
-mod common;
+use crate::common;
 use common::*;
 
 const CAPS: &str = "video/x-raw,format=RGB,width=100,height=50,framerate=25/1";

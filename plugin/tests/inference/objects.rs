@@ -1,7 +1,7 @@
 //! Top-down inference (`inference-region=roi-list`): keypoints of each object an upstream
 //! detector attached, against the core's keypoints of the same region.
 
-mod common;
+use crate::common;
 
 use common::*;
 use gst::prelude::*;

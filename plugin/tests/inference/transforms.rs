@@ -9,7 +9,7 @@ use gststablekeypoints::meta::FrameKeypoints;
 use stablekeypoints::export::Record;
 use std::sync::{Arc, Mutex};
 
-mod common;
+use crate::common;
 use common::*;
 
 const FRAMES: usize = 3;
@@ -138,102 +138,143 @@ fn bytes(b: &gst::Buffer) -> Vec<u8> {
     b.map_readable().unwrap().to_vec()
 }
 
+const SQUARE: (u32, u32) = (64, 64);
+
+/// (transforms after the inference element, frame size, what our elements do after them)
+const TRANSFORM_ROWS: [(&str, (u32, u32), Expect); 18] = [
+    ("videoflip video-direction=identity", SQUARE, Expect::Kept),
+    (
+        "videoscale ! video/x-raw,width=96,height=80",
+        SQUARE,
+        Expect::Kept,
+    ),
+    (
+        "videoconvert ! video/x-raw,format=NV12 ! videoscale \
+         ! video/x-raw,width=40,height=40 ! videoconvert ! video/x-raw,format=RGB",
+        SQUARE,
+        Expect::Kept,
+    ),
+    (
+        "videoflip video-direction=horiz",
+        SQUARE,
+        Expect::Dropped("mirrored left to right"),
+    ),
+    (
+        "videoflip video-direction=vert",
+        SQUARE,
+        Expect::Dropped("flipped upside down"),
+    ),
+    (
+        "videoflip video-direction=180",
+        SQUARE,
+        Expect::Dropped("rotated 180 degrees"),
+    ),
+    (
+        "videoflip video-direction=90r",
+        SQUARE,
+        Expect::Dropped("rotated 90 degrees clockwise"),
+    ),
+    (
+        "videoflip video-direction=90l",
+        SQUARE,
+        Expect::Dropped("rotated 90 degrees counter-clockwise"),
+    ),
+    (
+        "videoflip video-direction=ul-lr",
+        SQUARE,
+        Expect::Dropped("upper-left diagonal"),
+    ),
+    (
+        "videoflip video-direction=ur-ll",
+        SQUARE,
+        Expect::Dropped("upper-right diagonal"),
+    ),
+    (
+        "videoflip video-direction=90r",
+        (64, 48),
+        Expect::Dropped("made for a 64x48 frame and this one is 48x64"),
+    ),
+    (
+        // videoflip drops the record of the size: the scaled frame is another size.
+        "videoflip video-direction=horiz ! videoscale ! video/x-raw,width=128,height=128",
+        SQUARE,
+        Expect::Dropped("made for a 64x64 frame and this one is 128x128"),
+    ),
+    (
+        "videocrop left=8 right=4 top=2 bottom=6",
+        SQUARE,
+        Expect::Dropped("no longer fit"),
+    ),
+    (
+        "videocrop left=16 ! videoscale ! video/x-raw,width=64,height=64",
+        SQUARE,
+        Expect::Dropped("no longer the one they were made for"),
+    ),
+    (
+        "videoscale ! video/x-raw,width=96,height=96 ! videoflip video-direction=180",
+        SQUARE,
+        Expect::Dropped("made for a 64x64 frame and this one is 96x96"),
+    ),
+    (
+        "videobox left=-8 right=-8 top=-4 bottom=-4",
+        SQUARE,
+        Expect::Dropped("no longer fit"),
+    ),
+    (
+        "videobox left=6 top=4",
+        SQUARE,
+        Expect::Dropped("no longer fit"),
+    ),
+    (
+        "aspectratiocrop aspect-ratio=2/1",
+        SQUARE,
+        Expect::Dropped("no longer fit"),
+    ),
+];
+
+/// The records follow the frame, landmarks are regressed and the overlay draws; none of
+/// `ours` (the warnings of our elements) is posted.
+fn assert_followed(what: &str, r: &Run, ours: &[&(String, String)]) {
+    assert!(ours.is_empty(), "{what}: {ours:?}");
+    assert_eq!(r.records.len(), FRAMES, "{what}: a record per frame");
+    for (i, (rec, made)) in r.records.iter().zip(&r.made).enumerate() {
+        let frame = &r.plain[i];
+        let (w, h) = r.size;
+        assert_eq!((rec.width, rec.height), (w, h), "{what}");
+        for (k, m) in rec.keypoints.iter().zip(&made.keypoints) {
+            // Followed: the same place in the picture, in its pixels now.
+            assert_eq!((k.nx, k.ny), (m.x, m.y), "{what}");
+            assert_eq!((k.x, k.y), (m.x * w as f32, m.y * h as f32), "{what}");
+        }
+        assert!(rec.pose.is_some(), "{what}: landmarks regressed");
+        assert!(bytes(&r.drawn[i]) != bytes(frame), "{what}: nothing drawn");
+    }
+}
+
+/// Nothing is published, drawn or regressed, and each element warns once saying `why`.
+fn assert_dropped(what: &str, r: &Run, ours: &[&(String, String)], why: &str) {
+    assert!(r.records.is_empty(), "{what}: published {:?}", r.records);
+    for (d, p) in r.drawn.iter().zip(&r.plain) {
+        assert!(bytes(d) == bytes(p), "{what}: drawn at the old place");
+        let pose = FrameKeypoints::from_buffer(p).and_then(|m| m.ok()?.pose);
+        assert!(pose.is_none(), "{what}: landmarks regressed");
+    }
+    for name in ["track", "pose", "overlay", "publish"] {
+        let said: Vec<&&(String, String)> = ours.iter().filter(|(src, _)| src == name).collect();
+        assert_eq!(said.len(), 1, "{what}: {name} warns once: {ours:?}");
+        assert!(
+            said[0].1.contains("no longer fit") && said[0].1.contains(why),
+            "{what}: {name} says {:?}, not {why:?}",
+            said[0].1
+        );
+    }
+}
+
 #[test]
 fn keypoints_follow_scaling_and_are_dropped_after_other_transforms() {
-    let square = (64, 64);
-    let cases: &[(&str, (u32, u32), Expect)] = &[
-        ("videoflip video-direction=identity", square, Expect::Kept),
-        (
-            "videoscale ! video/x-raw,width=96,height=80",
-            square,
-            Expect::Kept,
-        ),
-        (
-            "videoconvert ! video/x-raw,format=NV12 ! videoscale \
-             ! video/x-raw,width=40,height=40 ! videoconvert ! video/x-raw,format=RGB",
-            square,
-            Expect::Kept,
-        ),
-        (
-            "videoflip video-direction=horiz",
-            square,
-            Expect::Dropped("mirrored left to right"),
-        ),
-        (
-            "videoflip video-direction=vert",
-            square,
-            Expect::Dropped("flipped upside down"),
-        ),
-        (
-            "videoflip video-direction=180",
-            square,
-            Expect::Dropped("rotated 180 degrees"),
-        ),
-        (
-            "videoflip video-direction=90r",
-            square,
-            Expect::Dropped("rotated 90 degrees clockwise"),
-        ),
-        (
-            "videoflip video-direction=90l",
-            square,
-            Expect::Dropped("rotated 90 degrees counter-clockwise"),
-        ),
-        (
-            "videoflip video-direction=ul-lr",
-            square,
-            Expect::Dropped("upper-left diagonal"),
-        ),
-        (
-            "videoflip video-direction=ur-ll",
-            square,
-            Expect::Dropped("upper-right diagonal"),
-        ),
-        (
-            "videoflip video-direction=90r",
-            (64, 48),
-            Expect::Dropped("made for a 64x48 frame and this one is 48x64"),
-        ),
-        (
-            // videoflip drops the record of the size: the scaled frame is another size.
-            "videoflip video-direction=horiz ! videoscale ! video/x-raw,width=128,height=128",
-            square,
-            Expect::Dropped("made for a 64x64 frame and this one is 128x128"),
-        ),
-        (
-            "videocrop left=8 right=4 top=2 bottom=6",
-            square,
-            Expect::Dropped("no longer fit"),
-        ),
-        (
-            "videocrop left=16 ! videoscale ! video/x-raw,width=64,height=64",
-            square,
-            Expect::Dropped("no longer the one they were made for"),
-        ),
-        (
-            "videoscale ! video/x-raw,width=96,height=96 ! videoflip video-direction=180",
-            square,
-            Expect::Dropped("made for a 64x64 frame and this one is 96x96"),
-        ),
-        (
-            "videobox left=-8 right=-8 top=-4 bottom=-4",
-            square,
-            Expect::Dropped("no longer fit"),
-        ),
-        (
-            "videobox left=6 top=4",
-            square,
-            Expect::Dropped("no longer fit"),
-        ),
-        (
-            "aspectratiocrop aspect-ratio=2/1",
-            square,
-            Expect::Dropped("no longer fit"),
-        ),
-    ];
     // `videoflip video-direction=`: on 1.22 a `method=` in a launch line leaves the frames
     // as they are.
-    for (case, &(transform, size, expect)) in cases.iter().enumerate() {
+    for (case, &(transform, size, expect)) in TRANSFORM_ROWS.iter().enumerate() {
         let r = run(transform, size, case);
         let what = format!("{transform} on {}x{}", size.0, size.1);
         assert_eq!(r.made.len(), FRAMES, "{what}");
@@ -244,40 +285,8 @@ fn keypoints_follow_scaling_and_are_dropped_after_other_transforms() {
             .filter(|(src, _)| ["track", "pose", "overlay", "publish"].contains(&src.as_str()))
             .collect();
         match expect {
-            Expect::Kept => {
-                assert!(ours.is_empty(), "{what}: {ours:?}");
-                assert_eq!(r.records.len(), FRAMES, "{what}: a record per frame");
-                for (i, (rec, made)) in r.records.iter().zip(&r.made).enumerate() {
-                    let frame = &r.plain[i];
-                    let (w, h) = r.size;
-                    assert_eq!((rec.width, rec.height), (w, h), "{what}");
-                    for (k, m) in rec.keypoints.iter().zip(&made.keypoints) {
-                        // Followed: the same place in the picture, in its pixels now.
-                        assert_eq!((k.nx, k.ny), (m.x, m.y), "{what}");
-                        assert_eq!((k.x, k.y), (m.x * w as f32, m.y * h as f32), "{what}");
-                    }
-                    assert!(rec.pose.is_some(), "{what}: landmarks regressed");
-                    assert!(bytes(&r.drawn[i]) != bytes(frame), "{what}: nothing drawn");
-                }
-            }
-            Expect::Dropped(why) => {
-                assert!(r.records.is_empty(), "{what}: published {:?}", r.records);
-                for (d, p) in r.drawn.iter().zip(&r.plain) {
-                    assert!(bytes(d) == bytes(p), "{what}: drawn at the old place");
-                    let pose = FrameKeypoints::from_buffer(p).and_then(|m| m.ok()?.pose);
-                    assert!(pose.is_none(), "{what}: landmarks regressed");
-                }
-                for name in ["track", "pose", "overlay", "publish"] {
-                    let said: Vec<&&(String, String)> =
-                        ours.iter().filter(|(src, _)| src == name).collect();
-                    assert_eq!(said.len(), 1, "{what}: {name} warns once: {ours:?}");
-                    assert!(
-                        said[0].1.contains("no longer fit") && said[0].1.contains(why),
-                        "{what}: {name} says {:?}, not {why:?}",
-                        said[0].1
-                    );
-                }
-            }
+            Expect::Kept => assert_followed(&what, &r, &ours),
+            Expect::Dropped(why) => assert_dropped(&what, &r, &ours, why),
         }
     }
 }

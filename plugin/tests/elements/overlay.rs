@@ -1,6 +1,6 @@
 //! The `stablekeypointsoverlay` element: the same pixels as the inference element's
 //! `draw=true` (whose drawing tests, in every format family, run through this element too:
-//! `tests/formats.rs`), drawing after a `videoscale`, keypoints another element attached in
+//! `tests/inference/formats.rs`), drawing after a `videoscale`, keypoints another element attached in
 //! DL Streamer's layout (built here as DL Streamer's YOLOv8-pose converter builds them),
 //! `min-confidence`, malformed metadata, a pipeline, and objects in their colours.
 
@@ -10,7 +10,7 @@ use gst_video::prelude::*;
 use gst_video::VideoFormat as F;
 use gststablekeypoints::overlay::{palette_rgb, Style, SKELETON_RGB};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn info(format: F, w: u32, h: u32) -> gst_video::VideoInfo {

@@ -2,7 +2,7 @@
 //! inference element's `pose`), the tokens' identity in the metadata checked against the
 //! pose file, clear errors for bad files, metadata rewritten in place, and each object's
 //! landmarks regressed in its own box. The skeleton drawing through this element and the
-//! overlay is in `tests/stablekeypoints.rs`
+//! overlay is in `tests/inference/`
 //! (`pose_skeleton_is_drawn_along_its_segments_and_nowhere_else`).
 
 use gst::prelude::*;
@@ -12,7 +12,7 @@ use gststablekeypoints::meta::{
 };
 use stablekeypoints::Tokens;
 
-mod common;
+use crate::common;
 use common::*;
 
 fn rgb_info(w: u32, h: u32) -> gst_video::VideoInfo {

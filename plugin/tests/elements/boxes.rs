@@ -6,7 +6,7 @@ use gststablekeypoints::boxes::{
 };
 use std::path::PathBuf;
 
-mod common;
+use crate::common;
 use common::*;
 
 const W: u32 = 160;

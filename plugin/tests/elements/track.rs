@@ -11,7 +11,7 @@ use gststablekeypoints::meta::{
 use stablekeypoints::track::{KeypointSmoother, OneEuroParams};
 use stablekeypoints::Keypoint;
 
-mod common;
+use crate::common;
 use common::*;
 
 fn rgb_info(w: u32, h: u32) -> gst_video::VideoInfo {

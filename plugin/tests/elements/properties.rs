@@ -10,7 +10,7 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod common;
+use crate::common;
 use common::*;
 
 const ELEMENTS: [&str; 6] = [
@@ -197,18 +197,7 @@ fn docs_tables_are_exactly_the_registered_properties() {
 #[test]
 fn gst_inspect_lists_every_element_of_the_plugin() {
     init();
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = "libgststablekeypoints.so";
-    let so = [deps.join(name), deps.parent().unwrap().join(name)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found next to {}", exe.display()));
-    let dir = scratch().join("inspect-plugin-path");
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join(name);
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&so, &link).unwrap();
+    let dir = plugin_dir();
     let inspect = |arg: &str| {
         let out = std::process::Command::new("gst-inspect-1.0")
             .arg(arg)
@@ -219,7 +208,7 @@ fn gst_inspect_lists_every_element_of_the_plugin() {
         assert!(out.status.success(), "gst-inspect-1.0 {arg} failed");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let plugin = inspect(&so.display().to_string());
+    let plugin = inspect(&dir.join("libgststablekeypoints.so").display().to_string());
     for element in ELEMENTS {
         assert!(
             plugin.contains(element),

@@ -9,7 +9,7 @@ use gststablekeypoints::meta::FrameKeypoints;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
-mod common;
+use crate::common;
 use common::*;
 
 /// One keypoints tensor as `gvawatermark` reads it: its name, its points and its skeleton.
@@ -224,24 +224,6 @@ fn gvawatermark_reads_our_keypoints_and_pose_where_they_are() {
     for b in &bufs {
         assert_dlstreamer_sees_ours(b, 160, 120, 1e-3);
     }
-}
-
-/// The plugin folder for child processes: only our library in it (GStreamer scans plugin
-/// paths recursively, and cargo's deps folder holds unrelated shared objects).
-fn plugin_dir() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = "libgststablekeypoints.so";
-    let so = [deps.join(name), deps.parent().unwrap().join(name)]
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found next to {}", exe.display()));
-    let dir = scratch().join("python-plugin-path");
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join(name);
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&so, &link).unwrap();
-    dir
 }
 
 /// A Python 3 with PyGObject and GStreamer's GstVideo introspection data, if installed
