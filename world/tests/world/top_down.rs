@@ -6,7 +6,7 @@
 //! three figures, are in docs/people.md (`cargo run --release -p skp-world --example
 //! top_down`).
 
-#[path = "../examples/top_down/measure.rs"]
+#[path = "../../examples/top_down/measure.rs"]
 mod measure;
 
 use measure::{measure, Setup};
