@@ -94,13 +94,11 @@ fn location_dash_writes_json_lines_to_standard_output() {
         publish_frames("location=-", 3).unwrap();
         return;
     }
+    // The test's name in this binary: its module path without the crate.
+    let (_, module) = module_path!().split_once("::").unwrap();
+    let name = format!("{module}::location_dash_writes_json_lines_to_standard_output");
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "location_dash_writes_json_lines_to_standard_output",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .output()
         .unwrap();
