@@ -513,8 +513,8 @@ fn reference_token_files_load_directly() {
         (512, 128, 4, 0)
     );
     // Converted to our file and back: the same token set.
-    let dir = temp_dir("import");
-    let out = dir.join("tokens.safetensors");
+    let tmp = temp_dir("import");
+    let out = tmp.join("tokens.safetensors");
     t.save(&out).unwrap();
     assert_eq!(Tokens::load(&out).unwrap(), t);
     // A tensor saved as a view with a storage offset reads from its offset.
