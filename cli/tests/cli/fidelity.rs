@@ -388,7 +388,7 @@ fn write_masked_labels(dir: &Path) -> PathBuf {
 /// The library's tokens on the masked model inputs of `labels` with the settings of
 /// [`REFERENCE_KNOBS`]; the mask changes the first image's input.
 fn library_tokens(dir: &Path, labels: &Path) -> Tokens {
-    let set = LabelSet::load(&labels).unwrap();
+    let set = LabelSet::load(labels).unwrap();
     let images: Vec<Vec<f32>> = set
         .rows
         .iter()
