@@ -1,8 +1,9 @@
 //! The elements after the decoder: the inference element, the publishers and the MP4
 //! encoding of the drawn frames.
 
+use super::job::ElementJob;
 use super::probes::{count_buffers, keep_last_frame, watch_frames};
-use super::{ElementJob, Stream};
+use super::stream::Stream;
 use crate::timeline::Timeline;
 use crate::video::make;
 use gst::prelude::*;

@@ -15,28 +15,30 @@
 
 mod chain;
 mod check;
+mod job;
 mod probes;
+mod stream;
 
 pub use check::{check_model_and_tokens, check_student};
+pub use job::{ElementJob, KEYPOINTS};
+pub use stream::preroll;
 
-use crate::args::ProcessCmd;
 use crate::interrupt;
 use crate::mp4;
 use crate::progress::Progress;
 use crate::timeline::{Gap, Timeline};
 use crate::uri::file_uri_path;
-use crate::video::{self, caps_size, file_error, make, set_state, LOG_EVERY};
+use crate::video::{self, file_error, set_state, LOG_EVERY};
 use chain::{chain, Chain};
 use gst::prelude::*;
-use gststablekeypoints::framerate::FrameRate;
 use probes::{lock, stream_ends};
-use stablekeypoints::device::DeviceSpec;
-use stablekeypoints::util::{Inputs, StagedOutputs};
-use stablekeypoints::{CropMode, Error};
+use stablekeypoints::util::StagedOutputs;
+use stablekeypoints::Error;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
+use stream::Stream;
 
 /// Environment variable naming another build of the plugin: the `.so` itself or a folder
 /// holding it.
@@ -78,166 +80,11 @@ pub fn register_element() -> Result<(), Error> {
     Ok(())
 }
 
-/// What a short preroll learns of the video: its decoded size, frame rate and duration.
-pub struct Stream {
-    width: usize,
-    height: usize,
-    /// `None` for a variable frame rate (caps `framerate=0/1`) or an absurd one.
-    rate: Option<FrameRate>,
-    duration: Option<gst::ClockTime>,
-}
-
-impl Stream {
-    /// Frames in `t` of video, when the frame rate is known.
-    fn frames_in(&self, t: gst::ClockTime) -> Option<u64> {
-        self.rate.map(|r| r.index_at(t))
-    }
-}
-
-/// Decodes the first frame (PAUSED) to learn the stream's caps and duration, so that a file
-/// GStreamer cannot decode fails before any training.
-pub fn preroll(path: &Path) -> Result<Stream, Error> {
-    let sink = make("fakesink")?;
-    let (pipeline, linked) = video::decoding_pipeline(path, &[&sink])?;
-    let what = "cannot decode the video with GStreamer";
-    let result = (|| {
-        set_state(&pipeline, gst::State::Paused, path, what)?;
-        let bus = pipeline.bus().expect("a pipeline has a bus");
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[
-                gst::MessageType::AsyncDone,
-                gst::MessageType::Error,
-                gst::MessageType::Eos,
-            ],
-        );
-        match msg.as_ref().map(|m| m.view()) {
-            Some(gst::MessageView::Error(e)) => {
-                return Err(file_error(
-                    path,
-                    format!("{what}: {}", video::describe_error(e)),
-                ))
-            }
-            Some(gst::MessageView::AsyncDone(_)) => {}
-            _ => {
-                return Err(file_error(
-                    path,
-                    format!("{what}: no video frame within 60 s"),
-                ))
-            }
-        }
-        if !linked.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(file_error(path, format!("{what}: no video stream found")));
-        }
-        let caps = sink
-            .static_pad("sink")
-            .and_then(|p| p.current_caps())
-            .ok_or_else(|| file_error(path, format!("{what}: the video has no frames")))?;
-        let (width, height, _) = caps_size(&caps)
-            .ok_or_else(|| file_error(path, format!("{what}: unexpected caps {caps}")))?;
-        Ok(Stream {
-            width,
-            height,
-            rate: FrameRate::of_caps(&caps),
-            duration: pipeline.query_duration::<gst::ClockTime>(),
-        })
-    })();
-    let _ = pipeline.set_state(gst::State::Null);
-    result
-}
-
 fn count_lines(path: &Path) -> u64 {
     std::fs::read(path)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
         .unwrap_or(0)
 }
-
-/// What the element is told for every video of a run, and which outputs it writes.
-pub struct ElementJob<'a> {
-    /// A model folder, single file or a student file.
-    pub model: &'a Path,
-    pub weights: &'a crate::args::WeightsArgs,
-    /// Empty with a student and no `--tokens`.
-    pub tokens: &'a Path,
-    pub pose: Option<&'a Path>,
-    pub crop: CropMode,
-    pub augmentations: usize,
-    pub seed: u64,
-    pub noise: bool,
-    pub draw_ids: bool,
-    pub device: DeviceSpec,
-    /// `annotated.mp4` (else only the keypoints).
-    pub annotated: bool,
-    /// `keypoints.coco.json` (COCO keypoint results, from `stablekeypointspublish`).
-    pub coco: bool,
-    /// Keypoints per object on these boxes (`stablekeypointsboxes`, `inference-region=roi-list`).
-    pub objects: Option<Objects<'a>>,
-}
-
-/// `--boxes` and the object flags, as the elements take them.
-pub struct Objects<'a> {
-    /// The boxes file (frame i: the i-th decoded frame).
-    pub boxes: &'a Path,
-    /// `object-class`: comma-separated labels, empty for all.
-    pub class: &'a str,
-    pub margin: f64,
-}
-
-impl<'a> ElementJob<'a> {
-    pub fn new(c: &'a ProcessCmd, tokens: &'a Path) -> Self {
-        ElementJob {
-            model: &c.model,
-            weights: &c.weights,
-            tokens,
-            pose: c.pose.as_deref(),
-            crop: c.crop.crop,
-            augmentations: c.element.pass.augmentations,
-            seed: c.seed.seed,
-            noise: !c.element.pass.no_noise,
-            draw_ids: c.element.draw_ids,
-            device: c.device.device,
-            annotated: !c.no_annotated,
-            coco: c.coco,
-            objects: c.objects.boxes.as_deref().map(|boxes| Objects {
-                boxes,
-                class: &c.objects.object_class,
-                margin: c.objects.object_margin,
-            }),
-        }
-    }
-
-    /// What a run on `input` reads: no output may replace one of these.
-    pub fn inputs(&self, input: &Path) -> Inputs {
-        let mut inputs = Inputs::new();
-        inputs.add("--input", input).add("--model", self.model);
-        if !self.tokens.as_os_str().is_empty() {
-            inputs.add("--tokens", self.tokens);
-        }
-        if let Some(pose) = self.pose {
-            inputs.add("--pose", pose);
-        }
-        if let Some(o) = &self.objects {
-            inputs.add("--boxes", o.boxes);
-        }
-        inputs
-    }
-
-    /// The output files of a video, in `out_dir`.
-    pub fn outputs(&self, out_dir: &Path) -> Vec<PathBuf> {
-        let mut v = vec![out_dir.join(KEYPOINTS)];
-        if self.annotated {
-            v.push(out_dir.join(ANNOTATED));
-        }
-        if self.coco {
-            v.push(out_dir.join(COCO));
-        }
-        v
-    }
-}
-
-pub const KEYPOINTS: &str = "keypoints.jsonl";
-pub const ANNOTATED: &str = "annotated.mp4";
-pub const COCO: &str = "keypoints.coco.json";
 
 /// What one video gave.
 pub struct VideoDone {
