@@ -189,7 +189,7 @@ fn stage_outputs(
     Ok((outputs, staged, temps))
 }
 
-/// Warns of the frames missing between decoded ones, and of a end short of what the file
+/// Warns of the frames missing between decoded ones, and of an end short of what the file
 /// declares (within the end's tolerance, but still a frame short).
 fn warn_missing(input: &Path, timeline: &Timeline, decoded: u64, total: Option<u64>) {
     for gap in timeline.gaps() {
