@@ -71,9 +71,27 @@ pub const TINY_INPUT_SIZE: usize = 128;
 /// SDXL base's `unet/config.json` (full size as published; tiny as tests/data/tiny-sdxl).
 fn sdxl_unet_config_json(full: bool) -> Value {
     let (channels, depth, heads, ctx, pooled, layers, groups, sample) = if full {
-        (json!([320, 640, 1280]), json!([1, 2, 10]), json!([5, 10, 20]), 2048, 1280, 2, 32, 128)
+        (
+            json!([320, 640, 1280]),
+            json!([1, 2, 10]),
+            json!([5, 10, 20]),
+            2048,
+            1280,
+            2,
+            32,
+            128,
+        )
     } else {
-        (json!([16, 32, 32]), json!([1, 1, 2]), json!([1, 1, 1]), 64, 32, 1, 8, 16)
+        (
+            json!([16, 32, 32]),
+            json!([1, 1, 2]),
+            json!([1, 1, 1]),
+            64,
+            32,
+            1,
+            8,
+            16,
+        )
     };
     json!({
         "_class_name": "UNet2DConditionModel",

@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {
     let out = &c.out;
-    let big = matches!(c.arch, args::Arch::Sd15 | args::Arch::Sd21 | args::Arch::Sdxl);
+    let big = matches!(c.arch, args::Arch::Sd15 | args::Arch::Sd21);
     if out.exists() && !out.is_dir() {
         return Err(Error::Invalid(format!(
             "--out {}: is a file, not a folder",
@@ -116,7 +116,7 @@ fn cmd_init_model(c: InitModelCmd) -> Result<(), Error> {
     if let Some(f) = &c.single_file {
         if !big {
             return Err(Error::Invalid(format!(
-                "--single-file {}: only sd15, sd21 and sdxl can be written in the original layout \
+                "--single-file {}: only sd15 and sd21 can be written in the original layout \
                  (a single file has no config.json; its reader assumes SD's own layer sizes)",
                 f.display()
             )));
