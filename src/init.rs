@@ -70,53 +70,45 @@ pub const TINY_INPUT_SIZE: usize = 128;
 
 /// SDXL base's `unet/config.json` (full size as published; tiny as tests/data/tiny-sdxl).
 fn sdxl_unet_config_json(full: bool) -> Value {
-    let (channels, depth, heads, ctx, pooled, layers, groups, sample) = if full {
-        (
-            json!([320, 640, 1280]),
-            json!([1, 2, 10]),
-            json!([5, 10, 20]),
-            2048,
-            1280,
-            2,
-            32,
-            128,
-        )
-    } else {
-        (
-            json!([16, 32, 32]),
-            json!([1, 1, 2]),
-            json!([1, 1, 1]),
-            64,
-            32,
-            1,
-            8,
-            16,
-        )
-    };
-    json!({
+    let mut c = json!({
         "_class_name": "UNet2DConditionModel",
         "act_fn": "silu",
         "addition_embed_type": "text_time",
         "addition_embed_type_num_heads": 64,
         "addition_time_embed_dim": 256,
-        "attention_head_dim": heads,
-        "block_out_channels": channels,
-        "cross_attention_dim": ctx,
+        "attention_head_dim": [1, 1, 1],
+        "block_out_channels": [16, 32, 32],
+        "cross_attention_dim": 64,
         "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         "downsample_padding": 1,
         "flip_sin_to_cos": true,
         "freq_shift": 0,
         "in_channels": 4,
-        "layers_per_block": layers,
+        "layers_per_block": 1,
         "norm_eps": 1e-05,
-        "norm_num_groups": groups,
+        "norm_num_groups": 8,
         "out_channels": 4,
-        "projection_class_embeddings_input_dim": pooled + 6 * 256,
-        "sample_size": sample,
-        "transformer_layers_per_block": depth,
+        "projection_class_embeddings_input_dim": 32 + 6 * 256,
+        "sample_size": 16,
+        "transformer_layers_per_block": [1, 1, 2],
         "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
         "use_linear_projection": true
-    })
+    });
+    if full {
+        for (k, v) in [
+            ("attention_head_dim", json!([5, 10, 20])),
+            ("block_out_channels", json!([320, 640, 1280])),
+            ("cross_attention_dim", json!(2048)),
+            ("layers_per_block", json!(2)),
+            ("norm_num_groups", json!(32)),
+            ("projection_class_embeddings_input_dim", json!(2816)),
+            ("sample_size", json!(128)),
+            ("transformer_layers_per_block", json!([1, 2, 10])),
+        ] {
+            c[k] = v;
+        }
+    }
+    c
 }
 
 pub fn unet_config_json(arch: TinyArch) -> Value {

@@ -478,8 +478,16 @@ fn check_original_names(name: &str, file: &std::path::Path, list: &std::path::Pa
 /// through the recorder and detects; as a single file it is the same model.
 #[test]
 fn init_model_writes_a_working_sdxl() {
-    use stablekeypoints::init::{init_model, TinyArch};
+    use stablekeypoints::init::{init_model, unet_config_json, TinyArch};
     use stablekeypoints::model::{single_file::write_original, ModelIdentity, ModelSource};
+    // The full-size config is SDXL base's: a 1280-wide pooled embedding, 6 time ids of 256.
+    let full = serde_json::to_vec(&unet_config_json(TinyArch::Sdxl)).unwrap();
+    let full =
+        stablekeypoints::model::UNetConfig::from_json_bytes(std::path::Path::new("sdxl"), &full)
+            .unwrap();
+    let tt = full.text_time.unwrap();
+    assert_eq!((tt.pooled_dim, tt.time_embed_dim), (1280, 256));
+    assert_eq!(full.transformer_layers_per_block, vec![1, 2, 10]);
     let dir = std::env::temp_dir().join(format!("skp-init-sdxl-{}", std::process::id()));
     init_model(&dir, TinyArch::TinySdxl, 3, 24, 5).unwrap();
     let model = Arc::new(Model::load(&dir, &Device::Cpu, DType::F32).unwrap());
