@@ -48,6 +48,10 @@ pub enum Arch {
     Sd15,
     /// Full-size SD 2.1 architecture
     Sd21,
+    /// Miniature SDXL base layout
+    TinySdxl,
+    /// Full-size SDXL base architecture (10 GB)
+    Sdxl,
 }
 
 impl From<Arch> for TinyArch {
@@ -57,6 +61,8 @@ impl From<Arch> for TinyArch {
             Arch::TinySd2 => TinyArch::TinySd2,
             Arch::Sd15 => TinyArch::Sd15,
             Arch::Sd21 => TinyArch::Sd21,
+            Arch::TinySdxl => TinyArch::TinySdxl,
+            Arch::Sdxl => TinyArch::Sdxl,
         }
     }
 }
