@@ -510,7 +510,7 @@ impl Student {
 
     /// Keypoints of prepared model inputs (`to_model_input`, concatenated), mapped back
     /// through their fits.
-    pub fn detect_inputs(&self, pixels: Vec<f32>, fits: &[Fit]) -> Result<Vec<Detection>> {
+    fn detect_inputs(&self, pixels: Vec<f32>, fits: &[Fit]) -> Result<Vec<Detection>> {
         let s = self.info.input_size;
         if pixels.len() != fits.len() * 3 * s * s || fits.iter().any(|f| f.size != s) {
             return Err(Error::Invalid(format!(
