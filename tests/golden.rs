@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{data, flat, rel_err};
 use stablekeypoints::model::{LayerSet, MapRecorder, MapSpec};
 use stablekeypoints::ops::warp::Affine;
-use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
+use stablekeypoints::{DetectOptions, Detector, Item, Model, Tokens};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -118,8 +118,8 @@ fn check_model(name: &str) {
     };
     let mut det = Detector::new(c.model.clone(), &c.tokens, opts).unwrap();
     assert_eq!(det.input_size(), size);
-    let maps = det.keypoint_maps(image).unwrap();
-    let kps = det.detect_input(image).unwrap();
+    let diag = det.diagnose(Item::square(image, 0).unwrap(), None).unwrap();
+    let (maps, kps) = (diag.maps, diag.detection.keypoints);
     check_keypoints(
         name,
         "plain",
@@ -137,10 +137,13 @@ fn check_model(name: &str) {
             theta: [[t[0][0], t[0][1], t[0][2]], [t[1][0], t[1][1], t[1][2]]],
         })
         .collect();
-    let tta = det.keypoint_maps_with(image, &warps).unwrap();
+    let diag = det
+        .diagnose(Item::square(image, 2).unwrap(), Some(&warps))
+        .unwrap();
+    let tta = diag.maps;
     let e = rel_err(&tta, g(&c, "tta_maps"));
     assert!(e < 1e-3, "{name}: TTA maps rel err {e}");
-    let peaks = det.peaks(&tta).unwrap();
+    let peaks = diag.peaks;
     let kps: Vec<_> = peaks
         .iter()
         .enumerate()
@@ -234,9 +237,9 @@ fn default_operating_point_is_the_references() {
             ..Default::default()
         };
         let mut det = Detector::new(c.model.clone(), &tokens, opts).unwrap();
-        det.maps(&image.unsqueeze(0).unwrap())
+        det.diagnose(Item::square(image, 0).unwrap(), None)
             .unwrap()
-            .squeeze(0)
+            .low_res
             .unwrap()
     };
     let at_default = rel_err(&maps(None), &want);

@@ -168,8 +168,8 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
         }
         let d = match &mut opened.estimator {
             Estimator::Teacher(det) => {
-                det.set_item_key(key);
-                let (d, maps, low) = det.detect_frame_full(&frame)?;
+                let diag = det.diagnose(stablekeypoints::Item::frame(frame, key), None)?;
+                let (d, maps, low) = (diag.detection, diag.maps, diag.low_res);
                 if i == 0 {
                     if let Some(out) = &c.dump_maps {
                         dump_maps(out, &maps, low.as_ref())?;
@@ -177,7 +177,9 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
                 }
                 d
             }
-            e => e.detect_frame(&frame, key)?,
+            e => e
+                .detect(vec![stablekeypoints::Item::frame(frame, key)])?
+                .remove(0),
         };
         let mut record = Record::still(
             i as u64,
@@ -288,8 +290,11 @@ impl ObjectJob<'_> {
         let keys: Vec<u64> = (0..regions.len() as u64)
             .map(|j| key.wrapping_mul(KEYS_PER_IMAGE).wrapping_add(j))
             .collect();
-        let detections =
-            estimator.detect_regions_keyed(std::slice::from_ref(frame), &regions, &keys)?;
+        let detections = estimator.detect(stablekeypoints::Item::regions(
+            std::slice::from_ref(frame),
+            &regions,
+            &keys,
+        )?)?;
         let crop = estimator.crop();
         let mut out = Vec::with_capacity(objects.len());
         for (((id, o, rect), (_, region)), d) in objects.iter().zip(&regions).zip(detections) {

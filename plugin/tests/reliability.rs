@@ -174,7 +174,7 @@ impl Pixels {
     }
 
     /// The core detector on these pixels, with the caps' colorimetry.
-    fn detect(&self, det: &mut Detector, info: &gst_video::VideoInfo) -> Detection {
+    fn detect(&self, det: &mut Detector, info: &gst_video::VideoInfo, key: u64) -> Detection {
         let geometry = plane_geometry(self.format, self.width, self.height);
         let plane = |i: usize| -> (&[u8], usize) {
             self.planes
@@ -201,7 +201,9 @@ impl Pixels {
             YuvMatrix::Bt601
         };
         f.full_range = c.range() == gst_video::VideoColorRange::Range0_255;
-        det.detect_frame(&f).unwrap()
+        det.detect(vec![stablekeypoints::Item::frame(f, key)])
+            .unwrap()
+            .remove(0)
     }
 }
 
@@ -999,7 +1001,7 @@ fn every_native_format_at_odd_sizes_matches_the_core_and_passes_bytes_through() 
             let mut det = core_detector();
             for i in 0..2 {
                 let px = Pixels::random(format, w as usize, h as usize, 100 + i);
-                let expected = px.detect(&mut det, &info);
+                let expected = px.detect(&mut det, &info, i);
                 let input = timed(px.standard_buffer(&info, i), i);
                 let before = input.map_readable().unwrap().to_vec();
                 hn.push(input).unwrap();
@@ -1024,7 +1026,7 @@ fn padded_strides_and_plane_offsets_from_a_video_meta() {
         let mut det = core_detector();
         for (i, pad) in [(0u64, 5usize), (1, 64), (2, 1)] {
             let px = Pixels::random(format, w, h, 200 + i);
-            let expected = px.detect(&mut det, &info);
+            let expected = px.detect(&mut det, &info, i);
             let input = timed(px.padded_buffer(pad, i), i);
             let before = input.map_readable().unwrap().to_vec();
             hn.push(input).unwrap();
@@ -1059,7 +1061,7 @@ fn big_frame_4096x2160() {
         let mut hn = harness("draw=true", info.to_caps().unwrap());
         let mut det = core_detector();
         let px = Pixels::random(format, w as usize, h as usize, 42);
-        let expected = px.detect(&mut det, &info);
+        let expected = px.detect(&mut det, &info, 0);
         hn.push(timed(px.standard_buffer(&info, 0), 0)).unwrap();
         let out = hn.pull().unwrap();
         assert_matches_core(&read_meta(&out), &expected, &format!("{format:?} {w}x{h}"));
@@ -1084,7 +1086,7 @@ fn non_square_pixels_keep_keypoints_in_stored_pixels() {
         );
         let mut det = core_detector();
         let px = Pixels::random(format, 72, 48, 5);
-        let expected = px.detect(&mut det, &info);
+        let expected = px.detect(&mut det, &info, 0);
         hn.push(timed(px.standard_buffer(&info, 0), 0)).unwrap();
         let meta = read_meta(&hn.pull().unwrap());
         assert_matches_core(&meta, &expected, &format!("{format:?} PAR {par:?}"));
@@ -1129,7 +1131,7 @@ fn renegotiation_to_other_sizes_and_formats_mid_stream() {
         hn.set_src_caps(info.to_caps().unwrap());
         for _ in 0..2 {
             let px = Pixels::random(format, w as usize, h as usize, 300 + i);
-            let expected = px.detect(&mut det, &info);
+            let expected = px.detect(&mut det, &info, i);
             hn.push(timed(px.standard_buffer(&info, i), i)).unwrap();
             let out = hn.pull().unwrap();
             assert_matches_core(
@@ -1338,7 +1340,7 @@ fn videoscale_and_videoconvert_output_matches_the_core() {
             let px = Pixels::from_frame(&frame);
             assert_matches_core(
                 &read_meta(b),
-                &px.detect(&mut det, &info),
+                &px.detect(&mut det, &info, i as u64),
                 &format!("{format:?} {w}x{h} frame {i}"),
             );
         }
@@ -1370,7 +1372,7 @@ fn flush_starts_a_new_stream() {
         let mut det = core_detector();
         let frame = |i: u64| Pixels::random(F::Rgb, 32, 24, 400 + i);
         let f0 = frame(0);
-        let e0 = f0.detect(&mut det, &info);
+        let e0 = f0.detect(&mut det, &info, 0);
         hn.push(timed(f0.standard_buffer(&info, 0), 0)).unwrap();
         hn.push(timed(frame(1).standard_buffer(&info, 1), 1))
             .unwrap();
@@ -1384,8 +1386,7 @@ fn flush_starts_a_new_stream() {
         while hn.try_pull().is_some() {}
         let f = frame(10);
         // Its noise is that of frame 0 again: frames are counted from the flush.
-        det.set_item_key(0);
-        let expected = f.detect(&mut det, &info);
+        let expected = f.detect(&mut det, &info, 0);
         hn.push(timed(f.standard_buffer(&info, 0), 0)).unwrap();
         let out = pull_all(&mut hn);
         assert_eq!(
@@ -1928,15 +1929,13 @@ fn a_frame_s_noise_is_keyed_by_its_index_since_the_start_or_the_last_flush() {
         let out = pull_all(&mut hn);
         assert_eq!(out.len(), 5, "{extra}");
         for i in [0u64, 2, 4] {
-            det.set_item_key(i);
-            let want = frame(i).detect(&mut det, &info);
+            let want = frame(i).detect(&mut det, &info, i);
             let m = read_meta(&out[i as usize]);
             assert_matches_core(&m, &want, &format!("{extra}: frame {i}"));
             first.push(m);
         }
         // Key 1 on frame 2 (what a shared stream would have given it) differs.
-        det.set_item_key(1);
-        let other = frame(2).detect(&mut det, &info);
+        let other = frame(2).detect(&mut det, &info, 1);
         let scores =
             |k: &[stablekeypoints::Keypoint]| k.iter().map(|k| k.score).collect::<Vec<_>>();
         assert_ne!(

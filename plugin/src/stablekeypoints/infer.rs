@@ -142,7 +142,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     let started = Instant::now();
     let frame = FrameRef::packed(PixelFormat::Rgb, size, size, &grey, size * 3).map_err(bad)?;
     Detector::new(model, &tokens, opts)
-        .and_then(|mut d| d.detect_frame(&frame))
+        .and_then(|mut d| d.detect(vec![stablekeypoints::Item::frame(frame, 0)]))
         .map_err(bad)?;
     std::thread::sleep(s.delay);
     Ok(Loaded {
@@ -281,11 +281,11 @@ pub fn detect(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot map the frame: {e}"))?;
     let mut run = |frames: &[FrameRef]| match work {
-        Work::Frames => detector.detect_frames_keyed(frames, keys),
+        Work::Frames => detector.detect(stablekeypoints::Item::frames(frames, keys)?),
         Work::Regions(regions, chunk) => {
             let mut out = Vec::with_capacity(regions.len());
             for (r, k) in regions.chunks(chunk.max(1)).zip(keys.chunks(chunk.max(1))) {
-                out.extend(detector.detect_regions_keyed(frames, r, k)?);
+                out.extend(detector.detect(stablekeypoints::Item::regions(frames, r, k)?)?);
             }
             Ok(out)
         }
