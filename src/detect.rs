@@ -17,7 +17,7 @@ pub use timing::{Stage, StageTimes};
 use crate::error::{Error, Result};
 use crate::frame::{CropMode, Fit};
 use crate::keypoints::{argmax_peak, weighted_peak, MapPeak};
-use crate::model::{Context, LayerSet, MapRecorder, MapSpec, Model};
+use crate::model::{Context, LayerSet, MapSpec, Model};
 use crate::ops::resample::{resize, Interp};
 use crate::ops::rng::{mix64, Rng};
 use crate::ops::warp::{warp, Affine, AugmentRanges, SamplePlan};
@@ -368,29 +368,24 @@ impl Detector {
     ) -> Result<Tensor> {
         let z = self.model.encode(images)?;
         self.lap(Stage::VaeEncode, None)?;
-        let MapSpec {
-            timestep: t,
-            layers,
-            map_res,
-        } = self.spec;
-        let (a, s) = self.model.schedule.noise_coefficients(t);
-        let zt = if self.opts.noise {
+        let noise = if self.opts.noise {
             let per = z.elem_count() / z.dim(0)?.max(1);
             let mut v = vec![0f32; z.elem_count()];
             for (i, c) in v.chunks_exact_mut(per.max(1)).enumerate() {
                 draw(i, c);
             }
-            let noise = Tensor::from_vec(v, z.shape(), self.device())?;
-            ((&z * a)? + (noise.to_dtype(z.dtype())? * s)?)?
+            Some(Tensor::from_vec(v, z.shape(), self.device())?)
         } else {
-            (&z * a)?
+            None
         };
-        let side = z.dim(2)?;
-        let mut rec = MapRecorder::new(side / 2, layers, map_res, Some(self.select.clone()));
-        if self.laps.is_some() {
-            rec = rec.with_timing();
-        }
-        self.model.unet.record(&zt, t as f64, &self.ctx, &mut rec)?;
+        let rec = self.model.record_maps(
+            &z,
+            noise.as_ref(),
+            &self.ctx,
+            &self.spec,
+            Some(&self.select),
+            self.laps.is_some(),
+        )?;
         let part = (Stage::MapRecording, rec.elapsed(), rec.flops());
         let maps = rec.finish()?;
         self.lap(Stage::UnetToExit, Some(part))?;

@@ -499,7 +499,11 @@ fn init_model_writes_a_working_sdxl() {
     let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
     let mut det = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
     let c = load("tiny-sdxl");
-    let kps = det.detect_input(g(&c, "image")).unwrap();
+    let kps = det
+        .detect(vec![Item::square(g(&c, "image"), 0).unwrap()])
+        .unwrap()
+        .remove(0)
+        .keypoints;
     assert_eq!(kps.len(), 5);
     let single = dir.join("model.safetensors");
     write_original(&dir, &single, false).unwrap();

@@ -234,12 +234,7 @@ type Point = Option<[f64; 2]>;
 
 /// Landmark `j`: its position (None when not visible: a field empty or negative) and its
 /// coordinates as written (None when a field is empty).
-fn parse_landmark(
-    fields: &[String],
-    coords0: usize,
-    j: usize,
-    at: &At,
-) -> Result<(Point, Point)> {
+fn parse_landmark(fields: &[String], coords0: usize, j: usize, at: &At) -> Result<(Point, Point)> {
     let mut xy = [0f64; 2];
     let mut visible = true;
     let mut given = true;

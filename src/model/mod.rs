@@ -410,6 +410,21 @@ impl Model {
         spec: &MapSpec,
         select: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let rec = self.record_maps(z, noise, ctx, spec, select, false)?;
+        Ok(rec.finish()?)
+    }
+
+    /// As [`Self::maps_from_latent`], returning the recorder, which `timed` makes measure its
+    /// own share (its time and FLOPs) of the UNet pass.
+    pub fn record_maps(
+        &self,
+        z: &Tensor,
+        noise: Option<&Tensor>,
+        ctx: &Context,
+        spec: &MapSpec,
+        select: Option<&Tensor>,
+        timed: bool,
+    ) -> Result<MapRecorder> {
         let MapSpec {
             timestep: t,
             layers,
@@ -422,7 +437,10 @@ impl Model {
         };
         let side = z.dim(2)?;
         let mut rec = MapRecorder::new(side / 2, layers, map_res, select.cloned());
+        if timed {
+            rec = rec.with_timing();
+        }
         self.unet.record(&zt, t as f64, ctx, &mut rec)?;
-        Ok(rec.finish()?)
+        Ok(rec)
     }
 }
