@@ -652,7 +652,7 @@ fn bad_models_and_tokens_fail_ready_to_paused_naming_file_and_problem() {
     ));
     let m = model_copy("unknown-field");
     edit_json(&m.join("unet/config.json"), |c| {
-        c.insert("addition_embed_type".into(), "text_time".into());
+        c.insert("addition_embed_type".into(), "image".into());
     });
     cases.push((
         "unknown unet field",
