@@ -4,13 +4,18 @@
 //! **Randomness per item.** The diffusion noise and the augmentation warps of an image or
 //! frame are drawn from [`item_rng`]`(seed, key)`, the item's own generator, never from a
 //! stream shared with other items: the keypoints of an item depend on the seed, its pixels
-//! and its key only, not on what was detected before it or next to it in a batch. The CLI
-//! keys images by their content ([`content_key`]), the element frames by their index since
-//! the start or the last flush; calls without a key number the items this detector has seen
-//! (the n-th frame is item n, as in a video).
+//! and its key only, not on what was detected before it or next to it in a batch. Every
+//! [`Item`] names its key: the CLI keys images by their content ([`content_key`]), the
+//! element frames by their index since the start or the last flush.
+
+pub(crate) mod item;
+pub(crate) mod timing;
+
+pub use item::{Item, Source};
+pub use timing::{Stage, StageTimes};
 
 use crate::error::{Error, Result};
-use crate::frame::{to_model_input, CropMode, Fit, FrameRef};
+use crate::frame::{CropMode, Fit};
 use crate::keypoints::{argmax_peak, weighted_peak, MapPeak};
 use crate::model::{Context, LayerSet, MapSpec, Model};
 use crate::ops::resample::{resize, Interp};
@@ -19,7 +24,10 @@ use crate::ops::warp::{warp, Affine, AugmentRanges, SamplePlan};
 use crate::tokens::{Tokens, MAX_INPUT_SIZE, MAX_MAP_RES};
 use crate::util::Fnv;
 use candle_core::{DType, Device, Tensor};
+use item::prepare;
 use std::sync::Arc;
+use std::time::Duration;
+use timing::Laps;
 
 /// Augmentation passes run as one batch; their maps are accumulated batch by batch, so any
 /// number of passes runs in the memory of this many.
@@ -31,7 +39,7 @@ pub fn item_rng(seed: u64, key: u64) -> Rng {
     Rng::new(mix64(mix64(seed) ^ key))
 }
 
-/// Content key of an image for [`Detector::set_item_key`]: a hash of its size and its RGB8
+/// Content key of an image, its [`Item`] key: a hash of its size and its RGB8
 /// pixels, so that the same image gets the same noise wherever it appears.
 pub fn content_key(width: usize, height: usize, rgb: &[u8]) -> u64 {
     let mut h = Fnv::new();
@@ -123,6 +131,21 @@ impl Detection {
     }
 }
 
+/// A detection with its maps, for the callers that look at them (`detect --dump-maps`,
+/// the fidelity tests, the goldens).
+#[derive(Clone, Debug)]
+pub struct Diagnostics {
+    /// The keypoints, as [`Detector::detect`] gives them.
+    pub detection: Detection,
+    /// Keypoint maps [K, S, S] at the model input's size: one pass upsampled, or the
+    /// augmentation passes warped back and averaged.
+    pub maps: Tensor,
+    /// The map-resolution maps [K, R, R] of a plain pass (None with augmentation).
+    pub low_res: Option<Tensor>,
+    /// The peaks of `maps`, normalised to the model input's square.
+    pub peaks: Vec<MapPeak>,
+}
+
 /// A model bound to one token set, with the tokens' keys/values precomputed.
 pub struct Detector {
     model: Arc<Model>,
@@ -133,8 +156,8 @@ pub struct Detector {
     spec: MapSpec,
     augment: AugmentRanges,
     opts: DetectOptions,
-    /// Item key of the next image or frame given without one.
-    next_key: u64,
+    /// Stage times, when recorded ([`Detector::record_stage_times`]).
+    laps: Option<Laps>,
 }
 
 impl Detector {
@@ -188,9 +211,9 @@ impl Detector {
                 map_res,
             },
             augment,
-            next_key: 0,
             opts,
             model,
+            laps: None,
         })
     }
 
@@ -226,30 +249,125 @@ impl Detector {
         &self.model.device
     }
 
-    /// The item key the next image or frame given without a key gets (later ones take the
-    /// following keys). The CLI sets it to the image's [`content_key`].
-    pub fn set_item_key(&mut self, key: u64) {
-        self.next_key = key;
+    /// Records the time and FLOPs of each stage of the detections from now on (`on`), each
+    /// stage synchronising the device, or stops recording.
+    pub fn record_stage_times(&mut self, on: bool) {
+        self.laps = on.then(Laps::new);
     }
 
-    /// The item key of the next image or frame given without a key.
-    pub fn next_item_key(&self) -> u64 {
-        self.next_key
+    /// The stage times recorded since the previous call (zero when not recording).
+    pub fn take_stage_times(&mut self) -> StageTimes {
+        self.laps
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.times))
+            .unwrap_or_default()
     }
 
-    fn take_key(&mut self) -> u64 {
-        let k = self.next_key;
-        self.next_key = k.wrapping_add(1);
-        k
+    fn restart_laps(&mut self) {
+        if let Some(l) = &mut self.laps {
+            l.restart();
+        }
+    }
+
+    /// Ends a lap of `stage` (with `part` measured inside it), once the device is done.
+    fn lap(&mut self, stage: Stage, part: Option<(Stage, Duration, u64)>) -> Result<()> {
+        if let Some(l) = &mut self.laps {
+            self.model.device.synchronize()?;
+            match part {
+                Some((p, time, flops)) => l.lap_with_part(stage, p, time, flops),
+                None => l.lap(stage),
+            }
+        }
+        Ok(())
+    }
+
+    /// Keypoints of `items`, in order, each from its own key's noise and warps. Without
+    /// test-time augmentation several items run as one forward pass; with it each item
+    /// runs on its own (its passes are batched already). The results are those of each
+    /// item alone.
+    pub fn detect(&mut self, items: Vec<Item>) -> Result<Vec<Detection>> {
+        if self.augmenting() || items.len() < 2 {
+            return items
+                .into_iter()
+                .map(|item| Ok(self.diagnose(item, None)?.detection))
+                .collect();
+        }
+        self.restart_laps();
+        let keys: Vec<u64> = items.iter().map(|i| i.key).collect();
+        let prepared = prepare(items, self.size, self.opts.crop)?;
+        let s = self.size;
+        let n = prepared.len();
+        let mut pixels = Vec::with_capacity(n * 3 * s * s);
+        let mut fits = Vec::with_capacity(n);
+        for p in prepared {
+            p.check(s)?;
+            pixels.extend_from_slice(&p.input);
+            fits.push(p.fit);
+        }
+        let images = Tensor::from_vec(pixels, (n, 3, s, s), self.device())?;
+        self.lap(Stage::Preprocess, None)?;
+        let seed = self.opts.seed;
+        let mut rngs: Vec<Rng> = keys.iter().map(|&k| item_rng(seed, k)).collect();
+        let maps = self.maps_drawn(&images, &mut |i, buf| rngs[i].fill_normal(buf))?;
+        let maps = resize(&maps, s, s, Interp::Bilinear)?;
+        let detections = fits
+            .iter()
+            .enumerate()
+            .map(|(i, fit)| Ok(self.detection(&self.peaks(&maps.get(i)?)?, fit.as_ref())))
+            .collect::<Result<Vec<_>>>()?;
+        self.lap(Stage::Extraction, None)?;
+        Ok(detections)
+    }
+
+    /// One item's detection with its maps. `warps`: test-time augmentation with these
+    /// warps (one pass each) instead of the detector's own.
+    pub fn diagnose(&mut self, item: Item, warps: Option<&[Affine]>) -> Result<Diagnostics> {
+        self.restart_laps();
+        let mut rng = item_rng(self.opts.seed, item.key);
+        let s = self.size;
+        let p = prepare(vec![item], s, self.opts.crop)?.remove(0);
+        p.check(s)?;
+        let image = Tensor::from_vec(p.input, (3, s, s), self.device())?;
+        self.lap(Stage::Preprocess, None)?;
+        let (maps, low_res) = match warps {
+            Some(w) => (self.augmented(&image, w, &mut rng)?, None),
+            None if !self.augmenting() => {
+                let m = self
+                    .maps_drawn(&image.unsqueeze(0)?, &mut |_, buf| rng.fill_normal(buf))?
+                    .squeeze(0)?;
+                (resize(&m, s, s, Interp::Bilinear)?, Some(m))
+            }
+            None => {
+                let warps: Vec<Affine> = (0..self.opts.augmentations)
+                    .map(|_| Affine::random_in(&mut rng, &self.augment))
+                    .collect();
+                (self.augmented(&image, &warps, &mut rng)?, None)
+            }
+        };
+        let peaks = self.peaks(&maps)?;
+        let detection = self.detection(&peaks, p.fit.as_ref());
+        self.lap(Stage::Extraction, None)?;
+        Ok(Diagnostics {
+            detection,
+            maps,
+            low_res,
+            peaks,
+        })
+    }
+
+    /// Every pass is a warp: more than one pass, or `warp_every_pass`.
+    fn augmenting(&self) -> bool {
+        self.opts.augmentations > 1 || self.opts.warp_every_pass
     }
 
     /// Maps [B, K, R, R] of images [B, 3, S, S]; `draw(i, noise)` fills image i's noise.
     fn maps_drawn(
-        &self,
+        &mut self,
         images: &Tensor,
         draw: &mut dyn FnMut(usize, &mut [f32]),
     ) -> Result<Tensor> {
         let z = self.model.encode(images)?;
+        self.lap(Stage::VaeEncode, None)?;
         let noise = if self.opts.noise {
             let per = z.elem_count() / z.dim(0)?.max(1);
             let mut v = vec![0f32; z.elem_count()];
@@ -260,57 +378,25 @@ impl Detector {
         } else {
             None
         };
-        self.model.maps_from_latent(
+        let rec = self.model.record_maps(
             &z,
             noise.as_ref(),
             &self.ctx,
             &self.spec,
             Some(&self.select),
-        )
+            self.laps.is_some(),
+        )?;
+        let part = (Stage::MapRecording, rec.elapsed(), rec.flops());
+        let maps = rec.finish()?;
+        self.lap(Stage::UnetToExit, Some(part))?;
+        Ok(maps)
     }
 
-    /// Selected tokens' maps [B, K, R, R] for images [B, 3, S, S] in [0, 1], each image an
-    /// item of its own (the next B keys).
-    pub fn maps(&mut self, images: &Tensor) -> Result<Tensor> {
-        let b = images.dim(0)?;
-        let seed = self.opts.seed;
-        let mut rngs: Vec<Rng> = (0..b).map(|_| item_rng(seed, self.take_key())).collect();
-        self.maps_drawn(images, &mut |i, buf| rngs[i].fill_normal(buf))
-    }
-
-    /// Averaged keypoint maps [K, S, S] of one image [3, S, S]: one pass, or one pass per
-    /// augmentation warp with the maps warped back and averaged.
-    pub fn keypoint_maps(&mut self, image: &Tensor) -> Result<Tensor> {
-        Ok(self.keypoint_maps_full(image)?.0)
-    }
-
-    /// As `keypoint_maps`, also returning the map-resolution maps [K, R, R] of an
-    /// unaugmented pass (None with augmentation).
-    pub fn keypoint_maps_full(&mut self, image: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-        let mut rng = item_rng(self.opts.seed, self.take_key());
-        if self.opts.augmentations <= 1 && !self.opts.warp_every_pass {
-            let m = self
-                .maps_drawn(&image.unsqueeze(0)?, &mut |_, buf| rng.fill_normal(buf))?
-                .squeeze(0)?;
-            let up = resize(&m, self.size, self.size, Interp::Bilinear)?;
-            return Ok((up, Some(m)));
-        }
-        let warps: Vec<Affine> = (0..self.opts.augmentations)
-            .map(|_| Affine::random_in(&mut rng, &self.augment))
-            .collect();
-        Ok((self.augmented(image, &warps, &mut rng)?, None))
-    }
-
-    /// Test-time augmentation with the given warps (each warp is one pass); the image is one
-    /// item (the next key), whose generator gives the passes' noise.
-    pub fn keypoint_maps_with(&mut self, image: &Tensor, warps: &[Affine]) -> Result<Tensor> {
-        let mut rng = item_rng(self.opts.seed, self.take_key());
-        self.augmented(image, warps, &mut rng)
-    }
-
-    /// The passes run [`TTA_CHUNK`] at a time and their warped-back maps and coverage are
-    /// summed as they come, so memory does not grow with the number of passes.
-    fn augmented(&self, image: &Tensor, warps: &[Affine], rng: &mut Rng) -> Result<Tensor> {
+    /// Test-time augmentation of `image` [3, S, S]: one pass per warp, its maps upsampled
+    /// and warped back, averaged where covered. The passes run [`TTA_CHUNK`] at a time and
+    /// their warped-back maps and coverage are summed as they come, so memory does not grow
+    /// with the number of passes; their noise is drawn from `rng` in pass order.
+    fn augmented(&mut self, image: &Tensor, warps: &[Affine], rng: &mut Rng) -> Result<Tensor> {
         if warps.is_empty() {
             return Err(Error::Invalid(
                 "test-time augmentation needs at least one warp".into(),
@@ -325,9 +411,9 @@ impl Detector {
                 .iter()
                 .map(|a| warp(image, &SamplePlan::new(a, s, s, s, s)))
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            let maps = self.maps_drawn(&Tensor::stack(&warped, 0)?, &mut |_, buf| {
-                rng.fill_normal(buf)
-            })?;
+            let warped = Tensor::stack(&warped, 0)?;
+            self.lap(Stage::Augmentation, None)?;
+            let maps = self.maps_drawn(&warped, &mut |_, buf| rng.fill_normal(buf))?;
             let maps = resize(&maps, s, s, Interp::Bilinear)?;
             for (i, a) in chunk.iter().enumerate() {
                 let back = SamplePlan::new(&a.inverse(), s, s, s, s);
@@ -342,6 +428,7 @@ impl Detector {
                     None => c,
                 });
             }
+            self.lap(Stage::Augmentation, None)?;
         }
         let (sum, count) = (sum.expect("warps"), count.expect("warps"));
         // sum / count where count > 0, else 0.
@@ -354,7 +441,7 @@ impl Detector {
     }
 
     /// Peaks of maps [K, H, W], normalised to the maps' square.
-    pub fn peaks(&self, maps: &Tensor) -> Result<Vec<MapPeak>> {
+    fn peaks(&self, maps: &Tensor) -> Result<Vec<MapPeak>> {
         let (_, h, w) = maps.dims3()?;
         let v = maps.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         if v.iter().any(|x| !x.is_finite()) {
@@ -371,16 +458,11 @@ impl Detector {
             .collect())
     }
 
-    /// Keypoints of a square model-input image [3, S, S] in [0, 1], normalised to it.
-    pub fn detect_input(&mut self, image: &Tensor) -> Result<Vec<Keypoint>> {
-        let maps = self.keypoint_maps(image)?;
-        self.keypoints_of(&maps)
-    }
-
-    fn keypoints_of(&self, maps: &Tensor) -> Result<Vec<Keypoint>> {
-        Ok(self
-            .peaks(maps)?
-            .into_iter()
+    /// The keypoints at `peaks`, mapped back to the frame through `fit` (none: normalised
+    /// to the model input).
+    fn detection(&self, peaks: &[MapPeak], fit: Option<&Fit>) -> Detection {
+        let kps = peaks
+            .iter()
             .enumerate()
             .map(|(id, p)| Keypoint {
                 id,
@@ -388,124 +470,15 @@ impl Detector {
                 y: p.y,
                 score: p.score,
             })
-            .collect())
-    }
-
-    /// Keypoints of any frame; coordinates are mapped back through the crop/letterbox.
-    pub fn detect_frame(&mut self, frame: &FrameRef) -> Result<Detection> {
-        Ok(self.detect_frame_full(frame)?.0)
-    }
-
-    /// Keypoints of several frames, in order, with one forward pass for all of them (one
-    /// pass per frame with test-time augmentation, whose passes are batched already). The
-    /// frames are the next items (keys), so the results are those of `detect_frame` on each
-    /// frame in turn.
-    pub fn detect_frames(&mut self, frames: &[FrameRef]) -> Result<Vec<Detection>> {
-        let keys: Vec<u64> = frames.iter().map(|_| self.take_key()).collect();
-        self.detect_frames_keyed(frames, &keys)
-    }
-
-    /// As `detect_frames`, frame i being item `keys[i]`; the next key is then the last one
-    /// plus 1.
-    pub fn detect_frames_keyed(
-        &mut self,
-        frames: &[FrameRef],
-        keys: &[u64],
-    ) -> Result<Vec<Detection>> {
-        let s = self.size;
-        let crop = self.opts.crop;
-        let inputs = frames.iter().map(|f| to_model_input(f, s, crop)).collect();
-        self.detect_inputs_keyed(inputs, keys)
-    }
-
-    /// Keypoints of prepared model inputs (a frame's, a region's: [`to_model_input`],
-    /// [`crate::frame::region_to_model_input`]), input i being item `keys[i]`, with one
-    /// forward pass for all of them (one pass per input with test-time augmentation); each
-    /// mapped back to its frame through its fit.
-    pub fn detect_inputs_keyed(
-        &mut self,
-        inputs: Vec<(Vec<f32>, Fit)>,
-        keys: &[u64],
-    ) -> Result<Vec<Detection>> {
-        if keys.len() != inputs.len() {
-            return Err(Error::Invalid(format!(
-                "{} item keys for {} model inputs",
-                keys.len(),
-                inputs.len()
-            )));
+            .collect();
+        match fit {
+            Some(fit) => map_back(kps, fit),
+            None => Detection {
+                width: self.size,
+                height: self.size,
+                keypoints: kps,
+            },
         }
-        if self.opts.augmentations > 1 || self.opts.warp_every_pass || inputs.len() < 2 {
-            return inputs
-                .into_iter()
-                .zip(keys)
-                .map(|((input, fit), &k)| {
-                    self.set_item_key(k);
-                    self.detect_prepared(input, &fit)
-                })
-                .collect();
-        }
-        let s = self.size;
-        if let Some((input, fit)) = inputs
-            .iter()
-            .find(|(i, f)| i.len() != 3 * s * s || f.size != s)
-        {
-            return Err(Error::Invalid(format!(
-                "model input of {} values (fit for {}) given to a detector of input size {s}",
-                input.len(),
-                fit.size
-            )));
-        }
-        let seed = self.opts.seed;
-        let mut rngs: Vec<Rng> = keys.iter().map(|&k| item_rng(seed, k)).collect();
-        self.set_item_key(keys[keys.len() - 1].wrapping_add(1));
-        let n = inputs.len();
-        let mut pixels = Vec::with_capacity(n * 3 * s * s);
-        let mut fits = Vec::with_capacity(n);
-        for (input, fit) in inputs {
-            pixels.extend_from_slice(&input);
-            fits.push(fit);
-        }
-        let images = Tensor::from_vec(pixels, (n, 3, s, s), self.device())?;
-        let maps = self.maps_drawn(&images, &mut |i, buf| rngs[i].fill_normal(buf))?;
-        let maps = resize(&maps, s, s, Interp::Bilinear)?;
-        fits.iter()
-            .enumerate()
-            .map(|(i, fit)| Ok(map_back(self.keypoints_of(&maps.get(i)?)?, fit)))
-            .collect()
-    }
-
-    /// As `detect_frame`, also returning the maps (see `keypoint_maps_full`).
-    pub fn detect_frame_full(
-        &mut self,
-        frame: &FrameRef,
-    ) -> Result<(Detection, Tensor, Option<Tensor>)> {
-        let (input, fit) = to_model_input(frame, self.size, self.opts.crop);
-        self.detect_prepared_full(input, &fit)
-    }
-
-    /// Keypoints of a model input prepared by the caller (`to_model_input`, then e.g.
-    /// `frame::apply_mask`), mapped back to the frame through `fit`.
-    pub fn detect_prepared(&mut self, input: Vec<f32>, fit: &Fit) -> Result<Detection> {
-        Ok(self.detect_prepared_full(input, fit)?.0)
-    }
-
-    fn detect_prepared_full(
-        &mut self,
-        input: Vec<f32>,
-        fit: &Fit,
-    ) -> Result<(Detection, Tensor, Option<Tensor>)> {
-        let s = self.size;
-        if input.len() != 3 * s * s || fit.size != s {
-            return Err(Error::Invalid(format!(
-                "model input of {} values (fit for {}) given to a detector of input size {s}",
-                input.len(),
-                fit.size
-            )));
-        }
-        let image = Tensor::from_vec(input, (3, s, s), self.device())?;
-        let (maps, low) = self.keypoint_maps_full(&image)?;
-        let kps = self.keypoints_of(&maps)?;
-        Ok((map_back(kps, fit), maps, low))
     }
 }
 
@@ -532,7 +505,7 @@ pub fn map_back(kps: Vec<Keypoint>, fit: &Fit) -> Detection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::PixelFormat;
+    use crate::frame::{to_model_input, FrameRef, PixelFormat};
     use crate::init::{init_model, TinyArch};
 
     #[test]
@@ -567,12 +540,13 @@ mod tests {
             };
             let mut one = Detector::new(model.clone(), &tokens, opts.clone()).unwrap();
             let mut batch = Detector::new(model.clone(), &tokens, opts).unwrap();
-            // Twice: the noise stream must stay in step across batches too.
-            for _ in 0..2 {
-                let got = batch.detect_frames(&frames).unwrap();
+            // Twice, with the next keys: each frame's noise follows its key in a batch too.
+            for round in 0..2u64 {
+                let keys: Vec<u64> = (0..frames.len() as u64).map(|i| round * 3 + i).collect();
+                let got = batch.detect(Item::frames(&frames, &keys).unwrap()).unwrap();
                 assert_eq!(got.len(), frames.len());
-                for (f, g) in frames.iter().zip(&got) {
-                    let want = one.detect_frame(f).unwrap();
+                for ((f, g), &k) in frames.iter().zip(&got).zip(&keys) {
+                    let want = one.detect(vec![Item::frame(*f, k)]).unwrap().remove(0);
                     assert_eq!((g.width, g.height), (want.width, want.height));
                     for (a, b) in g.keypoints.iter().zip(&want.keypoints) {
                         assert_eq!((a.id, a.x, a.y), (b.id, b.x, b.y), "noise {noise}");
@@ -582,7 +556,7 @@ mod tests {
             }
         }
         let mut d = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
-        assert!(d.detect_frames(&[]).unwrap().is_empty());
+        assert!(d.detect(Vec::new()).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -620,10 +594,7 @@ mod tests {
             let mut run = |order: &[(&FrameRef, u64)]| -> Vec<Detection> {
                 order
                     .iter()
-                    .map(|(f, k)| {
-                        det.set_item_key(*k);
-                        det.detect_frame(f).unwrap()
-                    })
+                    .map(|(f, k)| det.detect(vec![Item::frame(**f, *k)]).unwrap().remove(0))
                     .collect()
             };
             let ab = run(&[(&fa, ka), (&fb, kb)]);
@@ -643,18 +614,19 @@ mod tests {
         }
         // Keyed batches equal keyed single frames, whatever the batch holds.
         let mut det = Detector::new(model.clone(), &tokens, DetectOptions::default()).unwrap();
-        let batch = det.detect_frames_keyed(&[fb, fa], &[kb, ka]).unwrap();
-        assert_eq!(det.next_item_key(), ka.wrapping_add(1));
-        det.set_item_key(ka);
-        assert_eq!(det.detect_frame(&fa).unwrap(), batch[1]);
-        assert!(det.detect_frames_keyed(&[fa], &[]).is_err());
+        let batch = det
+            .detect(Item::frames(&[fb, fa], &[kb, ka]).unwrap())
+            .unwrap();
+        let alone = det.detect(vec![Item::frame(fa, ka)]).unwrap().remove(0);
+        assert_eq!(alone, batch[1]);
+        assert!(Item::frames(&[fa], &[]).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn augmentation_passes_accumulated_in_chunks_equal_one_at_a_time() {
         let (dir, model, tokens) = tiny("chunks");
-        let det = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
+        let mut det = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
         let s = det.input_size();
         let px = pixels(s, s, 5);
         let frame = FrameRef::packed(PixelFormat::Rgb, s, s, &px, s * 3).unwrap();

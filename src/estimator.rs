@@ -2,12 +2,11 @@
 //! tokens) or a student distilled from it. The CLI and the elements hold one of these and
 //! do not care which.
 
-use crate::detect::{Detection, Detector};
-use crate::error::{Error, Result};
-use crate::frame::{region_to_model_input, CropMode, Fit, FrameRef, Region};
+use crate::detect::{Detection, Detector, Item, StageTimes};
+use crate::error::Result;
+use crate::frame::CropMode;
 use crate::student::Student;
 use crate::tokens::Tokens;
-use rayon::prelude::*;
 use std::path::Path;
 
 /// Which tokens the keypoints are those of: their indices in keypoint order and their
@@ -42,79 +41,28 @@ impl Estimator {
         crate::student::is_student_file(model)
     }
 
-    /// Keypoints of frames as one batch, frame i being item `keys[i]` (the teacher's noise
-    /// and warps; a student has none).
-    pub fn detect_frames_keyed(
-        &mut self,
-        frames: &[FrameRef],
-        keys: &[u64],
-    ) -> Result<Vec<Detection>> {
+    /// Keypoints of `items` (frames, regions, prepared inputs), in order, as one batch;
+    /// each item's key seeds the teacher's noise and warps (a student has none).
+    pub fn detect(&mut self, items: Vec<Item>) -> Result<Vec<Detection>> {
         match self {
-            Self::Teacher(d) => d.detect_frames_keyed(frames, keys),
-            Self::Student(s) => {
-                check_keys(keys.len(), frames.len())?;
-                s.detect_frames(frames)
-            }
+            Self::Teacher(d) => d.detect(items),
+            Self::Student(s) => s.detect(items),
         }
     }
 
-    /// Keypoints of regions of frames (an object's box: `(frame index, region)`) as one
-    /// batch, region i being item `keys[i]`; each region is squared by the crop mode and
-    /// its keypoints are mapped back to its frame (normalised to the frame, not the box).
-    pub fn detect_regions_keyed(
-        &mut self,
-        frames: &[FrameRef],
-        regions: &[(usize, Region)],
-        keys: &[u64],
-    ) -> Result<Vec<Detection>> {
-        check_keys(keys.len(), regions.len())?;
-        if regions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (size, crop) = (self.input_size(), self.crop());
-        let inputs = regions
-            .par_iter()
-            .map(|(i, r)| {
-                let frame = frames.get(*i).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "region of frame {i} of a batch of {}",
-                        frames.len()
-                    ))
-                })?;
-                region_to_model_input(frame, r, size, crop)
-            })
-            .collect::<Result<Vec<_>>>()?;
+    /// Records the time of each stage of the detections from now on (`on`), or stops.
+    pub fn record_stage_times(&mut self, on: bool) {
         match self {
-            Self::Teacher(d) => d.detect_inputs_keyed(inputs, keys),
-            Self::Student(s) => {
-                let (mut pixels, mut fits) = (Vec::new(), Vec::new());
-                for (input, fit) in inputs {
-                    pixels.extend_from_slice(&input);
-                    fits.push(fit);
-                }
-                s.detect_inputs(pixels, &fits)
-            }
+            Self::Teacher(d) => d.record_stage_times(on),
+            Self::Student(s) => s.record_stage_times(on),
         }
     }
 
-    /// Keypoints of one frame that is item `key`.
-    pub fn detect_frame(&mut self, frame: &FrameRef, key: u64) -> Result<Detection> {
-        let mut d = self.detect_frames_keyed(std::slice::from_ref(frame), &[key])?;
-        Ok(d.pop().expect("one frame"))
-    }
-
-    /// Keypoints of a model input prepared by the caller (`to_model_input`, then e.g. a
-    /// mask), as item `key`.
-    pub fn detect_prepared(&mut self, input: Vec<f32>, fit: &Fit, key: u64) -> Result<Detection> {
+    /// The stage times recorded since the previous call.
+    pub fn take_stage_times(&mut self) -> StageTimes {
         match self {
-            Self::Teacher(d) => {
-                d.set_item_key(key);
-                d.detect_prepared(input, fit)
-            }
-            Self::Student(s) => Ok(s
-                .detect_inputs(input, std::slice::from_ref(fit))?
-                .pop()
-                .expect("one input")),
+            Self::Teacher(d) => d.take_stage_times(),
+            Self::Student(s) => s.take_stage_times(),
         }
     }
 
@@ -144,15 +92,6 @@ impl Estimator {
     }
 }
 
-fn check_keys(keys: usize, items: usize) -> Result<()> {
-    if keys != items {
-        return Err(Error::Invalid(format!(
-            "{keys} item keys for {items} inputs"
-        )));
-    }
-    Ok(())
-}
-
 /// A `fw` x `fh` RGB frame holding the `side` x `side` picture `cut` at `(x0, y0)`, with its
 /// edge pixels repeated around it (so a region's outermost samples read what the cut's do).
 #[cfg(test)]
@@ -172,7 +111,7 @@ fn around(cut: &[u8], side: usize, (fw, fh): (usize, usize), (x0, y0): (usize, u
 mod tests {
     use super::*;
     use crate::detect::DetectOptions;
-    use crate::frame::PixelFormat;
+    use crate::frame::{FrameRef, PixelFormat, Region};
     use crate::init::{init_model, TinyArch};
     use crate::Model;
     use std::sync::Arc;
@@ -214,10 +153,10 @@ mod tests {
             let mut by_region =
                 Estimator::teacher(Detector::new(model.clone(), &tokens, opts).unwrap());
             let want = by_frame
-                .detect_frames_keyed(&[frame_ref, cut_ref], &[7, 8])
+                .detect(Item::frames(&[frame_ref, cut_ref], &[7, 8]).unwrap())
                 .unwrap();
             let got = by_region
-                .detect_regions_keyed(&[frame_ref], &[(0, whole), (0, region)], &[7, 8])
+                .detect(Item::regions(&[frame_ref], &[(0, whole), (0, region)], &[7, 8]).unwrap())
                 .unwrap();
             assert_eq!(
                 want[0], got[0],
@@ -233,14 +172,10 @@ mod tests {
                 );
                 assert!((g.score - w.score).abs() <= 1e-4 * w.score.abs().max(1e-3));
             }
+            assert!(Item::regions(&[frame_ref], &[(1, region)], &[0]).is_err());
+            assert!(Item::regions(&[frame_ref], &[(0, region)], &[]).is_err());
             assert!(by_region
-                .detect_regions_keyed(&[frame_ref], &[(1, region)], &[0])
-                .is_err());
-            assert!(by_region
-                .detect_regions_keyed(&[frame_ref], &[(0, region)], &[])
-                .is_err());
-            assert!(by_region
-                .detect_regions_keyed(&[frame_ref], &[], &[])
+                .detect(Item::regions(&[frame_ref], &[], &[]).unwrap())
                 .unwrap()
                 .is_empty());
         }
@@ -251,7 +186,7 @@ mod tests {
 #[cfg(test)]
 mod student_tests {
     use super::*;
-    use crate::frame::PixelFormat;
+    use crate::frame::{FrameRef, PixelFormat, Region};
 
     /// The committed figure student on regions: the whole frame as a region is the frame,
     /// and a region's keypoints are those of its cut mapped into the frame, as the teacher's.
@@ -280,10 +215,10 @@ mod student_tests {
             h: side as f64,
         };
         let want = est
-            .detect_frames_keyed(&[frame_ref, cut_ref], &[0, 1])
+            .detect(Item::frames(&[frame_ref, cut_ref], &[0, 1]).unwrap())
             .unwrap();
         let got = est
-            .detect_regions_keyed(&[frame_ref], &[(0, whole), (0, region)], &[0, 1])
+            .detect(Item::regions(&[frame_ref], &[(0, whole), (0, region)], &[0, 1]).unwrap())
             .unwrap();
         assert_eq!(want[0], got[0], "the whole frame as a region");
         for (g, w) in got[1].keypoints.iter().zip(&want[1].keypoints) {

@@ -26,6 +26,11 @@ pub enum TinyArch {
     Sd15,
     /// Full-size Stable Diffusion 2.1 architecture (random weights).
     Sd21,
+    /// Miniature SDXL base layout (tests/data/tiny-sdxl's): a plain first block, per-block
+    /// transformer depth, the `text_time` added embedding.
+    TinySdxl,
+    /// Full-size SDXL base architecture (random weights, ~10 GB in f32).
+    Sdxl,
 }
 
 impl std::str::FromStr for TinyArch {
@@ -36,8 +41,10 @@ impl std::str::FromStr for TinyArch {
             "tiny-sd2" => Ok(TinyArch::TinySd2),
             "sd15" => Ok(TinyArch::Sd15),
             "sd21" => Ok(TinyArch::Sd21),
+            "tiny-sdxl" => Ok(TinyArch::TinySdxl),
+            "sdxl" => Ok(TinyArch::Sdxl),
             _ => Err(Error::Invalid(format!(
-                "unknown architecture {s:?} (tiny-sd1, tiny-sd2, sd15, sd21)"
+                "unknown architecture {s:?} (tiny-sd1, tiny-sd2, sd15, sd21, tiny-sdxl, sdxl)"
             ))),
         }
     }
@@ -47,18 +54,62 @@ impl TinyArch {
     /// Default square input side for the architecture.
     pub fn input_size(self) -> usize {
         match self {
-            TinyArch::TinySd1 | TinyArch::TinySd2 => TINY_INPUT_SIZE,
+            TinyArch::TinySd1 | TinyArch::TinySd2 | TinyArch::TinySdxl => TINY_INPUT_SIZE,
             TinyArch::Sd15 | TinyArch::Sd21 => 512,
+            TinyArch::Sdxl => 1024,
         }
     }
 
     fn is_full_size(self) -> bool {
-        matches!(self, TinyArch::Sd15 | TinyArch::Sd21)
+        matches!(self, TinyArch::Sd15 | TinyArch::Sd21 | TinyArch::Sdxl)
     }
 }
 
 /// The demo input side for the tiny models (latent 16x16, recorded layers at 4 and 8).
 pub const TINY_INPUT_SIZE: usize = 128;
+
+/// SDXL base's `unet/config.json` (full size as published; tiny as tests/data/tiny-sdxl).
+fn sdxl_unet_config_json(full: bool) -> Value {
+    let mut c = json!({
+        "_class_name": "UNet2DConditionModel",
+        "act_fn": "silu",
+        "addition_embed_type": "text_time",
+        "addition_embed_type_num_heads": 64,
+        "addition_time_embed_dim": 256,
+        "attention_head_dim": [1, 1, 1],
+        "block_out_channels": [16, 32, 32],
+        "cross_attention_dim": 64,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "downsample_padding": 1,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0,
+        "in_channels": 4,
+        "layers_per_block": 1,
+        "norm_eps": 1e-05,
+        "norm_num_groups": 8,
+        "out_channels": 4,
+        "projection_class_embeddings_input_dim": 32 + 6 * 256,
+        "sample_size": 16,
+        "transformer_layers_per_block": [1, 1, 2],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "use_linear_projection": true
+    });
+    if full {
+        for (k, v) in [
+            ("attention_head_dim", json!([5, 10, 20])),
+            ("block_out_channels", json!([320, 640, 1280])),
+            ("cross_attention_dim", json!(2048)),
+            ("layers_per_block", json!(2)),
+            ("norm_num_groups", json!(32)),
+            ("projection_class_embeddings_input_dim", json!(2816)),
+            ("sample_size", json!(128)),
+            ("transformer_layers_per_block", json!([1, 2, 10])),
+        ] {
+            c[k] = v;
+        }
+    }
+    c
+}
 
 pub fn unet_config_json(arch: TinyArch) -> Value {
     let (heads, ctx, linear): (Value, usize, bool) = match arch {
@@ -66,6 +117,7 @@ pub fn unet_config_json(arch: TinyArch) -> Value {
         TinyArch::TinySd2 => (json!([2, 2, 4, 4]), 48, true),
         TinyArch::Sd15 => (json!(8), 768, false),
         TinyArch::Sd21 => (json!([5, 10, 20, 20]), 1024, true),
+        TinyArch::TinySdxl | TinyArch::Sdxl => return sdxl_unet_config_json(arch.is_full_size()),
     };
     if arch.is_full_size() {
         // As in the published SD 1.5 / 2.1 `unet/config.json`.
@@ -117,6 +169,19 @@ pub fn unet_config_json(arch: TinyArch) -> Value {
 }
 
 pub fn vae_config_json(arch: TinyArch) -> Value {
+    let mut v = sd_vae_config_json(arch);
+    if matches!(arch, TinyArch::TinySdxl | TinyArch::Sdxl) {
+        // SDXL's VAE: the SD layout with its own scaling factor.
+        v["scaling_factor"] = json!(0.13025);
+        v["force_upcast"] = json!(true);
+        if arch == TinyArch::TinySdxl {
+            v["block_out_channels"] = json!([8, 8, 16, 16]);
+        }
+    }
+    v
+}
+
+fn sd_vae_config_json(arch: TinyArch) -> Value {
     if arch.is_full_size() {
         return json!({
             "_class_name": "AutoencoderKL",

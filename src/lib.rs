@@ -39,7 +39,7 @@ pub mod util;
 #[cfg(test)]
 mod test_util;
 
-pub use detect::{DetectOptions, Detection, Detector, Keypoint, PeakMode};
+pub use detect::{DetectOptions, Detection, Detector, Diagnostics, Item, Keypoint, PeakMode};
 pub use error::{Error, Result};
 pub use frame::{CropMode, FrameRef, PixelFormat, Region};
 pub use model::Model;

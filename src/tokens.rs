@@ -87,6 +87,12 @@ impl Tokens {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        self.validate_embeddings()?;
+        self.validate_indices()?;
+        self.validate_metadata()
+    }
+
+    fn validate_embeddings(&self) -> std::result::Result<(), String> {
         if self.num_tokens == 0 || self.context_dim == 0 {
             return Err(format!(
                 "`embeddings` is empty ([{}, {}])",
@@ -114,6 +120,10 @@ impl Tokens {
                 self.embeddings[i]
             ));
         }
+        Ok(())
+    }
+
+    fn validate_indices(&self) -> std::result::Result<(), String> {
         if self.indices.is_empty() {
             return Err("`indices` is empty: no keypoint tokens selected".into());
         }
@@ -129,6 +139,10 @@ impl Tokens {
                 return Err(format!("`indices` holds token {i} twice"));
             }
         }
+        Ok(())
+    }
+
+    fn validate_metadata(&self) -> std::result::Result<(), String> {
         for (name, v) in [
             ("input_size", self.input_size),
             ("map_res", self.map_res),
@@ -284,46 +298,20 @@ impl Tokens {
 
     /// Parses a tokens file held in memory; `path` only names it in errors.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let bad = |m: String| Error::tokens(path, m);
+        Self::parse_bytes(bytes).map_err(|m| Error::tokens(path, m))
+    }
+
+    fn parse_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
         let (_, meta) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let emb = st
-            .tensor("embeddings")
-            .map_err(|_| bad("missing tensor `embeddings`".into()))?;
-        let shape = emb.shape();
-        if shape.len() != 2 {
-            return Err(bad(format!(
-                "`embeddings` must be [N, context_dim], got shape {shape:?}"
-            )));
-        }
-        let embeddings = to_f32(&emb).ok_or_else(|| {
-            bad(format!(
-                "`embeddings` has unsupported dtype {:?}",
-                emb.dtype()
-            ))
-        })?;
-        let idx = st
-            .tensor("indices")
-            .map_err(|_| bad("missing tensor `indices`".into()))?;
-        if idx.shape().len() != 1 {
-            return Err(bad(format!(
-                "`indices` must be [K], got shape {:?}",
-                idx.shape()
-            )));
-        }
-        let indices = to_indices(&idx).ok_or_else(|| {
-            bad(format!(
-                "`indices` must hold non-negative integers (dtype {:?})",
-                idx.dtype()
-            ))
-        })?;
+            .map_err(|e| format!("not a safetensors file: {e}"))?;
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let (embeddings, num_tokens, context_dim) = read_embeddings(&st)?;
         let mut t = Tokens {
             embeddings,
-            num_tokens: shape[0],
-            context_dim: shape[1],
-            indices,
+            num_tokens,
+            context_dim,
+            indices: read_indices(&st)?,
             input_size: DEFAULT_INPUT_SIZE,
             map_res: DEFAULT_MAP_RES,
             num_layers: DEFAULT_NUM_LAYERS,
@@ -333,53 +321,61 @@ impl Tokens {
             extra: BTreeMap::new(),
         };
         let mut layers = None;
-        if let Some(m) = meta.metadata() {
-            for (k, v) in m {
-                let slot = match k.as_str() {
-                    "input_size" => &mut t.input_size,
-                    "map_res" => &mut t.map_res,
-                    "num_layers" => &mut t.num_layers,
-                    "timestep" => &mut t.timestep,
-                    "layers" => {
-                        layers = Some(
-                            v.parse::<LayerSet>()
-                                .map_err(|e| bad(format!("metadata `layers` = {v:?}: {e}")))?,
-                        );
-                        continue;
-                    }
-                    "augment_degrees" => {
-                        t.augment.degrees = v
-                            .trim()
-                            .parse()
-                            .map_err(|_| bad(format!("metadata `{k}` = {v:?} is not a number")))?;
-                        continue;
-                    }
-                    "augment_scale" | "augment_translate" => {
-                        let p = pair(v).ok_or_else(|| {
-                            bad(format!("metadata `{k}` = {v:?} is not two numbers `a,b`"))
-                        })?;
-                        if k == "augment_scale" {
-                            t.augment.scale = p;
-                        } else {
-                            t.augment.translate = p;
-                        }
-                        continue;
-                    }
-                    _ => {
-                        t.extra.insert(k.clone(), v.clone());
-                        continue;
-                    }
-                };
-                *slot = v.trim().parse().map_err(|_| {
-                    bad(format!(
-                        "metadata `{k}` = {v:?} is not a non-negative integer"
-                    ))
-                })?;
-            }
+        for (k, v) in meta.metadata().iter().flatten() {
+            t.set_metadata(k, v, &mut layers)?;
         }
         t.layers = layers.unwrap_or(LayerSet::first(t.num_layers));
-        t.validate().map_err(bad)?;
+        t.validate()?;
         Ok(t)
+    }
+
+    /// Metadata entry `k` = `v`; `layers` is set apart (its default depends on
+    /// `num_layers`, which may come later), unknown keys are kept in `extra`.
+    fn set_metadata(
+        &mut self,
+        k: &str,
+        v: &str,
+        layers: &mut Option<LayerSet>,
+    ) -> std::result::Result<(), String> {
+        let slot = match k {
+            "input_size" => &mut self.input_size,
+            "map_res" => &mut self.map_res,
+            "num_layers" => &mut self.num_layers,
+            "timestep" => &mut self.timestep,
+            "layers" => {
+                *layers = Some(
+                    v.parse::<LayerSet>()
+                        .map_err(|e| format!("metadata `layers` = {v:?}: {e}"))?,
+                );
+                return Ok(());
+            }
+            "augment_degrees" => {
+                self.augment.degrees = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("metadata `{k}` = {v:?} is not a number"))?;
+                return Ok(());
+            }
+            "augment_scale" | "augment_translate" => {
+                let p = pair(v)
+                    .ok_or_else(|| format!("metadata `{k}` = {v:?} is not two numbers `a,b`"))?;
+                if k == "augment_scale" {
+                    self.augment.scale = p;
+                } else {
+                    self.augment.translate = p;
+                }
+                return Ok(());
+            }
+            _ => {
+                self.extra.insert(k.to_string(), v.to_string());
+                return Ok(());
+            }
+        };
+        *slot = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("metadata `{k}` = {v:?} is not a non-negative integer"))?;
+        Ok(())
     }
 
     /// Writes the file atomically (temporary file, then rename).
@@ -431,6 +427,41 @@ impl Tokens {
             crate::util::safetensors_bytes(views, &meta).map_err(|e| Error::tokens(path, e))?;
         crate::util::write_atomic(path, &bytes)
     }
+}
+
+/// The `embeddings` tensor [N, context_dim] as f32, with N and context_dim.
+fn read_embeddings(st: &SafeTensors) -> std::result::Result<(Vec<f32>, usize, usize), String> {
+    let emb = st
+        .tensor("embeddings")
+        .map_err(|_| "missing tensor `embeddings`".to_string())?;
+    let shape = emb.shape();
+    if shape.len() != 2 {
+        return Err(format!(
+            "`embeddings` must be [N, context_dim], got shape {shape:?}"
+        ));
+    }
+    let values = to_f32(&emb)
+        .ok_or_else(|| format!("`embeddings` has unsupported dtype {:?}", emb.dtype()))?;
+    Ok((values, shape[0], shape[1]))
+}
+
+/// The `indices` tensor [K].
+fn read_indices(st: &SafeTensors) -> std::result::Result<Vec<usize>, String> {
+    let idx = st
+        .tensor("indices")
+        .map_err(|_| "missing tensor `indices`".to_string())?;
+    if idx.shape().len() != 1 {
+        return Err(format!(
+            "`indices` must be [K], got shape {:?}",
+            idx.shape()
+        ));
+    }
+    to_indices(&idx).ok_or_else(|| {
+        format!(
+            "`indices` must hold non-negative integers (dtype {:?})",
+            idx.dtype()
+        )
+    })
 }
 
 fn to_f32(t: &TensorView) -> Option<Vec<f32>> {

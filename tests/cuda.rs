@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{data, flat, rel_err};
 use stablekeypoints::frame::{FrameRef, PixelFormat};
 use stablekeypoints::model::{LayerSet, MapRecorder, MapSpec};
-use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
+use stablekeypoints::{DetectOptions, Detector, Item, Model, Tokens};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -118,10 +118,18 @@ fn cuda_f16_batched_frames_and_against_cpu() {
         .collect();
     let mut gpu_det = Detector::new(gpu_model, &tokens, opts.clone()).unwrap();
     let mut cpu_det = Detector::new(cpu_model, &tokens, opts).unwrap();
-    let batched = gpu_det.detect_frames(&refs).unwrap();
+    let batched = gpu_det
+        .detect(Item::frames(&refs, &[0, 1, 2]).unwrap())
+        .unwrap();
     for (i, f) in refs.iter().enumerate() {
-        let (one, gpu_maps, _) = gpu_det.detect_frame_full(f).unwrap();
-        let (_, cpu_maps, _) = cpu_det.detect_frame_full(f).unwrap();
+        let one = gpu_det
+            .diagnose(Item::frame(*f, 3 + i as u64), None)
+            .unwrap();
+        let (one, gpu_maps) = (one.detection, one.maps);
+        let cpu_maps = cpu_det
+            .diagnose(Item::frame(*f, i as u64), None)
+            .unwrap()
+            .maps;
         let e = rel_err(&gpu_maps, &cpu_maps);
         println!("frame {i}: GPU f16 vs CPU f32 keypoint maps rel err {e:.2e}");
         assert!(e < 3e-2, "frame {i}: maps rel err {e}");

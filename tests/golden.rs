@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{data, flat, rel_err};
 use stablekeypoints::model::{LayerSet, MapRecorder, MapSpec};
 use stablekeypoints::ops::warp::Affine;
-use stablekeypoints::{DetectOptions, Detector, Model, Tokens};
+use stablekeypoints::{DetectOptions, Detector, Item, Model, Tokens};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -118,8 +118,8 @@ fn check_model(name: &str) {
     };
     let mut det = Detector::new(c.model.clone(), &c.tokens, opts).unwrap();
     assert_eq!(det.input_size(), size);
-    let maps = det.keypoint_maps(image).unwrap();
-    let kps = det.detect_input(image).unwrap();
+    let diag = det.diagnose(Item::square(image, 0).unwrap(), None).unwrap();
+    let (maps, kps) = (diag.maps, diag.detection.keypoints);
     check_keypoints(
         name,
         "plain",
@@ -137,10 +137,13 @@ fn check_model(name: &str) {
             theta: [[t[0][0], t[0][1], t[0][2]], [t[1][0], t[1][1], t[1][2]]],
         })
         .collect();
-    let tta = det.keypoint_maps_with(image, &warps).unwrap();
+    let diag = det
+        .diagnose(Item::square(image, 2).unwrap(), Some(&warps))
+        .unwrap();
+    let tta = diag.maps;
     let e = rel_err(&tta, g(&c, "tta_maps"));
     assert!(e < 1e-3, "{name}: TTA maps rel err {e}");
-    let peaks = det.peaks(&tta).unwrap();
+    let peaks = diag.peaks;
     let kps: Vec<_> = peaks
         .iter()
         .enumerate()
@@ -234,9 +237,9 @@ fn default_operating_point_is_the_references() {
             ..Default::default()
         };
         let mut det = Detector::new(c.model.clone(), &tokens, opts).unwrap();
-        det.maps(&image.unsqueeze(0).unwrap())
+        det.diagnose(Item::square(image, 0).unwrap(), None)
             .unwrap()
-            .squeeze(0)
+            .low_res
             .unwrap()
     };
     let at_default = rel_err(&maps(None), &want);
@@ -314,4 +317,238 @@ fn check_layers_and_noise_level(name: &str) {
 fn layer_subsets_and_noise_levels_match_diffusers() {
     check_layers_and_noise_level("tiny-sd1");
     check_layers_and_noise_level("tiny-sd2");
+}
+
+#[test]
+fn tiny_sdxl_matches_diffusers() {
+    check_model("tiny-sdxl");
+    check_layers_and_noise_level("tiny-sdxl");
+}
+
+/// Largest |a - b|.
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    flat(a)
+        .iter()
+        .zip(flat(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Zero-noise maps of all tokens, VAE included, of the model `source` loads (with the
+/// architecture of the folder `config` for a single file, as diffusers' `from_single_file`
+/// takes one): its largest difference to the family's diffusers golden.
+fn form_error(
+    c: &Case,
+    source: &stablekeypoints::model::ModelSource,
+    config: Option<&std::path::Path>,
+) -> f32 {
+    let m = Model::open_as(source, config, &Device::Cpu, DType::F32).unwrap();
+    let image = g(c, "image").unsqueeze(0).unwrap();
+    let z = m.encode(&image).unwrap();
+    let e = Tensor::from_slice(
+        &c.tokens.embeddings,
+        (c.tokens.num_tokens, c.tokens.context_dim),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ctx = m.prepare_context(&e).unwrap();
+    let spec = MapSpec {
+        timestep: 0,
+        layers: LayerSet::first(4),
+        map_res: flat(g(c, "map_res"))[0] as usize,
+    };
+    let maps = m.maps_from_latent(&z, None, &ctx, &spec, None).unwrap();
+    max_abs(&maps.squeeze(0).unwrap(), g(c, "maps_zero"))
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The folder with its UNet cut into the shards of diffusers' own sharded save (its index,
+/// committed, names the shard of every tensor).
+fn sharded(name: &str, folder: &std::path::Path, out: &std::path::Path) {
+    copy_dir(&folder.join("vae"), &out.join("vae"));
+    let unet = out.join("unet");
+    std::fs::create_dir_all(&unet).unwrap();
+    std::fs::copy(folder.join("unet/config.json"), unet.join("config.json")).unwrap();
+    let forms = data("forms").join(name).join("sharded");
+    let index = std::fs::read_dir(&forms).unwrap().next().unwrap().unwrap();
+    std::fs::copy(index.path(), unet.join(index.file_name())).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(index.path()).unwrap()).unwrap();
+    let weights = stablekeypoints::model::weights_files(folder, "unet").unwrap();
+    let all = candle_core::safetensors::load(&weights[0], &Device::Cpu).unwrap();
+    let mut shards: HashMap<String, HashMap<String, Tensor>> = HashMap::new();
+    for (tensor, file) in v["weight_map"].as_object().unwrap() {
+        shards
+            .entry(file.as_str().unwrap().to_string())
+            .or_default()
+            .insert(tensor.clone(), all[tensor].clone());
+    }
+    assert!(shards.len() > 2, "{name}: {} shards", shards.len());
+    for (file, tensors) in shards {
+        candle_core::safetensors::save(&tensors, unet.join(file)).unwrap();
+    }
+}
+
+/// The folder as the hub cache holds it: `models--org--<name>/refs/main` naming a snapshot.
+fn hub_tree(name: &str, folder: &std::path::Path, cache: &std::path::Path) -> String {
+    let repo = cache.join(format!("models--skp-test--{name}"));
+    copy_dir(folder, &repo.join("snapshots/0123abcd"));
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    format!("skp-test/{name}")
+}
+
+/// Each family's tiny model in every form users hold weights in (a diffusers folder, the
+/// hub cache, sharded weights, a single file in the original layout as .safetensors, and,
+/// for SDXL, diffusers' `.bin` save and a `.ckpt` written by PyTorch) gives the maps of the
+/// family's diffusers golden and has the folder's identity. The original-layout names are
+/// those the golden script's conversion gives, which diffusers' `from_single_file` reads
+/// back to the same weights.
+#[test]
+fn every_form_of_the_weights_matches_diffusers() {
+    use stablekeypoints::model::single_file::write_original;
+    use stablekeypoints::model::{resolve_model, ModelIdentity, ModelSource};
+    let tmp = std::env::temp_dir().join(format!("skp-forms-{}", std::process::id()));
+    let cache = tmp.join("hub");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::env::set_var("HF_HUB_CACHE", &cache);
+    for name in ["tiny-sd1", "tiny-sd2", "tiny-sdxl"] {
+        let c = load(name);
+        let folder = data(name);
+        let forms = data("forms").join(name);
+        let single = tmp.join(format!("{name}.safetensors"));
+        write_original(&folder, &single, false).unwrap();
+        check_original_names(name, &single, &forms.join("original-names.txt"));
+        let shards = tmp.join(format!("{name}-sharded"));
+        sharded(name, &folder, &shards);
+        let id = hub_tree(name, &folder, &cache);
+        let hub = resolve_model(std::path::Path::new(&id)).unwrap();
+        let mut cases: Vec<(&str, std::path::PathBuf, bool)> = vec![
+            ("folder", folder.clone(), false),
+            ("hub cache", hub, false),
+            ("sharded", shards, false),
+            ("single .safetensors", single, true),
+        ];
+        if name == "tiny-sdxl" {
+            cases.push(("diffusers .bin", forms.join("bin"), false));
+            cases.push(("single .ckpt", forms.join(format!("{name}.ckpt")), true));
+        }
+        let want = ModelIdentity::of(&folder).unwrap().weights;
+        for (form, path, is_file) in cases {
+            let source = ModelSource::from(path.as_path());
+            let config = is_file.then_some(folder.as_path());
+            let e = form_error(&c, &source, config);
+            eprintln!("{name} {form}: maps max |err| vs diffusers golden {e:.2e}");
+            assert!(e < 1e-5, "{name} {form}: maps max err {e}");
+            let id = ModelIdentity::of_source_as(&source, config).unwrap();
+            assert_eq!(id.weights, want, "{name} {form}: identity");
+        }
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// The UNet names of a single file written by `write_original` are those of the golden
+/// script's conversion (`original-names.txt`), which diffusers reads back.
+fn check_original_names(name: &str, file: &std::path::Path, list: &std::path::Path) {
+    let text = std::fs::read_to_string(list).unwrap();
+    let want: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split('\t').nth(1))
+        .collect();
+    let st = candle_core::safetensors::load(file, &Device::Cpu).unwrap();
+    let got: std::collections::BTreeSet<&str> = st
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("model.diffusion_model."))
+        .collect();
+    assert_eq!(got, want, "{name}: original-layout UNet names");
+}
+
+/// `init-model`'s tiny SDXL (the golden model's architecture, random weights) loads, runs
+/// through the recorder and detects; as a single file it is the same model.
+#[test]
+fn init_model_writes_a_working_sdxl() {
+    use stablekeypoints::init::{init_model, unet_config_json, TinyArch};
+    use stablekeypoints::model::{single_file::write_original, ModelIdentity, ModelSource};
+    // The full-size config is SDXL base's: a 1280-wide pooled embedding, 6 time ids of 256.
+    let full = serde_json::to_vec(&unet_config_json(TinyArch::Sdxl)).unwrap();
+    let full =
+        stablekeypoints::model::UNetConfig::from_json_bytes(std::path::Path::new("sdxl"), &full)
+            .unwrap();
+    let tt = full.text_time.unwrap();
+    assert_eq!((tt.pooled_dim, tt.time_embed_dim), (1280, 256));
+    assert_eq!(full.transformer_layers_per_block, vec![1, 2, 10]);
+    let dir = std::env::temp_dir().join(format!("skp-init-sdxl-{}", std::process::id()));
+    init_model(&dir, TinyArch::TinySdxl, 3, 24, 5).unwrap();
+    let model = Arc::new(Model::load(&dir, &Device::Cpu, DType::F32).unwrap());
+    assert!(model.unet_config.text_time.is_some());
+    assert_eq!(model.vae_config.scaling_factor, 0.13025);
+    let tokens = Tokens::load(&dir.join("tokens.safetensors")).unwrap();
+    let mut det = Detector::new(model, &tokens, DetectOptions::default()).unwrap();
+    let c = load("tiny-sdxl");
+    let kps = det
+        .detect(vec![Item::square(g(&c, "image"), 0).unwrap()])
+        .unwrap()
+        .remove(0)
+        .keypoints;
+    assert_eq!(kps.len(), 5);
+    let single = dir.join("model.safetensors");
+    write_original(&dir, &single, false).unwrap();
+    let source = ModelSource::from(single.as_path());
+    assert_eq!(
+        ModelIdentity::of_source_as(&source, Some(&dir))
+            .unwrap()
+            .weights,
+        ModelIdentity::of(&dir).unwrap().weights
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Tokens train on the tiny SDXL as on the other families: finite losses, and the
+/// embeddings move.
+#[test]
+fn tokens_train_on_sdxl() {
+    use stablekeypoints::train::{MemoryImages, TrainConfig, Trainer};
+    let c = load("tiny-sdxl");
+    let image = flat(g(&c, "image"));
+    let data = MemoryImages {
+        size: 128,
+        images: vec![image.clone(), image.iter().map(|v| 1.0 - v).collect()],
+    };
+    let cfg = TrainConfig {
+        steps: 3,
+        batch_size: 1,
+        num_tokens: 16,
+        num_keypoints: 4,
+        num_candidates: 8,
+        num_indices: 4,
+        input_size: 128,
+        map_res: 32,
+        seed: 7,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&c.model, &data, cfg).unwrap();
+    let e0 = trainer.embeddings().to_vec();
+    while trainer.step() < 3 {
+        let s = trainer.train_step().unwrap();
+        assert!(s.loss.is_finite() && s.loss > 0.0, "loss {}", s.loss);
+    }
+    let moved = e0
+        .iter()
+        .zip(trainer.embeddings())
+        .any(|(a, b)| (a - b).abs() > 1e-6);
+    assert!(moved, "embeddings did not change");
 }

@@ -1,7 +1,13 @@
-//! `bench`: per-stage timings of one frame.
+//! `bench`: per-stage timings of one frame, as the detector (or the student) records them.
 
 use crate::args::BenchCmd;
-use stablekeypoints::{CropMode, Error, FrameRef, Model, PixelFormat, Tokens};
+use stablekeypoints::detect::{Stage, StageTimes};
+use stablekeypoints::estimator::Estimator;
+use stablekeypoints::student::Student;
+use stablekeypoints::{DetectOptions, Detector, Error, FrameRef, Item, Model, PixelFormat, Tokens};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Peak resident set size of this process in MiB (Linux), if known.
 fn peak_rss_mib() -> Option<f64> {
@@ -26,7 +32,6 @@ fn median_ms(v: &mut [f64]) -> f64 {
 fn bench_conv(runs: usize) -> Result<(), Error> {
     use candle_core::{Device, Tensor};
     use stablekeypoints::ops::conv::Winograd3x3;
-    use std::time::Instant;
     println!("3x3 convolution, stride 1, padding 1, f32, CPU (median of {runs})");
     for (c, s) in [
         (128usize, 512usize),
@@ -98,9 +103,82 @@ pub fn cpu_line() -> String {
     )
 }
 
-/// A student's per-stage timings: preprocessing a 16:9 frame, the network, the peaks.
-fn bench_student(c: &BenchCmd, path: &std::path::Path) -> Result<(), Error> {
-    use std::time::Instant;
+/// Stage times and wall-clock milliseconds of each detection.
+type Runs = Vec<(StageTimes, f64)>;
+
+/// `runs` detections (after a warm-up one) of `batch` copies of a 16:9 synthetic frame of
+/// height `size`, so that preprocessing resamples as it would on video; the stages as the
+/// estimator records them.
+fn time_runs(est: &mut Estimator, size: usize, batch: usize, runs: usize) -> Result<Runs, Error> {
+    let (w, h) = (size * 16 / 9, size);
+    let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31) % 251) as u8).collect();
+    let frame = FrameRef::packed(PixelFormat::Rgb, w, h, &pixels, w * 3)?;
+    est.record_stage_times(true);
+    let mut out = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let items = (0..batch as u64).map(|k| Item::frame(frame, k)).collect();
+        let start = Instant::now();
+        std::hint::black_box(est.detect(items)?);
+        let total = start.elapsed().as_secs_f64() * 1e3;
+        let times = est.take_stage_times();
+        if run > 0 {
+            out.push((times, total));
+        }
+    }
+    est.record_stage_times(false);
+    Ok(out)
+}
+
+/// Decimals of the milliseconds and of the GFLOP printed.
+struct Digits {
+    ms: usize,
+    gflop: usize,
+}
+
+/// One line per stage (median over the runs, its share of the total, its FLOPs and rate),
+/// then the total, frames/s and peak RSS.
+fn print_stages(runs: &Runs, stages: &[Stage], digits: Digits, batch: usize) {
+    let median_of = |f: &dyn Fn(&(StageTimes, f64)) -> f64| {
+        median_ms(&mut runs.iter().map(f).collect::<Vec<_>>())
+    };
+    let total = median_of(&|r| r.1);
+    let flops_of = |s: Stage| runs.last().map_or(0, |r| r.0.flops(s));
+    let mut rows: Vec<(&str, f64, u64)> = stages
+        .iter()
+        .map(|&s| {
+            let m = median_of(&|r| r.0.time(s).as_secs_f64() * 1e3);
+            (s.name(), m, flops_of(s))
+        })
+        .collect();
+    rows.push(("total", total, stages.iter().map(|&s| flops_of(s)).sum()));
+    let Digits { ms: d, gflop: g } = digits;
+    for (name, m, f) in rows {
+        let rate = if f > 0 {
+            format!(
+                "  {:7.g$} GFLOP  {:6.1} GFLOP/s",
+                f as f64 / 1e9,
+                f as f64 / m / 1e6
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{name:>14}: {m:10.d$} ms  ({:5.1}%){rate}",
+            100.0 * m / total
+        );
+    }
+    println!(
+        "{:>14}: {:10.2}  (batch {batch})",
+        "frames/s",
+        batch as f64 * 1e3 / total
+    );
+    if let Some(r) = peak_rss_mib() {
+        println!("{:>14}: {r:10.0} MiB", "peak RSS");
+    }
+}
+
+/// A student's per-stage timings: preprocessing, the network, the peaks.
+fn bench_student(c: &BenchCmd, path: &Path) -> Result<(), Error> {
     for (flag, given) in [
         ("--tokens", c.tokens.is_some()),
         ("--size", c.size.is_some()),
@@ -115,40 +193,12 @@ fn bench_student(c: &BenchCmd, path: &std::path::Path) -> Result<(), Error> {
     }
     let (device, _) = c.device.open()?;
     let t0 = Instant::now();
-    let student = stablekeypoints::student::Student::load(path, &device)?;
+    let student = Student::load(path, &device)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let info = &student.info;
+    let info = student.info.clone();
     let size = info.input_size;
-    let (w, h) = (size * 16 / 9, size);
-    let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31) % 251) as u8).collect();
-    let frame = FrameRef::packed(PixelFormat::Rgb, w, h, &pixels, w * 3)?;
-    let frames = vec![frame; c.batch];
-    let names = ["preprocess", "network", "extraction", "total"];
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    for run in 0..=c.runs {
-        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-        let start = Instant::now();
-        let mut px = Vec::with_capacity(c.batch * 3 * size * size);
-        for f in &frames {
-            px.extend(stablekeypoints::frame::to_model_input(f, size, info.crop).0);
-        }
-        let x = candle_core::Tensor::from_vec(px, (c.batch, 3, size, size), &device)?;
-        let pre = ms(start);
-        let t = Instant::now();
-        let heat = student.heatmaps(&x)?;
-        device.synchronize()?;
-        let net = ms(t);
-        let t = Instant::now();
-        std::hint::black_box(student.keypoints_of(&heat)?);
-        let extract = ms(t);
-        if run > 0 {
-            for (i, v) in [pre, net, extract, ms(start)].into_iter().enumerate() {
-                times[i].push(v);
-            }
-        }
-    }
-    let flops = stablekeypoints::student::net::flops(&info.widths, info.num_keypoints, size)
-        * c.batch as u64;
+    let mut est = Estimator::Student(Box::new(student));
+    let runs = time_runs(&mut est, size, c.batch, c.runs)?;
     println!(
         "student {} (widths {:?}, {} parameters), input {size}x{size}, K={}, device {:?}",
         path.display(),
@@ -159,167 +209,43 @@ fn bench_student(c: &BenchCmd, path: &std::path::Path) -> Result<(), Error> {
     );
     println!("cpu {}", cpu_line());
     println!("load {load_ms:.1} ms, runs {} (+1 warm-up)", c.runs);
-    let total = median_ms(&mut times[names.len() - 1].clone());
-    for (i, (name, v)) in names.iter().zip(times.iter_mut()).enumerate() {
-        let m = median_ms(v);
-        let rate = if i == 1 || i == 3 {
-            format!(
-                "  {:7.3} GFLOP  {:6.1} GFLOP/s",
-                flops as f64 / 1e9,
-                flops as f64 / m / 1e6
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "{name:>14}: {m:10.2} ms  ({:5.1}%){rate}",
-            100.0 * m / total
-        );
-    }
-    println!(
-        "{:>14}: {:10.2}  (batch {})",
-        "frames/s",
-        c.batch as f64 * 1e3 / total,
-        c.batch
-    );
-    if let Some(r) = peak_rss_mib() {
-        println!("{:>14}: {r:10.0} MiB", "peak RSS");
-    }
+    let stages = [Stage::Preprocess, Stage::Network, Stage::Extraction];
+    print_stages(&runs, &stages, Digits { ms: 2, gflop: 3 }, c.batch);
     Ok(())
 }
 
-/// Per-stage timings of one frame (median of `--runs` after a warm-up run).
-pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
-    if c.conv {
-        return bench_conv(c.runs);
+/// The tokens file of `--tokens`, or 500 random tokens of which 10 are selected.
+fn bench_tokens(c: &BenchCmd, model: &Model) -> Result<Tokens, Error> {
+    if let Some(p) = &c.tokens {
+        return Tokens::load(p);
     }
-    if let Some(p) = c
-        .model
-        .as_deref()
-        .filter(|p| stablekeypoints::student::is_student_file(p))
-    {
-        return bench_student(&c, p);
-    }
-    use candle_core::Tensor;
-    use stablekeypoints::frame::to_model_input;
-    use stablekeypoints::model::{MapRecorder, MapSpec};
-    use stablekeypoints::ops::resample::{resize, Interp};
-    use std::time::Instant;
+    let mut rng = stablekeypoints::ops::rng::Rng::new(0);
+    let dim = model.context_dim();
+    let mut e = vec![0f32; 500 * dim];
+    rng.fill_normal(&mut e);
+    let mut t = Tokens::new(e, 500, dim, (0..10).collect())?;
+    t.input_size = model.unet_config.sample_size * model.vae_config.downscale();
+    Ok(t)
+}
 
-    let model_dir = c
-        .model
-        .ok_or_else(|| Error::Invalid("bench needs --model (or --conv)".into()))?;
+/// The diffusion model's per-stage timings, as its detector records them.
+fn bench_teacher(c: &BenchCmd, model_dir: &Path) -> Result<(), Error> {
     let (device, dtype) = c.device.open()?;
-    let (runs, batch) = (c.runs, c.batch);
     let t0 = Instant::now();
-    let model = Model::load(&model_dir, &device, dtype)?;
+    let model = Arc::new(Model::load(model_dir, &device, dtype)?);
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let tokens = match &c.tokens {
-        Some(p) => Tokens::load(p)?,
-        None => {
-            let mut rng = stablekeypoints::ops::rng::Rng::new(0);
-            let c = model.context_dim();
-            let mut e = vec![0f32; 500 * c];
-            rng.fill_normal(&mut e);
-            let mut t = Tokens::new(e, 500, c, (0..10).collect())?;
-            t.input_size = model.unet_config.sample_size * model.vae_config.downscale();
-            t
-        }
+    let tokens = bench_tokens(c, &model)?;
+    let opts = DetectOptions {
+        input_size: c.size,
+        map_res: c.map_res,
+        ..Default::default()
     };
-    let size = c.size.unwrap_or(tokens.input_size);
-    let map_res = c.map_res.unwrap_or(tokens.map_res);
-    model.check_input_size(size)?;
-    let spec = MapSpec {
-        timestep: tokens.timestep,
-        layers: tokens.layers,
-        map_res,
-    };
-    let emb = Tensor::from_slice(
-        &tokens.embeddings,
-        (tokens.num_tokens, tokens.context_dim),
-        &device,
-    )?;
     let t0 = Instant::now();
-    let ctx = model.prepare_context(&emb)?;
+    let det = Detector::new(model.clone(), &tokens, opts)?;
     let ctx_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let idx: Vec<u32> = tokens.indices.iter().map(|&i| i as u32).collect();
-    let select = Tensor::from_vec(idx, tokens.indices.len(), &device)?;
-    // A 16:9 synthetic frame so that preprocessing resamples as it would on video.
-    let (w, h) = (size * 16 / 9, size);
-    let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31) % 251) as u8).collect();
-    let frame = FrameRef::packed(PixelFormat::Rgb, w, h, &pixels, w * 3)?;
-
-    let names = [
-        "preprocess",
-        "vae_encode",
-        "unet_to_exit",
-        "map_recording",
-        "extraction",
-        "total",
-    ];
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let mut flops = [0u64; 6];
-    use stablekeypoints::ops::flops as fl;
-    let (a_coef, s_coef) = model.schedule.noise_coefficients(spec.timestep);
-    for run in 0..=runs {
-        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-        let start = Instant::now();
-        let (input, _) = to_model_input(&frame, size, CropMode::Letterbox);
-        let image =
-            Tensor::from_vec(input, (1, 3, size, size), &device)?.repeat((batch, 1, 1, 1))?;
-        device.synchronize()?;
-        let pre = ms(start);
-        let t = Instant::now();
-        fl::take();
-        let z = model.encode(&image)?;
-        device.synchronize()?;
-        let vae = ms(t);
-        let vae_flops = fl::take();
-        let t = Instant::now();
-        let noise = Tensor::randn(0f32, 1f32, z.shape(), &device)?.to_dtype(z.dtype())?;
-        let zt = ((&z * a_coef)? + (noise * s_coef)?)?;
-        let side = z.dim(2)?;
-        let mut rec = MapRecorder::new(side / 2, spec.layers, spec.map_res, Some(select.clone()))
-            .with_timing();
-        model
-            .unet
-            .record(&zt, spec.timestep as f64, &ctx, &mut rec)?;
-        let capture = rec.elapsed().as_secs_f64() * 1e3;
-        let rec_flops = rec.flops();
-        let unet_flops = fl::take().saturating_sub(rec_flops);
-        let maps = rec.finish()?;
-        device.synchronize()?;
-        let unet = ms(t);
-        let t = Instant::now();
-        let up = resize(&maps.flatten_to(1)?, size, size, Interp::Bilinear)?;
-        let v = up
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let peaks: Vec<_> = v
-            .chunks_exact(size * size)
-            .map(|m| stablekeypoints::keypoints::argmax_peak(m, size, size))
-            .collect();
-        let extract = ms(t);
-        let total = ms(start);
-        std::hint::black_box(peaks);
-        flops = [
-            0,
-            vae_flops,
-            unet_flops,
-            rec_flops,
-            0,
-            vae_flops + unet_flops + rec_flops,
-        ];
-        if run > 0 {
-            for (i, x) in [pre, vae, unet - capture, capture, extract, total]
-                .into_iter()
-                .enumerate()
-            {
-                times[i].push(x);
-            }
-        }
-    }
+    let (size, map_res) = (det.input_size(), det.map_spec().map_res);
+    let mut est = Estimator::teacher(det);
+    let runs = time_runs(&mut est, size, c.batch, c.runs)?;
     println!(
         "model {} (blocks {:?}, context {}), input {size}x{size}, map_res {map_res}, N={} K={}, device {:?}, dtype {:?}",
         model_dir.display(),
@@ -331,31 +257,33 @@ pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
         dtype
     );
     println!("cpu {}", cpu_line());
-    println!("load {load_ms:.0} ms, token K/V precompute {ctx_ms:.1} ms, runs {runs} (+1 warm-up)");
-    let total = median_ms(&mut times[names.len() - 1].clone());
-    for ((name, v), f) in names.iter().zip(times.iter_mut()).zip(flops) {
-        let m = median_ms(v);
-        let rate = if f > 0 {
-            format!(
-                "  {:7.1} GFLOP  {:6.1} GFLOP/s",
-                f as f64 / 1e9,
-                f as f64 / m / 1e6
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "{name:>14}: {m:10.1} ms  ({:5.1}%){rate}",
-            100.0 * m / total
-        );
-    }
     println!(
-        "{:>14}: {:10.2}  (batch {batch})",
-        "frames/s",
-        batch as f64 * 1e3 / total
+        "load {load_ms:.0} ms, token K/V precompute {ctx_ms:.1} ms, runs {} (+1 warm-up)",
+        c.runs
     );
-    if let Some(r) = peak_rss_mib() {
-        println!("{:>14}: {r:10.0} MiB", "peak RSS");
-    }
+    let stages = [
+        Stage::Preprocess,
+        Stage::VaeEncode,
+        Stage::UnetToExit,
+        Stage::MapRecording,
+        Stage::Extraction,
+    ];
+    print_stages(&runs, &stages, Digits { ms: 1, gflop: 1 }, c.batch);
     Ok(())
+}
+
+/// Per-stage timings of one frame (median of `--runs` after a warm-up run).
+pub fn cmd_bench(c: BenchCmd) -> Result<(), Error> {
+    if c.conv {
+        return bench_conv(c.runs);
+    }
+    let model = c
+        .model
+        .as_deref()
+        .ok_or_else(|| Error::Invalid("bench needs --model (or --conv)".into()))?;
+    if stablekeypoints::student::is_student_file(model) {
+        bench_student(&c, model)
+    } else {
+        bench_teacher(&c, model)
+    }
 }

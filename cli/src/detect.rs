@@ -127,24 +127,8 @@ pub fn open(
 pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
     // The boxes file fails first, naming itself (and the line at fault).
     let boxes = c.objects.boxes.as_deref().map(Boxes::read).transpose()?;
-    if boxes.is_some() && c.dump_maps.is_some() {
-        return Err(Error::Invalid(
-            "--dump-maps: not with --boxes (the maps are those of a whole image)".into(),
-        ));
-    }
     if let Some(out) = &c.dump_maps {
-        check_output_file(out, "--dump-maps")?;
-        let mut inputs = Inputs::new();
-        inputs
-            .add("--model", &c.model.model)
-            .add("--tokens", &c.model.tokens_path());
-        if let Some(pose) = &c.pose {
-            inputs.add("--pose", pose);
-        }
-        for image in &c.images {
-            inputs.add("IMAGE", image);
-        }
-        inputs.check(out, "--dump-maps")?;
+        check_dump_maps(&c, out, boxes.is_some())?;
     }
     // Read every input first so that a bad image fails before minutes of model work.
     let images = c
@@ -178,22 +162,14 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
                 margin: c.objects.object_margin,
             };
             for record in objects.records(&mut opened.estimator, i, name, &frame, key, &pose)? {
-                match c.output() {
-                    OutputFormat::Json => std::io::stdout()
-                        .write_all(&record.to_line())
-                        .map_err(stdout_err)?,
-                    OutputFormat::Coco => coco
-                        .add(i as u64, Some(name), &record)
-                        .map_err(Error::Invalid)?,
-                    OutputFormat::Table => print_table(&record),
-                }
+                emit(c.output(), &mut coco, &record, (i, name))?;
             }
             continue;
         }
         let d = match &mut opened.estimator {
             Estimator::Teacher(det) => {
-                det.set_item_key(key);
-                let (d, maps, low) = det.detect_frame_full(&frame)?;
+                let diag = det.diagnose(stablekeypoints::Item::frame(frame, key), None)?;
+                let (d, maps, low) = (diag.detection, diag.maps, diag.low_res);
                 if i == 0 {
                     if let Some(out) = &c.dump_maps {
                         dump_maps(out, &maps, low.as_ref())?;
@@ -201,7 +177,9 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
                 }
                 d
             }
-            e => e.detect_frame(&frame, key)?,
+            e => e
+                .detect(vec![stablekeypoints::Item::frame(frame, key)])?
+                .remove(0),
         };
         let mut record = Record::still(
             i as u64,
@@ -214,23 +192,54 @@ pub fn cmd_detect(c: DetectCmd) -> Result<(), Error> {
         if let Some((p, reg)) = &pose {
             record.add_pose(p, reg)?;
         }
-        match c.output() {
-            OutputFormat::Json => {
-                std::io::stdout()
-                    .write_all(&record.to_line())
-                    .map_err(stdout_err)?;
-            }
-            OutputFormat::Coco => coco
-                .add(i as u64, Some(name), &record)
-                .map_err(Error::Invalid)?,
-            OutputFormat::Table => print_table(&record),
-        }
+        emit(c.output(), &mut coco, &record, (i, name))?;
     }
     if c.output() == OutputFormat::Coco {
         let mut out = std::io::stdout();
         out.write_all(&coco.to_json())
             .and_then(|()| out.write_all(b"\n"))
             .map_err(stdout_err)?;
+    }
+    Ok(())
+}
+
+/// `--dump-maps OUT` is not given with boxes, is writable and replaces no input.
+fn check_dump_maps(c: &DetectCmd, out: &Path, boxes: bool) -> Result<(), Error> {
+    if boxes {
+        return Err(Error::Invalid(
+            "--dump-maps: not with --boxes (the maps are those of a whole image)".into(),
+        ));
+    }
+    check_output_file(out, "--dump-maps")?;
+    let mut inputs = Inputs::new();
+    inputs
+        .add("--model", &c.model.model)
+        .add("--tokens", &c.model.tokens_path());
+    if let Some(pose) = &c.pose {
+        inputs.add("--pose", pose);
+    }
+    for image in &c.images {
+        inputs.add("IMAGE", image);
+    }
+    inputs.check(out, "--dump-maps")
+}
+
+/// Prints `record` of image `i` (`name`) in `format`; COCO collects it in `coco`, printed at
+/// the end.
+fn emit(
+    format: OutputFormat,
+    coco: &mut Coco,
+    record: &Record,
+    (i, name): (usize, &str),
+) -> Result<(), Error> {
+    match format {
+        OutputFormat::Json => std::io::stdout()
+            .write_all(&record.to_line())
+            .map_err(stdout_err)?,
+        OutputFormat::Coco => coco
+            .add(i as u64, Some(name), record)
+            .map_err(Error::Invalid)?,
+        OutputFormat::Table => print_table(record),
     }
     Ok(())
 }
@@ -281,8 +290,11 @@ impl ObjectJob<'_> {
         let keys: Vec<u64> = (0..regions.len() as u64)
             .map(|j| key.wrapping_mul(KEYS_PER_IMAGE).wrapping_add(j))
             .collect();
-        let detections =
-            estimator.detect_regions_keyed(std::slice::from_ref(frame), &regions, &keys)?;
+        let detections = estimator.detect(stablekeypoints::Item::regions(
+            std::slice::from_ref(frame),
+            &regions,
+            &keys,
+        )?)?;
         let crop = estimator.crop();
         let mut out = Vec::with_capacity(objects.len());
         for (((id, o, rect), (_, region)), d) in objects.iter().zip(&regions).zip(detections) {

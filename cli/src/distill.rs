@@ -20,7 +20,7 @@ use stablekeypoints::student::StudentWeights;
 use stablekeypoints::train::TrainData;
 use stablekeypoints::util::{check_output_file, write_atomic, Inputs};
 use stablekeypoints::{Detector, Error, Model, Tokens};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -58,33 +58,7 @@ fn stopped(what: &str) -> Error {
 }
 
 pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
-    let out = &c.out;
-    let (labels_file, ckpt) = (labels_path(out), checkpoint_path(out));
-    for p in [out, &labels_file, &ckpt] {
-        check_output_file(p, "--out")?;
-    }
-    let mut inputs = Inputs::new();
-    inputs
-        .add("--model", &c.model.model)
-        .add("--tokens", &c.model.tokens_path());
-    for (flag, p) in [("--input", &c.input), ("--inputs", &c.inputs)] {
-        if let Some(p) = p {
-            inputs.add(flag, p);
-        }
-    }
-    for p in [out, &labels_file, &ckpt] {
-        inputs.check(p, "--out")?;
-    }
-    if !c.resume {
-        distill::refuse_unfinished(&ckpt)?;
-        if labels_file.exists() {
-            return Err(Error::Invalid(format!(
-                "{} holds the teacher's labels of an earlier run; continue it with --resume, \
-                 or remove the file to label anew",
-                labels_file.display()
-            )));
-        }
-    }
+    check_outputs(&c)?;
     if !c.student_size.is_multiple_of(SIZE_MULTIPLE) {
         return Err(Error::Invalid(format!(
             "--student-size {}: must be a multiple of {SIZE_MULTIPLE}",
@@ -150,6 +124,39 @@ pub fn cmd_distill(c: DistillCmd) -> Result<(), Error> {
         teacher_id,
         label_seconds,
     )
+}
+
+/// The student, its label cache and its checkpoint are writable and replace no input; a
+/// run that has not finished is continued only with `--resume`.
+fn check_outputs(c: &DistillCmd) -> Result<(), Error> {
+    let out = &c.out;
+    let (labels_file, ckpt) = (labels_path(out), checkpoint_path(out));
+    for p in [out, &labels_file, &ckpt] {
+        check_output_file(p, "--out")?;
+    }
+    let mut inputs = Inputs::new();
+    inputs
+        .add("--model", &c.model.model)
+        .add("--tokens", &c.model.tokens_path());
+    for (flag, p) in [("--input", &c.input), ("--inputs", &c.inputs)] {
+        if let Some(p) = p {
+            inputs.add(flag, p);
+        }
+    }
+    for p in [out, &labels_file, &ckpt] {
+        inputs.check(p, "--out")?;
+    }
+    if !c.resume {
+        distill::refuse_unfinished(&ckpt)?;
+        if labels_file.exists() {
+            return Err(Error::Invalid(format!(
+                "{} holds the teacher's labels of an earlier run; continue it with --resume, \
+                 or remove the file to label anew",
+                labels_file.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The teacher's keypoints of every input, cached next to the output (resumable).
@@ -233,23 +240,8 @@ fn distil(
     label_seconds: f64,
 ) -> Result<(), Error> {
     let (out, ckpt) = (&c.out, checkpoint_path(&c.out));
-    let crop = c.crop.crop;
-    let augment = c.augment.apply(tokens.augment)?;
+    let cfg = config(c, tokens)?;
     let images = Images::read(data, tokens.input_size, c.student_size)?;
-    let cfg = DistillConfig {
-        widths: c.widths,
-        input_size: c.student_size,
-        crop,
-        steps: c.steps,
-        batch_size: c.batch_size,
-        lr: c.lr,
-        sigma: c.sigma,
-        holdout_every: c.holdout_every,
-        seed: c.seed.seed,
-        augment,
-        jitter: c.jitter,
-        checkpoint_every: c.checkpoint_every,
-    };
     let mut d = Distiller::new(cfg.clone(), labels, teacher_id)?;
     if c.resume && ckpt.is_file() {
         d.load_checkpoint(&ckpt)?;
@@ -278,10 +270,55 @@ fn distil(
         cfg.batch_size,
         ckpt.display()
     );
+    let train_started = Instant::now();
+    let last_holdout = train_with_progress(&mut d, &images, labels, &ckpt, &cfg)?;
+    let mut w = d.weights();
+    record_run(&mut w.info.extra, c, labels, &cfg, last_holdout);
+    w.save(out)?;
+    eprintln!(
+        "wrote {} (labelling {}, training {}{})",
+        out.display(),
+        duration(label_seconds),
+        duration(train_started.elapsed().as_secs_f64()),
+        if last_holdout.is_finite() {
+            format!(", held-out error {last_holdout:.2} px")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// The training settings of `c` (the warp ranges of `tokens` unless given).
+fn config(c: &DistillCmd, tokens: &Tokens) -> Result<DistillConfig, Error> {
+    Ok(DistillConfig {
+        widths: c.widths,
+        input_size: c.student_size,
+        crop: c.crop.crop,
+        steps: c.steps,
+        batch_size: c.batch_size,
+        lr: c.lr,
+        sigma: c.sigma,
+        holdout_every: c.holdout_every,
+        seed: c.seed.seed,
+        augment: c.augment.apply(tokens.augment)?,
+        jitter: c.jitter,
+        checkpoint_every: c.checkpoint_every,
+    })
+}
+
+/// Trains `d` to `cfg.steps` with a progress bar (Ctrl-C stops it, leaving the checkpoint
+/// `ckpt`); the last held-out error in pixels (NaN without one).
+fn train_with_progress(
+    d: &mut Distiller,
+    images: &Images,
+    labels: &Labels,
+    ckpt: &Path,
+    cfg: &DistillConfig,
+) -> Result<f32, Error> {
     let mut steps = Progress::new(cfg.steps as u64, "step {pos}/{len} [{bar:30}] {msg}");
     let mut last_holdout = f32::NAN;
-    let train_started = Instant::now();
-    let finished = d.run(&images, labels, &ckpt, 250, &mut |ev| {
+    let finished = d.run(images, labels, ckpt, 250, &mut |ev| {
         match ev {
             DistillEvent::Resumed { step } => steps.set(step as u64, "", false, String::new),
             DistillEvent::Holdout { step, error_px } => {
@@ -316,8 +353,17 @@ fn distil(
             ckpt.display()
         )));
     }
-    let mut w = d.weights();
-    let extra = &mut w.info.extra;
+    Ok(last_holdout)
+}
+
+/// How the student was made, in its file's metadata.
+fn record_run(
+    extra: &mut BTreeMap<String, String>,
+    c: &DistillCmd,
+    labels: &Labels,
+    cfg: &DistillConfig,
+    last_holdout: f32,
+) {
     match &c.labels {
         Some(p) => extra.insert("labels".into(), p.display().to_string()),
         None => extra.insert(
@@ -332,19 +378,6 @@ fn distil(
     if last_holdout.is_finite() {
         extra.insert("holdout_error_px".into(), format!("{last_holdout:.3}"));
     }
-    w.save(out)?;
-    eprintln!(
-        "wrote {} (labelling {}, training {}{})",
-        out.display(),
-        duration(label_seconds),
-        duration(train_started.elapsed().as_secs_f64()),
-        if last_holdout.is_finite() {
-            format!(", held-out error {last_holdout:.2} px")
-        } else {
-            String::new()
-        }
-    );
-    Ok(())
 }
 
 pub fn cmd_export_onnx(c: ExportOnnxCmd) -> Result<(), Error> {

@@ -64,80 +64,93 @@ pub struct ImageFiles {
     fingerprint: String,
 }
 
+/// The png/jpg images of `input` (a folder, searched recursively, or one image), sorted.
+fn list_images(input: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut paths = Vec::new();
+    if input.is_dir() {
+        find_images(input, &mut paths)?;
+    } else if input.is_file() {
+        if !is_image(input) {
+            return Err(Error::Invalid(format!(
+                "{}: only folders of png/jpg images (or one image) are supported so far; \
+                 extract video frames into a folder first",
+                input.display()
+            )));
+        }
+        paths.push(input.to_path_buf());
+    } else {
+        return Err(Error::Io {
+            path: input.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        });
+    }
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no png/jpg images found",
+            input.display()
+        )));
+    }
+    Ok(paths)
+}
+
+/// Decodes each of `paths` (of `input`) to check it: those that do not decode are dropped
+/// and listed on stderr; none left is an error naming them.
+fn check_readable(input: &Path, paths: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let listed = paths.len();
+    let mut skipped = Vec::new();
+    let (mut smallest, mut largest) = ((u32::MAX, u32::MAX), (0, 0));
+    paths.retain(|p| match read_image(p) {
+        Ok(img) => {
+            let d = img.dimensions();
+            if d.0 as u64 * d.1 as u64 > largest.0 as u64 * largest.1 as u64 {
+                largest = d;
+            }
+            if (d.0 as u64 * d.1 as u64) < smallest.0 as u64 * smallest.1 as u64 {
+                smallest = d;
+            }
+            true
+        }
+        Err(e) => {
+            skipped.push(e.to_string());
+            false
+        }
+    });
+    if paths.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: none of the {listed} images can be read: {}",
+            input.display(),
+            skipped.join("; ")
+        )));
+    }
+    eprintln!(
+        "checked {listed} images in {}: {} readable ({}x{} to {}x{}){}",
+        input.display(),
+        paths.len(),
+        smallest.0,
+        smallest.1,
+        largest.0,
+        largest.1,
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped:", skipped.len())
+        }
+    );
+    for s in &skipped {
+        eprintln!("  skipped {s}");
+    }
+    Ok(())
+}
+
 impl ImageFiles {
     /// Lists the images of `input`, decodes each one to check it (those that do not decode
     /// are skipped and listed on stderr; none left is an error naming them), then keeps
     /// `max_frames` of the good ones. The data set is identified by the files kept, so a
     /// checkpoint still resumes after a skipped file is removed.
     pub fn new(input: &Path, max_frames: Option<usize>, crop: CropMode) -> Result<Self, Error> {
-        let mut paths = Vec::new();
-        if input.is_dir() {
-            find_images(input, &mut paths)?;
-        } else if input.is_file() {
-            if !is_image(input) {
-                return Err(Error::Invalid(format!(
-                    "{}: only folders of png/jpg images (or one image) are supported so far; \
-                     extract video frames into a folder first",
-                    input.display()
-                )));
-            }
-            paths.push(input.to_path_buf());
-        } else {
-            return Err(Error::Io {
-                path: input.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-            });
-        }
-        paths.sort();
-        if paths.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: no png/jpg images found",
-                input.display()
-            )));
-        }
-        let listed = paths.len();
-        let mut skipped = Vec::new();
-        let (mut smallest, mut largest) = ((u32::MAX, u32::MAX), (0, 0));
-        paths.retain(|p| match read_image(p) {
-            Ok(img) => {
-                let d = img.dimensions();
-                if d.0 as u64 * d.1 as u64 > largest.0 as u64 * largest.1 as u64 {
-                    largest = d;
-                }
-                if (d.0 as u64 * d.1 as u64) < smallest.0 as u64 * smallest.1 as u64 {
-                    smallest = d;
-                }
-                true
-            }
-            Err(e) => {
-                skipped.push(e.to_string());
-                false
-            }
-        });
-        if paths.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: none of the {listed} images can be read: {}",
-                input.display(),
-                skipped.join("; ")
-            )));
-        }
-        eprintln!(
-            "checked {listed} images in {}: {} readable ({}x{} to {}x{}){}",
-            input.display(),
-            paths.len(),
-            smallest.0,
-            smallest.1,
-            largest.0,
-            largest.1,
-            if skipped.is_empty() {
-                String::new()
-            } else {
-                format!(", {} skipped:", skipped.len())
-            }
-        );
-        for s in &skipped {
-            eprintln!("  skipped {s}");
-        }
+        let mut paths = list_images(input)?;
+        check_readable(input, &mut paths)?;
         if let Some(m) = max_frames.filter(|&m| m > 0 && m < paths.len()) {
             paths = spread(paths.len(), m)
                 .into_iter()

@@ -13,7 +13,7 @@ use crate::video::file_error;
 use stablekeypoints::estimator::Estimator;
 use stablekeypoints::util::check_output_file;
 use stablekeypoints::Error;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
@@ -31,35 +31,12 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
         .input
         .as_deref()
         .expect("clap requires --input or --inputs");
-    if input.is_dir() {
-        return Err(file_error(
-            input,
-            "is a folder; process takes one video file with --input (--inputs takes a folder \
-             or list of videos)",
-        ));
-    }
-    if !input.is_file() {
-        return Err(Error::Io {
-            path: input.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such video file"),
-        });
-    }
+    let out_dir = &c.out_dir;
     // Everything that can be checked is checked before any decoding or training: the output
     // folder, the model and the tokens; the outputs are written under temporary names and
     // renamed into place only once complete, so that a failure leaves earlier results as
     // they were.
-    let out_dir = &c.out_dir;
-    if out_dir.exists() && !out_dir.is_dir() {
-        return Err(Error::Invalid(format!(
-            "--out-dir {}: is a file, not a folder",
-            out_dir.display()
-        )));
-    }
-    // The boxes are read again by the element; a missing or malformed file fails here,
-    // naming the file (and line), before any decoding or training.
-    if let Some(b) = &c.objects.boxes {
-        stablekeypoints::boxes::Boxes::read(b)?;
-    }
+    check_paths(&c, input)?;
     // A student runs as it is: nothing to train.
     let student = Estimator::is_student(&c.model);
     let _model = match &c.tokens {
@@ -93,29 +70,8 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
     let _lock = crate::corpus::lock::try_lock_folder(out_dir, "--out-dir")?;
     let tokens = match &c.tokens {
         Some(t) => t.clone(),
-        None if student => std::path::PathBuf::new(),
-        None => {
-            // The outputs must be writable before hours of training.
-            let probe = ElementJob::new(&c, Path::new(""));
-            for p in probe.outputs(out_dir) {
-                check_output_file(&p, "--out-dir")?;
-            }
-            // Written (atomically) as soon as training ends: a complete result of its own,
-            // kept even if the pipeline then fails.
-            let out = trained;
-            train::run(&TrainJob {
-                model: &c.model,
-                weights: &c.weights,
-                input: TrainInput::Path(input),
-                out: &out,
-                out_flag: "--out-dir",
-                train: &c.train,
-                seed: &c.seed,
-                crop: c.crop.crop,
-                device: c.device.device,
-            })?;
-            out
-        }
+        None if student => PathBuf::new(),
+        None => train_on_video(&c, input, trained)?,
     };
     let job = ElementJob::new(&c, &tokens);
     // From here on SIGINT/SIGTERM stop the pipeline; the temporary files are then removed.
@@ -134,4 +90,56 @@ pub fn cmd_process(c: ProcessCmd) -> Result<ExitCode, Error> {
         done.seconds
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--input` is a video file, `--out-dir` not a file, and the boxes (read again by the
+/// element) are readable: a missing or malformed file fails here, naming the file (and
+/// line), before any decoding or training.
+fn check_paths(c: &ProcessCmd, input: &Path) -> Result<(), Error> {
+    if input.is_dir() {
+        return Err(file_error(
+            input,
+            "is a folder; process takes one video file with --input (--inputs takes a folder \
+             or list of videos)",
+        ));
+    }
+    if !input.is_file() {
+        return Err(Error::Io {
+            path: input.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such video file"),
+        });
+    }
+    let out_dir = &c.out_dir;
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--out-dir {}: is a file, not a folder",
+            out_dir.display()
+        )));
+    }
+    if let Some(b) = &c.objects.boxes {
+        stablekeypoints::boxes::Boxes::read(b)?;
+    }
+    Ok(())
+}
+
+/// Trains tokens on `input` into `out` (in `--out-dir`), after checking that the outputs
+/// are writable before hours of training. The tokens are written (atomically) as soon as
+/// training ends: a complete result of its own, kept even if the pipeline then fails.
+fn train_on_video(c: &ProcessCmd, input: &Path, out: PathBuf) -> Result<PathBuf, Error> {
+    let probe = ElementJob::new(c, Path::new(""));
+    for p in probe.outputs(&c.out_dir) {
+        check_output_file(&p, "--out-dir")?;
+    }
+    train::run(&TrainJob {
+        model: &c.model,
+        weights: &c.weights,
+        input: TrainInput::Path(input),
+        out: &out,
+        out_flag: "--out-dir",
+        train: &c.train,
+        seed: &c.seed,
+        crop: c.crop.crop,
+        device: c.device.device,
+    })?;
+    Ok(out)
 }

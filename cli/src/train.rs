@@ -122,88 +122,16 @@ fn check_memory(cfg: &TrainConfig) -> Result<(), Error> {
 
 pub fn run(job: &TrainJob) -> Result<(), Error> {
     let out = job.out;
-    // Checked (and its folder made) before hours of training, so that a bad --out fails
-    // now, not when the result is written.
-    check_output_file(out, job.out_flag)?;
-    check_output_file(&checkpoint_path(out), job.out_flag)?;
-    // Nor may it replace what training reads (`--input clip.mp4 --out clip.mp4`).
-    let mut inputs = Inputs::new();
-    inputs.add("--model", job.model);
-    match job.input {
-        TrainInput::Path(p) if is_csv(p) => {
-            inputs.add("--input", p);
-            if let Ok(set) = LabelSet::load(p) {
-                for row in &set.rows {
-                    inputs.add("--input", &row.image);
-                    if let Some(mask) = &row.mask {
-                        inputs.add("--input", mask);
-                    }
-                }
-            }
-        }
-        TrainInput::Path(p) => inputs.add_where("--input", p, &is_image),
-        TrainInput::Corpus(p) => {
-            inputs.add("--inputs", p);
-        }
-    }
-    inputs.check(out, job.out_flag)?;
-    inputs.check(&checkpoint_path(out), job.out_flag)?;
+    check_outputs(job)?;
     let t = job.train;
-    if !t.resume {
-        train::checkpoint::refuse_unfinished(&checkpoint_path(out))?;
-    }
     // Image files are listed (and checked) before the model loads; a video is decoded once
     // the model input size is known.
-    let images: Option<Box<dyn TrainData>> = match job.input {
-        TrainInput::Path(p) if is_video(p) => None,
-        TrainInput::Path(p) if is_csv(p) && p.is_file() => {
-            Some(Box::new(LabelImages::new(p, t.max_frames, job.crop)?))
-        }
-        TrainInput::Path(p) => Some(Box::new(ImageFiles::new(p, t.max_frames, job.crop)?)),
-        TrainInput::Corpus(p) => {
-            // The list is checked now; its videos are decoded once the input size is known.
-            crate::corpus::source::work_list(p, None)?;
-            None
-        }
-    };
+    let images = list_images(job)?;
     let augment = t.augment.apply(AugmentRanges::default())?;
     // Gradients through f16 activations underflow: training computes in f32 everywhere.
     let (device, _) = job.device.open()?;
     let model = Model::open(&job.weights.source(job.model), &device, DType::F32)?;
-    let native = model.unet_config.sample_size * model.vae_config.downscale();
-    let input_size = t.size.unwrap_or(if native > 0 {
-        native
-    } else {
-        TrainConfig::default().input_size
-    });
-    model
-        .check_input_size(input_size)
-        .map_err(|e| match t.size {
-            Some(s) => Error::Invalid(format!("--size {s}: {e}")),
-            None => e,
-        })?;
-    let cfg = TrainConfig {
-        steps: t.steps,
-        batch_size: t.batch_size,
-        lr: t.lr,
-        num_tokens: t.num_tokens,
-        num_keypoints: t.num_keypoints,
-        num_candidates: t.num_candidates,
-        num_indices: t.num_indices,
-        input_size,
-        map_res: t.map_res,
-        num_layers: TrainConfig::default().num_layers,
-        layers: t.layers,
-        timestep: t.noise_level.timestep(),
-        sigma: t.sigma,
-        sharpening_weight: t.sharpening_weight,
-        equivariance_weight: t.equivariance_weight,
-        top_k_strategy: t.top_k_strategy.into(),
-        num_subjects: t.num_subjects,
-        augment,
-        seed: job.seed.seed,
-        flip: t.flip,
-    };
+    let cfg = config(job, &model, augment)?;
     check_memory(&cfg)?;
     let opts = RunOptions {
         checkpoint: Some(checkpoint_path(out)),
@@ -231,9 +159,129 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
         cfg.batch_size,
         opts.checkpoint.as_ref().expect("set").display()
     );
-    let mut steps = Progress::new(cfg.steps as u64, "step {pos}/{len} [{bar:30}] {msg}");
+    match train_with_progress(&mut trainer, &opts, cfg.steps)? {
+        Outcome::Finished { tokens, votes } => {
+            tokens.save(out)?;
+            let counts: Vec<String> = votes.iter().map(|(t, c)| format!("{t}:{c}")).collect();
+            eprintln!(
+                "wrote {} ({} keypoint tokens; token:votes {})",
+                out.display(),
+                tokens.indices.len(),
+                counts.join(" ")
+            );
+            if tokens.indices.len() < cfg.num_keypoints {
+                eprintln!(
+                    "warning: only {} distinct tokens were voted for (asked for {})",
+                    tokens.indices.len(),
+                    cfg.num_keypoints
+                );
+            }
+            Ok(())
+        }
+        Outcome::Stopped { step } => Err(Error::Invalid(format!("stopped at step {step}"))),
+    }
+}
+
+/// The output and its checkpoint are checked (and their folder made) before hours of
+/// training, so that a bad `--out` fails now, not when the result is written; nor may they
+/// replace what training reads (`--input clip.mp4 --out clip.mp4`). Without `--resume`, an
+/// unfinished checkpoint is refused.
+fn check_outputs(job: &TrainJob) -> Result<(), Error> {
+    let out = job.out;
+    check_output_file(out, job.out_flag)?;
+    check_output_file(&checkpoint_path(out), job.out_flag)?;
+    let mut inputs = Inputs::new();
+    inputs.add("--model", job.model);
+    match job.input {
+        TrainInput::Path(p) if is_csv(p) => {
+            inputs.add("--input", p);
+            if let Ok(set) = LabelSet::load(p) {
+                for row in &set.rows {
+                    inputs.add("--input", &row.image);
+                    if let Some(mask) = &row.mask {
+                        inputs.add("--input", mask);
+                    }
+                }
+            }
+        }
+        TrainInput::Path(p) => inputs.add_where("--input", p, &is_image),
+        TrainInput::Corpus(p) => {
+            inputs.add("--inputs", p);
+        }
+    }
+    inputs.check(out, job.out_flag)?;
+    inputs.check(&checkpoint_path(out), job.out_flag)?;
+    if !job.train.resume {
+        train::checkpoint::refuse_unfinished(&checkpoint_path(out))?;
+    }
+    Ok(())
+}
+
+/// The images trained on, listed and checked; `None` for videos, decoded once the model
+/// input size is known (a corpus's list is checked now).
+fn list_images(job: &TrainJob) -> Result<Option<Box<dyn TrainData>>, Error> {
+    let t = job.train;
+    Ok(match job.input {
+        TrainInput::Path(p) if is_video(p) => None,
+        TrainInput::Path(p) if is_csv(p) && p.is_file() => {
+            Some(Box::new(LabelImages::new(p, t.max_frames, job.crop)?))
+        }
+        TrainInput::Path(p) => Some(Box::new(ImageFiles::new(p, t.max_frames, job.crop)?)),
+        TrainInput::Corpus(p) => {
+            crate::corpus::source::work_list(p, None)?;
+            None
+        }
+    })
+}
+
+/// The training configuration of `job` for `model` (its native input size unless `--size`).
+fn config(job: &TrainJob, model: &Model, augment: AugmentRanges) -> Result<TrainConfig, Error> {
+    let t = job.train;
+    let native = model.unet_config.sample_size * model.vae_config.downscale();
+    let input_size = t.size.unwrap_or(if native > 0 {
+        native
+    } else {
+        TrainConfig::default().input_size
+    });
+    model
+        .check_input_size(input_size)
+        .map_err(|e| match t.size {
+            Some(s) => Error::Invalid(format!("--size {s}: {e}")),
+            None => e,
+        })?;
+    Ok(TrainConfig {
+        steps: t.steps,
+        batch_size: t.batch_size,
+        lr: t.lr,
+        num_tokens: t.num_tokens,
+        num_keypoints: t.num_keypoints,
+        num_candidates: t.num_candidates,
+        num_indices: t.num_indices,
+        input_size,
+        map_res: t.map_res,
+        num_layers: TrainConfig::default().num_layers,
+        layers: t.layers,
+        timestep: t.noise_level.timestep(),
+        sigma: t.sigma,
+        sharpening_weight: t.sharpening_weight,
+        equivariance_weight: t.equivariance_weight,
+        top_k_strategy: t.top_k_strategy.into(),
+        num_subjects: t.num_subjects,
+        augment,
+        seed: job.seed.seed,
+        flip: t.flip,
+    })
+}
+
+/// Runs the training of `total` steps and the final vote with progress bars.
+fn train_with_progress(
+    trainer: &mut Trainer,
+    opts: &RunOptions,
+    total: usize,
+) -> Result<Outcome, Error> {
+    let mut steps = Progress::new(total as u64, "step {pos}/{len} [{bar:30}] {msg}");
     let mut vote: Option<Progress> = None;
-    let outcome = train::run(&mut trainer, &opts, &mut |ev| {
+    let outcome = train::run(trainer, opts, &mut |ev| {
         match ev {
             Event::Resumed { step } => {
                 steps.println(&format!("resumed at step {step}"));
@@ -272,25 +320,5 @@ pub fn run(job: &TrainJob) -> Result<(), Error> {
     if let Some(v) = &vote {
         v.finish();
     }
-    match outcome {
-        Outcome::Finished { tokens, votes } => {
-            tokens.save(out)?;
-            let counts: Vec<String> = votes.iter().map(|(t, c)| format!("{t}:{c}")).collect();
-            eprintln!(
-                "wrote {} ({} keypoint tokens; token:votes {})",
-                out.display(),
-                tokens.indices.len(),
-                counts.join(" ")
-            );
-            if tokens.indices.len() < cfg.num_keypoints {
-                eprintln!(
-                    "warning: only {} distinct tokens were voted for (asked for {})",
-                    tokens.indices.len(),
-                    cfg.num_keypoints
-                );
-            }
-            Ok(())
-        }
-        Outcome::Stopped { step } => Err(Error::Invalid(format!("stopped at step {step}"))),
-    }
+    Ok(outcome)
 }

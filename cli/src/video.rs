@@ -90,26 +90,7 @@ pub fn decoding_pipeline(
     sink: &[&gst::Element],
 ) -> Result<(gst::Pipeline, Arc<AtomicBool>), Error> {
     let pipeline = gst::Pipeline::new();
-    let location = path.to_string_lossy();
-    let decode = if is_uri(&location) {
-        let decode = make("uridecodebin")?;
-        decode.set_property("uri", location.as_ref());
-        pipeline.add(&decode).map(|_| decode)
-    } else {
-        let src = make("filesrc")?;
-        src.set_property("location", location.as_ref());
-        let decode = make("decodebin")?;
-        pipeline
-            .add_many([&src, &decode])
-            .and_then(|_| src.link(&decode))
-            .map(|_| decode)
-    }
-    .and_then(|decode| {
-        pipeline.add_many(sink.iter().copied())?;
-        gst::Element::link_many(sink.iter().copied())?;
-        Ok(decode)
-    })
-    .map_err(|e| Error::Invalid(format!("cannot build the GStreamer pipeline: {e}")))?;
+    let decode = add_decoder(&pipeline, path, sink)?;
     let linked = Arc::new(AtomicBool::new(false));
     // The kinds of stream seen, for the error when none is video.
     let kinds: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -133,18 +114,7 @@ pub fn decoding_pipeline(
     let pipe = pipeline.downgrade();
     let flag = linked.clone();
     decode.connect_pad_added(move |_, pad| {
-        let caps = pad.current_caps();
-        let is_video = caps
-            .as_ref()
-            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/x-raw")))
-            .unwrap_or(false);
-        let kind = match (&caps, is_video) {
-            (Some(c), true) => c.to_string(),
-            (Some(c), false) => c
-                .structure(0)
-                .map_or("an empty stream".into(), |s| s.name().to_string()),
-            (None, _) => "a stream of unknown kind".into(),
-        };
+        let (is_video, kind) = stream_kind(pad.current_caps().as_ref());
         kinds.lock().unwrap_or_else(|p| p.into_inner()).push(kind);
         if is_video && !flag.load(Ordering::SeqCst) {
             if let Some(sink_pad) = first.upgrade().and_then(|e| e.static_pad("sink")) {
@@ -155,19 +125,69 @@ pub fn decoding_pipeline(
             }
         }
         // Anything else is drained, so that it cannot stall the demuxer.
-        if let (Some(pipe), Ok(fake)) = (
-            pipe.upgrade(),
-            gst::ElementFactory::make("fakesink").build(),
-        ) {
-            fake.set_property("sync", false);
-            if pipe.add(&fake).is_ok() && fake.sync_state_with_parent().is_ok() {
-                if let Some(p) = fake.static_pad("sink") {
-                    let _ = pad.link(&p);
-                }
-            }
+        if let Some(pipe) = pipe.upgrade() {
+            drain(&pipe, pad);
         }
     });
     Ok((pipeline, linked))
+}
+
+/// `filesrc location=path ! decodebin` (`uridecodebin uri=path` for a URI) and the linked
+/// `sink` elements, added to `pipeline`; the decoder.
+fn add_decoder(
+    pipeline: &gst::Pipeline,
+    path: &Path,
+    sink: &[&gst::Element],
+) -> Result<gst::Element, Error> {
+    let location = path.to_string_lossy();
+    let added = if is_uri(&location) {
+        let decode = make("uridecodebin")?;
+        decode.set_property("uri", location.as_ref());
+        pipeline.add(&decode).map(|_| decode)
+    } else {
+        let src = make("filesrc")?;
+        src.set_property("location", location.as_ref());
+        let decode = make("decodebin")?;
+        pipeline
+            .add_many([&src, &decode])
+            .and_then(|_| src.link(&decode))
+            .map(|_| decode)
+    };
+    added
+        .and_then(|decode| {
+            pipeline.add_many(sink.iter().copied())?;
+            gst::Element::link_many(sink.iter().copied())?;
+            Ok(decode)
+        })
+        .map_err(|e| Error::Invalid(format!("cannot build the GStreamer pipeline: {e}")))
+}
+
+/// Whether a decoded stream of `caps` is raw video, and its kind for messages.
+fn stream_kind(caps: Option<&gst::Caps>) -> (bool, String) {
+    let is_video = caps
+        .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/x-raw")))
+        .unwrap_or(false);
+    let kind = match (caps, is_video) {
+        (Some(c), true) => c.to_string(),
+        (Some(c), false) => c
+            .structure(0)
+            .map_or("an empty stream".into(), |s| s.name().to_string()),
+        (None, _) => "a stream of unknown kind".into(),
+    };
+    (is_video, kind)
+}
+
+/// Links `pad` to a new fakesink in `pipeline`.
+fn drain(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+    let Ok(fake) = gst::ElementFactory::make("fakesink").build() else {
+        return;
+    };
+    fake.set_property("sync", false);
+    if pipeline.add(&fake).is_ok() && fake.sync_state_with_parent().is_ok() {
+        if let Some(p) = fake.static_pad("sink") {
+            let _ = pad.link(&p);
+        }
+    }
 }
 
 /// Sets the pipeline to `state`; a refusal reports the bus error that explains it.

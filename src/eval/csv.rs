@@ -64,65 +64,20 @@ impl LabelSet {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let err = |line: usize, col: Option<usize>, msg: String| -> Error {
-            let at = match col {
-                Some(c) => format!("{}:{line}: column {c}: {msg}", path.display()),
-                None => format!("{}:{line}: {msg}", path.display()),
-            };
-            Error::Invalid(at)
-        };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut header: Option<Vec<String>> = None;
         let mut columns: Option<usize> = None;
         let mut rows = Vec::new();
         let mut first = true;
         for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
+            let at = At { path, line: i + 1 };
             let raw = raw.trim_end_matches('\r');
             if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
                 continue;
             }
-            let fields = split_fields(raw).map_err(|(c, m)| err(line, Some(c), m))?;
+            let fields = split_fields(raw).map_err(|(c, m)| at.err(Some(c), m))?;
             let is_first = std::mem::replace(&mut first, false);
-            if fields.len() < 3 {
-                return Err(err(
-                    line,
-                    None,
-                    format!(
-                        "{} columns; expected the image path (and a mask path) then x,y per \
-                         landmark (at least 3)",
-                        fields.len()
-                    ),
-                ));
-            }
-            // An even count: column 2 is the mask. A number there is a missing coordinate.
-            let coords0 = if fields.len() % 2 == 0 { 2 } else { 1 };
-            if coords0 == 2 && fields[1].parse::<f64>().is_ok() {
-                return Err(err(
-                    line,
-                    None,
-                    format!(
-                        "{} columns: with an even count column 2 is the mask path, but it holds \
-                         the number {:?} (a coordinate missing?)",
-                        fields.len(),
-                        fields[1]
-                    ),
-                ));
-            }
-            if let Some(n) = columns {
-                if fields.len() != n {
-                    return Err(err(
-                        line,
-                        None,
-                        format!(
-                            "{} columns, but earlier lines have {n} (image{} + {} landmarks)",
-                            fields.len(),
-                            if n % 2 == 0 { " + mask" } else { "" },
-                            (n - 1) / 2
-                        ),
-                    ));
-                }
-            }
+            let coords0 = check_columns(&fields, columns, &at)?;
             columns = Some(fields.len());
             // A header: the first line, every coordinate column a non-number.
             if is_first
@@ -133,65 +88,7 @@ impl LabelSet {
                 header = Some(fields);
                 continue;
             }
-            if fields[0].is_empty() {
-                return Err(err(line, Some(1), "empty image path".into()));
-            }
-            let num = (fields.len() - coords0) / 2;
-            let mut points = Vec::with_capacity(num);
-            let mut raw = Vec::with_capacity(num);
-            for j in 0..num {
-                let mut xy = [0f64; 2];
-                let mut visible = true;
-                let mut given = true;
-                for c in 0..2 {
-                    let col = coords0 + 1 + 2 * j + c;
-                    let f = &fields[col - 1];
-                    if f.is_empty() {
-                        visible = false;
-                        given = false;
-                        continue;
-                    }
-                    let v: f64 = f.parse().map_err(|_| {
-                        err(
-                            line,
-                            Some(col),
-                            format!(
-                                "cannot read {f:?} as the {} of landmark {j} (a number in \
-                                 pixels; empty or negative = not visible)",
-                                ["x", "y"][c]
-                            ),
-                        )
-                    })?;
-                    if !v.is_finite() {
-                        return Err(err(
-                            line,
-                            Some(col),
-                            format!("{f:?} is not a finite number"),
-                        ));
-                    }
-                    if v < 0.0 {
-                        visible = false;
-                    }
-                    xy[c] = v;
-                }
-                points.push(visible.then_some(xy));
-                raw.push(given.then_some(xy));
-            }
-            let resolve = |f: &str| {
-                let p = PathBuf::from(f);
-                if p.is_absolute() {
-                    p
-                } else {
-                    base.join(p)
-                }
-            };
-            rows.push(LabelRow {
-                image: resolve(&fields[0]),
-                line,
-                points,
-                raw,
-                mask: (coords0 == 2 && !fields[1].is_empty()).then(|| resolve(&fields[1])),
-            });
+            rows.push(parse_row(&fields, coords0, base, &at)?);
         }
         if rows.is_empty() {
             return Err(Error::Invalid(format!(
@@ -241,6 +138,133 @@ impl LabelSet {
             .map(|(r, _)| r.line)
             .collect()
     }
+}
+
+/// A line of a label file, for its errors.
+struct At<'a> {
+    path: &'a Path,
+    line: usize,
+}
+
+impl At<'_> {
+    /// `msg` at this line (and 1-based column `col`).
+    fn err(&self, col: Option<usize>, msg: String) -> Error {
+        let (path, line) = (self.path.display(), self.line);
+        Error::Invalid(match col {
+            Some(c) => format!("{path}:{line}: column {c}: {msg}"),
+            None => format!("{path}:{line}: {msg}"),
+        })
+    }
+}
+
+/// Checks a line's column count (at least 3, as many as the lines before: `columns`) and
+/// returns the index of its first coordinate column: 2 with a mask column (an even count),
+/// else 1.
+fn check_columns(fields: &[String], columns: Option<usize>, at: &At) -> Result<usize> {
+    if fields.len() < 3 {
+        return Err(at.err(
+            None,
+            format!(
+                "{} columns; expected the image path (and a mask path) then x,y per \
+                 landmark (at least 3)",
+                fields.len()
+            ),
+        ));
+    }
+    // An even count: column 2 is the mask. A number there is a missing coordinate.
+    let coords0 = if fields.len().is_multiple_of(2) { 2 } else { 1 };
+    if coords0 == 2 && fields[1].parse::<f64>().is_ok() {
+        return Err(at.err(
+            None,
+            format!(
+                "{} columns: with an even count column 2 is the mask path, but it holds \
+                 the number {:?} (a coordinate missing?)",
+                fields.len(),
+                fields[1]
+            ),
+        ));
+    }
+    if let Some(n) = columns.filter(|&n| n != fields.len()) {
+        return Err(at.err(
+            None,
+            format!(
+                "{} columns, but earlier lines have {n} (image{} + {} landmarks)",
+                fields.len(),
+                if n % 2 == 0 { " + mask" } else { "" },
+                (n - 1) / 2
+            ),
+        ));
+    }
+    Ok(coords0)
+}
+
+/// A labelled image's line: its paths resolved against `base`, its landmarks from column
+/// `coords0` on.
+fn parse_row(fields: &[String], coords0: usize, base: &Path, at: &At) -> Result<LabelRow> {
+    if fields[0].is_empty() {
+        return Err(at.err(Some(1), "empty image path".into()));
+    }
+    let num = (fields.len() - coords0) / 2;
+    let mut points = Vec::with_capacity(num);
+    let mut raw = Vec::with_capacity(num);
+    for j in 0..num {
+        let (point, written) = parse_landmark(fields, coords0, j, at)?;
+        points.push(point);
+        raw.push(written);
+    }
+    let resolve = |f: &str| {
+        let p = PathBuf::from(f);
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
+    };
+    Ok(LabelRow {
+        image: resolve(&fields[0]),
+        line: at.line,
+        points,
+        raw,
+        mask: (coords0 == 2 && !fields[1].is_empty()).then(|| resolve(&fields[1])),
+    })
+}
+
+/// A landmark's coordinates, if any.
+type Point = Option<[f64; 2]>;
+
+/// Landmark `j`: its position (None when not visible: a field empty or negative) and its
+/// coordinates as written (None when a field is empty).
+fn parse_landmark(fields: &[String], coords0: usize, j: usize, at: &At) -> Result<(Point, Point)> {
+    let mut xy = [0f64; 2];
+    let mut visible = true;
+    let mut given = true;
+    for c in 0..2 {
+        let col = coords0 + 1 + 2 * j + c;
+        let f = &fields[col - 1];
+        if f.is_empty() {
+            visible = false;
+            given = false;
+            continue;
+        }
+        let v: f64 = f.parse().map_err(|_| {
+            at.err(
+                Some(col),
+                format!(
+                    "cannot read {f:?} as the {} of landmark {j} (a number in \
+                     pixels; empty or negative = not visible)",
+                    ["x", "y"][c]
+                ),
+            )
+        })?;
+        if !v.is_finite() {
+            return Err(at.err(Some(col), format!("{f:?} is not a finite number")));
+        }
+        if v < 0.0 {
+            visible = false;
+        }
+        xy[c] = v;
+    }
+    Ok((visible.then_some(xy), given.then_some(xy)))
 }
 
 /// Splits one CSV line into trimmed fields; double-quoted fields may hold commas and `""`.

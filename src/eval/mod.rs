@@ -15,7 +15,7 @@ pub use crate::pose::{pinv, pinv_sym, PoseModel, Regressor};
 pub use csv::{LabelRow, LabelSet};
 pub use metrics::{Metric, MetricValue, Protocol, Scored};
 
-use crate::detect::DetectOptions;
+use crate::detect::{DetectOptions, Item};
 use crate::error::{Error, Result};
 use crate::estimator::Estimator;
 use crate::frame::{
@@ -148,7 +148,9 @@ pub fn detect_set(
         let (input, fit, key) = row_input(set, row, det.input_size(), det.crop())?;
         // Noise and warps per image, so that neither the CSV order nor the other rows
         // change an image's keypoints.
-        let d = det.detect_prepared(input, &fit, key)?;
+        let d = det
+            .detect(vec![Item::input(input, Some(fit), key)])?
+            .remove(0);
         out.push(Sample {
             image: row.image.clone(),
             width: fit.width,

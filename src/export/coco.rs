@@ -125,6 +125,48 @@ pub struct Coco {
     results: Vec<CocoResult>,
 }
 
+/// `(x, y, visibility)` per keypoint in COCO's pixel coordinates: the pose's landmarks
+/// (not labelled outside the frame) when it has one, else the keypoints.
+fn coco_keypoints(record: &Record) -> Vec<(f32, f32, u8)> {
+    let (w, h) = (record.width, record.height);
+    match &record.pose {
+        None => record
+            .keypoints
+            .iter()
+            .map(|k| {
+                let v = if k.visible { 2 } else { 1 };
+                (coco_coord(k.x, w), coco_coord(k.y, h), v)
+            })
+            .collect(),
+        Some(pose) => pose
+            .iter()
+            .map(|l| {
+                let inside = (0.0..w as f32).contains(&l.x) && (0.0..h as f32).contains(&l.y);
+                if inside {
+                    (coco_coord(l.x, w), coco_coord(l.y, h), 2)
+                } else {
+                    (0.0, 0.0, 0)
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The mean of the finite keypoint confidences (0 without any).
+fn mean_confidence(record: &Record) -> f32 {
+    let conf: Vec<f32> = record
+        .keypoints
+        .iter()
+        .map(|k| k.confidence)
+        .filter(|c| c.is_finite())
+        .collect();
+    if conf.is_empty() {
+        0.0
+    } else {
+        conf.iter().sum::<f32>() / conf.len() as f32
+    }
+}
+
 /// COCO pixel index coordinate of `v` (a record's pixel position) in a frame `size` wide.
 fn coco_coord(v: f32, size: u32) -> f32 {
     (v - 0.5).clamp(0.0, size.saturating_sub(1) as f32)
@@ -153,6 +195,36 @@ impl Coco {
         file_name: Option<&str>,
         record: &Record,
     ) -> Result<(), String> {
+        self.check_category(record)?;
+        let (w, h) = (record.width, record.height);
+        let keypoints = coco_keypoints(record);
+        let score = mean_confidence(record);
+        if self.images.last().map(|i| i.id) != Some(image_id) {
+            self.images.push(Image {
+                id: image_id,
+                width: w,
+                height: h,
+                file_name: file_name.map(str::to_string),
+            });
+        }
+        let bbox = record.object.as_ref().map(|o| {
+            let [x, y, bw, bh] = o.roi;
+            let (w, h) = (w as f32, h as f32);
+            [x * w, y * h, bw * w, bh * h]
+        });
+        self.results.push(CocoResult {
+            image_id,
+            category_id: CATEGORY_ID,
+            keypoints: Keypoints(keypoints),
+            score,
+            bbox,
+        });
+        Ok(())
+    }
+
+    /// The record's keypoint category (its pose's landmarks and skeleton, or none) must be
+    /// the first record's: one COCO file holds one category.
+    fn check_category(&mut self, record: &Record) -> Result<(), String> {
         let category = record.pose.as_ref().map(|pose| Category {
             id: CATEGORY_ID,
             name: CATEGORY_NAME.into(),
@@ -176,59 +248,6 @@ impl Coco {
             }
             Some(_) => {}
         }
-        let (w, h) = (record.width, record.height);
-        let keypoints = match &record.pose {
-            None => record
-                .keypoints
-                .iter()
-                .map(|k| {
-                    let v = if k.visible { 2 } else { 1 };
-                    (coco_coord(k.x, w), coco_coord(k.y, h), v)
-                })
-                .collect(),
-            Some(pose) => pose
-                .iter()
-                .map(|l| {
-                    let inside = (0.0..w as f32).contains(&l.x) && (0.0..h as f32).contains(&l.y);
-                    if inside {
-                        (coco_coord(l.x, w), coco_coord(l.y, h), 2)
-                    } else {
-                        (0.0, 0.0, 0)
-                    }
-                })
-                .collect(),
-        };
-        let conf: Vec<f32> = record
-            .keypoints
-            .iter()
-            .map(|k| k.confidence)
-            .filter(|c| c.is_finite())
-            .collect();
-        let score = if conf.is_empty() {
-            0.0
-        } else {
-            conf.iter().sum::<f32>() / conf.len() as f32
-        };
-        if self.images.last().map(|i| i.id) != Some(image_id) {
-            self.images.push(Image {
-                id: image_id,
-                width: w,
-                height: h,
-                file_name: file_name.map(str::to_string),
-            });
-        }
-        let bbox = record.object.as_ref().map(|o| {
-            let [x, y, bw, bh] = o.roi;
-            let (w, h) = (w as f32, h as f32);
-            [x * w, y * h, bw * w, bh * h]
-        });
-        self.results.push(CocoResult {
-            image_id,
-            category_id: CATEGORY_ID,
-            keypoints: Keypoints(keypoints),
-            score,
-            bbox,
-        });
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! diffusers `config.json` -> architecture. Mirrors the fields of diffusers'
-//! `UNet2DConditionModel` and `AutoencoderKL` that the SD 1.x / 2.x family uses.
+//! `UNet2DConditionModel` and `AutoencoderKL` that the SD 1.x / 2.x / SDXL family uses.
 
 use crate::error::{Error, Result};
 use serde::de::{self, DeserializeOwned, Deserializer};
@@ -29,6 +29,31 @@ pub struct UNetConfig {
     pub freq_shift: f64,
     pub downsample_padding: usize,
     pub sample_size: usize,
+    /// SDXL's added embedding (`addition_embed_type = "text_time"`); `None` for SD 1.x/2.x.
+    pub text_time: Option<TextTime>,
+}
+
+/// SDXL's `text_time` added embedding: a pooled text embedding and six time ids (original
+/// size, crop top-left, target size), each id through a sinusoidal embedding of
+/// `time_embed_dim`, concatenated and fed to `add_embedding` (two linear layers) whose output
+/// is added to the timestep embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextTime {
+    /// `addition_time_embed_dim`: the width of each time id's embedding.
+    pub time_embed_dim: usize,
+    /// Width of the pooled text embedding: `projection_class_embeddings_input_dim` minus
+    /// the six time ids' embeddings.
+    pub pooled_dim: usize,
+}
+
+impl TextTime {
+    /// Time ids SDXL base takes: (original H, W, crop top, crop left, target H, W).
+    pub const TIME_IDS: usize = 6;
+
+    /// `projection_class_embeddings_input_dim`.
+    pub fn input_dim(&self) -> usize {
+        self.pooled_dim + Self::TIME_IDS * self.time_embed_dim
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,6 +333,9 @@ struct UNetJson {
     time_embedding_type: Option<String>,
     attention_type: Option<String>,
     mid_block_type: Option<String>,
+    addition_embed_type: Option<String>,
+    addition_time_embed_dim: Option<Count>,
+    projection_class_embeddings_input_dim: Option<Count>,
     /// A precision hint only.
     #[serde(rename = "upcast_attention")]
     _upcast_attention: Option<bool>,
@@ -346,6 +374,130 @@ struct VaeJson {
     rest: BTreeMap<String, Value>,
 }
 
+/// `_class_name`, when given, must be `want`.
+fn check_class(path: &Path, got: Option<&str>, want: &str) -> Result<()> {
+    match got {
+        Some(class) if class != want => Err(field_err(
+            path,
+            "_class_name",
+            format!("expected {want}, got {class}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The UNet fields that only one value of is supported, and unknown fields.
+fn check_unet_fields(path: &Path, j: &UNetJson) -> Result<()> {
+    for (key, got, want) in [
+        ("act_fn", &j.act_fn, "silu"),
+        (
+            "resnet_time_scale_shift",
+            &j.resnet_time_scale_shift,
+            "default",
+        ),
+        ("time_embedding_type", &j.time_embedding_type, "positional"),
+        ("attention_type", &j.attention_type, "default"),
+    ] {
+        only(path, key, got.as_deref(), want)?;
+    }
+    if let Some(v) = j.mid_block_type.as_deref() {
+        if v != "UNetMidBlock2DCrossAttn" {
+            return Err(field_err(
+                path,
+                "mid_block_type",
+                format!("unsupported value {v:?}"),
+            ));
+        }
+    }
+    reject_unknown(
+        path,
+        &j.rest,
+        &[
+            ("conv_in_kernel", Value::from(3)),
+            ("conv_out_kernel", Value::from(3)),
+            ("mid_block_scale_factor", Value::from(1)),
+            ("resnet_out_scale_factor", Value::from(1.0)),
+            ("center_input_sample", Value::Bool(false)),
+            ("addition_embed_type_num_heads", Value::from(64)),
+        ],
+    )
+}
+
+/// Both block type lists, one entry per block.
+fn block_types(
+    path: &Path,
+    down: Option<Vec<DownBlockType>>,
+    up: Option<Vec<UpBlockType>>,
+    n: usize,
+) -> Result<(Vec<DownBlockType>, Vec<UpBlockType>)> {
+    let down = down.ok_or_else(|| missing(path, "down_block_types"))?;
+    let up = up.ok_or_else(|| missing(path, "up_block_types"))?;
+    if down.len() != n || up.len() != n {
+        return Err(Error::config(
+            path,
+            format!(
+                "block_out_channels has {n} entries but down_block_types has {} and up_block_types {}",
+                down.len(),
+                up.len()
+            ),
+        ));
+    }
+    Ok((down, up))
+}
+
+/// The added embedding: none, or SDXL base's `text_time` (six time ids). SDXL refiner's
+/// (five time ids: sizes, crop and an aesthetic score; its pooled width equals its context
+/// width) and other kinds are refused, naming the field.
+fn text_time(
+    path: &Path,
+    kind: Option<&str>,
+    time_dim: Option<usize>,
+    input_dim: Option<usize>,
+    context: usize,
+) -> Result<Option<TextTime>> {
+    let key = "addition_embed_type";
+    match kind {
+        None => return Ok(None),
+        Some("text_time") => {}
+        Some(v) => {
+            return Err(field_err(
+                path,
+                key,
+                format!("unsupported value {v:?} (only \"text_time\", SDXL's)"),
+            ))
+        }
+    }
+    let (Some(t), Some(p)) = (time_dim, input_dim) else {
+        return Err(field_err(
+            path,
+            key,
+            "\"text_time\" needs addition_time_embed_dim and projection_class_embeddings_input_dim",
+        ));
+    };
+    let ids = TextTime::TIME_IDS * t;
+    if t == 0 || !t.is_multiple_of(2) || p <= ids {
+        return Err(field_err(
+            path,
+            "projection_class_embeddings_input_dim",
+            format!("{p} does not hold 6 time ids of addition_time_embed_dim {t} and a pooled text embedding"),
+        ));
+    }
+    if p.checked_sub(5 * t) == Some(context) {
+        return Err(field_err(
+            path,
+            "projection_class_embeddings_input_dim",
+            format!(
+                "{p} = cross_attention_dim {context} + 5 time ids of {t}: an SDXL refiner \
+                 (aesthetic-score conditioning), which is not supported; SDXL base has 6 time ids"
+            ),
+        ));
+    }
+    Ok(Some(TextTime {
+        time_embed_dim: t,
+        pooled_dim: p - ids,
+    }))
+}
+
 fn count(v: Option<Count>, default: usize) -> usize {
     v.map_or(default, |c| c.0)
 }
@@ -363,93 +515,38 @@ impl UNetConfig {
 
     pub(crate) fn from_map(path: &Path, map: &Map<String, Value>) -> Result<Self> {
         let j: UNetJson = from_map(path, map)?;
-        if let Some(class) = j.class_name.as_deref() {
-            if class != "UNet2DConditionModel" {
-                return Err(field_err(
-                    path,
-                    "_class_name",
-                    format!("expected UNet2DConditionModel, got {class}"),
-                ));
-            }
-        }
+        check_class(path, j.class_name.as_deref(), "UNet2DConditionModel")?;
+        check_unet_fields(path, &j)?;
         let block_out_channels = j
             .block_out_channels
             .ok_or_else(|| missing(path, "block_out_channels"))?
             .0;
         let n = block_out_channels.len();
-        let down_block_types = j
-            .down_block_types
-            .ok_or_else(|| missing(path, "down_block_types"))?;
-        let up_block_types = j
-            .up_block_types
-            .ok_or_else(|| missing(path, "up_block_types"))?;
-        if down_block_types.len() != n || up_block_types.len() != n {
-            return Err(Error::config(
-                path,
-                format!(
-                    "block_out_channels has {n} entries but down_block_types has {} and up_block_types {}",
-                    down_block_types.len(),
-                    up_block_types.len()
-                ),
-            ));
-        }
+        let (down_block_types, up_block_types) =
+            block_types(path, j.down_block_types, j.up_block_types, n)?;
         let per_block = |v: Option<PerBlock>, key: &str, default: usize| {
             v.unwrap_or(PerBlock::All(default)).resolve(path, key, n)
         };
-        let layers_per_block = per_block(j.layers_per_block, "layers_per_block", 2)?;
-        let transformer_layers_per_block = per_block(
-            j.transformer_layers_per_block,
-            "transformer_layers_per_block",
-            1,
-        )?;
         let head_dim = per_block(j.attention_head_dim, "attention_head_dim", 8)?;
         let num_attention_heads = match j.num_attention_heads {
             Some(h) => h.resolve(path, "num_attention_heads", n)?,
             None => head_dim,
         };
-        for (key, got, want) in [
-            ("act_fn", &j.act_fn, "silu"),
-            (
-                "resnet_time_scale_shift",
-                &j.resnet_time_scale_shift,
-                "default",
-            ),
-            ("time_embedding_type", &j.time_embedding_type, "positional"),
-            ("attention_type", &j.attention_type, "default"),
-        ] {
-            only(path, key, got.as_deref(), want)?;
-        }
-        if let Some(v) = j.mid_block_type.as_deref() {
-            if v != "UNetMidBlock2DCrossAttn" {
-                return Err(field_err(
-                    path,
-                    "mid_block_type",
-                    format!("unsupported value {v:?}"),
-                ));
-            }
-        }
-        reject_unknown(
-            path,
-            &j.rest,
-            &[
-                ("conv_in_kernel", Value::from(3)),
-                ("conv_out_kernel", Value::from(3)),
-                ("mid_block_scale_factor", Value::from(1)),
-                ("resnet_out_scale_factor", Value::from(1.0)),
-                ("center_input_sample", Value::Bool(false)),
-                ("addition_embed_type_num_heads", Value::from(64)),
-            ],
-        )?;
+        let cross_attention_dim = j.cross_attention_dim.map_or(1280, |c| c.0);
         let cfg = UNetConfig {
             in_channels: count(j.in_channels, 4),
             out_channels: count(j.out_channels, 4),
             block_out_channels,
-            layers_per_block,
-            transformer_layers_per_block,
+            layers_per_block: per_block(j.layers_per_block, "layers_per_block", 2)?,
+            transformer_layers_per_block: per_block(
+                j.transformer_layers_per_block,
+                "transformer_layers_per_block",
+                1,
+            )?,
             down_block_types,
             up_block_types,
             num_attention_heads,
-            cross_attention_dim: j.cross_attention_dim.map_or(1280, |c| c.0),
+            cross_attention_dim,
             use_linear_projection: j.use_linear_projection.unwrap_or(false),
             norm_num_groups: count(j.norm_num_groups, 32),
             norm_eps: j.norm_eps.unwrap_or(1e-5),
@@ -457,6 +554,13 @@ impl UNetConfig {
             freq_shift: j.freq_shift.unwrap_or(0.0),
             downsample_padding: count(j.downsample_padding, 1),
             sample_size: count(j.sample_size, 64),
+            text_time: text_time(
+                path,
+                j.addition_embed_type.as_deref(),
+                j.addition_time_embed_dim.map(|c| c.0),
+                j.projection_class_embeddings_input_dim.map(|c| c.0),
+                cross_attention_dim,
+            )?,
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -517,15 +621,7 @@ impl VaeConfig {
 
     pub(crate) fn from_map(path: &Path, map: &Map<String, Value>) -> Result<Self> {
         let j: VaeJson = from_map(path, map)?;
-        if let Some(class) = j.class_name.as_deref() {
-            if class != "AutoencoderKL" {
-                return Err(field_err(
-                    path,
-                    "_class_name",
-                    format!("expected AutoencoderKL, got {class}"),
-                ));
-            }
-        }
+        check_class(path, j.class_name.as_deref(), "AutoencoderKL")?;
         let block_out_channels = j
             .block_out_channels
             .ok_or_else(|| missing(path, "block_out_channels"))?
@@ -664,6 +760,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("down_block_types has 1"), "{e}");
+    }
+
+    #[test]
+    fn sdxl_text_time_is_read_and_a_refiner_refused() {
+        let xl = r#","addition_embed_type":"text_time","addition_time_embed_dim":256,
+            "projection_class_embeddings_input_dim":2816,"cross_attention_dim":2048,
+            "transformer_layers_per_block":[1,2,10,10]"#;
+        let c = UNetConfig::from_map(Path::new("u.json"), &unet_json(xl)).unwrap();
+        let tt = c.text_time.unwrap();
+        assert_eq!(
+            (tt.time_embed_dim, tt.pooled_dim, tt.input_dim()),
+            (256, 1280, 2816)
+        );
+        assert_eq!(c.transformer_layers_per_block, vec![1, 2, 10, 10]);
+        let refiner = r#","addition_embed_type":"text_time","addition_time_embed_dim":256,
+            "projection_class_embeddings_input_dim":2560,"cross_attention_dim":1280"#;
+        let e = UNetConfig::from_map(Path::new("r.json"), &unet_json(refiner))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("r.json") && e.contains("SDXL refiner") && e.lines().count() == 1,
+            "{e}"
+        );
+        let e = UNetConfig::from_map(
+            Path::new("u.json"),
+            &unet_json(r#","addition_embed_type":"image""#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("field `addition_embed_type`"), "{e}");
     }
 
     #[test]

@@ -39,7 +39,13 @@ impl ModelIdentity {
     /// The identity of the model `source` names: the same weights under our names in the
     /// same order whatever holds them, so a single file is the same model as its folder.
     pub fn of_source(source: &ModelSource) -> Result<Self> {
-        let parts = Parts::locate(source)?;
+        Self::of_source_as(source, None)
+    }
+
+    /// [`ModelIdentity::of_source`] of a single file read with the architecture of the
+    /// diffusers folder `config` (see [`crate::Model::open_as`]).
+    pub fn of_source_as(source: &ModelSource, config: Option<&Path>) -> Result<Self> {
+        let parts = Parts::locate_as(source, config)?;
         let mut h = Fnv::new();
         for (name, part) in [("unet", &parts.unet), ("vae", &parts.vae)] {
             h.write(name.as_bytes());

@@ -27,7 +27,7 @@ pub use unet::UNet;
 pub use vae::VaeEncoder;
 
 /// The weight files of `dir/sub`: `diffusion_pytorch_model[.fp16].safetensors`, the
-/// shards that `diffusion_pytorch_model[.fp16].safetensors.index.json` names (as diffusers
+/// shards that `diffusion_pytorch_model.safetensors.index[.fp16].json` names (as diffusers
 /// saves large models), or a PyTorch `diffusion_pytorch_model[.fp16].bin`.
 pub fn weights_files(dir: &Path, sub: &str) -> Result<Vec<PathBuf>> {
     let d = dir.join(sub);
@@ -44,12 +44,22 @@ pub fn weights_files(dir: &Path, sub: &str) -> Result<Vec<PathBuf>> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, what),
         });
     }
-    for stem in ["diffusion_pytorch_model", "diffusion_pytorch_model.fp16"] {
-        let p = d.join(format!("{stem}.safetensors"));
+    // diffusers names a variant's index `<name>.safetensors.index.fp16.json`.
+    for (file, index) in [
+        (
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.safetensors.index.json",
+        ),
+        (
+            "diffusion_pytorch_model.fp16.safetensors",
+            "diffusion_pytorch_model.safetensors.index.fp16.json",
+        ),
+    ] {
+        let p = d.join(file);
         if p.is_file() {
             return Ok(vec![p]);
         }
-        let index = d.join(format!("{stem}.safetensors.index.json"));
+        let index = d.join(index);
         if index.is_file() {
             return shards(&index);
         }
@@ -176,9 +186,10 @@ fn read_config(path: &Path) -> Result<serde_json::Value> {
 
 /// The VAE named by `--vae`: a single file, a diffusers model folder (its `vae/`), or a
 /// VAE folder itself (`config.json` and weights).
-fn locate_vae(path: &Path) -> Result<(PartFiles, VaeConfig, serde_json::Value)> {
+/// `xl`: the UNet is SDXL's (a single file's VAE then has SDXL's scaling factor).
+fn locate_vae(path: &Path, xl: bool) -> Result<(PartFiles, VaeConfig, serde_json::Value)> {
     if path.is_file() {
-        let (part, cfg, json) = single_file::open_vae(path)?;
+        let (part, cfg, json) = single_file::open_vae(path, xl)?;
         return Ok((PartFiles::Mapped(part, path.to_path_buf()), cfg, json));
     }
     let (dir, sub) = if path.join("vae").is_dir() {
@@ -208,9 +219,15 @@ fn locate_vae(path: &Path) -> Result<(PartFiles, VaeConfig, serde_json::Value)> 
 
 impl Parts {
     pub fn locate(source: &ModelSource) -> Result<Self> {
+        Self::locate_as(source, None)
+    }
+
+    /// `config`: a diffusers folder whose `unet/` and `vae/` configs give a single file's
+    /// architecture (diffusers' `from_single_file(config=...)`); ignored for folders.
+    pub fn locate_as(source: &ModelSource, config: Option<&Path>) -> Result<Self> {
         let dir = &source.model;
         let (unet, unet_config, unet_json, own_vae) = if dir.is_file() {
-            let ckpt = single_file::Checkpoint::open(dir, !source.no_ema)?;
+            let ckpt = single_file::Checkpoint::open(dir, !source.no_ema, config)?;
             let own_vae = ckpt
                 .vae
                 .map(|(p, c, j)| (PartFiles::Mapped(p, dir.clone()), c, j));
@@ -237,7 +254,7 @@ impl Parts {
             (PartFiles::Files(files), cfg, json, own_vae)
         };
         let (vae, vae_config, vae_json) = match (&source.vae, own_vae) {
-            (Some(v), _) => locate_vae(v)?,
+            (Some(v), _) => locate_vae(v, unet_config.text_time.is_some())?,
             (None, Some(own)) => own,
             (None, None) => {
                 return Err(Error::weights(
@@ -286,6 +303,18 @@ pub struct Model {
     pub schedule: DdimSchedule,
     pub device: Device,
     pub dtype: DType,
+    /// The VAE's compute dtype: `dtype`, except f32 for SDXL's VAE where `dtype` is f16.
+    pub vae_dtype: DType,
+}
+
+/// SDXL's VAE overflows f16 (diffusers marks it `force_upcast`), so it runs in f32 when
+/// the model computes in f16; its latents are then converted to f16.
+fn vae_dtype(unet: &UNetConfig, dtype: DType) -> DType {
+    if unet.text_time.is_some() && dtype == DType::F16 {
+        DType::F32
+    } else {
+        dtype
+    }
 }
 
 impl Model {
@@ -297,10 +326,25 @@ impl Model {
 
     /// Loads the model `source` names (see [`ModelSource`]).
     pub fn open(source: &ModelSource, device: &Device, dtype: DType) -> Result<Self> {
-        let parts = Parts::locate(source)?;
-        let unet = UNet::new(parts.unet.var_builder(dtype, device)?, &parts.unet_config)
+        Self::open_as(source, None, device, dtype)
+    }
+
+    /// Loads a single file with the architecture of the diffusers folder `config` (its
+    /// `unet/` and `vae/` configs) instead of the one inferred from the file's shapes, as
+    /// diffusers' `from_single_file(config=...)`: for files whose head counts or group norms
+    /// differ from their family's convention. `None`, or a folder `source`: [`Model::open`].
+    pub fn open_as(
+        source: &ModelSource,
+        config: Option<&Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let parts = Parts::locate_as(source, config)?;
+        let mut unet = UNet::new(parts.unet.var_builder(dtype, device)?, &parts.unet_config)
             .map_err(|e| Error::weights(&parts.unet.named(), e))?;
-        let vae = VaeEncoder::new(parts.vae.var_builder(dtype, device)?, &parts.vae_config)
+        unet.set_pixels_per_latent(parts.vae_config.downscale());
+        let vae_dtype = vae_dtype(&parts.unet_config, dtype);
+        let vae = VaeEncoder::new(parts.vae.var_builder(vae_dtype, device)?, &parts.vae_config)
             .map_err(|e| Error::weights(&parts.vae.named(), e))?;
         Ok(Self {
             dir: source.model.clone(),
@@ -312,6 +356,7 @@ impl Model {
             schedule: DdimSchedule::stable_diffusion(),
             device: device.clone(),
             dtype,
+            vae_dtype,
         })
     }
 
@@ -351,7 +396,8 @@ impl Model {
 
     /// Scaled VAE latent mean of images in [0, 1], [B, 3, S, S].
     pub fn encode(&self, images01: &Tensor) -> Result<Tensor> {
-        Ok(self.vae.encode(&images01.to_dtype(self.dtype)?)?)
+        let z = self.vae.encode(&images01.to_dtype(self.vae_dtype)?)?;
+        Ok(z.to_dtype(self.dtype)?)
     }
 
     /// Averaged attention maps [B, K or N, R, R] for latents `z`:
@@ -364,6 +410,21 @@ impl Model {
         spec: &MapSpec,
         select: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let rec = self.record_maps(z, noise, ctx, spec, select, false)?;
+        Ok(rec.finish()?)
+    }
+
+    /// As [`Self::maps_from_latent`], returning the recorder, which `timed` makes measure its
+    /// own share (its time and FLOPs) of the UNet pass.
+    pub fn record_maps(
+        &self,
+        z: &Tensor,
+        noise: Option<&Tensor>,
+        ctx: &Context,
+        spec: &MapSpec,
+        select: Option<&Tensor>,
+        timed: bool,
+    ) -> Result<MapRecorder> {
         let MapSpec {
             timestep: t,
             layers,
@@ -376,7 +437,10 @@ impl Model {
         };
         let side = z.dim(2)?;
         let mut rec = MapRecorder::new(side / 2, layers, map_res, select.cloned());
+        if timed {
+            rec = rec.with_timing();
+        }
         self.unet.record(&zt, t as f64, ctx, &mut rec)?;
-        Ok(rec.finish()?)
+        Ok(rec)
     }
 }

@@ -83,74 +83,124 @@ impl CustomOp3 for Attention {
         let (q, k, v) = (q as usize, k as usize, v as usize);
         let mut out = OutBuf::new(b * l * c);
         let optr = out.ptr();
-        let blocks = l.div_ceil(ROWS);
-        (0..b * h * blocks).into_par_iter().for_each_init(
+        let dims = Dims {
+            l,
+            c,
+            bk,
+            h,
+            n,
+            d,
+            blocks: l.div_ceil(ROWS),
+        };
+        (0..b * h * dims.blocks).into_par_iter().for_each_init(
             || vec![0f32; ROWS * n],
             |scores, task| {
-                let (img, rest) = (task / (h * blocks), task % (h * blocks));
-                let (head, blk) = (rest / blocks, rest % blocks);
-                let r0 = blk * ROWS;
-                let rows = ROWS.min(l - r0);
-                let kv = (if bk == 1 { 0 } else { img } * h + head) * n * d;
-                // SAFETY: all offsets stay inside the operands' contiguous extents checked
-                // above; each task writes its own rows x head-columns of `out`.
-                unsafe {
-                    let qp = (q as *const f32).add((img * l + r0) * c + head * d);
-                    let kp = (k as *const f32).add(kv);
-                    let vp = (v as *const f32).add(kv);
-                    // scores[rows, n] = scale * q_blk [rows, d] @ k_headᵀ [d, n]
-                    gemm::gemm(
-                        rows,
-                        n,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        qp,
-                        1,
-                        c as isize,
-                        kp,
-                        d as isize,
-                        1,
-                        0.0,
-                        self.scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                    for row in scores[..rows * n].chunks_exact_mut(n) {
-                        simd::softmax_row(row);
-                    }
-                    // out[rows, head cols] = scores [rows, n] @ v_head [n, d]
-                    gemm::gemm(
-                        rows,
-                        d,
-                        n,
-                        optr.get().add((img * l + r0) * c + head * d),
-                        1,
-                        c as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        n as isize,
-                        vp,
-                        1,
-                        d as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                let (q, k, v) = (q as *const f32, k as *const f32, v as *const f32);
+                // SAFETY: the operands' contiguous extents were checked above; each task
+                // writes its own rows x head-columns of `out`.
+                unsafe { dims.attend(task, scores, q, k, v, optr.get(), self.scale) };
             },
         );
         // SAFETY: every (row, head) block was written by its task (d > 0 as h * d = c > 0).
         let out = unsafe { out.assume_init() };
         Ok((CpuStorage::F32(out), Shape::from((b, l, c))))
+    }
+}
+
+/// The shapes of a fused attention: `q` [B, L, C], `k`/`v` [`bk`, H, N, D], tasks of
+/// [`ROWS`] query rows of one head of one image (`blocks` per head).
+#[derive(Clone, Copy)]
+struct Dims {
+    l: usize,
+    c: usize,
+    bk: usize,
+    h: usize,
+    n: usize,
+    d: usize,
+    blocks: usize,
+}
+
+impl Dims {
+    /// Task `task`: `softmax(q kᵀ * scale) v` for its rows and head, the scores in
+    /// `scores` (at least `ROWS * N`), into its rows x head-columns of `out`.
+    ///
+    /// # Safety
+    /// `q`, `k`, `v` and `out` must be contiguous buffers of these shapes.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn attend(
+        &self,
+        task: usize,
+        scores: &mut [f32],
+        q: *const f32,
+        k: *const f32,
+        v: *const f32,
+        out: *mut f32,
+        scale: f32,
+    ) {
+        let Dims {
+            l,
+            c,
+            bk,
+            h,
+            n,
+            d,
+            blocks,
+        } = *self;
+        let (img, rest) = (task / (h * blocks), task % (h * blocks));
+        let (head, blk) = (rest / blocks, rest % blocks);
+        let r0 = blk * ROWS;
+        let rows = ROWS.min(l - r0);
+        let kv = (if bk == 1 { 0 } else { img } * h + head) * n * d;
+        let qp = q.add((img * l + r0) * c + head * d);
+        let (kp, vp) = (k.add(kv), v.add(kv));
+        // scores[rows, n] = scale * q_blk [rows, d] @ k_headᵀ [d, n]
+        gemm::gemm(
+            rows,
+            n,
+            d,
+            scores.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            qp,
+            1,
+            c as isize,
+            kp,
+            d as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+        for row in scores[..rows * n].chunks_exact_mut(n) {
+            simd::softmax_row(row);
+        }
+        // out[rows, head cols] = scores [rows, n] @ v_head [n, d]
+        gemm::gemm(
+            rows,
+            d,
+            n,
+            out.add((img * l + r0) * c + head * d),
+            1,
+            c as isize,
+            false,
+            scores.as_ptr(),
+            1,
+            n as isize,
+            vp,
+            1,
+            d as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 

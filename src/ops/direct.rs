@@ -214,6 +214,13 @@ fn conv3x3_with(
     let groups = cout.div_ceil(CO);
     let mut out = OutBuf::new(cout * oh * ow);
     let optr = out.ptr();
+    let geom = OutGeom {
+        oh,
+        ow,
+        wp,
+        cout,
+        block,
+    };
     // A task is one group of 4 output channels over a run of blocks (~256 pixels).
     let per_task = (256 / block).max(1);
     let runs = blocks.div_ceil(per_task);
@@ -237,40 +244,9 @@ fn conv3x3_with(
                     &mut acc,
                 )
             };
-            // The block's outputs, row segment by row segment (no division per pixel).
-            let (mut y, mut x0) = (p0 / wp, p0 % wp);
-            let mut i = 0;
-            while i < block && y < oh {
-                let len = ow.saturating_sub(x0).min(block - i);
-                for (j, acc) in acc.iter().enumerate() {
-                    let co = g * CO + j;
-                    if co >= cout {
-                        break;
-                    }
-                    let o = (co * oh + y) * ow + x0;
-                    let bias = e.bias[co];
-                    // SAFETY: the segment (co, y, x0..x0 + len) is in bounds and written by
-                    // this task only.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(optr.get().add(o), len) };
-                    let src = &acc[i..i + len];
-                    match e.residual {
-                        Some(r) => {
-                            for ((d, &a), &r) in dst.iter_mut().zip(src).zip(&r[o..o + len]) {
-                                *d = epilogue(a + bias + r, e.relu);
-                            }
-                        }
-                        None => {
-                            for (d, &a) in dst.iter_mut().zip(src) {
-                                *d = epilogue(a + bias, e.relu);
-                            }
-                        }
-                    }
-                }
-                // Past the row's end: skip the padding columns to the next row.
-                i += wp - x0;
-                x0 = 0;
-                y += 1;
-            }
+            // SAFETY: out holds cout * oh * ow floats; the block's outputs of group g are
+            // written by this task only.
+            unsafe { geom.write_block(&acc, p0, g, &e, optr.get()) };
         }
     };
     if parallel {
@@ -280,6 +256,74 @@ fn conv3x3_with(
     }
     // SAFETY: every (co, y, x) lies in exactly one block of one group, written above.
     unsafe { out.assume_init() }
+}
+
+/// Where a block's outputs go: the output map `[cout, oh, ow]`, the padded row width `wp`
+/// of the block positions and the block length.
+#[derive(Clone, Copy)]
+struct OutGeom {
+    oh: usize,
+    ow: usize,
+    wp: usize,
+    cout: usize,
+    block: usize,
+}
+
+impl OutGeom {
+    /// Writes the accumulators of the block at position `p0` for output channel group `g`
+    /// through the epilogue, row segment by row segment (no division per pixel).
+    ///
+    /// # Safety
+    /// `out` must hold `cout * oh * ow` floats, these outputs written by no one else.
+    #[inline(always)]
+    unsafe fn write_block(
+        &self,
+        acc: &[[f32; MAX_BLOCK]; CO],
+        p0: usize,
+        g: usize,
+        e: &Epilogue,
+        out: *mut f32,
+    ) {
+        let OutGeom {
+            oh,
+            ow,
+            wp,
+            cout,
+            block,
+        } = *self;
+        let (mut y, mut x0) = (p0 / wp, p0 % wp);
+        let mut i = 0;
+        while i < block && y < oh {
+            let len = ow.saturating_sub(x0).min(block - i);
+            for (j, acc) in acc.iter().enumerate() {
+                let co = g * CO + j;
+                if co >= cout {
+                    break;
+                }
+                let o = (co * oh + y) * ow + x0;
+                let bias = e.bias[co];
+                // SAFETY: the segment (co, y, x0..x0 + len) is in bounds (the caller's).
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.add(o), len) };
+                let src = &acc[i..i + len];
+                match e.residual {
+                    Some(r) => {
+                        for ((d, &a), &r) in dst.iter_mut().zip(src).zip(&r[o..o + len]) {
+                            *d = epilogue(a + bias + r, e.relu);
+                        }
+                    }
+                    None => {
+                        for (d, &a) in dst.iter_mut().zip(src) {
+                            *d = epilogue(a + bias, e.relu);
+                        }
+                    }
+                }
+            }
+            // Past the row's end: skip the padding columns to the next row.
+            i += wp - x0;
+            x0 = 0;
+            y += 1;
+        }
+    }
 }
 
 #[inline(always)]

@@ -41,6 +41,63 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 struct MatMul;
 
+/// The operands of a broadcast matmul: dims and strides padded to `rank`, the product's
+/// `m x k @ k x n` and its batch dims.
+struct Operands {
+    rank: usize,
+    da: Vec<usize>,
+    sa: Vec<isize>,
+    db: Vec<usize>,
+    sb: Vec<isize>,
+    m: usize,
+    k: usize,
+    n: usize,
+    batch: Vec<usize>,
+}
+
+impl Operands {
+    fn of(l1: &Layout, l2: &Layout) -> Result<Self> {
+        let rank = l1.dims().len().max(l2.dims().len());
+        let (da, sa) = padded(l1, rank);
+        let (db, sb) = padded(l2, rank);
+        let (m, k, k2, n) = (da[rank - 2], da[rank - 1], db[rank - 2], db[rank - 1]);
+        if k != k2 {
+            candle_core::bail!("matmul: shapes {:?} and {:?}", l1.dims(), l2.dims());
+        }
+        let mut batch = Vec::with_capacity(rank - 2);
+        for i in 0..rank - 2 {
+            batch.push(match (da[i], db[i]) {
+                (x, y) if x == y => x,
+                (1, y) => y,
+                (x, 1) => x,
+                _ => candle_core::bail!("matmul: batch dims {:?} and {:?}", l1.dims(), l2.dims()),
+            });
+        }
+        Ok(Self {
+            rank,
+            da,
+            sa,
+            db,
+            sb,
+            m,
+            k,
+            n,
+            batch,
+        })
+    }
+}
+
+/// The batch index after `idx` in row-major order over `dims` (wrapping to zeros).
+fn next_index(idx: &mut [usize], dims: &[usize]) {
+    for i in (0..idx.len()).rev() {
+        idx[i] += 1;
+        if idx[i] < dims[i] {
+            break;
+        }
+        idx[i] = 0;
+    }
+}
+
 /// `[batch..., rows, cols]` strides of a layout, batch dims left-padded to `rank`.
 fn padded(l: &Layout, rank: usize) -> (Vec<usize>, Vec<isize>) {
     let (d, s) = (l.dims(), l.stride());
@@ -68,22 +125,17 @@ impl CustomOp2 for MatMul {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => (a, b),
             _ => candle_core::bail!("matmul: f32 operands expected"),
         };
-        let rank = l1.dims().len().max(l2.dims().len());
-        let (da, sa) = padded(l1, rank);
-        let (db, sb) = padded(l2, rank);
-        let (m, k, k2, n) = (da[rank - 2], da[rank - 1], db[rank - 2], db[rank - 1]);
-        if k != k2 {
-            candle_core::bail!("matmul: shapes {:?} and {:?}", l1.dims(), l2.dims());
-        }
-        let mut batch = Vec::with_capacity(rank - 2);
-        for i in 0..rank - 2 {
-            batch.push(match (da[i], db[i]) {
-                (x, y) if x == y => x,
-                (1, y) => y,
-                (x, 1) => x,
-                _ => candle_core::bail!("matmul: batch dims {:?} and {:?}", l1.dims(), l2.dims()),
-            });
-        }
+        let Operands {
+            rank,
+            da,
+            sa,
+            db,
+            sb,
+            m,
+            k,
+            n,
+            batch,
+        } = Operands::of(l1, l2)?;
         let count: usize = batch.iter().product();
         if k == 0 {
             let mut shape = batch;
@@ -131,13 +183,7 @@ impl CustomOp2 for MatMul {
                     parallelism(),
                 );
             }
-            for i in (0..idx.len()).rev() {
-                idx[i] += 1;
-                if idx[i] < batch[i] {
-                    break;
-                }
-                idx[i] = 0;
-            }
+            next_index(&mut idx, &batch);
         }
         let mut shape = batch;
         shape.extend([m, n]);

@@ -14,7 +14,7 @@ use crate::ops::warp::{warp_plane_cpu, Affine, AugmentRanges, SamplePlan};
 use crate::train::adam::Adam;
 use crate::train::TrainData;
 use crate::util::{safetensors_bytes, write_atomic, Fnv};
-use candle_core::{Device, Tensor, Var};
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -272,6 +272,48 @@ impl Distiller {
     /// One step on a batch drawn from the training items.
     pub fn train_step(&mut self, data: &Images, labels: &Labels) -> Result<StepStats> {
         let started = Instant::now();
+        let k = labels.k;
+        let bsz = self.cfg.batch_size;
+        let (x, y) = self.batch(data, labels)?;
+        let dev = Device::Cpu;
+        let vars = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, (w, b))| {
+                let ws = net::weight_shape(&self.cfg.widths, k, i);
+                Ok((
+                    Var::from_tensor(&Tensor::from_slice(w, ws.to_vec(), &dev)?)?,
+                    Var::from_tensor(&Tensor::from_slice(b, ws[0], &dev)?)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pred = net::forward(&x, &|i, t| {
+            super::graph::conv(t, vars[i].0.as_tensor(), vars[i].1.as_tensor(), LAYERS[i].4)
+        })?;
+        // Sum over a keypoint's cells, mean over keypoints and images: the loss does not
+        // shrink with the map's size.
+        let loss = ((pred - y)?.sqr()?.sum_all()? / (bsz * k) as f64)?;
+        let lv = loss.to_scalar::<f32>()?;
+        if !lv.is_finite() {
+            return Err(Error::Invalid(format!(
+                "the loss became {lv} at step {}; lower --lr",
+                self.step + 1
+            )));
+        }
+        self.descend(&loss.backward()?, &vars)?;
+        self.step += 1;
+        Ok(StepStats {
+            step: self.step,
+            steps: self.cfg.steps,
+            loss: lv,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The step's batch: images [B, 3, S, S] drawn and augmented with the step's own
+    /// generator, and their heatmap targets [B, K, S/4, S/4].
+    fn batch(&self, data: &Images, labels: &Labels) -> Result<(Tensor, Tensor)> {
         let s = self.cfg.input_size;
         let h = s / STRIDE;
         let k = labels.k;
@@ -298,34 +340,15 @@ impl Distiller {
             ));
         }
         let dev = Device::Cpu;
-        let x = Tensor::from_vec(images, (bsz, 3, s, s), &dev)?;
-        let y = Tensor::from_vec(targets, (bsz, k, h, h), &dev)?;
-        let vars = self
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, (w, b))| {
-                let ws = net::weight_shape(&self.cfg.widths, k, i);
-                Ok((
-                    Var::from_tensor(&Tensor::from_slice(w, ws.to_vec(), &dev)?)?,
-                    Var::from_tensor(&Tensor::from_slice(b, ws[0], &dev)?)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let pred = net::forward(&x, &|i, t| {
-            super::graph::conv(t, vars[i].0.as_tensor(), vars[i].1.as_tensor(), LAYERS[i].4)
-        })?;
-        // Sum over a keypoint's cells, mean over keypoints and images: the loss does not
-        // shrink with the map's size.
-        let loss = ((pred - y)?.sqr()?.sum_all()? / (bsz * k) as f64)?;
-        let lv = loss.to_scalar::<f32>()?;
-        if !lv.is_finite() {
-            return Err(Error::Invalid(format!(
-                "the loss became {lv} at step {}; lower --lr",
-                self.step + 1
-            )));
-        }
-        let grads = loss.backward()?;
+        Ok((
+            Tensor::from_vec(images, (bsz, 3, s, s), &dev)?,
+            Tensor::from_vec(targets, (bsz, k, h, h), &dev)?,
+        ))
+    }
+
+    /// One Adam step of every layer's weights and bias along `grads` of `vars`, at the
+    /// step's learning rate.
+    fn descend(&mut self, grads: &GradStore, vars: &[(Var, Var)]) -> Result<()> {
         let lr = self.lr_at(self.step);
         for (i, (w, b)) in self.params.iter_mut().enumerate() {
             let gw = grads
@@ -343,13 +366,7 @@ impl Distiller {
             aw.update(w, &gw);
             ab.update(b, &gb);
         }
-        self.step += 1;
-        Ok(StepStats {
-            step: self.step,
-            steps: self.cfg.steps,
-            loss: lv,
-            seconds: started.elapsed().as_secs_f64(),
-        })
+        Ok(())
     }
 
     /// Mean distance (pixels of the student input) between the student's and the

@@ -1,11 +1,10 @@
 //! The teacher's labels of the inputs a student learns from: computed once per input and
 //! cached next to the student file, so that a long labelling run resumes.
 
-use crate::detect::Detector;
+use crate::detect::{Detector, Item};
 use crate::error::{Error, Result};
 use crate::train::TrainData;
 use crate::util::{safetensors_bytes, write_atomic};
-use candle_core::Tensor;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -152,9 +151,10 @@ pub fn label(
     while labels.points.len() < total {
         let i = labels.points.len();
         let input = data.image(i, size)?;
-        let image = Tensor::from_vec(input, (3, size, size), &teacher.model().device)?;
-        teacher.set_item_key(i as u64);
-        let kps = teacher.detect_input(&image)?;
+        let kps = teacher
+            .detect(vec![Item::input(input, None, i as u64)])?
+            .remove(0)
+            .keypoints;
         labels
             .points
             .push(kps.iter().map(|p| [p.x, p.y, p.score]).collect());

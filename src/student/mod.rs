@@ -14,13 +14,16 @@ pub mod labels;
 pub mod net;
 pub mod onnx;
 
-use crate::detect::{map_back, Detection, Keypoint};
+use crate::detect::item::prepare;
+use crate::detect::timing::Laps;
+use crate::detect::{map_back, Detection, Item, Keypoint, Stage, StageTimes};
 use crate::error::{Error, Result};
-use crate::frame::{to_model_input, CropMode, Fit, FrameRef};
+use crate::frame::{CropMode, Fit, FrameRef};
 use crate::util::safetensors_bytes;
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// `format` metadata of a student file.
 pub const FORMAT: &str = "stablekeypoints-student/1";
@@ -361,6 +364,8 @@ pub struct Student {
     pub path: PathBuf,
     run: Runner,
     device: Device,
+    /// Stage times, when recorded ([`Student::record_stage_times`]).
+    laps: Mutex<Option<Laps>>,
 }
 
 enum Runner {
@@ -401,6 +406,7 @@ impl Student {
             path: path.to_path_buf(),
             run,
             device: device.clone(),
+            laps: Mutex::new(None),
         })
     }
 
@@ -478,27 +484,33 @@ impl Student {
 
     /// Keypoints of frames (one batch), mapped back to each frame.
     pub fn detect_frames(&self, frames: &[FrameRef]) -> Result<Vec<Detection>> {
-        if frames.is_empty() {
+        self.detect(frames.iter().map(|f| Item::frame(*f, 0)).collect())
+    }
+
+    /// Keypoints of `items` (a student has no noise: their keys do not matter), as one
+    /// batch; an input without a fit is its own frame.
+    pub fn detect(&self, items: Vec<Item>) -> Result<Vec<Detection>> {
+        if items.is_empty() {
             return Ok(Vec::new());
         }
-        use rayon::prelude::*;
+        self.with_laps(Laps::restart);
         let s = self.info.input_size;
-        let prepared: Vec<(Vec<f32>, Fit)> = frames
-            .par_iter()
-            .map(|f| to_model_input(f, s, self.info.crop))
-            .collect();
-        let mut pixels = Vec::with_capacity(frames.len() * 3 * s * s);
-        let mut fits = Vec::with_capacity(frames.len());
-        for (input, fit) in prepared {
-            pixels.extend_from_slice(&input);
-            fits.push(fit);
+        let mut pixels = Vec::with_capacity(items.len() * 3 * s * s);
+        let mut fits = Vec::with_capacity(items.len());
+        for p in prepare(items, s, self.info.crop)? {
+            pixels.extend_from_slice(&p.input);
+            fits.push(
+                p.fit
+                    .unwrap_or_else(|| Fit::new(s, s, s, CropMode::Stretch)),
+            );
         }
+        self.lap(Stage::Preprocess)?;
         self.detect_inputs(pixels, &fits)
     }
 
     /// Keypoints of prepared model inputs (`to_model_input`, concatenated), mapped back
     /// through their fits.
-    pub fn detect_inputs(&self, pixels: Vec<f32>, fits: &[Fit]) -> Result<Vec<Detection>> {
+    fn detect_inputs(&self, pixels: Vec<f32>, fits: &[Fit]) -> Result<Vec<Detection>> {
         let s = self.info.input_size;
         if pixels.len() != fits.len() * 3 * s * s || fits.iter().any(|f| f.size != s) {
             return Err(Error::Invalid(format!(
@@ -510,17 +522,68 @@ impl Student {
         let n = fits.len();
         let kps = match &self.run {
             // Frames on the CPU go straight to the kernels, without tensors in between.
-            Runner::Cpu(e) => self.peaks(&e.run(&pixels, n), n, s / net::STRIDE)?,
+            Runner::Cpu(e) => {
+                let heat = e.run(&pixels, n);
+                self.lap_network(n)?;
+                self.peaks(&heat, n, s / net::STRIDE)?
+            }
             Runner::Device(_) => {
                 let images = Tensor::from_vec(pixels, (n, 3, s, s), &self.device)?;
-                self.keypoints_of(&self.heatmaps(&images)?)?
+                let heat = self.heatmaps(&images)?;
+                self.lap_network(n)?;
+                self.keypoints_of(&heat)?
             }
         };
-        Ok(kps
+        let detections = kps
             .into_iter()
             .zip(fits)
             .map(|(k, fit)| map_back(k, fit))
-            .collect())
+            .collect();
+        self.lap(Stage::Extraction)?;
+        Ok(detections)
+    }
+
+    /// Records the time of each stage of the detections from now on (`on`), each stage
+    /// synchronising the device, or stops recording; the network's FLOPs are its
+    /// architecture's ([`net::flops`]).
+    pub fn record_stage_times(&self, on: bool) {
+        *self.laps.lock().unwrap_or_else(|e| e.into_inner()) = on.then(Laps::new);
+    }
+
+    /// The stage times recorded since the previous call (zero when not recording).
+    pub fn take_stage_times(&self) -> StageTimes {
+        self.with_laps(|l| std::mem::take(&mut l.times))
+            .unwrap_or_default()
+    }
+
+    fn with_laps<T>(&self, f: impl FnOnce(&mut Laps) -> T) -> Option<T> {
+        self.laps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .map(f)
+    }
+
+    fn lap(&self, stage: Stage) -> Result<()> {
+        self.lap_with(stage, None)
+    }
+
+    fn lap_network(&self, n: usize) -> Result<()> {
+        let flops = net::flops(
+            &self.info.widths,
+            self.info.num_keypoints,
+            self.info.input_size,
+        );
+        self.lap_with(Stage::Network, Some(flops * n as u64))
+    }
+
+    fn lap_with(&self, stage: Stage, flops: Option<u64>) -> Result<()> {
+        let mut laps = self.laps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = laps.as_mut() {
+            self.device.synchronize()?;
+            l.lap_counting(stage, flops);
+        }
+        Ok(())
     }
 
     /// The check that a student was distilled from these tokens (for `--tokens` given with

@@ -6,7 +6,7 @@
 //! numbers from `onnx/onnx.proto3`). Graph, names and metadata are described in
 //! `docs/onnx.md`.
 
-use super::{net, StudentWeights};
+use super::{net, StudentInfo, StudentWeights};
 use crate::error::{Error, Result};
 
 /// ONNX IR version written (ONNX 1.10 on; with opset 17, runtimes built on ONNX 1.12 on).
@@ -32,6 +32,14 @@ confidence_scale[k]";
 /// The ONNX model of a student, as file bytes (the same student always gives the same
 /// bytes).
 pub fn export(w: &StudentWeights) -> Result<Vec<u8>> {
+    let mut g = with_weights(w)?;
+    forward_nodes(&mut g);
+    let graph = graph_msg(&g, w.info.input_size, w.info.num_keypoints);
+    Ok(model_msg(&graph, &w.info).0)
+}
+
+/// A graph holding the checked weights of `w` and the network's constants.
+fn with_weights(w: &StudentWeights) -> Result<Graph> {
     let info = &w.info;
     info.validate()
         .map_err(|m| Error::Invalid(format!("cannot export the student to ONNX: {m}")))?;
@@ -43,7 +51,7 @@ pub fn export(w: &StudentWeights) -> Result<Vec<u8>> {
             net::LAYERS.len()
         )));
     }
-    let (s, k) = (info.input_size, info.num_keypoints);
+    let k = info.num_keypoints;
     let mut g = Graph::default();
     for (i, (wt, b)) in w.layers.iter().enumerate() {
         let ws = net::weight_shape(&info.widths, k, i);
@@ -64,6 +72,11 @@ pub fn export(w: &StudentWeights) -> Result<Vec<u8>> {
     g.initializer("two", &[1], &[2.0]);
     g.initializer("up_scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
 
+    Ok(g)
+}
+
+/// The nodes of `net::forward`, from the input to the output.
+fn forward_nodes(g: &mut Graph) {
     // The same graph as `net::forward`, node for node, starting with the centring
     // (x - 0.5) * 2.
     let x = g.node("Sub", "centre", "centred", &[INPUT, "half"], Vec::new());
@@ -79,24 +92,28 @@ pub fn export(w: &StudentWeights) -> Result<Vec<u8>> {
         let y = g.conv(i, x);
         g.relu(&y)
     };
-    let s1 = conv_relu(&mut g, 0, &x);
-    let s1 = conv_relu(&mut g, 1, &s1);
-    let d2 = conv_relu(&mut g, 2, &s1);
-    let b2 = block(&mut g, 3, &d2);
-    let d3 = conv_relu(&mut g, 5, &b2);
-    let b3 = block(&mut g, 6, &d3);
-    let d4 = conv_relu(&mut g, 8, &b3);
-    let b4 = block(&mut g, 9, &d4);
+    let s1 = conv_relu(g, 0, &x);
+    let s1 = conv_relu(g, 1, &s1);
+    let d2 = conv_relu(g, 2, &s1);
+    let b2 = block(g, 3, &d2);
+    let d3 = conv_relu(g, 5, &b2);
+    let b3 = block(g, 6, &d3);
+    let d4 = conv_relu(g, 8, &b3);
+    let b4 = block(g, 9, &d4);
     let l4 = g.conv(11, &b4);
     let u4 = g.up2(&l4);
     let t3 = g.add(&u4, &b3);
-    let f3 = conv_relu(&mut g, 12, &t3);
+    let f3 = conv_relu(g, 12, &t3);
     let l3 = g.conv(13, &f3);
     let u3 = g.up2(&l3);
     let t2 = g.add(&u3, &b2);
-    let f2 = conv_relu(&mut g, 14, &t2);
+    let f2 = conv_relu(g, 14, &t2);
     g.conv_to(15, &f2, OUTPUT);
+}
 
+/// The graph message: nodes, initializers, input [B, 3, `s`, `s`] and output
+/// [B, `k`, s/4, s/4].
+fn graph_msg(g: &Graph, s: usize, k: usize) -> Msg {
     let mut graph = Msg::default();
     for n in &g.nodes {
         graph.msg(1, n);
@@ -129,14 +146,18 @@ pub fn export(w: &StudentWeights) -> Result<Vec<u8>> {
             ],
         ),
     );
+    graph
+}
 
+/// The model message: the graph, the opset and the student's metadata.
+fn model_msg(graph: &Msg, info: &StudentInfo) -> Msg {
     let mut model = Msg::default();
     model.int(1, IR_VERSION);
     model.str(2, "stablekeypoints");
     model.str(3, env!("CARGO_PKG_VERSION"));
     model.int(5, 1);
     model.str(6, super::INPUT_DOC);
-    model.msg(7, &graph);
+    model.msg(7, graph);
     let mut opset = Msg::default();
     opset.str(1, "");
     opset.int(2, OPSET);
@@ -149,7 +170,7 @@ pub fn export(w: &StudentWeights) -> Result<Vec<u8>> {
         e.str(2, value);
         model.msg(14, &e);
     }
-    Ok(model.0)
+    model
 }
 
 /// A graph under construction: nodes in topological order and their initializers.

@@ -5,7 +5,7 @@ use super::config::TrainConfig;
 use super::Trainer;
 use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 const CHECKPOINT_FORMAT: &str = "stablekeypoints-train-checkpoint/1";
@@ -61,50 +61,10 @@ impl Trainer<'_> {
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
-        let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("missing `{k}`")));
-        if get("format")? != CHECKPOINT_FORMAT {
-            return Err(bad(format!("unknown format {:?}", get("format")?)));
-        }
-        let cfg: TrainConfig =
-            serde_json::from_str(get("config")?).map_err(|e| bad(format!("bad config: {e}")))?;
-        if cfg.resume_key() != self.cfg.resume_key() {
-            let a = serde_json::to_value(cfg.resume_key()).expect("json");
-            let b = serde_json::to_value(self.cfg.resume_key()).expect("json");
-            let diff: Vec<String> = a
-                .as_object()
-                .expect("object")
-                .iter()
-                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
-                .map(|(k, v)| format!("{k} = {v} there, {} now", b[k.as_str()]))
-                .collect();
-            return Err(bad(format!(
-                "made with different settings ({}); rerun with the same settings or without --resume",
-                diff.join(", ")
-            )));
-        }
-        match self.model_id.matches(&meta) {
-            Some(true) => {}
-            Some(false) => {
-                return Err(bad(
-                    "made with a different model (its weights' identity differs)".into(),
-                ))
-            }
-            None => return Err(bad("missing `model_identity`".into())),
-        }
-        if get("data_fingerprint")? != &self.data.fingerprint() {
-            let there: Vec<String> = meta
-                .get("data_items")
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_default();
-            return Err(bad(format!(
-                "made with different training data ({} there, {} now{})",
-                get("data_fingerprint")?,
-                self.data.fingerprint(),
-                items_diff(&there, &self.data.items())
-            )));
-        }
+        self.check_resumable(&meta).map_err(bad)?;
         let parse = |k: &str| -> Result<u64> {
-            get(k)?
+            meta_get(&meta, k)
+                .map_err(bad)?
                 .parse()
                 .map_err(|_| bad(format!("`{k}` is not an integer")))
         };
@@ -113,18 +73,7 @@ impl Trainer<'_> {
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let len = self.embeddings.len();
-        let read = |name: &str| -> Result<Vec<f32>> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| bad(format!("missing tensor `{name}`")))?;
-            if t.dtype() != Dtype::F32 || t.shape().iter().product::<usize>() != len {
-                return Err(bad(format!("tensor `{name}` has the wrong dtype or shape")));
-            }
-            Ok(t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect())
-        };
+        let read = |name: &str| read_f32s(&st, name, len).map_err(bad);
         let embeddings = read("embeddings")?;
         let m = read("adam_m")?;
         let v = read("adam_v")?;
@@ -138,6 +87,73 @@ impl Trainer<'_> {
         self.step = step;
         Ok(())
     }
+
+    /// Whether a checkpoint with metadata `meta` continues this run: the same format,
+    /// settings, model and training data.
+    fn check_resumable(&self, meta: &HashMap<String, String>) -> std::result::Result<(), String> {
+        let get = |k: &str| meta_get(meta, k);
+        if get("format")? != CHECKPOINT_FORMAT {
+            return Err(format!("unknown format {:?}", get("format")?));
+        }
+        let cfg: TrainConfig =
+            serde_json::from_str(get("config")?).map_err(|e| format!("bad config: {e}"))?;
+        if cfg.resume_key() != self.cfg.resume_key() {
+            let a = serde_json::to_value(cfg.resume_key()).expect("json");
+            let b = serde_json::to_value(self.cfg.resume_key()).expect("json");
+            let diff: Vec<String> = a
+                .as_object()
+                .expect("object")
+                .iter()
+                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+                .map(|(k, v)| format!("{k} = {v} there, {} now", b[k.as_str()]))
+                .collect();
+            return Err(format!(
+                "made with different settings ({}); rerun with the same settings or without --resume",
+                diff.join(", ")
+            ));
+        }
+        match self.model_id.matches(meta) {
+            Some(true) => {}
+            Some(false) => {
+                return Err("made with a different model (its weights' identity differs)".into())
+            }
+            None => return Err("missing `model_identity`".into()),
+        }
+        if get("data_fingerprint")? != &self.data.fingerprint() {
+            let there: Vec<String> = meta
+                .get("data_items")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_default();
+            return Err(format!(
+                "made with different training data ({} there, {} now{})",
+                get("data_fingerprint")?,
+                self.data.fingerprint(),
+                items_diff(&there, &self.data.items())
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn meta_get<'a>(
+    meta: &'a HashMap<String, String>,
+    k: &str,
+) -> std::result::Result<&'a String, String> {
+    meta.get(k).ok_or_else(|| format!("missing `{k}`"))
+}
+
+/// The f32 tensor `name` of `len` values.
+fn read_f32s(st: &SafeTensors, name: &str, len: usize) -> std::result::Result<Vec<f32>, String> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| format!("missing tensor `{name}`"))?;
+    if t.dtype() != Dtype::F32 || t.shape().iter().product::<usize>() != len {
+        return Err(format!("tensor `{name}` has the wrong dtype or shape"));
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect())
 }
 
 /// Refuses to start a new run (no `--resume`) over the checkpoint at `path` when it holds an

@@ -125,50 +125,10 @@ impl Trainer<'_> {
     ) -> Result<SampleGrad> {
         let (n, r) = (self.cfg.num_tokens, self.cfg.map_res);
         let c = self.model.context_dim();
-        let spec = self.cfg.map_spec();
         let dev = &self.model.device;
         let emb_t = Tensor::from_slice(emb, (n, c), dev)?;
         let plane = r * r;
-        // Untracked pass: selection (on all N maps) and the values of the K selected maps.
-        let (selection, values) = match fixed {
-            None => {
-                let ctx = self.model.prepare_context(&emb_t)?;
-                let maps = self.model.maps_from_latent(
-                    &sample.latents,
-                    Some(&sample.noise),
-                    &ctx,
-                    &spec,
-                    None,
-                )?;
-                let host = to_host(&maps)?; // [2, N, R, R]
-                let sel = select_tokens(
-                    &host[..n * plane],
-                    &host[n * plane..],
-                    n,
-                    r,
-                    &self.cfg.select_config(),
-                );
-                let mut v = Vec::with_capacity(2 * sel.tokens.len() * plane);
-                for img in 0..2 {
-                    for &t in &sel.tokens {
-                        let o = (img * n + t) * plane;
-                        v.extend_from_slice(&host[o..o + plane]);
-                    }
-                }
-                (sel, v)
-            }
-            Some(sel) => {
-                let ctx = self.model.prepare_context(&emb_t)?;
-                let maps = self.model.maps_from_latent(
-                    &sample.latents,
-                    Some(&sample.noise),
-                    &ctx,
-                    &spec,
-                    Some(&token_tensor(&sel.tokens, dev)?),
-                )?;
-                (sel.clone(), to_host(&maps)?)
-            }
-        };
+        let (selection, values) = self.selected_maps(&emb_t, sample, fixed)?;
         let k = selection.tokens.len();
         // Loss on leaf copies of the selected maps -> dL/dM for both images.
         let leaves = Var::from_vec(values, (2, k, r, r), dev)?;
@@ -203,10 +163,78 @@ impl Trainer<'_> {
             return Ok(out);
         }
         let dmaps = total.backward()?.get(m).cloned().unwrap_or(m.zeros_like()?);
-        // Tracked pass per image: backpropagate sum(maps * dL/dmaps).
-        let idx = token_tensor(&out.selection.tokens, dev)?;
+        self.add_embedding_grad(&emb_t, sample, &dmaps, &out.selection.tokens, &mut out.grad)?;
+        Ok(out)
+    }
+
+    /// Untracked pass: the selection (on all N maps, or `fixed`) and the values of the K
+    /// selected maps of both images, [2, K, R, R] flat.
+    fn selected_maps(
+        &self,
+        emb_t: &Tensor,
+        sample: &ImageSample,
+        fixed: Option<&Selection>,
+    ) -> Result<(Selection, Vec<f32>)> {
+        let (n, r) = (self.cfg.num_tokens, self.cfg.map_res);
+        let spec = self.cfg.map_spec();
+        let dev = &self.model.device;
+        let plane = r * r;
+        Ok(match fixed {
+            None => {
+                let ctx = self.model.prepare_context(emb_t)?;
+                let maps = self.model.maps_from_latent(
+                    &sample.latents,
+                    Some(&sample.noise),
+                    &ctx,
+                    &spec,
+                    None,
+                )?;
+                let host = to_host(&maps)?; // [2, N, R, R]
+                let sel = select_tokens(
+                    &host[..n * plane],
+                    &host[n * plane..],
+                    n,
+                    r,
+                    &self.cfg.select_config(),
+                );
+                let mut v = Vec::with_capacity(2 * sel.tokens.len() * plane);
+                for img in 0..2 {
+                    for &t in &sel.tokens {
+                        let o = (img * n + t) * plane;
+                        v.extend_from_slice(&host[o..o + plane]);
+                    }
+                }
+                (sel, v)
+            }
+            Some(sel) => {
+                let ctx = self.model.prepare_context(emb_t)?;
+                let maps = self.model.maps_from_latent(
+                    &sample.latents,
+                    Some(&sample.noise),
+                    &ctx,
+                    &spec,
+                    Some(&token_tensor(&sel.tokens, dev)?),
+                )?;
+                (sel.clone(), to_host(&maps)?)
+            }
+        })
+    }
+
+    /// Tracked pass per image: adds the gradient of sum(maps * `dmaps`) with respect to the
+    /// embeddings `emb_t` to `grad`, the maps being those of `tokens`.
+    fn add_embedding_grad(
+        &self,
+        emb_t: &Tensor,
+        sample: &ImageSample,
+        dmaps: &Tensor,
+        tokens: &[usize],
+        grad: &mut [f32],
+    ) -> Result<()> {
+        let spec = self.cfg.map_spec();
+        let dev = &self.model.device;
+        let idx = token_tensor(tokens, dev)?;
         for img in 0..2 {
-            let var = Var::from_tensor(&emb_t)?;
+            let var = Var::from_tensor(emb_t)?;
             let ctx = self.model.prepare_context(var.as_tensor())?;
             let maps = self.model.maps_from_latent(
                 &sample.latents.narrow(0, img, 1)?,
@@ -217,11 +245,11 @@ impl Trainer<'_> {
             )?; // [1, K, R, R]
             let surrogate = (maps.get(0)? * dmaps.get(img)?)?.sum_all()?;
             if let Some(g) = surrogate.backward()?.get(var.as_tensor()) {
-                for (a, v) in out.grad.iter_mut().zip(to_host(g)?) {
+                for (a, v) in grad.iter_mut().zip(to_host(g)?) {
                     *a += v;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -53,6 +53,45 @@ pub enum Outcome {
     Stopped { step: usize },
 }
 
+/// Loads the checkpoint of `--resume`; the steps it has done (at most the steps asked for).
+fn resume(trainer: &mut Trainer, opts: &RunOptions) -> Result<usize> {
+    let path = opts
+        .checkpoint
+        .as_deref()
+        .ok_or_else(|| Error::Invalid("resume needs a checkpoint path".into()))?;
+    if !path.is_file() {
+        return Err(Error::Invalid(format!(
+            "--resume: no checkpoint at {}",
+            path.display()
+        )));
+    }
+    trainer.load_checkpoint(path)?;
+    let (done, steps) = (trainer.step(), trainer.config().steps);
+    if done > steps {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "{done} steps are done, more than the {steps} asked for; resume with \
+                 --steps {done} or more (or train anew without --resume)"
+            ),
+        ));
+    }
+    Ok(done)
+}
+
+/// A failed step's error, saying where the last good checkpoint is (step `last_good` at
+/// `checkpoint`), if any.
+fn stopped(e: Error, checkpoint: Option<&Path>, last_good: Option<usize>) -> Error {
+    let ckpt = match (checkpoint, last_good) {
+        (Some(p), Some(s)) => format!(
+            "the last good checkpoint is {} (step {s}); fix the cause and rerun with --resume",
+            p.display()
+        ),
+        _ => "no checkpoint was written".to_string(),
+    };
+    Error::Invalid(format!("training stopped: {e}; {ckpt}"))
+}
+
 /// Trains to `config().steps`, checkpointing as asked, then votes. The callback may stop
 /// the run after any step (`ControlFlow::Break`). A failing step (e.g. a non-finite loss)
 /// is an error that names the last good checkpoint, which is left as it was.
@@ -63,52 +102,19 @@ pub fn run(
 ) -> Result<Outcome> {
     let mut last_good: Option<usize> = None;
     if opts.resume {
-        let path = opts
-            .checkpoint
-            .as_deref()
-            .ok_or_else(|| Error::Invalid("resume needs a checkpoint path".into()))?;
-        if !path.is_file() {
-            return Err(Error::Invalid(format!(
-                "--resume: no checkpoint at {}",
-                path.display()
-            )));
-        }
-        trainer.load_checkpoint(path)?;
-        let (done, steps) = (trainer.step(), trainer.config().steps);
-        if done > steps {
-            return Err(Error::checkpoint(
-                path,
-                format!(
-                    "{done} steps are done, more than the {steps} asked for; resume with \
-                     --steps {done} or more (or train anew without --resume)"
-                ),
-            ));
-        }
+        let done = resume(trainer, opts)?;
         last_good = Some(done);
-        if on_event(Event::Resumed {
-            step: trainer.step(),
-        })
-        .is_break()
-        {
-            return Ok(Outcome::Stopped {
-                step: trainer.step(),
-            });
+        if on_event(Event::Resumed { step: done }).is_break() {
+            return Ok(Outcome::Stopped { step: done });
         }
     }
     let steps = trainer.config().steps;
     let first = trainer.step();
     let start = Instant::now();
     while trainer.step() < steps {
-        let stats = trainer.train_step().map_err(|e| {
-            let ckpt = match (&opts.checkpoint, last_good) {
-                (Some(p), Some(s)) => format!(
-                    "the last good checkpoint is {} (step {s}); fix the cause and rerun with --resume",
-                    p.display()
-                ),
-                _ => "no checkpoint was written".to_string(),
-            };
-            Error::Invalid(format!("training stopped: {e}; {ckpt}"))
-        })?;
+        let stats = trainer
+            .train_step()
+            .map_err(|e| stopped(e, opts.checkpoint.as_deref(), last_good))?;
         let step = stats.step;
         if let Some(path) = &opts.checkpoint {
             let due =

@@ -14,7 +14,9 @@ use stablekeypoints::ops::rng::Rng;
 use stablekeypoints::ops::warp::Affine;
 use stablekeypoints::pose::{swap_permutation, PoseModel, Regressor, H36M_SWAP_PAIRS};
 use stablekeypoints::train::{ImageSample, MemoryImages, TrainConfig, Trainer};
-use stablekeypoints::{CropMode, DetectOptions, Detector, FrameRef, Model, PixelFormat, Tokens};
+use stablekeypoints::{
+    CropMode, DetectOptions, Detector, FrameRef, Item, Model, PixelFormat, Tokens,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -686,13 +688,27 @@ fn eval_runs_the_references_augmentation() {
         },
     )
     .unwrap();
-    let a = flat(&warped.keypoint_maps(&image).unwrap());
+    let a = flat(
+        &warped
+            .diagnose(Item::square(&image, 0).unwrap(), None)
+            .unwrap()
+            .maps,
+    );
     let b = flat(
         &plain
-            .keypoint_maps_with(&image, &[Affine::random(&mut item_rng(5, 0))])
-            .unwrap(),
+            .diagnose(
+                Item::square(&image, 0).unwrap(),
+                Some(&[Affine::random(&mut item_rng(5, 0))]),
+            )
+            .unwrap()
+            .maps,
     );
     assert_eq!(a, b);
-    let c = flat(&plain.keypoint_maps(&image).unwrap());
+    let c = flat(
+        &plain
+            .diagnose(Item::square(&image, 1).unwrap(), None)
+            .unwrap()
+            .maps,
+    );
     assert_ne!(a, c);
 }

@@ -387,48 +387,94 @@ impl Projected {
 
 /// Forward kinematics and projection of `pose` for `body`.
 pub fn project(body: &Body, pose: &Pose) -> Projected {
-    use Dof::*;
-    let g = |d: Dof| pose.get(d);
-    // 3D joints in the body frame.
-    let pelvis_rot = Rot::I;
-    let spine = Rot::x(g(SpinePitch))
-        .mul(Rot::z(-g(SpineRoll)))
-        .mul(Rot::y(g(Twist)));
-    let neck = spine.apply([0.0, body.torso, 0.0]);
-    let head = add(
-        neck,
-        spine
-            .mul(Rot::x(g(NeckPitch)))
-            .mul(Rot::z(-g(NeckRoll)))
-            .apply([0.0, body.neck, 0.0]),
-    );
-    let down = |len: f32| [0.0, -len, 0.0];
-    let mut j3 = [[0.0f32; 3]; NUM_JOINTS];
-    j3[0] = head;
-    j3[1] = neck;
-    let mut hand_tip = [[0.0f32; 3]; 2];
-    let mut toe = [[0.0f32; 3]; 2];
-    let arm = [
-        (
-            LeftShoulderFlex,
-            LeftShoulderAbd,
-            LeftShoulderRot,
-            LeftElbow,
-        ),
-        (
-            RightShoulderFlex,
-            RightShoulderAbd,
-            RightShoulderRot,
-            RightElbow,
-        ),
-    ];
-    let leg = [
-        (LeftHipFlex, LeftHipAbd, LeftHipRot, LeftKnee),
-        (RightHipFlex, RightHipAbd, RightHipRot, RightKnee),
-    ];
-    for side in 0..2 {
+    let skeleton = Skeleton::of(body, pose);
+    let camera = Camera::of(pose);
+    let mut joints = [[0.0f32; 2]; NUM_JOINTS];
+    let mut depth = [0.0f32; NUM_JOINTS];
+    for j in 0..NUM_JOINTS {
+        (joints[j], depth[j]) = camera.project(skeleton.joints[j]);
+    }
+    let parts = parts(body, &skeleton, &camera, &joints, &depth);
+    Projected { joints, parts }
+}
+
+/// A vector `len` down the limb's own axis.
+fn down(len: f32) -> V3 {
+    [0.0, -len, 0.0]
+}
+
+/// The posed figure in 3D, in the body frame.
+struct Skeleton {
+    /// In the order of [`JOINTS`].
+    joints: [V3; NUM_JOINTS],
+    /// Left, right.
+    hand_tip: [V3; 2],
+    /// Left, right.
+    toe: [V3; 2],
+    /// The torso box's corners and the neck (its hull is taken after projection).
+    torso: Vec<V3>,
+}
+
+impl Skeleton {
+    fn of(body: &Body, pose: &Pose) -> Self {
+        use Dof::*;
+        let g = |d: Dof| pose.get(d);
+        let spine = Rot::x(g(SpinePitch))
+            .mul(Rot::z(-g(SpineRoll)))
+            .mul(Rot::y(g(Twist)));
+        let neck = spine.apply([0.0, body.torso, 0.0]);
+        let head = add(
+            neck,
+            spine
+                .mul(Rot::x(g(NeckPitch)))
+                .mul(Rot::z(-g(NeckRoll)))
+                .apply([0.0, body.neck, 0.0]),
+        );
+        let mut sk = Skeleton {
+            joints: [[0.0f32; 3]; NUM_JOINTS],
+            hand_tip: [[0.0f32; 3]; 2],
+            toe: [[0.0f32; 3]; 2],
+            torso: Vec::with_capacity(10),
+        };
+        sk.joints[0] = head;
+        sk.joints[1] = neck;
+        for side in 0..2 {
+            sk.arm(body, pose, spine, neck, side);
+            sk.leg(body, pose, side);
+        }
+        // Torso: a box between the shoulder line and the hip line.
+        for &dz in &[-body.torso_half_depth, body.torso_half_depth] {
+            for j in [2, 3] {
+                sk.torso
+                    .push(add(sk.joints[j], spine.apply([0.0, 0.0, dz])));
+            }
+            for j in [8, 9] {
+                sk.torso.push(add(sk.joints[j], [0.0, 0.0, dz]));
+            }
+        }
+        sk.torso.push(neck);
+        sk
+    }
+
+    /// Shoulder, elbow, wrist and hand tip of `side` (0 left, 1 right).
+    fn arm(&mut self, body: &Body, pose: &Pose, spine: Rot, neck: V3, side: usize) {
+        use Dof::*;
+        let g = |d: Dof| pose.get(d);
         let s = if side == 0 { 1.0 } else { -1.0 };
-        let (flex, abd, rot, elbow) = arm[side];
+        let (flex, abd, rot, elbow) = [
+            (
+                LeftShoulderFlex,
+                LeftShoulderAbd,
+                LeftShoulderRot,
+                LeftElbow,
+            ),
+            (
+                RightShoulderFlex,
+                RightShoulderAbd,
+                RightShoulderRot,
+                RightElbow,
+            ),
+        ][side];
         let shoulder = add(
             neck,
             spine.apply([s * body.shoulder_half_width, -0.03, 0.0]),
@@ -440,12 +486,22 @@ pub fn project(body: &Body, pose: &Pose) -> Projected {
         let elbow_p = add(shoulder, upper.apply(down(body.upper_arm)));
         let fore = upper.mul(Rot::x(-g(elbow)));
         let wrist = add(elbow_p, fore.apply(down(body.forearm)));
-        hand_tip[side] = add(wrist, fore.apply(down(body.hand)));
-        j3[2 + side] = shoulder;
-        j3[4 + side] = elbow_p;
-        j3[6 + side] = wrist;
+        self.hand_tip[side] = add(wrist, fore.apply(down(body.hand)));
+        self.joints[2 + side] = shoulder;
+        self.joints[4 + side] = elbow_p;
+        self.joints[6 + side] = wrist;
+    }
 
-        let (flex, abd, rot, knee) = leg[side];
+    /// Hip, knee, ankle and toe of `side` (0 left, 1 right).
+    fn leg(&mut self, body: &Body, pose: &Pose, side: usize) {
+        use Dof::*;
+        let g = |d: Dof| pose.get(d);
+        let s = if side == 0 { 1.0 } else { -1.0 };
+        let (flex, abd, rot, knee) = [
+            (LeftHipFlex, LeftHipAbd, LeftHipRot, LeftKnee),
+            (RightHipFlex, RightHipAbd, RightHipRot, RightKnee),
+        ][side];
+        let pelvis_rot = Rot::I;
         let hip = pelvis_rot.apply([s * body.hip_half_width, 0.0, 0.0]);
         let thigh = pelvis_rot
             .mul(Rot::z(s * g(abd)))
@@ -455,33 +511,41 @@ pub fn project(body: &Body, pose: &Pose) -> Projected {
         let shin = thigh.mul(Rot::x(g(knee)));
         let ankle = add(knee_p, shin.apply(down(body.shin)));
         // The foot points forward, turned with the hip.
-        toe[side] = add(
+        self.toe[side] = add(
             ankle,
             Rot::y(s * g(rot)).apply([0.0, -0.15 * body.foot, body.foot]),
         );
-        j3[8 + side] = hip;
-        j3[10 + side] = knee_p;
-        j3[12 + side] = ankle;
+        self.joints[8 + side] = hip;
+        self.joints[10 + side] = knee_p;
+        self.joints[12 + side] = ankle;
     }
-    // Torso: a box between the shoulder line and the hip line, hull taken after projection.
-    let mut torso3 = Vec::with_capacity(10);
-    for &dz in &[-body.torso_half_depth, body.torso_half_depth] {
-        for j in [2, 3] {
-            torso3.push(add(j3[j], spine.apply([0.0, 0.0, dz])));
-        }
-        for j in [8, 9] {
-            torso3.push(add(j3[j], [0.0, 0.0, dz]));
-        }
-    }
-    torso3.push(neck);
+}
 
-    // Camera: turn by yaw, orthographic projection, in-plane roll, scale and place.
-    let view = Rot::y(-g(Yaw));
-    let (sr, cr) = g(Roll).to_radians().sin_cos();
-    let scale = g(Scale);
-    let (cx, cy) = (g(X), g(Y));
-    let proj = |p: V3| -> ([f32; 2], f32) {
-        let q = view.apply(p);
+/// The camera: turned by yaw, orthographic projection, in-plane roll, scale and place.
+struct Camera {
+    view: Rot,
+    /// Sine and cosine of the roll.
+    roll: (f32, f32),
+    scale: f32,
+    centre: (f32, f32),
+}
+
+impl Camera {
+    fn of(pose: &Pose) -> Self {
+        use Dof::*;
+        let g = |d: Dof| pose.get(d);
+        Camera {
+            view: Rot::y(-g(Yaw)),
+            roll: g(Roll).to_radians().sin_cos(),
+            scale: g(Scale),
+            centre: (g(X), g(Y)),
+        }
+    }
+
+    /// Where `p` lands in the image, and its depth.
+    fn project(&self, p: V3) -> ([f32; 2], f32) {
+        let ((sr, cr), (cx, cy), scale) = (self.roll, self.centre, self.scale);
+        let q = self.view.apply(p);
         let (u, v) = (q[0], -q[1]);
         (
             [
@@ -490,12 +554,18 @@ pub fn project(body: &Body, pose: &Pose) -> Projected {
             ],
             q[2],
         )
-    };
-    let mut joints = [[0.0f32; 2]; NUM_JOINTS];
-    let mut depth = [0.0f32; NUM_JOINTS];
-    for j in 0..NUM_JOINTS {
-        (joints[j], depth[j]) = proj(j3[j]);
     }
+}
+
+/// The drawn parts of `sk`, whose joints `camera` placed at `joints` and `depth`.
+fn parts(
+    body: &Body,
+    sk: &Skeleton,
+    camera: &Camera,
+    joints: &[[f32; 2]; NUM_JOINTS],
+    depth: &[f32; NUM_JOINTS],
+) -> Vec<PartShape> {
+    let scale = camera.scale;
     let mut parts = Vec::with_capacity(NUM_PARTS);
     parts.push(PartShape {
         part: 0,
@@ -506,7 +576,7 @@ pub fn project(body: &Body, pose: &Pose) -> Projected {
         },
         depth: depth[0],
     });
-    let hull_pts: Vec<([f32; 2], f32)> = torso3.iter().map(|&p| proj(p)).collect();
+    let hull_pts: Vec<([f32; 2], f32)> = sk.torso.iter().map(|&p| camera.project(p)).collect();
     parts.push(PartShape {
         part: 1,
         shape: Shape::Polygon {
@@ -527,12 +597,13 @@ pub fn project(body: &Body, pose: &Pose) -> Projected {
         })
     };
     let jp = |j: usize| (joints[j], depth[j]);
+    let (j3, hand_tip) = (&sk.joints, &sk.hand_tip);
     for side in 0..2 {
         seg(2 + side, jp(2 + side), jp(4 + side), body.upper_arm_radius);
         seg(4 + side, jp(4 + side), jp(6 + side), body.forearm_radius);
-        let tip = proj(hand_tip[side]);
+        let tip = camera.project(hand_tip[side]);
         // The hand is a blob at the end of the forearm.
-        let mid = proj(add(
+        let mid = camera.project(add(
             j3[6 + side],
             [
                 0.6 * (hand_tip[side][0] - j3[6 + side][0]),
@@ -543,9 +614,14 @@ pub fn project(body: &Body, pose: &Pose) -> Projected {
         seg(6 + side, mid, tip, body.hand_radius);
         seg(8 + side, jp(8 + side), jp(10 + side), body.thigh_radius);
         seg(10 + side, jp(10 + side), jp(12 + side), body.shin_radius);
-        seg(12 + side, jp(12 + side), proj(toe[side]), body.foot_radius);
+        seg(
+            12 + side,
+            jp(12 + side),
+            camera.project(sk.toe[side]),
+            body.foot_radius,
+        );
     }
-    Projected { joints, parts }
+    parts
 }
 
 /// Convex hull (Andrew's monotone chain), counter-clockwise in a y-down frame.

@@ -232,56 +232,70 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             check_out(&out, force)?;
             let clip = People::new(seed, figures as usize, frames as usize, fps, width, height);
-            let share = write_people(&out, &clip, frames as usize)?;
-            println!(
-                "{frames} frames of {figures} figures in {}: two figures' boxes overlap \
-                 (IoU >= {OVERLAP_IOU}) in {:.1}% of them",
-                out.display(),
-                100.0 * share
-            );
-            Ok(())
+            people_clip(&out, &clip, frames, figures)
         }
         Command::Jitter {
             boxes,
             out,
             amount,
             seed,
-        } => {
-            let text =
-                std::fs::read_to_string(&boxes).map_err(|e| format!("{}: {e}", boxes.display()))?;
-            let jittered = jitter(&text, amount as f64, seed)
-                .map_err(|e| format!("{}: {e}", boxes.display()))?;
-            std::fs::write(&out, jittered).map_err(|e| format!("{}: {e}", out.display()))
-        }
-        Command::Score { labels, jsonl } => {
-            let s = skp_world::score::score(&labels, &jsonl)?;
-            println!(
-                "{} frames, {} visible joints: mean error {:.2} px",
-                s.frames, s.joints, s.mean_px
-            );
-            print_errors(&s.per_joint_px);
-            Ok(())
-        }
-        Command::ScorePeople { people, jsonl } => {
-            for (id, s) in skp_world::score::score_people(&people, &jsonl)? {
-                println!(
-                    "figure {id}: {} frames, {} visible joints: mean error {:.2} px",
-                    s.frames, s.joints, s.mean_px
-                );
-            }
-            Ok(())
-        }
-        Command::MeanPose { train, test, size } => {
-            let m = skp_world::score::mean_pose(&train, &test, size as f64)?;
-            println!(
-                "mean pose: taichi {:.2} (sum over visible joints at 256, mean over images), \
-                 mean error {:.2} px",
-                m.taichi, m.mean_px
-            );
-            print_errors(&m.per_joint_px);
-            Ok(())
-        }
+        } => jitter_file(&boxes, &out, amount, seed),
+        Command::Score { labels, jsonl } => score(&labels, &jsonl),
+        Command::ScorePeople { people, jsonl } => score_people(&people, &jsonl),
+        Command::MeanPose { train, test, size } => mean_pose(&train, &test, size),
     }
+}
+
+/// Writes `clip` (`frames` frames of `figures` figures) to `out`, and says how often two
+/// figures overlap.
+fn people_clip(out: &Path, clip: &People, frames: u64, figures: u64) -> Result<(), String> {
+    let share = write_people(out, clip, frames as usize)?;
+    println!(
+        "{frames} frames of {figures} figures in {}: two figures' boxes overlap \
+         (IoU >= {OVERLAP_IOU}) in {:.1}% of them",
+        out.display(),
+        100.0 * share
+    );
+    Ok(())
+}
+
+/// The boxes file `boxes` with every box jittered, written to `out`.
+fn jitter_file(boxes: &Path, out: &Path, amount: f32, seed: u64) -> Result<(), String> {
+    let text = std::fs::read_to_string(boxes).map_err(|e| format!("{}: {e}", boxes.display()))?;
+    let jittered =
+        jitter(&text, amount as f64, seed).map_err(|e| format!("{}: {e}", boxes.display()))?;
+    std::fs::write(out, jittered).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+fn score(labels: &Path, jsonl: &Path) -> Result<(), String> {
+    let s = skp_world::score::score(labels, jsonl)?;
+    println!(
+        "{} frames, {} visible joints: mean error {:.2} px",
+        s.frames, s.joints, s.mean_px
+    );
+    print_errors(&s.per_joint_px);
+    Ok(())
+}
+
+fn score_people(people: &Path, jsonl: &Path) -> Result<(), String> {
+    for (id, s) in skp_world::score::score_people(people, jsonl)? {
+        println!(
+            "figure {id}: {} frames, {} visible joints: mean error {:.2} px",
+            s.frames, s.joints, s.mean_px
+        );
+    }
+    Ok(())
+}
+
+fn mean_pose(train: &Path, test: &Path, size: usize) -> Result<(), String> {
+    let m = skp_world::score::mean_pose(train, test, size as f64)?;
+    println!(
+        "mean pose: taichi {:.2} (sum over visible joints at 256, mean over images), \
+         mean error {:.2} px",
+        m.taichi, m.mean_px
+    );
+    print_errors(&m.per_joint_px);
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -564,10 +564,13 @@ fn detect_boxes_gives_one_record_per_object_with_the_cores_keypoints_of_its_box(
         }
         let region = Region { x, y, w: bw, h: bh }.grown(0.15);
         let core = est
-            .detect_regions_keyed(
-                &[frame],
-                &[(0, region)],
-                &[key.wrapping_mul(1024) + j as u64],
+            .detect(
+                stablekeypoints::Item::regions(
+                    &[frame],
+                    &[(0, region)],
+                    &[key.wrapping_mul(1024) + j as u64],
+                )
+                .unwrap(),
             )
             .unwrap()
             .remove(0);

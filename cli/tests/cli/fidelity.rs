@@ -153,13 +153,16 @@ fn core_keypoints(image: &Path, opts: DetectOptions) -> Vec<[f32; 2]> {
     let frame = FrameRef::packed(PixelFormat::Rgb, w, h, img.as_raw(), w * 3).unwrap();
     let mut det = Detector::new(tiny(), &tiny_tokens(), opts).unwrap();
     // The CLI keys each image's noise and warps by its pixels.
-    det.set_item_key(content_key(w, h, img.as_raw()));
-    det.detect_frame(&frame)
-        .unwrap()
-        .keypoints
-        .iter()
-        .map(|k| [k.x, k.y])
-        .collect()
+    det.detect(vec![stablekeypoints::Item::frame(
+        frame,
+        content_key(w, h, img.as_raw()),
+    )])
+    .unwrap()
+    .remove(0)
+    .keypoints
+    .iter()
+    .map(|k| [k.x, k.y])
+    .collect()
 }
 
 #[test]

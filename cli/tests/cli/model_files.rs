@@ -193,7 +193,8 @@ fn single_files_in_the_original_layout_are_the_same_model_as_the_folder() {
 }
 
 /// Single files that are not a model this engine runs end in one line naming the file and
-/// what is wrong: truncated, foreign (no UNet), SDXL, an inpainting UNet, no VAE.
+/// what is wrong: truncated, foreign (no UNet), a class-label conditioning that is not
+/// SDXL's, an inpainting UNet, no VAE.
 #[test]
 fn single_files_that_cannot_load_say_why() {
     use stablekeypoints::model::single_file::write_original;
@@ -219,9 +220,9 @@ fn single_files_that_cannot_load_say_why() {
     let no_vae = write("no-vae.safetensors", &|t| {
         t.retain(|k, _| !k.starts_with("first_stage_model."))
     });
-    let sdxl = write("sdxl.safetensors", &|t| {
-        let x = candle_core::Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap();
-        t.insert("conditioner.embedders.0.transformer.x".into(), x);
+    let label = write("class-label.safetensors", &|t| {
+        let x = candle_core::Tensor::zeros((8, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        t.insert("model.diffusion_model.label_emb.0.weight".into(), x);
     });
     let inpaint = write("inpaint.safetensors", &|t| {
         let k = "model.diffusion_model.input_blocks.0.0.weight";
@@ -241,8 +242,8 @@ fn single_files_that_cannot_load_say_why() {
             "has no VAE (no first_stage_model.* tensors); pass --vae",
         ),
         (
-            &sdxl,
-            "is an SDXL checkpoint (conditioner.embedders.* found); SDXL is not supported yet",
+            &label,
+            "label embedding `model.diffusion_model.label_emb.0.weight` other than SDXL's",
         ),
         (
             &inpaint,

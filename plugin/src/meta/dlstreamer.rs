@@ -152,106 +152,15 @@ impl TensorKeypoints {
         if s.get::<&str>("format").ok() != Some("keypoints") {
             return Ok(None);
         }
-        let bad = |what: String| MetaError(format!("keypoints tensor `{}`: {what}", s.name()));
-        let variant = s
-            .get::<glib::Variant>("data_buffer")
-            .map_err(|e| bad(format!("field `data_buffer`: {e}")))?;
-        let bytes = variant.fixed_array::<u8>().map_err(|_| {
-            bad(format!(
-                "`data_buffer` is a {} variant, not ay",
-                variant.type_()
-            ))
-        })?;
-        if let Ok(p) = s.get::<i32>("precision") {
-            if p != PRECISION_FP32 {
-                return Err(bad(format!("precision {p} is not FP32 ({PRECISION_FP32})")));
-            }
-        }
-        let uints = |name: &str| -> Result<Vec<u32>, MetaError> {
-            let a = s
-                .get::<gst::ArrayRef>(name)
-                .map_err(|e| bad(format!("field `{name}`: {e}")))?;
-            a.iter()
-                .map(|v| {
-                    v.get::<u32>()
-                        .map_err(|_| bad(format!("`{name}` holds a {}", v.type_())))
-                })
-                .collect()
-        };
-        let dims = uints("dims")?;
-        let (n, d) = match dims[..] {
-            [n, d, ..] if d >= 2 => (n as usize, d as usize),
-            _ => return Err(bad(format!("dims {dims:?} are not [N, 2] or [N, 3]"))),
-        };
-        if bytes.len() % 4 != 0 || bytes.len() / 4 != n * d || n == 0 {
-            return Err(bad(format!(
-                "{} bytes of data for dims {dims:?}",
-                bytes.len()
-            )));
-        }
-        let f: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_ne_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        let points = f.chunks_exact(d).map(|p| (p[0], p[1])).collect();
-        let floats = |name: &str| -> Result<Vec<f32>, MetaError> {
-            match s.get::<gst::ArrayRef>(name) {
-                Err(_) if !s.has_field(name) => Ok(Vec::new()),
-                Err(e) => Err(bad(format!("field `{name}`: {e}"))),
-                Ok(a) => a
-                    .iter()
-                    .map(|v| {
-                        v.get::<f32>()
-                            .or_else(|_| v.get::<f64>().map(|x| x as f32))
-                            .map_err(|_| bad(format!("`{name}` holds a {}", v.type_())))
-                    })
-                    .collect(),
-            }
-        };
-        let strings = |name: &str| -> Result<Vec<String>, MetaError> {
-            match s.get::<gst::ArrayRef>(name) {
-                Err(_) if !s.has_field(name) => Ok(Vec::new()),
-                Err(e) => Err(bad(format!("field `{name}`: {e}"))),
-                Ok(a) => a
-                    .iter()
-                    .map(|v| {
-                        v.get::<String>()
-                            .map_err(|_| bad(format!("`{name}` holds a {}", v.type_())))
-                    })
-                    .collect(),
-            }
-        };
-        let confidence = floats("confidence")?;
+        let fields = TensorFields(s);
+        let points = fields.points()?;
+        let n = points.len();
+        let confidence = fields.floats("confidence")?;
         if !confidence.is_empty() && confidence.len() != n {
-            return Err(bad(format!(
-                "{} confidences for {n} points",
-                confidence.len()
-            )));
+            return Err(fields.bad(format!("{} confidences for {n} points", confidence.len())));
         }
-        let names = strings("point_names")?;
-        let pairs = strings("point_connections")?;
-        let mut connections = Vec::new();
-        if !names.is_empty() && !pairs.is_empty() {
-            if names.len() != n {
-                return Err(bad(format!("{} point names for {n} points", names.len())));
-            }
-            if pairs.len() % 2 != 0 {
-                return Err(bad("an odd number of point connections".into()));
-            }
-            let index = |name: &str| {
-                names
-                    .iter()
-                    .position(|m| m == name)
-                    .ok_or_else(|| bad(format!("connection to unknown point {name:?}")))
-            };
-            for p in pairs.chunks_exact(2) {
-                let (a, b) = (index(&p[0])?, index(&p[1])?);
-                if a == b {
-                    return Err(bad(format!("point {:?} connected to itself", p[0])));
-                }
-                connections.push([a, b]);
-            }
-        }
+        let names = fields.strings("point_names")?;
+        let connections = fields.connections(&names, n)?;
         Ok(Some(Self {
             points,
             confidence,
@@ -274,6 +183,121 @@ impl TensorKeypoints {
             .iter()
             .map(|&(x, y)| (rx + rw * x, ry + rh * y))
             .collect()
+    }
+}
+
+/// The fields of a keypoints tensor structure, read as DL Streamer reads them; errors name
+/// the structure and the field.
+struct TensorFields<'a>(&'a gst::StructureRef);
+
+impl TensorFields<'_> {
+    fn bad(&self, what: String) -> MetaError {
+        MetaError(format!("keypoints tensor `{}`: {what}", self.0.name()))
+    }
+
+    /// `data_buffer`: FP32 points, `dims` [N, 2] or [N, 3] (x, y first).
+    fn points(&self) -> Result<Vec<(f32, f32)>, MetaError> {
+        let s = self.0;
+        let variant = s
+            .get::<glib::Variant>("data_buffer")
+            .map_err(|e| self.bad(format!("field `data_buffer`: {e}")))?;
+        let bytes = variant.fixed_array::<u8>().map_err(|_| {
+            self.bad(format!(
+                "`data_buffer` is a {} variant, not ay",
+                variant.type_()
+            ))
+        })?;
+        if let Ok(p) = s.get::<i32>("precision") {
+            if p != PRECISION_FP32 {
+                return Err(self.bad(format!("precision {p} is not FP32 ({PRECISION_FP32})")));
+            }
+        }
+        let dims = self.uints("dims")?;
+        let (n, d) = match dims[..] {
+            [n, d, ..] if d >= 2 => (n as usize, d as usize),
+            _ => return Err(self.bad(format!("dims {dims:?} are not [N, 2] or [N, 3]"))),
+        };
+        if bytes.len() % 4 != 0 || bytes.len() / 4 != n * d || n == 0 {
+            return Err(self.bad(format!("{} bytes of data for dims {dims:?}", bytes.len())));
+        }
+        let f: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        Ok(f.chunks_exact(d).map(|p| (p[0], p[1])).collect())
+    }
+
+    fn uints(&self, name: &str) -> Result<Vec<u32>, MetaError> {
+        let a = self
+            .0
+            .get::<gst::ArrayRef>(name)
+            .map_err(|e| self.bad(format!("field `{name}`: {e}")))?;
+        a.iter()
+            .map(|v| {
+                v.get::<u32>()
+                    .map_err(|_| self.bad(format!("`{name}` holds a {}", v.type_())))
+            })
+            .collect()
+    }
+
+    /// An optional array of numbers (empty when absent).
+    fn floats(&self, name: &str) -> Result<Vec<f32>, MetaError> {
+        match self.0.get::<gst::ArrayRef>(name) {
+            Err(_) if !self.0.has_field(name) => Ok(Vec::new()),
+            Err(e) => Err(self.bad(format!("field `{name}`: {e}"))),
+            Ok(a) => a
+                .iter()
+                .map(|v| {
+                    v.get::<f32>()
+                        .or_else(|_| v.get::<f64>().map(|x| x as f32))
+                        .map_err(|_| self.bad(format!("`{name}` holds a {}", v.type_())))
+                })
+                .collect(),
+        }
+    }
+
+    /// An optional array of strings (empty when absent).
+    fn strings(&self, name: &str) -> Result<Vec<String>, MetaError> {
+        match self.0.get::<gst::ArrayRef>(name) {
+            Err(_) if !self.0.has_field(name) => Ok(Vec::new()),
+            Err(e) => Err(self.bad(format!("field `{name}`: {e}"))),
+            Ok(a) => a
+                .iter()
+                .map(|v| {
+                    v.get::<String>()
+                        .map_err(|_| self.bad(format!("`{name}` holds a {}", v.type_())))
+                })
+                .collect(),
+        }
+    }
+
+    /// `point_connections`: pairs of the points `names` (none without names).
+    fn connections(&self, names: &[String], n: usize) -> Result<Vec<[usize; 2]>, MetaError> {
+        let pairs = self.strings("point_connections")?;
+        let mut connections = Vec::new();
+        if names.is_empty() || pairs.is_empty() {
+            return Ok(connections);
+        }
+        if names.len() != n {
+            return Err(self.bad(format!("{} point names for {n} points", names.len())));
+        }
+        if pairs.len() % 2 != 0 {
+            return Err(self.bad("an odd number of point connections".into()));
+        }
+        let index = |name: &str| {
+            names
+                .iter()
+                .position(|m| m == name)
+                .ok_or_else(|| self.bad(format!("connection to unknown point {name:?}")))
+        };
+        for p in pairs.chunks_exact(2) {
+            let (a, b) = (index(&p[0])?, index(&p[1])?);
+            if a == b {
+                return Err(self.bad(format!("point {:?} connected to itself", p[0])));
+            }
+            connections.push([a, b]);
+        }
+        Ok(connections)
     }
 }
 

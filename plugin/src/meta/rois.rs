@@ -126,44 +126,19 @@ pub(super) fn write_entries(
     buffer: &mut gst::BufferRef,
     geometry: &Geometry,
 ) {
-    use gst::buffer::BufferMetaForeachAction as A;
-    use std::ops::ControlFlow;
     let (w, h) = (geometry.width, geometry.height);
     let rois: Vec<Roi> = buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .map(|m| Roi::of(&m))
         .collect();
-    // Which ROI meta each entry goes on (`None`: a new one).
-    let mut taken: Vec<usize> = Vec::new();
-    let mut placed: Vec<Option<usize>> = Vec::with_capacity(entries.len());
-    for e in entries {
-        let at = match &e.object {
-            None => rois
-                .iter()
-                .position(|r| r.roi_type == ROI_TYPE)
-                .filter(|i| !taken.contains(i)),
-            Some(o) => find_roi(&rois, o, w, h, &taken),
-        };
-        taken.extend(at);
-        placed.push(at);
-    }
+    let (placed, taken) = place(entries, &rois, w, h);
     // Rebuilt: the ROI metas that get an entry, ours of before, and those that lose ours.
     let rebuilt: Vec<bool> = rois
         .iter()
         .enumerate()
         .map(|(i, r)| taken.contains(&i) || (r.ours && r.roi_type != ROI_TYPE))
         .collect();
-    let mut i = 0;
-    buffer.foreach_meta_mut(|mut m| {
-        if m.downcast_ref::<gst_video::VideoRegionOfInterestMeta>()
-            .is_none()
-        {
-            return ControlFlow::Continue(A::Keep);
-        }
-        let remove = rebuilt.get(i).copied().unwrap_or(false);
-        i += 1;
-        ControlFlow::Continue(if remove { A::Remove } else { A::Keep })
-    });
+    remove_rois(buffer, &rebuilt);
     let mut next_id = rois
         .iter()
         .map(|r| r.id)
@@ -175,45 +150,12 @@ pub(super) fn write_entries(
     for (e, at) in entries.iter().zip(&placed) {
         let ours = e.to_structure();
         let pose = e.pose.as_ref().map(PoseMeta::to_structure);
-        let (roi_type, rect, (id, parent), others) = match (&e.object, at.map(|i| &rois[i])) {
-            (None, Some(r)) => (
-                ROI_TYPE.to_string(),
-                e.bounding_box_in(w, h),
-                (r.id, r.parent),
-                r.others.clone(),
-            ),
-            (None, None) => (
-                ROI_TYPE.to_string(),
-                e.bounding_box_in(w, h),
-                (count, -1),
-                Vec::new(),
-            ),
-            (Some(_), Some(r)) => (
-                r.roi_type.clone(),
-                r.rect,
-                (r.id, r.parent),
-                r.others.clone(),
-            ),
-            (Some(o), None) => {
-                next_id += 1;
-                (
-                    o.label.clone(),
-                    o.rect_in(w, h),
-                    (next_id - 1, -1),
-                    Vec::new(),
-                )
-            }
-        };
-        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &roi_type, rect);
-        meta.set_id(id);
-        meta.set_parent_id(parent);
+        let target = target(e, at.map(|i| &rois[i]), (w, h), count, &mut next_id);
         let mut params = vec![ours.clone()];
         params.extend(pose.clone());
-        params.push(dlstreamer::keypoints_tensor(e, rect, w, h));
-        params.extend(dlstreamer::pose_tensor(e, rect, w, h));
-        for p in params.into_iter().chain(others) {
-            meta.add_param(p);
-        }
+        params.push(dlstreamer::keypoints_tensor(e, target.rect, w, h));
+        params.extend(dlstreamer::pose_tensor(e, target.rect, w, h));
+        add_roi(buffer, &target, params);
         match e.object {
             None => carried_frame = Some((ours, pose)),
             Some(_) => carried_objects.push((ours, pose)),
@@ -222,13 +164,106 @@ pub(super) fn write_entries(
     // ROI metas that lose our structures keep the rest.
     for (i, r) in rois.iter().enumerate() {
         if rebuilt[i] && !taken.contains(&i) && r.roi_type != ROI_TYPE {
-            let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &r.roi_type, r.rect);
-            meta.set_id(r.id);
-            meta.set_parent_id(r.parent);
-            for p in &r.others {
-                meta.add_param(p.clone());
-            }
+            add_roi(buffer, r, Vec::new());
         }
     }
     carrier::attach(buffer, carried_frame.as_ref(), &carried_objects, geometry);
+}
+
+/// Which of `rois` each entry goes on (`None`: a new one), and the ROI metas taken.
+fn place(
+    entries: &[FrameKeypoints],
+    rois: &[Roi],
+    w: u32,
+    h: u32,
+) -> (Vec<Option<usize>>, Vec<usize>) {
+    let mut taken: Vec<usize> = Vec::new();
+    let mut placed: Vec<Option<usize>> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let at = match &e.object {
+            None => rois
+                .iter()
+                .position(|r| r.roi_type == ROI_TYPE)
+                .filter(|i| !taken.contains(i)),
+            Some(o) => find_roi(rois, o, w, h, &taken),
+        };
+        taken.extend(at);
+        placed.push(at);
+    }
+    (placed, taken)
+}
+
+/// Removes the ROI metas of `buffer` that `rebuilt` marks, in their order.
+fn remove_rois(buffer: &mut gst::BufferRef, rebuilt: &[bool]) {
+    use gst::buffer::BufferMetaForeachAction as A;
+    use std::ops::ControlFlow;
+    let mut i = 0;
+    buffer.foreach_meta_mut(|mut m| {
+        if m.downcast_ref::<gst_video::VideoRegionOfInterestMeta>()
+            .is_none()
+        {
+            return ControlFlow::Continue(A::Keep);
+        }
+        let remove = rebuilt.get(i).copied().unwrap_or(false);
+        i += 1;
+        ControlFlow::Continue(if remove { A::Remove } else { A::Keep })
+    });
+}
+
+/// The ROI meta the entry `e` is written as: the one it was placed on (`at`), or a new one
+/// (the frame's with id `count`, an object's with the next free id).
+fn target(
+    e: &FrameKeypoints,
+    at: Option<&Roi>,
+    (w, h): (u32, u32),
+    count: i32,
+    next_id: &mut i32,
+) -> Roi {
+    let (roi_type, rect, (id, parent), others) = match (&e.object, at) {
+        (None, Some(r)) => (
+            ROI_TYPE.to_string(),
+            e.bounding_box_in(w, h),
+            (r.id, r.parent),
+            r.others.clone(),
+        ),
+        (None, None) => (
+            ROI_TYPE.to_string(),
+            e.bounding_box_in(w, h),
+            (count, -1),
+            Vec::new(),
+        ),
+        (Some(_), Some(r)) => (
+            r.roi_type.clone(),
+            r.rect,
+            (r.id, r.parent),
+            r.others.clone(),
+        ),
+        (Some(o), None) => {
+            *next_id += 1;
+            (
+                o.label.clone(),
+                o.rect_in(w, h),
+                (*next_id - 1, -1),
+                Vec::new(),
+            )
+        }
+    };
+    Roi {
+        roi_type,
+        rect,
+        id,
+        parent,
+        others,
+        ours: true,
+    }
+}
+
+/// Adds `r` to `buffer` with `params` before its other structures.
+fn add_roi(buffer: &mut gst::BufferRef, r: &Roi, params: Vec<gst::Structure>) {
+    let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &r.roi_type, r.rect);
+    meta.set_id(r.id);
+    meta.set_parent_id(r.parent);
+    for p in params.into_iter().chain(r.others.iter().cloned()) {
+        meta.add_param(p);
+    }
 }

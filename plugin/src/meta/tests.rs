@@ -1,6 +1,8 @@
 //! Round trips of the metadata through structures, text and buffers.
 
 use super::*;
+use gst::glib;
+use gst::prelude::*;
 
 fn sample() -> FrameKeypoints {
     FrameKeypoints {

@@ -180,70 +180,86 @@ impl Canvas<'_> {
             return;
         }
         let at = |x: i64, y: i64| inside((x + ox) as f32, (y + oy) as f32);
+        let rect = (x0, y0, x1, y1);
         match self.layout {
             Layout::Packed { bpp, rgb, alpha } => {
                 let (data, stride) = (&mut *self.planes[0].0, self.planes[0].1);
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        if at(x, y) {
-                            let p = y as usize * stride + x as usize * bpp;
-                            for c in 0..3 {
-                                data[p + rgb[c]] = colour[c];
-                            }
-                            if let Some(a) = alpha {
-                                data[p + a] = 255;
-                            }
-                        }
+                for_each_inside(rect, at, |x, y| {
+                    let p = y as usize * stride + x as usize * bpp;
+                    for c in 0..3 {
+                        data[p + rgb[c]] = colour[c];
                     }
-                }
+                    if let Some(a) = alpha {
+                        data[p + a] = 255;
+                    }
+                });
             }
             Layout::Ayuv => {
                 let [yy, u, v] = self.yuv.convert(colour);
                 let (data, stride) = (&mut *self.planes[0].0, self.planes[0].1);
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        if at(x, y) {
-                            let p = y as usize * stride + x as usize * 4;
-                            data[p..p + 4].copy_from_slice(&[255, yy, u, v]);
-                        }
-                    }
-                }
+                for_each_inside(rect, at, |x, y| {
+                    let p = y as usize * stride + x as usize * 4;
+                    data[p..p + 4].copy_from_slice(&[255, yy, u, v]);
+                });
             }
             Layout::I420 | Layout::Nv12 => {
                 let [yy, u, v] = self.yuv.convert(colour);
-                {
-                    let (data, stride) = (&mut *self.planes[0].0, self.planes[0].1);
-                    for y in y0..y1 {
-                        for x in x0..x1 {
-                            if at(x, y) {
-                                data[y as usize * stride + x as usize] = yy;
-                            }
-                        }
-                    }
+                let (data, stride) = (&mut *self.planes[0].0, self.planes[0].1);
+                for_each_inside(rect, at, |x, y| {
+                    data[y as usize * stride + x as usize] = yy;
+                });
+                self.fill_chroma(rect, [u, v], inside);
+            }
+        }
+    }
+
+    /// The chroma of a 4:2:0 layout in the canvas rectangle `rect`: set to `uv` where the
+    /// centre of the 2x2 block is `inside`.
+    fn fill_chroma(
+        &mut self,
+        (x0, y0, x1, y1): (i64, i64, i64, i64),
+        [u, v]: [u8; 2],
+        inside: impl Fn(f32, f32) -> bool,
+    ) {
+        let (w, h) = (self.width as i64, self.height as i64);
+        let (cw, ch) = ((w + 1) / 2, (h + 1) / 2);
+        for cy in (y0 / 2)..((y1 + 1) / 2).min(ch) {
+            for cx in (x0 / 2)..((x1 + 1) / 2).min(cw) {
+                // Centre of the block, moved inside the frame for odd sizes.
+                let bx = ((2 * cx) as f32 + 0.5).min(w as f32 - 1.0);
+                let by = ((2 * cy) as f32 + 0.5).min(h as f32 - 1.0);
+                if !inside(bx, by) {
+                    continue;
                 }
-                let (cw, ch) = ((w + 1) / 2, (h + 1) / 2);
-                for cy in (y0 / 2)..((y1 + 1) / 2).min(ch) {
-                    for cx in (x0 / 2)..((x1 + 1) / 2).min(cw) {
-                        // Centre of the block, moved inside the frame for odd sizes.
-                        let bx = ((2 * cx) as f32 + 0.5).min(w as f32 - 1.0);
-                        let by = ((2 * cy) as f32 + 0.5).min(h as f32 - 1.0);
-                        if !inside(bx, by) {
-                            continue;
-                        }
-                        let (cx, cy) = (cx as usize, cy as usize);
-                        if self.layout == Layout::I420 {
-                            let s1 = self.planes[1].1;
-                            self.planes[1].0[cy * s1 + cx] = u;
-                            let s2 = self.planes[2].1;
-                            self.planes[2].0[cy * s2 + cx] = v;
-                        } else {
-                            let s1 = self.planes[1].1;
-                            let p = cy * s1 + 2 * cx;
-                            self.planes[1].0[p] = u;
-                            self.planes[1].0[p + 1] = v;
-                        }
-                    }
+                let (cx, cy) = (cx as usize, cy as usize);
+                if self.layout == Layout::I420 {
+                    let s1 = self.planes[1].1;
+                    self.planes[1].0[cy * s1 + cx] = u;
+                    let s2 = self.planes[2].1;
+                    self.planes[2].0[cy * s2 + cx] = v;
+                } else {
+                    let s1 = self.planes[1].1;
+                    let p = cy * s1 + 2 * cx;
+                    self.planes[1].0[p] = u;
+                    self.planes[1].0[p + 1] = v;
                 }
+            }
+        }
+    }
+}
+
+/// Calls `set` on the pixels of the canvas rectangle `(x0, y0, x1, y1)` where `at` holds,
+/// row by row (inlined into each layout's loop).
+#[inline(always)]
+fn for_each_inside(
+    (x0, y0, x1, y1): (i64, i64, i64, i64),
+    at: impl Fn(i64, i64) -> bool,
+    mut set: impl FnMut(i64, i64),
+) {
+    for y in y0..y1 {
+        for x in x0..x1 {
+            if at(x, y) {
+                set(x, y);
             }
         }
     }

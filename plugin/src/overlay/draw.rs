@@ -72,27 +72,80 @@ pub fn scene_all(
     let mut landmarks: Vec<(f32, f32)> = Vec::new();
     let mut connections: &[[u32; 2]] = &[];
     if let Some(f) = ours {
-        let shown = |visible: bool| f32::from(u8::from(visible)) >= s.min_confidence;
-        dots.extend(f.keypoints.iter().filter(|k| shown(k.visible)).map(|k| {
+        dots.extend(shown_dots(f, width, height, s.min_confidence));
+        if let Some(p) = &f.pose {
+            landmarks = pose_pixels(f, width, height);
+            connections = &p.connections;
+        }
+    }
+    let tensors = foreign_lines(foreign, s.min_confidence, &mut dots);
+    let mut skeletons = vec![Skeleton {
+        points: &landmarks,
+        connections,
+        joints: true,
+    }];
+    skeletons.extend(tensors.iter().map(|(points, lines)| Skeleton {
+        points,
+        connections: lines,
+        joints: false,
+    }));
+    let objects: Vec<(&FrameKeypoints, Vec<(f32, f32)>)> = sets
+        .iter()
+        .filter(|f| f.object.is_some())
+        .map(|f| (f, pose_pixels(f, width, height)))
+        .collect();
+    skeletons.extend(objects.iter().map(|(f, landmarks)| Skeleton {
+        points: landmarks,
+        connections: f.pose.as_ref().map_or(&[], |p| &p.connections),
+        joints: true,
+    }));
+    let marks = objects
+        .iter()
+        .filter_map(|(f, _)| object_mark(f, width, height, s.min_confidence))
+        .collect();
+    let (w, h) = (width as usize, height as usize);
+    let style = Style::for_frame(w, h, s.radius, s.line_width);
+    Overlay::new(w, h, style, &dots, s.ids, &skeletons).with_objects(marks, s.ids)
+}
+
+/// The keypoints of `f` that are drawn, in pixels of a `width` x `height` frame.
+fn shown_dots(
+    f: &FrameKeypoints,
+    width: u32,
+    height: u32,
+    min_confidence: f32,
+) -> impl Iterator<Item = Dot> + '_ {
+    let shown = move |visible: bool| f32::from(u8::from(visible)) >= min_confidence;
+    f.keypoints
+        .iter()
+        .filter(move |k| shown(k.visible))
+        .map(move |k| {
             let (x, y) = k.pixel(width, height);
             Dot {
                 id: k.id as usize,
                 x,
                 y,
             }
-        }));
-        if let Some(p) = &f.pose {
-            landmarks = p.landmarks.iter().map(|l| l.pixel(width, height)).collect();
-            connections = &p.connections;
-        }
-    }
-    // Per tensor: its points in pixels and the lines between drawn ones.
-    type Lines = (Vec<(f32, f32)>, Vec<[u32; 2]>);
+        })
+}
+
+/// The pose landmarks of `f` in pixels (none without a pose).
+fn pose_pixels(f: &FrameKeypoints, width: u32, height: u32) -> Vec<(f32, f32)> {
+    f.pose.as_ref().map_or_else(Vec::new, |p| {
+        p.landmarks.iter().map(|l| l.pixel(width, height)).collect()
+    })
+}
+
+/// Per tensor: its points in pixels and the lines between drawn ones.
+type Lines = (Vec<(f32, f32)>, Vec<[u32; 2]>);
+
+/// The foreign tensors' points and lines; their shown points are added to `dots`.
+fn foreign_lines(foreign: &[Foreign], min_confidence: f32, dots: &mut Vec<Dot>) -> Vec<Lines> {
     let mut tensors: Vec<Lines> = Vec::new();
     for (t, rect) in foreign {
         let points = t.pixels(*rect);
         let shown: Vec<bool> = (0..points.len())
-            .map(|i| t.shown(i, s.min_confidence))
+            .map(|i| t.shown(i, min_confidence))
             .collect();
         dots.extend(
             points
@@ -109,62 +162,26 @@ pub fn scene_all(
             .collect();
         tensors.push((points, lines));
     }
-    let mut skeletons = vec![Skeleton {
-        points: &landmarks,
-        connections,
-        joints: true,
-    }];
-    skeletons.extend(tensors.iter().map(|(points, lines)| Skeleton {
-        points,
-        connections: lines,
-        joints: false,
-    }));
-    let objects: Vec<(&FrameKeypoints, Vec<(f32, f32)>)> = sets
-        .iter()
-        .filter(|f| f.object.is_some())
-        .map(|f| {
-            let landmarks = f.pose.as_ref().map_or_else(Vec::new, |p| {
-                p.landmarks.iter().map(|l| l.pixel(width, height)).collect()
-            });
-            (f, landmarks)
-        })
-        .collect();
-    skeletons.extend(objects.iter().map(|(f, landmarks)| Skeleton {
-        points: landmarks,
-        connections: f.pose.as_ref().map_or(&[], |p| &p.connections),
-        joints: true,
-    }));
-    let marks = objects
-        .iter()
-        .filter_map(|(f, _)| {
-            let o = f.object.as_ref()?;
-            let shown = |visible: bool| f32::from(u8::from(visible)) >= s.min_confidence;
-            let (x, y, bw, bh) = o.rect_in(width, height);
-            let (x, y) = (i64::from(x), i64::from(y));
-            Some(ObjectMark {
-                id: o.id,
-                colour: object_rgb(o.id),
-                rect: [x, y, x + i64::from(bw), y + i64::from(bh)],
-                dots: f
-                    .keypoints
-                    .iter()
-                    .filter(|k| shown(k.visible))
-                    .map(|k| {
-                        let (x, y) = k.pixel(width, height);
-                        Dot {
-                            id: k.id as usize,
-                            x,
-                            y,
-                        }
-                    })
-                    .collect(),
-                label: None,
-            })
-        })
-        .collect();
-    let (w, h) = (width as usize, height as usize);
-    let style = Style::for_frame(w, h, s.radius, s.line_width);
-    Overlay::new(w, h, style, &dots, s.ids, &skeletons).with_objects(marks, s.ids)
+    tensors
+}
+
+/// An object's box, colour and drawn keypoints (`None` for the frame's own set).
+fn object_mark(
+    f: &FrameKeypoints,
+    width: u32,
+    height: u32,
+    min_confidence: f32,
+) -> Option<ObjectMark> {
+    let o = f.object.as_ref()?;
+    let (x, y, bw, bh) = o.rect_in(width, height);
+    let (x, y) = (i64::from(x), i64::from(y));
+    Some(ObjectMark {
+        id: o.id,
+        colour: object_rgb(o.id),
+        rect: [x, y, x + i64::from(bw), y + i64::from(bh)],
+        dots: shown_dots(f, width, height, min_confidence).collect(),
+        label: None,
+    })
 }
 
 /// Renders `overlay` into a mapped frame: straight into the planes of the formats with a

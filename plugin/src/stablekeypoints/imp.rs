@@ -25,16 +25,15 @@ use std::time::{Duration, Instant};
 
 use super::infer::{self, LoadSettings, Work};
 use super::objects::{self, Crop, ObjectSettings, Objects};
-use super::output;
+use super::output::{self, FrameContext};
 use super::props::{self, Settings};
 use super::stats::Stats;
 use super::CAT;
 use crate::convert::ToRgb;
 use crate::formats::{core_reads, refusal_reason};
 use crate::lock;
-use crate::meta::geometry::Signature;
-use crate::meta::{carrier, FrameKeypoints, TokenIdentity};
-use crate::overlay::{draw_buffer, frame_scene_all, Blender, DrawSettings};
+use crate::meta::{FrameKeypoints, TokenIdentity};
+use crate::overlay::{Blender, DrawSettings};
 use crate::pose::Pose;
 
 /// Asked by downstream elements that need the inference interval (the track element's
@@ -80,14 +79,6 @@ pub struct StableKeypoints {
     /// The last caps refused with a warning (warned once, not on every query).
     refused: Mutex<Option<String>>,
     test_delay: Mutex<Duration>,
-}
-
-fn clock(d: Duration) -> gst::ClockTime {
-    gst::ClockTime::from_nseconds(
-        u64::try_from(d.as_nanos()).map_or(gst::ClockTime::MAX.nseconds(), |n| {
-            n.min(gst::ClockTime::MAX.nseconds())
-        }),
-    )
 }
 
 impl StableKeypoints {
@@ -146,12 +137,8 @@ impl StableKeypoints {
         }
         match result {
             Ok(k) => {
-                let n = buffers.len().max(1) as u32;
-                let mut stats = lock(&self.stats);
-                stats.inferred += buffers.len() as u64;
-                stats.inference_total += elapsed;
-                stats.last_inference = elapsed / n;
-                drop(stats);
+                let n = buffers.len().max(1);
+                lock(&self.stats).inferred_batch(buffers.len(), elapsed);
                 gst::trace!(CAT, imp = self, "{} frames took {:?}", n, elapsed);
                 self.maybe_update_latency();
                 Ok(k)
@@ -170,21 +157,11 @@ impl StableKeypoints {
     /// Latency this element adds: the inference time of a batch and the time a batch takes
     /// to fill (see [`stream::inference_latency`]).
     fn own_latency(&self) -> gst::ClockTime {
-        let s = lock(&self.settings).clone();
-        let stats = lock(&self.stats).clone();
-        let frame = lock(&self.state)
+        let stream = lock(&self.settings).stream();
+        let fps = lock(&self.state)
             .as_ref()
-            .and_then(|st| st.info.as_ref().map(|i| i.fps()))
-            .filter(|f| f.numer() > 0 && f.denom() > 0)
-            .map(|fps| Duration::from_secs_f64(fps.denom() as f64 / fps.numer() as f64));
-        let st = s.stream();
-        clock(stream::inference_latency(
-            stats.warmup.max(stats.mean_inference()),
-            st.batch_size as u64,
-            st.interval,
-            st.batch_timeout,
-            frame,
-        ))
+            .and_then(|st| st.info.as_ref().map(|i| i.fps()));
+        lock(&self.stats).latency(&stream, fps)
     }
 
     /// Asks the pipeline to redistribute latency when inference became much slower.
@@ -223,15 +200,7 @@ impl StableKeypoints {
                 .scheduler
                 .push(buffer, late, Instant::now(), &s.stream())
         };
-        {
-            let mut stats = lock(&self.stats);
-            stats.processed += 1;
-            match pushed.verdict {
-                Verdict::Interval => stats.skipped_interval += 1,
-                Verdict::Late => stats.skipped_late += 1,
-                Verdict::Infer => {}
-            }
-        }
+        lock(&self.stats).scheduled(pushed.verdict);
         if pushed.verdict == Verdict::Late {
             gst::debug!(CAT, imp = self, "late frame: skipping inference");
         }
@@ -283,18 +252,7 @@ impl StableKeypoints {
     ) -> Result<(), gst::FlowError> {
         let size = (info.width(), info.height());
         let crops: Vec<Vec<Crop>> = buffers.iter().map(|b| self.select(b, size, o)).collect();
-        let mut regions = Vec::new();
-        let mut crop_keys = Vec::new();
-        for (i, (c, key)) in crops.iter().zip(keys).enumerate() {
-            for (j, crop) in c.iter().enumerate() {
-                regions.push((i, crop.region));
-                // Each object of a frame its own noise: the frame's key and its place.
-                crop_keys.push(
-                    key.wrapping_mul(objects::KEYS_PER_FRAME)
-                        .wrapping_add(j as u64),
-                );
-            }
-        }
+        let (regions, crop_keys) = objects::regions(&crops, keys);
         let mut found = if regions.is_empty() {
             Vec::new()
         } else {
@@ -316,14 +274,8 @@ impl StableKeypoints {
     /// those left out.
     fn select(&self, buffer: &gst::BufferRef, size: (u32, u32), o: &ObjectSettings) -> Vec<Crop> {
         let sel = objects::select(buffer, size, o);
-        {
-            let mut stats = lock(&self.stats);
-            stats.objects_small += sel.small;
-            stats.objects_over_max += sel.over_max;
-            stats.rois_clipped += sel.clipped;
-            stats.rois_skipped += sel.skipped.len() as u64;
-        }
-        let warn = |kind: &'static str, what: String| {
+        lock(&self.stats).selected(&sel);
+        for (kind, what) in sel.warnings(o) {
             gst::debug!(CAT, imp = self, "{}", what);
             let first = lock(&self.state).as_mut().is_some_and(|st| {
                 !st.warned.contains(&kind) && {
@@ -338,39 +290,6 @@ impl StableKeypoints {
                     ("{} (warned once; counted in stats)", what)
                 );
             }
-        };
-        if let Some(first) = sel.skipped.first() {
-            warn(
-                "skipped",
-                format!(
-                    "Skipping a region of interest that is empty or outside the frame: {first}"
-                ),
-            );
-        }
-        if sel.clipped > 0 {
-            warn(
-                "clipped",
-                "A region of interest reaches past the frame: clipped to it".into(),
-            );
-        }
-        if sel.crops.is_empty() && !sel.other_classes.is_empty() {
-            warn(
-                "classes",
-                format!(
-                    "No region of interest of object-class={} on a frame with some of {} (a typo?)",
-                    o.classes.join(","),
-                    sel.other_classes.join(", ")
-                ),
-            );
-        }
-        if sel.over_max > 0 {
-            warn(
-                "over-max",
-                format!(
-                    "A frame has more than max-objects={} objects: the largest are inferred",
-                    o.max_objects
-                ),
-            );
         }
         sel.crops
     }
@@ -390,86 +309,84 @@ impl StableKeypoints {
         let Some(keypoints) = keypoints else {
             return Ok(buffer);
         };
-        let (info, num_keypoints, model, pose, tokens) = {
+        let frame = {
             let st = lock(&self.state);
             let state = st.as_ref().ok_or(gst::FlowError::Flushing)?;
-            let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
-            let (n, m) = (state.num_keypoints, state.model_name.clone());
-            (info, n, m, state.pose.clone(), state.tokens.clone())
-        };
-        let size = (info.width(), info.height());
-        let entry = |k: &[Keypoint], object| {
-            let mut f = output::frame_keypoints(
-                k,
-                origin,
-                size,
-                s.keypoint_threshold as f32,
-                (num_keypoints, model.clone(), tokens.clone()),
-            );
-            f.object = object;
-            // From the keypoints as reported (clamped), so consumers can redo it; start()
-            // checked that the pose reads as many keypoints as the detector gives.
-            f.pose = pose.as_ref().and_then(|p| p.landmarks_of(&f).ok());
-            f
-        };
-        let entries = match self.object_settings(s) {
-            None => vec![entry(&keypoints, None)],
-            Some(o) => {
-                let (crops, inferred) = if origin == stream::Origin::Inference {
-                    let mut st = lock(&self.state);
-                    let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-                    let (c, k) = state.inferred_objects.pop_front().unwrap_or_default();
-                    (c, Some(k))
-                } else {
-                    (self.select(&buffer, size, &o), None)
-                };
-                let resolved = {
-                    let mut st = lock(&self.state);
-                    let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-                    state.objects.resolve(index, &crops, size, inferred, true)
-                };
-                if origin != stream::Origin::Inference {
-                    lock(&self.stats).objects_held +=
-                        resolved.iter().filter(|r| r.keypoints.is_some()).count() as u64;
-                }
-                resolved
-                    .into_iter()
-                    .filter_map(|r| Some(entry(&r.keypoints?, Some(r.object))))
-                    .collect()
+            FrameContext {
+                info: state.info.clone().ok_or(gst::FlowError::NotNegotiated)?,
+                num_keypoints: state.num_keypoints,
+                model: state.model_name.clone(),
+                tokens: state.tokens.clone(),
+                pose: state.pose.clone(),
             }
+        };
+        let threshold = s.keypoint_threshold as f32;
+        let entries = match self.object_settings(s) {
+            None => vec![frame.entry(&keypoints, None, origin, threshold)],
+            Some(o) => self.object_entries(&buffer, &frame, (origin, index), &o, threshold)?,
         };
         if entries.is_empty() {
             return Ok(buffer);
         }
-        {
-            let buf = buffer.make_mut();
-            if s.draw {
-                let settings = DrawSettings {
-                    radius: s.radius,
-                    line_width: s.line_width,
-                    ids: s.draw_ids,
-                    ..Default::default()
-                };
-                let overlay = frame_scene_all(size.0, size.1, &entries, &[], &settings);
-                draw_buffer(buf, &info, &overlay, &mut lock(&self.blender)).map_err(|e| {
-                    gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
-                    gst::FlowError::Error
-                })?;
-            }
-            FrameKeypoints::attach_all(&entries, buf);
-            // The picture as it leaves (drawn), so that readers downstream can tell whether
-            // a transform moved it under the keypoints.
-            if let Some(signature) = Signature::of_buffer(buf, &info) {
-                carrier::sign(buf, &signature);
-            }
-            #[cfg(feature = "analytics")]
-            for f in &entries {
-                if let Err(e) = crate::analytics::attach(f, buf) {
-                    gst::warning!(CAT, imp = self, "cannot add analytics keypoints: {}", e);
-                }
+        let buf = buffer.make_mut();
+        let draw = s.draw.then(|| DrawSettings {
+            radius: s.radius,
+            line_width: s.line_width,
+            ids: s.draw_ids,
+            ..Default::default()
+        });
+        let drawn = output::attach(
+            buf,
+            &frame.info,
+            &entries,
+            draw.as_ref(),
+            &mut lock(&self.blender),
+        );
+        drawn.map_err(|e| {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
+            gst::FlowError::Error
+        })?;
+        #[cfg(feature = "analytics")]
+        for f in &entries {
+            if let Err(e) = crate::analytics::attach(f, buf) {
+                gst::warning!(CAT, imp = self, "cannot add analytics keypoints: {}", e);
             }
         }
         Ok(buffer)
+    }
+
+    /// The entries of a frame's objects: inferred now (queued by [`Self::infer_objects`]),
+    /// or held from earlier inferences.
+    fn object_entries(
+        &self,
+        buffer: &gst::BufferRef,
+        frame: &FrameContext,
+        (origin, index): (stream::Origin, u64),
+        o: &ObjectSettings,
+        threshold: f32,
+    ) -> Result<Vec<FrameKeypoints>, gst::FlowError> {
+        let size = (frame.info.width(), frame.info.height());
+        let (crops, inferred) = if origin == stream::Origin::Inference {
+            let mut st = lock(&self.state);
+            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            let (c, k) = state.inferred_objects.pop_front().unwrap_or_default();
+            (c, Some(k))
+        } else {
+            (self.select(buffer, size, o), None)
+        };
+        let resolved = {
+            let mut st = lock(&self.state);
+            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
+            state.objects.resolve(index, &crops, size, inferred, true)
+        };
+        if origin != stream::Origin::Inference {
+            lock(&self.stats).objects_held +=
+                resolved.iter().filter(|r| r.keypoints.is_some()).count() as u64;
+        }
+        Ok(resolved
+            .into_iter()
+            .filter_map(|r| Some(frame.entry(&r.keypoints?, Some(r.object), origin, threshold)))
+            .collect())
     }
 
     /// Before a serialized event (EOS, caps, segment, ...): infers the partial batch and

@@ -101,28 +101,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     if Estimator::is_student(&model_dir) {
         return open_student(&model_dir, s);
     }
-    if !model_dir.exists() {
-        return Err(gst::error_msg!(
-            gst::ResourceError::NotFound,
-            (
-                "Model {} does not exist (`model` is a diffusers folder, a single-file checkpoint or a student file)",
-                model_dir.display()
-            )
-        ));
-    }
-    let source = ModelSource {
-        model: model_dir.clone(),
-        vae: s.vae.map(Path::to_path_buf),
-        no_ema: s.no_ema,
-    };
-    // Cheap layout checks first (no tensor is read), so a wrong directory or file is
-    // reported as such.
-    source.check().map_err(|e| {
-        gst::error_msg!(
-            gst::ResourceError::NotFound,
-            ("Cannot load model {}: {}", model_dir.display(), e)
-        )
-    })?;
+    let source = model_source(&model_dir, s)?;
     let tokens_path = s
         .tokens
         .map(Path::to_path_buf)
@@ -163,7 +142,7 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
     let started = Instant::now();
     let frame = FrameRef::packed(PixelFormat::Rgb, size, size, &grey, size * 3).map_err(bad)?;
     Detector::new(model, &tokens, opts)
-        .and_then(|mut d| d.detect_frame(&frame))
+        .and_then(|mut d| d.detect(vec![stablekeypoints::Item::frame(frame, 0)]))
         .map_err(bad)?;
     std::thread::sleep(s.delay);
     Ok(Loaded {
@@ -173,6 +152,33 @@ pub fn open(s: &LoadSettings) -> Result<Loaded, gst::ErrorMessage> {
         model_name: model_dir.display().to_string(),
         warmup: started.elapsed(),
     })
+}
+
+/// The diffusion model `model_dir` (a folder or a single file) with the parts `s` names,
+/// its layout checked before any tensor is read, so that a wrong directory or file is
+/// reported as such.
+fn model_source(model_dir: &Path, s: &LoadSettings) -> Result<ModelSource, gst::ErrorMessage> {
+    if !model_dir.exists() {
+        return Err(gst::error_msg!(
+            gst::ResourceError::NotFound,
+            (
+                "Model {} does not exist (`model` is a diffusers folder, a single-file checkpoint or a student file)",
+                model_dir.display()
+            )
+        ));
+    }
+    let source = ModelSource {
+        model: model_dir.to_path_buf(),
+        vae: s.vae.map(Path::to_path_buf),
+        no_ema: s.no_ema,
+    };
+    source.check().map_err(|e| {
+        gst::error_msg!(
+            gst::ResourceError::NotFound,
+            ("Cannot load model {}: {}", model_dir.display(), e)
+        )
+    })?;
+    Ok(source)
 }
 
 fn token_identity(k: &KeypointIdentity) -> TokenIdentity {
@@ -275,11 +281,11 @@ pub fn detect(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot map the frame: {e}"))?;
     let mut run = |frames: &[FrameRef]| match work {
-        Work::Frames => detector.detect_frames_keyed(frames, keys),
+        Work::Frames => detector.detect(stablekeypoints::Item::frames(frames, keys)?),
         Work::Regions(regions, chunk) => {
             let mut out = Vec::with_capacity(regions.len());
             for (r, k) in regions.chunks(chunk.max(1)).zip(keys.chunks(chunk.max(1))) {
-                out.extend(detector.detect_regions_keyed(frames, r, k)?);
+                out.extend(detector.detect(stablekeypoints::Item::regions(frames, r, k)?)?);
             }
             Ok(out)
         }

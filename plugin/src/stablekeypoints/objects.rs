@@ -74,6 +74,62 @@ pub struct Selection {
     pub other_classes: Vec<String>,
 }
 
+impl Selection {
+    /// What the element warns of, once per kind: `(kind, message)`.
+    pub fn warnings(&self, s: &ObjectSettings) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(first) = self.skipped.first() {
+            out.push((
+                "skipped",
+                format!(
+                    "Skipping a region of interest that is empty or outside the frame: {first}"
+                ),
+            ));
+        }
+        if self.clipped > 0 {
+            out.push((
+                "clipped",
+                "A region of interest reaches past the frame: clipped to it".into(),
+            ));
+        }
+        if self.crops.is_empty() && !self.other_classes.is_empty() {
+            out.push((
+                "classes",
+                format!(
+                    "No region of interest of object-class={} on a frame with some of {} (a typo?)",
+                    s.classes.join(","),
+                    self.other_classes.join(", ")
+                ),
+            ));
+        }
+        if self.over_max > 0 {
+            out.push((
+                "over-max",
+                format!(
+                    "A frame has more than max-objects={} objects: the largest are inferred",
+                    s.max_objects
+                ),
+            ));
+        }
+        out
+    }
+}
+
+/// The regions of the objects `crops` of frames with item keys `keys`, each with the frame's
+/// place in the batch, and the objects' own item keys.
+pub fn regions(crops: &[Vec<Crop>], keys: &[u64]) -> (Vec<(usize, Region)>, Vec<u64>) {
+    let mut regions = Vec::new();
+    let mut crop_keys = Vec::new();
+    for (i, (c, key)) in crops.iter().zip(keys).enumerate() {
+        for (j, crop) in c.iter().enumerate() {
+            regions.push((i, crop.region));
+            // Each object of a frame its own noise: the frame's key and its place.
+            crop_keys.push(key.wrapping_mul(KEYS_PER_FRAME).wrapping_add(j as u64));
+        }
+    }
+    (regions, crop_keys)
+}
+
 /// The accepted ROI metas of `buffer`, a `w` x `h` frame, as crops (ours excluded).
 pub fn select(buffer: &gst::BufferRef, (w, h): (u32, u32), s: &ObjectSettings) -> Selection {
     let mut out = Selection::default();
@@ -105,16 +161,7 @@ pub fn select(buffer: &gst::BufferRef, (w, h): (u32, u32), s: &ObjectSettings) -
             out.small += 1;
             continue;
         }
-        let tracker_id = m
-            .param(TRACKER_PARAM)
-            .and_then(|p| {
-                p.get::<i32>(TRACKER_ID)
-                    .map(|v| v as i64)
-                    .or_else(|_| p.get::<i64>(TRACKER_ID))
-                    .or_else(|_| p.get::<u64>(TRACKER_ID).map(|v| v as i64))
-                    .ok()
-            })
-            .and_then(|v| u64::try_from(v).ok());
+        let tracker_id = tracker_id(&m);
         let box_region = Region {
             x: rect.0 as f64,
             y: rect.1 as f64,
@@ -138,23 +185,42 @@ pub fn select(buffer: &gst::BufferRef, (w, h): (u32, u32), s: &ObjectSettings) -
             ],
         });
     }
-    if out.crops.len() > s.max_objects {
-        // The largest objects first; the order of the ROI metas is kept among those kept.
-        let mut by_area: Vec<usize> = (0..out.crops.len()).collect();
+    out.keep_largest(s.max_objects);
+    out
+}
+
+impl Selection {
+    /// Keeps the `max` largest objects, in the order of their ROI metas, counting the others.
+    fn keep_largest(&mut self, max: usize) {
+        if self.crops.len() <= max {
+            return;
+        }
+        let mut by_area: Vec<usize> = (0..self.crops.len()).collect();
         by_area.sort_by_key(|&i| {
-            std::cmp::Reverse(out.crops[i].rect.2 as u64 * out.crops[i].rect.3 as u64)
+            std::cmp::Reverse(self.crops[i].rect.2 as u64 * self.crops[i].rect.3 as u64)
         });
-        let keep: Vec<usize> = by_area[..s.max_objects].to_vec();
-        out.over_max = (out.crops.len() - s.max_objects) as u64;
-        out.crops = out
-            .crops
+        let keep: Vec<usize> = by_area[..max].to_vec();
+        self.over_max = (self.crops.len() - max) as u64;
+        self.crops = std::mem::take(&mut self.crops)
             .into_iter()
             .enumerate()
             .filter(|(i, _)| keep.contains(i))
             .map(|(_, c)| c)
             .collect();
     }
-    out
+}
+
+/// The upstream tracker's id of the ROI `m`, in whichever integer type it was set.
+fn tracker_id(m: &gst_video::VideoRegionOfInterestMeta) -> Option<u64> {
+    m.param(TRACKER_PARAM)
+        .and_then(|p| {
+            p.get::<i32>(TRACKER_ID)
+                .map(|v| v as i64)
+                .or_else(|_| p.get::<i64>(TRACKER_ID))
+                .or_else(|_| p.get::<u64>(TRACKER_ID).map(|v| v as i64))
+                .ok()
+        })
+        .and_then(|v| u64::try_from(v).ok())
 }
 
 fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {

@@ -298,6 +298,7 @@ pub fn core_on_rgb(
     det: &mut Detector,
     buf: &gst::BufferRef,
     info: &gst_video::VideoInfo,
+    key: u64,
 ) -> stablekeypoints::Detection {
     let (rgb, stride) = rgb_of(buf, info);
     let f = stablekeypoints::FrameRef::packed(
@@ -308,7 +309,9 @@ pub fn core_on_rgb(
         stride,
     )
     .unwrap();
-    det.detect_frame(&f).unwrap()
+    det.detect(vec![stablekeypoints::Item::frame(f, key)])
+        .unwrap()
+        .remove(0)
 }
 
 pub fn read_meta(buf: &gst::BufferRef) -> gststablekeypoints::meta::FrameKeypoints {

@@ -17,6 +17,7 @@ fn core_detect(
     det: &mut Detector,
     buf: &gst::BufferRef,
     info: &gst_video::VideoInfo,
+    key: u64,
 ) -> stablekeypoints::Detection {
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
     let p = frame.planes_data();
@@ -36,7 +37,9 @@ fn core_detect(
         YuvMatrix::Bt601
     };
     f.full_range = c.range() == gst_video::VideoColorRange::Range0_255;
-    det.detect_frame(&f).unwrap()
+    det.detect(vec![stablekeypoints::Item::frame(f, key)])
+        .unwrap()
+        .remove(0)
 }
 
 fn assert_matches_core(meta: &FrameKeypoints, det: &stablekeypoints::Detection) {
@@ -189,7 +192,7 @@ fn decodebin_pipeline_runs_to_eos_with_metadata_matching_the_core() {
                 "{mode}: rect {:?}",
                 meta.rect
             );
-            assert_matches_core(&meta, &core_detect(&mut det, b, &info));
+            assert_matches_core(&meta, &core_detect(&mut det, b, &info, i as u64));
             if i == 0 {
                 first = Some(meta.keypoints.clone());
             }
@@ -212,7 +215,7 @@ fn harness_metadata_equals_core_detection_rgb_i420_nv12() {
         let mut det = core_detector(CropMode::Letterbox);
         for i in 0..3 {
             let input = frame_buffer(&info, i);
-            let expected = core_detect(&mut det, &input, &info);
+            let expected = core_detect(&mut det, &input, &info, i);
             hn.push(input).unwrap();
             let out = hn.pull().unwrap();
             let meta = read_meta(&out);
@@ -236,7 +239,7 @@ fn noise_level_and_stretch_equal_the_core() {
         let mut metas = Vec::new();
         for i in 0..2 {
             let input = frame_buffer(&info, i);
-            let expected = core_detect(&mut det, &input, &info);
+            let expected = core_detect(&mut det, &input, &info, i);
             hn.push(input).unwrap();
             let meta = read_meta(&hn.pull().unwrap());
             assert_matches_core(&meta, &expected);
@@ -291,7 +294,7 @@ fn tokens_directory_of_the_references_files() {
     };
     let mut det = Detector::new(Arc::new(model), &tokens, opts).unwrap();
     let input = frame_buffer(&info, 0);
-    let expected = core_detect(&mut det, &input, &info);
+    let expected = core_detect(&mut det, &input, &info, 0);
     hn.push(input).unwrap();
     let meta = read_meta(&hn.pull().unwrap());
     assert_eq!(meta.keypoints.len(), tokens.indices.len());

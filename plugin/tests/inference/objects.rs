@@ -80,7 +80,7 @@ fn core_region(
     }));
     let (rgb, stride) = rgb_of(buf, info);
     let f = FrameRef::packed(PixelFormat::Rgb, W as usize, H as usize, &rgb, stride).unwrap();
-    est.detect_regions_keyed(&[f], &[(0, region)], &[0])
+    est.detect(stablekeypoints::Item::regions(&[f], &[(0, region)], &[0]).unwrap())
         .unwrap()[0]
         .keypoints
         .iter()

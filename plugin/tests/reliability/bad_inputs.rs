@@ -261,7 +261,7 @@ const MODEL_ROWS: &[ModelRow] = &[
         "unknown unet field",
         |m| {
             edit_config(m, "unet", |c| {
-                c.insert("addition_embed_type".into(), "text_time".into());
+                c.insert("addition_embed_type".into(), "image".into());
             })
         },
         &["addition_embed_type", "unsupported value"],

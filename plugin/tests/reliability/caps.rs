@@ -29,7 +29,7 @@ fn every_native_format_at_odd_sizes_matches_the_core_and_passes_bytes_through() 
             let mut det = core_detector();
             for i in 0..2 {
                 let px = Pixels::random(format, w as usize, h as usize, 100 + i);
-                let expected = px.detect(&mut det, &info);
+                let expected = px.detect(&mut det, &info, i);
                 let input = timed(px.standard_buffer(&info, i), i);
                 let before = input.map_readable().unwrap().to_vec();
                 hn.push(input).unwrap();
@@ -54,7 +54,7 @@ fn padded_strides_and_plane_offsets_from_a_video_meta() {
         let mut det = core_detector();
         for (i, pad) in [(0u64, 5usize), (1, 64), (2, 1)] {
             let px = Pixels::random(format, w, h, 200 + i);
-            let expected = px.detect(&mut det, &info);
+            let expected = px.detect(&mut det, &info, i);
             let input = timed(px.padded_buffer(pad, i), i);
             let before = input.map_readable().unwrap().to_vec();
             hn.push(input).unwrap();
@@ -89,7 +89,7 @@ fn big_frame_4096x2160() {
         let mut hn = harness("draw=true", info.to_caps().unwrap());
         let mut det = core_detector();
         let px = Pixels::random(format, w as usize, h as usize, 42);
-        let expected = px.detect(&mut det, &info);
+        let expected = px.detect(&mut det, &info, 0);
         hn.push(timed(px.standard_buffer(&info, 0), 0)).unwrap();
         let out = hn.pull().unwrap();
         assert_matches_core(&read_meta(&out), &expected, &format!("{format:?} {w}x{h}"));
@@ -114,7 +114,7 @@ fn non_square_pixels_keep_keypoints_in_stored_pixels() {
         );
         let mut det = core_detector();
         let px = Pixels::random(format, 72, 48, 5);
-        let expected = px.detect(&mut det, &info);
+        let expected = px.detect(&mut det, &info, 0);
         hn.push(timed(px.standard_buffer(&info, 0), 0)).unwrap();
         let meta = read_meta(&hn.pull().unwrap());
         assert_matches_core(&meta, &expected, &format!("{format:?} PAR {par:?}"));
@@ -159,7 +159,7 @@ fn renegotiation_to_other_sizes_and_formats_mid_stream() {
         hn.set_src_caps(info.to_caps().unwrap());
         for _ in 0..2 {
             let px = Pixels::random(format, w as usize, h as usize, 300 + i);
-            let expected = px.detect(&mut det, &info);
+            let expected = px.detect(&mut det, &info, i);
             hn.push(timed(px.standard_buffer(&info, i), i)).unwrap();
             let out = hn.pull().unwrap();
             assert_matches_core(
@@ -369,7 +369,7 @@ fn videoscale_and_videoconvert_output_matches_the_core() {
             let px = Pixels::from_frame(&frame);
             assert_matches_core(
                 &read_meta(b),
-                &px.detect(&mut det, &info),
+                &px.detect(&mut det, &info, i as u64),
                 &format!("{format:?} {w}x{h} frame {i}"),
             );
         }

@@ -25,7 +25,7 @@ fn flush_starts_a_new_stream() {
         let mut det = core_detector();
         let frame = |i: u64| Pixels::random(F::Rgb, 32, 24, 400 + i);
         let f0 = frame(0);
-        let e0 = f0.detect(&mut det, &info);
+        let e0 = f0.detect(&mut det, &info, 0);
         hn.push(timed(f0.standard_buffer(&info, 0), 0)).unwrap();
         hn.push(timed(frame(1).standard_buffer(&info, 1), 1))
             .unwrap();
@@ -39,8 +39,7 @@ fn flush_starts_a_new_stream() {
         while hn.try_pull().is_some() {}
         let f = frame(10);
         // Its noise is that of frame 0 again: frames are counted from the flush.
-        det.set_item_key(0);
-        let expected = f.detect(&mut det, &info);
+        let expected = f.detect(&mut det, &info, 0);
         hn.push(timed(f.standard_buffer(&info, 0), 0)).unwrap();
         let out = pull_all(&mut hn);
         assert_eq!(
@@ -345,15 +344,13 @@ fn a_frame_s_noise_is_keyed_by_its_index_since_the_start_or_the_last_flush() {
         let out = pull_all(&mut hn);
         assert_eq!(out.len(), 5, "{extra}");
         for i in [0u64, 2, 4] {
-            det.set_item_key(i);
-            let want = frame(i).detect(&mut det, &info);
+            let want = frame(i).detect(&mut det, &info, i);
             let m = read_meta(&out[i as usize]);
             assert_matches_core(&m, &want, &format!("{extra}: frame {i}"));
             first.push(m);
         }
         // Key 1 on frame 2 (what a shared stream would have given it) differs.
-        det.set_item_key(1);
-        let other = frame(2).detect(&mut det, &info);
+        let other = frame(2).detect(&mut det, &info, 1);
         let scores =
             |k: &[stablekeypoints::Keypoint]| k.iter().map(|k| k.score).collect::<Vec<_>>();
         assert_ne!(

@@ -193,7 +193,7 @@ impl Pixels {
     }
 
     /// The core detector on these pixels, with the caps' colorimetry.
-    fn detect(&self, det: &mut Detector, info: &gst_video::VideoInfo) -> Detection {
+    fn detect(&self, det: &mut Detector, info: &gst_video::VideoInfo, key: u64) -> Detection {
         let geometry = plane_geometry(self.format, self.width, self.height);
         let plane = |i: usize| -> (&[u8], usize) {
             self.planes
@@ -220,7 +220,9 @@ impl Pixels {
             YuvMatrix::Bt601
         };
         f.full_range = c.range() == gst_video::VideoColorRange::Range0_255;
-        det.detect_frame(&f).unwrap()
+        det.detect(vec![stablekeypoints::Item::frame(f, key)])
+            .unwrap()
+            .remove(0)
     }
 }
 

@@ -107,10 +107,14 @@ fn main() {
             let mut est = make();
             let items: Vec<(usize, Region)> = (0..n).map(|i| (0, boxes[i % boxes.len()])).collect();
             let keys: Vec<u64> = (0..n as u64).collect();
-            est.detect_regions_keyed(&[f], &items, &keys).unwrap();
+            stablekeypoints::Item::regions(&[f], &items, &keys)
+                .and_then(|i| est.detect(i))
+                .unwrap();
             let t = Instant::now();
             for _ in 0..runs {
-                est.detect_regions_keyed(&[f], &items, &keys).unwrap();
+                stablekeypoints::Item::regions(&[f], &items, &keys)
+                    .and_then(|i| est.detect(i))
+                    .unwrap();
             }
             let fps = runs as f64 / t.elapsed().as_secs_f64();
             println!("| {name} | {n} | {fps:.1} | {:.1} |", fps * n as f64);

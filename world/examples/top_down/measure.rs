@@ -109,7 +109,8 @@ fn keypoints(
         .iter()
         .map(|&(id, _)| key * 1024 + id as u64)
         .collect();
-    est.detect_regions_keyed(&[f], &items, &keys)
+    stablekeypoints::Item::regions(&[f], &items, &keys)
+        .and_then(|i| est.detect(i))
         .expect("inference")
         .iter()
         .map(|d| {

@@ -56,7 +56,7 @@ fn every_converted_format_matches_the_core_on_its_rgb_and_passes_bytes_through()
             let info = video_info(format, w, h);
             hn.set_src_caps(info.to_caps().unwrap());
             let input = timed(random_frame(&info, 500 + k as u64), i as u64);
-            let expected = core_on_rgb(&mut det, &input, &info);
+            let expected = core_on_rgb(&mut det, &input, &info, i as u64);
             let before = bytes(&input);
             hn.push(input).unwrap();
             let out = hn.pull().unwrap();
@@ -83,7 +83,7 @@ fn native_yuv_layouts_in_another_matrix_go_through_the_converter() {
             .unwrap();
         let mut hn = harness("draw=true", &info);
         let input = timed(random_frame(&info, 61), 0);
-        let expected = core_on_rgb(&mut core_detector(), &input, &info);
+        let expected = core_on_rgb(&mut core_detector(), &input, &info, 0);
         let before = bytes(&input);
         hn.push(input).unwrap();
         let out = hn.pull().unwrap();
@@ -347,7 +347,7 @@ fn padded_strides_of_converted_formats_are_read_and_drawn_in_place() {
             }
             checked += 1;
             let standard = random_frame(&info, 900 + k as u64);
-            let expected = core_on_rgb(&mut core_detector(), &standard, &info);
+            let expected = core_on_rgb(&mut core_detector(), &standard, &info, 0);
             // Rows stay aligned to the pixel size, as a decoder's are.
             let pstride = info
                 .format_info()

@@ -108,7 +108,11 @@ fn decodebin_pipelines_run_on_what_real_encoders_give() {
         assert_eq!(seen.outputs.len(), 3, "{name}");
         for (i, (inp, out)) in seen.inputs.iter().zip(&seen.outputs).enumerate() {
             let what = format!("{name} ({format:?}) frame {i}");
-            assert_matches_core(&read_meta(out), &core_on_rgb(&mut det, inp, &info), &what);
+            assert_matches_core(
+                &read_meta(out),
+                &core_on_rgb(&mut det, inp, &info, i as u64),
+                &what,
+            );
             assert!(
                 bytes(out) == bytes(inp),
                 "{what}: bytes changed with draw=false"
