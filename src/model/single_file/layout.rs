@@ -93,18 +93,7 @@ fn unet_down(t: &mut Table, i: usize, n: usize, layers: usize) {
     for j in 0..layers {
         let k = 1 + i * per + j;
         let (ours, theirs) = (format!("down_blocks.{i}"), format!("input_blocks.{k}"));
-        push(
-            t,
-            format!("{ours}.resnets.{j}"),
-            format!("{theirs}.0"),
-            Kind::UnetResnet,
-        );
-        push(
-            t,
-            format!("{ours}.attentions.{j}"),
-            format!("{theirs}.1"),
-            Kind::Same,
-        );
+        resnet_and_attention(t, &ours, j, &theirs);
     }
     if i + 1 < n {
         push(
@@ -116,24 +105,29 @@ fn unet_down(t: &mut Table, i: usize, n: usize, layers: usize) {
     }
 }
 
+/// Layer `j` of a block (`ours`): its resnet and attention, the original's `theirs.0`, `.1`.
+fn resnet_and_attention(t: &mut Table, ours: &str, j: usize, theirs: &str) {
+    push(
+        t,
+        format!("{ours}.resnets.{j}"),
+        format!("{theirs}.0"),
+        Kind::UnetResnet,
+    );
+    push(
+        t,
+        format!("{ours}.attentions.{j}"),
+        format!("{theirs}.1"),
+        Kind::Same,
+    );
+}
+
 /// Up block `i`: `output_blocks.{i (layers + 1) + j}`, its upsampler in the last one.
 fn unet_up(t: &mut Table, i: usize, n: usize, layers: usize, cross: bool) {
     let per = layers + 1;
     for j in 0..per {
         let k = i * per + j;
         let (ours, theirs) = (format!("up_blocks.{i}"), format!("output_blocks.{k}"));
-        push(
-            t,
-            format!("{ours}.resnets.{j}"),
-            format!("{theirs}.0"),
-            Kind::UnetResnet,
-        );
-        push(
-            t,
-            format!("{ours}.attentions.{j}"),
-            format!("{theirs}.1"),
-            Kind::Same,
-        );
+        resnet_and_attention(t, &ours, j, &theirs);
     }
     if i + 1 < n {
         let at = if cross { 2 } else { 1 };
