@@ -206,7 +206,7 @@ fn ranking_values_match(
     use stablekeypoints::model::MapSpec;
     use stablekeypoints::train::select::candidate_scores;
     let ctx = model
-        .prepare_context(&Tensor::from_slice(&emb, (n, c), &Device::Cpu).unwrap())
+        .prepare_context(&Tensor::from_slice(emb, (n, c), &Device::Cpu).unwrap())
         .unwrap();
     let spec = MapSpec {
         timestep: 0,
@@ -222,7 +222,7 @@ fn ranking_values_match(
             None,
         )
         .unwrap();
-    let ours = candidate_scores(&flat(&maps), n, 64, &sel_cfg).unwrap();
+    let ours = candidate_scores(&flat(&maps), n, 64, sel_cfg).unwrap();
     let want = f64s(want);
     let worst = ours
         .iter()

@@ -201,7 +201,7 @@ fn gst_inspect_lists_every_element_of_the_plugin() {
     let inspect = |arg: &str| {
         let out = std::process::Command::new("gst-inspect-1.0")
             .arg(arg)
-            .env("GST_PLUGIN_PATH", &dir)
+            .env("GST_PLUGIN_PATH", dir)
             .env("GST_REGISTRY", scratch().join("registry.bin"))
             .output()
             .expect("run gst-inspect-1.0 (gstreamer1.0-tools)");

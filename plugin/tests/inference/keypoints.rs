@@ -78,7 +78,7 @@ fn gst_inspect_lists_the_element_and_its_properties() {
     let dir = plugin_dir();
     let out = std::process::Command::new("gst-inspect-1.0")
         .arg("stablekeypoints")
-        .env("GST_PLUGIN_PATH", &dir)
+        .env("GST_PLUGIN_PATH", dir)
         .env("GST_REGISTRY", scratch().join("registry.bin"))
         .output()
         .expect("run gst-inspect-1.0 (gstreamer1.0-tools)");
