@@ -3,7 +3,7 @@
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
 # plugins-bad: x265enc and h265parse, for the element's HEVC 10-bit pipeline test.
-# python3-gi + the GStreamer typelibs: the Python metadata consumer test (tests/dlstreamer.rs).
+# python3-gi + the GStreamer typelibs: the Python metadata consumer test (tests/elements/dlstreamer.rs).
 pkgs=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
       gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
       gstreamer1.0-plugins-bad gstreamer1.0-libav meson ninja-build

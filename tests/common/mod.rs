@@ -1,4 +1,9 @@
-//! Helpers shared by the golden tests (tests/golden.rs on the CPU, tests/cuda.rs on the GPU).
+//! Helpers shared by the core's test binaries (golden, cuda, engine): model folders under
+//! tests/data, tensor comparisons, temporary folders that clean up and synthetic frames.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod images;
+pub mod temp;
 
 use candle_core::{DType, Tensor};
 use std::path::PathBuf;

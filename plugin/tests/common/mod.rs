@@ -2,6 +2,11 @@
 //! tiny generated model, and the core detector the element's output is compared with.
 #![allow(dead_code)] // each test binary uses its own subset
 
+#[path = "../../../tests/common/coco.rs"]
+pub mod coco;
+#[path = "../../../tests/common/temp.rs"]
+pub mod temp;
+
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gststablekeypoints::meta::FrameKeypoints;
@@ -50,6 +55,58 @@ pub fn model_dir() -> &'static Path {
 
 pub fn tokens_path() -> PathBuf {
     model_dir().join("tokens.safetensors")
+}
+
+/// The folder for `GST_PLUGIN_PATH` of child processes, made once per process: only our
+/// library in it (GStreamer scans plugin paths recursively, and cargo's deps folder, next
+/// to the test binary, holds unrelated shared objects).
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let deps = exe.parent().unwrap();
+        let name = "libgststablekeypoints.so";
+        let so = [deps.join(name), deps.parent().unwrap().join(name)]
+            .into_iter()
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{name} not found next to {}", exe.display()));
+        let dir = scratch().join("plugin-path");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(&so, dir.join(name)).unwrap();
+        dir
+    })
+}
+
+/// `stablekeypoints` on the tiny model, with the `extra` properties (`name=value` pairs).
+pub fn inference_element(extra: &str) -> gst::Element {
+    init();
+    let element = gst::ElementFactory::make("stablekeypoints")
+        .property("model", model_dir().to_str().unwrap())
+        .property("tokens", tokens_path().to_str().unwrap())
+        .build()
+        .unwrap();
+    for kv in extra.split_whitespace() {
+        let (k, v) = kv.split_once('=').unwrap();
+        element.set_property_from_str(k, v);
+    }
+    element
+}
+
+/// `format` at `w` x `h`, 25 frames a second.
+pub fn video_info(format: gst_video::VideoFormat, w: u32, h: u32) -> gst_video::VideoInfo {
+    init();
+    gst_video::VideoInfo::builder(format, w, h)
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .unwrap()
+}
+
+/// `buf` with the timestamps of frame `i` at 25 frames a second.
+pub fn timed(mut buf: gst::Buffer, i: u64) -> gst::Buffer {
+    let b = buf.make_mut();
+    b.set_pts(gst::ClockTime::from_mseconds(40 * i));
+    b.set_duration(gst::ClockTime::from_mseconds(40));
+    buf
 }
 
 /// The element's `model` and `tokens` properties for the tiny model.
