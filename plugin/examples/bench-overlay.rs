@@ -177,6 +177,15 @@ fn test_frame(format: F, w: u32, h: u32) -> (gst_video::VideoInfo, gst::Buffer) 
 
 fn main() {
     gst::init().unwrap();
+    native_drawing();
+    let (w, h) = (1920u32, 1080u32);
+    converted_formats(w, h);
+    gststablekeypoints::plugin_register_static().unwrap();
+    element(w, h);
+}
+
+/// The canvas drawing each native layout, at two sizes.
+fn native_drawing() {
     println!(
         "native drawing: 10 keypoints + ids + 18-joint skeleton, default sizes (median of {RUNS})"
     );
@@ -222,8 +231,10 @@ fn main() {
             println!("  {w:>4}x{h:<4} {name:>4}: {t:8.1} us");
         }
     }
+}
 
-    let (w, h) = (1920u32, 1080u32);
+/// Conversion to RGB and blended drawing of the formats drawn through RGB.
+fn converted_formats(w: u32, h: u32) {
     let o = overlay(w as usize, h as usize);
     println!(
         "converted formats at {w}x{h}: to RGB for the model, and drawing the same overlay by \
@@ -251,8 +262,10 @@ fn main() {
             draw / 1e3
         );
     }
+}
 
-    gststablekeypoints::plugin_register_static().unwrap();
+/// The element, push to pull, per format.
+fn element(w: u32, h: u32) {
     println!(
         "stablekeypointsoverlay draw-ids=true at {w}x{h}, push to pull: metadata read, layout and \
          drawing of the same overlay (median of {RUNS})"

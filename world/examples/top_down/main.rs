@@ -38,12 +38,19 @@ fn main() {
         ))
     };
     println!("cpu: {}", cpu_name());
+    let estimators: [(&str, &dyn Fn() -> Estimator); 2] =
+        [("teacher", &teacher), ("student", &student)];
+    accuracy(&estimators, &reg, frames);
+    speed(&estimators);
+}
+
+type Named<'a> = (&'a str, &'a dyn Fn() -> Estimator);
+
+/// Per-person assignment and joint error on clips of 2 and 3 figures.
+fn accuracy(estimators: &[Named], reg: &stablekeypoints::pose::Regressor, frames: usize) {
     println!("| estimator | figures | boxes | margin | overlap | person | frames | assigned to another | nearer another's skeleton: clip / alone | error px | alone px | ratio |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, make) in [
-        ("teacher", &teacher as &dyn Fn() -> Estimator),
-        ("student", &student),
-    ] {
+    for &(name, make) in estimators {
         for figures in [2, 3] {
             for jitter in [0.0, 0.1] {
                 let s = Setup {
@@ -56,7 +63,7 @@ fn main() {
                     margin: std::env::var("SKP_MARGIN").map_or(0.15, |m| m.parse().unwrap()),
                     step: 1,
                 };
-                let scores = measure(&mut make(), &reg, &s, 16);
+                let scores = measure(&mut make(), reg, &s, 16);
                 for p in &scores.people {
                     println!(
                         "| {name} | {figures} | {} | {} | {:.0}% | {} | {} | {} of {} ({:.1}%) | {} / {} | {:.2} | {:.2} | {:.2} |",
@@ -78,7 +85,10 @@ fn main() {
             }
         }
     }
-    // Frames/s of the engine (crop, inference, batch of a frame's people), 1080p frames.
+}
+
+/// Frames/s of the engine (crop, inference, batch of a frame's people), 1080p frames.
+fn speed(estimators: &[Named]) {
     println!();
     println!("| estimator | people | frames/s | crops/s |");
     println!("|---|---|---|---|");
@@ -99,10 +109,8 @@ fn main() {
             .grown(0.15)
         })
         .collect();
-    for (name, make, runs) in [
-        ("teacher", &teacher as &dyn Fn() -> Estimator, 6usize),
-        ("student", &student, 100),
-    ] {
+    for &(name, make) in estimators {
+        let runs = if name == "teacher" { 6 } else { 100 };
         for n in [1usize, 2, 4] {
             let mut est = make();
             let items: Vec<(usize, Region)> = (0..n).map(|i| (0, boxes[i % boxes.len()])).collect();
