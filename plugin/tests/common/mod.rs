@@ -33,14 +33,30 @@ pub fn init() {
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "{}-{}",
-            env!("CARGO_CRATE_NAME"),
-            std::process::id()
-        ));
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = format!("{}-", env!("CARGO_CRATE_NAME"));
+        sweep_ended_runs(root, &prefix);
+        let d = root.join(format!("{prefix}{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     })
+}
+
+/// Removes the scratch folders of earlier test processes that have ended (a folder is named
+/// by its process id), so runs do not pile up: a process cannot remove its own at exit.
+fn sweep_ended_runs(root: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix)?.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The tiny model directory (with tokens.safetensors), generated once per process.
