@@ -593,3 +593,34 @@ pub fn pose_with_hash(name: &str, hash: &str) -> PathBuf {
     pose.save(&path).unwrap();
     path
 }
+
+/// Pose files an element must refuse, each with what its error names: missing, garbage, too
+/// few keypoints, other token indices, other tokens (hash). Files are named `{prefix}-*.json`.
+pub fn bad_pose_cases(prefix: &str) -> Vec<(PathBuf, &'static str)> {
+    let indices = Tokens::load(&tokens_path()).unwrap().indices;
+    let garbage = scratch().join(format!("{prefix}-garbage.json"));
+    std::fs::write(&garbage, "{\"format\": \"stablekeypoints-pose\", ").unwrap();
+    let mut reversed = indices.clone();
+    reversed.reverse();
+    vec![
+        (scratch().join("no-such-pose.json"), "No such file"),
+        (garbage, "invalid pose file"),
+        (
+            write_pose(
+                &format!("{prefix}-5kp.json"),
+                NUM_KEYPOINTS - 1,
+                indices[..NUM_KEYPOINTS - 1].to_vec(),
+            ),
+            "reads 5 keypoints",
+        ),
+        (
+            write_pose(&format!("{prefix}-reversed.json"), NUM_KEYPOINTS, reversed),
+            "token indices",
+        ),
+        // Same indices, other tokens.
+        (
+            pose_with_hash(&format!("{prefix}-other-hash.json"), "0123456789abcdef"),
+            "hash 0123456789abcdef",
+        ),
+    ]
+}

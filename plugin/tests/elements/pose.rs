@@ -116,32 +116,7 @@ fn the_metadata_names_its_tokens() {
 #[test]
 fn bad_or_mismatched_pose_files_are_errors_naming_the_file() {
     init();
-    let indices = Tokens::load(&tokens_path()).unwrap().indices;
-    let garbage = scratch().join("pose-element-garbage.json");
-    std::fs::write(&garbage, "{\"format\": \"stablekeypoints-pose\", ").unwrap();
-    let mut reversed = indices.clone();
-    reversed.reverse();
-    let cases = [
-        (scratch().join("no-such-pose.json"), "No such file"),
-        (garbage, "invalid pose file"),
-        (
-            write_pose(
-                "pose-element-5kp.json",
-                NUM_KEYPOINTS - 1,
-                indices[..NUM_KEYPOINTS - 1].to_vec(),
-            ),
-            "reads 5 keypoints",
-        ),
-        (
-            write_pose("pose-element-reversed.json", NUM_KEYPOINTS, reversed),
-            "token indices",
-        ),
-        // Same indices, other tokens.
-        (
-            pose_with_hash("pose-element-other-hash.json", "0123456789abcdef"),
-            "hash 0123456789abcdef",
-        ),
-    ];
+    let cases = bad_pose_cases("pose-element");
     for (path, why) in cases {
         let p = gst::parse::launch(&format!(
             "videotestsrc num-buffers=2 ! video/x-raw,width=32,height=32 ! stablekeypoints {} \

@@ -30,31 +30,7 @@ fn without_draw_output_bytes_equal_input_bytes() {
 #[test]
 fn bad_or_mismatched_pose_files_fail_the_state_change_naming_the_file() {
     init();
-    let indices = Tokens::load(&tokens_path()).unwrap().indices;
-    let garbage = scratch().join("pose-garbage.json");
-    std::fs::write(&garbage, "{\"format\": \"stablekeypoints-pose\", ").unwrap();
-    let mut reversed = indices.clone();
-    reversed.reverse();
-    let cases = [
-        (scratch().join("no-such-pose.json"), "No such file"),
-        (garbage, "invalid pose file"),
-        (
-            write_pose(
-                "pose-5kp.json",
-                NUM_KEYPOINTS - 1,
-                indices[..NUM_KEYPOINTS - 1].to_vec(),
-            ),
-            "reads 5 keypoints",
-        ),
-        (
-            write_pose("pose-reversed.json", NUM_KEYPOINTS, reversed),
-            "token indices",
-        ),
-        (
-            pose_with_hash("pose-other-hash.json", "0123456789abcdef"),
-            "hash 0123456789abcdef",
-        ),
-    ];
+    let cases = bad_pose_cases("pose");
     for (path, why) in cases {
         let desc = format!(
             "videotestsrc num-buffers=2 ! stablekeypoints {} pose={} ! fakesink",
