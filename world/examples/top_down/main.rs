@@ -1,6 +1,8 @@
 //! The figures of top-down keypoints on multi-figure clips (docs/people.md): per-person
-//! joint error in the clip and alone, keypoints nearer another figure's skeleton, and the
-//! engine's frames/s with 1, 2 and 4 people, for the committed teacher and student.
+//! joint error in the clip and alone, keypoints nearer another figure's skeleton, the same
+//! with the model's own part embeddings and with the other figures' pixels hidden (what the
+//! model's maps allow), and the engine's frames/s with 1, 2 and 4 people, for the committed
+//! teacher and student.
 //!
 //! `cargo run --release -p skp-world --example top_down [-- FRAMES]`
 
@@ -41,7 +43,48 @@ fn main() {
     let estimators: [(&str, &dyn Fn() -> Estimator); 2] =
         [("teacher", &teacher), ("student", &student)];
     accuracy(&estimators, &reg, frames);
+    ceiling(&model, &dir, frames);
     speed(&estimators);
+}
+
+/// What the model's maps allow: the keypoints assigned to another figure with the learned
+/// tokens and with the model's own part embeddings (the ideal tokens), in the clip as it
+/// is and with the other figures' pixels hidden (a perfect instance mask); true boxes.
+fn ceiling(model: &Arc<Model>, dir: &std::path::Path, frames: usize) {
+    println!();
+    println!("| tokens | pixels | figures | person | assigned to another |");
+    println!("|---|---|---|---|---|");
+    for file in ["tokens.safetensors", "part-tokens.safetensors"] {
+        let tokens = Tokens::load(&dir.join(file)).expect("tokens");
+        for hide_others in [false, true] {
+            for figures in [2, 3] {
+                let s = Setup {
+                    seed: 1,
+                    figures,
+                    frames,
+                    width: 512,
+                    height: 256,
+                    jitter: 0.0,
+                    margin: 0.05,
+                    step: 1,
+                    hide_others,
+                };
+                let mut est = Estimator::teacher(
+                    Detector::new(model.clone(), &tokens, DetectOptions::default()).unwrap(),
+                );
+                for p in &measure(&mut est, None, &s, 16).people {
+                    println!(
+                        "| {file} | {} | {figures} | {} | {} of {} ({:.1}%) |",
+                        if hide_others { "others hidden" } else { "clip" },
+                        p.id,
+                        p.misassigned,
+                        p.keypoints,
+                        100.0 * (1.0 - p.own_share()),
+                    );
+                }
+            }
+        }
+    }
 }
 
 type Named<'a> = (&'a str, &'a dyn Fn() -> Estimator);
@@ -62,8 +105,9 @@ fn accuracy(estimators: &[Named], reg: &stablekeypoints::pose::Regressor, frames
                     jitter,
                     margin: std::env::var("SKP_MARGIN").map_or(0.15, |m| m.parse().unwrap()),
                     step: 1,
+                    hide_others: false,
                 };
-                let scores = measure(&mut make(), reg, &s, 16);
+                let scores = measure(&mut make(), Some(reg), &s, 16);
                 for p in &scores.people {
                     println!(
                         "| {name} | {figures} | {} | {} | {:.0}% | {} | {} | {} of {} ({:.1}%) | {} / {} | {:.2} | {:.2} | {:.2} |",

@@ -26,6 +26,8 @@ pub struct Setup {
     pub margin: f64,
     /// Every `step`-th frame is inferred.
     pub step: usize,
+    /// Each figure's crop with the other figures' pixels black (a perfect instance mask).
+    pub hide_others: bool,
 }
 
 /// One figure over the clip.
@@ -124,6 +126,42 @@ fn keypoints(
         .collect()
 }
 
+/// `frame` with every pixel that differs from `alone` (the other figures') black.
+fn others_hidden(frame: &PeopleFrame, alone: &PeopleFrame) -> PeopleFrame {
+    let rgb = frame
+        .rgb
+        .chunks_exact(3)
+        .zip(alone.rgb.chunks_exact(3))
+        .flat_map(|(c, a)| if c == a { [c[0], c[1], c[2]] } else { [0; 3] })
+        .collect();
+    PeopleFrame {
+        rgb,
+        ..frame.clone()
+    }
+}
+
+/// Keypoints of every shown figure: one batch, or each in its own frame with the others
+/// hidden.
+fn keypoints_of_all(
+    est: &mut Estimator,
+    clip: &People,
+    frame: &PeopleFrame,
+    shown: &[(usize, Region)],
+    s: &Setup,
+    i: usize,
+) -> Vec<Vec<[f32; 2]>> {
+    if !s.hide_others {
+        return keypoints(est, frame, shown, s.margin, i as u64);
+    }
+    shown
+        .iter()
+        .map(|&(id, r)| {
+            let masked = others_hidden(frame, &clip.render(i, Some(id)));
+            keypoints(est, &masked, &[(id, r)], s.margin, i as u64).remove(0)
+        })
+        .collect()
+}
+
 /// Joints (pixels) regressed from keypoints (pixels) in the view of `region`.
 fn joints(
     reg: &Regressor,
@@ -157,8 +195,8 @@ fn joint_error(
 }
 
 /// Every figure of the clip `s`, scored (figures smaller than `min_side` pixels skipped, as
-/// the element's `min-object-size`).
-pub fn measure(est: &mut Estimator, reg: &Regressor, s: &Setup, min_side: usize) -> Scores {
+/// the element's `min-object-size`); without a regressor the joint errors are NaN.
+pub fn measure(est: &mut Estimator, reg: Option<&Regressor>, s: &Setup, min_side: usize) -> Scores {
     let clip = People::new(s.seed, s.figures, s.frames, 15.0, s.width, s.height);
     let crop = est.crop();
     let mut people: Vec<PersonScore> = (0..s.figures)
@@ -189,18 +227,20 @@ pub fn measure(est: &mut Estimator, reg: &Regressor, s: &Setup, min_side: usize)
         if shown.is_empty() {
             continue;
         }
-        let found = keypoints(est, &frame, &shown, s.margin, i as u64);
+        let found = keypoints_of_all(est, &clip, &frame, &shown, s, i);
         for ((id, r), kp) in shown.iter().zip(&found) {
             let me = frame.people.iter().find(|p| p.id == *id).expect("drawn");
             let score = &mut people[*id];
             score.frames += 1;
-            let (e, n) = joint_error(
-                &joints(reg, kp, *r, s.margin, crop),
-                &me.joints,
-                &me.visible,
-            );
-            sums[*id][0].0 += e;
-            sums[*id][0].1 += n;
+            if let Some(reg) = reg {
+                let (e, n) = joint_error(
+                    &joints(reg, kp, *r, s.margin, crop),
+                    &me.joints,
+                    &me.visible,
+                );
+                sums[*id][0].0 += e;
+                sums[*id][0].1 += n;
+            }
             // The same figure alone in the same frame, through the same box.
             let alone = clip.render(i, Some(*id));
             let kp_alone = keypoints(est, &alone, &[(*id, *r)], s.margin, i as u64).remove(0);
@@ -224,18 +264,27 @@ pub fn measure(est: &mut Estimator, reg: &Regressor, s: &Setup, min_side: usize)
                 score.misassigned += (clip && !alone) as usize;
             }
             // Over the joints scored in the clip (those no other figure hides).
-            let (e, n) = joint_error(
-                &joints(reg, &kp_alone, *r, s.margin, crop),
-                &me_alone.joints,
-                &me.visible,
-            );
-            sums[*id][1].0 += e;
-            sums[*id][1].1 += n;
+            if let Some(reg) = reg {
+                let (e, n) = joint_error(
+                    &joints(reg, &kp_alone, *r, s.margin, crop),
+                    &me_alone.joints,
+                    &me.visible,
+                );
+                sums[*id][1].0 += e;
+                sums[*id][1].1 += n;
+            }
         }
     }
     for (p, [m, a]) in people.iter_mut().zip(sums) {
-        p.error = m.0 / m.1.max(1) as f64;
-        p.error_alone = a.0 / a.1.max(1) as f64;
+        let mean = |(sum, n): (f64, usize)| {
+            if reg.is_some() {
+                sum / n.max(1) as f64
+            } else {
+                f64::NAN
+            }
+        };
+        p.error = mean(m);
+        p.error_alone = mean(a);
     }
     Scores {
         people,

@@ -45,8 +45,9 @@ fn each_figure_keeps_its_own_keypoints_and_joint_error() {
             jitter,
             margin: 0.05,
             step: 2,
+            hide_others: false,
         };
-        let scores = measure(&mut est, &reg, &s, 16);
+        let scores = measure(&mut est, Some(&reg), &s, 16);
         assert!(
             scores.overlapping >= 1.0 / 3.0,
             "the clip's figures overlap in {:.0}% of the frames",
