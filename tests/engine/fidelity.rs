@@ -324,6 +324,33 @@ fn strategies_and_multi_subject_steps_match_pytorch() {
 
 // ------------------------------------------------------------------ metrics and regressors
 
+type Points = Vec<Vec<Option<[f64; 2]>>>;
+
+/// Every point of every image, present.
+fn all_present(raw: &[Vec<[f64; 2]>]) -> Points {
+    raw.iter()
+        .map(|r| r.iter().map(|&p| Some(p)).collect())
+        .collect()
+}
+
+/// Image i: its predictions, its size (`wh`: width, height pairs), its truth and raw points.
+fn scored<'a>(
+    pred: &'a [Vec<[f64; 2]>],
+    wh: &[f64],
+    gt: &'a Points,
+    raw: &'a Points,
+) -> Vec<Scored<'a>> {
+    (0..pred.len())
+        .map(|i| Scored {
+            width: wh[2 * i],
+            height: wh[2 * i + 1],
+            pred: &pred[i],
+            gt: &gt[i],
+            raw: &raw[i],
+        })
+        .collect()
+}
+
 fn pairs2(t: &Tensor) -> Vec<Vec<[f64; 2]>> {
     let (n, l, _) = t.dims3().unwrap();
     let v = f64s(t);
@@ -344,7 +371,7 @@ fn metrics_equal_the_references_formulas() {
     let wh = f64s(&g["metric_wh"]);
     let vis = f64s(&g["metric_vis_mask"]);
     let l = raw[0].len();
-    let gt: Vec<Vec<Option<[f64; 2]>>> = raw
+    let gt: Points = raw
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -353,19 +380,8 @@ fn metrics_equal_the_references_formulas() {
                 .collect()
         })
         .collect();
-    let raws: Vec<Vec<Option<[f64; 2]>>> = raw
-        .iter()
-        .map(|r| r.iter().map(|&p| Some(p)).collect())
-        .collect();
-    let images: Vec<Scored> = (0..pred.len())
-        .map(|i| Scored {
-            width: wh[2 * i],
-            height: wh[2 * i + 1],
-            pred: &pred[i],
-            gt: &gt[i],
-            raw: &raws[i],
-        })
-        .collect();
+    let raws = all_present(&raw);
+    let images = scored(&pred, &wh, &gt, &raws);
     // The reference reports fractions where the paper shows percent.
     for (metric, key, scale) in [
         (Metric::TaiChi, "metric_taichi", 1.0),
@@ -391,19 +407,8 @@ fn metrics_equal_the_references_formulas() {
     let pred = pairs2(&g["h36m_pred"]);
     let raw = pairs2(&g["h36m_raw"]);
     let wh = f64s(&g["h36m_wh"]);
-    let opt: Vec<Vec<Option<[f64; 2]>>> = raw
-        .iter()
-        .map(|r| r.iter().map(|&p| Some(p)).collect())
-        .collect();
-    let images: Vec<Scored> = (0..pred.len())
-        .map(|i| Scored {
-            width: wh[2 * i],
-            height: wh[2 * i + 1],
-            pred: &pred[i],
-            gt: &opt[i],
-            raw: &opt[i],
-        })
-        .collect();
+    let opt = all_present(&raw);
+    let images = scored(&pred, &wh, &opt, &opt);
     let m = Metric::OrientationInvariant {
         pairs: H36M_SWAP_PAIRS.to_vec(),
     };

@@ -49,13 +49,7 @@ fn process_with_boxes_writes_a_record_per_object_and_none_for_frames_without() {
     let want = write_boxes(&boxes);
     let result = dir.join("result");
     let run = |boxes: &Path, extra: &[&str]| {
-        bin()
-            .args(["process", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(&clip)
-            .arg("--out-dir")
-            .arg(&result)
+        process_cmd(tiny_dir(), &clip, &result)
             .arg("--tokens")
             .arg(&tokens)
             .arg("--boxes")
@@ -113,13 +107,7 @@ fn process_with_boxes_writes_a_record_per_object_and_none_for_frames_without() {
 fn labels_and_corpora_with_boxes(dir: &Path, clip: &Path, boxes: &Path, objects: usize) {
     let tokens = tiny_dir().join("tokens.safetensors");
     let dogs = dir.join("dogs");
-    let out = bin()
-        .args(["process", "--model"])
-        .arg(tiny_dir())
-        .arg("--input")
-        .arg(clip)
-        .arg("--out-dir")
-        .arg(&dogs)
+    let out = process_cmd(tiny_dir(), clip, &dogs)
         .arg("--tokens")
         .arg(&tokens)
         .arg("--boxes")

@@ -167,13 +167,7 @@ fn interrupted(signal: &str, code: i32) {
         String::from_utf8_lossy(&out.stderr)
     );
     let before = snapshot(&result);
-    let mut child = bin()
-        .args(["process", "--model"])
-        .arg(tiny_dir())
-        .arg("--input")
-        .arg(&long)
-        .arg("--out-dir")
-        .arg(&result)
+    let mut child = process_cmd(tiny_dir(), &long, &result)
         .arg("--tokens")
         .arg(&tokens)
         .stderr(std::process::Stdio::piped())

@@ -37,25 +37,7 @@ fn tiny_clip(dir: &Path, w: usize, h: usize) -> Option<PathBuf> {
 
 /// The size of the first decoded frame of `path`.
 fn decoded_size(path: &Path) -> (i32, i32) {
-    use gst::prelude::*;
-    gst::init().unwrap();
-    let desc = format!(
-        "filesrc location=\"{}\" ! decodebin ! appsink name=sink sync=false",
-        path.display()
-    );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let sample = sink.pull_sample();
-    pipeline.set_state(gst::State::Null).unwrap();
-    let caps = sample.unwrap().caps().unwrap().to_owned();
+    let caps = first_decoded_caps(path);
     let s = caps.structure(0).unwrap();
     (s.get("width").unwrap(), s.get("height").unwrap())
 }
@@ -72,13 +54,7 @@ fn videos_under_16_pixels_are_processed_with_the_annotated_video_scaled_up() {
         };
         let result = dir.join(format!("out{w}x{h}"));
         let out = output_within(
-            bin()
-                .args(["process", "--model"])
-                .arg(tiny_dir())
-                .arg("--input")
-                .arg(&clip)
-                .arg("--out-dir")
-                .arg(&result)
+            process_cmd(tiny_dir(), &clip, &result)
                 .arg("--tokens")
                 .arg(&tokens),
             120,
@@ -129,26 +105,10 @@ fn a_file_without_video_says_so_at_once() {
     }
     let tokens = tiny_dir().join("tokens.safetensors");
     let started = std::time::Instant::now();
-    let train = output_within(
-        bin()
-            .args(["train", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(&clip)
-            .arg("--out")
-            .arg(dir.join("t.safetensors"))
-            .args(TINY_TRAIN),
-        30,
-    );
+    let train = output_within(&mut train_cmd(&clip, dir.join("t.safetensors")), 30);
     assert_clean_error(&train, &["audio.mp4", "has no video stream", "audio/x-raw"]);
     let process = output_within(
-        bin()
-            .args(["process", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(&clip)
-            .arg("--out-dir")
-            .arg(dir.join("out"))
+        process_cmd(tiny_dir(), &clip, dir.join("out"))
             .arg("--tokens")
             .arg(&tokens),
         30,
@@ -165,16 +125,7 @@ fn no_output_replaces_an_input_and_one_run_per_out_dir() {
     let dir = temp_dir("inputs");
     let Some(clip) = make_clip(&dir) else { return };
     let before = std::fs::read(&clip).unwrap();
-    let out = bin()
-        .args(["train", "--model"])
-        .arg(tiny_dir())
-        .arg("--input")
-        .arg(&clip)
-        .arg("--out")
-        .arg(dir.join("./ball.mp4"))
-        .args(TINY_TRAIN)
-        .output()
-        .unwrap();
+    let out = train_cmd(&clip, dir.join("./ball.mp4")).output().unwrap();
     assert_clean_error(&out, &["--out", "is the input --input", "ball.mp4"]);
     assert_eq!(std::fs::read(&clip).unwrap(), before);
 
@@ -216,13 +167,7 @@ fn no_output_replaces_an_input_and_one_run_per_out_dir() {
     };
     std::thread::sleep(std::time::Duration::from_millis(500));
     let out = output_within(
-        bin()
-            .args(["process", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(&clip)
-            .arg("--out-dir")
-            .arg(&result)
+        process_cmd(tiny_dir(), &clip, &result)
             .arg("--tokens")
             .arg(&tokens),
         30,

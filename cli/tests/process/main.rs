@@ -10,6 +10,7 @@
 //! `corpus`: corpora as the shards of a job array; `workflow`: a user's workflow from
 //! labelling a corpus to an exported student.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -154,14 +155,62 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-fn process_with_tokens(clip: &Path, out_dir: &Path, model: &Path, tokens: &Path) -> Output {
-    bin()
-        .args(["process", "--model"])
+/// `process --model MODEL --input INPUT --out-dir OUT_DIR`, for more flags.
+fn process_cmd(
+    model: impl AsRef<OsStr>,
+    input: impl AsRef<OsStr>,
+    out_dir: impl AsRef<OsStr>,
+) -> Command {
+    let mut c = bin();
+    c.args(["process", "--model"])
         .arg(model)
         .arg("--input")
-        .arg(clip)
+        .arg(input)
         .arg("--out-dir")
-        .arg(out_dir)
+        .arg(out_dir);
+    c
+}
+
+/// `train --input INPUT --out OUT` on the tiny model with the fast settings, for more flags.
+fn train_cmd(input: impl AsRef<OsStr>, out: impl AsRef<OsStr>) -> Command {
+    let mut c = bin();
+    c.args(["train", "--model"])
+        .arg(tiny_dir())
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(TINY_TRAIN);
+    c
+}
+
+/// The caps of the first frame decodebin gives for `path`, read in process:
+/// `gst-launch-1.0 -v` can reach EOS before it prints the sink's caps on a loaded machine.
+fn first_decoded_caps(path: &Path) -> gst::Caps {
+    use gst::prelude::*;
+    gst::init().unwrap();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! appsink name=sink sync=false",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.pull_sample();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let sample = sample.unwrap_or_else(|e| panic!("no decoded frame in {}: {e}", path.display()));
+    sample.caps().expect("a decoded sample has caps").to_owned()
+}
+
+fn process_with_tokens(clip: &Path, out_dir: &Path, model: &Path, tokens: &Path) -> Output {
+    process_cmd(model, clip, out_dir)
         .arg("--tokens")
         .arg(tokens)
         .output()

@@ -4,30 +4,9 @@
 
 use super::*;
 
-/// The raw format decodebin gives for `path` (to be sure a test decodes what it says), read
-/// from the first decoded sample in process: `gst-launch-1.0 -v` can reach EOS before it
-/// prints the sink's caps on a loaded machine.
+/// The raw format decodebin gives for `path` (to be sure a test decodes what it says).
 fn decoded_format(path: &Path) -> String {
-    use gst::prelude::*;
-    gst::init().unwrap();
-    let desc = format!(
-        "filesrc location=\"{}\" ! decodebin ! appsink name=sink sync=false",
-        path.display()
-    );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let sample = sink.pull_sample();
-    pipeline.set_state(gst::State::Null).unwrap();
-    let sample = sample.unwrap_or_else(|e| panic!("no decoded frame in {}: {e}", path.display()));
-    let caps = sample.caps().expect("a decoded sample has caps");
+    let caps = first_decoded_caps(path);
     let s = caps.structure(0).unwrap();
     assert_eq!(s.name(), "video/x-raw", "{}: {caps}", path.display());
     s.get::<String>("format").unwrap()
@@ -38,14 +17,7 @@ fn train_on_a_video_samples_frames_uniformly_over_it() {
     let dir = temp_dir("train");
     let Some(clip) = make_clip(&dir) else { return };
     let tokens = dir.join("tokens.safetensors");
-    let out = bin()
-        .args(["train", "--model"])
-        .arg(tiny_dir())
-        .arg("--input")
-        .arg(&clip)
-        .arg("--out")
-        .arg(&tokens)
-        .args(TINY_TRAIN)
+    let out = train_cmd(&clip, &tokens)
         .args(["--max-frames", "10", "--seed", "3"])
         .output()
         .unwrap();
@@ -66,13 +38,7 @@ fn process_trains_then_writes_one_json_line_per_frame_and_a_playable_mp4() {
     let dir = temp_dir("process");
     let Some(clip) = make_clip(&dir) else { return };
     let run = |out_dir: &Path, extra: &[&str]| {
-        bin()
-            .args(["process", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(&clip)
-            .arg("--out-dir")
-            .arg(out_dir)
+        process_cmd(tiny_dir(), &clip, out_dir)
             .args(["--no-noise", "--seed", "5", "--coco"])
             .args(extra)
             .output()
@@ -213,17 +179,7 @@ fn video_errors_name_the_file_and_the_missing_tool() {
     let bad = dir.join("not-a-video.mp4");
     std::fs::write(&bad, "hello").unwrap();
     let tokens = dir.join("t.safetensors");
-    let train = |input: &Path| {
-        let mut c = bin();
-        c.args(["train", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(input)
-            .arg("--out")
-            .arg(&tokens)
-            .args(TINY_TRAIN);
-        c
-    };
+    let train = |input: &Path| train_cmd(input, &tokens);
     if gst(&["--version"]).is_some() {
         let out = train(&bad).output().unwrap();
         assert_clean_error(&out, &["not-a-video.mp4", "cannot decode"]);
@@ -249,13 +205,7 @@ fn video_errors_name_the_file_and_the_missing_tool() {
         .output()
         .unwrap();
     assert_clean_error(&out, &["/nonexistent/clip.mp4"]);
-    let out = bin()
-        .args(["process", "--model"])
-        .arg(tiny_dir())
-        .arg("--input")
-        .arg(&bad)
-        .arg("--out-dir")
-        .arg(dir.join("o"))
+    let out = process_cmd(tiny_dir(), &bad, dir.join("o"))
         .env("SKP_PLUGIN_PATH", "/nonexistent/libgststablekeypoints.so")
         .output()
         .unwrap();
@@ -276,15 +226,8 @@ fn train_on_a_video_needs_no_gst_launch() {
     let empty = dir.join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
     let tokens = dir.join("tokens.safetensors");
-    let out = bin()
+    let out = train_cmd(&clip, &tokens)
         .env("PATH", &empty)
-        .args(["train", "--model"])
-        .arg(tiny_dir())
-        .arg("--input")
-        .arg(&clip)
-        .arg("--out")
-        .arg(&tokens)
-        .args(TINY_TRAIN)
         .args(["--max-frames", "10", "--seed", "3"])
         .output()
         .unwrap();
@@ -324,14 +267,7 @@ fn any_decoded_raw_format_trains_and_processes() {
         };
         assert_eq!(decoded_format(&clip), decoded, "{name}");
         let tokens = dir.join(format!("{name}.safetensors"));
-        let out = bin()
-            .args(["train", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(&clip)
-            .arg("--out")
-            .arg(&tokens)
-            .args(TINY_TRAIN)
+        let out = train_cmd(&clip, &tokens)
             .args(["--steps", "1", "--max-frames", "4"])
             .output()
             .unwrap();
@@ -349,13 +285,7 @@ fn any_decoded_raw_format_trains_and_processes() {
         .filter(|(n, _)| n.starts_with("y444") || n.starts_with("gray"))
     {
         let out_dir = dir.join(format!("out-{name}"));
-        let out = bin()
-            .args(["process", "--model"])
-            .arg(tiny_dir())
-            .arg("--input")
-            .arg(clip)
-            .arg("--out-dir")
-            .arg(&out_dir)
+        let out = process_cmd(tiny_dir(), clip, &out_dir)
             .arg("--tokens")
             .arg(tiny_dir().join("tokens.safetensors"))
             .args(["--no-noise"])
