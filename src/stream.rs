@@ -152,6 +152,8 @@ pub struct Pending<F> {
 pub struct Resolved<F> {
     pub frame: F,
     pub index: u64,
+    /// Item key of its noise and warps, as [`Pending::key`].
+    pub key: u64,
     /// `None` when the gap policy gives none (or nothing was inferred yet).
     pub keypoints: Option<Vec<Keypoint>>,
     pub origin: Origin,
@@ -325,13 +327,18 @@ impl<F> Scheduler<F> {
         s: &StreamSettings,
     ) -> Resolved<F> {
         let Pending {
-            frame, index, late, ..
+            frame,
+            index,
+            key,
+            late,
+            ..
         } = p;
         if let Some(k) = keypoints {
             self.last = Some(k.clone());
             return Resolved {
                 frame,
                 index,
+                key,
                 keypoints: Some(k),
                 origin: Origin::Inference,
             };
@@ -344,6 +351,7 @@ impl<F> Scheduler<F> {
         Resolved {
             frame,
             index,
+            key,
             keypoints,
             origin,
         }

@@ -36,6 +36,8 @@ use crate::meta::{FrameKeypoints, TokenIdentity};
 use crate::overlay::{Blender, DrawSettings};
 use crate::pose::Pose;
 
+mod roi;
+
 /// Asked by downstream elements that need the inference interval (the track element's
 /// interpolation latency); answered with its `inference-interval` field.
 pub const SCHEDULE_QUERY: &str = "stablekeypoints-schedule";
@@ -107,13 +109,26 @@ impl StableKeypoints {
     }
 
     /// Runs the detector on the frames (or their regions) as one batch, without holding
-    /// any lock.
+    /// any lock, counted as inferred frames.
     fn infer(
         &self,
         buffers: &[&gst::BufferRef],
         keys: &[u64],
         info: &gst_video::VideoInfo,
         work: Work,
+    ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
+        self.infer_counted(buffers, keys, info, work, true)
+    }
+
+    /// [`Self::infer`], counted as inferred frames or not (`frames`: the objects of a frame
+    /// the interval skips are not).
+    fn infer_counted(
+        &self,
+        buffers: &[&gst::BufferRef],
+        keys: &[u64],
+        info: &gst_video::VideoInfo,
+        work: Work,
+        frames: bool,
     ) -> Result<Vec<Vec<Keypoint>>, gst::FlowError> {
         let (mut detector, delay) = {
             let mut st = lock(&self.state);
@@ -136,6 +151,7 @@ impl StableKeypoints {
             state.detector = Some(detector);
         }
         match result {
+            Ok(k) if !frames => Ok(k),
             Ok(k) => {
                 let n = buffers.len().max(1);
                 lock(&self.stats).inferred_batch(buffers.len(), elapsed);
@@ -224,7 +240,7 @@ impl StableKeypoints {
             _ if buffers.is_empty() => Vec::new(),
             None => self.infer(&buffers, &batch.keys(), &info, Work::Frames)?,
             Some(o) => {
-                self.infer_objects(&buffers, &batch.keys(), &info, &o, s)?;
+                self.infer_objects(&buffers, &batch.keys(), &info, &o)?;
                 // The frames' keypoints are their objects' (queued in `inferred_objects`).
                 vec![Vec::new(); buffers.len()]
             }
@@ -232,66 +248,6 @@ impl StableKeypoints {
         let mut st = lock(&self.state);
         let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
         Ok(state.scheduler.complete(batch, keypoints, &s.stream()))
-    }
-
-    /// With `inference-region=roi-list`, what selects the objects.
-    fn object_settings(&self, s: &Settings) -> Option<ObjectSettings> {
-        let crop = lock(&self.state).as_ref().map(|st| st.crop)?;
-        s.objects(crop)
-    }
-
-    /// The objects of `buffers` (frames with item keys `keys`), inferred in batches of
-    /// `object-batch-size` crops; queued in `inferred_objects` for their frames.
-    fn infer_objects(
-        &self,
-        buffers: &[&gst::BufferRef],
-        keys: &[u64],
-        info: &gst_video::VideoInfo,
-        o: &ObjectSettings,
-        s: &Settings,
-    ) -> Result<(), gst::FlowError> {
-        let size = (info.width(), info.height());
-        let crops: Vec<Vec<Crop>> = buffers.iter().map(|b| self.select(b, size, o)).collect();
-        let (regions, crop_keys) = objects::regions(&crops, keys);
-        let mut found = if regions.is_empty() {
-            Vec::new()
-        } else {
-            let work = Work::Regions(&regions, s.object_batch_size.max(1) as usize);
-            self.infer(buffers, &crop_keys, info, work)?
-        }
-        .into_iter();
-        lock(&self.stats).objects_inferred += regions.len() as u64;
-        let mut st = lock(&self.state);
-        let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-        for c in crops {
-            let k: Vec<Vec<Keypoint>> = found.by_ref().take(c.len()).collect();
-            state.inferred_objects.push_back((c, k));
-        }
-        Ok(())
-    }
-
-    /// The objects of one frame to infer (or to hold), with the statistics and warnings of
-    /// those left out.
-    fn select(&self, buffer: &gst::BufferRef, size: (u32, u32), o: &ObjectSettings) -> Vec<Crop> {
-        let sel = objects::select(buffer, size, o);
-        lock(&self.stats).selected(&sel);
-        for (kind, what) in sel.warnings(o) {
-            gst::debug!(CAT, imp = self, "{}", what);
-            let first = lock(&self.state).as_mut().is_some_and(|st| {
-                !st.warned.contains(&kind) && {
-                    st.warned.push(kind);
-                    true
-                }
-            });
-            if first {
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Format,
-                    ("{} (warned once; counted in stats)", what)
-                );
-            }
-        }
-        sel.crops
     }
 
     /// Metadata (and with `draw`, the overlay) of one finished frame.
@@ -305,6 +261,7 @@ impl StableKeypoints {
             keypoints,
             origin,
             index,
+            key,
         } = r;
         let Some(keypoints) = keypoints else {
             return Ok(buffer);
@@ -323,7 +280,7 @@ impl StableKeypoints {
         let threshold = s.keypoint_threshold as f32;
         let entries = match self.object_settings(s) {
             None => vec![frame.entry(&keypoints, None, origin, threshold)],
-            Some(o) => self.object_entries(&buffer, &frame, (origin, index), &o, threshold)?,
+            Some(o) => self.object_entries(&buffer, &frame, (origin, index, key), &o, threshold)?,
         };
         if entries.is_empty() {
             return Ok(buffer);
@@ -353,40 +310,6 @@ impl StableKeypoints {
             }
         }
         Ok(buffer)
-    }
-
-    /// The entries of a frame's objects: inferred now (queued by [`Self::infer_objects`]),
-    /// or held from earlier inferences.
-    fn object_entries(
-        &self,
-        buffer: &gst::BufferRef,
-        frame: &FrameContext,
-        (origin, index): (stream::Origin, u64),
-        o: &ObjectSettings,
-        threshold: f32,
-    ) -> Result<Vec<FrameKeypoints>, gst::FlowError> {
-        let size = (frame.info.width(), frame.info.height());
-        let (crops, inferred) = if origin == stream::Origin::Inference {
-            let mut st = lock(&self.state);
-            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-            let (c, k) = state.inferred_objects.pop_front().unwrap_or_default();
-            (c, Some(k))
-        } else {
-            (self.select(buffer, size, o), None)
-        };
-        let resolved = {
-            let mut st = lock(&self.state);
-            let state = st.as_mut().ok_or(gst::FlowError::Flushing)?;
-            state.objects.resolve(index, &crops, size, inferred, true)
-        };
-        if origin != stream::Origin::Inference {
-            lock(&self.stats).objects_held +=
-                resolved.iter().filter(|r| r.keypoints.is_some()).count() as u64;
-        }
-        Ok(resolved
-            .into_iter()
-            .filter_map(|r| Some(frame.entry(&r.keypoints?, Some(r.object), origin, threshold)))
-            .collect())
     }
 
     /// Before a serialized event (EOS, caps, segment, ...): infers the partial batch and

@@ -23,6 +23,8 @@ pub struct ObjectSettings {
     pub max_objects: usize,
     /// How the detector squares a box (its crop mode).
     pub crop: CropMode,
+    /// Crops per forward pass (`object-batch-size`).
+    pub batch: usize,
 }
 
 /// The `object-class` property: comma-separated names, blanks ignored.
@@ -271,6 +273,14 @@ pub struct Resolved {
 }
 
 impl Objects {
+    /// Keypoints inferred for object `id` out of turn (in box `bbox`, seen as `view`): held
+    /// from now on as those of an inferred frame.
+    pub fn adopt(&mut self, id: u64, keypoints: &[Keypoint], bbox: [f32; 4], view: [f32; 4]) {
+        if let Some(f) = self.followed.iter_mut().find(|f| f.id == id) {
+            f.keypoints = Some((keypoints.to_vec(), bbox, view));
+        }
+    }
+
     /// A new stream (flush): nothing is followed any more; ids go on.
     pub fn flush(&mut self) {
         self.followed.clear();

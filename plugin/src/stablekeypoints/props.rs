@@ -110,6 +110,7 @@ impl Settings {
             margin: self.object_margin,
             min_size: self.min_object_size,
             max_objects: self.max_objects.max(1) as usize,
+            batch: self.object_batch_size.max(1) as usize,
         })
     }
 
@@ -224,7 +225,7 @@ pub(super) fn specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("inference-interval")
             .nick("Inference interval")
-            .blurb("Run inference on every N-th frame (1 = every frame); see gap-policy")
+            .blurb("Run inference on every N-th frame (1 = every frame); see gap-policy. With roi-list, an object first seen on a skipped frame is inferred on it")
             .minimum(1)
             .default_value(DEFAULT_INFERENCE_INTERVAL)
             .mutable_playing()

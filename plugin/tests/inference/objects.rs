@@ -216,6 +216,60 @@ fn between_inferences_objects_hold_their_keypoints_moved_with_their_box() {
 }
 
 #[test]
+fn an_object_first_seen_between_inferences_is_inferred_on_its_frame() {
+    let (mut hn, info) = harness("inference-interval=3 object-margin=0.1");
+    let a = ("person", (4, 4, 24, 40), None);
+    let b = ("person", (50, 10, 20, 40), Some(7));
+    hn.push(frame(&info, 0, &[a])).unwrap();
+    let first = objects(&hn.pull().unwrap());
+    // Frame 1 is not due: `a` holds its keypoints, `b` (new) is inferred on this frame.
+    let input = frame(&info, 1, &[a, b]);
+    hn.push(input.clone()).unwrap();
+    let second = objects(&hn.pull().unwrap());
+    assert_eq!(second.len(), 2);
+    let id = |f: &FrameKeypoints| f.object.as_ref().unwrap().id;
+    let held = second.iter().find(|f| id(f) != 7).unwrap();
+    assert_eq!(id(held), id(&first[0]));
+    assert!(held.inferred, "held keypoints are not of this frame");
+    assert_eq!(held.keypoints, first[0].keypoints);
+    let new = second.iter().find(|f| id(f) == 7).unwrap();
+    assert!(
+        !new.inferred,
+        "the new object's keypoints are of this frame"
+    );
+    let r = Region {
+        x: 50.0,
+        y: 10.0,
+        w: 20.0,
+        h: 40.0,
+    }
+    .grown(0.1);
+    let want = core_region(&input, &info, r);
+    assert_eq!(new.keypoints.len(), want.len());
+    for (k, (x, y)) in new.keypoints.iter().zip(want) {
+        assert!(
+            (k.x - x).abs() < 1e-5 && (k.y - y).abs() < 1e-5,
+            "{k:?} vs ({x}, {y})"
+        );
+    }
+    assert_eq!(stat(&hn, "objects-inferred"), 2);
+    assert_eq!(stat(&hn, "objects-held"), 1);
+    assert_eq!(
+        stat(&hn, "frames-inferred"),
+        1,
+        "frame 1 is not counted as inferred"
+    );
+    // Frame 2, not due either: both hold, `b` the keypoints it got on frame 1.
+    hn.push(frame(&info, 2, &[a, b])).unwrap();
+    let third = objects(&hn.pull().unwrap());
+    let again = third.iter().find(|f| id(f) == 7).unwrap();
+    assert!(again.inferred);
+    assert_eq!(again.keypoints, new.keypoints);
+    assert_eq!(stat(&hn, "objects-inferred"), 2);
+    assert_eq!(stat(&hn, "objects-held"), 3);
+}
+
+#[test]
 fn object_ids_and_keypoints_survive_a_scaler() {
     let mut hn = chain_harness(&format!(
         "stablekeypoints {} inference-region=roi-list noise=false ! videoscale \
