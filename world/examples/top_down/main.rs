@@ -59,15 +59,8 @@ fn ceiling(model: &Arc<Model>, dir: &std::path::Path, frames: usize) {
         for hide_others in [false, true] {
             for figures in [2, 3] {
                 let s = Setup {
-                    seed: 1,
-                    figures,
-                    frames,
-                    width: 512,
-                    height: 256,
-                    jitter: 0.0,
-                    margin: 0.05,
-                    step: 1,
                     hide_others,
+                    ..Setup::clip(figures, frames)
                 };
                 let mut est = Estimator::teacher(
                     Detector::new(model.clone(), &tokens, DetectOptions::default()).unwrap(),
@@ -97,15 +90,9 @@ fn accuracy(estimators: &[Named], reg: &stablekeypoints::pose::Regressor, frames
         for figures in [2, 3] {
             for jitter in [0.0, 0.1] {
                 let s = Setup {
-                    seed: 1,
-                    figures,
-                    frames,
-                    width: 512,
-                    height: 256,
                     jitter,
                     margin: std::env::var("SKP_MARGIN").map_or(0.15, |m| m.parse().unwrap()),
-                    step: 1,
-                    hide_others: false,
+                    ..Setup::clip(figures, frames)
                 };
                 let scores = measure(&mut make(), Some(reg), &s, 16);
                 for p in &scores.people {

@@ -30,6 +30,24 @@ pub struct Setup {
     pub hide_others: bool,
 }
 
+impl Setup {
+    /// `figures` figures over `frames` frames of 512x256 (seed 1), true boxes, margin 0.05,
+    /// every frame inferred, the clip's own pixels.
+    pub fn clip(figures: usize, frames: usize) -> Self {
+        Self {
+            seed: 1,
+            figures,
+            frames,
+            width: 512,
+            height: 256,
+            jitter: 0.0,
+            margin: 0.05,
+            step: 1,
+            hide_others: false,
+        }
+    }
+}
+
 /// One figure over the clip.
 #[derive(Clone, Debug, Default)]
 pub struct PersonScore {

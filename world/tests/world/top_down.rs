@@ -37,15 +37,9 @@ fn each_figure_keeps_its_own_keypoints_and_joint_error() {
             Detector::new(model.clone(), &tokens, DetectOptions::default()).unwrap(),
         );
         let s = Setup {
-            seed: 1,
-            figures: 2,
-            frames: 60,
-            width: 512,
-            height: 256,
             jitter,
-            margin: 0.05,
             step: 2,
-            hide_others: false,
+            ..Setup::clip(2, 60)
         };
         let scores = measure(&mut est, Some(&reg), &s, 16);
         assert!(
