@@ -177,15 +177,7 @@ fn one_training_step_matches_pytorch() {
         "equivariance {equi}"
     );
     assert!(rel(loss, scalar("loss")) < 1e-5, "loss {loss}");
-    let want = flat(&g["grad"]);
-    let num: f64 = out
-        .grad
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| f64::from(a - b).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
-    let e = (num / den).sqrt();
+    let e = rel_l2(&out.grad, &flat(&g["grad"]));
     eprintln!("dLoss/dE relative L2 error {e:.2e}");
     assert!(e < 1e-4, "gradient rel err {e}");
 }
@@ -308,15 +300,7 @@ fn strategies_and_multi_subject_steps_match_pytorch() {
             eprintln!("{case}: {what} within {:.1e}", rel(a, b));
             assert!(rel(a, b) < 1e-5, "{case}: {what} {a} vs {b}");
         }
-        let want = flat(t("grad"));
-        let num: f64 = out
-            .grad
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| f64::from(a - b).powi(2))
-            .sum();
-        let den: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
-        let e = (num / den).sqrt();
+        let e = rel_l2(&out.grad, &flat(t("grad")));
         eprintln!("{case}: dLoss/dE relative L2 error {e:.2e}");
         assert!(e < 1e-4, "{case}: gradient rel err {e}");
     }
@@ -349,6 +333,17 @@ fn scored<'a>(
             raw: &raw[i],
         })
         .collect()
+}
+
+/// Relative L2 error of `got` against `want`.
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
+    (num / den).sqrt()
 }
 
 fn pairs2(t: &Tensor) -> Vec<Vec<[f64; 2]>> {

@@ -11,13 +11,7 @@ fn process_checks_model_and_tokens_before_touching_earlier_outputs() {
     let Some(clip) = make_clip(&dir) else { return };
     let result = dir.join("result");
     let tokens = tiny_dir().join("tokens.safetensors");
-    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let before = snapshot(&result);
+    let before = first_run(&clip, &result);
     let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["annotated.mp4", "keypoints.jsonl"]);
     let typo = dir.join("typo.safetensors");
@@ -69,13 +63,7 @@ fn a_truncated_video_is_an_error_not_a_short_success() {
     let result = dir.join("result");
     let tokens = tiny_dir().join("tokens.safetensors");
     // The whole clip first: the earlier result.
-    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let before = snapshot(&result);
+    let before = first_run(&clip, &result);
     let out = process_with_tokens(&cut, &result, &tiny_dir(), &tokens);
     assert_clean_error(
         &out,
@@ -160,13 +148,7 @@ fn interrupted(signal: &str, code: i32) {
     assert!(made.status.success());
     let result = dir.join("result");
     let tokens = tiny_dir().join("tokens.safetensors");
-    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let before = snapshot(&result);
+    let before = first_run(&clip, &result);
     let mut child = process_cmd(tiny_dir(), &long, &result)
         .arg("--tokens")
         .arg(&tokens)

@@ -131,12 +131,7 @@ fn no_output_replaces_an_input_and_one_run_per_out_dir() {
 
     let result = dir.join("result");
     let tokens = tiny_dir().join("tokens.safetensors");
-    let out = process_with_tokens(&clip, &result, &tiny_dir(), &tokens);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    first_run(&clip, &result);
     let annotated = result.join("annotated.mp4");
     // The annotated video as the input, by its name and through a link.
     let link = dir.join("link.mp4");

@@ -209,6 +209,18 @@ fn first_decoded_caps(path: &Path) -> gst::Caps {
     sample.caps().expect("a decoded sample has caps").to_owned()
 }
 
+/// A first `process` run of `clip` into `result` with the tiny model and its tokens, which
+/// must succeed: the earlier outputs that a later run is checked against.
+fn first_run(clip: &Path, result: &Path) -> Vec<(String, Vec<u8>)> {
+    let out = process_with_tokens(clip, result, &tiny_dir(), &tiny_tokens());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    snapshot(result)
+}
+
 fn process_with_tokens(clip: &Path, out_dir: &Path, model: &Path, tokens: &Path) -> Output {
     process_cmd(model, clip, out_dir)
         .arg("--tokens")

@@ -117,6 +117,14 @@ impl Selection {
     }
 }
 
+/// The item key of object `j` of the frame with item key `frame_key`: each object of a
+/// frame its own noise, from the frame's key and its place.
+pub fn object_key(frame_key: u64, j: usize) -> u64 {
+    frame_key
+        .wrapping_mul(KEYS_PER_FRAME)
+        .wrapping_add(j as u64)
+}
+
 /// The regions of the objects `crops` of frames with item keys `keys`, each with the frame's
 /// place in the batch, and the objects' own item keys.
 pub fn regions(crops: &[Vec<Crop>], keys: &[u64]) -> (Vec<(usize, Region)>, Vec<u64>) {
@@ -125,8 +133,7 @@ pub fn regions(crops: &[Vec<Crop>], keys: &[u64]) -> (Vec<(usize, Region)>, Vec<
     for (i, (c, key)) in crops.iter().zip(keys).enumerate() {
         for (j, crop) in c.iter().enumerate() {
             regions.push((i, crop.region));
-            // Each object of a frame its own noise: the frame's key and its place.
-            crop_keys.push(key.wrapping_mul(KEYS_PER_FRAME).wrapping_add(j as u64));
+            crop_keys.push(object_key(*key, j));
         }
     }
     (regions, crop_keys)

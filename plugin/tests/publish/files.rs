@@ -2,33 +2,6 @@
 
 use super::*;
 
-/// `location=-`: the records on standard output, checked from a child process (this test
-/// binary again), since the test harness owns this process's stdout.
-/// An element of `props` started (PLAYING, no data), or the error of its start.
-fn started(props: &str) -> Result<gst::Element, String> {
-    init();
-    let el = gst::ElementFactory::make("stablekeypointspublish")
-        .build()
-        .unwrap();
-    for p in props.split_whitespace() {
-        let (k, v) = p.split_once('=').unwrap();
-        el.set_property_from_str(k, v);
-    }
-    let bus = gst::Bus::new();
-    el.set_bus(Some(&bus));
-    if el.set_state(gst::State::Playing).is_ok() {
-        return Ok(el);
-    }
-    let msg = bus
-        .pop_filtered(&[gst::MessageType::Error])
-        .expect("an error message");
-    let gst::MessageView::Error(e) = msg.view() else {
-        unreachable!()
-    };
-    let _ = el.set_state(gst::State::Null);
-    Err(e.error().to_string())
-}
-
 #[test]
 fn files_go_through_links_never_over_devices_and_one_publisher_each() {
     // Issue 24 (4, 6): format=coco renamed its document over a symbolic link or a device
@@ -87,6 +60,8 @@ fn files_go_through_links_never_over_devices_and_one_publisher_each() {
     }
 }
 
+/// `location=-`: the records on standard output, checked from a child process (this test
+/// binary again), since the test harness owns this process's stdout.
 #[test]
 fn location_dash_writes_json_lines_to_standard_output() {
     const CHILD: &str = "SKP_PUBLISH_STDOUT_CHILD";

@@ -90,8 +90,8 @@ fn buffer(i: u32, with_meta: Option<&FrameKeypoints>) -> gst::Buffer {
     b
 }
 
-/// A Harness around the element with `props` (`name=value`, space-separated).
-fn harness(props: &str, caps: &str) -> gst_check::Harness {
+/// The element with `props` (`name=value`, space-separated).
+fn element(props: &str) -> gst::Element {
     init();
     let el = gst::ElementFactory::make("stablekeypointspublish")
         .build()
@@ -100,6 +100,30 @@ fn harness(props: &str, caps: &str) -> gst_check::Harness {
         let (k, v) = p.split_once('=').unwrap();
         el.set_property_from_str(k, v);
     }
+    el
+}
+
+/// The element of `props` started (PLAYING, no data), or the error of its start.
+fn started(props: &str) -> Result<gst::Element, String> {
+    let el = element(props);
+    let bus = gst::Bus::new();
+    el.set_bus(Some(&bus));
+    if el.set_state(gst::State::Playing).is_ok() {
+        return Ok(el);
+    }
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("an error message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    let _ = el.set_state(gst::State::Null);
+    Err(e.error().to_string())
+}
+
+/// A Harness around the element with `props`.
+fn harness(props: &str, caps: &str) -> gst_check::Harness {
+    let el = element(props);
     let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
     h.set_src_caps_str(caps);
     h
@@ -232,26 +256,7 @@ fn record(payload: &[u8]) -> Record {
 /// Pushes `n` frames of metadata through the element (QoS 1) and returns it after EOS, or
 /// the start error.
 fn publish_frames(props: &str, n: u32) -> Result<gst::Element, String> {
-    init();
-    let el = gst::ElementFactory::make("stablekeypointspublish")
-        .build()
-        .unwrap();
-    for p in props.split_whitespace() {
-        let (k, v) = p.split_once('=').unwrap();
-        el.set_property_from_str(k, v);
-    }
-    let bus = gst::Bus::new();
-    el.set_bus(Some(&bus));
-    if el.set_state(gst::State::Playing).is_err() {
-        let msg = bus
-            .pop_filtered(&[gst::MessageType::Error])
-            .expect("an error message");
-        let gst::MessageView::Error(e) = msg.view() else {
-            unreachable!()
-        };
-        let _ = el.set_state(gst::State::Null);
-        return Err(e.error().to_string());
-    }
+    let el = started(props)?;
     el.set_state(gst::State::Null).unwrap();
     let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
     h.set_src_caps_str("video/x-raw,format=RGB,width=100,height=50,framerate=25/1");

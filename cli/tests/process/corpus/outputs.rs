@@ -110,24 +110,8 @@ fn train_on_a_corpus_samples_frames_uniformly_over_all_its_videos() {
             .arg(&clips)
             .arg("--out")
             .arg(&out)
-            .args([
-                "--steps",
-                "2",
-                "--batch-size",
-                "1",
-                "--num-tokens",
-                "16",
-                "--num-candidates",
-                "8",
-                "--num-keypoints",
-                "4",
-                "--num-indices",
-                "4",
-                "--map-res",
-                "16",
-                "--max-frames",
-                "7",
-            ]);
+            .args(crate::TINY_TRAIN)
+            .args(["--steps", "2", "--max-frames", "7"]);
         c
     });
     let err = stderr(&o);

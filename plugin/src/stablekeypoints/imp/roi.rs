@@ -131,10 +131,9 @@ impl StableKeypoints {
         if new.is_empty() {
             return Ok(new);
         }
-        // Each object its key as on an inferred frame: the frame's key and its place.
-        let (regions, keys) = objects::regions(&[crops.to_vec()], &[key]);
-        let regions: Vec<_> = new.iter().map(|&i| regions[i]).collect();
-        let keys: Vec<u64> = new.iter().map(|&i| keys[i]).collect();
+        // Each object its key as on an inferred frame.
+        let regions: Vec<_> = new.iter().map(|&i| (0, crops[i].region)).collect();
+        let keys: Vec<u64> = new.iter().map(|&i| objects::object_key(key, i)).collect();
         let work = Work::Regions(&regions, o.batch);
         let found = self.infer_counted(&[buffer], &keys, info, work, false)?;
         lock(&self.stats).objects_inferred += new.len() as u64;
