@@ -101,16 +101,7 @@ fn run(p: &gst::Pipeline) -> Result<(), String> {
 }
 
 fn harness(extra: &str, info: &gst_video::VideoInfo) -> gst_check::Harness {
-    init();
-    let element = gst::ElementFactory::make("stablekeypoints")
-        .property("model", model_dir().to_str().unwrap())
-        .property("tokens", tokens_path().to_str().unwrap())
-        .build()
-        .unwrap();
-    for kv in extra.split_whitespace() {
-        let (k, v) = kv.split_once('=').unwrap();
-        element.set_property_from_str(k, v);
-    }
+    let element = inference_element(extra);
     let mut hn = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
     hn.set_src_caps(info.to_caps().unwrap());
     hn

@@ -13,18 +13,7 @@ const W: u32 = 96;
 const H: u32 = 64;
 
 fn harness(extra: &str) -> (gst_check::Harness, gst_video::VideoInfo) {
-    init();
-    let element = gst::ElementFactory::make("stablekeypoints")
-        .property("model", model_dir().to_str().unwrap())
-        .property("tokens", tokens_path().to_str().unwrap())
-        .property_from_str("inference-region", "roi-list")
-        .property("noise", false)
-        .build()
-        .unwrap();
-    for kv in extra.split_whitespace() {
-        let (k, v) = kv.split_once('=').unwrap();
-        element.set_property_from_str(k, v);
-    }
+    let element = inference_element(&format!("inference-region=roi-list noise=false {extra}"));
     let mut hn = gst_check::Harness::with_element(&element, Some("sink"), Some("src"));
     let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, W, H)
         .fps(gst::Fraction::new(25, 1))
