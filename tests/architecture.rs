@@ -3,8 +3,8 @@
 //! core modules lists exactly the imports each module has.
 //!
 //! The imports are read from the source text: `crate::NAME` paths (and `super::` paths that
-//! climb to the crate root) outside comments and outside a file's trailing
-//! `#[cfg(test)] mod tests`, with the crate root's re-exports (`crate::Error`, ...) counted as
+//! climb to the crate root) outside comments and outside unit tests (a file's trailing
+//! `#[cfg(test)] mod tests`, or its `tests.rs` beside it), with the crate root's re-exports (`crate::Error`, ...) counted as
 //! their modules.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,7 +120,7 @@ fn imports_of(module: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
         }
     }
     let mut found = BTreeSet::new();
-    for file in files {
+    for file in files.into_iter().filter(|f| !f.ends_with("tests.rs")) {
         let code = code_without_tests(&read(&file));
         // How many `super::` lead from this file's module to the crate root.
         let rel = file.strip_prefix(&src).unwrap();
